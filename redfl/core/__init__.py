@@ -1,0 +1,1 @@
+"""Core types: named arrays, messages, results, config. No Ray, no I/O."""

@@ -1,0 +1,168 @@
+"""The validated federation config: every field typed and bounded, unknown keys refused.
+
+TOML files load into :class:`FederationConfig`; a bad value raises :class:`ConfigError`
+whose message names the field (dotted path) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from redfl.core.roles import parse_roles
+
+ResourceMap = dict[str, float]
+
+
+class ConfigError(ValueError):
+    """A config file or value is wrong; the message is one line naming the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_resources(value: ResourceMap, field: str) -> ResourceMap:
+    for key, amount in value.items():
+        if amount < 0:
+            raise ValueError(f"{field}[{key!r}] must be >= 0, got {amount}")
+    return value
+
+
+class ResourcesConfig(_Strict):
+    """How workers are sized and placed (see :mod:`redfl.runtime.resources`)."""
+
+    split: Literal["uniform", "explicit", "adaptive"] = "uniform"
+    num_workers: int | None = Field(default=None, ge=1, le=10_000)
+    worker: ResourceMap = Field(default_factory=lambda: {"CPU": 1.0})
+    bundles: list[ResourceMap] = Field(default_factory=list, max_length=10_000)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+
+    @field_validator("worker")
+    @classmethod
+    def _worker(cls, value: ResourceMap) -> ResourceMap:
+        return _check_resources(value, "worker")
+
+    @field_validator("bundles")
+    @classmethod
+    def _bundles(cls, value: list[ResourceMap]) -> list[ResourceMap]:
+        for bundle in value:
+            _check_resources(bundle, "bundles")
+        return value
+
+    @model_validator(mode="after")
+    def _explicit_needs_bundles(self) -> ResourcesConfig:
+        if self.split == "explicit" and not self.bundles:
+            raise ValueError("split 'explicit' needs a non-empty 'bundles' list")
+        if self.split != "explicit" and self.bundles:
+            raise ValueError("'bundles' is only used with split = 'explicit'")
+        return self
+
+
+class StrategyConfig(_Strict):
+    """The strategy and its sampling of clients."""
+
+    name: Literal["fedavg"] = "fedavg"
+    fraction_fit: float = Field(default=1.0, ge=0.0, le=1.0)
+    min_fit_clients: int = Field(default=2, ge=1)
+    fraction_evaluate: float = Field(default=0.0, ge=0.0, le=1.0)
+    min_evaluate_clients: int = Field(default=0, ge=0)
+
+
+class ClientConfig(_Strict):
+    """The client class (``module:Class``), how many, their roles and their options."""
+
+    target: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    num_clients: int = Field(ge=1, le=1_000_000)
+    roles: str = "train-eval"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, value: str) -> str:
+        parse_roles(value)
+        return value
+
+
+class EvaluationConfig(_Strict):
+    """Optional central evaluation: ``module:function`` called with the client options."""
+
+    central: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class RunConfig(_Strict):
+    """The run itself: name, rounds, seed, where it runs."""
+
+    name: str = Field(default="federation", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    rounds: int = Field(default=10, ge=1, le=100_000)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    runtime: Literal["ray", "local"] = "ray"
+    address: str | None = Field(default=None, pattern=r"^(auto|local|ray://\S+|\S+:\d+)$")
+
+
+class FederationConfig(_Strict):
+    """A whole star federation, as written in a TOML file."""
+
+    federation: RunConfig = Field(default_factory=RunConfig)
+    client: ClientConfig
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    @model_validator(mode="after")
+    def _enough_clients(self) -> FederationConfig:
+        if self.strategy.min_fit_clients > self.client.num_clients:
+            raise ValueError(
+                f"strategy.min_fit_clients ({self.strategy.min_fit_clients}) exceeds "
+                f"client.num_clients ({self.client.num_clients})"
+            )
+        return self
+
+
+def describe_errors(error: ValidationError, prefix: str = "") -> str:
+    """One line naming each bad field and what is allowed."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "") or "config"
+        if item["type"] == "extra_forbidden":
+            parts.append(f"{where}: unknown key")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            got = item.get("input")
+            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            parts.append(f"{where}: {message}{shown}")
+    return "; ".join(parts)
+
+
+def parse_config(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> FederationConfig:
+    """Validate a config dict; ``overrides`` replace keys of the ``[federation]`` table."""
+    merged = dict(data)
+    if overrides:
+        merged["federation"] = {**merged.get("federation", {}), **overrides}
+    try:
+        return FederationConfig.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(f"invalid config: {describe_errors(error)}") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> FederationConfig:
+    """Read and validate a TOML config file.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not TOML, or holds a bad value.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    return parse_config(data, overrides)

@@ -1,0 +1,1 @@
+"""Ready-made tasks used by the demo, the CLI examples and the benchmarks."""

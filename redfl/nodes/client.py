@@ -1,0 +1,35 @@
+"""``Client``: a node driven round by round by the star schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from redfl.core.arrays import Parameters
+from redfl.core.seeding import client_rng
+from redfl.nodes.node import FederatedNode
+
+
+class Client(FederatedNode):
+    """A star-federation client: override :meth:`fit` and, optionally, :meth:`evaluate`.
+
+    ``config`` always holds ``"round"``; :meth:`rng` gives the client's generator for that
+    round, a function of (seed, round, node id) only, which keeps runs reproducible.
+    """
+
+    def fit(
+        self, parameters: Parameters, config: dict[str, Any]
+    ) -> tuple[Parameters, int, dict[str, float]]:
+        """Train from ``parameters``; return (new parameters, examples used, metrics)."""
+        raise TypeError(f"{type(self).__name__} must override fit()")
+
+    def evaluate(
+        self, parameters: Parameters, config: dict[str, Any]
+    ) -> tuple[float, int, dict[str, float]]:
+        """Evaluate ``parameters`` locally; return (loss, examples, metrics)."""
+        raise TypeError(f"{type(self).__name__} does not implement evaluate()")
+
+    def rng(self, config: dict[str, Any]) -> np.random.Generator:
+        """This client's random generator for the round in ``config``."""
+        return client_rng(self.context.seed, int(config["round"]), self.node_id)

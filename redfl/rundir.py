@@ -1,0 +1,57 @@
+"""Run folders: ``metrics.jsonl`` (a line per round), ``summary.json``, ``model.safetensors``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from redfl.core.arrays import Parameters
+from redfl.core.result import RoundRecord
+from redfl.schemas.callbacks import Callback
+
+
+def new_run_dir(root: str | Path, name: str) -> Path:
+    """Create ``root/<name>-<utc time>-<random>`` and return it."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / f"{name}-{stamp}-{uuid.uuid4().hex[:6]}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+class MetricsWriter(Callback):
+    """Appends one JSON object per round to ``metrics.jsonl`` as rounds end."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.write_text("", encoding="utf-8")
+
+    def on_round_end(self, record: RoundRecord) -> None:
+        """Append the round's record."""
+        with self.path.open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record.to_json()) + "\n")
+
+
+def save_parameters(path: str | Path, parameters: Parameters, metadata: dict[str, Any]) -> None:
+    """Write ``parameters`` as safetensors with ``metadata`` stored as JSON (no pickle)."""
+    arrays = {k: np.ascontiguousarray(v) for k, v in parameters.items()}
+    save_file(arrays, str(path), metadata={"redfl": json.dumps(metadata)})
+
+
+def load_parameters(path: str | Path) -> tuple[Parameters, dict[str, Any]]:
+    """Read a model file written by :func:`save_parameters`: (parameters, metadata)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        raw = (handle.metadata() or {}).get("redfl", "{}")
+    return dict(load_file(str(path))), json.loads(raw)
+
+
+def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
+    """Write ``summary.json`` (pretty, sorted keys)."""
+    Path(path).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -1,0 +1,91 @@
+"""Resource splits and capacity checks: which bundles to reserve, and whether they fit.
+
+Pure functions over plain dicts, so they are tested without Ray; the ray runtime feeds
+them ``ray.available_resources()`` and ``ray.nodes()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from redfl.core.config import ResourcesConfig
+
+Bundle = dict[str, float]
+
+
+class ResourceError(RuntimeError):
+    """The cluster cannot meet the resources a federation asked for."""
+
+
+def _clean(bundle: Mapping[str, float]) -> Bundle:
+    return {k: float(v) for k, v in bundle.items() if v}
+
+
+def worker_bundles(
+    spec: ResourcesConfig, available: Mapping[str, float], num_hosted: int
+) -> list[Bundle]:
+    """The bundle of each worker, by the split ``spec.split`` asks for.
+
+    - ``uniform``: ``spec.num_workers`` copies of ``spec.worker`` (default: as many as the
+      available CPUs allow);
+    - ``explicit``: ``spec.bundles``, one worker each;
+    - ``adaptive``: the available CPUs and GPUs divided evenly over ``spec.num_workers``
+      workers (default: one per available CPU).
+
+    Never more workers than hosted nodes, and at least one.
+    """
+    cpus = float(available.get("CPU", 0.0))
+    if spec.split == "explicit":
+        return [_clean(b) for b in spec.bundles]
+    if spec.split == "uniform":
+        per = float(spec.worker.get("CPU", 0.0))
+        count = spec.num_workers or max(1, int(cpus // per) if per > 0 else int(cpus))
+        return [_clean(spec.worker)] * max(1, min(count, num_hosted))
+    count = max(1, min(spec.num_workers or int(cpus), num_hosted))
+    share = {
+        key: math.floor(float(available.get(key, 0.0)) / count * 100) / 100
+        for key in ("CPU", "GPU")
+    }
+    return [_clean(share)] * count
+
+
+def check_capacity(
+    bundles: Sequence[Mapping[str, float]],
+    strategy: str,
+    available: Mapping[str, float],
+    node_resources: Sequence[Mapping[str, float]],
+) -> None:
+    """Raise :class:`ResourceError` if ``bundles`` cannot be placed with ``strategy``.
+
+    ``available`` is the cluster's free total; ``node_resources`` the free resources of
+    each cluster machine (for STRICT_PACK and STRICT_SPREAD).
+    """
+    asked: dict[str, float] = {}
+    for bundle in bundles:
+        for key, value in bundle.items():
+            asked[key] = asked.get(key, 0.0) + value
+    short = {k: v for k, v in asked.items() if v > float(available.get(k, 0.0)) + 1e-9}
+    if short:
+        raise ResourceError(
+            f"the cluster cannot meet the resources asked for: asked {_fmt(asked)} in "
+            f"{len(bundles)} bundle(s), available {_fmt(available, keys=asked)}"
+        )
+    if strategy == "STRICT_PACK" and not any(
+        all(value <= float(node.get(k, 0.0)) + 1e-9 for k, value in asked.items())
+        for node in node_resources
+    ):
+        raise ResourceError(
+            f"STRICT_PACK needs {_fmt(asked)} on one machine; no machine has it free "
+            f"(machines: {[_fmt(n, keys=asked) for n in node_resources]})"
+        )
+    if strategy == "STRICT_SPREAD" and len(bundles) > len(node_resources):
+        raise ResourceError(
+            f"STRICT_SPREAD needs one machine per bundle: asked {len(bundles)} bundles, "
+            f"the cluster has {len(node_resources)} machine(s)"
+        )
+
+
+def _fmt(resources: Mapping[str, float], keys: Mapping[str, float] | None = None) -> str:
+    names = sorted(keys) if keys is not None else sorted(resources)
+    return "{" + ", ".join(f"{k}: {float(resources.get(k, 0.0)):g}" for k in names) + "}"

@@ -1,0 +1,224 @@
+"""``Worker``: hosts many live nodes; plain Python, wrapped as a Ray actor by the ray runtime.
+
+Nodes are built lazily on first use and stay on their worker for the whole run (sticky
+placement), so their state survives between rounds.
+"""
+
+from __future__ import annotations
+
+import numbers
+import threading
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redfl.algorithms.strategy import ClientUpdate
+from redfl.core.arrays import Parameters, WeightedSum, check_update
+from redfl.core.message import Message
+from redfl.core.result import Failure
+from redfl.nodes.client import Client
+from redfl.nodes.node import FederatedNode
+from redfl.runtime.mailbox import Mailbox
+from redfl.runtime.topology_manager import TopologyManager
+from redfl.runtime.virtual import VirtualNode
+
+
+@dataclass
+class FitBatch:
+    """What a worker returns for one round's fit of its clients.
+
+    ``total`` is the partial weighted sum of the successful updates (weighted-sum
+    strategies); otherwise ``updates`` holds them one by one.
+    """
+
+    total: WeightedSum | None
+    updates: list[ClientUpdate] = field(default_factory=list)
+    reports: list[tuple[str, int, dict[str, float]]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+
+@dataclass
+class EvaluateBatch:
+    """Per-client (id, loss, examples, metrics) of an evaluation, plus failures."""
+
+    reports: list[tuple[str, float, int, dict[str, float]]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+
+class NodeFailed(RuntimeError):
+    """A node's ``train()`` raised; carries the node id and the traceback text."""
+
+    def __init__(self, node_id: str, trace: str) -> None:
+        super().__init__(f"node {node_id!r} failed:\n{trace}")
+        self.node_id = node_id
+        self.trace = trace
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (NodeFailed, (self.node_id, self.trace))
+
+
+class Worker:
+    """A process-level host for many nodes (one per placement-group bundle on Ray)."""
+
+    def __init__(
+        self,
+        index: int,
+        federation_id: str,
+        seed: int,
+        num_nodes: int,
+        nodes: Sequence[VirtualNode],
+        manager: TopologyManager,
+    ) -> None:
+        self.index = index
+        self.federation_id = federation_id
+        self.seed = seed
+        self.num_nodes = num_nodes
+        self.manager = manager
+        self.mailbox = Mailbox()
+        self._specs = {node.node_id: node for node in nodes}
+        self._live: dict[str, FederatedNode] = {}
+        self._versions: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._peers: Sequence[Any] = ()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def connect(self, peers: Sequence[Any]) -> int:
+        """Give the worker the handles of every worker (indexed like the placement)."""
+        self._peers = peers
+        return self.index
+
+    def node(self, node_id: str) -> FederatedNode:
+        """The live node ``node_id``, built (and set up) on first use."""
+        live = self._live.get(node_id)
+        if live is None:
+            spec = self._specs.get(node_id)
+            if spec is None:
+                raise KeyError(f"node {node_id!r} is not hosted on worker {self.index}")
+            live = spec.build(self.federation_id, self.seed, self.num_nodes, self)
+            self._live[node_id] = live
+        return live
+
+    def stats(self) -> dict[str, int]:
+        """Counts for tests and monitoring: hosted and built nodes."""
+        return {"hosted": len(self._specs), "built": len(self._live)}
+
+    def stop_nodes(self) -> None:
+        """Wake every node blocked on ``receive`` so that its ``train()`` ends."""
+        self.mailbox.stop()
+
+    # -- star fast path ------------------------------------------------------------------
+    def fit_batch(
+        self,
+        parameters: Parameters,
+        node_ids: Sequence[str],
+        config: dict[str, Any],
+        fold: bool,
+    ) -> FitBatch:
+        """Fit each client in turn; fold successful updates into one partial sum if ``fold``."""
+        batch = FitBatch(total=WeightedSum() if fold else None)
+        rnd = int(config["round"])
+        for node_id in node_ids:
+            try:
+                client = self._client(node_id)
+                new, num_examples, metrics = client.fit(parameters, dict(config))
+                reason = check_update(new, parameters)
+                if reason is None and (
+                    not isinstance(num_examples, numbers.Integral) or num_examples < 1
+                ):
+                    reason = f"num_examples must be a positive int, got {num_examples!r}"
+            except Exception as error:  # a failing client is a value, not a crash
+                reason = _describe(error)
+            if reason is not None:
+                batch.failures.append(Failure(node_id, rnd, "fit", reason))
+                continue
+            count = int(num_examples)
+            if batch.total is not None:
+                batch.total.add(new, float(count))
+            else:
+                batch.updates.append(ClientUpdate(node_id, new, count, metrics))
+            batch.reports.append((node_id, count, dict(metrics)))
+        return batch
+
+    def evaluate_batch(
+        self, parameters: Parameters, node_ids: Sequence[str], config: dict[str, Any]
+    ) -> EvaluateBatch:
+        """Evaluate ``parameters`` on each client in turn."""
+        batch = EvaluateBatch()
+        rnd = int(config["round"])
+        for node_id in node_ids:
+            try:
+                loss, num_examples, metrics = self._client(node_id).evaluate(
+                    parameters, dict(config)
+                )
+                loss = float(loss)
+                if loss != loss:  # NaN
+                    raise ValueError("evaluation loss is NaN")
+            except Exception as error:
+                batch.failures.append(Failure(node_id, rnd, "evaluate", _describe(error)))
+                continue
+            batch.reports.append((node_id, loss, int(num_examples), dict(metrics)))
+        return batch
+
+    def _client(self, node_id: str) -> Client:
+        node = self.node(node_id)
+        if not isinstance(node, Client):
+            raise TypeError(f"node {node_id!r} is a {type(node).__name__}, not a Client")
+        return node
+
+    # -- message-driven nodes ------------------------------------------------------------
+    def run_node(self, node_id: str) -> Any:
+        """Run ``node_id``'s ``train()`` to the end and return its output."""
+        try:
+            return self.node(node_id).train()
+        except Exception:
+            raise NodeFailed(node_id, traceback.format_exc()) from None
+
+    def neighbours(self, node_id: str) -> set[str]:
+        """The ids ``node_id`` may send to (the :class:`NodePort` side of a node)."""
+        return self.manager.neighbours(node_id)
+
+    def send(self, message: Message) -> None:
+        """Check ``message`` against the topology and deliver it, each worker once."""
+        self.manager.check_send(message.sender, message.recipients)
+        groups = self.manager.route(message.recipients)
+        local = groups.pop(self.index, None)
+        if local:
+            self.mailbox.put(message, local)
+        if groups:
+            self.post(message, groups)
+
+    def post(self, message: Message, groups: dict[int, list[str]]) -> None:
+        """Hand ``message`` to other workers (in-process: direct calls)."""
+        for worker_index, node_ids in groups.items():
+            self._peers[worker_index].deliver(message, node_ids)
+
+    def deliver(self, message: Message, node_ids: Sequence[str]) -> None:
+        """Queue a message that arrived from another worker."""
+        self.mailbox.put(message, node_ids)
+
+    def receive(
+        self, node_id: str, header: str | None, block: bool, timeout: float | None
+    ) -> Message | None:
+        """Take the first queued message for ``node_id`` matching ``header``."""
+        return self.mailbox.take(node_id, header, block, timeout)
+
+    # -- versions ------------------------------------------------------------------------
+    def publish_version(self, node_id: str, state: dict[str, Any]) -> int:
+        """Store a snapshot of ``node_id``'s state under the next version number."""
+        with self._lock:
+            number = self._versions.get(node_id, (0, {}))[0] + 1
+            self._versions[node_id] = (number, state)
+        return number
+
+    def pull_version(self, node_id: str) -> tuple[int, dict[str, Any]]:
+        """The latest published (version, state) of ``node_id``; (0, {}) if none."""
+        if node_id not in self._specs:
+            raise KeyError(f"node {node_id!r} is not hosted on worker {self.index}")
+        with self._lock:
+            return self._versions.get(node_id, (0, {}))
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or "(no message)"
+    return f"{type(error).__name__}: {text}"

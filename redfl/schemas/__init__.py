@@ -1,0 +1,8 @@
+"""Protocols: who talks to whom, and when."""
+
+from redfl.schemas.base import Federation, virtual_nodes
+from redfl.schemas.callbacks import Callback
+from redfl.schemas.graph import GraphFederation
+from redfl.schemas.star import StarFederation
+
+__all__ = ["Callback", "Federation", "GraphFederation", "StarFederation", "virtual_nodes"]

@@ -1,0 +1,156 @@
+"""``Federation``: what every schema shares: lazy start, versions, stop."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from redfl.core.config import ResourcesConfig
+from redfl.core.roles import parse_roles
+from redfl.runtime.backend import Backend
+from redfl.runtime.local import LocalBackend
+from redfl.runtime.plan import make_plan
+from redfl.runtime.remote import remote_options
+from redfl.runtime.topology_manager import TopologyManager
+from redfl.runtime.virtual import NodeFactory, VirtualNode
+from redfl.topology.graph import Topology
+
+RuntimeName = Literal["ray", "local"]
+
+
+class Federation:
+    """A set of virtual nodes, a topology and a runtime; nothing starts until first use.
+
+    Parameters
+    ----------
+    nodes:
+        The federation's virtual nodes (ids must be unique).
+    topology:
+        Who may send to whom; ``None`` when nodes exchange no messages.
+    runtime:
+        ``"ray"`` (default) or ``"local"`` (in-process, deterministic, debuggable).
+    address:
+        Ray address to join (``"auto"``, ``"ray://host:port"``); default: the embedded
+        local Ray instance (started if Ray is not initialised).
+    resources:
+        How workers are sized and placed.
+    federation_id:
+        Prefix of every actor name; default: a fresh unique id.
+    """
+
+    def __init__(
+        self,
+        nodes: Sequence[VirtualNode],
+        topology: Topology | None = None,
+        *,
+        seed: int = 0,
+        runtime: RuntimeName = "ray",
+        address: str | None = None,
+        resources: ResourcesConfig | None = None,
+        federation_id: str | None = None,
+    ) -> None:
+        if runtime not in ("ray", "local"):
+            raise ValueError(f"runtime must be 'ray' or 'local', got {runtime!r}")
+        self.nodes = list(nodes)
+        counts = Counter(n.node_id for n in self.nodes)
+        if len(counts) != len(self.nodes):
+            dupes = sorted(node_id for node_id, count in counts.items() if count > 1)
+            raise ValueError(f"node ids must be unique; repeated: {dupes[:5]}")
+        self.topology = topology
+        self.seed = seed
+        self.runtime = runtime
+        self.address = address
+        self.resources = resources or ResourcesConfig()
+        self.federation_id = federation_id or f"redfl-{uuid.uuid4().hex[:10]}"
+        self._backend: Backend | None = None
+        self._manager: TopologyManager | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether workers are running (they start on first ``train``/``evaluate``)."""
+        return self._backend is not None
+
+    def _start(self) -> Backend:
+        """Build the plan and start the workers, once."""
+        if self._backend is not None:
+            return self._backend
+        backend: Backend
+        if self.runtime == "local":
+            backend = LocalBackend()
+        else:
+            from redfl.runtime.ray_backend import RayBackend
+
+            backend = RayBackend(self.address)
+        plan = make_plan(
+            self.federation_id,
+            self.seed,
+            self.nodes,
+            self.topology,
+            self.resources,
+            backend.available_resources(),
+            backend.machine_resources(),
+            check=self.runtime == "ray",
+        )
+        backend.start(plan)
+        self._backend, self._manager = backend, plan.manager
+        return backend
+
+    def worker_of(self, node_id: str) -> int:
+        """The index of the worker that hosts ``node_id`` (after start)."""
+        if self._manager is None:
+            raise RuntimeError("the federation has not started")
+        return self._manager.worker_of(node_id)
+
+    def pull_version(self, node_id: str) -> tuple[int, dict[str, Any]]:
+        """The latest (version number, state) that ``node_id`` published."""
+        backend = self._start()
+        pending = backend.submit(self.worker_of(node_id), "pull_version", node_id)
+        outcome = backend.gather([pending])[0]
+        if outcome.error is not None:
+            raise outcome.error
+        version: tuple[int, dict[str, Any]] = outcome.value
+        return version
+
+    def stop(self) -> None:
+        """Stop the workers and release the placement group. Safe to call twice."""
+        if self._backend is not None:
+            self._backend.stop()
+        self._backend = None
+        self._manager = None
+
+    def __enter__(self) -> Federation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def virtual_nodes(
+    template: NodeFactory,
+    node_ids: Sequence[str],
+    *,
+    roles: str = "train",
+    options: Mapping[str, Any] | None = None,
+    resources: Mapping[str, float] | None = None,
+    start: int = 0,
+) -> list[VirtualNode]:
+    """Describe one node per id, all from ``template`` (nothing is built).
+
+    A template decorated with :func:`redfl.remote` gets a dedicated actor per node, sized
+    by its ``num_cpus``/``num_gpus`` unless ``resources`` says otherwise.
+    """
+    role_set = parse_roles(roles)
+    shared = dict(options or {})
+    if resources is None and isinstance(template, type):
+        marked = remote_options(template)
+        if marked is not None:
+            resources = {
+                "CPU": float(marked.get("num_cpus", 0.0)),
+                "GPU": float(marked.get("num_gpus", 0.0)),
+            }
+    return [
+        VirtualNode(template, node_id, role_set, start + i, shared, resources)
+        for i, node_id in enumerate(node_ids)
+    ]

@@ -1,0 +1,264 @@
+"""``StarFederation``: round-driven clients around a server strategy (FedAvg and kin).
+
+A round samples clients (a function of seed and round), sends the global parameters once
+per worker, runs each worker's clients in one call and, for weighted-sum strategies,
+receives one partial sum per worker. Folding follows worker order and, inside a worker,
+sampling order, so results do not depend on which client finishes first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from redfl.algorithms.fedavg import FedAvg
+from redfl.algorithms.strategy import ClientUpdate, Strategy
+from redfl.core.arrays import Parameters, WeightedSum, copy_parameters
+from redfl.core.config import ResourcesConfig
+from redfl.core.result import Failure, FederationError, FederationResult, RoundRecord
+from redfl.core.seeding import round_rng
+from redfl.nodes.client import Client
+from redfl.runtime.backend import Backend, Outcome
+from redfl.runtime.worker import EvaluateBatch, FitBatch
+from redfl.schemas.base import Federation, RuntimeName, virtual_nodes
+from redfl.schemas.callbacks import Callback
+
+EvaluateFn = Callable[[Parameters], tuple[float, Mapping[str, float]]]
+"""Central evaluation: parameters -> (loss, metrics such as ``accuracy``)."""
+
+
+class StarFederation(Federation):
+    """Clients around a server strategy.
+
+    Parameters
+    ----------
+    client:
+        A :class:`~redfl.nodes.Client` subclass (or factory), built on its worker with
+        ``client(**client_options)``.
+    num_clients:
+        How many clients; ids are ``client-0`` ... unless ``client_ids`` is given.
+    strategy:
+        Server math; default :class:`~redfl.algorithms.FedAvg`.
+    initial_parameters:
+        The starting global model (required).
+    evaluate_fn:
+        Optional central evaluation run on the driver after every round.
+    callbacks:
+        Hooks for progress, logging and early stopping.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from redfl import Client, StarFederation
+    >>> class Plus(Client):
+    ...     def fit(self, parameters, config):
+    ...         return {"w": parameters["w"] + 1}, 1, {}
+    >>> fed = StarFederation(Plus, 3, initial_parameters={"w": np.zeros(2, np.float32)},
+    ...                      runtime="local")
+    >>> fed.train(2).parameters["w"]
+    array([2., 2.], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        client: Callable[..., Client],
+        num_clients: int,
+        *,
+        initial_parameters: Parameters,
+        strategy: Strategy | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        client_ids: Sequence[str] | None = None,
+        roles: str = "train-eval",
+        evaluate_fn: EvaluateFn | None = None,
+        callbacks: Sequence[Callback] = (),
+        seed: int = 0,
+        runtime: RuntimeName = "ray",
+        address: str | None = None,
+        resources: ResourcesConfig | None = None,
+        federation_id: str | None = None,
+    ) -> None:
+        if num_clients < 1:
+            raise ValueError(f"num_clients must be >= 1, got {num_clients}")
+        ids = (
+            list(client_ids)
+            if client_ids is not None
+            else [f"client-{i}" for i in range(num_clients)]
+        )
+        if len(ids) != num_clients:
+            raise ValueError(f"client_ids has {len(ids)} ids but num_clients is {num_clients}")
+        nodes = virtual_nodes(client, ids, roles=roles, options=client_options)
+        super().__init__(
+            nodes,
+            None,
+            seed=seed,
+            runtime=runtime,
+            address=address,
+            resources=resources,
+            federation_id=federation_id,
+        )
+        self.strategy = strategy or FedAvg()
+        self.evaluate_fn = evaluate_fn
+        self.callbacks = list(callbacks)
+        self.parameters = copy_parameters(initial_parameters)
+        self.round = 0
+        self._train_ids = [n.node_id for n in nodes if "train" in n.roles]
+        self._eval_ids = [n.node_id for n in nodes if "eval" in n.roles]
+        self._history: list[RoundRecord] = []
+        self._failures: list[Failure] = []
+
+    def train(self, rounds: int) -> FederationResult:
+        """Run ``rounds`` more rounds; return history, final parameters and failures.
+
+        Raises
+        ------
+        FederationError
+            If fewer than ``strategy.min_fit_clients`` clients succeed in a round.
+        """
+        if rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {rounds}")
+        backend = self._start()
+        for callback in self.callbacks:
+            callback.on_train_begin(rounds)
+        for _ in range(rounds):
+            record = self._round(backend, self.round + 1)
+            self.round += 1
+            self._history.append(record)
+            stops = [callback.on_round_end(record) for callback in self.callbacks]
+            if any(stops):
+                break
+        result = FederationResult(
+            list(self._history), copy_parameters(self.parameters), list(self._failures)
+        )
+        for callback in self.callbacks:
+            callback.on_train_end(result)
+        return result
+
+    def evaluate(self, rnd: int | None = None) -> tuple[float | None, dict[str, float]]:
+        """Federated evaluation of the current parameters on the eval-role clients."""
+        backend = self._start()
+        rnd = self.round if rnd is None else rnd
+        return self._evaluate(backend, rnd, self._eval_ids)
+
+    def _round(self, backend: Backend, rnd: int) -> RoundRecord:
+        start = time.perf_counter()
+        sampled = self.strategy.configure_fit(rnd, self._train_ids, round_rng(self.seed, rnd))
+        for callback in self.callbacks:
+            callback.on_round_begin(rnd, len(sampled))
+        groups = self._groups(sampled)
+        reference = backend.put(self.parameters)
+        config = self.strategy.fit_config(rnd)
+        fold = self.strategy.weighted_sum
+        pending = [
+            backend.submit(w, "fit_batch", reference, ids, config, fold) for w, ids in groups
+        ]
+        done = 0
+
+        def progress(i: int) -> None:
+            nonlocal done
+            done += len(groups[i][1])
+            for callback in self.callbacks:
+                callback.on_clients_done(rnd, done, len(sampled))
+
+        outcomes = backend.gather(pending, progress)
+        total, updates, reports, failures = self._collect(rnd, groups, outcomes)
+        self._failures.extend(failures)
+        if len(reports) < self.strategy.min_fit_clients:
+            reasons = "; ".join(f"{f.node_id}: {f.reason}" for f in failures[:5])
+            raise FederationError(
+                f"round {rnd}: {len(reports)} of {len(sampled)} clients succeeded, fewer than "
+                f"min_fit_clients={self.strategy.min_fit_clients}; failures: {reasons}",
+                failures,
+            )
+        if fold:
+            self.parameters = self.strategy.aggregate(rnd, self.parameters, total)
+        else:
+            order = {node_id: i for i, node_id in enumerate(sampled)}
+            updates.sort(key=lambda u: order[u.node_id])
+            self.parameters = self.strategy.aggregate_updates(rnd, self.parameters, updates)
+        metrics: dict[str, float] = {}
+        examples = sum(n for _, n, _ in reports)
+        losses = [(n, m["loss"]) for _, n, m in reports if "loss" in m]
+        train_loss = sum(n * v for n, v in losses) / examples if losses else None
+        eval_ids = self.strategy.configure_evaluate(
+            rnd, self._eval_ids, round_rng(self.seed, rnd, 1)
+        )
+        loss, accuracy = None, None
+        if eval_ids:
+            loss, federated = self._evaluate(backend, rnd, eval_ids)
+            metrics.update({f"federated_{k}": v for k, v in federated.items()})
+            accuracy = federated.get("accuracy")
+            if loss is not None:
+                metrics["federated_loss"] = loss
+        if self.evaluate_fn is not None:
+            central_loss, central = self.evaluate_fn(self.parameters)
+            loss, accuracy = float(central_loss), central.get("accuracy")
+            metrics["central_loss"] = loss
+            metrics.update({f"central_{k}": float(v) for k, v in central.items()})
+        return RoundRecord(
+            rnd,
+            len(sampled),
+            len(reports),
+            len(failures),
+            time.perf_counter() - start,
+            train_loss,
+            loss,
+            None if accuracy is None else float(accuracy),
+            metrics,
+        )
+
+    def _groups(self, sampled: Sequence[str]) -> list[tuple[int, list[str]]]:
+        by_worker: dict[int, list[str]] = {}
+        for node_id in sampled:
+            by_worker.setdefault(self.worker_of(node_id), []).append(node_id)
+        return sorted(by_worker.items())
+
+    def _collect(
+        self, rnd: int, groups: list[tuple[int, list[str]]], outcomes: list[Outcome]
+    ) -> tuple[
+        WeightedSum, list[ClientUpdate], list[tuple[str, int, dict[str, float]]], list[Failure]
+    ]:
+        total = WeightedSum()
+        updates: list[ClientUpdate] = []
+        reports: list[tuple[str, int, dict[str, float]]] = []
+        failures: list[Failure] = []
+        for (worker, ids), outcome in zip(groups, outcomes, strict=True):
+            if outcome.error is not None:
+                reason = f"worker {worker} failed: {type(outcome.error).__name__}: {outcome.error}"
+                failures.extend(Failure(i, rnd, "fit", reason) for i in ids)
+                continue
+            batch: FitBatch = outcome.value
+            failures.extend(batch.failures)
+            reports.extend(batch.reports)
+            updates.extend(batch.updates)
+            if batch.total is not None:
+                total.merge(batch.total)
+        return total, updates, reports, failures
+
+    def _evaluate(
+        self, backend: Backend, rnd: int, node_ids: Sequence[str]
+    ) -> tuple[float | None, dict[str, float]]:
+        groups = self._groups(node_ids)
+        reference = backend.put(self.parameters)
+        config = {"round": rnd}
+        pending = [backend.submit(w, "evaluate_batch", reference, ids, config) for w, ids in groups]
+        reports: list[tuple[str, float, int, dict[str, float]]] = []
+        for (worker, ids), outcome in zip(groups, backend.gather(pending), strict=True):
+            if outcome.error is not None:
+                reason = f"worker {worker} failed: {outcome.error}"
+                self._failures.extend(Failure(i, rnd, "evaluate", reason) for i in ids)
+                continue
+            batch: EvaluateBatch = outcome.value
+            self._failures.extend(batch.failures)
+            reports.extend(batch.reports)
+        examples = sum(n for _, _, n, _ in reports)
+        if not examples:
+            return None, {}
+        loss = sum(n * value for _, value, n, _ in reports) / examples
+        names = sorted({k for _, _, _, m in reports for k in m})
+        metrics = {
+            k: sum(n * m[k] for _, _, n, m in reports if k in m)
+            / max(1, sum(n for _, _, n, m in reports if k in m))
+            for k in names
+        }
+        return loss, metrics

@@ -1,0 +1,81 @@
+"""A directed graph of node ids; an undirected edge is two directed ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Topology:
+    """Who may send to whom.
+
+    Examples
+    --------
+    >>> t = Topology.ring(["a", "b", "c"])
+    >>> sorted(t.neighbours("a"))
+    ['b', 'c']
+    >>> t.allows("a", "b"), Topology.ring(["a", "b", "c"], bidirectional=False).allows("b", "a")
+    (True, False)
+    """
+
+    nodes: list[str] = field(default_factory=list)
+    edges: dict[str, set[str]] = field(default_factory=dict)
+
+    def add_node(self, node_id: str) -> None:
+        """Add a node with no edges (no-op if present)."""
+        if node_id not in self.edges:
+            self.nodes.append(node_id)
+            self.edges[node_id] = set()
+
+    def add_edge(self, source: str, target: str, *, bidirectional: bool = True) -> None:
+        """Allow ``source`` to send to ``target`` (and back when bidirectional)."""
+        for node_id in (source, target):
+            if node_id not in self.edges:
+                raise KeyError(f"unknown node {node_id!r}: add it before its edges")
+        if source == target:
+            raise ValueError(f"self-loop on {source!r} is not allowed")
+        self.edges[source].add(target)
+        if bidirectional:
+            self.edges[target].add(source)
+
+    def neighbours(self, node_id: str) -> set[str]:
+        """The nodes ``node_id`` may send to."""
+        try:
+            return self.edges[node_id]
+        except KeyError:
+            raise KeyError(f"unknown node {node_id!r}") from None
+
+    def allows(self, source: str, target: str) -> bool:
+        """Whether ``source`` may send to ``target``."""
+        return target in self.edges.get(source, ())
+
+    @classmethod
+    def from_edges(
+        cls, nodes: Sequence[str], edges: Iterable[tuple[str, str]], *, bidirectional: bool = True
+    ) -> Topology:
+        """A custom graph from a node list and an edge list."""
+        topology = cls()
+        for node_id in nodes:
+            topology.add_node(node_id)
+        for source, target in edges:
+            topology.add_edge(source, target, bidirectional=bidirectional)
+        return topology
+
+    @classmethod
+    def star(cls, center: str, leaves: Sequence[str]) -> Topology:
+        """A hub connected both ways to every leaf."""
+        return cls.from_edges([center, *leaves], ((center, leaf) for leaf in leaves))
+
+    @classmethod
+    def ring(cls, nodes: Sequence[str], *, bidirectional: bool = True) -> Topology:
+        """Each node linked to the next, the last to the first."""
+        n = len(nodes)
+        pairs = [(nodes[i], nodes[(i + 1) % n]) for i in range(n)] if n > 1 else []
+        return cls.from_edges(nodes, pairs, bidirectional=bidirectional)
+
+    @classmethod
+    def mesh(cls, nodes: Sequence[str]) -> Topology:
+        """Every node linked to every other."""
+        pairs = [(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1 :]]
+        return cls.from_edges(nodes, pairs)
