@@ -81,6 +81,7 @@ class Worker:
         self._versions: dict[str, tuple[int, dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._peers: Sequence[Any] = ()
+        self._batches = 0
 
     # -- lifecycle -----------------------------------------------------------------------
     def connect(self, peers: Sequence[Any]) -> int:
@@ -100,8 +101,8 @@ class Worker:
         return live
 
     def stats(self) -> dict[str, int]:
-        """Counts for tests and monitoring: hosted and built nodes."""
-        return {"hosted": len(self._specs), "built": len(self._live)}
+        """Counts for tests and monitoring: hosted nodes, built nodes, batch calls served."""
+        return {"hosted": len(self._specs), "built": len(self._live), "batches": self._batches}
 
     def stop_nodes(self) -> None:
         """Wake every node blocked on ``receive`` so that its ``train()`` ends."""
@@ -116,6 +117,7 @@ class Worker:
         fold: bool,
     ) -> FitBatch:
         """Fit each client in turn; fold successful updates into one partial sum if ``fold``."""
+        self._batches += 1
         batch = FitBatch(total=WeightedSum() if fold else None)
         rnd = int(config["round"])
         for node_id in node_ids:
@@ -144,6 +146,7 @@ class Worker:
         self, parameters: Parameters, node_ids: Sequence[str], config: dict[str, Any]
     ) -> EvaluateBatch:
         """Evaluate ``parameters`` on each client in turn."""
+        self._batches += 1
         batch = EvaluateBatch()
         rnd = int(config["round"])
         for node_id in node_ids:

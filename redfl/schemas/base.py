@@ -113,6 +113,13 @@ class Federation:
         version: tuple[int, dict[str, Any]] = outcome.value
         return version
 
+    def worker_stats(self) -> list[dict[str, int]]:
+        """Per worker: nodes hosted, nodes built, batch calls served (empty before start)."""
+        if self._backend is None:
+            return []
+        outcomes = self._backend.call_all("stats")
+        return [o.value if o.error is None else {} for o in outcomes]
+
     def stop(self) -> None:
         """Stop the workers and release the placement group. Safe to call twice."""
         if self._backend is not None:
