@@ -24,12 +24,14 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --allow-untyped-defs --allow-incomplete-defs tests bench
 
 test: lint
 	$(BIN)/pytest
 
 bench: install
 	$(BIN)/python bench/star_overhead.py
+	$(BIN)/python bench/lazy_nodes.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -107,7 +107,7 @@ def run(
         total = cfg.federation.rounds
         writer = MetricsWriter(run_dir / "metrics.jsonl")
         federation = star_from_config(cfg, [ProgressBar(total), writer])
-    except ConfigError as error:
+    except (ConfigError, ValueError) as error:
         raise _fail(2, str(error)) from None
     except OSError as error:
         raise _fail(2, f"cannot write the run folder: {error}") from None

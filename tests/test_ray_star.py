@@ -52,8 +52,10 @@ def test_the_digits_demo_reaches_090_through_the_cli(ray_session, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "redfl.cli", "run", str(ROOT / "examples/digits_fedavg.toml")]
-        + ["--address", address, "--out", str(out)],
+        [
+            *(sys.executable, "-m", "redfl.cli", "run", str(ROOT / "examples/digits_fedavg.toml")),
+            *("--address", address, "--out", str(out)),
+        ],
         capture_output=True,
         text=True,
         timeout=600,

@@ -32,7 +32,7 @@ class ClientUpdate:
 def sample_clients(
     available: Sequence[str], fraction: float, minimum: int, rng: np.random.Generator
 ) -> list[str]:
-    """Pick ``max(minimum, round(fraction * n))`` of ``available`` without replacement.
+    """Pick ``max(minimum, ceil(fraction * n))`` of ``available`` without replacement.
 
     The result keeps the order of ``available`` so that downstream folding is fixed.
 

@@ -6,6 +6,7 @@ whose message names the field (dotted path) and what is allowed.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -27,8 +28,8 @@ class _Strict(BaseModel):
 
 def _check_resources(value: ResourceMap, field: str) -> ResourceMap:
     for key, amount in value.items():
-        if amount < 0:
-            raise ValueError(f"{field}[{key!r}] must be >= 0, got {amount}")
+        if not 0 <= amount < math.inf:
+            raise ValueError(f"{field}[{key!r}] must be a finite number >= 0, got {amount}")
     return value
 
 
@@ -67,7 +68,7 @@ class StrategyConfig(_Strict):
 
     name: Literal["fedavg"] = "fedavg"
     fraction_fit: float = Field(default=1.0, ge=0.0, le=1.0)
-    min_fit_clients: int = Field(default=2, ge=1)
+    min_fit_clients: int = Field(default=1, ge=1)
     fraction_evaluate: float = Field(default=0.0, ge=0.0, le=1.0)
     min_evaluate_clients: int = Field(default=0, ge=0)
 
@@ -141,7 +142,10 @@ def parse_config(data: dict[str, Any], overrides: dict[str, Any] | None = None) 
     """Validate a config dict; ``overrides`` replace keys of the ``[federation]`` table."""
     merged = dict(data)
     if overrides:
-        merged["federation"] = {**merged.get("federation", {}), **overrides}
+        section = merged.get("federation", {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"invalid config: federation: must be a table, got {section!r}")
+        merged["federation"] = {**section, **overrides}
     try:
         return FederationConfig.model_validate(merged)
     except ValidationError as error:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from redfl.core.arrays import Parameters
 from redfl.data.digits import load_digits_arrays, train_test_split
 from redfl.data.partition import partition_by_name
-from redfl.models.softmax import SoftmaxRegression
+from redfl.models.softmax import Prepared, SoftmaxRegression
 from redfl.nodes.client import Client
 from redfl.schemas.star import EvaluateFn
 
@@ -77,16 +77,20 @@ class DigitsClient(Client):
         self.model = self.options.model()
         self.x = np.empty((0, 64), np.float32)
         self.y = np.empty(0, np.int64)
+        self.train_data: Prepared | None = None
 
     def setup(self) -> None:
-        """Load this client's part of the data (where the client runs)."""
+        """Load this client's part of the data (where the client runs) and prepare it."""
         self.x, self.y = client_data(self.options, self.context.index, self.context.num_nodes)
+        self.train_data = self.model.prepare(self.x, self.y)
 
     def fit(
         self, parameters: Parameters, config: dict[str, Any]
     ) -> tuple[Parameters, int, dict[str, float]]:
         """Local SGD epochs from the global parameters."""
-        new, loss = self.model.fit(parameters, self.x, self.y, self.rng(config))
+        if self.train_data is None:
+            raise RuntimeError("setup() has not run")
+        new, loss = self.model.fit_prepared(parameters, self.train_data, self.rng(config))
         return new, len(self.y), {"loss": loss}
 
     def evaluate(

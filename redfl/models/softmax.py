@@ -13,7 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SoftmaxRegression"]
+__all__ = ["Prepared", "SoftmaxRegression"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Training data laid out for SGD: features with a bias column, one-hot labels."""
+
+    xa: np.ndarray
+    onehot: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.xa.shape[0])
 
 
 @dataclass(frozen=True)
@@ -95,13 +106,27 @@ class SoftmaxRegression:
         one batch covers all samples, the permutation is drawn but not applied (it cannot change
         the gradient).
         """
-        weight, bias = self._view_parameters(parameters)
+        return self.fit_prepared(parameters, self.prepare(x, y), rng)
+
+    def prepare(self, x: np.ndarray, y: np.ndarray) -> Prepared:
+        """Validate ``(x, y)`` once and lay it out for :meth:`fit_prepared`.
+
+        A client that trains every round prepares its data in ``setup()`` and skips this
+        work (a bias column and one-hot labels) on every call.
+        """
         x, y = self._check_data(x, y)
-        n, f, c = x.shape[0], self.num_features, self.num_classes
-        # Augmented, freshly copied parameters theta = [weight; bias] fed by [x, 1].
+        xa = np.concatenate((x, np.ones((x.shape[0], 1), dtype=np.float32)), axis=1)
+        onehot = np.eye(self.num_classes, dtype=np.float32)[y]
+        return Prepared(xa, onehot)
+
+    def fit_prepared(
+        self, parameters: Mapping[str, np.ndarray], data: Prepared, rng: np.random.Generator
+    ) -> tuple[dict[str, np.ndarray], float]:
+        """:meth:`fit` on data laid out by :meth:`prepare`."""
+        weight, bias = self._view_parameters(parameters)
+        xa, onehot = data.xa, data.onehot
+        n, f, c = xa.shape[0], self.num_features, self.num_classes
         theta = np.concatenate((weight, bias[None, :]))
-        xa = np.concatenate((x, np.ones((n, 1), dtype=np.float32)), axis=1)
-        onehot = np.eye(c, dtype=np.float32)[y]
         grad = np.empty_like(theta)
         bs = min(self.batch_size, n)
         # Work buffers, allocated once per call; views for a full batch and the short last one.

@@ -7,11 +7,14 @@ other. It is the oracle: the same federation gives the same parameters here and 
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from typing import Any
+
+import numpy as np
 
 from redfl.runtime.backend import Backend, Outcome, Plan, Unfinished
 from redfl.runtime.worker import Worker
@@ -47,8 +50,13 @@ class LocalBackend(Backend):
         return len(self._workers)
 
     def put(self, value: Any) -> Any:
-        """In-process values are shared, not serialised."""
-        return value
+        """A read-only copy, as Ray's zero-copy arrays are: clients cannot alter the model."""
+        if isinstance(value, dict) and all(isinstance(v, np.ndarray) for v in value.values()):
+            frozen = {k: v.copy() for k, v in value.items()}
+            for array in frozen.values():
+                array.flags.writeable = False
+            return frozen
+        return copy.deepcopy(value)
 
     def submit(self, worker: int, method: str, *args: Any) -> Future[Any]:
         """Run now (``run_node`` in a thread of its own)."""

@@ -49,7 +49,7 @@ class Mailbox:
                     return None
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    wanted = "any message" if header is None else f"a {header!r} message"
+                    wanted = "message" if header is None else f"{header!r} message"
                     raise TimeoutError(f"node {node_id!r} got no {wanted} within {timeout} s")
                 self._cond.wait(remaining)
 

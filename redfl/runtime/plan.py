@@ -52,7 +52,7 @@ def make_plan(
         workers.append(WorkerSpec(f"{federation_id}/{node.node_id}", bundle, [node], options))
     for spec in workers:
         if "max_concurrency" not in spec.options:
-            threads = len(spec.nodes) + MESSAGING_THREADS if messaging else 8
+            threads = len(spec.nodes) + MESSAGING_THREADS if messaging else 1
             spec.options["max_concurrency"] = threads
     if check:
         check_capacity(

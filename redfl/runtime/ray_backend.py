@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from redfl.runtime.resources import ResourceError
 from redfl.runtime.worker import Worker
 
 PLACEMENT_TIMEOUT_S = 60.0
+RELEASE_TIMEOUT_S = 10.0
 
 
 class RayWorker(Worker):
@@ -141,7 +143,18 @@ class RayBackend(Backend):
         if self._group is not None:
             with contextlib.suppress(Exception):
                 remove_placement_group(self._group)
+                _wait_removed(self._group.id.hex(), RELEASE_TIMEOUT_S)
             self._group = None
+
+
+def _wait_removed(group_id: str, seconds: float) -> None:
+    """Wait until Ray reports the placement group removed (its resources are free)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        entry = ray.util.placement_group_table().get(group_id, {})
+        if entry.get("state", "REMOVED") == "REMOVED":
+            return
+        time.sleep(0.02)
 
 
 def _outcome(ref: Any) -> Outcome:

@@ -37,7 +37,7 @@ def worker_bundles(
     """
     cpus = float(available.get("CPU", 0.0))
     if spec.split == "explicit":
-        return [_clean(b) for b in spec.bundles]
+        return [_clean(b) for b in spec.bundles[: max(1, num_hosted)]]
     if spec.split == "uniform":
         per = float(spec.worker.get("CPU", 0.0))
         count = spec.num_workers or max(1, int(cpus // per) if per > 0 else int(cpus))
@@ -71,6 +71,12 @@ def check_capacity(
             f"the cluster cannot meet the resources asked for: asked {_fmt(asked)} in "
             f"{len(bundles)} bundle(s), available {_fmt(available, keys=asked)}"
         )
+    for bundle in bundles:
+        if not any(_fits(bundle, node) for node in node_resources):
+            raise ResourceError(
+                f"no machine of the cluster can hold the bundle {_fmt(bundle)} "
+                f"(machines: {[_fmt(n, keys=bundle) for n in node_resources]})"
+            )
     if strategy == "STRICT_PACK" and not any(
         all(value <= float(node.get(k, 0.0)) + 1e-9 for k, value in asked.items())
         for node in node_resources
@@ -79,11 +85,33 @@ def check_capacity(
             f"STRICT_PACK needs {_fmt(asked)} on one machine; no machine has it free "
             f"(machines: {[_fmt(n, keys=asked) for n in node_resources]})"
         )
-    if strategy == "STRICT_SPREAD" and len(bundles) > len(node_resources):
+    if strategy == "STRICT_SPREAD" and not _spread(bundles, node_resources):
         raise ResourceError(
-            f"STRICT_SPREAD needs one machine per bundle: asked {len(bundles)} bundles, "
-            f"the cluster has {len(node_resources)} machine(s)"
+            f"STRICT_SPREAD needs one machine per bundle: asked {len(bundles)} bundles "
+            f"{[_fmt(b) for b in bundles]}, the cluster has {len(node_resources)} machine(s) "
+            f"{[_fmt(n) for n in node_resources]}"
         )
+
+
+def _fits(bundle: Mapping[str, float], node: Mapping[str, float]) -> bool:
+    return all(value <= float(node.get(k, 0.0)) + 1e-9 for k, value in bundle.items())
+
+
+def _spread(bundles: Sequence[Mapping[str, float]], nodes: Sequence[Mapping[str, float]]) -> bool:
+    """Whether each bundle can get a machine of its own (bipartite matching)."""
+    owner: dict[int, int] = {}
+
+    def place(b: int, seen: set[int]) -> bool:
+        for m, node in enumerate(nodes):
+            if m in seen or not _fits(bundles[b], node):
+                continue
+            seen.add(m)
+            if m not in owner or place(owner[m], seen):
+                owner[m] = b
+                return True
+        return False
+
+    return all(place(b, set()) for b in range(len(bundles)))
 
 
 def _fmt(resources: Mapping[str, float], keys: Mapping[str, float] | None = None) -> str:

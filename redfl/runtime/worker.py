@@ -7,7 +7,9 @@ placement), so their state survives between rounds.
 from __future__ import annotations
 
 import numbers
+import resource
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,6 +84,7 @@ class Worker:
         self._lock = threading.Lock()
         self._peers: Sequence[Any] = ()
         self._batches = 0
+        self._busy = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
     def connect(self, peers: Sequence[Any]) -> int:
@@ -100,9 +103,15 @@ class Worker:
             self._live[node_id] = live
         return live
 
-    def stats(self) -> dict[str, int]:
-        """Counts for tests and monitoring: hosted nodes, built nodes, batch calls served."""
-        return {"hosted": len(self._specs), "built": len(self._live), "batches": self._batches}
+    def stats(self) -> dict[str, float]:
+        """For tests and monitoring: nodes hosted and built, batch calls, busy time, peak RSS."""
+        return {
+            "hosted": len(self._specs),
+            "built": len(self._live),
+            "batches": self._batches,
+            "busy_seconds": self._busy,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
 
     def stop_nodes(self) -> None:
         """Wake every node blocked on ``receive`` so that its ``train()`` ends."""
@@ -118,6 +127,7 @@ class Worker:
     ) -> FitBatch:
         """Fit each client in turn; fold successful updates into one partial sum if ``fold``."""
         self._batches += 1
+        started = time.perf_counter()
         batch = FitBatch(total=WeightedSum() if fold else None)
         rnd = int(config["round"])
         for node_id in node_ids:
@@ -129,17 +139,18 @@ class Worker:
                     not isinstance(num_examples, numbers.Integral) or num_examples < 1
                 ):
                     reason = f"num_examples must be a positive int, got {num_examples!r}"
+                count, report = int(num_examples), {k: float(v) for k, v in metrics.items()}
             except Exception as error:  # a failing client is a value, not a crash
                 reason = _describe(error)
             if reason is not None:
                 batch.failures.append(Failure(node_id, rnd, "fit", reason))
                 continue
-            count = int(num_examples)
             if batch.total is not None:
                 batch.total.add(new, float(count))
             else:
-                batch.updates.append(ClientUpdate(node_id, new, count, metrics))
-            batch.reports.append((node_id, count, dict(metrics)))
+                batch.updates.append(ClientUpdate(node_id, new, count, report))
+            batch.reports.append((node_id, count, report))
+        self._busy += time.perf_counter() - started
         return batch
 
     def evaluate_batch(
@@ -157,10 +168,16 @@ class Worker:
                 loss = float(loss)
                 if loss != loss:  # NaN
                     raise ValueError("evaluation loss is NaN")
+                report = (
+                    node_id,
+                    loss,
+                    int(num_examples),
+                    {k: float(v) for k, v in metrics.items()},
+                )
             except Exception as error:
                 batch.failures.append(Failure(node_id, rnd, "evaluate", _describe(error)))
                 continue
-            batch.reports.append((node_id, loss, int(num_examples), dict(metrics)))
+            batch.reports.append(report)
         return batch
 
     def _client(self, node_id: str) -> Client:

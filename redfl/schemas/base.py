@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from redfl.core.config import ResourcesConfig
 from redfl.core.roles import parse_roles
-from redfl.runtime.backend import Backend
+from redfl.runtime.backend import Backend, Plan
 from redfl.runtime.local import LocalBackend
 from redfl.runtime.plan import make_plan
 from redfl.runtime.remote import remote_options
+from redfl.runtime.resources import ResourceError
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.virtual import NodeFactory, VirtualNode
 from redfl.topology.graph import Topology
 
 RuntimeName = Literal["ray", "local"]
+CAPACITY_GRACE_S = 3.0
+"""How long a resource shortfall is re-checked before it is reported."""
 
 
 class Federation:
@@ -83,19 +87,31 @@ class Federation:
             from redfl.runtime.ray_backend import RayBackend
 
             backend = RayBackend(self.address)
-        plan = make_plan(
-            self.federation_id,
-            self.seed,
-            self.nodes,
-            self.topology,
-            self.resources,
-            backend.available_resources(),
-            backend.machine_resources(),
-            check=self.runtime == "ray",
-        )
+        plan = self._plan(backend)
         backend.start(plan)
         self._backend, self._manager = backend, plan.manager
         return backend
+
+    def _plan(self, backend: Backend) -> Plan:
+        """Plan against the free resources; a shortfall is re-checked for a few seconds,
+        since resources a stopped federation released take a moment to show as free."""
+        deadline = time.monotonic() + CAPACITY_GRACE_S
+        while True:
+            try:
+                return make_plan(
+                    self.federation_id,
+                    self.seed,
+                    self.nodes,
+                    self.topology,
+                    self.resources,
+                    backend.available_resources(),
+                    backend.machine_resources(),
+                    check=self.runtime == "ray",
+                )
+            except ResourceError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def worker_of(self, node_id: str) -> int:
         """The index of the worker that hosts ``node_id`` (after start)."""
@@ -113,8 +129,8 @@ class Federation:
         version: tuple[int, dict[str, Any]] = outcome.value
         return version
 
-    def worker_stats(self) -> list[dict[str, int]]:
-        """Per worker: nodes hosted, nodes built, batch calls served (empty before start)."""
+    def worker_stats(self) -> list[dict[str, float]]:
+        """Per worker: nodes hosted and built, batch calls, seconds busy (none before start)."""
         if self._backend is None:
             return []
         outcomes = self._backend.call_all("stats")
@@ -127,7 +143,7 @@ class Federation:
         self._backend = None
         self._manager = None
 
-    def __enter__(self) -> Federation:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -103,6 +103,11 @@ class StarFederation(Federation):
         self.parameters = copy_parameters(initial_parameters)
         self.round = 0
         self._train_ids = [n.node_id for n in nodes if "train" in n.roles]
+        if len(self._train_ids) < self.strategy.min_fit_clients:
+            raise ValueError(
+                f"{len(self._train_ids)} clients have the train role (roles={roles!r}) but "
+                f"strategy.min_fit_clients is {self.strategy.min_fit_clients}"
+            )
         self._eval_ids = [n.node_id for n in nodes if "eval" in n.roles]
         self._history: list[RoundRecord] = []
         self._failures: list[Failure] = []
@@ -177,9 +182,9 @@ class StarFederation(Federation):
             updates.sort(key=lambda u: order[u.node_id])
             self.parameters = self.strategy.aggregate_updates(rnd, self.parameters, updates)
         metrics: dict[str, float] = {}
-        examples = sum(n for _, n, _ in reports)
-        losses = [(n, m["loss"]) for _, n, m in reports if "loss" in m]
-        train_loss = sum(n * v for n, v in losses) / examples if losses else None
+        losses = [(n, float(m["loss"])) for _, n, m in reports if "loss" in m]
+        weight = sum(n for n, _ in losses)
+        train_loss = sum(n * v for n, v in losses) / weight if weight else None
         eval_ids = self.strategy.configure_evaluate(
             rnd, self._eval_ids, round_rng(self.seed, rnd, 1)
         )
