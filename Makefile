@@ -24,7 +24,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/mypy --allow-untyped-defs --allow-incomplete-defs tests bench
+	$(BIN)/mypy --allow-untyped-defs --allow-incomplete-defs tests bench examples
 
 test: lint
 	$(BIN)/pytest

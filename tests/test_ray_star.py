@@ -72,3 +72,19 @@ def test_the_digits_demo_reaches_090_through_the_cli(ray_session, tmp_path):
     assert parameters["weight"].shape == (64, 10)
     assert metadata["accuracy"] == summary["accuracy"]
     assert f"final accuracy {summary['accuracy']:.4f}" in proc.stdout
+
+
+def test_the_readme_quickstart_runs(ray_session):
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples/quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rounds = [line for line in proc.stdout.splitlines() if line.startswith("round ")]
+    assert len(rounds) == 10
+    assert float(rounds[-1].split()[3]) > 0.8  # accuracy of the last round
+    assert "failures: 0" in proc.stdout

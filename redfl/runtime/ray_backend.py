@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -31,9 +32,13 @@ class RayWorker(Worker):
 
 
 def ensure_ray(address: str | None) -> None:
-    """Start the embedded Ray instance, or join ``address``; no-op if Ray is up."""
+    """Start the embedded Ray instance, or join ``address`` (default ``$RAY_ADDRESS``).
+
+    A no-op when Ray is already initialised in this process.
+    """
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS")
     if address in (None, "", "local"):
         ray.init(include_dashboard=False, logging_level=logging.WARNING)
     else:
