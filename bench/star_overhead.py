@@ -22,6 +22,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import argparse
 import logging
+import multiprocessing
 import platform
 import statistics
 import time
@@ -37,13 +38,16 @@ SEED = 0
 OPTIONS = DigitsOptions(partition="iid", tile=4, test_fraction=0.0, lr=0.1, epochs=5, batch_size=32)
 
 
-def plain_loop(num_clients: int, rounds: int) -> tuple[dict[str, np.ndarray], list[float]]:
+def plain_loop(
+    num_clients: int, rounds: int, share: range | None = None
+) -> tuple[dict[str, np.ndarray], list[float]]:
     """FedAvg written out by hand, one client after another, as lean as numpy allows.
 
     Data preparation (bias column, one-hot labels) happens once, outside the timing.
+    ``share`` restricts the loop to some clients (for the two-process reference).
     """
     data = []
-    for i in range(num_clients):
+    for i in share if share is not None else range(num_clients):
         x, y = client_data(OPTIONS, i, num_clients)
         xa = np.concatenate((x, np.ones((len(y), 1), np.float32)), axis=1)
         data.append((xa, np.eye(10, dtype=np.float32)[y]))
@@ -54,7 +58,7 @@ def plain_loop(num_clients: int, rounds: int) -> tuple[dict[str, np.ndarray], li
         start = time.perf_counter()
         total_theta = np.zeros((65, 10), np.float64)
         total = 0
-        for i, (xa, onehot) in enumerate(data):
+        for i, (xa, onehot) in zip(share or range(num_clients), data, strict=True):
             rng = client_rng(SEED, rnd, f"client-{i}")
             local = theta.copy()
             n = len(xa)
@@ -75,6 +79,19 @@ def plain_loop(num_clients: int, rounds: int) -> tuple[dict[str, np.ndarray], li
         theta = (total_theta / total).astype(np.float32)
         seconds.append(time.perf_counter() - start)
     return {"weight": theta[:64], "bias": theta[64]}, seconds
+
+
+def _half(args: tuple[int, int, range]) -> float:
+    _, seconds = plain_loop(*args)
+    return statistics.median(seconds[1:])
+
+
+def parallel_plain(num_clients: int, rounds: int, workers: int) -> float:
+    """The plain loop split over ``workers`` processes with no exchange at all: what this
+    machine gives for perfectly parallel work (a lower bound for any distributed run)."""
+    shares = [range(w, num_clients, workers) for w in range(workers)]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return max(pool.map(_half, [(num_clients, rounds, share) for share in shares]))
 
 
 def redfl_run(num_clients: int, rounds: int) -> tuple[dict[str, np.ndarray], list[float], int]:
@@ -119,13 +136,14 @@ def main() -> None:
     )
     print(header)
     for clients in args.clients:
-        plain_runs, redfl_runs = [], []
+        plain_runs, redfl_runs, split_runs = [], [], []
         for _ in range(args.repeats):  # interleaved, so drift hits both sides alike
             plain_params, plain_seconds = plain_loop(clients, args.rounds)
             params, seconds, workers = redfl_run(clients, args.rounds)
+            split_runs.append(parallel_plain(clients, args.rounds, workers))
             plain_runs.append(statistics.median(plain_seconds[1:]))
             redfl_runs.append(statistics.median(seconds[1:]))
-        plain, steady = min(plain_runs), min(redfl_runs)
+        plain, steady, split = min(plain_runs), min(redfl_runs), min(split_runs)
         target = 1.4 * plain / workers + 0.010
         ratio = steady / (plain / workers)
         diff = max(float(np.abs(params[k] - plain_params[k]).max()) for k in params)
@@ -134,7 +152,11 @@ def main() -> None:
             f"{clients:>7} {args.rounds:>6} {plain:>11.4f} {workers:>7} {steady:>11.4f} "
             f"{target:>12.4f} {ratio:>6.2f} {diff:>10.2e} {'PASS' if ok else 'MISS':>7}"
         )
-        print(f"        all repeats, plain: {fmt(plain_runs)}  redfl: {fmt(redfl_runs)}")
+        print(
+            f"        plain loop split over {workers} processes, no exchange: {split:.4f} s/rnd "
+            f"(redfl / that = {steady / split:.2f}); repeats: plain {fmt(plain_runs)}, "
+            f"redfl {fmt(redfl_runs)}, split {fmt(split_runs)}"
+        )
     ray.shutdown()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -373,13 +372,11 @@ def test_nodes_are_built_lazily_and_stay_alive(counting: type[CountingClient]) -
             assert [rnd for rnd, n in counting.fits if n == node_id] == [1, 2, 3]
 
 
-def test_hundred_thousand_clients_are_created_fast_and_not_started(
+def test_hundred_thousand_clients_are_described_not_started(
     counting: type[CountingClient],
 ) -> None:
-    started = time.perf_counter()
+    # The creation time (target < 1 s) is measured by bench/lazy_nodes.py, not asserted here.
     fed = star(counting, 100_000)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 1.0, f"creating 100,000 clients took {elapsed:.2f} s"
     assert fed.started is False
     assert counting.built == []
     assert len(fed.nodes) == 100_000
