@@ -56,7 +56,7 @@ class Backend(ABC):
 
     @abstractmethod
     def machine_resources(self) -> list[Mapping[str, float]]:
-        """The free resources of each machine of the cluster."""
+        """The total resources of each machine of the cluster."""
 
     @abstractmethod
     def start(self, plan: Plan) -> None:

@@ -58,7 +58,7 @@ def check_capacity(
 ) -> None:
     """Raise :class:`ResourceError` if ``bundles`` cannot be placed with ``strategy``.
 
-    ``available`` is the cluster's free total; ``node_resources`` the free resources of
+    ``available`` is the cluster's free total; ``node_resources`` the resources of
     each cluster machine (for STRICT_PACK and STRICT_SPREAD).
     """
     asked: dict[str, float] = {}
