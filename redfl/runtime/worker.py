@@ -6,7 +6,6 @@ placement), so their state survives between rounds.
 
 from __future__ import annotations
 
-import numbers
 import resource
 import threading
 import time
@@ -14,6 +13,8 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from redfl.algorithms.strategy import ClientUpdate
 from redfl.core.arrays import Parameters, WeightedSum, check_update
@@ -136,7 +137,7 @@ class Worker:
                 new, num_examples, metrics = client.fit(parameters, dict(config))
                 reason = check_update(new, parameters)
                 if reason is None and (
-                    not isinstance(num_examples, numbers.Integral) or num_examples < 1
+                    not isinstance(num_examples, int | np.integer) or num_examples < 1
                 ):
                     reason = f"num_examples must be a positive int, got {num_examples!r}"
                 count, report = int(num_examples), {k: float(v) for k, v in metrics.items()}
