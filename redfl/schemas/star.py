@@ -181,14 +181,33 @@ class StarFederation(Federation):
             order = {node_id: i for i, node_id in enumerate(sampled)}
             updates.sort(key=lambda u: order[u.node_id])
             self.parameters = self.strategy.aggregate_updates(rnd, self.parameters, updates)
-        metrics: dict[str, float] = {}
         losses = [(n, float(m["loss"])) for _, n, m in reports if "loss" in m]
         weight = sum(n for n, _ in losses)
-        train_loss = sum(n * v for n, v in losses) / weight if weight else None
+        loss, accuracy, metrics = self._evaluation(backend, rnd)
+        return RoundRecord(
+            rnd,
+            len(sampled),
+            len(reports),
+            len(failures),
+            time.perf_counter() - start,
+            sum(n * v for n, v in losses) / weight if weight else None,
+            loss,
+            accuracy,
+            metrics,
+        )
+
+    def _evaluation(
+        self, backend: Backend, rnd: int
+    ) -> tuple[float | None, float | None, dict[str, float]]:
+        """Federated and central evaluation of the new parameters: (loss, accuracy, metrics).
+
+        The central evaluation, when there is one, gives the round's loss and accuracy.
+        """
+        metrics: dict[str, float] = {}
+        loss, accuracy = None, None
         eval_ids = self.strategy.configure_evaluate(
             rnd, self._eval_ids, round_rng(self.seed, rnd, 1)
         )
-        loss, accuracy = None, None
         if eval_ids:
             loss, federated = self._evaluate(backend, rnd, eval_ids)
             metrics.update({f"federated_{k}": v for k, v in federated.items()})
@@ -200,17 +219,7 @@ class StarFederation(Federation):
             loss, accuracy = float(central_loss), central.get("accuracy")
             metrics["central_loss"] = loss
             metrics.update({f"central_{k}": float(v) for k, v in central.items()})
-        return RoundRecord(
-            rnd,
-            len(sampled),
-            len(reports),
-            len(failures),
-            time.perf_counter() - start,
-            train_loss,
-            loss,
-            None if accuracy is None else float(accuracy),
-            metrics,
-        )
+        return loss, None if accuracy is None else float(accuracy), metrics
 
     def _groups(self, sampled: Sequence[str]) -> list[tuple[int, list[str]]]:
         by_worker: dict[int, list[str]] = {}
