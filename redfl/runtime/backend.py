@@ -32,7 +32,6 @@ class Plan:
     workers: list[WorkerSpec]
     manager: TopologyManager
     placement_strategy: str = "PACK"
-    messaging: bool = False
 
 
 @dataclass

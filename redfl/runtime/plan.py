@@ -68,5 +68,4 @@ def make_plan(
         workers,
         TopologyManager(topology, placement),
         resources.placement_strategy,
-        messaging,
     )
