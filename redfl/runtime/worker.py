@@ -32,13 +32,33 @@ class FitBatch:
     """What a worker returns for one round's fit of its clients.
 
     ``total`` is the partial weighted sum of the successful updates (weighted-sum
-    strategies); otherwise ``updates`` holds them one by one.
+    strategies); otherwise ``updates`` holds them one by one. Client metrics come folded
+    too: ``metric_sums[k]`` is the example-weighted sum of metric ``k`` over the clients
+    that reported it, ``metric_examples[k]`` their examples; so the reply stays small
+    whatever the number of clients.
     """
 
     total: WeightedSum | None
     updates: list[ClientUpdate] = field(default_factory=list)
-    reports: list[tuple[str, int, dict[str, float]]] = field(default_factory=list)
+    succeeded: list[str] = field(default_factory=list)
+    metric_sums: dict[str, float] = field(default_factory=dict)
+    metric_examples: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+
+    def add_metrics(self, metrics: dict[str, float], count: int) -> None:
+        """Fold one client's metrics, weighted by its examples."""
+        for name, value in metrics.items():
+            self.metric_sums[name] = self.metric_sums.get(name, 0.0) + count * value
+            self.metric_examples[name] = self.metric_examples.get(name, 0) + count
+
+    def absorb(self, other: FitBatch) -> None:
+        """Fold another batch's successes and metric sums into this one."""
+        self.succeeded.extend(other.succeeded)
+        for name, value in other.metric_sums.items():
+            self.metric_sums[name] = self.metric_sums.get(name, 0.0) + value
+            self.metric_examples[name] = (
+                self.metric_examples.get(name, 0) + other.metric_examples[name]
+            )
 
 
 @dataclass
@@ -150,7 +170,8 @@ class Worker:
                 batch.total.add(new, float(count))
             else:
                 batch.updates.append(ClientUpdate(node_id, new, count, report))
-            batch.reports.append((node_id, count, report))
+            batch.succeeded.append(node_id)
+            batch.add_metrics(report, count)
         self._busy += time.perf_counter() - started
         return batch
 

@@ -166,12 +166,13 @@ class StarFederation(Federation):
                 callback.on_clients_done(rnd, done, len(sampled))
 
         outcomes = backend.gather(pending, progress)
-        total, updates, reports, failures = self._collect(rnd, groups, outcomes)
+        total, updates, fitted, failures = self._collect(rnd, groups, outcomes)
         self._failures.extend(failures)
-        if len(reports) < self.strategy.min_fit_clients:
+        succeeded = len(fitted.succeeded)
+        if succeeded < self.strategy.min_fit_clients:
             reasons = "; ".join(f"{f.node_id}: {f.reason}" for f in failures[:5])
             raise FederationError(
-                f"round {rnd}: {len(reports)} of {len(sampled)} clients succeeded, fewer than "
+                f"round {rnd}: {succeeded} of {len(sampled)} clients succeeded, fewer than "
                 f"min_fit_clients={self.strategy.min_fit_clients}; failures: {reasons}",
                 failures,
             )
@@ -181,16 +182,18 @@ class StarFederation(Federation):
             order = {node_id: i for i, node_id in enumerate(sampled)}
             updates.sort(key=lambda u: order[u.node_id])
             self.parameters = self.strategy.aggregate_updates(rnd, self.parameters, updates)
-        losses = [(n, float(m["loss"])) for _, n, m in reports if "loss" in m]
-        weight = sum(n for n, _ in losses)
+        fit_means = {
+            k: fitted.metric_sums[k] / n for k, n in fitted.metric_examples.items() if n > 0
+        }
         loss, accuracy, metrics = self._evaluation(backend, rnd)
+        metrics.update({f"fit_{k}": v for k, v in fit_means.items()})
         return RoundRecord(
             rnd,
             len(sampled),
-            len(reports),
+            succeeded,
             len(failures),
             time.perf_counter() - start,
-            sum(n * v for n, v in losses) / weight if weight else None,
+            fit_means.get("loss"),
             loss,
             accuracy,
             metrics,
@@ -229,12 +232,11 @@ class StarFederation(Federation):
 
     def _collect(
         self, rnd: int, groups: list[tuple[int, list[str]]], outcomes: list[Outcome]
-    ) -> tuple[
-        WeightedSum, list[ClientUpdate], list[tuple[str, int, dict[str, float]]], list[Failure]
-    ]:
+    ) -> tuple[WeightedSum, list[ClientUpdate], FitBatch, list[Failure]]:
+        """Fold the workers' replies in worker order (never in order of arrival)."""
         total = WeightedSum()
         updates: list[ClientUpdate] = []
-        reports: list[tuple[str, int, dict[str, float]]] = []
+        fitted = FitBatch(total=None)
         failures: list[Failure] = []
         for (worker, ids), outcome in zip(groups, outcomes, strict=True):
             if outcome.error is not None:
@@ -243,11 +245,11 @@ class StarFederation(Federation):
                 continue
             batch: FitBatch = outcome.value
             failures.extend(batch.failures)
-            reports.extend(batch.reports)
             updates.extend(batch.updates)
+            fitted.absorb(batch)
             if batch.total is not None:
                 total.merge(batch.total)
-        return total, updates, reports, failures
+        return total, updates, fitted, failures
 
     def _evaluate(
         self, backend: Backend, rnd: int, node_ids: Sequence[str]
