@@ -7,6 +7,7 @@ whose message names the field (dotted path) and what is allowed.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -101,7 +102,16 @@ class RunConfig(_Strict):
     rounds: int = Field(default=10, ge=1, le=100_000)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     runtime: Literal["ray", "local"] = "ray"
-    address: str | None = Field(default=None, pattern=r"^(auto|local|ray://\S+|\S+:\d+)$")
+    address: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"auto|local|ray://\S+|[^\s:/]+:\d+", value):
+            raise ValueError(
+                "must be 'auto', 'local', 'ray://host:port' or 'host:port' (a Ray GCS address)"
+            )
+        return value
 
 
 class FederationConfig(_Strict):
