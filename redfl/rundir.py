@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from redfl.core.arrays import Parameters
 from redfl.core.result import RoundRecord
@@ -45,11 +46,10 @@ def save_parameters(path: str | Path, parameters: Parameters, metadata: dict[str
 
 def load_parameters(path: str | Path) -> tuple[Parameters, dict[str, Any]]:
     """Read a model file written by :func:`save_parameters`: (parameters, metadata)."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="numpy") as handle:
         raw = (handle.metadata() or {}).get("redfl", "{}")
-    return dict(load_file(str(path))), json.loads(raw)
+        parameters = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    return parameters, json.loads(raw)
 
 
 def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
