@@ -107,8 +107,11 @@ def test_clients_go_to_workers_in_batches_with_sticky_placement(ray_session):
     finally:
         fed.stop()
     assert [s["hosted"] for s in stats] == [5, 5]
-    assert [s["built"] for s in stats] == [5, 5]  # built once, kept across rounds
-    assert [s["batches"] for s in stats] == [3, 3]  # one call per worker per round
+    # Each hosted client is built at most once on its worker, and kept across rounds (an
+    # idle worker may have run some for it).
+    assert all(s["built"] <= 5 for s in stats)
+    # Four chunks per worker per round, whoever ran them.
+    assert sum(s["batches"] for s in stats) == 3 * 2 * 4
 
 
 def test_send_to_a_non_neighbour_is_refused(ray_session):

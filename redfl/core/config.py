@@ -42,6 +42,8 @@ class ResourcesConfig(_Strict):
     worker: ResourceMap = Field(default_factory=lambda: {"CPU": 1.0})
     bundles: list[ResourceMap] = Field(default_factory=list, max_length=10_000)
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    client_state_mb: float = Field(default=256.0, ge=0.0, le=1e7)
+    """Memory bound per worker for stateful clients' state; the rest is spilled to disk."""
 
     @field_validator("worker")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -16,7 +16,16 @@ class Client(FederatedNode):
 
     ``config`` always holds ``"round"``; :meth:`rng` gives the client's generator for that
     round, a function of (seed, round, node id) only, which keeps runs reproducible.
+
+    A client class with ``stateful = True`` keeps named arrays in ``self.state`` from one
+    round to the next: its worker loads them before :meth:`fit` and :meth:`evaluate` and
+    keeps them after a successful :meth:`fit`, in memory up to a bound and spilled to disk
+    past it (:class:`~redfl.runtime.state.StateStore`). Such clients always run on their
+    own worker (never taken by another one).
     """
+
+    stateful: ClassVar[bool] = False
+    state: dict[str, np.ndarray] = {}  # noqa: RUF012 - replaced per call by the worker
 
     def fit(
         self, parameters: Parameters, config: dict[str, Any]

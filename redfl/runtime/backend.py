@@ -32,6 +32,7 @@ class Plan:
     workers: list[WorkerSpec]
     manager: TopologyManager
     placement_strategy: str = "PACK"
+    state_memory_bytes: int = 256 * 2**20
 
 
 @dataclass
@@ -81,6 +82,10 @@ class Backend(ABC):
         With ``fail_fast``, return at the first error; calls still running then get an
         :class:`Unfinished` error.
         """
+
+    @abstractmethod
+    def wait_any(self, pending: Sequence[Any]) -> tuple[int, Outcome]:
+        """Wait until one of ``pending`` finishes; return its position and outcome."""
 
     @abstractmethod
     def stop(self) -> None:

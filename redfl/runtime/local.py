@@ -11,7 +11,7 @@ import copy
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, wait
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,15 @@ class LocalBackend(Backend):
     def start(self, plan: Plan) -> None:
         """Create the workers and connect them to each other."""
         self._workers = [
-            Worker(i, plan.federation_id, plan.seed, plan.num_nodes, spec.nodes, plan.manager)
+            Worker(
+                i,
+                plan.federation_id,
+                plan.seed,
+                plan.num_nodes,
+                spec.nodes,
+                plan.manager,
+                plan.state_memory_bytes,
+            )
             for i, spec in enumerate(plan.workers)
         ]
         for worker in self._workers:
@@ -97,10 +105,20 @@ class LocalBackend(Backend):
                 on_done(i)
         return outcomes
 
+    def wait_any(self, pending: Sequence[Any]) -> tuple[int, Outcome]:
+        """The first finished future (calls run at submit, so one always is)."""
+        wait(pending, return_when=FIRST_COMPLETED)
+        for i, future in enumerate(pending):
+            if future.done():
+                error = future.exception()
+                return i, Outcome(None, error) if error else Outcome(future.result())
+        raise RuntimeError("no call finished")  # unreachable: wait returned
+
     def stop(self) -> None:
         """Wake blocked nodes, join their threads, drop the workers."""
         for worker in self._workers:
             worker.stop_nodes()
+            worker.close()
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()

@@ -68,4 +68,5 @@ def make_plan(
         workers,
         TopologyManager(topology, placement),
         resources.placement_strategy,
+        int(resources.client_state_mb * 2**20),
     )

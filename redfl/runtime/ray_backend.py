@@ -20,6 +20,7 @@ from redfl.runtime.worker import Worker
 
 PLACEMENT_TIMEOUT_S = 60.0
 RELEASE_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 2.0
 
 
 class RayWorker(Worker):
@@ -95,7 +96,13 @@ class RayBackend(Backend):
                 )
             self._actors.append(
                 actor_class.options(**options).remote(
-                    i, plan.federation_id, plan.seed, plan.num_nodes, spec.nodes, plan.manager
+                    i,
+                    plan.federation_id,
+                    plan.seed,
+                    plan.num_nodes,
+                    spec.nodes,
+                    plan.manager,
+                    plan.state_memory_bytes,
                 )
             )
         outcomes = self.call_all("connect", self._actors)
@@ -139,8 +146,16 @@ class RayBackend(Backend):
             o if o is not None else Outcome(None, Unfinished("still running")) for o in outcomes
         ]
 
+    def wait_any(self, pending: Sequence[Any]) -> tuple[int, Outcome]:
+        """``ray.wait`` for one of ``pending`` (blocks; no polling)."""
+        done, _ = ray.wait(list(pending), num_returns=1)
+        return pending.index(done[0]), _outcome(done[0])
+
     def stop(self) -> None:
         """Kill the actors and remove the placement group."""
+        if self._actors:
+            with contextlib.suppress(Exception):
+                ray.get([a.close.remote() for a in self._actors], timeout=CLOSE_TIMEOUT_S)
         for actor in self._actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)

@@ -10,6 +10,7 @@ import resource
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +24,12 @@ from redfl.core.result import Failure
 from redfl.nodes.client import Client
 from redfl.nodes.node import FederatedNode
 from redfl.runtime.mailbox import Mailbox
+from redfl.runtime.state import DEFAULT_MEMORY_BYTES, StateStore
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.virtual import VirtualNode
+
+GUEST_CACHE = 1024
+"""Clients of other workers (taken by work stealing) kept built on this worker, at most."""
 
 
 @dataclass
@@ -92,6 +97,7 @@ class Worker:
         num_nodes: int,
         nodes: Sequence[VirtualNode],
         manager: TopologyManager,
+        state_memory_bytes: int = DEFAULT_MEMORY_BYTES,
     ) -> None:
         self.index = index
         self.federation_id = federation_id
@@ -106,6 +112,10 @@ class Worker:
         self._peers: Sequence[Any] = ()
         self._batches = 0
         self._busy = 0.0
+        self._guests = 0
+        self._guest_specs: dict[str, VirtualNode] = {}
+        self._guest_live: OrderedDict[str, FederatedNode] = OrderedDict()
+        self.states = StateStore(state_memory_bytes)
 
     # -- lifecycle -----------------------------------------------------------------------
     def connect(self, peers: Sequence[Any]) -> int:
@@ -119,9 +129,24 @@ class Worker:
         if live is None:
             spec = self._specs.get(node_id)
             if spec is None:
-                raise KeyError(f"node {node_id!r} is not hosted on worker {self.index}")
+                return self._guest(node_id)
             live = spec.build(self.federation_id, self.seed, self.num_nodes, self)
             self._live[node_id] = live
+        return live
+
+    def _guest(self, node_id: str) -> FederatedNode:
+        """A client another worker hosts, run here for it (kept in a bounded cache)."""
+        live = self._guest_live.get(node_id)
+        if live is not None:
+            self._guest_live.move_to_end(node_id)
+            return live
+        spec = self._guest_specs.get(node_id)
+        if spec is None:
+            raise KeyError(f"node {node_id!r} is not hosted on worker {self.index}")
+        live = spec.build(self.federation_id, self.seed, self.num_nodes, self)
+        self._guest_live[node_id] = live
+        if len(self._guest_live) > GUEST_CACHE:
+            self._guest_live.popitem(last=False)
         return live
 
     def stats(self) -> dict[str, float]:
@@ -131,12 +156,20 @@ class Worker:
             "built": len(self._live),
             "batches": self._batches,
             "busy_seconds": self._busy,
+            "guest_fits": self._guests,
+            "guests_built": len(self._guest_live),
+            "states": len(self.states),
+            "states_spilled": self.states.spilled,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
 
     def stop_nodes(self) -> None:
         """Wake every node blocked on ``receive`` so that its ``train()`` ends."""
         self.mailbox.stop()
+
+    def close(self) -> None:
+        """Drop client states and their spill folder."""
+        self.states.close()
 
     # -- star fast path ------------------------------------------------------------------
     def fit_batch(
@@ -145,15 +178,26 @@ class Worker:
         node_ids: Sequence[str],
         config: dict[str, Any],
         fold: bool,
+        guests: Sequence[VirtualNode] = (),
     ) -> FitBatch:
-        """Fit each client in turn; fold successful updates into one partial sum if ``fold``."""
+        """Fit each client in turn; fold successful updates into one partial sum if ``fold``.
+
+        ``guests`` describes clients hosted by another worker that this one runs for it
+        (work stealing); they are built here on first use.
+        """
         self._batches += 1
         started = time.perf_counter()
+        for spec in guests:
+            if spec.node_id not in self._specs:
+                self._guest_specs[spec.node_id] = spec
+        self._guests += len(guests)
         batch = FitBatch(total=WeightedSum() if fold else None)
         rnd = int(config["round"])
         for node_id in node_ids:
             try:
                 client = self._client(node_id)
+                if client.stateful:
+                    client.state = self.states.get(node_id)
                 new, num_examples, metrics = client.fit(parameters, dict(config))
                 reason = check_update(new, parameters)
                 if reason is None and (
@@ -161,8 +205,12 @@ class Worker:
                 ):
                     reason = f"num_examples must be a positive int, got {num_examples!r}"
                 count, report = int(num_examples), {k: float(v) for k, v in metrics.items()}
+                if reason is None and client.stateful:
+                    self.states.put(node_id, client.state)
             except Exception as error:  # a failing client is a value, not a crash
                 reason = _describe(error)
+            finally:
+                _detach_state(self._live.get(node_id) or self._guest_live.get(node_id))
             if reason is not None:
                 batch.failures.append(Failure(node_id, rnd, "fit", reason))
                 continue
@@ -184,9 +232,10 @@ class Worker:
         rnd = int(config["round"])
         for node_id in node_ids:
             try:
-                loss, num_examples, metrics = self._client(node_id).evaluate(
-                    parameters, dict(config)
-                )
+                client = self._client(node_id)
+                if client.stateful:
+                    client.state = self.states.get(node_id)
+                loss, num_examples, metrics = client.evaluate(parameters, dict(config))
                 loss = float(loss)
                 if loss != loss:  # NaN
                     raise ValueError("evaluation loss is NaN")
@@ -199,6 +248,8 @@ class Worker:
             except Exception as error:
                 batch.failures.append(Failure(node_id, rnd, "evaluate", _describe(error)))
                 continue
+            finally:
+                _detach_state(self._live.get(node_id) or self._guest_live.get(node_id))
             batch.reports.append(report)
         return batch
 
@@ -259,6 +310,12 @@ class Worker:
             raise KeyError(f"node {node_id!r} is not hosted on worker {self.index}")
         with self._lock:
             return self._versions.get(node_id, (0, {}))
+
+
+def _detach_state(node: FederatedNode | None) -> None:
+    """Drop a stateful client's reference to its state: the store alone holds it."""
+    if isinstance(node, Client) and node.stateful:
+        node.state = {}
 
 
 def _describe(error: BaseException) -> str:

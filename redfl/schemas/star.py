@@ -1,9 +1,10 @@
 """``StarFederation``: round-driven clients around a server strategy (FedAvg and kin).
 
-A round samples clients (a function of seed and round), sends the global parameters once
-per worker, runs each worker's clients in one call and, for weighted-sum strategies,
-receives one partial sum per worker. Folding follows worker order and, inside a worker,
-sampling order, so results do not depend on which client finishes first.
+A round samples clients (a function of seed and round), serialises the global parameters
+once, runs each worker's clients in a few chunks (an idle worker takes a slow one's pending
+chunks, :mod:`redfl.runtime.dispatch`) and, for weighted-sum strategies, receives one
+partial sum per chunk. Folding follows chunk order (worker order, then sampling order), so
+results depend neither on which client finishes first nor on which worker ran it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from redfl.core.result import Failure, FederationError, FederationResult, RoundR
 from redfl.core.seeding import round_rng
 from redfl.nodes.client import Client
 from redfl.runtime.backend import Backend, Outcome
+from redfl.runtime.dispatch import Chunk, make_chunks, run_chunks
 from redfl.runtime.worker import EvaluateBatch, FitBatch
 from redfl.schemas.base import Federation, RuntimeName, virtual_nodes
 from redfl.schemas.callbacks import Callback
@@ -111,6 +113,12 @@ class StarFederation(Federation):
         self._eval_ids = [n.node_id for n in nodes if "eval" in n.roles]
         self._history: list[RoundRecord] = []
         self._failures: list[Failure] = []
+        self._spec = {n.node_id: n for n in nodes}
+        # Idle workers may run other workers' clients unless clients keep state on their
+        # worker or need a dedicated actor.
+        self._stealable = not getattr(client, "stateful", False) and not any(
+            n.dedicated for n in nodes
+        )
 
     def train(self, rounds: int) -> FederationResult:
         """Run ``rounds`` more rounds; return history, final parameters and failures.
@@ -150,23 +158,27 @@ class StarFederation(Federation):
         sampled = self.strategy.configure_fit(rnd, self._train_ids, round_rng(self.seed, rnd))
         for callback in self.callbacks:
             callback.on_round_begin(rnd, len(sampled))
-        groups = self._groups(sampled)
+        chunks = make_chunks(self._groups(sampled))
         reference = backend.put(self.parameters)
         config = self.strategy.fit_config(rnd)
         fold = self.strategy.weighted_sum
-        pending = [
-            backend.submit(w, "fit_batch", reference, ids, config, fold) for w, ids in groups
-        ]
+
+        def submit(worker: int, chunk: Chunk) -> Any:
+            guests = [] if worker == chunk.home else [self._spec[i] for i in chunk.node_ids]
+            return backend.submit(
+                worker, "fit_batch", reference, chunk.node_ids, config, fold, guests
+            )
+
         done = 0
 
         def progress(i: int) -> None:
             nonlocal done
-            done += len(groups[i][1])
+            done += len(chunks[i].node_ids)
             for callback in self.callbacks:
                 callback.on_clients_done(rnd, done, len(sampled))
 
-        outcomes = backend.gather(pending, progress)
-        total, updates, fitted, failures = self._collect(rnd, groups, outcomes)
+        outcomes = run_chunks(backend, chunks, submit, progress, steal=self._stealable)
+        total, updates, fitted, failures = self._collect(rnd, chunks, outcomes)
         self._failures.extend(failures)
         succeeded = len(fitted.succeeded)
         if succeeded < self.strategy.min_fit_clients:
@@ -231,14 +243,15 @@ class StarFederation(Federation):
         return sorted(by_worker.items())
 
     def _collect(
-        self, rnd: int, groups: list[tuple[int, list[str]]], outcomes: list[Outcome]
+        self, rnd: int, chunks: list[Chunk], outcomes: list[Outcome]
     ) -> tuple[WeightedSum, list[ClientUpdate], FitBatch, list[Failure]]:
-        """Fold the workers' replies in worker order (never in order of arrival)."""
+        """Fold the chunks' replies in chunk order (never by arrival or by who ran them)."""
         total = WeightedSum()
         updates: list[ClientUpdate] = []
         fitted = FitBatch(total=None)
         failures: list[Failure] = []
-        for (worker, ids), outcome in zip(groups, outcomes, strict=True):
+        for chunk, outcome in zip(chunks, outcomes, strict=True):
+            worker, ids = chunk.home, chunk.node_ids
             if outcome.error is not None:
                 reason = f"worker {worker} failed: {type(outcome.error).__name__}: {outcome.error}"
                 failures.extend(Failure(i, rnd, "fit", reason) for i in ids)
