@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from scale_nodes import SIZE, SlowEven
+from scale_nodes import SIZE, Drift, SlowEven
 
 from redfl import FedAvg, ResourcesConfig, StarFederation
-from redfl.runtime.backend import Outcome
-from redfl.runtime.dispatch import Chunk, make_chunks, run_chunks
-from redfl.runtime.local import LocalBackend
+from redfl.runtime.dispatch import segments_of
+from redfl.runtime.topology_manager import TopologyManager
+from redfl.runtime.worker import Worker
+from redfl.schemas.base import virtual_nodes
 
 TWO_WORKERS = ResourcesConfig(num_workers=2, worker={"CPU": 0.5})
 
@@ -43,34 +44,16 @@ def test_an_idle_worker_takes_the_slow_workers_clients_and_results_stay_bit_iden
     assert [r.succeeded for r in on_ray.history] == [16, 16]
 
 
-def test_chunks_split_each_workers_clients_in_order():
-    chunks = make_chunks([(0, list("abcdefg")), (1, ["x"])], per_worker=3)
-    assert [(c.home, c.node_ids) for c in chunks] == [
-        (0, ["a", "b", "c"]),
-        (0, ["d", "e"]),
-        (0, ["f", "g"]),
-        (1, ["x"]),
-    ]
+def test_segments_split_a_workers_clients_in_order():
+    assert segments_of(list("abcdefg"), 3) == [["a", "b", "c"], ["d", "e"], ["f", "g"]]
+    assert segments_of(["x"], 4) == [["x"]]
 
 
-def test_chunks_come_back_in_chunk_order_and_unstealable_ones_stay_home():
-    backend = LocalBackend()
-    chunks = [Chunk(0, [f"a{i}"], stealable=False) for i in range(4)] + [Chunk(1, ["b"])]
-    ran: list[tuple[int, str]] = []
-
-    def submit(worker: int, chunk: Chunk):
-        ran.append((worker, chunk.node_ids[0]))
-        outcome = Outcome(chunk.node_ids[0])
-        return backend_future(outcome)
-
-    outcomes = run_chunks(backend, chunks, submit, depth=1)
-    assert [o.value for o in outcomes] == ["a0", "a1", "a2", "a3", "b"]
-    assert all(worker == 0 for worker, name in ran if name.startswith("a"))
-
-
-def backend_future(outcome: Outcome):
-    from concurrent.futures import Future
-
-    future: Future[object] = Future()
-    future.set_result(outcome.value)
-    return future
+def test_release_gives_up_the_unstarted_tail_and_the_fit_stops_before_it():
+    worker = Worker(
+        0, "f", 0, 4, virtual_nodes(Drift, ["a", "b", "c", "d"]), TopologyManager(None, {})
+    )
+    worker._segments = [1, 4]  # segment 0 is running; 1, 2, 3 not started
+    assert worker.release() == [2, 3]
+    assert worker.release() == [1]
+    assert worker.release() == []

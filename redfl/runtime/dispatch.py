@@ -1,107 +1,117 @@
-"""Run a round's clients as chunks on the workers, an idle worker taking a slow one's chunks.
+"""Run a round's clients on their workers, an idle worker taking a slow one's pending clients.
 
-A round's sampled clients are cut into chunks: each worker's clients, in sampling order,
-split into a few chunks. Each worker gets at most ``depth`` chunks in flight; when a worker
-finishes and has nothing left of its own, it takes the last pending chunk of the worker with
-the most chunks waiting (work stealing). Results come back indexed by chunk, never by
-arrival or by who ran it, so folding them in chunk order keeps runs bit-for-bit
-reproducible whoever ran each chunk.
+Each worker gets one call per round with its clients cut into a few *segments* (in sampling
+order). A worker folds each segment into its own partial sum, then folds the segment sums
+in order into the worker's sum. When a worker is idle while another still runs, the driver
+asks the busy one to *release* half of the segments it has not started (from its tail) and
+hands them to the idle one, which returns one sum per segment. The driver then folds the
+busy worker's prefix with the released segments' sums in segment order: exactly the sum the
+busy worker would have made alone. So stealing changes who runs a client, never the result,
+and the common case costs one call per worker.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redfl.runtime.backend import Backend, Outcome
 
-CHUNKS_PER_WORKER = 4
-"""Chunks per worker and round: more gives finer stealing, fewer gives fewer calls."""
+SEGMENTS_PER_WORKER = 4
+"""Segments per worker and round: the unit of work stealing."""
 
-IN_FLIGHT = 2
-"""Chunks a worker has queued at once, so it never waits for the driver between chunks."""
+
+def segments_of(node_ids: Sequence[str], count: int = SEGMENTS_PER_WORKER) -> list[list[str]]:
+    """Cut ``node_ids`` (in order) into up to ``count`` near-equal, non-empty segments.
+
+    Examples
+    --------
+    >>> segments_of(list("abcdefg"), 3)
+    [['a', 'b', 'c'], ['d', 'e'], ['f', 'g']]
+    """
+    count = max(1, min(count, len(node_ids)))
+    size, extra = divmod(len(node_ids), count)
+    segments, start = [], 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        segments.append(list(node_ids[start:end]))
+        start = end
+    return segments
+
+
+@dataclass
+class WorkerRound:
+    """One worker's share of a round: its segments, its own reply and what others ran."""
+
+    worker: int
+    segments: list[list[str]]
+    home: Outcome | None = None
+    released: list[int] = field(default_factory=list)
+    stolen: list[tuple[list[int], Outcome]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
-class Chunk:
-    """Clients of one worker (``home``) run in one call; ``stealable`` if any worker may."""
+class Calls:
+    """How the dispatcher reaches workers (pending handles from ``Backend.submit``)."""
 
-    home: int
-    node_ids: list[str]
-    stealable: bool = True
-
-
-def make_chunks(
-    groups: Sequence[tuple[int, list[str]]],
-    per_worker: int = CHUNKS_PER_WORKER,
-    stealable: Callable[[int], bool] = lambda worker: True,
-) -> list[Chunk]:
-    """Cut each worker's clients (in order) into up to ``per_worker`` near-equal chunks."""
-    chunks = []
-    for worker, ids in groups:
-        count = max(1, min(per_worker, len(ids)))
-        size, extra = divmod(len(ids), count)
-        start = 0
-        for i in range(count):
-            end = start + size + (1 if i < extra else 0)
-            chunks.append(Chunk(worker, ids[start:end], stealable(worker)))
-            start = end
-    return chunks
+    home: Callable[[WorkerRound], Any]
+    """Start a worker's own call for the round."""
+    guest: Callable[[int, WorkerRound, list[int]], Any]
+    """Start, on an idle worker, the given segments of another worker's round."""
+    release: Callable[[int], Any]
+    """Ask a busy worker to give up the tail of its unstarted segments (-> their indices)."""
 
 
-Submit = Callable[[int, Chunk], Any]
-"""``submit(worker, chunk)`` starts ``chunk`` on ``worker`` and returns a pending handle."""
-
-
-def run_chunks(
+def run_round(
     backend: Backend,
-    chunks: Sequence[Chunk],
-    submit: Submit,
+    shares: Sequence[WorkerRound],
+    calls: Calls,
     on_done: Callable[[int], None] | None = None,
     steal: bool = True,
-    depth: int = IN_FLIGHT,
-) -> list[Outcome]:
-    """Run every chunk; return their outcomes in chunk order.
+) -> None:
+    """Run every share to the end, filling ``home`` and ``stolen`` of each.
 
-    ``on_done(i)`` is called as chunk ``i`` finishes. Only stealable chunks move, and only to
-    a worker that is home to stealable chunks itself.
+    ``on_done(n)`` reports ``n`` more clients finished. A worker whose call failed is not
+    asked to release anything; its share's outcome carries the error.
     """
-    queues: dict[int, deque[int]] = {}
-    for i, chunk in enumerate(chunks):
-        queues.setdefault(chunk.home, deque()).append(i)
-    thieves = {c.home for c in chunks if c.stealable}
-    outcomes: list[Outcome | None] = [None] * len(chunks)
     handles: list[Any] = []
-    running: list[tuple[int, int]] = []  # (chunk, worker), parallel to handles
-
-    def start(worker: int, i: int) -> None:
-        handles.append(submit(worker, chunks[i]))
-        running.append((i, worker))
-
-    def next_for(worker: int) -> int | None:
-        own = queues.get(worker)
-        if own:
-            return own.popleft()
-        if not steal or worker not in thieves:
-            return None
-        victims = [q for q in queues.values() if len(q) > 0 and chunks[q[-1]].stealable]
-        if not victims:
-            return None
-        return max(victims, key=len).pop()
-
-    for worker in sorted(queues):
-        for _ in range(min(depth, len(queues[worker]))):
-            start(worker, queues[worker].popleft())
+    meta: list[tuple[WorkerRound, int, list[int] | None]] = []  # share, runner, segments
+    busy: set[int] = set()
+    for share in shares:
+        handles.append(calls.home(share))
+        meta.append((share, share.worker, None))
+        busy.add(share.worker)
+    drained: set[int] = set()
     while handles:
         position, outcome = backend.wait_any(handles)
         handles.pop(position)
-        i, worker = running.pop(position)
-        outcomes[i] = outcome
+        share, runner, taken = meta.pop(position)
+        busy.discard(runner)
+        if taken is None:
+            share.home = outcome
+            drained.add(share.worker)
+            size = sum(len(s) for s in share.segments) - sum(
+                len(share.segments[i]) for i in share.released
+            )
+        else:
+            share.stolen.append((taken, outcome))
+            size = sum(len(share.segments[i]) for i in taken)
         if on_done is not None:
-            on_done(i)
-        follow = next_for(worker)
-        if follow is not None:
-            start(worker, follow)
-    return [o if o is not None else Outcome(None, RuntimeError("not run")) for o in outcomes]
+            on_done(size)
+        if not steal or outcome.error is not None:
+            continue
+        for victim in sorted(
+            (s for s in shares if s.home is None and s.worker not in drained),
+            key=lambda s: -len(s.segments),
+        ):
+            released = backend.gather([calls.release(victim.worker)])[0]
+            indices: list[int] = released.value if released.error is None else []
+            if not indices:
+                drained.add(victim.worker)
+                continue
+            victim.released.extend(indices)
+            handles.append(calls.guest(runner, victim, indices))
+            meta.append((victim, runner, indices))
+            busy.add(runner)
+            break

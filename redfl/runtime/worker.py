@@ -13,7 +13,7 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -49,6 +49,8 @@ class FitBatch:
     metric_sums: dict[str, float] = field(default_factory=dict)
     metric_examples: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    segment_totals: list[WeightedSum] = field(default_factory=list)
+    segments_run: int = 0
 
     def add_metrics(self, metrics: dict[str, float], count: int) -> None:
         """Fold one client's metrics, weighted by its examples."""
@@ -109,10 +111,12 @@ class Worker:
         self._live: dict[str, FederatedNode] = {}
         self._versions: dict[str, tuple[int, dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self._segments = [0, 0]  # of the running fit_batch: next to start, end
         self._peers: Sequence[Any] = ()
         self._batches = 0
         self._busy = 0.0
         self._guests = 0
+        self._guest_batches = 0
         self._guest_specs: dict[str, VirtualNode] = {}
         self._guest_live: OrderedDict[str, FederatedNode] = OrderedDict()
         self.states = StateStore(state_memory_bytes)
@@ -157,6 +161,7 @@ class Worker:
             "batches": self._batches,
             "busy_seconds": self._busy,
             "guest_fits": self._guests,
+            "guest_batches": self._guest_batches,
             "guests_built": len(self._guest_live),
             "states": len(self.states),
             "states_spilled": self.states.spilled,
@@ -175,23 +180,69 @@ class Worker:
     def fit_batch(
         self,
         parameters: Parameters,
-        node_ids: Sequence[str],
+        node_ids: Sequence[str] | Sequence[Sequence[str]],
         config: dict[str, Any],
         fold: bool,
         guests: Sequence[VirtualNode] = (),
+        separate: bool = False,
     ) -> FitBatch:
-        """Fit each client in turn; fold successful updates into one partial sum if ``fold``.
+        """Fit each segment's clients in turn; fold successful updates if ``fold``.
 
-        ``guests`` describes clients hosted by another worker that this one runs for it
-        (work stealing); they are built here on first use.
+        ``node_ids`` holds the segments (lists of client ids; a flat list is one segment).
+        With ``fold``, each segment is summed on its own and the segment sums are folded in
+        order into ``total``, or, with ``separate``, returned one per segment in
+        ``segment_totals``. While this runs, :meth:`release` may take segments not yet
+        started (work stealing); ``segments_run`` says how many ran. ``guests`` describes
+        clients hosted by another worker that this one runs for it (built here).
         """
+        flat = bool(node_ids) and isinstance(node_ids[0], str)
+        segments = cast(list[Sequence[str]], [node_ids] if flat else list(node_ids))
         self._batches += 1
         started = time.perf_counter()
         for spec in guests:
             if spec.node_id not in self._specs:
                 self._guest_specs[spec.node_id] = spec
         self._guests += len(guests)
+        self._guest_batches += 1 if guests else 0
         batch = FitBatch(total=WeightedSum() if fold else None)
+        with self._lock:
+            self._segments = [0, len(segments)]  # next to start, end (release lowers it)
+        while True:
+            with self._lock:
+                if self._segments[0] >= self._segments[1]:
+                    break
+                index = self._segments[0]
+                self._segments[0] += 1
+            part = FitBatch(total=WeightedSum() if fold else None)
+            self._fit_clients(parameters, segments[index], config, part)
+            batch.absorb(part)
+            batch.failures.extend(part.failures)
+            batch.updates.extend(part.updates)
+            if part.total is not None and batch.total is not None:
+                if separate:
+                    batch.segment_totals.append(part.total)
+                else:
+                    batch.total.merge(part.total)
+            batch.segments_run += 1
+        self._busy += time.perf_counter() - started
+        return batch
+
+    def release(self) -> list[int]:
+        """Give up the latter half (rounded up) of the running call's unstarted segments."""
+        with self._lock:
+            following, end = self._segments
+            keep = end - (end - following + 1) // 2
+            self._segments[1] = keep
+            return list(range(keep, end))
+
+    def _fit_clients(
+        self,
+        parameters: Parameters,
+        node_ids: Sequence[str],
+        config: dict[str, Any],
+        batch: FitBatch,
+    ) -> None:
+        """Fit each client of ``node_ids`` in turn, recording each result in ``batch``."""
         rnd = int(config["round"])
         for node_id in node_ids:
             try:
@@ -220,8 +271,6 @@ class Worker:
                 batch.updates.append(ClientUpdate(node_id, new, count, report))
             batch.succeeded.append(node_id)
             batch.add_metrics(report, count)
-        self._busy += time.perf_counter() - started
-        return batch
 
     def evaluate_batch(
         self, parameters: Parameters, node_ids: Sequence[str], config: dict[str, Any]

@@ -1,10 +1,10 @@
 """``StarFederation``: round-driven clients around a server strategy (FedAvg and kin).
 
 A round samples clients (a function of seed and round), serialises the global parameters
-once, runs each worker's clients in a few chunks (an idle worker takes a slow one's pending
-chunks, :mod:`redfl.runtime.dispatch`) and, for weighted-sum strategies, receives one
-partial sum per chunk. Folding follows chunk order (worker order, then sampling order), so
-results depend neither on which client finishes first nor on which worker ran it.
+once, runs each worker's clients in one call (an idle worker takes a slow one's unstarted
+segments, :mod:`redfl.runtime.dispatch`) and, for weighted-sum strategies, receives one
+partial sum per worker. Folding follows worker order, then segment order, then sampling
+order, so results depend neither on which client finishes first nor on who ran it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from redfl.core.result import Failure, FederationError, FederationResult, RoundR
 from redfl.core.seeding import round_rng
 from redfl.nodes.client import Client
 from redfl.runtime.backend import Backend, Outcome
-from redfl.runtime.dispatch import Chunk, make_chunks, run_chunks
+from redfl.runtime.dispatch import Calls, WorkerRound, run_round, segments_of
 from redfl.runtime.worker import EvaluateBatch, FitBatch
 from redfl.schemas.base import Federation, RuntimeName, virtual_nodes
 from redfl.schemas.callbacks import Callback
@@ -158,27 +158,35 @@ class StarFederation(Federation):
         sampled = self.strategy.configure_fit(rnd, self._train_ids, round_rng(self.seed, rnd))
         for callback in self.callbacks:
             callback.on_round_begin(rnd, len(sampled))
-        chunks = make_chunks(self._groups(sampled))
+        shares = [WorkerRound(w, segments_of(ids)) for w, ids in self._groups(sampled)]
         reference = backend.put(self.parameters)
         config = self.strategy.fit_config(rnd)
         fold = self.strategy.weighted_sum
 
-        def submit(worker: int, chunk: Chunk) -> Any:
-            guests = [] if worker == chunk.home else [self._spec[i] for i in chunk.node_ids]
+        def guest(worker: int, share: WorkerRound, indices: list[int]) -> Any:
+            segments = [share.segments[i] for i in indices]
+            specs = [self._spec[node_id] for segment in segments for node_id in segment]
             return backend.submit(
-                worker, "fit_batch", reference, chunk.node_ids, config, fold, guests
+                worker, "fit_batch", reference, segments, config, fold, specs, True
             )
 
+        calls = Calls(
+            home=lambda share: backend.submit(
+                share.worker, "fit_batch", reference, share.segments, config, fold
+            ),
+            guest=guest,
+            release=lambda worker: backend.submit(worker, "release"),
+        )
         done = 0
 
-        def progress(i: int) -> None:
+        def progress(count: int) -> None:
             nonlocal done
-            done += len(chunks[i].node_ids)
+            done += count
             for callback in self.callbacks:
                 callback.on_clients_done(rnd, done, len(sampled))
 
-        outcomes = run_chunks(backend, chunks, submit, progress, steal=self._stealable)
-        total, updates, fitted, failures = self._collect(rnd, chunks, outcomes)
+        run_round(backend, shares, calls, progress, steal=self._stealable)
+        total, updates, fitted, failures = self._collect(rnd, shares)
         self._failures.extend(failures)
         succeeded = len(fitted.succeeded)
         if succeeded < self.strategy.min_fit_clients:
@@ -243,25 +251,45 @@ class StarFederation(Federation):
         return sorted(by_worker.items())
 
     def _collect(
-        self, rnd: int, chunks: list[Chunk], outcomes: list[Outcome]
+        self, rnd: int, shares: list[WorkerRound]
     ) -> tuple[WeightedSum, list[ClientUpdate], FitBatch, list[Failure]]:
-        """Fold the chunks' replies in chunk order (never by arrival or by who ran them)."""
+        """Fold the replies in worker order, then segment order, whoever ran a segment.
+
+        A worker's prefix sum is folded with the sums of its segments an idle worker ran,
+        in segment order: the same sum the worker would have made alone.
+        """
         total = WeightedSum()
         updates: list[ClientUpdate] = []
         fitted = FitBatch(total=None)
         failures: list[Failure] = []
-        for chunk, outcome in zip(chunks, outcomes, strict=True):
-            worker, ids = chunk.home, chunk.node_ids
-            if outcome.error is not None:
-                reason = f"worker {worker} failed: {type(outcome.error).__name__}: {outcome.error}"
-                failures.extend(Failure(i, rnd, "fit", reason) for i in ids)
-                continue
-            batch: FitBatch = outcome.value
-            failures.extend(batch.failures)
-            updates.extend(batch.updates)
-            fitted.absorb(batch)
-            if batch.total is not None:
-                total.merge(batch.total)
+        for share in shares:
+            replies: list[tuple[list[list[str]], Outcome]] = []
+            if share.home is not None:
+                kept = [s for i, s in enumerate(share.segments) if i not in share.released]
+                replies.append((kept, share.home))
+            stolen_sums: dict[int, WeightedSum] = {}
+            for indices, outcome in share.stolen:
+                replies.append(([share.segments[i] for i in indices], outcome))
+                if outcome.error is None:
+                    stolen_sums.update(zip(indices, outcome.value.segment_totals, strict=False))
+            worker_sum = WeightedSum()
+            for segments, outcome in replies:
+                if outcome.error is not None:
+                    error = outcome.error
+                    reason = f"worker {share.worker} failed: {type(error).__name__}: {error}"
+                    failures.extend(Failure(i, rnd, "fit", reason) for s in segments for i in s)
+                    continue
+                batch: FitBatch = outcome.value
+                failures.extend(batch.failures)
+                updates.extend(batch.updates)
+                fitted.absorb(batch)
+            if share.home is not None and share.home.error is None:
+                home: FitBatch = share.home.value
+                if home.total is not None:
+                    worker_sum.merge(home.total)
+            for index in sorted(stolen_sums):
+                worker_sum.merge(stolen_sums[index])
+            total.merge(worker_sum)
         return total, updates, fitted, failures
 
     def _evaluate(
