@@ -1,0 +1,75 @@
+"""Digits clients whose data is generated lazily per client (population benchmarks).
+
+Client ``i`` draws its label mix from Dirichlet(alpha) seeded by (data_seed, i), then
+``size`` examples of those labels from the bundled digits, in :meth:`setup`: no partition
+of the whole data set is ever computed, so 100,000 registered clients cost nothing until
+sampled.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from redfl.core.arrays import Parameters
+from redfl.data.digits import load_digits_arrays
+from redfl.models.softmax import Prepared, SoftmaxRegression
+from redfl.nodes.client import Client
+
+
+class LazyDigitsOptions(BaseModel):
+    """Label skew, examples per client and local training of :class:`LazyDigitsClient`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = Field(default=0.5, gt=0.0, le=1000.0)
+    size: int = Field(default=20, ge=1, le=10_000)
+    data_seed: int = Field(default=0, ge=0)
+    lr: float = Field(default=0.1, gt=0.0, le=10.0)
+    epochs: int = Field(default=5, ge=1, le=1000)
+    batch_size: int = Field(default=32, ge=1, le=100_000)
+
+
+@lru_cache(maxsize=1)
+def _by_label() -> tuple[np.ndarray, list[np.ndarray]]:
+    x, y = load_digits_arrays()
+    return x, [np.flatnonzero(y == label) for label in range(10)]
+
+
+def lazy_client_data(options: LazyDigitsOptions, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The examples of client ``index``: a function of (data_seed, index) only."""
+    x, pools = _by_label()
+    rng = np.random.default_rng([options.data_seed, index])
+    labels = rng.choice(10, size=options.size, p=rng.dirichlet(np.full(10, options.alpha)))
+    rows = np.array([rng.choice(pools[label]) for label in labels])
+    return np.ascontiguousarray(x[rows]), labels.astype(np.int64)
+
+
+class LazyDigitsClient(Client):
+    """Softmax regression on examples generated for this client when it is first used."""
+
+    Options = LazyDigitsOptions
+
+    def __init__(self, **options: Any) -> None:
+        self.options = LazyDigitsOptions(**options)
+        self.model = SoftmaxRegression(
+            lr=self.options.lr, epochs=self.options.epochs, batch_size=self.options.batch_size
+        )
+        self.data: Prepared | None = None
+
+    def setup(self) -> None:
+        """Generate this client's examples."""
+        x, y = lazy_client_data(self.options, self.context.index)
+        self.data = self.model.prepare(x, y)
+
+    def fit(
+        self, parameters: Parameters, config: dict[str, Any]
+    ) -> tuple[Parameters, int, dict[str, float]]:
+        """Local SGD from the global parameters."""
+        if self.data is None:
+            raise RuntimeError("setup() has not run")
+        new, loss = self.model.fit_prepared(parameters, self.data, self.rng(config))
+        return new, len(self.data), {"loss": loss}
