@@ -32,6 +32,12 @@ test: lint
 bench: install
 	$(BIN)/python bench/star_overhead.py
 	$(BIN)/python bench/lazy_nodes.py
+	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/population.py
+	$(BIN)/python bench/broadcast.py
+	$(BIN)/python bench/torch_scaling.py
+	test -x .bench/flower-venv/bin/python || $(BIN)/python bench/vs_flower.py --setup
+	$(BIN)/python bench/vs_flower.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
