@@ -8,10 +8,12 @@ simulate larger federations without any network access.
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
 
 __all__ = ["load_digits_arrays", "train_test_split"]
 
@@ -50,9 +52,9 @@ def load_digits_arrays(tile: int = 1, seed: int = 0) -> tuple[np.ndarray, np.nda
     """
     if tile < 1:
         raise ValueError(f"tile must be >= 1, got {tile}")
-    bunch = load_digits()
-    x = np.asarray(bunch.data, dtype=np.float32) / np.float32(_MAX_PIXEL)
-    y = np.asarray(bunch.target, dtype=np.int64)
+    data, target = _bundled_digits()
+    x = data.astype(np.float32) / np.float32(_MAX_PIXEL)
+    y = target
     if tile > 1:
         x = np.tile(x, (tile, 1))
         y = np.tile(y, tile)
@@ -62,6 +64,18 @@ def load_digits_arrays(tile: int = 1, seed: int = 0) -> tuple[np.ndarray, np.nda
     x.flags.writeable = False
     y.flags.writeable = False
     return x, y
+
+
+def _bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """Read scikit-learn's bundled ``digits.csv.gz`` (pixels, then the label, per row)
+    without importing scikit-learn, whose import costs about a second per process."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("scikit-learn is needed for its bundled digits data set")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, "rt") as handle:
+        table = np.loadtxt(handle, delimiter=",", dtype=np.float64)
+    return table[:, :-1], table[:, -1].astype(np.int64)
 
 
 def train_test_split(
