@@ -61,15 +61,24 @@ class WeightedSum:
     sums: dict[str, np.ndarray] = field(default_factory=dict)
     weight: float = 0.0
     count: int = 0
+    _scratch: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, parameters: Mapping[str, np.ndarray], weight: float) -> None:
-        """Fold ``weight * parameters`` into the sum."""
+        """Fold ``weight * parameters`` into the sum (one reused buffer, no allocation)."""
         if not self.sums:
             self.sums = {k: np.zeros(v.shape, dtype=np.float64) for k, v in parameters.items()}
         for name, array in parameters.items():
-            self.sums[name] += np.multiply(array, weight, dtype=np.float64)
+            scratch = self._scratch.get(name)
+            if scratch is None or scratch.shape != array.shape:
+                scratch = self._scratch[name] = np.empty(array.shape, np.float64)
+            np.multiply(array, weight, out=scratch, dtype=np.float64)
+            np.add(self.sums[name], scratch, out=self.sums[name])
         self.weight += weight
         self.count += 1
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle without the scratch buffer (a partial sum travels to the driver)."""
+        return {"sums": self.sums, "weight": self.weight, "count": self.count, "_scratch": {}}
 
     def merge(self, other: WeightedSum) -> None:
         """Fold another partial sum into this one."""
