@@ -9,10 +9,28 @@ from redfl.core.arrays import Parameters, WeightedSum
 from redfl.core.config import ConfigError, FederationConfig, ResourcesConfig, load_config
 from redfl.core.message import Message
 from redfl.core.result import Failure, FederationError, FederationResult, RoundRecord
-from redfl.nodes import Client, FederatedNode
+from redfl.nodes import (
+    Client,
+    DecentralizedNode,
+    DSGDNode,
+    FederatedNode,
+    GossipNode,
+    RingSequentialNode,
+)
 from redfl.runtime import NotNeighbourError, ResourceError, TopologyManager, VirtualNode, remote
-from redfl.schemas import Callback, Federation, GraphFederation, StarFederation, virtual_nodes
-from redfl.topology import Topology
+from redfl.schemas import (
+    Callback,
+    CustomFederation,
+    DecentralizedFederation,
+    Federation,
+    GraphFederation,
+    KConnectFederation,
+    MeshFederation,
+    RingFederation,
+    StarFederation,
+    virtual_nodes,
+)
+from redfl.topology import Topology, TopologyError
 
 __version__ = "0.1.0"
 
@@ -44,4 +62,14 @@ __all__ = [
     "load_config",
     "remote",
     "virtual_nodes",
+    "CustomFederation",
+    "DSGDNode",
+    "DecentralizedFederation",
+    "DecentralizedNode",
+    "GossipNode",
+    "KConnectFederation",
+    "MeshFederation",
+    "RingFederation",
+    "RingSequentialNode",
+    "TopologyError",
 ]
