@@ -106,6 +106,7 @@ class Worker:
         self._peers: Sequence[Any] = ()
         self._batches = 0
         self._busy = 0.0
+        self._running = 0
 
     # -- lifecycle -----------------------------------------------------------------------
     def connect(self, peers: Sequence[Any]) -> int:
@@ -131,6 +132,7 @@ class Worker:
             "built": len(self._live),
             "batches": self._batches,
             "busy_seconds": self._busy,
+            "running": self._running,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
 
@@ -211,10 +213,15 @@ class Worker:
     # -- message-driven nodes ------------------------------------------------------------
     def run_node(self, node_id: str, arguments: dict[str, Any] | None = None) -> Any:
         """Run ``node_id``'s ``train(**arguments)`` to the end and return its output."""
+        with self._lock:
+            self._running += 1
         try:
             return self.node(node_id).train(**(arguments or {}))
         except Exception:
             raise NodeFailed(node_id, traceback.format_exc()) from None
+        finally:
+            with self._lock:
+                self._running -= 1
 
     def neighbours(self, node_id: str) -> set[str]:
         """The ids ``node_id`` may send to (the :class:`NodePort` side of a node)."""

@@ -7,12 +7,16 @@ traceback; nodes blocked on ``receive`` are woken and the run ends, never hangs.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from redfl.core.result import FederationError, FederationResult
-from redfl.runtime.backend import Unfinished
+from redfl.runtime.backend import Backend, Unfinished
 from redfl.runtime.worker import NodeFailed
 from redfl.schemas.base import Federation
+
+STOP_GRACE_S = 10.0
+"""How long ``stop()`` lets woken nodes finish before the workers are killed."""
 
 
 class GraphFederation(Federation):
@@ -68,7 +72,15 @@ class GraphFederation(Federation):
         then stop the workers. Safe to call twice."""
         if self._backend is not None:
             self._backend.call_all("stop_nodes")
+            deadline = time.monotonic() + STOP_GRACE_S
+            while time.monotonic() < deadline and self._running_nodes(self._backend) > 0:
+                time.sleep(0.02)
         super().stop()
+
+    @staticmethod
+    def _running_nodes(backend: Backend) -> int:
+        """How many ``train()`` calls are still running on the workers."""
+        return sum(int(o.value.get("running", 0)) for o in backend.call_all("stats") if o.value)
 
 
 def _first_cause(failed: list[tuple[str, BaseException]]) -> tuple[str, BaseException]:
