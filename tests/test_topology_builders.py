@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -203,3 +206,22 @@ def test_mix_is_order_independent_and_checks_neighbours() -> None:
     np.testing.assert_allclose(mix("a", own, got, weights)["x"], [4 / 3, 8 / 3])
     with pytest.raises(ValueError, match=r"mixes values from \['b'\] but has weights for"):
         mix("a", own, {"b": got["b"]}, weights)
+
+
+def test_k_connect_is_the_same_in_another_process_whatever_its_hash_seed() -> None:
+    code = (
+        "from redfl.topology import k_connect; t = k_connect(40, 5, seed=2); "
+        "print(sorted((a, b) for a in t.nodes for b in t.neighbours(a) if a < b))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(hash_seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        for hash_seed in (1, 2, 3)
+    }
+    assert len(outputs) == 1

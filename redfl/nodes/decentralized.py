@@ -97,8 +97,10 @@ class MixingNode(DecentralizedNode, ABC):
     ``mixing``: ``metropolis`` (Metropolis-Hastings; undirected graphs only; the node
     learns its neighbours' degrees in a first exchange), ``uniform`` (equal weight for
     itself and each sender; any graph) or ``auto`` (metropolis when the node's edges are
-    symmetric, else uniform).
+    symmetric, else uniform). Mixing everyone's values needs a strongly connected graph.
     """
+
+    requires: ClassVar[str] = "strongly_connected"
 
     def __init__(self, timeout: float = 120.0, mixing: Mixing = "auto") -> None:
         super().__init__(timeout)
@@ -145,6 +147,8 @@ class GossipNode(MixingNode):
     record:
         Also publish ``trajectory``: the node's vector after each round (for analysis).
     """
+
+    requires: ClassVar[str] = "undirected"
 
     def __init__(
         self,

@@ -109,7 +109,7 @@ def _circulant(order: Sequence[str], k: int) -> set[frozenset[str]]:
 
 def _swap_edges(edges: set[frozenset[str]], rng: np.random.Generator, swaps: int) -> None:
     """Random double-edge swaps ``(a-b, c-d) -> (a-d, c-b)`` that keep the graph simple."""
-    pool = [tuple(sorted(e)) for e in edges]
+    pool = sorted(tuple(sorted(e)) for e in edges)  # sorted: independent of hash seeds
     picks = rng.integers(0, len(pool), size=(swaps, 2))
     flips = rng.integers(0, 2, size=swaps)
     for (i, j), flip in zip(picks, flips, strict=True):
