@@ -213,3 +213,33 @@ def test_custom_topology_object_is_accepted_as_is() -> None:
         result = fed.train(1)
     assert result.parameters is not None
     assert set(result.outputs) == {"p", "q"}
+
+
+def test_gossip_with_the_topologys_edge_weights_keeps_the_sum_and_averages() -> None:
+    # A symmetric weighted 4-cycle plus a chord: rows of incoming weights sum below 1.
+    edges = [("a", "b", 0.3), ("b", "c", 0.2), ("c", "d", 0.3), ("d", "a", 0.2), ("a", "c", 0.1)]
+    fed = CustomFederation(
+        GossipNode, edges, options={"size": 3, "mixing": "weights", "record": True}, runtime="local"
+    )
+    with fed:
+        fed.train(200)
+        x = np.array([fed.pull_version(i)[1]["trajectory"] for i in "abcd"])
+    # The same step written out: W from the weights, W_ii = 1 - row sum.
+    w = np.zeros((4, 4))
+    for s, t, weight in edges:
+        i, j = "abcd".index(s), "abcd".index(t)
+        w[i, j] = w[j, i] = weight
+    w[np.diag_indices(4)] = 1 - w.sum(axis=1)
+    np.testing.assert_allclose(x[:, 1], w @ x[:, 0], atol=1e-12)
+    np.testing.assert_allclose(x.sum(axis=0), np.repeat(x[:, 0].sum(0)[None], 201, 0), atol=1e-9)
+    np.testing.assert_allclose(x[:, -1], np.repeat(x[:, 0].mean(0)[None], 4, 0), atol=1e-9)
+
+
+def test_edge_weights_summing_above_one_are_refused_naming_the_node() -> None:
+    edges = [("a", "b", 0.7), ("b", "c", 0.7), ("c", "a", 0.1)]
+    fed = CustomFederation(GossipNode, edges, options={"mixing": "weights"}, runtime="local")
+    with (
+        fed,
+        pytest.raises(FederationError, match=r"node 'b': its incoming edge weights add up to 1.4"),
+    ):
+        fed.train(1)

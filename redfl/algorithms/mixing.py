@@ -45,6 +45,32 @@ def uniform_row(node_id: str, senders: Sequence[str]) -> dict[str, float]:
     return row
 
 
+def weights_row(node_id: str, weights_into: Mapping[str, float]) -> dict[str, float]:
+    """Mix with the topology's edge weights: ``w_ij`` from each sender, the rest kept.
+
+    Raises
+    ------
+    ValueError
+        If the graph has no weights, or the incoming weights add up to more than 1.
+
+    Examples
+    --------
+    >>> weights_row("a", {"b": 0.25, "c": 0.5})
+    {'b': 0.25, 'c': 0.5, 'a': 0.25}
+    """
+    if not weights_into:
+        raise ValueError(f"node {node_id!r}: mixing 'weights' needs a topology with edge weights")
+    row = {j: float(w) for j, w in sorted(weights_into.items())}
+    total = sum(row.values())
+    if total > 1.0 + 1e-12:
+        raise ValueError(
+            f"node {node_id!r}: its incoming edge weights add up to {total:g} > 1; mixing "
+            f"'weights' needs them to sum to at most 1"
+        )
+    row[node_id] = 1.0 - total
+    return row
+
+
 def metropolis_hastings_matrix(topology: Topology) -> np.ndarray:
     """The full Metropolis-Hastings matrix, rows and columns in ``topology.nodes`` order.
 

@@ -22,7 +22,7 @@ class DecentralizedDigitsOptions(DigitsOptions):
     """Digits options plus the node's message timeout and mixing weights."""
 
     timeout: float = Field(default=120.0, gt=0.0, le=86_400.0)
-    mixing: Literal["auto", "metropolis", "uniform"] = "auto"
+    mixing: Literal["auto", "metropolis", "uniform", "weights"] = "auto"
     start: str | None = None
 
 

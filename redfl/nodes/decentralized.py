@@ -16,11 +16,11 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from redfl.algorithms.gossip import distance, mix
-from redfl.algorithms.mixing import metropolis_hastings_row, uniform_row
+from redfl.algorithms.mixing import metropolis_hastings_row, uniform_row, weights_row
 from redfl.core.arrays import Parameters, copy_parameters
 from redfl.nodes.node import FederatedNode
 
-Mixing = Literal["auto", "metropolis", "uniform"]
+Mixing = Literal["auto", "metropolis", "uniform", "weights"]
 
 
 class DecentralizedNode(FederatedNode, ABC):
@@ -97,21 +97,28 @@ class MixingNode(DecentralizedNode, ABC):
     ``mixing``: ``metropolis`` (Metropolis-Hastings; undirected graphs only; the node
     learns its neighbours' degrees in a first exchange), ``uniform`` (equal weight for
     itself and each sender; any graph) or ``auto`` (metropolis when the node's edges are
-    symmetric, else uniform). Mixing everyone's values needs a strongly connected graph.
+    symmetric, else uniform) or ``weights`` (the topology's edge weights: ``w_ij`` is the
+    weight of the edge from ``j``, and the node keeps ``1 - sum_j w_ij``). Mixing everyone's
+    values needs a strongly connected graph.
     """
 
     requires: ClassVar[str] = "strongly_connected"
 
     def __init__(self, timeout: float = 120.0, mixing: Mixing = "auto") -> None:
         super().__init__(timeout)
-        if mixing not in ("auto", "metropolis", "uniform"):
-            raise ValueError(f"mixing must be 'auto', 'metropolis' or 'uniform', got {mixing!r}")
+        if mixing not in ("auto", "metropolis", "uniform", "weights"):
+            raise ValueError(
+                f"mixing must be 'auto', 'metropolis', 'uniform' or 'weights', got {mixing!r}"
+            )
         self.mixing: Mixing = mixing
         self.weights: dict[str, float] = {}
 
     def begin(self) -> None:
         """Work out this node's mixing weights."""
         out, into = self.neighbours, self.senders
+        if self.mixing == "weights":
+            self.weights = weights_row(self.node_id, self.weights_into)
+            return
         symmetric = out == into
         if self.mixing == "metropolis" and not symmetric:
             raise ValueError(

@@ -48,6 +48,12 @@ class TopologyManager:
         except KeyError:
             raise KeyError(f"unknown node {node_id!r}") from None
 
+    def weights_into(self, node_id: str) -> dict[str, float]:
+        """The weights of the edges into ``node_id``, by sender (empty when unweighted)."""
+        if self.topology is None or not self.topology.weights:
+            return {}
+        return {j: self.topology.weights[(j, node_id)] for j in self.senders(node_id)}
+
     def check_send(self, sender: str, recipients: Sequence[str]) -> None:
         """Raise :class:`NotNeighbourError` unless every recipient is a neighbour.
 

@@ -231,6 +231,10 @@ class Worker:
         """The ids that may send to ``node_id``."""
         return self.manager.senders(node_id)
 
+    def weights_into(self, node_id: str) -> dict[str, float]:
+        """The topology's weights of the edges into ``node_id`` (empty when unweighted)."""
+        return self.manager.weights_into(node_id)
+
     def sum_parameters(self, node_ids: Sequence[str]) -> WeightedSum:
         """The ``weight``-weighted sum of the ``parameters`` the nodes last published.
 
