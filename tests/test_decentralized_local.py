@@ -10,16 +10,19 @@ import numpy as np
 import pytest
 
 from redfl import (
+    Callback,
     CustomFederation,
     DSGDNode,
     FederatedNode,
     FederationError,
+    FederationResult,
     GossipNode,
     KConnectFederation,
     MeshFederation,
     ResourcesConfig,
     RingFederation,
     RingSequentialNode,
+    RoundRecord,
     TopologyError,
 )
 from redfl.core.arrays import Parameters
@@ -243,3 +246,40 @@ def test_edge_weights_summing_above_one_are_refused_naming_the_node() -> None:
         pytest.raises(FederationError, match=r"node 'b': its incoming edge weights add up to 1.4"),
     ):
         fed.train(1)
+
+
+class WaitsForTheDriver(Shift):
+    """In round 3 every node waits until the driver has seen round 2's record."""
+
+    seen_round_two = threading.Event()
+
+    def local_step(self, parameters: Parameters, rnd: int) -> tuple[Parameters, dict[str, Any]]:
+        if rnd == 3 and not WaitsForTheDriver.seen_round_two.wait(20):
+            raise RuntimeError("the driver never reported round 2 while the nodes ran")
+        return super().local_step(parameters, rnd)
+
+
+class Recorder(Callback):
+    def __init__(self) -> None:
+        self.records: list[RoundRecord] = []
+        self.ended: FederationResult | None = None
+
+    def on_round_end(self, record: RoundRecord) -> None:
+        self.records.append(record)
+        if record.round == 2:
+            WaitsForTheDriver.seen_round_two.set()
+
+    def on_train_end(self, result: FederationResult) -> None:
+        self.ended = result
+
+
+def test_callbacks_get_each_round_while_the_nodes_still_run() -> None:
+    WaitsForTheDriver.seen_round_two.clear()
+    recorder = Recorder()
+    fed = RingFederation(WaitsForTheDriver, 4, callbacks=[recorder], runtime="local", resources=TWO)
+    with fed:
+        result = fed.train(4)
+    assert [r.round for r in recorder.records] == [1, 2, 3, 4]
+    assert recorder.ended is result
+    assert all(r.succeeded == 4 and r.failed == 0 for r in recorder.records)
+    assert recorder.records[0].train_loss == pytest.approx(np.mean(range(4)))

@@ -60,6 +60,7 @@ class DecentralizedNode(FederatedNode, ABC):
             self.update_version(
                 round=rnd, parameters=self.parameters, weight=self.share, **self.extra_state()
             )
+            self.report_round(rnd, metrics)
             reports.append(metrics)
         return reports
 

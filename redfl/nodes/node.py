@@ -55,6 +55,10 @@ class NodePort(Protocol):
         """Store a snapshot of ``node_id``'s state; return its version number."""
         ...
 
+    def report_round(self, node_id: str, rnd: int, metrics: dict[str, float]) -> None:
+        """Add ``node_id``'s metrics of round ``rnd`` to the federation's history."""
+        ...
+
 
 class FederatedNode:
     """A participant of a federation.
@@ -164,6 +168,13 @@ class FederatedNode:
         """Publish a snapshot of ``state``; the driver reads it with ``pull_version``."""
         self._version = self._require_port().publish_version(self.node_id, dict(state))
         return self._version
+
+    def report_round(self, rnd: int, metrics: dict[str, float]) -> None:
+        """Add this node's metrics of round ``rnd`` to the history (``time``: when it ended).
+
+        The driver's round record averages each metric over the nodes that reported it.
+        """
+        self._require_port().report_round(self.node_id, rnd, metrics)
 
     def _require_port(self) -> NodePort:
         if self._port is None:

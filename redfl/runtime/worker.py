@@ -69,6 +69,41 @@ class EvaluateBatch:
     failures: list[Failure] = field(default_factory=list)
 
 
+@dataclass
+class RoundTotals:
+    """Sums of the metrics that nodes reported for one round, and how many reported.
+
+    ``time`` (when a node's round ended) is kept as the latest, not summed.
+    """
+
+    nodes: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    ended: float = 0.0
+
+    def add(self, metrics: dict[str, float]) -> None:
+        """Fold one node's report."""
+        self.nodes += 1
+        for name, value in metrics.items():
+            if name == "time":
+                self.ended = max(self.ended, float(value))
+                continue
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def merge(self, other: RoundTotals) -> None:
+        """Fold another worker's totals for the same round."""
+        self.nodes += other.nodes
+        self.ended = max(self.ended, other.ended)
+        for name, value in other.sums.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + other.counts[name]
+
+    def copy(self) -> RoundTotals:
+        """An independent copy."""
+        return RoundTotals(self.nodes, dict(self.sums), dict(self.counts), self.ended)
+
+
 class NodeFailed(RuntimeError):
     """A node's ``train()`` raised; carries the node id and the traceback text."""
 
@@ -107,6 +142,7 @@ class Worker:
         self._batches = 0
         self._busy = 0.0
         self._running = 0
+        self._rounds: dict[int, RoundTotals] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
     def connect(self, peers: Sequence[Any]) -> int:
@@ -282,6 +318,17 @@ class Worker:
             number = self._versions.get(node_id, (0, {}))[0] + 1
             self._versions[node_id] = (number, state)
         return number
+
+    def report_round(self, node_id: str, rnd: int, metrics: dict[str, float]) -> None:
+        """Fold a node's round metrics into this worker's totals for the round."""
+        with self._lock:
+            totals = self._rounds.setdefault(rnd, RoundTotals())
+            totals.add(metrics)
+
+    def round_totals(self, first: int) -> dict[int, RoundTotals]:
+        """The totals of every round from ``first`` on (what the driver's history needs)."""
+        with self._lock:
+            return {r: t.copy() for r, t in self._rounds.items() if r >= first}
 
     def pull_version(self, node_id: str) -> tuple[int, dict[str, Any]]:
         """The latest published (version, state) of ``node_id``; (0, {}) if none."""

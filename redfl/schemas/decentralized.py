@@ -9,6 +9,7 @@ model as the weighted mean of the models the nodes published.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,13 +18,18 @@ from redfl.core.arrays import Parameters, WeightedSum
 from redfl.core.config import ResourcesConfig
 from redfl.core.result import FederationResult, RoundRecord
 from redfl.nodes.decentralized import DecentralizedNode
+from redfl.runtime.backend import Backend
 from redfl.runtime.virtual import NodeFactory
+from redfl.runtime.worker import RoundTotals
 from redfl.schemas.base import RuntimeName, virtual_nodes
 from redfl.schemas.callbacks import Callback
 from redfl.schemas.graph import GraphFederation
 from redfl.topology import builders
 from redfl.topology.graph import Topology
 from redfl.topology.validate import TopologyError, check_topology, check_undirected, shown
+
+PROGRESS_POLL_S = 0.2
+"""How often the driver asks the workers which rounds every node has finished."""
 
 
 def check_requirement(topology: Topology, requires: str, allow_disconnected: bool) -> None:
@@ -48,39 +54,24 @@ def check_requirement(topology: Topology, requires: str, allow_disconnected: boo
             )
 
 
-def history_from_reports(
-    reports: Mapping[str, list[dict[str, float]]], first_round: int, started: float
-) -> list[RoundRecord]:
-    """One record per round: metrics averaged over the nodes that reported them.
+def round_record(rnd: int, totals: RoundTotals, num_nodes: int, previous: float) -> RoundRecord:
+    """A round's record: each metric averaged over the nodes that reported it.
 
-    ``loss`` in a node report is its training loss; ``test_loss`` and ``accuracy`` its
-    evaluation; a round's ``seconds`` runs from the previous round's last node to its own.
+    ``loss`` in a node report is its training loss, ``test_loss`` and ``accuracy`` its
+    evaluation; ``seconds`` runs from ``previous`` to the end of the round's last node.
     """
-    rounds = max((len(r) for r in reports.values()), default=0)
-    records, previous = [], started
-    for k in range(rounds):
-        entries = [r[k] for r in reports.values() if len(r) > k]
-        ended = max(e.get("time", previous) for e in entries)
-        names = sorted({name for e in entries for name in e} - {"time"})
-        means = {
-            name: sum(e[name] for e in entries if name in e) / sum(1 for e in entries if name in e)
-            for name in names
-        }
-        records.append(
-            RoundRecord(
-                first_round + k,
-                len(reports),
-                len(entries),
-                len(reports) - len(entries),
-                max(0.0, ended - previous),
-                means.get("loss"),
-                means.get("test_loss"),
-                means.get("accuracy"),
-                means,
-            )
-        )
-        previous = ended
-    return records
+    means = {name: totals.sums[name] / totals.counts[name] for name in sorted(totals.sums)}
+    return RoundRecord(
+        rnd,
+        num_nodes,
+        totals.nodes,
+        num_nodes - totals.nodes,
+        max(0.0, totals.ended - previous),
+        means.get("loss"),
+        means.get("test_loss"),
+        means.get("accuracy"),
+        means,
+    )
 
 
 class DecentralizedFederation(GraphFederation):
@@ -97,7 +88,7 @@ class DecentralizedFederation(GraphFederation):
     allow_disconnected:
         Accept a graph in several pieces (otherwise an error naming the cut-off nodes).
     callbacks:
-        Called with each round's record once the nodes have finished.
+        Called with each round's record as soon as every node has finished the round.
     """
 
     def __init__(
@@ -132,6 +123,7 @@ class DecentralizedFederation(GraphFederation):
             federation_id=federation_id,
         )
         self.callbacks = list(callbacks)
+        self._train_nodes = sum(1 for n in self.nodes if "train" in n.roles)
         self.round = 0
         self._history: list[RoundRecord] = []
 
@@ -150,18 +142,49 @@ class DecentralizedFederation(GraphFederation):
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         for callback in self.callbacks:
             callback.on_train_begin(rounds)
-        started = time.time()
-        outputs = self._run_nodes({"rounds": rounds})
-        records = history_from_reports(outputs, self.round + 1, started)
-        self.round += len(records)
-        for record in records:
-            self._history.append(record)
-            for callback in self.callbacks:
-                callback.on_round_end(record)
+        backend = self._start()
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["outputs"] = self._run_nodes({"rounds": rounds})
+            except BaseException as error:
+                box["error"] = error
+
+        runner = threading.Thread(target=run, name="redfl-decentralized-train", daemon=True)
+        last, previous = self.round + rounds, time.time()
+        runner.start()
+        while True:  # records go out as rounds complete on every node, not at the end
+            finished = not runner.is_alive()
+            previous = self._emit_rounds(backend, last, previous)
+            if finished:
+                break
+            runner.join(PROGRESS_POLL_S)
+        if "error" in box:
+            raise box["error"]
+        outputs = box["outputs"]
         result = FederationResult(list(self._history), self.final_parameters(), [], outputs)
         for callback in self.callbacks:
             callback.on_train_end(result)
         return result
+
+    def _emit_rounds(self, backend: Backend, last: int, previous: float) -> float:
+        """Record (and pass to callbacks) every round all nodes finished; the last end time."""
+        merged: dict[int, RoundTotals] = {}
+        for outcome in backend.call_all("round_totals", self.round + 1):
+            for rnd, totals in (outcome.value or {}).items():
+                merged.setdefault(rnd, RoundTotals()).merge(totals)
+        while self.round < last:
+            totals = merged.get(self.round + 1)
+            if totals is None or totals.nodes < self._train_nodes:
+                break
+            record = round_record(self.round + 1, totals, self._train_nodes, previous)
+            previous = max(previous, totals.ended)
+            self.round += 1
+            self._history.append(record)
+            for callback in self.callbacks:
+                callback.on_round_end(record)
+        return previous
 
     def final_parameters(self) -> Parameters | None:
         """The weighted mean of the models the nodes last published (``None`` if none)."""
