@@ -56,7 +56,24 @@ class StrategySpec:
                 raise ParameterError(
                     key, f"not a parameter of {self.name}; it takes {sorted(self.parameters())}"
                 )
+        defaults = self.parameters()
+        for key, value in params.items():
+            _check_type(key, value, defaults.get(key))
         return self.cls(**params)
+
+
+def _check_type(key: str, value: Any, default: Any) -> None:
+    """Refuse a value whose type cannot be the parameter's (judged by its default)."""
+    if isinstance(default, bool) or default is None:
+        return
+    if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ParameterError(key, f"must be an integer, got {value!r}")
+    if isinstance(default, float) and (
+        isinstance(value, bool) or not isinstance(value, int | float)
+    ):
+        raise ParameterError(key, f"must be a number, got {value!r}")
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ParameterError(key, f"must be a string, got {value!r}")
 
 
 STRATEGIES: dict[str, StrategySpec] = {
