@@ -151,3 +151,26 @@ def test_attack_table_builds_the_same_attackers_and_wrapper() -> None:
     template = federation.nodes[0].template
     assert isinstance(template, Attacked) and template.attack == SignFlip(10.0)
     assert isinstance(federation.strategy, Krum) and federation.strategy.f == 10
+
+
+def test_each_attacker_draws_its_own_noise() -> None:
+    ids = [f"client-{i}" for i in range(4)]
+
+    class Report(Strategy):
+        weighted_sum = False
+
+        def aggregate_updates(self, rnd, current, updates):
+            self.seen = {u.node_id: u.parameters["w"].copy() for u in updates}
+            return current
+
+    strategy = Report()
+    federation = StarFederation(
+        Attacked(Const, GaussianNoise(1.0), frozenset(ids[1:3])), 4,
+        initial_parameters={"w": np.zeros(8, np.float32)}, strategy=strategy, client_ids=ids,
+        runtime="local",
+    )  # fmt: skip
+    federation.train(1)
+    noise_1 = strategy.seen["client-1"] - 1.0
+    noise_2 = strategy.seen["client-2"] - 2.0
+    assert not np.allclose(noise_1, noise_2)
+    np.testing.assert_array_equal(strategy.seen["client-3"], np.full(8, 3.0, np.float32))

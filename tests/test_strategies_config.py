@@ -139,3 +139,11 @@ def test_cli_strategies_lists_names_parameters_and_defaults() -> None:
     assert lines[trimmed + 1].split() == ["parameters:", "beta=0.2"]
     adam = next(i for i, line in enumerate(lines) if line.startswith("fedadam "))
     assert "eta=0.1" in lines[adam + 1] and "tau=1e-09" in lines[adam + 1]
+
+
+def test_max_update_norm_in_the_strategy_table() -> None:
+    strategy = star_from_config(parse_config(config({"max_update_norm": 5.0}))).strategy
+    assert strategy.max_update_norm == 5.0
+    assert strategy.update_policy(1, ["client-0"]).max_update_norm == 5.0
+    with pytest.raises(ConfigError, match=r"strategy\.max_update_norm: Input should be greater"):
+        parse_config(config({"max_update_norm": 0.0}))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from redfl.core.arrays import Parameters
+from redfl.core.seeding import node_key
 from redfl.nodes.client import Client
 from redfl.nodes.node import NodeContext, NodePort
 
@@ -121,7 +122,9 @@ class MaliciousClient(Client):
         if self.node_id not in self.attackers:
             return self.inner.fit(parameters, config)
         new, count, metrics = self.inner.fit(parameters, {**config, **self.attack.config()})
-        rng = np.random.default_rng([self.context.seed, int(config["round"]), 0xBAD])
+        rng = np.random.default_rng(
+            [self.context.seed, int(config["round"]), node_key(self.node_id), 0xBAD]
+        )
         return self.attack.corrupt(dict(parameters), new, rng), count, metrics
 
     def evaluate(

@@ -12,7 +12,11 @@
   multiplier becomes ``(z^-2 - (2 clipped_count_stddev)^-2)^-1/2``.
 
 After each round the :class:`~redfl.privacy.RdpAccountant` gives ``epsilon`` for
-``delta``; it goes into the round's metrics.
+``delta``; it goes into the round's metrics. The sampling rate accounted is the round's
+sample size over the clients available. The analysis of Mironov et al. assumes Poisson
+sampling, while redfl samples a fixed number without replacement: the epsilon reported
+is the usual approximation made by DP-FedAvg implementations, not a proof for that
+sampling.
 """
 
 from __future__ import annotations
