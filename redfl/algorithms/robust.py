@@ -25,11 +25,17 @@ def stacked(updates: Sequence[ClientUpdate], name: str) -> np.ndarray:
     return np.stack([np.asarray(u.parameters[name], dtype=np.float64) for u in updates])
 
 
-def krum_scores(vectors: np.ndarray, f: int) -> np.ndarray:
-    """Each row's sum of squared distances to its ``n - f - 2`` nearest other rows."""
+def squared_distances(vectors: np.ndarray) -> np.ndarray:
+    """The matrix of squared L2 distances between the rows of ``vectors``."""
     squares = np.einsum("ij,ij->i", vectors, vectors)
-    distances = np.maximum(squares[:, None] + squares[None, :] - 2 * vectors @ vectors.T, 0.0)
-    closest = max(1, len(vectors) - f - 2)
+    return np.asarray(
+        np.maximum(squares[:, None] + squares[None, :] - 2 * vectors @ vectors.T, 0.0)
+    )
+
+
+def krum_scores(distances: np.ndarray, f: int) -> np.ndarray:
+    """Each row's sum of squared distances to its ``n - f - 2`` nearest other rows."""
+    closest = max(1, len(distances) - f - 2)
     ordered = np.sort(distances, axis=1)[:, 1 : closest + 1]  # column 0: the row itself
     return np.asarray(ordered.sum(axis=1))
 
@@ -129,7 +135,8 @@ class Krum(_Robust):
     ) -> Parameters:
         """The Krum-selected update."""
         self.check_round_size(len(updates))
-        best = int(np.argmin(krum_scores(flatten(updates, list(current)), self.f)))
+        distances = squared_distances(flatten(updates, list(current)))
+        best = int(np.argmin(krum_scores(distances, self.f)))
         return self._cast(current, dict(updates[best].parameters))
 
 
@@ -155,7 +162,7 @@ class MultiKrum(_Robust):
     ) -> Parameters:
         """The mean of the ``m`` best-scored updates."""
         self.check_round_size(len(updates))
-        scores = krum_scores(flatten(updates, list(current)), self.f)
+        scores = krum_scores(squared_distances(flatten(updates, list(current))), self.f)
         best = [updates[i] for i in np.argsort(scores, kind="stable")[: self.m]]
         return self._cast(current, {k: stacked(best, k).mean(axis=0) for k in current})
 
@@ -178,15 +185,15 @@ class Bulyan(_Robust):
     ) -> Parameters:
         """The Bulyan aggregate."""
         self.check_round_size(len(updates))
-        names = list(current)
-        remaining = list(updates)
+        distances = squared_distances(flatten(updates, list(current)))
+        remaining = list(range(len(updates)))
         selected: list[ClientUpdate] = []
-        for _ in range(len(updates) - 2 * self.f):
-            best = int(np.argmin(krum_scores(flatten(remaining, names), self.f)))
-            selected.append(remaining.pop(best))
+        for _ in range(len(updates) - 2 * self.f):  # Krum on the updates not yet selected
+            scores = krum_scores(distances[np.ix_(remaining, remaining)], self.f)
+            selected.append(updates[remaining.pop(int(np.argmin(scores)))])
         keep = len(selected) - 2 * self.f
         out = {}
-        for name in names:
+        for name in current:
             values = stacked(selected, name)
             distance = np.abs(values - np.median(values, axis=0))
             nearest = np.argsort(distance, axis=0, kind="stable")[:keep]
