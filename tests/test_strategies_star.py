@@ -228,3 +228,29 @@ def test_ray_rejects_per_client_and_aggregates_individual_updates_like_local(
     assert len(on_ray[1]) == 8  # clients 0-3 in both rounds
     step = float(np.median([1 + i / 10 for i in range(4, 9)]))
     np.testing.assert_allclose(on_ray[0], np.full(3, 2 * step), rtol=1e-6)
+
+
+def test_ray_client_side_dp_clips_on_workers_and_folds_like_local(ray_session: Any) -> None:
+    from redfl.privacy import DPFixedClipping
+
+    def strategy() -> Strategy:
+        return DPFixedClipping(
+            Bonus(max_update_norm=10.0), clipping_norm=1.2, noise_multiplier=0.5, side="client"
+        )
+
+    assert strategy().weighted_sum  # workers still return one partial sum each
+    on_ray, local = run("ray", strategy()), run("local", strategy())
+    np.testing.assert_array_equal(on_ray[0], local[0])
+    assert on_ray[1] == local[1]
+
+
+def test_client_side_dp_clips_every_update_to_the_norm() -> None:
+    from redfl.privacy import DPFixedClipping
+
+    strategy = DPFixedClipping(
+        Bonus(max_update_norm=10.0), clipping_norm=1.2, noise_multiplier=0.0, side="client"
+    )
+    parameters, _ = run("local", strategy)
+    # Clients 4..8 step by 1 + i / 10 on 3 coordinates: norms sqrt(3) (1.4 ... 1.8) > 1.2,
+    # so each update is clipped to norm 1.2, i.e. 1.2 / sqrt(3) per coordinate, per round.
+    np.testing.assert_allclose(parameters, np.full(3, 2 * 1.2 / np.sqrt(3)), rtol=1e-5)
