@@ -319,3 +319,38 @@ def test_make_strategy_refuses_unknown_names_and_parameters_and_types() -> None:
         make_strategy("fedadam", beta1=0.9)
     with pytest.raises(ParameterError, match=r"f: must be an integer, got 2\.5"):
         make_strategy("krum", f=2.5)
+
+
+def test_state_round_trip_resumes_stateful_strategies_exactly() -> None:
+    import copy
+
+    from redfl.privacy import DPAdaptiveClipping
+
+    makers = [
+        lambda: FedAvgM(server_momentum=0.7),
+        lambda: FedAdam(eta=0.05),
+        lambda: DPAdaptiveClipping(FedYogi(), noise_multiplier=0.8, side="client", seed=3),
+    ]
+    for make in makers:
+        rng = np.random.default_rng(12)
+        start = current(rng)
+        rounds = [fold(random_updates(rng, 5)) for _ in range(4)]
+        straight = make()
+        x = start
+        for rnd, total in enumerate(rounds, 1):
+            x = straight.aggregate(rnd, x, total)
+            straight.round_metrics(rnd, {"unclipped": 2.0})
+        first = make()
+        y = start
+        for rnd, total in enumerate(rounds[:2], 1):
+            y = first.aggregate(rnd, y, total)
+            first.round_metrics(rnd, {"unclipped": 2.0})
+        resumed = make()
+        resumed.load_state(copy.deepcopy(first.state()))
+        for rnd, total in enumerate(rounds[2:], 3):
+            y = resumed.aggregate(rnd, y, total)
+            resumed.round_metrics(rnd, {"unclipped": 2.0})
+        for k in SHAPES:
+            np.testing.assert_array_equal(x[k], y[k])
+        assert resumed.state().keys() == straight.state().keys()
+    assert FedMedian().state() == {}

@@ -8,6 +8,7 @@ Visual Classification", 2019. With the pseudo-gradient ``g_t = x_t - mean_t``:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,14 @@ class FedAvgM(FedAvg):
         self.server_learning_rate = server_learning_rate
         self.server_momentum = server_momentum
         self.momentum: dict[str, np.ndarray] = {}
+
+    def state(self) -> dict[str, Any]:
+        """``{"momentum": {name: array}}``."""
+        return {"momentum": {k: v.copy() for k, v in self.momentum.items()}}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore the momentum."""
+        self.momentum = {k: np.array(v, np.float64) for k, v in state["momentum"].items()}
 
     def aggregate(self, rnd: int, current: Parameters, total: WeightedSum) -> Parameters:
         """``x - eta * v`` with ``v`` the momentum of the pseudo-gradients."""

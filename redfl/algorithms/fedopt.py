@@ -14,6 +14,7 @@ client learning rate ``eta_l``, when given, is sent in the fit config as ``lr``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -69,6 +70,18 @@ class FedOpt(FedAvg):
         if self.eta_l is not None:
             config["lr"] = self.eta_l
         return config
+
+    def state(self) -> dict[str, Any]:
+        """``{"m": {name: array}, "v": {name: array}}``."""
+        return {
+            "m": {k: np.array(v) for k, v in self.m.items()},
+            "v": {k: v.copy() for k, v in self.v.items()},
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore both moments."""
+        self.m = {k: np.array(v, np.float64) for k, v in state["m"].items()}
+        self.v = {k: np.array(v, np.float64) for k, v in state["v"].items()}
 
     def second_moment(self, v: np.ndarray, d2: np.ndarray) -> np.ndarray:
         """``v_t`` from ``v_{t-1}`` and the squared pseudo-gradient."""

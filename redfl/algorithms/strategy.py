@@ -196,6 +196,16 @@ class Strategy:
         """Loss and metrics of a federated evaluation (example-weighted means by default)."""
         return weighted_evaluation(reports)
 
+    def state(self) -> dict[str, Any]:
+        """The strategy's mutable state across rounds (momentum, moments, ...), for checkpoints.
+
+        Values are numbers, lists and ``name -> array`` dicts; :meth:`load_state` restores it.
+        """
+        return {}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state` returned (stateless strategies: nothing)."""
+
     def round_metrics(self, rnd: int, stats: Mapping[str, float]) -> dict[str, float]:
         """Metrics the strategy adds to round ``rnd``'s record (e.g. DP ``epsilon``).
 

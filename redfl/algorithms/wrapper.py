@@ -78,6 +78,14 @@ class StrategyWrapper(Strategy):
         """The inner strategy's evaluation aggregate."""
         return self.inner.aggregate_evaluate(rnd, reports)
 
+    def state(self) -> dict[str, Any]:
+        """``{"inner": the inner strategy's state}``."""
+        return {"inner": self.inner.state()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore the inner strategy's state."""
+        self.inner.load_state(state["inner"])
+
     def round_metrics(self, rnd: int, stats: Mapping[str, float]) -> dict[str, float]:
         """The inner strategy's round metrics."""
         return self.inner.round_metrics(rnd, stats)

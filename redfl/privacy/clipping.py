@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -133,6 +133,22 @@ class DPFixedClipping(StrategyWrapper):
             k: (v + rng.normal(0.0, std, size=v.shape)).astype(v.dtype)
             for k, v in aggregate.items()
         }
+
+    def state(self) -> dict[str, Any]:
+        """The inner state, the clipping norm and the accountant's RDP so far."""
+        return {
+            **super().state(),
+            "clipping_norm": self.clipping_norm,
+            "rdp": self.accountant.rdp.tolist(),
+            "steps": self.accountant.steps,
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore the inner state, the clipping norm and the accountant."""
+        super().load_state(state)
+        self.clipping_norm = float(state["clipping_norm"])
+        self.accountant.rdp = np.array(state["rdp"], np.float64)
+        self.accountant.steps = int(state["steps"])
 
     def round_metrics(self, rnd: int, stats: Mapping[str, float]) -> dict[str, float]:
         """The inner metrics plus ``clipping_norm`` and, with noise, ``epsilon``."""
