@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from redfl.algorithms import (
     MultiKrum,
     ParameterError,
     QFedAvg,
+    Strategy,
     make_strategy,
 )
 from redfl.core.arrays import WeightedSum
@@ -326,10 +328,13 @@ def test_state_round_trip_resumes_stateful_strategies_exactly() -> None:
 
     from redfl.privacy import DPAdaptiveClipping
 
-    makers = [
+    def dp() -> Strategy:
+        return DPAdaptiveClipping(FedYogi(), noise_multiplier=0.8, side="client", seed=3)
+
+    makers: list[Callable[[], Strategy]] = [
         lambda: FedAvgM(server_momentum=0.7),
         lambda: FedAdam(eta=0.05),
-        lambda: DPAdaptiveClipping(FedYogi(), noise_multiplier=0.8, side="client", seed=3),
+        dp,
     ]
     for make in makers:
         rng = np.random.default_rng(12)
