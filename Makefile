@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python bench/star_overhead.py
 	$(BIN)/python bench/lazy_nodes.py
 	$(BIN)/python bench/robustness.py
+	$(BIN)/python bench/decentralized_scale.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

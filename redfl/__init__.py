@@ -29,12 +29,30 @@ from redfl.core.arrays import Parameters, WeightedSum
 from redfl.core.config import ConfigError, FederationConfig, ResourcesConfig, load_config
 from redfl.core.message import Message
 from redfl.core.result import Failure, FederationError, FederationResult, RoundRecord
-from redfl.nodes import Client, FederatedNode
+from redfl.nodes import (
+    Client,
+    DecentralizedNode,
+    DSGDNode,
+    FederatedNode,
+    GossipNode,
+    RingSequentialNode,
+)
 from redfl.privacy import DPAdaptiveClipping, DPFixedClipping, RdpAccountant
 from redfl.runtime import NotNeighbourError, ResourceError, TopologyManager, VirtualNode, remote
-from redfl.schemas import Callback, Federation, GraphFederation, StarFederation, virtual_nodes
+from redfl.schemas import (
+    Callback,
+    CustomFederation,
+    DecentralizedFederation,
+    Federation,
+    GraphFederation,
+    KConnectFederation,
+    MeshFederation,
+    RingFederation,
+    StarFederation,
+    virtual_nodes,
+)
 from redfl.schemas.checkpoint import Checkpoint
-from redfl.topology import Topology
+from redfl.topology import Topology, TopologyError
 
 __version__ = "0.1.0"
 
@@ -66,6 +84,16 @@ __all__ = [
     "load_config",
     "remote",
     "virtual_nodes",
+    "CustomFederation",
+    "DSGDNode",
+    "DecentralizedFederation",
+    "DecentralizedNode",
+    "GossipNode",
+    "KConnectFederation",
+    "MeshFederation",
+    "RingFederation",
+    "RingSequentialNode",
+    "TopologyError",
     # strategies, privacy, attacks
     "STRATEGIES",
     "Attacked",

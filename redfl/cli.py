@@ -19,7 +19,7 @@ from redfl.core.config import ConfigError, load_config
 from redfl.core.result import FederationError, FederationResult, RoundRecord
 from redfl.rundir import MetricsWriter, new_run_dir, save_parameters, write_summary
 from redfl.runtime.resources import ResourceError
-from redfl.schemas.builder import star_from_config
+from redfl.schemas.builder import federation_from_config
 from redfl.schemas.callbacks import Callback
 
 app = typer.Typer(
@@ -97,7 +97,8 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Override federation.seed.")] = None,
     out: Annotated[str | None, typer.Option(help="Run folder (default runs/<run-id>).")] = None,
 ) -> None:
-    """Run the star federation CONFIG describes; write metrics, summary and model."""
+    """Run the federation CONFIG describes (star or a decentralised graph); write metrics,
+    summary and model."""
     overrides: dict[str, Any] = {
         k: v for k, v in (("rounds", rounds), ("seed", seed), ("address", address)) if v is not None
     }
@@ -107,12 +108,14 @@ def run(
         run_dir.mkdir(parents=True, exist_ok=True)
         total = cfg.federation.rounds
         writer = MetricsWriter(run_dir / "metrics.jsonl")
-        federation = star_from_config(cfg, [ProgressBar(total), writer])
+        federation = federation_from_config(cfg, [ProgressBar(total), writer])
     except (ConfigError, ValueError) as error:
         raise _fail(2, str(error)) from None
     except OSError as error:
         raise _fail(2, f"cannot write the run folder: {error}") from None
-    (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    (run_dir / "config.json").write_text(
+        cfg.model_dump_json(indent=2, by_alias=True) + "\n", encoding="utf-8"
+    )
     console.print(f"redfl: run folder {run_dir}")
     started = time.perf_counter()
     try:

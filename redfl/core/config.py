@@ -185,8 +185,52 @@ class RunConfig(_Strict):
         return value
 
 
+class TopologyConfig(_Strict):
+    """The schema (star, or a decentralised graph) and, for a graph, its algorithm.
+
+    ``client.target`` then names the node class (a ``GossipNode``, ``DSGDNode`` or
+    ``RingSequentialNode`` subclass, as ``algorithm`` says) and ``client.num_clients``
+    the number of nodes; ``topology_file`` (custom) is an adjacency-matrix CSV.
+    """
+
+    schema_: Literal["star", "ring", "mesh", "k_connect", "custom"] = Field(
+        default="star", alias="schema"
+    )
+    algorithm: Literal["gossip", "dsgd", "ring_sequential"] | None = None
+    k: int | None = Field(default=None, ge=1, le=100_000)
+    topology_file: str | None = Field(default=None, min_length=1)
+    directed: bool = False
+    allow_disconnected: bool = False
+    topology_seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TopologyConfig:
+        schema = self.schema_
+        if schema == "star":
+            if self.algorithm is not None:
+                raise ValueError("'algorithm' is for decentralised schemas, not 'star'")
+            return self
+        if self.algorithm is None:
+            raise ValueError(
+                f"schema {schema!r} needs an algorithm: 'gossip', 'dsgd' or 'ring_sequential'"
+            )
+        if (schema == "k_connect") != (self.k is not None):
+            raise ValueError("'k' is required with schema 'k_connect', and only used there")
+        if (schema == "custom") != (self.topology_file is not None):
+            raise ValueError(
+                "'topology_file' is required with schema 'custom', and only used there"
+            )
+        if self.algorithm == "ring_sequential" and schema not in ("ring", "custom"):
+            raise ValueError(f"algorithm 'ring_sequential' needs a ring, not schema {schema!r}")
+        if self.directed and schema != "ring":
+            raise ValueError("'directed' applies to schema 'ring' (a custom matrix says itself)")
+        return self
+
+
 class FederationConfig(_Strict):
-    """A whole star federation, as written in a TOML file."""
+    """A whole federation (star or decentralised), as written in a TOML file."""
 
     federation: RunConfig = Field(default_factory=RunConfig)
     client: ClientConfig
@@ -195,6 +239,7 @@ class FederationConfig(_Strict):
     attack: AttackConfig = Field(default_factory=AttackConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    topology: TopologyConfig = Field(default_factory=TopologyConfig)
 
     @model_validator(mode="after")
     def _enough_clients(self) -> FederationConfig:

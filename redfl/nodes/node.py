@@ -33,6 +33,14 @@ class NodePort(Protocol):
         """The nodes ``node_id`` may send to."""
         ...
 
+    def senders(self, node_id: str) -> set[str]:
+        """The nodes that may send to ``node_id``."""
+        ...
+
+    def weights_into(self, node_id: str) -> dict[str, float]:
+        """The weights of the edges into ``node_id``, by sender (empty when unweighted)."""
+        ...
+
     def send(self, message: Message) -> None:
         """Deliver ``message`` to its recipients (checked against the topology)."""
         ...
@@ -109,6 +117,16 @@ class FederatedNode:
     def neighbours(self) -> set[str]:
         """The ids this node may send to."""
         return self._require_port().neighbours(self.node_id)
+
+    @property
+    def senders(self) -> set[str]:
+        """The ids that may send to this node (equal to :attr:`neighbours` when undirected)."""
+        return self._require_port().senders(self.node_id)
+
+    @property
+    def weights_into(self) -> dict[str, float]:
+        """The topology's weights of the edges into this node (empty when unweighted)."""
+        return self._require_port().weights_into(self.node_id)
 
     def send(self, header: str, body: Any = None, to: str | Iterable[str] | None = None) -> None:
         """Send ``body`` under ``header`` to ``to`` (default: every neighbour).

@@ -111,6 +111,7 @@ class Worker:
         self._peers: Sequence[Any] = ()
         self._batches = 0
         self._busy = 0.0
+        self._running = 0
 
     # -- lifecycle -----------------------------------------------------------------------
     def connect(self, peers: Sequence[Any]) -> int:
@@ -136,6 +137,7 @@ class Worker:
             "built": len(self._live),
             "batches": self._batches,
             "busy_seconds": self._busy,
+            "running": self._running,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
 
@@ -226,16 +228,44 @@ class Worker:
         return node
 
     # -- message-driven nodes ------------------------------------------------------------
-    def run_node(self, node_id: str) -> Any:
-        """Run ``node_id``'s ``train()`` to the end and return its output."""
+    def run_node(self, node_id: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Run ``node_id``'s ``train(**arguments)`` to the end and return its output."""
+        with self._lock:
+            self._running += 1
         try:
-            return self.node(node_id).train()
+            return self.node(node_id).train(**(arguments or {}))
         except Exception:
             raise NodeFailed(node_id, traceback.format_exc()) from None
+        finally:
+            with self._lock:
+                self._running -= 1
 
     def neighbours(self, node_id: str) -> set[str]:
         """The ids ``node_id`` may send to (the :class:`NodePort` side of a node)."""
         return self.manager.neighbours(node_id)
+
+    def senders(self, node_id: str) -> set[str]:
+        """The ids that may send to ``node_id``."""
+        return self.manager.senders(node_id)
+
+    def weights_into(self, node_id: str) -> dict[str, float]:
+        """The topology's weights of the edges into ``node_id`` (empty when unweighted)."""
+        return self.manager.weights_into(node_id)
+
+    def sum_parameters(self, node_ids: Sequence[str]) -> WeightedSum:
+        """The ``weight``-weighted sum of the ``parameters`` the nodes last published.
+
+        Message-driven nodes publish ``parameters`` and ``weight`` (how much their model
+        counts in the federation's final model); nodes with no such version are skipped.
+        """
+        total = WeightedSum()
+        with self._lock:
+            states = [self._versions.get(node_id, (0, {}))[1] for node_id in node_ids]
+        for state in states:
+            weight = float(state.get("weight", 0.0))
+            if weight > 0 and "parameters" in state:
+                total.add(state["parameters"], weight)
+        return total
 
     def send(self, message: Message) -> None:
         """Check ``message`` against the topology and deliver it, each worker once."""

@@ -1,13 +1,15 @@
-"""Build a :class:`StarFederation` from a validated :class:`FederationConfig`."""
+"""Build a federation (star or decentralised) from a validated :class:`FederationConfig`."""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from redfl import topology as topo
 from redfl.algorithms.registry import make_strategy
 from redfl.algorithms.strategy import ParameterError, Strategy
 from redfl.attacks import (
@@ -20,9 +22,12 @@ from redfl.attacks import (
     choose_attackers,
 )
 from redfl.core.config import ConfigError, FederationConfig, describe_errors
+from redfl.nodes.decentralized import DSGDNode, GossipNode, RingSequentialNode
 from redfl.privacy import DPAdaptiveClipping, DPFixedClipping
 from redfl.schemas.callbacks import Callback
+from redfl.schemas.decentralized import DecentralizedFederation
 from redfl.schemas.star import StarFederation
+from redfl.topology.validate import TopologyError
 
 
 def resolve(target: str, field: str) -> Any:
@@ -161,3 +166,85 @@ def strategy_from_config(config: FederationConfig) -> Strategy:
     if config.attack.kind == "alie":
         strategy = LittleIsEnough(strategy, attackers_from_config(config), config.attack.z)
     return strategy
+
+
+ALGORITHM_NODES = {
+    "gossip": GossipNode,
+    "dsgd": DSGDNode,
+    "ring_sequential": RingSequentialNode,
+}
+"""The node base class each ``topology.algorithm`` needs of ``client.target``."""
+
+
+def decentralized_from_config(
+    config: FederationConfig, callbacks: Sequence[Callback] = ()
+) -> DecentralizedFederation:
+    """A ready (not started) decentralised federation described by ``config``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the field: a node class that does not fit the algorithm, an option the
+        node does not take, an impossible or malformed topology.
+    """
+    t = config.topology
+    assert t.algorithm is not None  # checked by TopologyConfig
+    node = resolve(config.client.target, "client.target")
+    base = ALGORITHM_NODES[t.algorithm]
+    if not (isinstance(node, type) and issubclass(node, base)):
+        raise ConfigError(
+            f"client.target: {config.client.target} is not a {base.__name__} subclass, as "
+            f"algorithm {t.algorithm!r} needs"
+        )
+    if config.evaluation.central:
+        raise ConfigError(
+            "evaluation.central: central evaluation is for the star schema; decentralised "
+            "nodes evaluate their own models"
+        )
+    options = client_options(config, node)
+    raw = options.model_dump() if isinstance(options, BaseModel) else options
+    if not isinstance(options, BaseModel):
+        accepted = set(inspect.signature(node).parameters)
+        unknown = sorted(set(raw) - accepted)
+        if unknown:
+            raise ConfigError(
+                f"client.options: unknown option(s) {unknown} for {node.__name__} "
+                f"(accepts {sorted(accepted)})"
+            )
+    n = config.client.num_clients
+    try:
+        topology = {
+            "ring": lambda: topo.ring(n, directed=t.directed),
+            "mesh": lambda: topo.mesh(n),
+            "k_connect": lambda: topo.k_connect(n, t.k or 0, seed=t.topology_seed),
+            "custom": lambda: topo.custom(t.topology_file, allow_disconnected=t.allow_disconnected),
+        }[t.schema_]()
+        if t.schema_ == "custom" and len(topology.nodes) != n:
+            raise ConfigError(
+                f"client.num_clients: {n}, but topology.topology_file has "
+                f"{len(topology.nodes)} nodes"
+            )
+        run = config.federation
+        return DecentralizedFederation(
+            node,
+            topology,
+            options=raw,
+            roles=config.client.roles,
+            allow_disconnected=t.allow_disconnected,
+            callbacks=callbacks,
+            seed=run.seed,
+            runtime=run.runtime,
+            address=run.address,
+            resources=config.resources,
+        )
+    except TopologyError as error:
+        raise ConfigError(f"topology: {error}") from None
+
+
+def federation_from_config(
+    config: FederationConfig, callbacks: Sequence[Callback] = ()
+) -> StarFederation | DecentralizedFederation:
+    """The federation ``config`` describes: star, or a decentralised graph."""
+    if config.topology.schema_ == "star":
+        return star_from_config(config, callbacks)
+    return decentralized_from_config(config, callbacks)
