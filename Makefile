@@ -32,6 +32,7 @@ test: lint
 bench: install
 	$(BIN)/python bench/star_overhead.py
 	$(BIN)/python bench/lazy_nodes.py
+	$(BIN)/python bench/robustness.py
 	$(BIN)/python bench/decentralized_scale.py
 
 clean:

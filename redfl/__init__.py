@@ -4,7 +4,27 @@ Describe a federation (nodes, roles, topology, strategy, resources) and run it o
 embedded Ray instance, a Ray cluster, or in-process with ``runtime="local"``.
 """
 
-from redfl.algorithms import ClientUpdate, FedAvg, Strategy
+from redfl.algorithms import (
+    STRATEGIES,
+    Bulyan,
+    ClientUpdate,
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    FedYogi,
+    Krum,
+    MultiKrum,
+    ParameterError,
+    QFedAvg,
+    Strategy,
+    StrategyWrapper,
+    make_strategy,
+)
+from redfl.attacks import Attacked, GaussianNoise, LabelFlip, LittleIsEnough, SignFlip
 from redfl.core.arrays import Parameters, WeightedSum
 from redfl.core.config import ConfigError, FederationConfig, ResourcesConfig, load_config
 from redfl.core.message import Message
@@ -17,6 +37,7 @@ from redfl.nodes import (
     GossipNode,
     RingSequentialNode,
 )
+from redfl.privacy import DPAdaptiveClipping, DPFixedClipping, RdpAccountant
 from redfl.runtime import NotNeighbourError, ResourceError, TopologyManager, VirtualNode, remote
 from redfl.schemas import (
     Callback,
@@ -30,6 +51,7 @@ from redfl.schemas import (
     StarFederation,
     virtual_nodes,
 )
+from redfl.schemas.checkpoint import Checkpoint
 from redfl.topology import Topology, TopologyError
 
 __version__ = "0.1.0"
@@ -72,4 +94,29 @@ __all__ = [
     "RingFederation",
     "RingSequentialNode",
     "TopologyError",
+    # strategies, privacy, attacks
+    "STRATEGIES",
+    "Attacked",
+    "Bulyan",
+    "Checkpoint",
+    "DPAdaptiveClipping",
+    "DPFixedClipping",
+    "FedAdagrad",
+    "FedAdam",
+    "FedAvgM",
+    "FedMedian",
+    "FedProx",
+    "FedTrimmedAvg",
+    "FedYogi",
+    "GaussianNoise",
+    "Krum",
+    "LabelFlip",
+    "LittleIsEnough",
+    "MultiKrum",
+    "ParameterError",
+    "QFedAvg",
+    "RdpAccountant",
+    "SignFlip",
+    "StrategyWrapper",
+    "make_strategy",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from redfl.algorithms.strategy import ClientUpdate
+from redfl.algorithms.updates import UpdatePolicy
 from redfl.core.arrays import Parameters, WeightedSum, check_update
 from redfl.core.message import Message
 from redfl.core.result import Failure
@@ -44,6 +45,8 @@ class FitBatch:
     metric_sums: dict[str, float] = field(default_factory=dict)
     metric_examples: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
+    """Counters summed over clients under the update policy (e.g. ``unclipped``)."""
 
     def add_metrics(self, metrics: dict[str, float], count: int) -> None:
         """Fold one client's metrics, weighted by its examples."""
@@ -59,6 +62,8 @@ class FitBatch:
             self.metric_examples[name] = (
                 self.metric_examples.get(name, 0) + other.metric_examples[name]
             )
+        for name, value in other.stats.items():
+            self.stats[name] = self.stats.get(name, 0.0) + value
 
 
 @dataclass
@@ -183,29 +188,41 @@ class Worker:
         node_ids: Sequence[str],
         config: dict[str, Any],
         fold: bool,
+        policy: UpdatePolicy | None = None,
     ) -> FitBatch:
-        """Fit each client in turn; fold successful updates into one partial sum if ``fold``."""
+        """Fit each client in turn; fold successful updates into one partial sum if ``fold``.
+
+        ``policy`` (from the strategy) gives per-client config, rejects updates of the
+        wrong dtype or above a norm bound, and clips them for client-side DP.
+        """
         self._batches += 1
         started = time.perf_counter()
         batch = FitBatch(total=WeightedSum() if fold else None)
         rnd = int(config["round"])
+        policy = policy or UpdatePolicy()
         for node_id in node_ids:
             try:
                 client = self._client(node_id)
-                new, num_examples, metrics = client.fit(parameters, dict(config))
+                new, num_examples, metrics = client.fit(
+                    parameters, policy.config_for(node_id, config)
+                )
                 reason = check_update(new, parameters)
                 if reason is None and (
                     not isinstance(num_examples, int | np.integer) or num_examples < 1
                 ):
                     reason = f"num_examples must be a positive int, got {num_examples!r}"
                 count, report = int(num_examples), {k: float(v) for k, v in metrics.items()}
+                if reason is None:
+                    new, weight, stats, reason = policy.apply(new, parameters, count)
             except Exception as error:  # a failing client is a value, not a crash
                 reason = _describe(error)
             if reason is not None:
                 batch.failures.append(Failure(node_id, rnd, "fit", reason))
                 continue
+            for name, value in stats.items():
+                batch.stats[name] = batch.stats.get(name, 0.0) + value
             if batch.total is not None:
-                batch.total.add(new, float(count))
+                batch.total.add(new, weight)
             else:
                 batch.updates.append(ClientUpdate(node_id, new, count, report))
             batch.succeeded.append(node_id)

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from redfl import topology as topo
-from redfl.algorithms.fedavg import FedAvg
+from redfl.algorithms.registry import make_strategy
+from redfl.algorithms.strategy import ParameterError, Strategy
+from redfl.attacks import (
+    Attack,
+    Attacked,
+    GaussianNoise,
+    LabelFlip,
+    LittleIsEnough,
+    SignFlip,
+    choose_attackers,
+)
 from redfl.core.config import ConfigError, FederationConfig, describe_errors
 from redfl.nodes.decentralized import DSGDNode, GossipNode, RingSequentialNode
+from redfl.privacy import DPAdaptiveClipping, DPFixedClipping
 from redfl.schemas.callbacks import Callback
 from redfl.schemas.decentralized import DecentralizedFederation
 from redfl.schemas.star import StarFederation
@@ -62,29 +73,99 @@ def star_from_config(
             evaluate_fn = resolve(config.evaluation.central, "evaluation.central")(options)
         except ValueError as error:
             raise ConfigError(f"evaluation.central: {error}") from None
-    s = config.strategy
-    strategy = FedAvg(
-        fraction_fit=s.fraction_fit,
-        min_fit_clients=s.min_fit_clients,
-        fraction_evaluate=s.fraction_evaluate,
-        min_evaluate_clients=s.min_evaluate_clients,
-    )
+    strategy = strategy_from_config(config)
+    if config.attack.kind in CLIENT_ATTACKS:
+        attackers = frozenset(attackers_from_config(config))
+        attack = CLIENT_ATTACKS[config.attack.kind](config)
+        factory: Any = Attacked(client, attack, attackers)
+    else:
+        factory = client
     run = config.federation
     raw_options = options.model_dump() if isinstance(options, BaseModel) else options
-    return StarFederation(
-        client,
-        config.client.num_clients,
-        initial_parameters=make_initial(options),
-        strategy=strategy,
-        client_options=raw_options,
-        roles=config.client.roles,
-        evaluate_fn=evaluate_fn,
-        callbacks=callbacks,
-        seed=run.seed,
-        runtime=run.runtime,
-        address=run.address,
-        resources=config.resources,
-    )
+    try:
+        return StarFederation(
+            factory,
+            config.client.num_clients,
+            initial_parameters=make_initial(options),
+            strategy=strategy,
+            client_options=raw_options,
+            roles=config.client.roles,
+            evaluate_fn=evaluate_fn,
+            callbacks=callbacks,
+            seed=run.seed,
+            runtime=run.runtime,
+            address=run.address,
+            resources=config.resources,
+        )
+    except ParameterError as error:
+        raise ConfigError(f"invalid config: strategy.{error.parameter}: {error.detail}") from None
+
+
+CLIENT_ATTACKS: dict[str, Callable[[FederationConfig], Attack]] = {
+    "sign_flip": lambda c: SignFlip(c.attack.scale),
+    "gaussian": lambda c: GaussianNoise(c.attack.std),
+    "label_flip": lambda c: LabelFlip(c.attack.num_classes),
+}
+"""Attacks carried out by the malicious clients themselves, by ``attack.kind``."""
+
+
+def attackers_from_config(config: FederationConfig) -> list[str]:
+    """The malicious client ids: a seeded choice of ``attack.malicious_fraction``."""
+    ids = [f"client-{i}" for i in range(config.client.num_clients)]
+    return choose_attackers(ids, config.attack.malicious_fraction, config.federation.seed)
+
+
+def strategy_from_config(config: FederationConfig) -> Strategy:
+    """The ``[strategy]`` with its parameters, wrapped for ``[privacy]`` and ALIE attacks.
+
+    Raises
+    ------
+    ConfigError
+        Naming the bad parameter (``strategy.f: ...``) and its bound.
+    """
+    s = config.strategy
+    sampling: dict[str, Any] = {
+        "fraction_fit": s.fraction_fit,
+        "fraction_evaluate": s.fraction_evaluate,
+        "min_evaluate_clients": s.min_evaluate_clients,
+        "max_update_norm": s.max_update_norm,
+    }
+    if s.min_fit_clients is not None:
+        sampling["min_fit_clients"] = s.min_fit_clients
+    try:
+        strategy = make_strategy(s.name, **sampling, **s.params())
+    except ParameterError as error:
+        raise ConfigError(f"invalid config: strategy.{error.parameter}: {error.detail}") from None
+    except TypeError as error:  # a parameter of the wrong type
+        raise ConfigError(f"invalid config: strategy: {error}") from None
+    p = config.privacy
+    try:
+        if p.mode == "fixed":
+            strategy = DPFixedClipping(
+                strategy,
+                clipping_norm=p.clipping_norm,
+                noise_multiplier=p.noise_multiplier,
+                side=p.side,
+                delta=p.delta,
+                seed=config.federation.seed,
+            )
+        elif p.mode == "adaptive":
+            strategy = DPAdaptiveClipping(
+                strategy,
+                initial_clipping_norm=p.clipping_norm,
+                noise_multiplier=p.noise_multiplier,
+                target_quantile=p.target_quantile,
+                clip_lr=p.clip_lr,
+                clipped_count_stddev=p.clipped_count_stddev,
+                side=p.side,
+                delta=p.delta,
+                seed=config.federation.seed,
+            )
+    except ParameterError as error:
+        raise ConfigError(f"invalid config: privacy.{error.parameter}: {error.detail}") from None
+    if config.attack.kind == "alie":
+        strategy = LittleIsEnough(strategy, attackers_from_config(config), config.attack.z)
+    return strategy
 
 
 ALGORITHM_NODES = {

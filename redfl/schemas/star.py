@@ -8,6 +8,7 @@ sampling order, so results do not depend on which client finishes first.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -103,6 +104,7 @@ class StarFederation(Federation):
         self.parameters = copy_parameters(initial_parameters)
         self.round = 0
         self._train_ids = [n.node_id for n in nodes if "train" in n.roles]
+        self.strategy.check_round_size(self._round_size(len(self._train_ids)))
         if len(self._train_ids) < self.strategy.min_fit_clients:
             raise ValueError(
                 f"{len(self._train_ids)} clients have the train role (roles={roles!r}) but "
@@ -154,8 +156,10 @@ class StarFederation(Federation):
         reference = backend.put(self.parameters)
         config = self.strategy.fit_config(rnd)
         fold = self.strategy.weighted_sum
+        policy = self.strategy.update_policy(rnd, sampled)
         pending = [
-            backend.submit(w, "fit_batch", reference, ids, config, fold) for w, ids in groups
+            backend.submit(w, "fit_batch", reference, ids, config, fold, policy)
+            for w, ids in groups
         ]
         done = 0
 
@@ -182,11 +186,17 @@ class StarFederation(Federation):
             order = {node_id: i for i, node_id in enumerate(sampled)}
             updates.sort(key=lambda u: order[u.node_id])
             self.parameters = self.strategy.aggregate_updates(rnd, self.parameters, updates)
+        strategy_metrics = self.strategy.round_metrics(rnd, fitted.stats)
+        for callback in self.callbacks:
+            callback.on_aggregate(rnd, self.parameters)
         fit_means = {
             k: fitted.metric_sums[k] / n for k, n in fitted.metric_examples.items() if n > 0
         }
         loss, accuracy, metrics = self._evaluation(backend, rnd)
         metrics.update({f"fit_{k}": v for k, v in fit_means.items()})
+        metrics.update(strategy_metrics)
+        for callback in self.callbacks:
+            callback.on_metrics(rnd, metrics)
         return RoundRecord(
             rnd,
             len(sampled),
@@ -223,6 +233,11 @@ class StarFederation(Federation):
             metrics["central_loss"] = loss
             metrics.update({f"central_{k}": float(v) for k, v in central.items()})
         return loss, None if accuracy is None else float(accuracy), metrics
+
+    def _round_size(self, available: int) -> int:
+        """How many clients a round samples out of ``available``."""
+        wanted = math.ceil(self.strategy.fraction_fit * available - 1e-9)
+        return min(available, max(self.strategy.min_fit_clients, wanted))
 
     def _groups(self, sampled: Sequence[str]) -> list[tuple[int, list[str]]]:
         by_worker: dict[int, list[str]] = {}
@@ -267,14 +282,4 @@ class StarFederation(Federation):
             batch: EvaluateBatch = outcome.value
             self._failures.extend(batch.failures)
             reports.extend(batch.reports)
-        examples = sum(n for _, _, n, _ in reports)
-        if not examples:
-            return None, {}
-        loss = sum(n * value for _, value, n, _ in reports) / examples
-        names = sorted({k for _, _, _, m in reports for k in m})
-        metrics = {
-            k: sum(n * m[k] for _, _, n, m in reports if k in m)
-            / max(1, sum(n for _, _, n, m in reports if k in m))
-            for k in names
-        }
-        return loss, metrics
+        return self.strategy.aggregate_evaluate(rnd, reports)
