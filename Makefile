@@ -32,6 +32,8 @@ test: lint
 bench: install
 	$(BIN)/python bench/star_overhead.py
 	$(BIN)/python bench/lazy_nodes.py
+	$(BIN)/python bench/robustness.py
+	$(BIN)/python bench/decentralized_scale.py
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/population.py
 	$(BIN)/python bench/broadcast.py

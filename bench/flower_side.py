@@ -78,7 +78,7 @@ def main() -> None:
     marks: dict[int, float] = {}
     accuracy: dict[int, float] = {}
 
-    class Digits(NumPyClient):  # type: ignore[misc]
+    class Digits(NumPyClient):
         def __init__(self, index: int) -> None:
             self.index = index
             rows = split[index]

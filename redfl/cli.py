@@ -1,4 +1,4 @@
-"""The ``redfl`` command line: ``redfl run CONFIG.toml``.
+"""The ``redfl`` command line: ``redfl run CONFIG.toml``, ``redfl strategies``.
 
 Exit codes: 0 done, 1 the federation failed while running, 2 bad input (config, file,
 option), each with a one-line reason on stderr.
@@ -14,11 +14,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from redfl.algorithms.registry import STRATEGIES
 from redfl.core.config import ConfigError, load_config
 from redfl.core.result import FederationError, FederationResult, RoundRecord
 from redfl.rundir import MetricsWriter, new_run_dir, save_parameters, write_summary
 from redfl.runtime.resources import ResourceError
-from redfl.schemas.builder import star_from_config
+from redfl.schemas.builder import federation_from_config
 from redfl.schemas.callbacks import Callback
 
 app = typer.Typer(
@@ -96,7 +97,8 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Override federation.seed.")] = None,
     out: Annotated[str | None, typer.Option(help="Run folder (default runs/<run-id>).")] = None,
 ) -> None:
-    """Run the star federation CONFIG describes; write metrics, summary and model."""
+    """Run the federation CONFIG describes (star or a decentralised graph); write metrics,
+    summary and model."""
     overrides: dict[str, Any] = {
         k: v for k, v in (("rounds", rounds), ("seed", seed), ("address", address)) if v is not None
     }
@@ -106,12 +108,14 @@ def run(
         run_dir.mkdir(parents=True, exist_ok=True)
         total = cfg.federation.rounds
         writer = MetricsWriter(run_dir / "metrics.jsonl")
-        federation = star_from_config(cfg, [ProgressBar(total), writer])
+        federation = federation_from_config(cfg, [ProgressBar(total), writer])
     except (ConfigError, ValueError) as error:
         raise _fail(2, str(error)) from None
     except OSError as error:
         raise _fail(2, f"cannot write the run folder: {error}") from None
-    (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    (run_dir / "config.json").write_text(
+        cfg.model_dump_json(indent=2, by_alias=True) + "\n", encoding="utf-8"
+    )
     console.print(f"redfl: run folder {run_dir}")
     started = time.perf_counter()
     try:
@@ -132,6 +136,7 @@ def run(
         "failures": len(result.failures),
         "wall_seconds": round(wall, 3),
         "seconds_per_round": round(wall / max(1, len(result.history)), 4),
+        "epsilon": None if final is None else final.metrics.get("epsilon"),
     }
     write_summary(run_dir / "summary.json", summary)
     assert result.parameters is not None
@@ -140,6 +145,20 @@ def run(
     typer.echo(
         f"final accuracy {accuracy} after {summary['rounds']} rounds, "
         f"{summary['clients']} clients, {wall:.1f} s; wrote {run_dir}"
+    )
+
+
+@app.command()
+def strategies() -> None:
+    """List the strategies: name, paper, pre-aggregation on workers, parameters and defaults."""
+    for spec in STRATEGIES.values():
+        params = ", ".join(f"{k}={v!r}" for k, v in spec.parameters().items()) or "-"
+        where = "pre-aggregates on workers" if spec.pre_aggregates else "individual updates"
+        typer.echo(f"{spec.name:<14} {spec.cls.__name__:<14} {spec.paper}; {where}")
+        typer.echo(f"{'':<14} parameters: {params}")
+    typer.echo(
+        "every strategy also takes: fraction_fit=1.0, min_fit_clients, fraction_evaluate=0.0, "
+        "min_evaluate_clients=0, max_update_norm=None"
     )
 
 

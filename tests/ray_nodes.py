@@ -101,3 +101,32 @@ class Flaky(Client):
         if self.node_id == "client-2":
             return {"w": np.full(2, np.nan, np.float32)}, 1, {}
         return {"w": parameters["w"] + self.context.index}, 1, {"loss": 0.5}
+
+
+# -- decentralised schemas (tests/test_decentralized_ray.py) --------------------------------
+
+from redfl.nodes.decentralized import DSGDNode, GossipNode  # noqa: E402
+
+MUTE_NODE = "node-1"
+EXPLODING_NODE = "node-2"
+EXPLODING_ROUND = 3
+
+
+class MuteGossip(GossipNode):
+    """Gossip, except that ``node-1`` never sends: its neighbours wait for it."""
+
+    def broadcast(self, header: str, body: Any) -> None:
+        if self.node_id != MUTE_NODE:
+            super().broadcast(header, body)
+
+
+class ExplodingDSGD(DSGDNode):
+    """DSGD on a constant model; ``node-2`` raises in round 3, the others would go on."""
+
+    def initial_parameters(self) -> Parameters:
+        return {"w": np.full(3, float(self.context.index))}
+
+    def local_step(self, parameters: Parameters, rnd: int) -> tuple[Parameters, dict[str, Any]]:
+        if self.node_id == EXPLODING_NODE and rnd == EXPLODING_ROUND:
+            raise FloatingPointError(f"gradient exploded on {self.node_id} in round {rnd}")
+        return {"w": parameters["w"] * 1.0}, {"loss": float(rnd)}

@@ -19,9 +19,9 @@ def msg(header: str, body: Any = None, sender: str = "s") -> Message:
 
 
 def wait_until_blocked(mailbox: Mailbox, waiters: int = 1) -> None:
-    """Wait (with a deadline) until ``waiters`` threads wait on the mailbox's condition."""
+    """Wait (with a deadline) until ``waiters`` threads are blocked in ``take``."""
     deadline = time.monotonic() + JOIN_S
-    while len(vars(mailbox._cond)["_waiters"]) < waiters:
+    while mailbox.waiting() < waiters:
         assert time.monotonic() < deadline, "taker never blocked"
         time.sleep(0.001)
 

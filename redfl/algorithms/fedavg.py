@@ -13,6 +13,8 @@ from redfl.core.arrays import Parameters, WeightedSum
 class FedAvg(Strategy):
     """Federated averaging weighted by each client's number of examples.
 
+    Takes the sampling parameters of :class:`~redfl.algorithms.Strategy`.
+
     Examples
     --------
     >>> import numpy as np

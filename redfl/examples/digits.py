@@ -6,6 +6,7 @@ into the config: a client gets its own part by its index in the federation.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -87,10 +88,26 @@ class DigitsClient(Client):
     def fit(
         self, parameters: Parameters, config: dict[str, Any]
     ) -> tuple[Parameters, int, dict[str, float]]:
-        """Local SGD epochs from the global parameters."""
+        """Local SGD epochs from the global parameters.
+
+        Honours the fit config keys ``proximal_mu`` (FedProx), ``lr`` (a strategy's client
+        learning rate) and ``label_flip`` (attack simulation).
+        """
         if self.train_data is None:
             raise RuntimeError("setup() has not run")
-        new, loss = self.model.fit_prepared(parameters, self.train_data, self.rng(config))
+        model = self.model
+        if "lr" in config:
+            model = replace(model, lr=float(config["lr"]))
+        flip = config.get("label_flip")
+        if flip is not None and int(flip) != model.num_classes:
+            raise ValueError(f"label_flip must be num_classes={model.num_classes}, got {flip}")
+        new, loss = model.fit_prepared(
+            parameters,
+            self.train_data,
+            self.rng(config),
+            proximal_mu=float(config.get("proximal_mu", 0.0)),
+            label_flip=flip is not None,
+        )
         return new, len(self.y), {"loss": loss}
 
     def evaluate(

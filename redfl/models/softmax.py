@@ -72,6 +72,7 @@ class SoftmaxRegression:
         x: np.ndarray,
         y: np.ndarray,
         rng: np.random.Generator,
+        proximal_mu: float = 0.0,
     ) -> tuple[dict[str, np.ndarray], float]:
         """Run ``epochs`` epochs of mini-batch SGD starting from ``parameters``.
 
@@ -85,6 +86,9 @@ class SoftmaxRegression:
             Integer labels, shape ``(n,)``, in ``0 .. num_classes - 1``.
         rng : np.random.Generator
             Source of the per-epoch ``rng.permutation(n)`` shuffles.
+        proximal_mu : float, default 0
+            FedProx's coefficient: each step also descends ``mu / 2 * ||theta - theta_0||^2``,
+            ``theta_0`` the starting parameters (Li et al., MLSys 2020).
 
         Returns
         -------
@@ -106,7 +110,7 @@ class SoftmaxRegression:
         one batch covers all samples, the permutation is drawn but not applied (it cannot change
         the gradient).
         """
-        return self.fit_prepared(parameters, self.prepare(x, y), rng)
+        return self.fit_prepared(parameters, self.prepare(x, y), rng, proximal_mu)
 
     def prepare(self, x: np.ndarray, y: np.ndarray) -> Prepared:
         """Validate ``(x, y)`` once and lay it out for :meth:`fit_prepared`.
@@ -120,13 +124,27 @@ class SoftmaxRegression:
         return Prepared(xa, onehot)
 
     def fit_prepared(
-        self, parameters: Mapping[str, np.ndarray], data: Prepared, rng: np.random.Generator
+        self,
+        parameters: Mapping[str, np.ndarray],
+        data: Prepared,
+        rng: np.random.Generator,
+        proximal_mu: float = 0.0,
+        label_flip: bool = False,
     ) -> tuple[dict[str, np.ndarray], float]:
-        """:meth:`fit` on data laid out by :meth:`prepare`."""
+        """:meth:`fit` on data laid out by :meth:`prepare`.
+
+        ``label_flip`` trains on labels ``num_classes - 1 - y`` (attack simulation).
+        """
+        if not 0 <= proximal_mu < math.inf:
+            raise ValueError(f"proximal_mu must be >= 0 and finite, got {proximal_mu}")
         weight, bias = self._view_parameters(parameters)
         xa, onehot = data.xa, data.onehot
+        if label_flip:
+            onehot = np.ascontiguousarray(onehot[:, ::-1])
         n, f, c = xa.shape[0], self.num_features, self.num_classes
         theta = np.concatenate((weight, bias[None, :]))
+        theta0 = theta.copy() if proximal_mu > 0 else None
+        prox = np.float32(self.lr * proximal_mu)
         grad = np.empty_like(theta)
         bs = min(self.batch_size, n)
         # Work buffers, allocated once per call; views for a full batch and the short last one.
@@ -162,6 +180,8 @@ class SoftmaxRegression:
                 np.subtract(z, yb, out=z)  # d(summed loss)/d(logits) = p - onehot
                 np.multiply(z, step, out=z)  # lr / batch size
                 np.matmul(xb.T, z, out=grad)
+                if theta0 is not None:  # FedProx: + lr * mu * (theta - theta_0)
+                    grad += prox * (theta - theta0)
                 np.subtract(theta, grad, out=theta)
         return {"weight": theta[:f], "bias": theta[f]}, loss_sum / n
 

@@ -33,6 +33,14 @@ class NodePort(Protocol):
         """The nodes ``node_id`` may send to."""
         ...
 
+    def senders(self, node_id: str) -> set[str]:
+        """The nodes that may send to ``node_id``."""
+        ...
+
+    def weights_into(self, node_id: str) -> dict[str, float]:
+        """The weights of the edges into ``node_id``, by sender (empty when unweighted)."""
+        ...
+
     def send(self, message: Message) -> None:
         """Deliver ``message`` to its recipients (checked against the topology)."""
         ...
@@ -45,6 +53,10 @@ class NodePort(Protocol):
 
     def publish_version(self, node_id: str, state: dict[str, Any]) -> int:
         """Store a snapshot of ``node_id``'s state; return its version number."""
+        ...
+
+    def report_round(self, node_id: str, rnd: int, metrics: dict[str, float]) -> None:
+        """Add ``node_id``'s metrics of round ``rnd`` to the federation's history."""
         ...
 
 
@@ -110,6 +122,16 @@ class FederatedNode:
         """The ids this node may send to."""
         return self._require_port().neighbours(self.node_id)
 
+    @property
+    def senders(self) -> set[str]:
+        """The ids that may send to this node (equal to :attr:`neighbours` when undirected)."""
+        return self._require_port().senders(self.node_id)
+
+    @property
+    def weights_into(self) -> dict[str, float]:
+        """The topology's weights of the edges into this node (empty when unweighted)."""
+        return self._require_port().weights_into(self.node_id)
+
     def send(self, header: str, body: Any = None, to: str | Iterable[str] | None = None) -> None:
         """Send ``body`` under ``header`` to ``to`` (default: every neighbour).
 
@@ -146,6 +168,13 @@ class FederatedNode:
         """Publish a snapshot of ``state``; the driver reads it with ``pull_version``."""
         self._version = self._require_port().publish_version(self.node_id, dict(state))
         return self._version
+
+    def report_round(self, rnd: int, metrics: dict[str, float]) -> None:
+        """Add this node's metrics of round ``rnd`` to the history (``time``: when it ended).
+
+        The driver's round record averages each metric over the nodes that reported it.
+        """
+        self._require_port().report_round(self.node_id, rnd, metrics)
 
     def _require_port(self) -> NodePort:
         if self._port is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from redfl.core.message import Message
 from redfl.runtime.backend import Backend, Outcome, Plan, Unfinished
+from redfl.runtime.outbox import Outbox
 from redfl.runtime.resources import ResourceError
 from redfl.runtime.worker import Worker
 
@@ -24,12 +26,33 @@ CLOSE_TIMEOUT_S = 2.0
 
 
 class RayWorker(Worker):
-    """A :class:`Worker` whose messages to other workers travel by object reference."""
+    """A :class:`Worker` whose messages to other workers travel in batches (an outbox).
+
+    A message is serialised once, when it is sent, whatever the number of destination
+    workers; each destination's next batch carries the bytes.
+    """
+
+    _outbox: Outbox | None = None
 
     def post(self, message: Message, groups: dict[int, list[str]]) -> None:
-        """Serialise ``message`` once (``ray.put``) and hand the reference to each worker."""
-        ref = ray.put(message)
-        ray.get([self._peers[w].deliver.remote(ref, ids) for w, ids in groups.items()])
+        """Queue ``message`` for each destination worker (serialised once)."""
+        if self._outbox is None:
+            self._outbox = Outbox(self._send_batch)
+        buffers: list[pickle.PickleBuffer] = []
+        payload = (pickle.dumps(message, protocol=5, buffer_callback=buffers.append), buffers)
+        for worker, ids in groups.items():
+            self._outbox.post(worker, (payload, ids))
+
+    def _send_batch(self, worker: int, batch: list[Any]) -> None:
+        ray.get(self._peers[worker].deliver_batch.remote(batch))
+
+    def deliver_batch(self, batch: list[tuple[Any, list[str]]]) -> None:
+        """Queue a batch of (serialised message, recipient ids) from another worker.
+
+        Arrays travel out of band (pickle protocol 5): the bytes are copied once, by Ray.
+        """
+        for (data, buffers), ids in batch:
+            self.deliver(pickle.loads(data, buffers=buffers), ids)
 
 
 def ensure_ray(address: str | None) -> None:

@@ -18,6 +18,7 @@ from typing import Any, cast
 import numpy as np
 
 from redfl.algorithms.strategy import ClientUpdate
+from redfl.algorithms.updates import UpdatePolicy
 from redfl.core.arrays import Parameters, WeightedSum, check_update
 from redfl.core.message import Message
 from redfl.core.result import Failure
@@ -49,6 +50,8 @@ class FitBatch:
     metric_sums: dict[str, float] = field(default_factory=dict)
     metric_examples: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
+    """Counters summed over clients under the update policy (e.g. ``unclipped``)."""
     segment_totals: list[WeightedSum] = field(default_factory=list)
     segments_run: int = 0
 
@@ -66,6 +69,8 @@ class FitBatch:
             self.metric_examples[name] = (
                 self.metric_examples.get(name, 0) + other.metric_examples[name]
             )
+        for name, value in other.stats.items():
+            self.stats[name] = self.stats.get(name, 0.0) + value
 
 
 @dataclass
@@ -74,6 +79,41 @@ class EvaluateBatch:
 
     reports: list[tuple[str, float, int, dict[str, float]]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+
+
+@dataclass
+class RoundTotals:
+    """Sums of the metrics that nodes reported for one round, and how many reported.
+
+    ``time`` (when a node's round ended) is kept as the latest, not summed.
+    """
+
+    nodes: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    ended: float = 0.0
+
+    def add(self, metrics: dict[str, float]) -> None:
+        """Fold one node's report."""
+        self.nodes += 1
+        for name, value in metrics.items():
+            if name == "time":
+                self.ended = max(self.ended, float(value))
+                continue
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def merge(self, other: RoundTotals) -> None:
+        """Fold another worker's totals for the same round."""
+        self.nodes += other.nodes
+        self.ended = max(self.ended, other.ended)
+        for name, value in other.sums.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + other.counts[name]
+
+    def copy(self) -> RoundTotals:
+        """An independent copy."""
+        return RoundTotals(self.nodes, dict(self.sums), dict(self.counts), self.ended)
 
 
 class NodeFailed(RuntimeError):
@@ -115,6 +155,8 @@ class Worker:
         self._peers: Sequence[Any] = ()
         self._batches = 0
         self._busy = 0.0
+        self._running = 0
+        self._rounds: dict[int, RoundTotals] = {}
         self._guests = 0
         self._guest_batches = 0
         self._guest_specs: dict[str, VirtualNode] = {}
@@ -160,6 +202,7 @@ class Worker:
             "built": len(self._live),
             "batches": self._batches,
             "busy_seconds": self._busy,
+            "running": self._running,
             "guest_fits": self._guests,
             "guest_batches": self._guest_batches,
             "guests_built": len(self._guest_live),
@@ -183,6 +226,7 @@ class Worker:
         node_ids: Sequence[str] | Sequence[Sequence[str]],
         config: dict[str, Any],
         fold: bool,
+        policy: UpdatePolicy | None = None,
         guests: Sequence[VirtualNode] = (),
         separate: bool = False,
     ) -> FitBatch:
@@ -193,7 +237,9 @@ class Worker:
         order into ``total``, or, with ``separate``, returned one per segment in
         ``segment_totals``. While this runs, :meth:`release` may take segments not yet
         started (work stealing); ``segments_run`` says how many ran. ``guests`` describes
-        clients hosted by another worker that this one runs for it (built here).
+        clients hosted by another worker that this one runs for it (built here). ``policy``
+        (from the strategy) gives per-client config, rejects updates of the wrong dtype or
+        above a norm bound, and clips them for client-side DP.
         """
         flat = bool(node_ids) and isinstance(node_ids[0], str)
         segments = cast(list[Sequence[str]], [node_ids] if flat else list(node_ids))
@@ -214,7 +260,7 @@ class Worker:
                 index = self._segments[0]
                 self._segments[0] += 1
             part = FitBatch(total=WeightedSum() if fold else None)
-            self._fit_clients(parameters, segments[index], config, part)
+            self._fit_clients(parameters, segments[index], config, part, policy)
             batch.absorb(part)
             batch.failures.extend(part.failures)
             batch.updates.extend(part.updates)
@@ -241,21 +287,27 @@ class Worker:
         node_ids: Sequence[str],
         config: dict[str, Any],
         batch: FitBatch,
+        policy: UpdatePolicy | None,
     ) -> None:
         """Fit each client of ``node_ids`` in turn, recording each result in ``batch``."""
         rnd = int(config["round"])
+        policy = policy or UpdatePolicy()
         for node_id in node_ids:
             try:
                 client = self._client(node_id)
                 if client.stateful:
                     client.state = self.states.get(node_id)
-                new, num_examples, metrics = client.fit(parameters, dict(config))
+                new, num_examples, metrics = client.fit(
+                    parameters, policy.config_for(node_id, config)
+                )
                 reason = check_update(new, parameters)
                 if reason is None and (
                     not isinstance(num_examples, int | np.integer) or num_examples < 1
                 ):
                     reason = f"num_examples must be a positive int, got {num_examples!r}"
                 count, report = int(num_examples), {k: float(v) for k, v in metrics.items()}
+                if reason is None:
+                    new, weight, stats, reason = policy.apply(new, parameters, count)
                 if reason is None and client.stateful:
                     self.states.put(node_id, client.state)
             except Exception as error:  # a failing client is a value, not a crash
@@ -265,8 +317,10 @@ class Worker:
             if reason is not None:
                 batch.failures.append(Failure(node_id, rnd, "fit", reason))
                 continue
+            for name, value in stats.items():
+                batch.stats[name] = batch.stats.get(name, 0.0) + value
             if batch.total is not None:
-                batch.total.add(new, float(count))
+                batch.total.add(new, weight)
             else:
                 batch.updates.append(ClientUpdate(node_id, new, count, report))
             batch.succeeded.append(node_id)
@@ -309,16 +363,44 @@ class Worker:
         return node
 
     # -- message-driven nodes ------------------------------------------------------------
-    def run_node(self, node_id: str) -> Any:
-        """Run ``node_id``'s ``train()`` to the end and return its output."""
+    def run_node(self, node_id: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Run ``node_id``'s ``train(**arguments)`` to the end and return its output."""
+        with self._lock:
+            self._running += 1
         try:
-            return self.node(node_id).train()
+            return self.node(node_id).train(**(arguments or {}))
         except Exception:
             raise NodeFailed(node_id, traceback.format_exc()) from None
+        finally:
+            with self._lock:
+                self._running -= 1
 
     def neighbours(self, node_id: str) -> set[str]:
         """The ids ``node_id`` may send to (the :class:`NodePort` side of a node)."""
         return self.manager.neighbours(node_id)
+
+    def senders(self, node_id: str) -> set[str]:
+        """The ids that may send to ``node_id``."""
+        return self.manager.senders(node_id)
+
+    def weights_into(self, node_id: str) -> dict[str, float]:
+        """The topology's weights of the edges into ``node_id`` (empty when unweighted)."""
+        return self.manager.weights_into(node_id)
+
+    def sum_parameters(self, node_ids: Sequence[str]) -> WeightedSum:
+        """The ``weight``-weighted sum of the ``parameters`` the nodes last published.
+
+        Message-driven nodes publish ``parameters`` and ``weight`` (how much their model
+        counts in the federation's final model); nodes with no such version are skipped.
+        """
+        total = WeightedSum()
+        with self._lock:
+            states = [self._versions.get(node_id, (0, {}))[1] for node_id in node_ids]
+        for state in states:
+            weight = float(state.get("weight", 0.0))
+            if weight > 0 and "parameters" in state:
+                total.add(state["parameters"], weight)
+        return total
 
     def send(self, message: Message) -> None:
         """Check ``message`` against the topology and deliver it, each worker once."""
@@ -352,6 +434,17 @@ class Worker:
             number = self._versions.get(node_id, (0, {}))[0] + 1
             self._versions[node_id] = (number, state)
         return number
+
+    def report_round(self, node_id: str, rnd: int, metrics: dict[str, float]) -> None:
+        """Fold a node's round metrics into this worker's totals for the round."""
+        with self._lock:
+            totals = self._rounds.setdefault(rnd, RoundTotals())
+            totals.add(metrics)
+
+    def round_totals(self, first: int) -> dict[int, RoundTotals]:
+        """The totals of every round from ``first`` on (what the driver's history needs)."""
+        with self._lock:
+            return {r: t.copy() for r, t in self._rounds.items() if r >= first}
 
     def pull_version(self, node_id: str) -> tuple[int, dict[str, Any]]:
         """The latest published (version, state) of ``node_id``; (0, {}) if none."""

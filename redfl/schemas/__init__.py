@@ -2,7 +2,25 @@
 
 from redfl.schemas.base import Federation, virtual_nodes
 from redfl.schemas.callbacks import Callback
+from redfl.schemas.decentralized import (
+    CustomFederation,
+    DecentralizedFederation,
+    KConnectFederation,
+    MeshFederation,
+    RingFederation,
+)
 from redfl.schemas.graph import GraphFederation
 from redfl.schemas.star import StarFederation
 
-__all__ = ["Callback", "Federation", "GraphFederation", "StarFederation", "virtual_nodes"]
+__all__ = [
+    "Callback",
+    "CustomFederation",
+    "DecentralizedFederation",
+    "Federation",
+    "GraphFederation",
+    "KConnectFederation",
+    "MeshFederation",
+    "RingFederation",
+    "StarFederation",
+    "virtual_nodes",
+]

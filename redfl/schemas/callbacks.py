@@ -5,6 +5,9 @@ Nobody overrides the loop to add these; they subclass :class:`Callback`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from redfl.core.arrays import Parameters
 from redfl.core.result import FederationResult, RoundRecord
 
 
@@ -19,6 +22,12 @@ class Callback:
 
     def on_clients_done(self, rnd: int, done: int, sampled: int) -> None:
         """``done`` of the round's ``sampled`` clients have finished fitting."""
+
+    def on_aggregate(self, rnd: int, parameters: Parameters) -> None:
+        """Round ``rnd`` produced new global ``parameters`` (read them, do not modify)."""
+
+    def on_metrics(self, rnd: int, metrics: Mapping[str, float]) -> None:
+        """Round ``rnd``'s metrics (evaluation, client means, strategy's such as epsilon)."""
 
     def on_round_end(self, record: RoundRecord) -> bool | None:
         """A round ended; return ``True`` to stop training after it."""

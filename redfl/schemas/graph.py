@@ -7,10 +7,16 @@ traceback; nodes blocked on ``receive`` are woken and the run ends, never hangs.
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from redfl.core.result import FederationError, FederationResult
-from redfl.runtime.backend import Unfinished
+from redfl.runtime.backend import Backend, Unfinished
 from redfl.runtime.worker import NodeFailed
 from redfl.schemas.base import Federation
+
+STOP_GRACE_S = 10.0
+"""How long ``stop()`` lets woken nodes finish before the workers are killed."""
 
 
 class GraphFederation(Federation):
@@ -32,11 +38,22 @@ class GraphFederation(Federation):
 
     def train(self) -> FederationResult:
         """Run every ``train``-role node's ``train()``; return their outputs."""
+        return FederationResult(outputs=self._run_nodes(None))
+
+    def _run_nodes(self, arguments: dict[str, Any] | None) -> dict[str, Any]:
+        """Run ``train(**arguments)`` on every ``train``-role node at once; their outputs.
+
+        Raises
+        ------
+        FederationError
+            Naming the first node that failed, with its traceback; the others are woken
+            and stopped first.
+        """
         if self.topology is None:
             raise ValueError("a GraphFederation needs a topology")
         backend = self._start()
         ids = [n.node_id for n in self.nodes if "train" in n.roles]
-        pending = [backend.submit(self.worker_of(i), "run_node", i) for i in ids]
+        pending = [backend.submit(self.worker_of(i), "run_node", i, arguments) for i in ids]
         outcomes = backend.gather(pending, fail_fast=True)
         failed = [
             (node_id, o.error)
@@ -45,7 +62,30 @@ class GraphFederation(Federation):
         ]
         if failed:
             backend.call_all("stop_nodes")
-            node_id, error = failed[0]
+            node_id, error = _first_cause(failed)
             detail = error.trace if isinstance(error, NodeFailed) else repr(error)
             raise FederationError(f"node {node_id!r} failed; federation stopped:\n{detail}")
-        return FederationResult(outputs={i: o.value for i, o in zip(ids, outcomes, strict=True)})
+        return {i: o.value for i, o in zip(ids, outcomes, strict=True)}
+
+    def stop(self) -> None:
+        """Wake every node blocked in ``receive`` (it ends with ``FederationStopped``),
+        then stop the workers. Safe to call twice."""
+        if self._backend is not None:
+            self._backend.call_all("stop_nodes")
+            deadline = time.monotonic() + STOP_GRACE_S
+            while time.monotonic() < deadline and self._running_nodes(self._backend) > 0:
+                time.sleep(0.02)
+        super().stop()
+
+    @staticmethod
+    def _running_nodes(backend: Backend) -> int:
+        """How many ``train()`` calls are still running on the workers."""
+        return sum(int(o.value.get("running", 0)) for o in backend.call_all("stats") if o.value)
+
+
+def _first_cause(failed: list[tuple[str, BaseException]]) -> tuple[str, BaseException]:
+    """The failure to report: the first that is not a node woken by the stop."""
+    for node_id, error in failed:
+        if not (isinstance(error, NodeFailed) and "FederationStopped" in error.trace):
+            return node_id, error
+    return failed[0]

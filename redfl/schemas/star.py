@@ -9,6 +9,7 @@ order, so results depend neither on which client finishes first nor on who ran i
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -105,6 +106,7 @@ class StarFederation(Federation):
         self.parameters = copy_parameters(initial_parameters)
         self.round = 0
         self._train_ids = [n.node_id for n in nodes if "train" in n.roles]
+        self.strategy.check_round_size(self._round_size(len(self._train_ids)))
         if len(self._train_ids) < self.strategy.min_fit_clients:
             raise ValueError(
                 f"{len(self._train_ids)} clients have the train role (roles={roles!r}) but "
@@ -162,17 +164,18 @@ class StarFederation(Federation):
         reference = backend.put(self.parameters)
         config = self.strategy.fit_config(rnd)
         fold = self.strategy.weighted_sum
+        policy = self.strategy.update_policy(rnd, sampled)
 
         def guest(worker: int, share: WorkerRound, indices: list[int]) -> Any:
             segments = [share.segments[i] for i in indices]
             specs = [self._spec[node_id] for segment in segments for node_id in segment]
             return backend.submit(
-                worker, "fit_batch", reference, segments, config, fold, specs, True
+                worker, "fit_batch", reference, segments, config, fold, policy, specs, True
             )
 
         calls = Calls(
             home=lambda share: backend.submit(
-                share.worker, "fit_batch", reference, share.segments, config, fold
+                share.worker, "fit_batch", reference, share.segments, config, fold, policy
             ),
             guest=guest,
             release=lambda worker: backend.submit(worker, "release"),
@@ -202,11 +205,17 @@ class StarFederation(Federation):
             order = {node_id: i for i, node_id in enumerate(sampled)}
             updates.sort(key=lambda u: order[u.node_id])
             self.parameters = self.strategy.aggregate_updates(rnd, self.parameters, updates)
+        strategy_metrics = self.strategy.round_metrics(rnd, fitted.stats)
+        for callback in self.callbacks:
+            callback.on_aggregate(rnd, self.parameters)
         fit_means = {
             k: fitted.metric_sums[k] / n for k, n in fitted.metric_examples.items() if n > 0
         }
         loss, accuracy, metrics = self._evaluation(backend, rnd)
         metrics.update({f"fit_{k}": v for k, v in fit_means.items()})
+        metrics.update(strategy_metrics)
+        for callback in self.callbacks:
+            callback.on_metrics(rnd, metrics)
         return RoundRecord(
             rnd,
             len(sampled),
@@ -243,6 +252,11 @@ class StarFederation(Federation):
             metrics["central_loss"] = loss
             metrics.update({f"central_{k}": float(v) for k, v in central.items()})
         return loss, None if accuracy is None else float(accuracy), metrics
+
+    def _round_size(self, available: int) -> int:
+        """How many clients a round samples out of ``available``."""
+        wanted = math.ceil(self.strategy.fraction_fit * available - 1e-9)
+        return min(available, max(self.strategy.min_fit_clients, wanted))
 
     def _groups(self, sampled: Sequence[str]) -> list[tuple[int, list[str]]]:
         by_worker: dict[int, list[str]] = {}
@@ -308,14 +322,4 @@ class StarFederation(Federation):
             batch: EvaluateBatch = outcome.value
             self._failures.extend(batch.failures)
             reports.extend(batch.reports)
-        examples = sum(n for _, _, n, _ in reports)
-        if not examples:
-            return None, {}
-        loss = sum(n * value for _, value, n, _ in reports) / examples
-        names = sorted({k for _, _, _, m in reports for k in m})
-        metrics = {
-            k: sum(n * m[k] for _, _, n, m in reports if k in m)
-            / max(1, sum(n for _, _, n, m in reports if k in m))
-            for k in names
-        }
-        return loss, metrics
+        return self.strategy.aggregate_evaluate(rnd, reports)

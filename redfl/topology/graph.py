@@ -21,6 +21,8 @@ class Topology:
 
     nodes: list[str] = field(default_factory=list)
     edges: dict[str, set[str]] = field(default_factory=dict)
+    weights: dict[tuple[str, str], float] = field(default_factory=dict)
+    """Optional edge weights, keyed ``(source, target)``; empty when unweighted."""
 
     def add_node(self, node_id: str) -> None:
         """Add a node with no edges (no-op if present)."""
@@ -28,8 +30,18 @@ class Topology:
             self.nodes.append(node_id)
             self.edges[node_id] = set()
 
-    def add_edge(self, source: str, target: str, *, bidirectional: bool = True) -> None:
-        """Allow ``source`` to send to ``target`` (and back when bidirectional)."""
+    def add_edge(
+        self,
+        source: str,
+        target: str,
+        *,
+        bidirectional: bool = True,
+        weight: float | None = None,
+    ) -> None:
+        """Allow ``source`` to send to ``target`` (and back when bidirectional).
+
+        ``weight``, when given, is stored for the edge (and its reverse when bidirectional).
+        """
         for node_id in (source, target):
             if node_id not in self.edges:
                 raise KeyError(f"unknown node {node_id!r}: add it before its edges")
@@ -38,6 +50,10 @@ class Topology:
         self.edges[source].add(target)
         if bidirectional:
             self.edges[target].add(source)
+        if weight is not None:
+            self.weights[(source, target)] = float(weight)
+            if bidirectional:
+                self.weights[(target, source)] = float(weight)
 
     def neighbours(self, node_id: str) -> set[str]:
         """The nodes ``node_id`` may send to."""
@@ -49,6 +65,29 @@ class Topology:
     def allows(self, source: str, target: str) -> bool:
         """Whether ``source`` may send to ``target``."""
         return target in self.edges.get(source, ())
+
+    def senders(self) -> dict[str, set[str]]:
+        """For every node, the nodes that may send to it (its in-neighbours)."""
+        incoming: dict[str, set[str]] = {node_id: set() for node_id in self.nodes}
+        for source, targets in self.edges.items():
+            for target in targets:
+                incoming[target].add(source)
+        return incoming
+
+    @property
+    def directed(self) -> bool:
+        """Whether some edge has no reverse edge (with the same weight, if weighted)."""
+        for source, targets in self.edges.items():
+            for target in targets:
+                if source not in self.edges[target]:
+                    return True
+                if self.weights.get((source, target)) != self.weights.get((target, source)):
+                    return True
+        return False
+
+    def num_edges(self) -> int:
+        """How many directed edges (an undirected edge counts twice)."""
+        return sum(len(targets) for targets in self.edges.values())
 
     @classmethod
     def from_edges(

@@ -1,0 +1,236 @@
+"""Central differential privacy for a strategy: clipping, Gaussian noise, accounting.
+
+- Fixed clipping (DP-FedAvg): McMahan et al., "Learning Differentially Private Recurrent
+  Language Models", ICLR 2018. Every update's distance to the global model is clipped to
+  ``clipping_norm`` (on the server, or on the clients = their workers, before the
+  worker's partial sum), updates count equally, and the server adds Gaussian noise of
+  std ``noise_multiplier * clipping_norm / m`` (m updates) to the aggregate.
+- Adaptive clipping: Andrew et al., "Differentially Private Learning with Adaptive
+  Clipping", NeurIPS 2021. The norm follows the ``target_quantile`` of update norms:
+  ``C <- C * exp(-clip_lr * (b - target_quantile))`` with ``b`` the noisy fraction of
+  unclipped updates (count noise std ``clipped_count_stddev``); the update noise
+  multiplier becomes ``(z^-2 - (2 clipped_count_stddev)^-2)^-1/2``.
+
+After each round the :class:`~redfl.privacy.RdpAccountant` gives ``epsilon`` for
+``delta``; it goes into the round's metrics. The sampling rate accounted is the round's
+sample size over the clients available. The analysis of Mironov et al. assumes Poisson
+sampling, while redfl samples a fixed number without replacement: the epsilon reported
+is the usual approximation made by DP-FedAvg implementations, not a proof for that
+sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Literal
+
+import numpy as np
+
+from redfl.algorithms.strategy import ClientUpdate, Strategy, require
+from redfl.algorithms.updates import UpdatePolicy, clip_update, update_norm
+from redfl.algorithms.wrapper import StrategyWrapper
+from redfl.core.arrays import Parameters, WeightedSum
+from redfl.privacy.accountant import RdpAccountant
+
+Side = Literal["server", "client"]
+
+
+class DPFixedClipping(StrategyWrapper):
+    """Clip every update to ``clipping_norm``, add Gaussian noise, account epsilon.
+
+    Parameters
+    ----------
+    inner:
+        The strategy that aggregates the clipped updates.
+    clipping_norm:
+        C, > 0.
+    noise_multiplier:
+        z >= 0 (noise std over C); with 0 no noise is added and no epsilon reported.
+    side:
+        ``"server"`` clips on the driver (every update travels); ``"client"`` clips on
+        the workers, which then still pre-aggregate weighted-sum strategies.
+    delta:
+        The delta of the reported (epsilon, delta), in (0, 1).
+    seed:
+        Seed of the server's noise (a function of seed and round).
+    """
+
+    def __init__(
+        self,
+        inner: Strategy,
+        *,
+        clipping_norm: float = 1.0,
+        noise_multiplier: float = 1.0,
+        side: Side = "server",
+        delta: float = 1e-5,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(inner)
+        require(0 < clipping_norm < math.inf, "clipping_norm", f"must be > 0, got {clipping_norm}")
+        require(
+            0 <= noise_multiplier < math.inf,
+            "noise_multiplier",
+            f"must be >= 0, got {noise_multiplier}",
+        )
+        require(side in ("server", "client"), "side", f"must be 'server' or 'client', got {side!r}")
+        require(0 < delta < 1, "delta", f"must be in (0, 1), got {delta}")
+        self.clipping_norm = clipping_norm
+        self.noise_multiplier = noise_multiplier
+        self.update_noise_multiplier = noise_multiplier
+        self.side = side
+        self.delta = delta
+        self.seed = seed
+        self.accountant = RdpAccountant()
+        self.weighted_sum = inner.weighted_sum and side == "client"
+        self._sample_rate = 1.0
+        self._unclipped = 0.0
+        self._count = 0
+
+    def configure_fit(
+        self, rnd: int, available: Sequence[str], rng: np.random.Generator
+    ) -> list[str]:
+        """The inner sample; its size over ``available`` is the accounted sampling rate."""
+        sampled = self.inner.configure_fit(rnd, available, rng)
+        self._sample_rate = len(sampled) / max(1, len(available))
+        return sampled
+
+    def update_policy(self, rnd: int, sampled: Sequence[str]) -> UpdatePolicy:
+        """Client side: workers clip to C and fold with equal weights."""
+        policy = self.inner.update_policy(rnd, sampled)
+        if self.side == "server":
+            return policy
+        return replace(policy, clip_norm=self.clipping_norm, equal_weights=True)
+
+    def aggregate(self, rnd: int, current: Parameters, total: WeightedSum) -> Parameters:
+        """Client side, pre-aggregated: the inner aggregate of clipped updates, plus noise."""
+        self._count = total.count
+        return self._noisy(rnd, self.inner.aggregate(rnd, current, total), total.count)
+
+    def aggregate_updates(
+        self, rnd: int, current: Parameters, updates: Sequence[ClientUpdate]
+    ) -> Parameters:
+        """Clip (server side), weight equally, aggregate with the inner strategy, add noise."""
+        equal = []
+        unclipped = 0.0
+        for update in updates:
+            parameters = update.parameters
+            if self.side == "server":
+                norm = update_norm(parameters, current)
+                unclipped += norm <= self.clipping_norm
+                parameters = clip_update(parameters, current, norm, self.clipping_norm)
+            equal.append(ClientUpdate(update.node_id, parameters, 1, update.metrics))
+        self._unclipped, self._count = unclipped, len(updates)
+        return self._noisy(rnd, self.inner.aggregate_updates(rnd, current, equal), len(updates))
+
+    def _noisy(self, rnd: int, aggregate: Parameters, count: int) -> Parameters:
+        if self.noise_multiplier == 0:
+            return aggregate
+        std = self.update_noise_multiplier * self.clipping_norm / max(1, count)
+        rng = np.random.default_rng([self.seed, rnd, 0xD9])
+        return {
+            k: (v + rng.normal(0.0, std, size=v.shape)).astype(v.dtype)
+            for k, v in aggregate.items()
+        }
+
+    def state(self) -> dict[str, Any]:
+        """The inner state, the clipping norm and the accountant's RDP so far."""
+        return {
+            **super().state(),
+            "clipping_norm": self.clipping_norm,
+            "rdp": self.accountant.rdp.tolist(),
+            "steps": self.accountant.steps,
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore the inner state, the clipping norm and the accountant."""
+        super().load_state(state)
+        self.clipping_norm = float(state["clipping_norm"])
+        self.accountant.rdp = np.array(state["rdp"], np.float64)
+        self.accountant.steps = int(state["steps"])
+
+    def round_metrics(self, rnd: int, stats: Mapping[str, float]) -> dict[str, float]:
+        """The inner metrics plus ``clipping_norm`` and, with noise, ``epsilon``."""
+        metrics = {**self.inner.round_metrics(rnd, stats), "clipping_norm": self.clipping_norm}
+        if self.side == "client":
+            self._unclipped = stats.get("unclipped", 0.0)
+        if self.noise_multiplier > 0:
+            self.accountant.step(self.noise_multiplier, self._sample_rate)
+            metrics["epsilon"] = self.accountant.epsilon(self.delta)
+        return metrics
+
+
+class DPAdaptiveClipping(DPFixedClipping):
+    """:class:`DPFixedClipping` whose norm tracks a quantile of the update norms.
+
+    Parameters
+    ----------
+    inner, noise_multiplier, side, delta, seed:
+        As for :class:`DPFixedClipping` (``noise_multiplier`` is the total z).
+    initial_clipping_norm:
+        C at round 1, > 0.
+    target_quantile:
+        gamma in (0, 1): the fraction of updates meant to stay unclipped.
+    clip_lr:
+        eta_C > 0, the geometric step of the norm.
+    clipped_count_stddev:
+        sigma_b >= 0, noise on the count of unclipped updates; with noise it must exceed
+        ``noise_multiplier / 2``.
+    """
+
+    def __init__(
+        self,
+        inner: Strategy,
+        *,
+        initial_clipping_norm: float = 0.1,
+        noise_multiplier: float = 1.0,
+        target_quantile: float = 0.5,
+        clip_lr: float = 0.2,
+        clipped_count_stddev: float = 2.0,
+        side: Side = "server",
+        delta: float = 1e-5,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            inner,
+            clipping_norm=initial_clipping_norm,
+            noise_multiplier=noise_multiplier,
+            side=side,
+            delta=delta,
+            seed=seed,
+        )
+        require(
+            0 < target_quantile < 1,
+            "target_quantile",
+            f"must be in (0, 1), got {target_quantile}",
+        )
+        require(0 < clip_lr < math.inf, "clip_lr", f"must be > 0, got {clip_lr}")
+        require(
+            clipped_count_stddev >= 0,
+            "clipped_count_stddev",
+            f"must be >= 0, got {clipped_count_stddev}",
+        )
+        if noise_multiplier > 0:
+            require(
+                2 * clipped_count_stddev > noise_multiplier,
+                "clipped_count_stddev",
+                f"must exceed noise_multiplier / 2 = {noise_multiplier / 2}, "
+                f"got {clipped_count_stddev}",
+            )
+            self.update_noise_multiplier = (
+                noise_multiplier**-2 - (2 * clipped_count_stddev) ** -2
+            ) ** -0.5
+        self.target_quantile = target_quantile
+        self.clip_lr = clip_lr
+        self.clipped_count_stddev = clipped_count_stddev
+
+    def round_metrics(self, rnd: int, stats: Mapping[str, float]) -> dict[str, float]:
+        """Report, then move C toward the target quantile for the next round."""
+        metrics = super().round_metrics(rnd, stats)
+        rng = np.random.default_rng([self.seed, rnd, 0xC1])
+        noise = rng.normal(0.0, self.clipped_count_stddev) if self.clipped_count_stddev else 0.0
+        fraction = (self._unclipped + noise) / max(1, self._count)
+        metrics["unclipped_fraction"] = self._unclipped / max(1, self._count)
+        self.clipping_norm *= math.exp(-self.clip_lr * (fraction - self.target_quantile))
+        return metrics

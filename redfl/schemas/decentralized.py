@@ -1,0 +1,258 @@
+"""Decentralised schemas: ring, mesh, k-connect and custom graphs of round-based nodes.
+
+Every node runs its message-driven ``train(rounds)`` loop concurrently (many nodes per
+worker, each blocked in ``receive`` on a thread of its own), talking only to its
+neighbours. The schema checks the graph against what the node's algorithm needs
+(``requires``), builds per-round history from the nodes' reports, and takes the final
+model as the weighted mean of the models the nodes published.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from redfl.core.arrays import Parameters, WeightedSum
+from redfl.core.config import ResourcesConfig
+from redfl.core.result import FederationResult, RoundRecord
+from redfl.nodes.decentralized import DecentralizedNode
+from redfl.runtime.backend import Backend
+from redfl.runtime.virtual import NodeFactory
+from redfl.runtime.worker import RoundTotals
+from redfl.schemas.base import RuntimeName, virtual_nodes
+from redfl.schemas.callbacks import Callback
+from redfl.schemas.graph import GraphFederation
+from redfl.topology import builders
+from redfl.topology.graph import Topology
+from redfl.topology.validate import TopologyError, check_topology, check_undirected, shown
+
+PROGRESS_POLL_S = 0.2
+"""How often the driver asks the workers which rounds every node has finished."""
+
+
+def check_requirement(topology: Topology, requires: str, allow_disconnected: bool) -> None:
+    """Raise :class:`TopologyError` unless ``topology`` gives the algorithm what it needs."""
+    if requires == "undirected":
+        check_undirected(topology, "this algorithm (Metropolis-Hastings mixing)")
+    check_topology(
+        topology,
+        allow_disconnected=allow_disconnected,
+        strongly_connected=requires in ("strongly_connected", "ring"),
+    )
+    if requires == "ring":
+        n = len(topology.nodes)
+        wanted = 1 if topology.directed or n == 2 else 2
+        bad = [i for i in topology.nodes if len(topology.neighbours(i)) != wanted]
+        if bad or n < 2:
+            raise TopologyError(
+                f"ring sequential training needs a ring of >= 2 nodes (each node linked to "
+                f"its two ring neighbours, or only to its successor when directed); nodes "
+                f"{shown(bad)} have {len(topology.neighbours(bad[0])) if bad else 0} "
+                f"neighbour(s), not {wanted}"
+            )
+
+
+def round_record(rnd: int, totals: RoundTotals, num_nodes: int, previous: float) -> RoundRecord:
+    """A round's record: each metric averaged over the nodes that reported it.
+
+    ``loss`` in a node report is its training loss, ``test_loss`` and ``accuracy`` its
+    evaluation; ``seconds`` runs from ``previous`` to the end of the round's last node.
+    """
+    means = {name: totals.sums[name] / totals.counts[name] for name in sorted(totals.sums)}
+    return RoundRecord(
+        rnd,
+        num_nodes,
+        totals.nodes,
+        num_nodes - totals.nodes,
+        max(0.0, totals.ended - previous),
+        means.get("loss"),
+        means.get("test_loss"),
+        means.get("accuracy"),
+        means,
+    )
+
+
+class DecentralizedFederation(GraphFederation):
+    """Round-based message-driven nodes on ``topology`` (base of the named schemas).
+
+    Parameters
+    ----------
+    template:
+        A :class:`~redfl.nodes.decentralized.DecentralizedNode` subclass (e.g.
+        ``GossipNode``, a ``DSGDNode`` or ``RingSequentialNode`` subclass), built on its
+        worker with ``template(**options)``.
+    topology:
+        The graph; node ids are its nodes.
+    allow_disconnected:
+        Accept a graph in several pieces (otherwise an error naming the cut-off nodes).
+    callbacks:
+        Called with each round's record as soon as every node has finished the round.
+    """
+
+    def __init__(
+        self,
+        template: NodeFactory,
+        topology: Topology,
+        *,
+        options: Mapping[str, Any] | None = None,
+        roles: str = "train",
+        allow_disconnected: bool = False,
+        callbacks: Sequence[Callback] = (),
+        seed: int = 0,
+        runtime: RuntimeName = "ray",
+        address: str | None = None,
+        resources: ResourcesConfig | None = None,
+        federation_id: str | None = None,
+    ) -> None:
+        if not (isinstance(template, type) and issubclass(template, DecentralizedNode)):
+            raise TypeError(
+                f"template must be a DecentralizedNode subclass (GossipNode, a DSGDNode or "
+                f"RingSequentialNode subclass), got {template!r}"
+            )
+        check_requirement(topology, template.requires, allow_disconnected)
+        nodes = virtual_nodes(template, topology.nodes, roles=roles, options=options)
+        super().__init__(
+            nodes,
+            topology,
+            seed=seed,
+            runtime=runtime,
+            address=address,
+            resources=resources,
+            federation_id=federation_id,
+        )
+        self.callbacks = list(callbacks)
+        self._train_nodes = sum(1 for n in self.nodes if "train" in n.roles)
+        self.round = 0
+        self._history: list[RoundRecord] = []
+
+    def train(self, rounds: int = 1) -> FederationResult:
+        """Run ``rounds`` more rounds on every node at once.
+
+        Returns history (one record per round), the final model (mean of the nodes'
+        published models, weighted by their ``weight``) and each node's reports.
+
+        Raises
+        ------
+        FederationError
+            If a node fails: its id and traceback; the other nodes are stopped.
+        """
+        if rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {rounds}")
+        for callback in self.callbacks:
+            callback.on_train_begin(rounds)
+        backend = self._start()
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["outputs"] = self._run_nodes({"rounds": rounds})
+            except BaseException as error:
+                box["error"] = error
+
+        runner = threading.Thread(target=run, name="redfl-decentralized-train", daemon=True)
+        last, previous = self.round + rounds, time.time()
+        runner.start()
+        while True:  # records go out as rounds complete on every node, not at the end
+            finished = not runner.is_alive()
+            previous = self._emit_rounds(backend, last, previous)
+            if finished:
+                break
+            runner.join(PROGRESS_POLL_S)
+        if "error" in box:
+            raise box["error"]
+        outputs = box["outputs"]
+        result = FederationResult(list(self._history), self.final_parameters(), [], outputs)
+        for callback in self.callbacks:
+            callback.on_train_end(result)
+        return result
+
+    def _emit_rounds(self, backend: Backend, last: int, previous: float) -> float:
+        """Record (and pass to callbacks) every round all nodes finished; the last end time."""
+        merged: dict[int, RoundTotals] = {}
+        for outcome in backend.call_all("round_totals", self.round + 1):
+            for rnd, totals in (outcome.value or {}).items():
+                merged.setdefault(rnd, RoundTotals()).merge(totals)
+        while self.round < last:
+            totals = merged.get(self.round + 1)
+            if totals is None or totals.nodes < self._train_nodes:
+                break
+            record = round_record(self.round + 1, totals, self._train_nodes, previous)
+            previous = max(previous, totals.ended)
+            self.round += 1
+            self._history.append(record)
+            for callback in self.callbacks:
+                callback.on_round_end(record)
+        return previous
+
+    def final_parameters(self) -> Parameters | None:
+        """The weighted mean of the models the nodes last published (``None`` if none)."""
+        backend = self._start()
+        total = WeightedSum()
+        groups: dict[int, list[str]] = {}
+        for node in self.nodes:
+            groups.setdefault(self.worker_of(node.node_id), []).append(node.node_id)
+        pending = [backend.submit(w, "sum_parameters", ids) for w, ids in sorted(groups.items())]
+        for outcome in backend.gather(pending):
+            if outcome.error is not None:
+                raise outcome.error
+            total.merge(outcome.value)
+        if total.weight <= 0:
+            return None
+        return {k: v / total.weight for k, v in total.sums.items()}
+
+
+class RingFederation(DecentralizedFederation):
+    """Nodes on a ring (``directed=True``: each node sends to its successor only)."""
+
+    def __init__(
+        self, template: NodeFactory, nodes: builders.Nodes, *, directed: bool = False, **kw: Any
+    ) -> None:
+        super().__init__(template, builders.ring(nodes, directed=directed), **kw)
+
+
+class MeshFederation(DecentralizedFederation):
+    """Nodes on the complete graph."""
+
+    def __init__(self, template: NodeFactory, nodes: builders.Nodes, **kw: Any) -> None:
+        super().__init__(template, builders.mesh(nodes), **kw)
+
+
+class KConnectFederation(DecentralizedFederation):
+    """Nodes on a connected random ``k``-regular graph (seeded by ``topology_seed``)."""
+
+    def __init__(
+        self,
+        template: NodeFactory,
+        nodes: builders.Nodes,
+        k: int,
+        *,
+        topology_seed: int = 0,
+        **kw: Any,
+    ) -> None:
+        super().__init__(template, builders.k_connect(nodes, k, seed=topology_seed), **kw)
+
+
+class CustomFederation(DecentralizedFederation):
+    """Nodes on a user-defined graph: a :class:`Topology`, an adjacency matrix (array or
+    CSV path), an edge list or a networkx graph (see :func:`redfl.topology.custom`)."""
+
+    def __init__(
+        self,
+        template: NodeFactory,
+        graph: Any,
+        *,
+        nodes: Sequence[str] | None = None,
+        directed: bool | None = None,
+        allow_disconnected: bool = False,
+        **kw: Any,
+    ) -> None:
+        topology = (
+            graph
+            if isinstance(graph, Topology)
+            else builders.custom(
+                graph, nodes=nodes, directed=directed, allow_disconnected=allow_disconnected
+            )
+        )
+        super().__init__(template, topology, allow_disconnected=allow_disconnected, **kw)
