@@ -114,7 +114,7 @@ def test_gossip_run_writes_the_same_run_folder_as_the_star(tmp_path: Path) -> No
         ),
         (
             {"topology": 'schema = "custom"\nalgorithm = "gossip"\ntopology_file = "nope.csv"'},
-            "topology: cannot read topology file nope.csv",
+            "topology: cannot read topology file /",
         ),
         (
             {"topology": 'schema = "mesh"\nalgorithm = "ring_sequential"'},
@@ -166,3 +166,19 @@ def test_star_keys_on_a_graph_are_refused(tmp_path: Path) -> None:
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=r"evaluation\.central: central evaluation is for"):
         decentralized_from_config(load_config(path))
+
+
+def test_relative_topology_file_is_read_beside_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "tri.csv").write_text("0,1,1\n1,0,1\n1,1,0\n", encoding="utf-8")
+    topology = 'schema = "custom"\nalgorithm = "gossip"\ntopology_file = "tri.csv"'
+    path = write(folder, topology=topology, n=3)
+    monkeypatch.chdir(tmp_path)  # not the config's folder: a cwd-relative read would fail
+    cfg = load_config(path)
+    assert cfg.topology.topology_file == str(folder / "tri.csv")
+    fed = decentralized_from_config(cfg)
+    assert fed.topology is not None and sorted(fed.topology.neighbours(fed.nodes[0].node_id))
+    assert len(fed.nodes) == 3

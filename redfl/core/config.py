@@ -289,6 +289,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Fe
     ------
     ConfigError
         If the file is missing, is not TOML, or holds a bad value.
+
+    A relative ``topology.topology_file`` is read from the config file's folder.
     """
     path = Path(path)
     try:
@@ -299,4 +301,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Fe
         raise ConfigError(f"cannot read config file {path}: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    topology = data.get("topology")
+    if isinstance(topology, dict) and isinstance(topology.get("topology_file"), str):
+        name = topology["topology_file"]
+        data["topology"] = {**topology, "topology_file": str(path.parent / name) if name else name}
     return parse_config(data, overrides)
