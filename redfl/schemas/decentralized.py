@@ -19,8 +19,8 @@ from redfl.core.config import ResourcesConfig
 from redfl.core.result import FederationResult, RoundRecord
 from redfl.nodes.decentralized import DecentralizedNode
 from redfl.runtime.backend import Backend
+from redfl.runtime.replies import RoundTotals
 from redfl.runtime.virtual import NodeFactory
-from redfl.runtime.worker import RoundTotals
 from redfl.schemas.base import RuntimeName, virtual_nodes
 from redfl.schemas.callbacks import Callback
 from redfl.schemas.graph import GraphFederation

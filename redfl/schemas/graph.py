@@ -12,7 +12,7 @@ from typing import Any
 
 from redfl.core.result import FederationError, FederationResult
 from redfl.runtime.backend import Backend, Unfinished
-from redfl.runtime.worker import NodeFailed
+from redfl.runtime.replies import NodeFailed
 from redfl.schemas.base import Federation
 
 STOP_GRACE_S = 10.0

@@ -23,7 +23,7 @@ from redfl.core.seeding import round_rng
 from redfl.nodes.client import Client
 from redfl.runtime.backend import Backend, Outcome
 from redfl.runtime.dispatch import Calls, WorkerRound, run_round, segments_of
-from redfl.runtime.worker import EvaluateBatch, FitBatch
+from redfl.runtime.replies import EvaluateBatch, FitBatch
 from redfl.schemas.base import Federation, RuntimeName, virtual_nodes
 from redfl.schemas.callbacks import Callback
 
