@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from ray_nodes import EXPLODING_NODE, EXPLODING_ROUND, MUTE_NODE, ExplodingDSGD, MuteGossip
+from waiting import wait_until
 
 from redfl import (
     FederationError,
@@ -28,16 +28,6 @@ TWO_WORKERS = ResourcesConfig(num_workers=2, worker={"CPU": 0.5})
 ROUNDS = 60
 BURN_IN = 10
 DEADLINE_S = 60.0
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = DEADLINE_S) -> bool:
-    """Poll ``condition`` until it holds or the deadline passes."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def mh_matrix_by_hand(fed: DecentralizedFederation) -> np.ndarray:
@@ -170,7 +160,8 @@ def test_stop_wakes_nodes_blocked_in_receive_and_frees_the_workers(ray_session):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     assert wait_until(
-        lambda: fed.started and sum(s.get("built", 0) for s in fed.worker_stats()) == 4
+        lambda: fed.started and sum(s.get("built", 0) for s in fed.worker_stats()) == 4,
+        DEADLINE_S,
     )
     stopper = threading.Thread(target=fed.stop, daemon=True)
     stopper.start()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 import ray_nodes
 from ray_nodes import Crasher, Dedicated, Flaky, Hub, Leaf, Plain, Trespasser
+from waiting import wait_until
 
 from redfl import (
     FedAvg,
@@ -24,16 +24,6 @@ from redfl import (
 from redfl.schemas.base import Federation
 
 TWO_WORKERS = ResourcesConfig(num_workers=2, worker={"CPU": 0.5})
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 30.0) -> bool:
-    """Poll ``condition`` until it holds or the deadline passes."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def actor_exists(ray: Any, name: str) -> bool:

@@ -51,6 +51,18 @@ class ClientUpdate:
     metrics: Mapping[str, float]
 
 
+def round_size(available: int, fraction: float, minimum: int) -> int:
+    """How many of ``available`` clients a round samples: ``max(minimum, ceil(fraction * n))``,
+    at most ``n``.
+
+    Examples
+    --------
+    >>> round_size(100, 0.1, 1), round_size(100, 0.0, 5), round_size(3, 1.0, 5)
+    (10, 5, 3)
+    """
+    return min(available, max(minimum, math.ceil(fraction * available - 1e-9)))
+
+
 def sample_clients(
     available: Sequence[str], fraction: float, minimum: int, rng: np.random.Generator
 ) -> list[str]:
@@ -66,7 +78,7 @@ def sample_clients(
     n = len(available)
     if n < minimum:
         raise ValueError(f"{minimum} clients required but only {n} available")
-    k = min(n, max(minimum, math.ceil(fraction * n - 1e-9)))
+    k = round_size(n, fraction, minimum)
     if k == n:
         return list(available)
     picked = np.sort(rng.choice(n, size=k, replace=False))

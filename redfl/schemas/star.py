@@ -9,13 +9,12 @@ order, so results depend neither on which client finishes first nor on who ran i
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from redfl.algorithms.fedavg import FedAvg
-from redfl.algorithms.strategy import ClientUpdate, Strategy
+from redfl.algorithms.strategy import ClientUpdate, Strategy, round_size
 from redfl.core.arrays import Parameters, WeightedSum, copy_parameters
 from redfl.core.config import ResourcesConfig
 from redfl.core.result import Failure, FederationError, FederationResult, RoundRecord
@@ -106,7 +105,11 @@ class StarFederation(Federation):
         self.parameters = copy_parameters(initial_parameters)
         self.round = 0
         self._train_ids = [n.node_id for n in nodes if "train" in n.roles]
-        self.strategy.check_round_size(self._round_size(len(self._train_ids)))
+        self.strategy.check_round_size(
+            round_size(
+                len(self._train_ids), self.strategy.fraction_fit, self.strategy.min_fit_clients
+            )
+        )
         if len(self._train_ids) < self.strategy.min_fit_clients:
             raise ValueError(
                 f"{len(self._train_ids)} clients have the train role (roles={roles!r}) but "
@@ -252,11 +255,6 @@ class StarFederation(Federation):
             metrics["central_loss"] = loss
             metrics.update({f"central_{k}": float(v) for k, v in central.items()})
         return loss, None if accuracy is None else float(accuracy), metrics
-
-    def _round_size(self, available: int) -> int:
-        """How many clients a round samples out of ``available``."""
-        wanted = math.ceil(self.strategy.fraction_fit * available - 1e-9)
-        return min(available, max(self.strategy.min_fit_clients, wanted))
 
     def _groups(self, sampled: Sequence[str]) -> list[tuple[int, list[str]]]:
         by_worker: dict[int, list[str]] = {}
