@@ -210,7 +210,11 @@ def test_federation_failure_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "round 1" in line
     assert "min_fit_clients" in line
     assert "sensor unplugged" in line
-    assert not (tmp_path / "run" / "summary.json").exists()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["status"] == "failed"
+    assert "sensor unplugged" in summary["error"]
+    failures = (tmp_path / "run" / "failures.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(failures) == 3 and all("sensor unplugged" in line for line in failures)
 
 
 # -- a good run -----------------------------------------------------------------------------

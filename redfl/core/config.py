@@ -176,6 +176,8 @@ class RunConfig(_Strict):
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     runtime: Literal["ray", "local"] = "ray"
     address: str | None = None
+    connect_timeout: float = Field(default=30.0, gt=0.0, le=3600.0)
+    """Seconds joining a Ray cluster (``address``) may take before the run fails."""
 
     @field_validator("address")
     @classmethod

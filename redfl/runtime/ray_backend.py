@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +14,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from redfl.core.message import Message
 from redfl.runtime.backend import Backend, Outcome, Plan, Unfinished
+from redfl.runtime.connect import ensure_ray
 from redfl.runtime.outbox import Outbox
 from redfl.runtime.resources import ResourceError
 from redfl.runtime.worker import Worker
@@ -53,20 +52,6 @@ class RayWorker(Worker):
         """
         for (data, buffers), ids in batch:
             self.deliver(pickle.loads(data, buffers=buffers), ids)
-
-
-def ensure_ray(address: str | None) -> None:
-    """Start the embedded Ray instance, or join ``address`` (default ``$RAY_ADDRESS``).
-
-    A no-op when Ray is already initialised in this process.
-    """
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address in (None, "", "local"):
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    else:
-        ray.init(address=address, logging_level=logging.WARNING)
 
 
 class RayBackend(Backend):

@@ -16,13 +16,14 @@ from typing import Any
 
 from redfl.core.arrays import Parameters, WeightedSum
 from redfl.core.config import ResourcesConfig
+from redfl.core.events import RoundFinished, RoundStarted
 from redfl.core.result import FederationResult, RoundRecord
 from redfl.nodes.decentralized import DecentralizedNode
 from redfl.runtime.backend import Backend
 from redfl.runtime.replies import RoundTotals
 from redfl.runtime.virtual import NodeFactory
 from redfl.schemas.base import RuntimeName, virtual_nodes
-from redfl.schemas.callbacks import Callback
+from redfl.schemas.callbacks import Callback, emit
 from redfl.schemas.graph import GraphFederation
 from redfl.topology import builders
 from redfl.topology.graph import Topology
@@ -127,6 +128,11 @@ class DecentralizedFederation(GraphFederation):
         self.round = 0
         self._history: list[RoundRecord] = []
 
+    @property
+    def history(self) -> list[RoundRecord]:
+        """The record of every round every node completed so far."""
+        return list(self._history)
+
     def train(self, rounds: int = 1) -> FederationResult:
         """Run ``rounds`` more rounds on every node at once.
 
@@ -154,6 +160,7 @@ class DecentralizedFederation(GraphFederation):
         runner = threading.Thread(target=run, name="redfl-decentralized-train", daemon=True)
         last, previous = self.round + rounds, time.time()
         runner.start()
+        emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
         while True:  # records go out as rounds complete on every node, not at the end
             finished = not runner.is_alive()
             previous = self._emit_rounds(backend, last, previous)
@@ -182,8 +189,9 @@ class DecentralizedFederation(GraphFederation):
             previous = max(previous, totals.ended)
             self.round += 1
             self._history.append(record)
-            for callback in self.callbacks:
-                callback.on_round_end(record)
+            emit(self.callbacks, RoundFinished(record))
+            if self.round < last:
+                emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
         return previous
 
     def final_parameters(self) -> Parameters | None:

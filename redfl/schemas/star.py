@@ -17,6 +17,7 @@ from redfl.algorithms.fedavg import FedAvg
 from redfl.algorithms.strategy import ClientUpdate, Strategy, round_size
 from redfl.core.arrays import Parameters, WeightedSum, copy_parameters
 from redfl.core.config import ResourcesConfig
+from redfl.core.events import ClientsProgress, FailureRecorded, RoundFinished, RoundStarted
 from redfl.core.result import Failure, FederationError, FederationResult, RoundRecord
 from redfl.core.seeding import round_rng
 from redfl.nodes.client import Client
@@ -24,7 +25,7 @@ from redfl.runtime.backend import Backend, Outcome
 from redfl.runtime.dispatch import Calls, WorkerRound, run_round, segments_of
 from redfl.runtime.replies import EvaluateBatch, FitBatch
 from redfl.schemas.base import Federation, RuntimeName, virtual_nodes
-from redfl.schemas.callbacks import Callback
+from redfl.schemas.callbacks import Callback, emit
 
 EvaluateFn = Callable[[Parameters], tuple[float, Mapping[str, float]]]
 """Central evaluation: parameters -> (loss, metrics such as ``accuracy``)."""
@@ -125,6 +126,16 @@ class StarFederation(Federation):
             n.dedicated for n in nodes
         )
 
+    @property
+    def history(self) -> list[RoundRecord]:
+        """The record of every round completed so far."""
+        return list(self._history)
+
+    @property
+    def train_ids(self) -> list[str]:
+        """The ids of the clients with the train role (those a round samples from)."""
+        return list(self._train_ids)
+
     def train(self, rounds: int) -> FederationResult:
         """Run ``rounds`` more rounds; return history, final parameters and failures.
 
@@ -139,11 +150,13 @@ class StarFederation(Federation):
         for callback in self.callbacks:
             callback.on_train_begin(rounds)
         for _ in range(rounds):
+            known = len(self._failures)
             record = self._round(backend, self.round + 1)
             self.round += 1
             self._history.append(record)
-            stops = [callback.on_round_end(record) for callback in self.callbacks]
-            if any(stops):
+            for failure in self._failures[known:]:
+                emit(self.callbacks, FailureRecorded(failure))
+            if emit(self.callbacks, RoundFinished(record)):
                 break
         result = FederationResult(
             list(self._history), copy_parameters(self.parameters), list(self._failures)
@@ -161,8 +174,7 @@ class StarFederation(Federation):
     def _round(self, backend: Backend, rnd: int) -> RoundRecord:
         start = time.perf_counter()
         sampled = self.strategy.configure_fit(rnd, self._train_ids, round_rng(self.seed, rnd))
-        for callback in self.callbacks:
-            callback.on_round_begin(rnd, len(sampled))
+        emit(self.callbacks, RoundStarted(rnd, len(sampled)))
         shares = [WorkerRound(w, segments_of(ids)) for w, ids in self._groups(sampled)]
         reference = backend.put(self.parameters)
         config = self.strategy.fit_config(rnd)
@@ -188,8 +200,7 @@ class StarFederation(Federation):
         def progress(count: int) -> None:
             nonlocal done
             done += count
-            for callback in self.callbacks:
-                callback.on_clients_done(rnd, done, len(sampled))
+            emit(self.callbacks, ClientsProgress(rnd, done, len(sampled)))
 
         run_round(backend, shares, calls, progress, steal=self._stealable)
         total, updates, fitted, failures = self._collect(rnd, shares)
