@@ -86,6 +86,8 @@ def run(
             )
         except ConfigError as error:
             raise fail(EXIT_BAD_INPUT, str(error)) from None
+        except ConnectionError as error:
+            raise fail(EXIT_FAILED, str(error)) from None
         except KeyboardInterrupt:
             raise fail(EXIT_CANCELLED, "aborted") from None
         finally:

@@ -111,6 +111,9 @@ def run(
     ------
     ConfigError
         A bad config (one line naming the field); nothing was created.
+    ConnectionError
+        The Ray cluster at ``federation.address`` cannot be joined within
+        ``federation.connect_timeout``; nothing was created.
 
     Examples
     --------
@@ -119,6 +122,7 @@ def run(
     ...               overrides={"rounds": 2, "runtime": "local"})  # doctest: +SKIP
     """
     prepared = prepare(config, overrides)
+    prepared.connect()  # an unreachable cluster fails here, within connect_timeout
     folder = (
         Path(out) if out is not None else new_run_dir(runs_root, prepared.config.federation.name)
     )
@@ -150,7 +154,6 @@ def _execute(
     result: FederationResult | None = None
     error: str | None = None
     try:
-        prepared.connect()
         result = federation.train(rounds)
     except RUN_ERRORS as failure:
         error = " ".join(str(failure).split())

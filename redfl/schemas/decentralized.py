@@ -55,6 +55,13 @@ def check_requirement(topology: Topology, requires: str, allow_disconnected: boo
             )
 
 
+METRIC_NAMES = {"loss": "fit_loss", "accuracy": "test_accuracy"}
+"""Node report names renamed in a record's ``metrics``, so that each name means the same in
+every schema: ``fit_loss`` is a training loss (the record's ``train_loss``), ``test_loss``
+and ``test_accuracy`` a node's evaluation of its own model (the record's ``loss`` and
+``accuracy``)."""
+
+
 def round_record(rnd: int, totals: RoundTotals, num_nodes: int, previous: float) -> RoundRecord:
     """A round's record: each metric averaged over the nodes that reported it.
 
@@ -62,6 +69,7 @@ def round_record(rnd: int, totals: RoundTotals, num_nodes: int, previous: float)
     evaluation; ``seconds`` runs from ``previous`` to the end of the round's last node.
     """
     means = {name: totals.sums[name] / totals.counts[name] for name in sorted(totals.sums)}
+    metrics = {METRIC_NAMES.get(name, name): value for name, value in means.items()}
     return RoundRecord(
         rnd,
         num_nodes,
@@ -71,7 +79,7 @@ def round_record(rnd: int, totals: RoundTotals, num_nodes: int, previous: float)
         means.get("loss"),
         means.get("test_loss"),
         means.get("accuracy"),
-        means,
+        metrics,
     )
 
 

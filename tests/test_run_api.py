@@ -1,0 +1,176 @@
+"""``redfl.run``: the run folder, the event stream, cancellation, checks before the folder."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from redfl.core.config import ConfigError
+from redfl.core.events import Event, RoundFinished, event_from_json
+from redfl.run import read_events, run
+from redfl.rundir import load_parameters
+from redfl.schemas.callbacks import Callback
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def digits_config(rounds: int = 3, **strategy: Any) -> dict[str, Any]:
+    """The demo's tables on the local runtime with 10 IID clients."""
+    return {
+        "federation": {"name": "t", "rounds": rounds, "seed": 0, "runtime": "local"},
+        "client": {
+            "target": "redfl.examples.digits:DigitsClient",
+            "num_clients": 10,
+            "options": {"partition": "iid", "lr": 0.3, "epochs": 1, "batch_size": 8},
+        },
+        "strategy": {"name": "fedavg", "min_fit_clients": 5, **strategy},
+        "evaluation": {"central": "redfl.examples.digits:central_evaluation"},
+    }
+
+
+class Collect(Callback):
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def on_event(self, event: Event) -> bool | None:
+        self.events.append(event)
+        return None
+
+
+def test_run_writes_the_folder_and_one_event_stream(tmp_path: Path) -> None:
+    collect = Collect()
+    outcome = run(digits_config(3), out=tmp_path / "run", callbacks=[collect])
+    folder = tmp_path / "run"
+    assert outcome.status == "succeeded" and outcome.folder == folder
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "events.jsonl", "metrics.jsonl", "failures.jsonl"} <= names
+    assert {"summary.json", "model.safetensors"} <= names
+    types = [e.type for e in collect.events]
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    assert types.count("round_started") == 3 and types.count("round_finished") == 3
+    assert "clients_progress" in types
+    # events.jsonl holds the same stream, numbered, and every line parses back.
+    written = read_events(folder)
+    assert [e["seq"] for e in written] == list(range(1, len(written) + 1))
+    assert [event_from_json(e) for e in written] == collect.events
+    metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [m["round"] for m in metrics] == [1, 2, 3]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "succeeded" and summary["error"] is None
+    # seconds_per_round is the mean of the per-round seconds the lines show.
+    mean = sum(m["seconds"] for m in metrics) / 3
+    assert summary["seconds_per_round"] == pytest.approx(mean, abs=1e-4)
+    assert summary["wall_seconds"] >= sum(m["seconds"] for m in metrics)
+    parameters, meta = load_parameters(folder / "model.safetensors")
+    assert outcome.result is not None and outcome.result.parameters is not None
+    final = outcome.result.parameters
+    assert parameters.keys() == final.keys()
+    assert all(np.array_equal(parameters[k], final[k]) for k in final)
+    assert meta["rounds"] == 3 and "wall_seconds" not in meta
+
+
+def test_the_same_config_gives_the_same_model_bytes_and_metrics(tmp_path: Path) -> None:
+    run(digits_config(2), out=tmp_path / "a")
+    run(digits_config(2), out=tmp_path / "b")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+
+    def untimed(folder: Path) -> list[dict[str, Any]]:
+        rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    assert untimed(a) == untimed(b)
+
+
+class CancelAt(Callback):
+    def __init__(self, cancel: threading.Event, at: int) -> None:
+        self.cancel, self.at = cancel, at
+
+    def on_event(self, event: Event) -> bool | None:
+        if isinstance(event, RoundFinished) and event.record.round == self.at:
+            self.cancel.set()
+        return None
+
+
+def test_cancel_stops_at_the_round_boundary_and_keeps_the_model(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    outcome = run(
+        digits_config(6), out=tmp_path / "run", callbacks=[CancelAt(cancel, 2)], cancel=cancel
+    )
+    assert outcome.status == "cancelled"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "cancelled" and summary["rounds"] == 2
+    assert summary["rounds_planned"] == 6
+    _, meta = load_parameters(tmp_path / "run" / "model.safetensors")
+    assert meta["rounds"] == 2
+    assert read_events(tmp_path / "run")[-1]["type"] == "run_cancelled"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda c: c["client"].update(target="no_such_module:Client"), "client.target"),
+        (lambda c: c["strategy"].update(name="fedadam", eta=-1.0), "eta"),
+        (lambda c: c["client"]["options"].update(lr=-1.0), "client.options.lr"),
+        (lambda c: c["client"].update(roles="eval"), "min_fit_clients"),
+    ],
+)
+def test_config_errors_leave_no_folder(tmp_path: Path, change: Any, field: str) -> None:
+    config = digits_config(2)
+    change(config)
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        run(config, runs_root=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def gossip_config(tmp_path: Path, **topology: Any) -> dict[str, Any]:
+    return {
+        "federation": {"name": "g", "rounds": 2, "runtime": "local"},
+        "client": {"target": "redfl.nodes:GossipNode", "num_clients": 4, "options": {"size": 3}},
+        "topology": {"schema": "ring", "algorithm": "gossip", **topology},
+    }
+
+
+def test_node_options_and_topology_files_are_checked_before_the_folder(tmp_path: Path) -> None:
+    bad_size = gossip_config(tmp_path)
+    bad_size["client"]["options"]["size"] = -3
+    with pytest.raises(ConfigError, match=r"client\.options: GossipNode: size must be >= 1"):
+        run(bad_size, runs_root=tmp_path / "runs")
+    missing = gossip_config(tmp_path, schema="custom", topology_file=str(tmp_path / "none.csv"))
+    with pytest.raises(ConfigError, match="topology"):
+        run(missing, runs_root=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_raised_round_size_is_said_in_the_summary(tmp_path: Path) -> None:
+    config = digits_config(1, name="krum", f=2, fraction_fit=0.5)
+    config["strategy"].pop("min_fit_clients")
+    outcome = run(config, out=tmp_path / "run")
+    assert outcome.status == "succeeded"
+    (note,) = outcome.summary["notes"]
+    assert "7 of 10 clients" in note and "not the 5" in note
+    assert read_events(tmp_path / "run")[0]["notes"] == [note]
+    assert outcome.result is not None and outcome.result.history[0].sampled == 7
+
+
+def test_decentralised_metric_names_mean_what_the_star_names_mean(tmp_path: Path) -> None:
+    config = {
+        "federation": {"name": "d", "rounds": 2, "runtime": "local"},
+        "client": {
+            "target": "redfl.examples.digits_decentralized:DigitsRingNode",
+            "num_clients": 4,
+            "options": {"partition": "iid"},
+        },
+        "topology": {"schema": "ring", "algorithm": "ring_sequential"},
+    }
+    outcome = run(config, out=tmp_path / "run")
+    assert outcome.status == "succeeded", outcome.error
+    record = outcome.result.history[-1]  # type: ignore[union-attr]
+    assert "loss" not in record.metrics and "accuracy" not in record.metrics
+    assert record.metrics["fit_loss"] == record.train_loss
+    assert record.metrics["test_loss"] == record.loss
