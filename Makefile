@@ -2,34 +2,45 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.run-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 # Ray workers run single-threaded BLAS; the driver and the plain baselines do the same.
 export OMP_NUM_THREADS ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install run test lint bench clean
+.PHONY: install install-dev run test lint bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
 
-install: $(STAMP)
+# What running needs (make run) ...
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+# ... and what testing adds (make test): linters, torch, flwr, the platform's parts.
+$(DEV_STAMP): pyproject.toml $(RUN_STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(RUN_STAMP)
+
+install-dev: $(DEV_STAMP)
 
 run: install
 	$(BIN)/redfl run examples/digits_fedavg.toml
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy --allow-untyped-defs --allow-incomplete-defs tests bench examples
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
-bench: install
+bench: install-dev
 	$(BIN)/python bench/star_overhead.py
 	$(BIN)/python bench/lazy_nodes.py
 	$(BIN)/python bench/robustness.py

@@ -124,3 +124,26 @@ def test_version_and_help() -> None:
     assert "``" not in helped.stdout
     run_help = subprocess.run([REDFL, "run", "--help"], capture_output=True, text=True, timeout=60)
     assert "``" not in run_help.stdout and "--connect-timeout" in run_help.stdout
+
+
+def test_the_cli_and_a_script_write_the_same_run_folder(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    demo = str(repo / "examples" / "digits_fedavg.toml")
+    script = str(repo / "examples" / "run_demo.py")
+    for command in (
+        [REDFL, "run", demo, "--rounds", "3", "--out", str(tmp_path / "cli")],
+        [sys.executable, script, str(tmp_path / "script"), "3"],
+    ):
+        done = subprocess.run(
+            command, env=environment(), capture_output=True, text=True, timeout=240
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    cli, script_run = tmp_path / "cli", tmp_path / "script"
+    model = "model.safetensors"
+    assert (cli / model).read_bytes() == (script_run / model).read_bytes()
+
+    def untimed(folder: Path) -> list[dict[str, object]]:
+        rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    assert len(untimed(cli)) == 3 and untimed(cli) == untimed(script_run)

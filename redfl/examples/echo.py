@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,8 @@ class EchoClient(Client):
         return parameters, 1, {}
 
     @staticmethod
-    def initial_parameters(size: int = 650) -> Parameters:
-        """One float32 vector of ``size`` zeros."""
+    def initial_parameters(size: int | Mapping[str, Any] = 650) -> Parameters:
+        """One float32 vector of ``size`` zeros (``size`` may be a config's client options)."""
+        if isinstance(size, Mapping):
+            size = int(size.get("size", 650))
         return {"w": np.zeros(size, np.float32)}

@@ -118,8 +118,12 @@ def run(
     Examples
     --------
     >>> import tempfile
-    >>> outcome = run("examples/digits_fedavg.toml", out=tempfile.mkdtemp(),
-    ...               overrides={"rounds": 2, "runtime": "local"})  # doctest: +SKIP
+    >>> config = {"federation": {"rounds": 2, "runtime": "local"},
+    ...           "client": {"target": "redfl.examples.echo:EchoClient", "num_clients": 3,
+    ...                      "options": {"size": 4}}}
+    >>> outcome = run(config, out=tempfile.mkdtemp())
+    >>> outcome.status, outcome.summary["rounds"], sorted(outcome.result.parameters)
+    ('succeeded', 2, ['w'])
     """
     prepared = prepare(config, overrides)
     prepared.connect()  # an unreachable cluster fails here, within connect_timeout
