@@ -162,6 +162,11 @@ def strategies() -> None:
     )
 
 
+from redfl.provision.tree_cli import register  # noqa: E402
+
+register(app)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -161,3 +161,19 @@ def aggregator_name(path: tuple[int, ...]) -> str:
 def lcp_name(path: tuple[int, ...], index: int) -> str:
     """``lcp-1-2-3``: the ``index``-th (from 1) LCP under leaf relay ``relay-1-2``."""
     return "lcp-" + "-".join(map(str, (*path, index)))
+
+
+SITE_RESOURCE_PREFIX = "redfl-site-"
+"""Prefix of the custom Ray resource a machine advertises to host a site's subtree."""
+
+
+def site_resource(name: str) -> str:
+    """The custom Ray resource that pins the subtree of site ``name`` to a machine.
+
+    A machine started with ``ray start --resources '{"redfl-site-agg-1": 1}'`` offers it, for
+    the hierarchy runner (issue 11, part 3) to place the nodes of ``agg-1``'s subtree there.
+
+    >>> site_resource("agg-1")
+    'redfl-site-agg-1'
+    """
+    return SITE_RESOURCE_PREFIX + name
