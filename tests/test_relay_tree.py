@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 from collections import Counter
 
 import pytest
@@ -260,3 +261,14 @@ def test_tree_invariants_are_checked_on_construction() -> None:
     for sites, message in cases:
         with pytest.raises(TreeError, match=message):
             RelayTree(1, 2, 2, False, sites)
+
+
+def test_a_tree_pickles_with_its_indexes() -> None:
+    """The runner ships the tree to workers."""
+    tree = relay_tree(2, 3, 2)
+    tree.lcps_under("agg-1")  # fills the cached index
+    copy = pickle.loads(pickle.dumps(tree))
+    assert copy == tree
+    assert copy.children("agg-2") == tree.children("agg-2")
+    assert copy.lcps_under("relay-3") == tuple(f"lcp-3-{i}-{j}" for i in (1, 2, 3) for j in (1, 2))
+    assert hash(copy) == hash(tree)

@@ -105,7 +105,7 @@ clients_per_lcp = {clients_per_lcp}
 
 [resources]
 split = "uniform"        # uniform | explicit | adaptive
-worker = {{ CPU = 1 }}     # one worker per available CPU by default
+worker = {{ CPU = 1 }}   # one worker per available CPU by default
 placement_strategy = "PACK"
 """
 

@@ -8,8 +8,9 @@ routing proxy's port; the sites take the ports after it) and ``--json``.
 ``--analyze`` prints three lines (or one JSON object with ``--json``) and writes nothing; it
 works for any size and ignores ``--max-sites``. Otherwise the folder
 ``<root-dir>/<project-name>`` is written (see :mod:`redfl.provision.folder`), unless the tree
-has more than ``--max-sites`` sites or the folder exists and is not empty. Bad input exits 2
-with one line ``redfl: error: ...``.
+has more than ``--max-sites`` sites or the folder exists and is not empty; it then prints
+one line (or, with ``--json``, one object: folder, files, rp_port and the counts). Bad input
+exits 2 with one line ``redfl: error: ...``.
 """
 
 from __future__ import annotations
