@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from redfl.algorithms import ClientUpdate, FedMedian, Krum, ParameterError
+from redfl.algorithms import ClientUpdate, FedMedian, Krum, ParameterError, make_strategy
 from redfl.algorithms.hierarchy import (
     HierarchyError,
     flat_sum,
@@ -86,6 +86,24 @@ def test_every_partial_sum_covers_its_subtree(seed: int) -> None:
         below = [c for lcp in tree.lcps_under(name) for c in assignment[lcp] if c in examples]
         assert partial.count == len(below)
         assert partial.weight == sum(examples[c] for c in below)
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedavgm", "fedadam", "fedyogi"])
+def test_server_side_strategies_apply_at_the_root(name: str) -> None:
+    """Three rounds of a server-side strategy on the tree's root sum and on the flat sum."""
+    tree, assignment, _, like = random_case(5)
+    on_tree, on_flat = make_strategy(name), make_strategy(name)
+    tree_params = flat_params = {k: np.zeros_like(v) for k, v in like.items()}
+    rng = np.random.default_rng(7)
+    clients = [c for members in assignment.values() for c in members]
+    for rnd in (1, 2, 3):
+        updates = [random_update(rng, c, np.float64) for c in clients]
+        root = fold_tree(tree, assignment, updates)["server"]
+        tree_params = on_tree.aggregate(rnd, tree_params, root)
+        flat_params = on_flat.aggregate(rnd, flat_params, flat_sum(updates))
+    for key in like:
+        assert np.max(np.abs(tree_params[key] - flat_params[key])) <= 1e-6
+        assert np.max(np.abs(tree_params[key])) > 0.01  # the strategy moved the model
 
 
 def test_folding_does_not_depend_on_arrival_order() -> None:
