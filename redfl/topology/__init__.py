@@ -11,6 +11,7 @@ from redfl.topology.tree_shape import (
     TreeError,
     TreeRangeError,
     check_shape,
+    site_resource,
     tree_counts,
 )
 from redfl.topology.validate import TopologyError, check_topology
@@ -39,6 +40,7 @@ __all__ = [
     "relay_tree",
     "ring",
     "save_tree",
+    "site_resource",
     "star",
     "tree_counts",
 ]
