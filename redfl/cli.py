@@ -57,6 +57,11 @@ def strategies() -> None:
     )
 
 
+from redfl.provision.tree_cli import register  # noqa: E402
+
+register(app)
+
+
 def main() -> None:
     """Console-script entry point: any unexpected error is one line on stderr (exit 1)."""
     try:
