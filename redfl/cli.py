@@ -14,6 +14,7 @@ import typer
 import redfl
 from redfl.algorithms.registry import STRATEGIES
 from redfl.commands import run_cmd
+from redfl.provision import tree_cli
 
 app = typer.Typer(
     add_completion=False,
@@ -41,6 +42,7 @@ def _root(
 
 
 app.command()(run_cmd.run)
+tree_cli.register(app)
 
 
 @app.command()
@@ -55,11 +57,6 @@ def strategies() -> None:
         "every strategy also takes: fraction_fit=1.0, min_fit_clients, fraction_evaluate=0.0, "
         "min_evaluate_clients=0, max_update_norm=None"
     )
-
-
-from redfl.provision.tree_cli import register  # noqa: E402
-
-register(app)
 
 
 def main() -> None:
