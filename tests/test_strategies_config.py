@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from redfl.algorithms import STRATEGIES, FedAdam, FedTrimmedAvg
+from redfl.algorithms.registry import StrategySpec
 from redfl.attacks import LittleIsEnough
 from redfl.cli import app
-from redfl.algorithms.registry import StrategySpec
 from redfl.core.config import ConfigError, load_config, parse_config
 from redfl.privacy import DPAdaptiveClipping, DPFixedClipping
 from redfl.schemas.builder import star_from_config
