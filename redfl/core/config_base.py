@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from redfl.core.registry import quote_choices
+
 TARGET_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 """An import path ``module:attribute`` (absolute module, one attribute name)."""
 
@@ -40,9 +42,7 @@ def registered(concept: str, name: str, *, also: tuple[str, ...] = ()) -> str:
     registry = getattr(registries, concept)
     if name in also or name in registry:
         return name
-    names = [repr(n) for n in (*also, *registry.names())]
-    shown = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
-    raise ValueError(f"Input should be {shown}")
+    raise ValueError(f"Input should be {quote_choices([*also, *registry.names()])}")
 
 
 def describe_errors(error: ValidationError, prefix: str = "") -> str:

@@ -28,6 +28,12 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 
+def quote_choices(names: list[str]) -> str:
+    """``'a', 'b' or 'c'``: names as an error message lists them (in the given order)."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
 class UnknownNameError(KeyError):
     """A name that is not registered; the message lists the allowed names."""
 
@@ -120,8 +126,7 @@ class Registry(Generic[T]):
 
     def choices(self) -> str:
         """The names as an error message lists them: ``'a', 'b' or 'c'``."""
-        quoted = [repr(n) for n in self.names()]
-        return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+        return quote_choices(self.names())
 
     def __contains__(self, name: object) -> bool:
         self._fill()
