@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from redfl.core import registries
 from redfl.core.registry import quote_choices
 
 TARGET_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
@@ -37,8 +38,6 @@ def registered(concept: str, name: str, *, also: tuple[str, ...] = ()) -> str:
     ValueError
         ``Input should be 'a', 'b' or 'c'``, listing the allowed names.
     """
-    from redfl.core import registries
-
     registry = getattr(registries, concept)
     if name in also or name in registry:
         return name
