@@ -31,7 +31,9 @@ from redfl.core.result import Failure, RoundRecord
 from redfl.core.state_codec import decode, encode
 
 STATE_JSON = "state.json"
+"""The checkpoint's JSON file (written last)."""
 STATE_ARRAYS = "state.safetensors"
+"""The checkpoint's arrays."""
 FORMAT = 1
 """Version of the checkpoint layout, stored in ``state.json``."""
 
