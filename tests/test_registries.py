@@ -119,3 +119,16 @@ def test_the_cli_lists_the_registered_strategies() -> None:
     assert result.exit_code == 0
     for name in STRATEGIES:
         assert name in result.output
+
+
+def test_registered_runtimes_and_algorithms_are_what_they_claim() -> None:
+    from redfl.core.imports import resolve
+    from redfl.nodes.decentralized import DecentralizedNode
+    from redfl.runtime.backend import Backend
+
+    for name, target in RUNTIMES.items():
+        backend = resolve(target, f"runtime {name}")
+        assert isinstance(backend, type) and issubclass(backend, Backend), name
+    for name, node in ALGORITHMS.items():
+        assert issubclass(node, DecentralizedNode), name
+    assert ALGORITHMS.meta("ring_sequential")["schemas"] == ("ring", "custom")
