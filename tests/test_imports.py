@@ -74,6 +74,15 @@ def test_a_refused_module_is_never_imported(tmp_path: Path, monkeypatch: Any) ->
     with pytest.raises(ImportNotAllowedError, match="not under an allowed prefix"):
         star_from_config(parse_config(data), allowed_prefixes=ALLOWED)
     assert "evil_redfl_mod" not in sys.modules
+    # An allowed client does not get imported either when another target is refused.
+    write_module(tmp_path, monkeypatch, "okay_redfl_mod", "raise SystemExit('imported!')\n")
+    data = base(
+        client={"target": "okay_redfl_mod:C", "num_clients": 4},
+        strategy={"target": "evil_redfl_mod:S"},
+    )
+    with pytest.raises(ImportNotAllowedError, match=r"strategy\.target: 'evil_redfl_mod:S'"):
+        star_from_config(parse_config(data), allowed_prefixes=[*ALLOWED, "okay_redfl_mod"])
+    assert "okay_redfl_mod" not in sys.modules and "evil_redfl_mod" not in sys.modules
 
 
 def base(**tables: Any) -> dict[str, Any]:

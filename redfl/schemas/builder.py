@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from redfl.algorithms.strategy import ParameterError
 from redfl.attacks import Attacked
 from redfl.core.config import ConfigError, FederationConfig, describe_errors
-from redfl.core.imports import resolve
+from redfl.core.imports import check_config_imports, resolve
 from redfl.core.registries import ALGORITHMS, ATTACKS, SCHEMAS
 from redfl.nodes.node import FederatedNode
 from redfl.schemas.base import RuntimeName
@@ -54,8 +54,11 @@ def star_from_config(
 
     The client class must provide ``initial_parameters(options)``; the optional central
     evaluation is ``evaluation.central(options)``. ``allowed_prefixes``, when given, is
-    the allow-list of modules the config may import (checked before any import).
+    the allow-list of modules the config may import: every import path of the config is
+    checked before anything is imported.
     """
+    if allowed_prefixes is not None:
+        check_config_imports(config, allowed_prefixes)
     client = resolve(config.client.target, "client.target", allowed_prefixes)
     options = client_options(config, client)
     make_initial = getattr(client, "initial_parameters", None)
@@ -114,6 +117,8 @@ def decentralized_from_config(
     """
     t = config.topology
     assert t.algorithm is not None  # checked by TopologyConfig
+    if allowed_prefixes is not None:
+        check_config_imports(config, allowed_prefixes)
     node = resolve(config.client.target, "client.target", allowed_prefixes)
     base = ALGORITHMS.get(t.algorithm)
     if not (isinstance(node, type) and issubclass(node, base) and issubclass(node, FederatedNode)):
