@@ -12,7 +12,7 @@ from scipy import integrate
 from typer.testing import CliRunner
 
 from redfl import Client, StarFederation
-from redfl.algorithms import ClientUpdate, FedAvg, FedMedian, ParameterError
+from redfl.algorithms import ClientUpdate, FedAvg, FedMedian, ParameterError, RoundOutcome
 from redfl.cli import app
 from redfl.core.arrays import WeightedSum
 from redfl.privacy import DPAdaptiveClipping, DPFixedClipping, RdpAccountant, sampled_gaussian_rdp
@@ -140,7 +140,10 @@ def test_adaptive_clipping_moves_the_norm_toward_the_quantile() -> None:
     )
     strategy.aggregate_updates(1, x, updates)
     below = sum(float(np.linalg.norm(u.parameters["w"])) <= 1.0 for u in updates)
+    assert strategy.clipping_norm == 1.0  # state moves only at the end of the round
+    strategy.end_round(RoundOutcome(1, 10, 10, 10))
     metrics = strategy.round_metrics(1, {})
+    assert metrics["clipping_norm"] == 1.0  # the norm round 1 used
     assert metrics["unclipped_fraction"] == below / 10
     assert strategy.clipping_norm == pytest.approx(math.exp(-0.2 * (below / 10 - 0.5)))
 

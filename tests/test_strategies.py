@@ -27,7 +27,9 @@ from redfl.algorithms import (
     Strategy,
     make_strategy,
 )
+from redfl.algorithms.strategy import RoundOutcome
 from redfl.core.arrays import WeightedSum
+from redfl.core.instructions import Instructions
 
 SHAPES = {"w": (3, 4), "b": (4,)}
 
@@ -102,7 +104,9 @@ def test_fedprox_sends_mu_and_aggregates_like_fedavg() -> None:
     rng = np.random.default_rng(3)
     updates = random_updates(rng, 4)
     strategy = FedProx(proximal_mu=0.25)
-    assert strategy.fit_config(2) == {"round": 2, "proximal_mu": 0.25}
+    config = strategy.fit_config(2)
+    assert config.proximal_mu == 0.25  # a typed field
+    assert dict(config) == {"round": 2, "phase": "fit", "proximal_mu": 0.25}
     got = strategy.aggregate(1, current(rng), fold(updates))
     np.testing.assert_allclose(got["w"], weighted_mean(updates, "w"), atol=1e-12)
 
@@ -156,8 +160,9 @@ def test_fedopt_matches_reddi_algorithm_2(cls: type, rule: str) -> None:
 
 
 def test_fedopt_sends_the_client_learning_rate() -> None:
-    assert FedAdam(eta_l=0.03).fit_config(1) == {"round": 1, "lr": 0.03}
-    assert "lr" not in FedYogi().fit_config(1)
+    config = Instructions.of(FedAdam(eta_l=0.03).fit_config(1))
+    assert config.learning_rate == 0.03 and config["learning_rate"] == 0.03
+    assert "learning_rate" not in FedYogi().fit_config(1)
 
 
 # -- robust family ---------------------------------------------------------------------------
@@ -344,16 +349,19 @@ def test_state_round_trip_resumes_stateful_strategies_exactly() -> None:
         x = start
         for rnd, total in enumerate(rounds, 1):
             x = straight.aggregate(rnd, x, total)
+            straight.end_round(RoundOutcome(rnd, 10, 5, 5, {"unclipped": 2.0}))
             straight.round_metrics(rnd, {"unclipped": 2.0})
         first = make()
         y = start
         for rnd, total in enumerate(rounds[:2], 1):
             y = first.aggregate(rnd, y, total)
+            first.end_round(RoundOutcome(rnd, 10, 5, 5, {"unclipped": 2.0}))
             first.round_metrics(rnd, {"unclipped": 2.0})
         resumed = make()
         resumed.load_state(copy.deepcopy(first.state()))
         for rnd, total in enumerate(rounds[2:], 3):
             y = resumed.aggregate(rnd, y, total)
+            resumed.end_round(RoundOutcome(rnd, 10, 5, 5, {"unclipped": 2.0}))
             resumed.round_metrics(rnd, {"unclipped": 2.0})
         for k in SHAPES:
             np.testing.assert_array_equal(x[k], y[k])

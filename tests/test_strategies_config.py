@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from redfl.algorithms import STRATEGIES, FedAdam, FedTrimmedAvg
+from redfl.algorithms.registry import StrategySpec
 from redfl.attacks import LittleIsEnough
 from redfl.cli import app
-from redfl.core.config import ConfigError, StrategyName, load_config, parse_config
+from redfl.core.config import ConfigError, load_config, parse_config
 from redfl.privacy import DPAdaptiveClipping, DPFixedClipping
 from redfl.schemas.builder import star_from_config
 
@@ -32,7 +33,16 @@ def build_error(data: dict[str, Any]) -> str:
 
 
 def test_config_names_are_the_registry() -> None:
-    assert set(get_args(StrategyName)) == set(STRATEGIES)
+    for name in STRATEGIES:
+        assert parse_config(config({"name": name})).strategy.name == name
+    with pytest.raises(ConfigError, match=r"strategy\.name: Input should be"):
+        parse_config(config({"name": "fedavg2"}))
+    STRATEGIES.register("fedavg2", StrategySpec("fedavg2", FedAdam, "a test"))
+    try:
+        assert parse_config(config({"name": "fedavg2"})).strategy.name == "fedavg2"
+    finally:
+        STRATEGIES.unregister("fedavg2")
+    assert "fedavg2" not in STRATEGIES
 
 
 def test_named_strategy_gets_its_parameters(tmp_path: Path) -> None:

@@ -7,7 +7,13 @@ from redfl.algorithms.fedprox import FedProx
 from redfl.algorithms.qfedavg import QFedAvg
 from redfl.algorithms.registry import STRATEGIES, StrategySpec, make_strategy
 from redfl.algorithms.robust import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
-from redfl.algorithms.strategy import ClientUpdate, ParameterError, Strategy, sample_clients
+from redfl.algorithms.strategy import (
+    ClientUpdate,
+    ParameterError,
+    RoundOutcome,
+    Strategy,
+    sample_clients,
+)
 from redfl.algorithms.updates import UpdatePolicy
 from redfl.algorithms.wrapper import StrategyWrapper
 
@@ -28,6 +34,7 @@ __all__ = [
     "MultiKrum",
     "ParameterError",
     "QFedAvg",
+    "RoundOutcome",
     "Strategy",
     "StrategySpec",
     "StrategyWrapper",

@@ -8,7 +8,8 @@ Reddi et al., "Adaptive Federated Optimization", ICLR 2021 (Algorithm 2). With
 - Adam: ``v_t = beta_2 v_{t-1} + (1 - beta_2) d_t^2``
 
 and ``x_{t+1} = x_t + eta m_t / (sqrt(v_t) + tau)``; ``m`` and ``v`` start at 0. The
-client learning rate ``eta_l``, when given, is sent in the fit config as ``lr``.
+client learning rate ``eta_l``, when given, is sent in the fit instructions as the typed
+field ``learning_rate``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from redfl.algorithms.fedavg import FedAvg
 from redfl.algorithms.strategy import require
 from redfl.core.arrays import Parameters, WeightedSum
+from redfl.core.instructions import Instructions
 
 
 class FedOpt(FedAvg):
@@ -32,7 +34,8 @@ class FedOpt(FedAvg):
     eta:
         Server learning rate, > 0.
     eta_l:
-        Client learning rate sent as ``lr`` in the fit config (``None``: not sent).
+        Client learning rate sent as ``learning_rate`` in the fit instructions (``None``:
+        not sent).
     beta_1, beta_2:
         Moment decay rates in [0, 1).
     tau:
@@ -64,12 +67,12 @@ class FedOpt(FedAvg):
         self.m: dict[str, np.ndarray] = {}
         self.v: dict[str, np.ndarray] = {}
 
-    def fit_config(self, rnd: int) -> dict[str, Any]:
-        """The round and, when set, the client learning rate ``lr``."""
+    def fit_config(self, rnd: int) -> Mapping[str, Any]:
+        """The inherited instructions and, when set, ``learning_rate = eta_l``."""
         config = super().fit_config(rnd)
-        if self.eta_l is not None:
-            config["lr"] = self.eta_l
-        return config
+        if self.eta_l is None:
+            return config
+        return Instructions.make(rnd, {**config, "learning_rate": self.eta_l})
 
     def state(self) -> dict[str, Any]:
         """``{"m": {name: array}, "v": {name: array}}``."""

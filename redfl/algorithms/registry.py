@@ -1,6 +1,7 @@
-"""Every strategy by name, with its paper, its parameters and their defaults.
+"""Registers every strategy by name, with its paper, its parameters and their defaults.
 
-The config (``[strategy] name = "fedadam"``) and ``redfl strategies`` read this table.
+The config (``[strategy] name = "fedadam"``) and ``redfl strategies`` read
+:data:`STRATEGIES` (the registry of :mod:`redfl.core.registries`, filled here).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from redfl.algorithms.fedprox import FedProx
 from redfl.algorithms.qfedavg import QFedAvg
 from redfl.algorithms.robust import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 from redfl.algorithms.strategy import ParameterError, Strategy
+from redfl.core.registries import STRATEGIES
+
+__all__ = ["SAMPLING", "STRATEGIES", "StrategySpec", "make_strategy"]
 
 SAMPLING = ("fraction_fit", "min_fit_clients", "fraction_evaluate", "min_evaluate_clients")
 """Parameters every strategy takes (see :class:`~redfl.algorithms.Strategy`)."""
@@ -76,23 +80,21 @@ def _check_type(key: str, value: Any, default: Any) -> None:
         raise ParameterError(key, f"must be a string, got {value!r}")
 
 
-STRATEGIES: dict[str, StrategySpec] = {
-    spec.name: spec
-    for spec in (
-        StrategySpec("fedavg", FedAvg, "McMahan et al., AISTATS 2017"),
-        StrategySpec("fedavgm", FedAvgM, "Hsu et al., arXiv 1909.06335, 2019"),
-        StrategySpec("fedprox", FedProx, "Li et al., MLSys 2020"),
-        StrategySpec("fedadam", FedAdam, "Reddi et al., ICLR 2021"),
-        StrategySpec("fedyogi", FedYogi, "Reddi et al., ICLR 2021"),
-        StrategySpec("fedadagrad", FedAdagrad, "Reddi et al., ICLR 2021"),
-        StrategySpec("fedmedian", FedMedian, "Yin et al., ICML 2018"),
-        StrategySpec("fedtrimmedavg", FedTrimmedAvg, "Yin et al., ICML 2018"),
-        StrategySpec("krum", Krum, "Blanchard et al., NeurIPS 2017"),
-        StrategySpec("multikrum", MultiKrum, "Blanchard et al., NeurIPS 2017"),
-        StrategySpec("bulyan", Bulyan, "El Mhamdi et al., ICML 2018"),
-        StrategySpec("qfedavg", QFedAvg, "Li et al., ICLR 2020"),
-    )
-}
+for _spec in (
+    StrategySpec("fedavg", FedAvg, "McMahan et al., AISTATS 2017"),
+    StrategySpec("fedavgm", FedAvgM, "Hsu et al., arXiv 1909.06335, 2019"),
+    StrategySpec("fedprox", FedProx, "Li et al., MLSys 2020"),
+    StrategySpec("fedadam", FedAdam, "Reddi et al., ICLR 2021"),
+    StrategySpec("fedyogi", FedYogi, "Reddi et al., ICLR 2021"),
+    StrategySpec("fedadagrad", FedAdagrad, "Reddi et al., ICLR 2021"),
+    StrategySpec("fedmedian", FedMedian, "Yin et al., ICML 2018"),
+    StrategySpec("fedtrimmedavg", FedTrimmedAvg, "Yin et al., ICML 2018"),
+    StrategySpec("krum", Krum, "Blanchard et al., NeurIPS 2017"),
+    StrategySpec("multikrum", MultiKrum, "Blanchard et al., NeurIPS 2017"),
+    StrategySpec("bulyan", Bulyan, "El Mhamdi et al., ICML 2018"),
+    StrategySpec("qfedavg", QFedAvg, "Li et al., ICLR 2020"),
+):
+    STRATEGIES.register(_spec.name, _spec, paper=_spec.paper)
 
 
 def make_strategy(name: str, **params: Any) -> Strategy:
@@ -112,9 +114,8 @@ def make_strategy(name: str, **params: Any) -> Strategy:
     ...
     redfl.algorithms.strategy.ParameterError: beta: must be in [0, 0.5), got 0.5
     """
-    spec = STRATEGIES.get(name)
-    if spec is None:
+    if name not in STRATEGIES:
         raise ParameterError(
             "name", f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}"
         )
-    return spec.build(**params)
+    return STRATEGIES.get(name).build(**params)

@@ -1,11 +1,17 @@
 """The strategy interface: the server-side math of a star round.
 
 A strategy has four hooks: :meth:`Strategy.configure_fit` (which clients, and each one's
-config through :meth:`Strategy.fit_config` and :meth:`Strategy.client_config`),
+instructions through :meth:`Strategy.fit_config` and :meth:`Strategy.client_config`),
 :meth:`Strategy.aggregate` / :meth:`Strategy.aggregate_updates`,
-:meth:`Strategy.configure_evaluate` and :meth:`Strategy.aggregate_evaluate`. Strategies
-whose aggregate is an example-weighted sum set ``weighted_sum = True``: the runtime then
-lets every worker fold its clients into one partial sum
+:meth:`Strategy.configure_evaluate` (with :meth:`Strategy.evaluate_config`) and
+:meth:`Strategy.aggregate_evaluate`.
+
+State changes only in the aggregation hooks and in :meth:`Strategy.end_round`, which the
+schema calls once per round after aggregating; every other hook (sampling, configs,
+policies, :meth:`Strategy.round_metrics`) only reads, so calling it twice changes nothing.
+
+Strategies whose aggregate is an example-weighted sum set ``weighted_sum = True``: the
+runtime then lets every worker fold its clients into one partial sum
 (:class:`~redfl.core.arrays.WeightedSum`) and hands the strategy the total. Other
 strategies (median, Krum, ...) receive individual updates.
 """
@@ -14,13 +20,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from redfl.algorithms.updates import UpdatePolicy
 from redfl.core.arrays import Parameters, WeightedSum
+from redfl.core.instructions import Instructions
 
 EvaluateReport = tuple[str, float, int, dict[str, float]]
 """One client's evaluation: (node id, loss, examples, metrics)."""
@@ -49,6 +56,32 @@ class ClientUpdate:
     parameters: Parameters
     num_examples: int
     metrics: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What the schema tells :meth:`Strategy.end_round` about a finished fit round.
+
+    Attributes
+    ----------
+    round:
+        The round number.
+    available:
+        Clients :meth:`Strategy.configure_fit` sampled from.
+    sampled:
+        Clients it sampled.
+    succeeded:
+        Clients whose update was aggregated.
+    stats:
+        Counters the workers summed under the round's :class:`UpdatePolicy` (for
+        client-side DP: ``unclipped``).
+    """
+
+    round: int
+    available: int
+    sampled: int
+    succeeded: int
+    stats: Mapping[str, float] = field(default_factory=dict)
 
 
 def round_size(available: int, fraction: float, minimum: int) -> int:
@@ -172,9 +205,18 @@ class Strategy:
             return []
         return sample_clients(available, self.fraction_evaluate, self.min_evaluate_clients, rng)
 
-    def fit_config(self, rnd: int) -> dict[str, Any]:
-        """The config sent to every client of round ``rnd``."""
-        return {"round": rnd}
+    def fit_config(self, rnd: int) -> Mapping[str, Any]:
+        """The instructions sent to every client that trains in round ``rnd``.
+
+        A plain mapping or :class:`~redfl.core.instructions.Instructions`; typed keys
+        (``learning_rate``, ``proximal_mu``, ``local_epochs``) become its fields and the
+        schema sets ``round`` (:meth:`Instructions.make`).
+        """
+        return Instructions.make(rnd)
+
+    def evaluate_config(self, rnd: int) -> Mapping[str, Any]:
+        """The instructions sent to every client that evaluates in round ``rnd`` (none)."""
+        return Instructions.make(rnd, phase="evaluate")
 
     def client_config(self, rnd: int, node_id: str) -> dict[str, Any]:
         """Extra config for one client of round ``rnd``, merged over :meth:`fit_config`."""
@@ -208,10 +250,19 @@ class Strategy:
         """Loss and metrics of a federated evaluation (example-weighted means by default)."""
         return weighted_evaluation(reports)
 
+    def end_round(self, outcome: RoundOutcome) -> None:
+        """Advance per-round state once round ``outcome.round`` is aggregated.
+
+        The schema calls it exactly once per fit round, after :meth:`aggregate` /
+        :meth:`aggregate_updates` and before :meth:`round_metrics` (DP wrappers account
+        privacy and adapt their clipping norm here). Stateless strategies: nothing.
+        """
+
     def state(self) -> dict[str, Any]:
         """The strategy's mutable state across rounds (momentum, moments, ...), for checkpoints.
 
-        Values are numbers, lists and ``name -> array`` dicts; :meth:`load_state` restores it.
+        Values are numbers, strings, lists and dicts of them and numpy arrays;
+        :meth:`load_state` restores it so that the run continues bit-identically.
         """
         return {}
 
@@ -221,6 +272,7 @@ class Strategy:
     def round_metrics(self, rnd: int, stats: Mapping[str, float]) -> dict[str, float]:
         """Metrics the strategy adds to round ``rnd``'s record (e.g. DP ``epsilon``).
 
-        ``stats`` are the counters the workers summed under the update policy.
+        ``stats`` are the counters the workers summed under the update policy. Read-only:
+        called after :meth:`end_round`, it reports what that round did.
         """
         return {}

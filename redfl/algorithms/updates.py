@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
 
 
 def update_norm(update: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
@@ -61,9 +62,15 @@ class UpdatePolicy:
     equal_weights: bool = False
     per_client: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    def config_for(self, node_id: str, config: Mapping[str, Any]) -> dict[str, Any]:
-        """The config client ``node_id`` receives."""
+    def config_for(self, node_id: str, config: Mapping[str, Any]) -> Any:
+        """The config client ``node_id`` receives: the round's, with its own keys over it.
+
+        :class:`~redfl.core.instructions.Instructions` stay typed (``merged``); a plain
+        mapping gives a new dict.
+        """
         extra = self.per_client.get(node_id)
+        if isinstance(config, Instructions):
+            return config.merged(extra) if extra else config
         return {**config, **extra} if extra else dict(config)
 
     def apply(

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from redfl.algorithms.strategy import ClientUpdate, EvaluateReport, Strategy
+from redfl.algorithms.strategy import ClientUpdate, EvaluateReport, RoundOutcome, Strategy
 from redfl.algorithms.updates import UpdatePolicy
 from redfl.core.arrays import Parameters, WeightedSum
 
@@ -50,9 +50,13 @@ class StrategyWrapper(Strategy):
         """The inner strategy's evaluation sample."""
         return self.inner.configure_evaluate(rnd, available, rng)
 
-    def fit_config(self, rnd: int) -> dict[str, Any]:
-        """The inner strategy's round config."""
+    def fit_config(self, rnd: int) -> Mapping[str, Any]:
+        """The inner strategy's fit instructions."""
         return self.inner.fit_config(rnd)
+
+    def evaluate_config(self, rnd: int) -> Mapping[str, Any]:
+        """The inner strategy's evaluation instructions."""
+        return self.inner.evaluate_config(rnd)
 
     def client_config(self, rnd: int, node_id: str) -> dict[str, Any]:
         """The inner strategy's per-client config."""
@@ -77,6 +81,10 @@ class StrategyWrapper(Strategy):
     ) -> tuple[float | None, dict[str, float]]:
         """The inner strategy's evaluation aggregate."""
         return self.inner.aggregate_evaluate(rnd, reports)
+
+    def end_round(self, outcome: RoundOutcome) -> None:
+        """The inner strategy's end of round."""
+        self.inner.end_round(outcome)
 
     def state(self) -> dict[str, Any]:
         """``{"inner": the inner strategy's state}``."""

@@ -2,8 +2,9 @@
 
 - Sign flip with scale: sends ``w - scale * (w_k - w)`` instead of ``w_k`` (w: global).
 - Gaussian noise: adds ``N(0, std^2)`` to every coordinate of its honest reply.
-- Label flip: trains on labels ``y -> num_classes - 1 - y``: the fit config carries
-  ``label_flip = num_classes``, which the shipped models' local training honours.
+- Label flip: trains on labels ``y -> num_classes - 1 - y``: the fit instructions carry
+  the extra key ``label_flip = num_classes``, which the shipped models' local training
+  honours.
 
 Attackers are chosen once, seeded (:func:`choose_attackers`); :class:`Attacked` wraps a
 client class so that the chosen ids, and only they, misbehave.
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
 from redfl.core.seeding import node_key
 from redfl.nodes.client import Client
 from redfl.nodes.node import NodeContext, NodePort
@@ -121,7 +123,8 @@ class MaliciousClient(Client):
         """Honest fit; then, for an attacker, the attack's corruption of it."""
         if self.node_id not in self.attackers:
             return self.inner.fit(parameters, config)
-        new, count, metrics = self.inner.fit(parameters, {**config, **self.attack.config()})
+        orders = Instructions.of(config).merged(self.attack.config())
+        new, count, metrics = self.inner.fit(parameters, orders)  # type: ignore[arg-type]
         rng = np.random.default_rng(
             [self.context.seed, int(config["round"]), node_key(self.node_id), 0xBAD]
         )

@@ -12,19 +12,44 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from redfl.core.config_base import (
+    IMPORT_TARGET,
+    TARGET_PATTERN,
+    ConfigError,
+    Strict,
+    describe_errors,
+    registered,
+)
+from redfl.core.config_tables import (
+    AttackConfig,
+    PrivacyConfig,
+    StrategyConfig,
+    StrategyParam,
+    TopologyConfig,
+)
 from redfl.core.roles import parse_roles
 
+__all__ = [
+    "AttackConfig",
+    "ClientConfig",
+    "ConfigError",
+    "EvaluationConfig",
+    "FederationConfig",
+    "PrivacyConfig",
+    "ResourceMap",
+    "ResourcesConfig",
+    "RunConfig",
+    "StrategyConfig",
+    "StrategyParam",
+    "TopologyConfig",
+    "describe_errors",
+    "load_config",
+    "parse_config",
+]
+
 ResourceMap = dict[str, float]
-
-
-class ConfigError(ValueError):
-    """A config file or value is wrong; the message is one line naming the field."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_resources(value: ResourceMap, field: str) -> ResourceMap:
@@ -34,7 +59,7 @@ def _check_resources(value: ResourceMap, field: str) -> ResourceMap:
     return value
 
 
-class ResourcesConfig(_Strict):
+class ResourcesConfig(Strict):
     """How workers are sized and placed (see :mod:`redfl.runtime.resources`)."""
 
     split: Literal["uniform", "explicit", "adaptive"] = "uniform"
@@ -66,91 +91,10 @@ class ResourcesConfig(_Strict):
         return self
 
 
-StrategyName = Literal[
-    "fedavg",
-    "fedavgm",
-    "fedprox",
-    "fedadam",
-    "fedyogi",
-    "fedadagrad",
-    "fedmedian",
-    "fedtrimmedavg",
-    "krum",
-    "multikrum",
-    "bulyan",
-    "qfedavg",
-]
-"""The registered strategies (``redfl.algorithms.registry.STRATEGIES`` holds their classes)."""
-
-StrategyParam = bool | int | float | str
-"""The type of a strategy's own parameter in the ``[strategy]`` table."""
-
-
-class StrategyConfig(_Strict):
-    """The strategy (by registered name), its sampling of clients and its own parameters.
-
-    Keys other than the declared ones (``f = 2``, ``eta = 0.01``, ...) are the named
-    strategy's parameters; they are checked against it when the federation is built
-    (``redfl strategies`` lists them).
-    """
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    name: StrategyName = "fedavg"
-    fraction_fit: float = Field(default=1.0, ge=0.0, le=1.0)
-    min_fit_clients: int | None = Field(default=None, ge=1)
-    fraction_evaluate: float = Field(default=0.0, ge=0.0, le=1.0)
-    min_evaluate_clients: int = Field(default=0, ge=0)
-    max_update_norm: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
-
-    @model_validator(mode="after")
-    def _scalar_params(self) -> StrategyConfig:
-        for key, value in (self.model_extra or {}).items():
-            if not isinstance(value, StrategyParam):
-                raise ValueError(f"strategy.{key} must be a number, string or boolean")
-        return self
-
-    def params(self) -> dict[str, StrategyParam]:
-        """The strategy's own parameters (the undeclared keys)."""
-        return dict(self.model_extra or {})
-
-
-class PrivacyConfig(_Strict):
-    """Central differential privacy (``mode = "fixed"`` or ``"adaptive"`` clipping)."""
-
-    mode: Literal["none", "fixed", "adaptive"] = "none"
-    side: Literal["server", "client"] = "server"
-    clipping_norm: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
-    noise_multiplier: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
-    delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
-    target_quantile: float = Field(default=0.5, gt=0.0, lt=1.0)
-    clip_lr: float = Field(default=0.2, gt=0.0, allow_inf_nan=False)
-    clipped_count_stddev: float = Field(default=2.0, ge=0.0, allow_inf_nan=False)
-
-
-class AttackConfig(_Strict):
-    """Attack simulation: which attack, and the seeded fraction of malicious clients."""
-
-    kind: Literal["none", "sign_flip", "gaussian", "label_flip", "alie"] = "none"
-    malicious_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
-    scale: float = Field(default=10.0, gt=0.0, allow_inf_nan=False)
-    std: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
-    num_classes: int = Field(default=10, ge=2)
-    z: float | None = Field(default=None, allow_inf_nan=False)
-
-    @model_validator(mode="after")
-    def _fraction_with_kind(self) -> AttackConfig:
-        if self.kind == "none" and self.malicious_fraction > 0:
-            raise ValueError("malicious_fraction > 0 needs an attack kind")
-        if self.kind != "none" and self.malicious_fraction == 0:
-            raise ValueError(f"attack kind {self.kind!r} needs malicious_fraction > 0")
-        return self
-
-
-class ClientConfig(_Strict):
+class ClientConfig(Strict):
     """The client class (``module:Class``), how many, their roles and their options."""
 
-    target: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    target: str = Field(pattern=TARGET_PATTERN, json_schema_extra=IMPORT_TARGET)
     num_clients: int = Field(ge=1, le=1_000_000)
     roles: str = "train-eval"
     options: dict[str, Any] = Field(default_factory=dict)
@@ -162,22 +106,29 @@ class ClientConfig(_Strict):
         return value
 
 
-class EvaluationConfig(_Strict):
+class EvaluationConfig(Strict):
     """Optional central evaluation: ``module:function`` called with the client options."""
 
-    central: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    central: str | None = Field(
+        default=None, pattern=TARGET_PATTERN, json_schema_extra=IMPORT_TARGET
+    )
 
 
-class RunConfig(_Strict):
+class RunConfig(Strict):
     """The run itself: name, rounds, seed, where it runs."""
 
     name: str = Field(default="federation", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     rounds: int = Field(default=10, ge=1, le=100_000)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    runtime: Literal["ray", "local"] = "ray"
+    runtime: str = "ray"
     address: str | None = None
     connect_timeout: float = Field(default=30.0, gt=0.0, le=3600.0)
     """Seconds joining a Ray cluster (``address``) may take before the run fails."""
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, value: str) -> str:
+        return registered("RUNTIMES", value)
 
     @field_validator("address")
     @classmethod
@@ -189,51 +140,7 @@ class RunConfig(_Strict):
         return value
 
 
-class TopologyConfig(_Strict):
-    """The schema (star, or a decentralised graph) and, for a graph, its algorithm.
-
-    ``client.target`` then names the node class (a ``GossipNode``, ``DSGDNode`` or
-    ``RingSequentialNode`` subclass, as ``algorithm`` says) and ``client.num_clients``
-    the number of nodes; ``topology_file`` (custom) is an adjacency-matrix CSV.
-    """
-
-    schema_: Literal["star", "ring", "mesh", "k_connect", "custom"] = Field(
-        default="star", alias="schema"
-    )
-    algorithm: Literal["gossip", "dsgd", "ring_sequential"] | None = None
-    k: int | None = Field(default=None, ge=1, le=100_000)
-    topology_file: str | None = Field(default=None, min_length=1)
-    directed: bool = False
-    allow_disconnected: bool = False
-    topology_seed: int = Field(default=0, ge=0, le=2**32 - 1)
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> TopologyConfig:
-        schema = self.schema_
-        if schema == "star":
-            if self.algorithm is not None:
-                raise ValueError("'algorithm' is for decentralised schemas, not 'star'")
-            return self
-        if self.algorithm is None:
-            raise ValueError(
-                f"schema {schema!r} needs an algorithm: 'gossip', 'dsgd' or 'ring_sequential'"
-            )
-        if (schema == "k_connect") != (self.k is not None):
-            raise ValueError("'k' is required with schema 'k_connect', and only used there")
-        if (schema == "custom") != (self.topology_file is not None):
-            raise ValueError(
-                "'topology_file' is required with schema 'custom', and only used there"
-            )
-        if self.algorithm == "ring_sequential" and schema not in ("ring", "custom"):
-            raise ValueError(f"algorithm 'ring_sequential' needs a ring, not schema {schema!r}")
-        if self.directed and schema != "ring":
-            raise ValueError("'directed' applies to schema 'ring' (a custom matrix says itself)")
-        return self
-
-
-class FederationConfig(_Strict):
+class FederationConfig(Strict):
     """A whole federation (star or decentralised), as written in a TOML file."""
 
     federation: RunConfig = Field(default_factory=RunConfig)
@@ -253,21 +160,6 @@ class FederationConfig(_Strict):
                 f"client.num_clients ({self.client.num_clients})"
             )
         return self
-
-
-def describe_errors(error: ValidationError, prefix: str = "") -> str:
-    """One line naming each bad field and what is allowed."""
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "") or "config"
-        if item["type"] == "extra_forbidden":
-            parts.append(f"{where}: unknown key")
-        else:
-            message = item["msg"].removeprefix("Value error, ")
-            got = item.get("input")
-            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-            parts.append(f"{where}: {message}{shown}")
-    return "; ".join(parts)
 
 
 def parse_config(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> FederationConfig:

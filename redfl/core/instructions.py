@@ -80,6 +80,25 @@ class Instructions(Mapping[str, Any]):
         typed = {k: values.pop(k) for k in _TYPED[2:] if k in values}
         return cls(rnd, phase, **typed, extra=values)
 
+    @classmethod
+    def of(cls, config: Mapping[str, Any], phase: Phase = "fit") -> Instructions:
+        """``config`` itself if it is :class:`Instructions`, else lifted from a plain mapping
+        (its ``round`` key, 0 when absent): client code reads typed fields either way.
+
+        Examples
+        --------
+        >>> Instructions.of({"round": 2, "learning_rate": 0.5}).learning_rate
+        0.5
+        """
+        if isinstance(config, Instructions):
+            return config
+        return cls.make(int(config.get("round", 0)), config, phase)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle by value (the read-only ``extra`` view itself cannot be pickled)."""
+        typed = (self.round, self.phase, self.learning_rate, self.proximal_mu, self.local_epochs)
+        return (type(self), (*typed, dict(self.extra)))
+
     def merged(self, more: Mapping[str, Any]) -> Instructions:
         """These instructions with ``more`` keys over them (typed keys update the fields)."""
         if not more:

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
 from redfl.data.digits import load_digits_arrays, train_test_split
 from redfl.data.partition import partition_by_name
 from redfl.models.softmax import Prepared, SoftmaxRegression
@@ -90,22 +91,24 @@ class DigitsClient(Client):
     ) -> tuple[Parameters, int, dict[str, float]]:
         """Local SGD epochs from the global parameters.
 
-        Honours the fit config keys ``proximal_mu`` (FedProx), ``lr`` (a strategy's client
-        learning rate) and ``label_flip`` (attack simulation).
+        Honours the typed instructions ``proximal_mu`` (FedProx) and ``learning_rate`` (a
+        strategy's client learning rate), and the extra key ``label_flip`` (attack
+        simulation); ``config`` may be :class:`Instructions` or a plain mapping.
         """
         if self.train_data is None:
             raise RuntimeError("setup() has not run")
+        instructions = Instructions.of(config)
         model = self.model
-        if "lr" in config:
-            model = replace(model, lr=float(config["lr"]))
-        flip = config.get("label_flip")
+        if instructions.learning_rate is not None:
+            model = replace(model, lr=float(instructions.learning_rate))
+        flip = instructions.get("label_flip")
         if flip is not None and int(flip) != model.num_classes:
             raise ValueError(f"label_flip must be num_classes={model.num_classes}, got {flip}")
         new, loss = model.fit_prepared(
             parameters,
             self.train_data,
             self.rng(config),
-            proximal_mu=float(config.get("proximal_mu", 0.0)),
+            proximal_mu=float(instructions.proximal_mu or 0.0),
             label_flip=flip is not None,
         )
         return new, len(self.y), {"loss": loss}

@@ -13,6 +13,7 @@ import torch
 from pydantic import Field
 
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
 from redfl.examples.digits import DigitsOptions, client_data
 from redfl.models.torch_cnn import DigitsCNN, TorchTrainer
 from redfl.nodes.client import Client
@@ -33,7 +34,7 @@ class TorchDigitsOptions(DigitsOptions):
 class TorchDigitsClient(Client):
     """A client training :class:`~redfl.models.torch_cnn.DigitsCNN` on its digits part.
 
-    Honours ``proximal_mu`` in the fit config (FedProx).
+    Honours the typed instruction ``proximal_mu`` (FedProx).
     """
 
     Options = TorchDigitsOptions
@@ -54,7 +55,7 @@ class TorchDigitsClient(Client):
         self, parameters: Parameters, config: dict[str, Any]
     ) -> tuple[Parameters, int, dict[str, float]]:
         """Local SGD epochs from the global parameters (plus FedProx's term if asked)."""
-        mu = float(config.get("proximal_mu", 0.0))
+        mu = float(Instructions.of(config).proximal_mu or 0.0)
         new, loss = self.trainer.fit(self.model, parameters, self.x, self.y, self.rng(config), mu)
         return new, len(self.y), {"loss": loss}
 

@@ -11,8 +11,10 @@
   unclipped updates (count noise std ``clipped_count_stddev``); the update noise
   multiplier becomes ``(z^-2 - (2 clipped_count_stddev)^-2)^-1/2``.
 
-After each round the :class:`~redfl.privacy.RdpAccountant` gives ``epsilon`` for
-``delta``; it goes into the round's metrics. The sampling rate accounted is the round's
+At the end of each round (:meth:`~redfl.algorithms.Strategy.end_round`, the one hook
+where this state changes) the :class:`~redfl.privacy.RdpAccountant` adds the round and
+gives ``epsilon`` for ``delta``, and adaptive clipping moves its norm; the round's
+metrics report both. The sampling rate accounted is the round's
 sample size over the clients available. The analysis of Mironov et al. assumes Poisson
 sampling, while redfl samples a fixed number without replacement: the epsilon reported
 is the usual approximation made by DP-FedAvg implementations, not a proof for that
@@ -28,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from redfl.algorithms.strategy import ClientUpdate, Strategy, require
+from redfl.algorithms.strategy import ClientUpdate, RoundOutcome, Strategy, require
 from redfl.algorithms.updates import UpdatePolicy, clip_update, update_norm
 from redfl.algorithms.wrapper import StrategyWrapper
 from redfl.core.arrays import Parameters, WeightedSum
@@ -84,17 +86,10 @@ class DPFixedClipping(StrategyWrapper):
         self.seed = seed
         self.accountant = RdpAccountant()
         self.weighted_sum = inner.weighted_sum and side == "client"
-        self._sample_rate = 1.0
-        self._unclipped = 0.0
-        self._count = 0
-
-    def configure_fit(
-        self, rnd: int, available: Sequence[str], rng: np.random.Generator
-    ) -> list[str]:
-        """The inner sample; its size over ``available`` is the accounted sampling rate."""
-        sampled = self.inner.configure_fit(rnd, available, rng)
-        self._sample_rate = len(sampled) / max(1, len(available))
-        return sampled
+        self._pending: tuple[int, int, float | None] | None = None
+        """(round, updates aggregated, unclipped among them when clipped here)."""
+        self._report: tuple[int, dict[str, float]] = (0, {})
+        """The last ended round and what it measured (its metrics)."""
 
     def update_policy(self, rnd: int, sampled: Sequence[str]) -> UpdatePolicy:
         """Client side: workers clip to C and fold with equal weights."""
@@ -105,7 +100,7 @@ class DPFixedClipping(StrategyWrapper):
 
     def aggregate(self, rnd: int, current: Parameters, total: WeightedSum) -> Parameters:
         """Client side, pre-aggregated: the inner aggregate of clipped updates, plus noise."""
-        self._count = total.count
+        self._begin(rnd, total.count, None)
         return self._noisy(rnd, self.inner.aggregate(rnd, current, total), total.count)
 
     def aggregate_updates(
@@ -121,8 +116,16 @@ class DPFixedClipping(StrategyWrapper):
                 unclipped += norm <= self.clipping_norm
                 parameters = clip_update(parameters, current, norm, self.clipping_norm)
             equal.append(ClientUpdate(update.node_id, parameters, 1, update.metrics))
-        self._unclipped, self._count = unclipped, len(updates)
+        self._begin(rnd, len(updates), unclipped if self.side == "server" else None)
         return self._noisy(rnd, self.inner.aggregate_updates(rnd, current, equal), len(updates))
+
+    def _begin(self, rnd: int, count: int, unclipped: float | None) -> None:
+        if self._pending is not None and self._pending[0] != rnd:
+            raise RuntimeError(
+                f"{type(self).__name__}: end_round() was not called after round "
+                f"{self._pending[0]}; the schema must call strategy.end_round once per round"
+            )
+        self._pending = (rnd, count, unclipped)
 
     def _noisy(self, rnd: int, aggregate: Parameters, count: int) -> Parameters:
         if self.noise_multiplier == 0:
@@ -134,12 +137,31 @@ class DPFixedClipping(StrategyWrapper):
             for k, v in aggregate.items()
         }
 
+    def end_round(self, outcome: RoundOutcome) -> None:
+        """Account the round (sampling rate ``sampled / available``) and, adaptive, move C."""
+        self.inner.end_round(outcome)
+        pending = self._pending or (outcome.round, outcome.succeeded, None)
+        _, count, unclipped = pending
+        if unclipped is None:
+            unclipped = float(outcome.stats.get("unclipped", 0.0))
+        report = {"clipping_norm": self.clipping_norm}
+        if self.noise_multiplier > 0:
+            rate = outcome.sampled / max(1, outcome.available)
+            self.accountant.step(self.noise_multiplier, rate)
+            report["epsilon"] = self.accountant.epsilon(self.delta)
+        self._adapt(outcome.round, unclipped, count, report)
+        self._pending = None
+        self._report = (outcome.round, report)
+
+    def _adapt(self, rnd: int, unclipped: float, count: int, report: dict[str, float]) -> None:
+        """Adaptive clipping's step (fixed clipping: none)."""
+
     def state(self) -> dict[str, Any]:
         """The inner state, the clipping norm and the accountant's RDP so far."""
         return {
             **super().state(),
             "clipping_norm": self.clipping_norm,
-            "rdp": self.accountant.rdp.tolist(),
+            "rdp": self.accountant.rdp.copy(),
             "steps": self.accountant.steps,
         }
 
@@ -151,14 +173,21 @@ class DPFixedClipping(StrategyWrapper):
         self.accountant.steps = int(state["steps"])
 
     def round_metrics(self, rnd: int, stats: Mapping[str, float]) -> dict[str, float]:
-        """The inner metrics plus ``clipping_norm`` and, with noise, ``epsilon``."""
-        metrics = {**self.inner.round_metrics(rnd, stats), "clipping_norm": self.clipping_norm}
-        if self.side == "client":
-            self._unclipped = stats.get("unclipped", 0.0)
-        if self.noise_multiplier > 0:
-            self.accountant.step(self.noise_multiplier, self._sample_rate)
-            metrics["epsilon"] = self.accountant.epsilon(self.delta)
-        return metrics
+        """The inner metrics plus what :meth:`end_round` measured: ``clipping_norm`` (the
+        round's), ``epsilon`` (with noise; so far) and, adaptive, ``unclipped_fraction``.
+
+        Raises
+        ------
+        RuntimeError
+            If round ``rnd`` has not ended (:meth:`end_round` not called for it).
+        """
+        ended, report = self._report
+        if ended != rnd:
+            raise RuntimeError(
+                f"{type(self).__name__}: round_metrics({rnd}) before end_round({rnd}); the "
+                "schema must call strategy.end_round once per round, before round_metrics"
+            )
+        return {**self.inner.round_metrics(rnd, stats), **report}
 
 
 class DPAdaptiveClipping(DPFixedClipping):
@@ -225,12 +254,10 @@ class DPAdaptiveClipping(DPFixedClipping):
         self.clip_lr = clip_lr
         self.clipped_count_stddev = clipped_count_stddev
 
-    def round_metrics(self, rnd: int, stats: Mapping[str, float]) -> dict[str, float]:
-        """Report, then move C toward the target quantile for the next round."""
-        metrics = super().round_metrics(rnd, stats)
+    def _adapt(self, rnd: int, unclipped: float, count: int, report: dict[str, float]) -> None:
+        """Move C toward the target quantile for the next round (noisy unclipped count)."""
         rng = np.random.default_rng([self.seed, rnd, 0xC1])
         noise = rng.normal(0.0, self.clipped_count_stddev) if self.clipped_count_stddev else 0.0
-        fraction = (self._unclipped + noise) / max(1, self._count)
-        metrics["unclipped_fraction"] = self._unclipped / max(1, self._count)
+        fraction = (unclipped + noise) / max(1, count)
+        report["unclipped_fraction"] = unclipped / max(1, count)
         self.clipping_norm *= math.exp(-self.clip_lr * (fraction - self.target_quantile))
-        return metrics

@@ -2,41 +2,34 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
-from redfl import topology as topo
-from redfl.algorithms.registry import make_strategy
-from redfl.algorithms.strategy import ParameterError, Strategy
-from redfl.attacks import (
-    Attack,
-    Attacked,
-    GaussianNoise,
-    LabelFlip,
-    LittleIsEnough,
-    SignFlip,
-    choose_attackers,
-)
+from redfl.algorithms.strategy import ParameterError
+from redfl.attacks import Attacked
 from redfl.core.config import ConfigError, FederationConfig, describe_errors
-from redfl.nodes.decentralized import DSGDNode, GossipNode, RingSequentialNode
-from redfl.privacy import DPAdaptiveClipping, DPFixedClipping
+from redfl.core.imports import check_config_imports, resolve
+from redfl.core.registries import ALGORITHMS, ATTACKS, SCHEMAS
+from redfl.nodes.node import FederatedNode
+from redfl.schemas.base import RuntimeName
 from redfl.schemas.callbacks import Callback
 from redfl.schemas.decentralized import DecentralizedFederation
 from redfl.schemas.star import StarFederation
+from redfl.schemas.strategy_builder import attackers_from_config, strategy_from_config
 from redfl.topology.validate import TopologyError
 
-
-def resolve(target: str, field: str) -> Any:
-    """Import ``module:attribute``; a failure is a :class:`ConfigError` naming ``field``."""
-    module_name, _, attribute = target.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"{field}: cannot import {target!r}: {error}") from None
+__all__ = [
+    "attackers_from_config",
+    "client_options",
+    "decentralized_from_config",
+    "federation_from_config",
+    "resolve",
+    "star_from_config",
+    "strategy_from_config",
+]
 
 
 def client_options(config: FederationConfig, client: Any) -> Any:
@@ -53,14 +46,20 @@ def client_options(config: FederationConfig, client: Any) -> Any:
 
 
 def star_from_config(
-    config: FederationConfig, callbacks: Sequence[Callback] = ()
+    config: FederationConfig,
+    callbacks: Sequence[Callback] = (),
+    allowed_prefixes: Sequence[str] | None = None,
 ) -> StarFederation:
     """A ready (not started) star federation described by ``config``.
 
     The client class must provide ``initial_parameters(options)``; the optional central
-    evaluation is ``evaluation.central(options)``.
+    evaluation is ``evaluation.central(options)``. ``allowed_prefixes``, when given, is
+    the allow-list of modules the config may import: every import path of the config is
+    checked before anything is imported.
     """
-    client = resolve(config.client.target, "client.target")
+    if allowed_prefixes is not None:
+        check_config_imports(config, allowed_prefixes)
+    client = resolve(config.client.target, "client.target", allowed_prefixes)
     options = client_options(config, client)
     make_initial = getattr(client, "initial_parameters", None)
     if make_initial is None:
@@ -70,16 +69,18 @@ def star_from_config(
     evaluate_fn = None
     if config.evaluation.central:
         try:
-            evaluate_fn = resolve(config.evaluation.central, "evaluation.central")(options)
+            evaluate_fn = resolve(
+                config.evaluation.central, "evaluation.central", allowed_prefixes
+            )(options)
         except ValueError as error:
             raise ConfigError(f"evaluation.central: {error}") from None
-    strategy = strategy_from_config(config)
-    if config.attack.kind in CLIENT_ATTACKS:
-        attackers = frozenset(attackers_from_config(config))
-        attack = CLIENT_ATTACKS[config.attack.kind](config)
-        factory: Any = Attacked(client, attack, attackers)
-    else:
-        factory = client
+    strategy = strategy_from_config(config, allowed_prefixes)
+    factory: Any = client
+    if config.attack.kind != "none":
+        make_attack = ATTACKS.get(config.attack.kind).client
+        if make_attack is not None:
+            attackers = frozenset(attackers_from_config(config))
+            factory = Attacked(client, make_attack(config.attack), attackers)
     run = config.federation
     raw_options = options.model_dump() if isinstance(options, BaseModel) else options
     try:
@@ -93,7 +94,7 @@ def star_from_config(
             evaluate_fn=evaluate_fn,
             callbacks=callbacks,
             seed=run.seed,
-            runtime=run.runtime,
+            runtime=cast(RuntimeName, run.runtime),
             address=run.address,
             resources=config.resources,
         )
@@ -101,83 +102,10 @@ def star_from_config(
         raise ConfigError(f"invalid config: strategy.{error.parameter}: {error.detail}") from None
 
 
-CLIENT_ATTACKS: dict[str, Callable[[FederationConfig], Attack]] = {
-    "sign_flip": lambda c: SignFlip(c.attack.scale),
-    "gaussian": lambda c: GaussianNoise(c.attack.std),
-    "label_flip": lambda c: LabelFlip(c.attack.num_classes),
-}
-"""Attacks carried out by the malicious clients themselves, by ``attack.kind``."""
-
-
-def attackers_from_config(config: FederationConfig) -> list[str]:
-    """The malicious client ids: a seeded choice of ``attack.malicious_fraction``."""
-    ids = [f"client-{i}" for i in range(config.client.num_clients)]
-    return choose_attackers(ids, config.attack.malicious_fraction, config.federation.seed)
-
-
-def strategy_from_config(config: FederationConfig) -> Strategy:
-    """The ``[strategy]`` with its parameters, wrapped for ``[privacy]`` and ALIE attacks.
-
-    Raises
-    ------
-    ConfigError
-        Naming the bad parameter (``strategy.f: ...``) and its bound.
-    """
-    s = config.strategy
-    sampling: dict[str, Any] = {
-        "fraction_fit": s.fraction_fit,
-        "fraction_evaluate": s.fraction_evaluate,
-        "min_evaluate_clients": s.min_evaluate_clients,
-        "max_update_norm": s.max_update_norm,
-    }
-    if s.min_fit_clients is not None:
-        sampling["min_fit_clients"] = s.min_fit_clients
-    try:
-        strategy = make_strategy(s.name, **sampling, **s.params())
-    except ParameterError as error:
-        raise ConfigError(f"invalid config: strategy.{error.parameter}: {error.detail}") from None
-    except TypeError as error:  # a parameter of the wrong type
-        raise ConfigError(f"invalid config: strategy: {error}") from None
-    p = config.privacy
-    try:
-        if p.mode == "fixed":
-            strategy = DPFixedClipping(
-                strategy,
-                clipping_norm=p.clipping_norm,
-                noise_multiplier=p.noise_multiplier,
-                side=p.side,
-                delta=p.delta,
-                seed=config.federation.seed,
-            )
-        elif p.mode == "adaptive":
-            strategy = DPAdaptiveClipping(
-                strategy,
-                initial_clipping_norm=p.clipping_norm,
-                noise_multiplier=p.noise_multiplier,
-                target_quantile=p.target_quantile,
-                clip_lr=p.clip_lr,
-                clipped_count_stddev=p.clipped_count_stddev,
-                side=p.side,
-                delta=p.delta,
-                seed=config.federation.seed,
-            )
-    except ParameterError as error:
-        raise ConfigError(f"invalid config: privacy.{error.parameter}: {error.detail}") from None
-    if config.attack.kind == "alie":
-        strategy = LittleIsEnough(strategy, attackers_from_config(config), config.attack.z)
-    return strategy
-
-
-ALGORITHM_NODES = {
-    "gossip": GossipNode,
-    "dsgd": DSGDNode,
-    "ring_sequential": RingSequentialNode,
-}
-"""The node base class each ``topology.algorithm`` needs of ``client.target``."""
-
-
 def decentralized_from_config(
-    config: FederationConfig, callbacks: Sequence[Callback] = ()
+    config: FederationConfig,
+    callbacks: Sequence[Callback] = (),
+    allowed_prefixes: Sequence[str] | None = None,
 ) -> DecentralizedFederation:
     """A ready (not started) decentralised federation described by ``config``.
 
@@ -189,9 +117,11 @@ def decentralized_from_config(
     """
     t = config.topology
     assert t.algorithm is not None  # checked by TopologyConfig
-    node = resolve(config.client.target, "client.target")
-    base = ALGORITHM_NODES[t.algorithm]
-    if not (isinstance(node, type) and issubclass(node, base)):
+    if allowed_prefixes is not None:
+        check_config_imports(config, allowed_prefixes)
+    node = resolve(config.client.target, "client.target", allowed_prefixes)
+    base = ALGORITHMS.get(t.algorithm)
+    if not (isinstance(node, type) and issubclass(node, base) and issubclass(node, FederatedNode)):
         raise ConfigError(
             f"client.target: {config.client.target} is not a {base.__name__} subclass, as "
             f"algorithm {t.algorithm!r} needs"
@@ -213,12 +143,9 @@ def decentralized_from_config(
             )
     n = config.client.num_clients
     try:
-        topology = {
-            "ring": lambda: topo.ring(n, directed=t.directed),
-            "mesh": lambda: topo.mesh(n),
-            "k_connect": lambda: topo.k_connect(n, t.k or 0, seed=t.topology_seed),
-            "custom": lambda: topo.custom(t.topology_file, allow_disconnected=t.allow_disconnected),
-        }[t.schema_]()
+        build = SCHEMAS.get(t.schema_).topology
+        assert build is not None  # a graph schema (checked by TopologyConfig)
+        topology = build(t, n)
         if t.schema_ == "custom" and len(topology.nodes) != n:
             raise ConfigError(
                 f"client.num_clients: {n}, but topology.topology_file has "
@@ -233,7 +160,7 @@ def decentralized_from_config(
             allow_disconnected=t.allow_disconnected,
             callbacks=callbacks,
             seed=run.seed,
-            runtime=run.runtime,
+            runtime=cast(RuntimeName, run.runtime),
             address=run.address,
             resources=config.resources,
         )
@@ -242,9 +169,14 @@ def decentralized_from_config(
 
 
 def federation_from_config(
-    config: FederationConfig, callbacks: Sequence[Callback] = ()
+    config: FederationConfig,
+    callbacks: Sequence[Callback] = (),
+    allowed_prefixes: Sequence[str] | None = None,
 ) -> StarFederation | DecentralizedFederation:
-    """The federation ``config`` describes: star, or a decentralised graph."""
-    if config.topology.schema_ == "star":
-        return star_from_config(config, callbacks)
-    return decentralized_from_config(config, callbacks)
+    """The federation ``config`` describes: star, or a decentralised graph.
+
+    ``allowed_prefixes``: the allow-list of importable modules for an untrusted config.
+    """
+    if not SCHEMAS.get(config.topology.schema_).graph:
+        return star_from_config(config, callbacks, allowed_prefixes)
+    return decentralized_from_config(config, callbacks, allowed_prefixes)

@@ -1,0 +1,82 @@
+"""The digest of a config (what a checkpoint was made with) and the fields two configs differ in.
+
+Resuming a run must use the config that made its checkpoint, up to the fields that do not
+change results (:data:`NOT_IN_DIGEST`):
+
+- ``federation.name``: the run folder's name;
+- ``federation.rounds``: how many rounds to run; the first rounds do not depend on it, so
+  a resumed run may go further than the first one meant to;
+- ``federation.runtime`` and ``federation.address``: where it runs (``ray`` and ``local``
+  give the same bits);
+- ``resources.placement_strategy`` and ``resources.client_state_mb``: where workers go and
+  when client state spills to disk.
+
+The number and sizing of workers (the rest of ``[resources]``) stays in: workers'
+partial sums fold in worker order, so another split can change the last bits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from redfl.core.config import FederationConfig
+
+NOT_IN_DIGEST: tuple[str, ...] = (
+    "federation.name",
+    "federation.rounds",
+    "federation.runtime",
+    "federation.address",
+    "resources.placement_strategy",
+    "resources.client_state_mb",
+)
+"""Dotted fields that do not change a run's results."""
+
+
+def _flat(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _flat(item, f"{prefix}.{key}" if prefix else str(key), out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def _fields(config: FederationConfig, everything: bool) -> dict[str, Any]:
+    flat = _flat(config.model_dump(mode="json", by_alias=True), "", {})
+    if everything:
+        return flat
+    return {k: v for k, v in flat.items() if k not in NOT_IN_DIGEST}
+
+
+def config_digest(config: FederationConfig) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``config`` without :data:`NOT_IN_DIGEST`.
+
+    Canonical: every field (defaults included) by its dotted path, sorted, floats as their
+    shortest repr; two configs that validate to the same values have the same digest.
+    """
+    text = json.dumps(_fields(config, False), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def config_diff(a: FederationConfig, b: FederationConfig, *, everything: bool = False) -> list[str]:
+    """The dotted fields whose values differ between ``a`` and ``b``, sorted.
+
+    Fields of :data:`NOT_IN_DIGEST` are left out unless ``everything``; a key present in
+    one config only (a strategy parameter, a client option) counts as different.
+
+    Examples
+    --------
+    >>> base = {"client": {"target": "m:C", "num_clients": 4}}
+    >>> a = FederationConfig.model_validate(base)
+    >>> b = FederationConfig.model_validate({**base, "federation": {"seed": 1, "rounds": 3}})
+    >>> config_diff(a, b), config_diff(a, b, everything=True)
+    (['federation.seed'], ['federation.rounds', 'federation.seed'])
+    """
+    left, right = _fields(a, everything), _fields(b, everything)
+
+    def text(fields: dict[str, Any], key: str) -> str | None:
+        return json.dumps(fields[key], sort_keys=True) if key in fields else None
+
+    return sorted(k for k in left.keys() | right.keys() if text(left, k) != text(right, k))
