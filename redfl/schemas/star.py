@@ -14,10 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from redfl.algorithms.fedavg import FedAvg
-from redfl.algorithms.strategy import ClientUpdate, Strategy, round_size
+from redfl.algorithms.strategy import ClientUpdate, RoundOutcome, Strategy, round_size
 from redfl.core.arrays import Parameters, WeightedSum, copy_parameters
 from redfl.core.config import ResourcesConfig
 from redfl.core.events import ClientsProgress, FailureRecorded, RoundFinished, RoundStarted
+from redfl.core.instructions import Instructions
 from redfl.core.result import Failure, FederationError, FederationResult, RoundRecord
 from redfl.core.seeding import round_rng
 from redfl.nodes.client import Client
@@ -177,7 +178,7 @@ class StarFederation(Federation):
         emit(self.callbacks, RoundStarted(rnd, len(sampled)))
         shares = [WorkerRound(w, segments_of(ids)) for w, ids in self._groups(sampled)]
         reference = backend.put(self.parameters)
-        config = self.strategy.fit_config(rnd)
+        config = Instructions.make(rnd, self.strategy.fit_config(rnd))
         fold = self.strategy.weighted_sum
         policy = self.strategy.update_policy(rnd, sampled)
 
@@ -219,6 +220,9 @@ class StarFederation(Federation):
             order = {node_id: i for i, node_id in enumerate(sampled)}
             updates.sort(key=lambda u: order[u.node_id])
             self.parameters = self.strategy.aggregate_updates(rnd, self.parameters, updates)
+        self.strategy.end_round(
+            RoundOutcome(rnd, len(self._train_ids), len(sampled), succeeded, fitted.stats)
+        )
         strategy_metrics = self.strategy.round_metrics(rnd, fitted.stats)
         for callback in self.callbacks:
             callback.on_aggregate(rnd, self.parameters)
@@ -320,7 +324,7 @@ class StarFederation(Federation):
     ) -> tuple[float | None, dict[str, float]]:
         groups = self._groups(node_ids)
         reference = backend.put(self.parameters)
-        config = {"round": rnd}
+        config = Instructions.make(rnd, self.strategy.evaluate_config(rnd), phase="evaluate")
         pending = [backend.submit(w, "evaluate_batch", reference, ids, config) for w, ids in groups]
         reports: list[tuple[str, float, int, dict[str, float]]] = []
         for (worker, ids), outcome in zip(groups, backend.gather(pending), strict=True):
