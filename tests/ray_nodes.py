@@ -8,6 +8,7 @@ import numpy as np
 
 from redfl import Client, FederatedNode, remote
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
 
 
 class Counted:
@@ -94,7 +95,7 @@ class Flaky(Client):
     """Client ``client-1`` raises, ``client-2`` returns NaN; the rest add their index."""
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         if self.node_id == "client-1":
             raise ValueError("disk on fire")

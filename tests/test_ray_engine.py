@@ -21,6 +21,7 @@ from redfl import (
     Topology,
     virtual_nodes,
 )
+from redfl.runtime.host import Stats
 from redfl.schemas.base import Federation
 
 TWO_WORKERS = ResourcesConfig(num_workers=2, worker={"CPU": 0.5})
@@ -154,7 +155,7 @@ def test_dedicated_nodes_get_named_actors_of_their_own(ray_session):
         assert not actor_exists(ray_session, f"{fed.federation_id}/solo")
         outputs = fed.train().outputs
         handle = ray_session.get_actor(f"{fed.federation_id}/solo")
-        assert ray_session.get(handle.stats.remote())["hosted"] == 1
+        assert ray_session.get(handle.handle.remote(Stats()))["hosted"] == 1
         version, state = fed.pull_version("solo")
     finally:
         fed.stop()

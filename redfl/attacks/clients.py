@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
 from redfl.core.seeding import node_key
 from redfl.nodes.client import Client
 from redfl.nodes.node import NodeContext, NodePort
@@ -116,19 +117,18 @@ class MaliciousClient(Client):
         self.inner.setup()
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         """Honest fit; then, for an attacker, the attack's corruption of it."""
         if self.node_id not in self.attackers:
             return self.inner.fit(parameters, config)
-        new, count, metrics = self.inner.fit(parameters, {**config, **self.attack.config()})
-        rng = np.random.default_rng(
-            [self.context.seed, int(config["round"]), node_key(self.node_id), 0xBAD]
-        )
+        new, count, metrics = self.inner.fit(parameters, config.merged(self.attack.config()))
+        key = [self.context.seed, config.round, node_key(self.node_id), 0xBAD]
+        rng = np.random.default_rng(key)
         return self.attack.corrupt(dict(parameters), new, rng), count, metrics
 
     def evaluate(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[float, int, dict[str, float]]:
         """The wrapped client's evaluation (attackers evaluate honestly)."""
         return self.inner.evaluate(parameters, config)

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
 from redfl.data.digits import load_digits_arrays, train_test_split
 from redfl.data.partition import partition_by_name
 from redfl.models.softmax import Prepared, SoftmaxRegression
@@ -86,7 +87,7 @@ class DigitsClient(Client):
         self.train_data = self.model.prepare(self.x, self.y)
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         """Local SGD epochs from the global parameters.
 
@@ -111,7 +112,7 @@ class DigitsClient(Client):
         return new, len(self.y), {"loss": loss}
 
     def evaluate(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[float, int, dict[str, float]]:
         """Loss and accuracy of ``parameters`` on this client's examples."""
         loss, accuracy = self.model.evaluate(parameters, self.x, self.y)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
 from redfl.nodes.client import Client
 
 
@@ -17,7 +16,7 @@ class EchoClient(Client):
         self.size = size
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         """Echo ``parameters``."""
         return parameters, 1, {}

@@ -13,6 +13,7 @@ import torch
 from pydantic import Field
 
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
 from redfl.examples.digits import DigitsOptions, client_data
 from redfl.models.torch_cnn import DigitsCNN, TorchTrainer
 from redfl.nodes.client import Client
@@ -51,7 +52,7 @@ class TorchDigitsClient(Client):
         self.x, self.y = client_data(self.options, self.context.index, self.context.num_nodes)
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         """Local SGD epochs from the global parameters (plus FedProx's term if asked)."""
         mu = float(config.get("proximal_mu", 0.0))
@@ -59,7 +60,7 @@ class TorchDigitsClient(Client):
         return new, len(self.y), {"loss": loss}
 
     def evaluate(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[float, int, dict[str, float]]:
         """Loss and accuracy on this client's examples."""
         loss, accuracy = TorchTrainer.evaluate(self.model, parameters, self.x, self.y)
