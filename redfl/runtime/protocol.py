@@ -13,9 +13,14 @@ A request that blocks until other requests arrive (a node's message-driven ``tra
 sets ``blocking = True``: the in-process runtime then runs it on a thread of its own.
 
 Adding a programming model (a schema with a new way of running nodes) takes one module:
-a :class:`Runner` subclass that registers its handlers, and its requests, each naming the
-runner in ``runner``. A host installs the runner the first time one of its requests
-arrives (or up front, when listed in the host's ``runners``); nothing else changes.
+
+1. a :class:`Runner` subclass whose ``register`` adds a handler per request (``__init__``
+   gets the :class:`~redfl.runtime.host.Host`: nodes, client states, versions, mailbox);
+2. its requests, frozen dataclasses subclassing ``Request[Reply]`` with
+   ``runner = TheRunner`` (and ``blocking = True`` for a request that waits on others).
+
+A host installs the runner the first time one of its requests arrives (or up front, when
+listed in ``Plan.runners``); the host, the backends and the other runners do not change.
 
 Examples
 --------

@@ -176,9 +176,8 @@ class StarFederation(Federation):
         def guest(worker: int, share: WorkerRound, indices: list[int]) -> Pending[FitBatch]:
             segments = [share.segments[i] for i in indices]
             specs = [self._spec[node_id] for segment in segments for node_id in segment]
-            return backend.call(
-                worker, FitSegments(reference, segments, config, fold, policy, specs, True)
-            )
+            request = FitSegments(reference, segments, config, fold, policy, specs, separate=True)
+            return backend.call(worker, request)
 
         calls = Calls(
             home=lambda share: backend.call(
