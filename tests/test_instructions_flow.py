@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any, ClassVar
 
 import numpy as np
@@ -95,3 +96,10 @@ def test_the_round_from_instructions_and_from_a_plain_mapping_seed_the_same_rng(
     other = client.rng(Instructions.make(5)).normal(size=3)
     np.testing.assert_array_equal(typed, plain)
     assert not np.array_equal(typed, other)
+
+
+def test_instructions_pickle_with_plain_pickle_too() -> None:
+    ins = Instructions.make(7, {"learning_rate": 0.1, "note": "x"}, phase="evaluate")
+    back = pickle.loads(pickle.dumps(ins, protocol=5))
+    assert back == ins and back["note"] == "x" and back.learning_rate == 0.1
+    assert back.phase == "evaluate" and back.round == 7

@@ -94,6 +94,11 @@ class Instructions(Mapping[str, Any]):
         }
         return {**present, **self.extra}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with a plain dict for ``extra`` (a read-only proxy does not pickle)."""
+        typed = (self.round, self.phase, self.learning_rate, self.proximal_mu, self.local_epochs)
+        return (Instructions, (*typed, dict(self.extra)))
+
     def __getitem__(self, key: str) -> Any:
         if key in _TYPED:
             value = getattr(self, key)

@@ -104,7 +104,7 @@ class Host:
         self.peers: Sequence[Any] = ()
         self.port: NodePort | None = None
         """How built nodes reach the federation (set by the message port runner)."""
-        self.lock = threading.Lock()
+        self._lock = threading.Lock()
         self._specs = {node.node_id: node for node in nodes}
         self._live: dict[str, FederatedNode] = {}
         self._guest_specs: dict[str, VirtualNode] = {}
@@ -218,14 +218,14 @@ class Host:
     # -- versions ------------------------------------------------------------------------
     def publish_version(self, node_id: str, state: dict[str, Any]) -> int:
         """Store a snapshot of ``node_id``'s state under the next version number."""
-        with self.lock:
+        with self._lock:
             number = self._versions.get(node_id, (0, {}))[0] + 1
             self._versions[node_id] = (number, state)
         return number
 
     def version(self, node_id: str) -> Version:
         """The latest (version, state) of ``node_id`` (hosted or not); (0, {}) if none."""
-        with self.lock:
+        with self._lock:
             return self._versions.get(node_id, (0, {}))
 
     def pull_version(self, node_id: str) -> Version:
