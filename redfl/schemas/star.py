@@ -25,10 +25,10 @@ from redfl.runtime.backend import Backend
 from redfl.runtime.dispatch import Calls, WorkerRound, run_round, segments_of
 from redfl.runtime.protocol import Pending
 from redfl.runtime.replies import FitBatch
-from redfl.runtime.star_runner import EvaluateClients, FitSegments, ReleaseSegments
+from redfl.runtime.star_runner import FitSegments, ReleaseSegments
 from redfl.schemas.base import Federation, RuntimeName, virtual_nodes
 from redfl.schemas.callbacks import Callback
-from redfl.schemas.star_collect import collect
+from redfl.schemas.star_collect import collect, evaluate
 
 EvaluateFn = Callable[[Parameters], tuple[float, Mapping[str, float]]]
 """Central evaluation: parameters -> (loss, metrics such as ``accuracy``)."""
@@ -269,16 +269,7 @@ class StarFederation(Federation):
         self, backend: Backend, rnd: int, node_ids: Sequence[str]
     ) -> tuple[float | None, dict[str, float]]:
         groups = self._groups(node_ids)
-        reference = backend.put(self.parameters)
         config = Instructions.make(rnd, {}, phase="evaluate")
-        pending = [backend.call(w, EvaluateClients(reference, ids, config)) for w, ids in groups]
-        reports: list[tuple[str, float, int, dict[str, float]]] = []
-        for (worker, ids), outcome in zip(groups, backend.gather(pending), strict=True):
-            if outcome.error is not None:
-                reason = f"worker {worker} failed: {outcome.error}"
-                self._failures.extend(Failure(i, rnd, "evaluate", reason) for i in ids)
-                continue
-            batch = outcome.result()
-            self._failures.extend(batch.failures)
-            reports.extend(batch.reports)
+        reports, failures = evaluate(backend, groups, backend.put(self.parameters), config)
+        self._failures.extend(failures)
         return self.strategy.aggregate_evaluate(rnd, reports)
