@@ -25,16 +25,20 @@ listed in ``Plan.runners``); the host, the backends and the other runners do not
 Examples
 --------
 >>> from dataclasses import dataclass
->>> @dataclass(frozen=True)
-... class Ping(Request[str]):
-...     text: str
+>>> from redfl.runtime.host import Host
+>>> from redfl.runtime.topology_manager import TopologyManager
 >>> class PingRunner(Runner):
 ...     def register(self, handlers: Handlers) -> None:
-...         handlers.add(Ping, lambda request: request.text.upper())
->>> handlers = Handlers()
->>> PingRunner(None).register(handlers)  # a real runner gets its host
->>> handlers.find(Ping("hi"))(Ping("hi"))
-'HI'
+...         handlers.add(Ping, self.ping)
+...     def ping(self, request: Ping) -> str:
+...         return f"worker {self.host.index}: {request.text}"
+>>> @dataclass(frozen=True)
+... class Ping(Request[str]):
+...     runner = PingRunner
+...     text: str
+>>> host = Host(0, "fed", 0, 0, [], TopologyManager(None, {}))
+>>> host.handle(Ping("hi"))
+'worker 0: hi'
 """
 
 from __future__ import annotations
@@ -110,7 +114,8 @@ def _first_annotation(handler: Callable[..., Any]) -> Any:
         return None
     if not parameters or parameters[0].annotation is inspect.Parameter.empty:
         return None
-    return parameters[0].annotation
+    annotation = parameters[0].annotation
+    return annotation.strip("'\"") if isinstance(annotation, str) else annotation
 
 
 class Runner:
