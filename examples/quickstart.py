@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from redfl import Callback, Client, FedAvg, Parameters, RoundRecord, StarFederation
+from redfl.core.instructions import Instructions
 from redfl.data import DirichletPartitioner, load_digits_arrays
 from redfl.models import SoftmaxRegression
 
@@ -23,13 +22,13 @@ class DigitsClient(Client):
         self.x, self.y = x[mine], y[mine]
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         new, loss = MODEL.fit(parameters, self.x, self.y, self.rng(config))
         return new, len(self.y), {"loss": loss}
 
     def evaluate(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[float, int, dict[str, float]]:
         loss, accuracy = MODEL.evaluate(parameters, self.x, self.y)
         return loss, len(self.y), {"accuracy": accuracy}

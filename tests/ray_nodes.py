@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from redfl import Client, FederatedNode, remote
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
+from redfl.runtime.host import Host
+from redfl.runtime.protocol import Handlers, Request, Runner
 
 
 class Counted:
@@ -94,7 +99,7 @@ class Flaky(Client):
     """Client ``client-1`` raises, ``client-2`` returns NaN; the rest add their index."""
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         if self.node_id == "client-1":
             raise ValueError("disk on fire")
@@ -130,3 +135,28 @@ class ExplodingDSGD(DSGDNode):
         if self.node_id == EXPLODING_NODE and rnd == EXPLODING_ROUND:
             raise FloatingPointError(f"gradient exploded on {self.node_id} in round {rnd}")
         return {"w": parameters["w"] * 1.0}, {"loss": float(rnd)}
+
+
+class Counting(Runner):
+    """A made-up programming model: installed on a worker by its first request."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host)
+        self.calls = 0
+
+    def register(self, handlers: Handlers) -> None:
+        handlers.add(CountCall, self.count)
+
+    def count(self, request: CountCall) -> tuple[int, int, int]:
+        self.calls += 1
+        return self.host.index, self.calls, os.getpid()
+
+    def stats(self) -> dict[str, float]:
+        return {"counting_calls": self.calls}
+
+
+@dataclass(frozen=True)
+class CountCall(Request[tuple[int, int, int]]):
+    """-> (worker index, calls so far on that worker, worker pid)."""
+
+    runner = Counting

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 
 from redfl import Client
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
 
 SIZE = 1000
 SLOW_SECONDS = 0.2
@@ -24,7 +24,7 @@ class Drift(Client):
     """Returns half the global model plus seeded noise, with 1 to 7 examples."""
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         new, count = drift_update(
             self.context.seed, int(config["round"]), self.context.index, parameters["w"]
@@ -36,7 +36,7 @@ class SlowEven(Drift):
     """:class:`Drift`, but clients with an even index take ``SLOW_SECONDS`` each."""
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         if self.context.index % 2 == 0:
             time.sleep(SLOW_SECONDS)
@@ -53,7 +53,7 @@ class Tally(Client):
     stateful = True
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         count = int(self.state.get("count", np.zeros(1))[0]) + 1
         history = self.state.get("history", np.zeros(0, np.int64))
@@ -65,7 +65,7 @@ class Tally(Client):
         return {"w": np.full_like(parameters["w"], count)}, 1, {}
 
     def evaluate(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[float, int, dict[str, float]]:
         rounds = self.state.get("history", np.zeros(0, np.int64))
         return float(len(rounds)), 1, {"last_round": float(rounds[-1]) if len(rounds) else 0.0}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import numpy as np
 import pytest
 import ray_nodes
-from ray_nodes import Crasher, Dedicated, Flaky, Hub, Leaf, Plain, Trespasser
+from ray_nodes import CountCall, Crasher, Dedicated, Flaky, Hub, Leaf, Plain, Trespasser
 from waiting import wait_until
 
 from redfl import (
@@ -21,6 +22,7 @@ from redfl import (
     Topology,
     virtual_nodes,
 )
+from redfl.runtime.host import Stats
 from redfl.schemas.base import Federation
 
 TWO_WORKERS = ResourcesConfig(num_workers=2, worker={"CPU": 0.5})
@@ -154,7 +156,7 @@ def test_dedicated_nodes_get_named_actors_of_their_own(ray_session):
         assert not actor_exists(ray_session, f"{fed.federation_id}/solo")
         outputs = fed.train().outputs
         handle = ray_session.get_actor(f"{fed.federation_id}/solo")
-        assert ray_session.get(handle.stats.remote())["hosted"] == 1
+        assert ray_session.get(handle.handle.remote(Stats()))["hosted"] == 1
         version, state = fed.pull_version("solo")
     finally:
         fed.stop()
@@ -193,3 +195,18 @@ def test_two_federations_share_the_cluster_and_stop_frees_everything(ray_session
     assert group_state(ray_session, first) == "REMOVED"
     assert group_state(ray_session, second) == "REMOVED"
     assert wait_until(lambda: ray_session.available_resources().get("CPU") == total_cpu)
+
+
+def test_a_new_runner_reaches_ray_workers_through_its_request_alone(ray_session):
+    with plus_star() as fed:
+        fed.train(1)
+        backend = fed._start()
+        first = [o.result() for o in backend.call_all(CountCall())]
+        second = [o.result() for o in backend.call_all(CountCall())]
+        stats = fed.worker_stats()
+    assert [(index, calls) for index, calls, _ in first] == [(0, 1), (1, 1)]
+    assert [(index, calls) for index, calls, _ in second] == [(0, 2), (1, 2)]
+    pids = {pid for _, _, pid in first}
+    assert len(pids) == 2 and os.getpid() not in pids  # answered in the worker processes
+    assert [s["counting_calls"] for s in stats] == [2, 2]
+    assert all(s["batches"] >= 1 for s in stats)  # the star runner is still there

@@ -40,7 +40,7 @@ def assert_same(a: Any, b: Any, path: str = "") -> None:
 
 def sample_state() -> ServerState:
     rng = np.random.default_rng(0)
-    parameters = {
+    parameters: dict[str, np.ndarray] = {
         "dense/weight": rng.normal(size=(3, 4)).astype(np.float32),
         "dense.bias": rng.normal(size=4),
         "half": rng.normal(size=5).astype(np.float16),

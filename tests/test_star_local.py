@@ -11,6 +11,7 @@ import pytest
 from redfl.algorithms import ClientUpdate, FedAvg, Strategy, sample_clients
 from redfl.core.arrays import Parameters
 from redfl.core.config import ResourcesConfig
+from redfl.core.instructions import Instructions
 from redfl.core.result import FederationError, FederationResult, RoundRecord
 from redfl.core.seeding import round_rng
 from redfl.examples.digits import DigitsClient, DigitsOptions, central_evaluation
@@ -36,7 +37,7 @@ class ShiftClient(Client):
     """Returns parameters + (index + 1) with 10 * (index + 1) examples, loss = index."""
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         i = self.context.index
         new = {k: v + np.float32(offset(i)) for k, v in parameters.items()}
@@ -91,7 +92,7 @@ def test_rounds_chain_from_the_previous_global_model() -> None:
 def test_train_loss_averages_only_the_clients_that_report_one() -> None:
     class SomeReportLoss(Client):
         def fit(
-            self, parameters: Parameters, config: dict[str, Any]
+            self, parameters: Parameters, config: Instructions
         ) -> tuple[Parameters, int, dict[str, float]]:
             if self.context.index == 0:
                 return parameters, 10, {"loss": 2.0}
@@ -108,7 +109,7 @@ def test_train_loss_averages_only_the_clients_that_report_one() -> None:
 def test_train_loss_is_none_when_no_client_reports_one() -> None:
     class Silent(Client):
         def fit(
-            self, parameters: Parameters, config: dict[str, Any]
+            self, parameters: Parameters, config: Instructions
         ) -> tuple[Parameters, int, dict[str, float]]:
             return parameters, 1, {}
 
@@ -131,7 +132,7 @@ class Misbehaving(Client):
         self.from_round = from_round
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         i = self.context.index
         mode = self.modes.get(i, GOOD) if config["round"] >= self.from_round else GOOD
@@ -248,7 +249,7 @@ class NoisyClient(Client):
     """Adds client-rng noise of its own, so results depend on (seed, round, id)."""
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         rng = self.rng(config)
         new = {k: (v + rng.normal(size=v.shape)).astype(np.float32) for k, v in parameters.items()}
@@ -331,7 +332,7 @@ class CountingClient(Client):
         self.calls = 0
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         self.calls += 1
         CountingClient.fits.append((config["round"], self.node_id))
@@ -454,7 +455,7 @@ class EvalClient(ShiftClient):
     """Evaluation: loss = index + 1, accuracy = index / 10, with 5 * (index + 1) examples."""
 
     def evaluate(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[float, int, dict[str, float]]:
         i = self.context.index
         return float(i + 1), 5 * (i + 1), {"accuracy": i / 10}
@@ -496,7 +497,7 @@ def test_evaluate_method_uses_eval_clients() -> None:
 def test_failing_evaluation_is_recorded_with_phase_evaluate() -> None:
     class BadEval(ShiftClient):
         def evaluate(
-            self, parameters: Parameters, config: dict[str, Any]
+            self, parameters: Parameters, config: Instructions
         ) -> tuple[float, int, dict[str, float]]:
             if self.context.index == 1:
                 raise ValueError("no labels here")

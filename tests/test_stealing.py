@@ -7,8 +7,9 @@ from scale_nodes import SIZE, Drift, SlowEven
 
 from redfl import FedAvg, ResourcesConfig, StarFederation
 from redfl.runtime.dispatch import segments_of
+from redfl.runtime.host import Host
+from redfl.runtime.star_runner import ReleaseSegments, StarRunner
 from redfl.runtime.topology_manager import TopologyManager
-from redfl.runtime.worker import Worker
 from redfl.schemas.base import virtual_nodes
 
 TWO_WORKERS = ResourcesConfig(num_workers=2, worker={"CPU": 0.5})
@@ -50,10 +51,10 @@ def test_segments_split_a_workers_clients_in_order():
 
 
 def test_release_gives_up_the_unstarted_tail_and_the_fit_stops_before_it():
-    worker = Worker(
-        0, "f", 0, 4, virtual_nodes(Drift, ["a", "b", "c", "d"]), TopologyManager(None, {})
-    )
-    worker._segments = [1, 4]  # segment 0 is running; 1, 2, 3 not started
-    assert worker.release() == [2, 3]
-    assert worker.release() == [1]
-    assert worker.release() == []
+    host = Host(0, "f", 0, 4, virtual_nodes(Drift, ["a", "b", "c", "d"]), TopologyManager(None, {}))
+    runner = host.install(StarRunner)
+    assert isinstance(runner, StarRunner)
+    runner._segments = [1, 4]  # segment 0 is running; 1, 2, 3 not started
+    assert host.handle(ReleaseSegments()) == [2, 3]
+    assert host.handle(ReleaseSegments()) == [1]
+    assert host.handle(ReleaseSegments()) == []

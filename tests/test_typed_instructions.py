@@ -52,7 +52,7 @@ def test_instructions_cross_process_boundaries_by_value() -> None:
     received = pickle.loads(pickle.dumps(sent))
     assert received == sent and received.extra["note"] == [1, 2]
     with pytest.raises(TypeError):
-        received.extra["note"] = 3  # type: ignore[index]
+        received.extra["note"] = 3
 
 
 def test_plain_mappings_are_lifted_for_client_code() -> None:
@@ -80,7 +80,7 @@ def test_clients_receive_typed_fields_and_attack_keys() -> None:
     Recorder.seen = []
     attacked = MaliciousClient(Recorder(), LabelFlip(10), frozenset({"client-0"}))
     attacked.bind(NodeContext("client-0", frozenset({"train"}), "f", 0, 0, 2), None)
-    attacked.fit(zeros, {"round": 1, "proximal_mu": 0.2})
+    attacked.fit(zeros, {"round": 1, "proximal_mu": 0.2})  # type: ignore[arg-type]
     (config,) = Recorder.seen
     assert isinstance(config, Instructions)
     assert (config.proximal_mu, config["label_flip"], config.round) == (0.2, 10, 1)

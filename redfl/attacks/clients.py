@@ -118,20 +118,19 @@ class MaliciousClient(Client):
         self.inner.setup()
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         """Honest fit; then, for an attacker, the attack's corruption of it."""
         if self.node_id not in self.attackers:
             return self.inner.fit(parameters, config)
         orders = Instructions.of(config).merged(self.attack.config())
-        new, count, metrics = self.inner.fit(parameters, orders)  # type: ignore[arg-type]
-        rng = np.random.default_rng(
-            [self.context.seed, int(config["round"]), node_key(self.node_id), 0xBAD]
-        )
+        new, count, metrics = self.inner.fit(parameters, orders)
+        key = [self.context.seed, orders.round, node_key(self.node_id), 0xBAD]
+        rng = np.random.default_rng(key)
         return self.attack.corrupt(dict(parameters), new, rng), count, metrics
 
     def evaluate(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[float, int, dict[str, float]]:
         """The wrapped client's evaluation (attackers evaluate honestly)."""
         return self.inner.evaluate(parameters, config)

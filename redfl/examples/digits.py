@@ -87,7 +87,7 @@ class DigitsClient(Client):
         self.train_data = self.model.prepare(self.x, self.y)
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         """Local SGD epochs from the global parameters.
 
@@ -114,7 +114,7 @@ class DigitsClient(Client):
         return new, len(self.y), {"loss": loss}
 
     def evaluate(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[float, int, dict[str, float]]:
         """Loss and accuracy of ``parameters`` on this client's examples."""
         loss, accuracy = self.model.evaluate(parameters, self.x, self.y)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
 from redfl.nodes.client import Client
 
 
@@ -18,7 +19,7 @@ class EchoClient(Client):
         self.size = size
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         """Echo ``parameters``."""
         return parameters, 1, {}

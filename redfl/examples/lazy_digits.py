@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
 from redfl.data.digits import load_digits_arrays
 from redfl.models.softmax import Prepared, SoftmaxRegression
 from redfl.nodes.client import Client
@@ -75,7 +76,7 @@ class LazyDigitsClient(Client):
         self.data = self.model.prepare(x, y)
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         """Local SGD from the global parameters."""
         if self.data is None:

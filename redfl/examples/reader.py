@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
 from redfl.nodes.client import Client
 
 
@@ -14,7 +13,7 @@ class ReaderClient(Client):
     """Evaluation touches one value per 4 KiB page of every array, like a model reading it."""
 
     def evaluate(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[float, int, dict[str, float]]:
         """Sum a strided view of each array (touches every page, copies nothing)."""
         total = sum(float(np.asarray(a).reshape(-1)[::1024].sum()) for a in parameters.values())

@@ -52,7 +52,7 @@ class TorchDigitsClient(Client):
         self.x, self.y = client_data(self.options, self.context.index, self.context.num_nodes)
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         """Local SGD epochs from the global parameters (plus FedProx's term if asked)."""
         mu = float(Instructions.of(config).proximal_mu or 0.0)
@@ -60,7 +60,7 @@ class TorchDigitsClient(Client):
         return new, len(self.y), {"loss": loss}
 
     def evaluate(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[float, int, dict[str, float]]:
         """Loss and accuracy on this client's examples."""
         loss, accuracy = TorchTrainer.evaluate(self.model, parameters, self.x, self.y)

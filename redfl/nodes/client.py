@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
 from redfl.core.seeding import client_rng
 from redfl.nodes.node import FederatedNode
 
@@ -14,8 +16,11 @@ from redfl.nodes.node import FederatedNode
 class Client(FederatedNode):
     """A star-federation client: override :meth:`fit` and, optionally, :meth:`evaluate`.
 
-    ``config`` always holds ``"round"``; :meth:`rng` gives the client's generator for that
-    round, a function of (seed, round, node id) only, which keeps runs reproducible.
+    ``config`` is the round's :class:`~redfl.core.instructions.Instructions`: typed fields
+    (``config.round``, ``config.phase``, ``config.learning_rate`` ...) that are also a
+    read-only mapping (``config["round"]``, ``config.get("lr")``), with the strategy's own
+    keys. :meth:`rng` gives the client's generator for that round, a function of (seed,
+    round, node id) only, which keeps runs reproducible.
 
     A client class with ``stateful = True`` keeps named arrays in ``self.state`` from one
     round to the next: its worker loads them before :meth:`fit` and :meth:`evaluate` and
@@ -28,17 +33,27 @@ class Client(FederatedNode):
     state: dict[str, np.ndarray] = {}  # noqa: RUF012 - replaced per call by the worker
 
     def fit(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[Parameters, int, dict[str, float]]:
         """Train from ``parameters``; return (new parameters, examples used, metrics)."""
         raise TypeError(f"{type(self).__name__} must override fit()")
 
     def evaluate(
-        self, parameters: Parameters, config: dict[str, Any]
+        self, parameters: Parameters, config: Instructions
     ) -> tuple[float, int, dict[str, float]]:
         """Evaluate ``parameters`` locally; return (loss, examples, metrics)."""
         raise TypeError(f"{type(self).__name__} does not implement evaluate()")
 
-    def rng(self, config: dict[str, Any]) -> np.random.Generator:
-        """This client's random generator for the round in ``config``."""
-        return client_rng(self.context.seed, int(config["round"]), self.node_id)
+    def rng(self, config: Instructions | Mapping[str, Any]) -> np.random.Generator:
+        """This client's random generator for the round of ``config``.
+
+        ``config`` is the round's :class:`~redfl.core.instructions.Instructions` or a plain
+        mapping with a ``"round"`` key.
+
+        Raises
+        ------
+        KeyError
+            If a plain mapping has no ``"round"``.
+        """
+        rnd = config.round if isinstance(config, Instructions) else int(config["round"])
+        return client_rng(self.context.seed, rnd, self.node_id)

@@ -1,4 +1,9 @@
-"""What every runtime provides: start workers from a plan, call them, stop them."""
+"""What every runtime provides: start workers from a plan, send them requests, stop them.
+
+Requests and replies are typed (:mod:`redfl.runtime.protocol`): ``call(worker, request)``
+returns a :class:`Pending` of the request's reply type, ``gather`` and ``wait_any`` turn
+them into :class:`Outcome` s of that type.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from redfl.runtime.protocol import Outcome, Pending, R, Request, Runner
 from redfl.runtime.resources import Bundle
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.virtual import VirtualNode
@@ -33,18 +39,8 @@ class Plan:
     manager: TopologyManager
     placement_strategy: str = "PACK"
     state_memory_bytes: int = 256 * 2**20
-
-
-@dataclass
-class Outcome:
-    """The value a worker call returned, or the error it raised."""
-
-    value: Any = None
-    error: BaseException | None = None
-
-
-class Unfinished(RuntimeError):
-    """A call that was still running when ``gather(fail_fast=True)`` returned."""
+    runners: tuple[type[Runner], ...] = ()
+    """Runner classes every worker installs up front, beyond the host's defaults."""
 
 
 class Backend(ABC):
@@ -67,16 +63,16 @@ class Backend(ABC):
         """Serialise ``value`` once; the result can be passed to many calls."""
 
     @abstractmethod
-    def submit(self, worker: int, method: str, *args: Any) -> Any:
-        """Call ``method`` on worker ``worker``; returns a pending handle."""
+    def call(self, worker: int, request: Request[R]) -> Pending[R]:
+        """Send ``request`` to worker ``worker``; returns its pending reply."""
 
     @abstractmethod
     def gather(
         self,
-        pending: Sequence[Any],
+        pending: Sequence[Pending[R]],
         on_done: Callable[[int], None] | None = None,
         fail_fast: bool = False,
-    ) -> list[Outcome]:
+    ) -> list[Outcome[R]]:
         """Wait for the pending calls, in order; ``on_done(i)`` as each finishes.
 
         With ``fail_fast``, return at the first error; calls still running then get an
@@ -84,17 +80,16 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def wait_any(self, pending: Sequence[Any]) -> tuple[int, Outcome]:
+    def wait_any(self, pending: Sequence[Pending[R]]) -> tuple[int, Outcome[R]]:
         """Wait until one of ``pending`` finishes; return its position and outcome."""
 
     @abstractmethod
     def stop(self) -> None:
         """Stop every worker and release every reservation."""
 
-    def call_all(self, method: str, *args: Any) -> list[Outcome]:
-        """Call ``method`` on every worker and wait."""
-        count = self.num_workers
-        return self.gather([self.submit(i, method, *args) for i in range(count)])
+    def call_all(self, request: Request[R]) -> list[Outcome[R]]:
+        """Send ``request`` to every worker and wait for every reply."""
+        return self.gather([self.call(i, request) for i in range(self.num_workers)])
 
     @property
     @abstractmethod

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from redfl.runtime.backend import Backend, Outcome
+from redfl.runtime.backend import Backend
+from redfl.runtime.protocol import Outcome, Pending
+from redfl.runtime.replies import FitBatch
 
 SEGMENTS_PER_WORKER = 4
 """Segments per worker and round: the unit of work stealing."""
@@ -46,20 +47,20 @@ class WorkerRound:
 
     worker: int
     segments: list[list[str]]
-    home: Outcome | None = None
+    home: Outcome[FitBatch] | None = None
     released: list[int] = field(default_factory=list)
-    stolen: list[tuple[list[int], Outcome]] = field(default_factory=list)
+    stolen: list[tuple[list[int], Outcome[FitBatch]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Calls:
-    """How the dispatcher reaches workers (pending handles from ``Backend.submit``)."""
+    """How the dispatcher reaches workers (pending replies from ``Backend.call``)."""
 
-    home: Callable[[WorkerRound], Any]
+    home: Callable[[WorkerRound], Pending[FitBatch]]
     """Start a worker's own call for the round."""
-    guest: Callable[[int, WorkerRound, list[int]], Any]
+    guest: Callable[[int, WorkerRound, list[int]], Pending[FitBatch]]
     """Start, on an idle worker, the given segments of another worker's round."""
-    release: Callable[[int], Any]
+    release: Callable[[int], Pending[list[int]]]
     """Ask a busy worker to give up the tail of its unstarted segments (-> their indices)."""
 
 
@@ -75,7 +76,7 @@ def run_round(
     ``on_done(n)`` reports ``n`` more clients finished. A worker whose call failed is not
     asked to release anything; its share's outcome carries the error.
     """
-    handles: list[Any] = []
+    handles: list[Pending[FitBatch]] = []
     meta: list[tuple[WorkerRound, int, list[int] | None]] = []  # share, runner, segments
     busy: set[int] = set()
     for share in shares:
@@ -106,7 +107,7 @@ def run_round(
             key=lambda s: -len(s.segments),
         ):
             released = backend.gather([calls.release(victim.worker)])[0]
-            indices: list[int] = released.value if released.error is None else []
+            indices = released.value if released.value is not None else []
             if not indices:
                 drained.add(victim.worker)
                 continue

@@ -1,8 +1,9 @@
 """The ``local`` runtime: workers are plain objects in this process.
 
-Calls run synchronously in the caller's thread, so a debugger steps straight into client
-code; only message-driven ``train()`` loops run in threads, since they block on each
-other. It is the oracle: the same federation gives the same parameters here and on Ray.
+Requests are answered synchronously in the caller's thread, so a debugger steps straight
+into client code; only ``blocking`` requests (message-driven ``train()`` loops, which wait
+on each other) run in threads. It is the oracle: the same federation gives the same
+parameters here and on Ray.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from redfl.runtime.backend import Backend, Outcome, Plan, Unfinished
-from redfl.runtime.worker import Worker
+from redfl.runtime.backend import Backend, Plan
+from redfl.runtime.host import DEFAULT_RUNNERS, Close, Connect, Host, StopNodes
+from redfl.runtime.protocol import Outcome, Pending, R, Request, Unfinished
 
 
 class LocalBackend(Backend):
     """Runs every worker in-process."""
 
     def __init__(self) -> None:
-        self._workers: list[Worker] = []
+        self._workers: list[Host] = []
         self._threads: list[threading.Thread] = []
 
     def available_resources(self) -> Mapping[str, float]:
@@ -38,7 +40,7 @@ class LocalBackend(Backend):
     def start(self, plan: Plan) -> None:
         """Create the workers and connect them to each other."""
         self._workers = [
-            Worker(
+            Host(
                 i,
                 plan.federation_id,
                 plan.seed,
@@ -46,11 +48,11 @@ class LocalBackend(Backend):
                 spec.nodes,
                 plan.manager,
                 plan.state_memory_bytes,
+                DEFAULT_RUNNERS + plan.runners,
             )
             for i, spec in enumerate(plan.workers)
         ]
-        for worker in self._workers:
-            worker.connect(self._workers)
+        self.call_all(Connect(tuple(self._workers)))
 
     @property
     def num_workers(self) -> int:
@@ -66,60 +68,66 @@ class LocalBackend(Backend):
             return frozen
         return copy.deepcopy(value)
 
-    def submit(self, worker: int, method: str, *args: Any) -> Future[Any]:
-        """Run now (``run_node`` in a thread of its own)."""
-        future: Future[Any] = Future()
-        target = getattr(self._workers[worker], method)
+    def call(self, worker: int, request: Request[R]) -> Pending[R]:
+        """Answer now (a ``blocking`` request in a thread of its own)."""
+        future: Future[R] = Future()
+        host = self._workers[worker]
 
         def run() -> None:
             try:
-                future.set_result(target(*args))
+                future.set_result(host.handle(request))
             except BaseException as error:
                 future.set_exception(error)
 
-        if method == "run_node":
-            thread = threading.Thread(target=run, name=f"redfl-{args[0]}", daemon=True)
+        if request.blocking:
+            name = f"redfl-{worker}-{type(request).__name__}"
+            thread = threading.Thread(target=run, name=name, daemon=True)
             self._threads.append(thread)
             thread.start()
         else:
             run()
-        return future
+        return Pending(future)
 
     def gather(
         self,
-        pending: Sequence[Any],
+        pending: Sequence[Pending[R]],
         on_done: Callable[[int], None] | None = None,
         fail_fast: bool = False,
-    ) -> list[Outcome]:
+    ) -> list[Outcome[R]]:
         """Wait for the futures (all of them, or up to the first error)."""
+        futures: list[Future[R]] = [p.handle for p in pending]
         if fail_fast:
-            wait(pending, return_when=FIRST_EXCEPTION)
-        outcomes = []
-        for i, future in enumerate(pending):
+            wait(futures, return_when=FIRST_EXCEPTION)
+        outcomes: list[Outcome[R]] = []
+        for i, future in enumerate(futures):
             if fail_fast and not future.done():
                 outcomes.append(Outcome(None, Unfinished("still running")))
                 continue
-            error = future.exception()
-            outcomes.append(Outcome(None, error) if error else Outcome(future.result()))
+            outcomes.append(_outcome(future))
             if on_done is not None:
                 on_done(i)
         return outcomes
 
-    def wait_any(self, pending: Sequence[Any]) -> tuple[int, Outcome]:
-        """The first finished future (calls run at submit, so one always is)."""
-        wait(pending, return_when=FIRST_COMPLETED)
-        for i, future in enumerate(pending):
+    def wait_any(self, pending: Sequence[Pending[R]]) -> tuple[int, Outcome[R]]:
+        """The first finished future (most requests are answered at ``call``)."""
+        futures: list[Future[R]] = [p.handle for p in pending]
+        wait(futures, return_when=FIRST_COMPLETED)
+        for i, future in enumerate(futures):
             if future.done():
-                error = future.exception()
-                return i, Outcome(None, error) if error else Outcome(future.result())
+                return i, _outcome(future)
         raise RuntimeError("no call finished")  # unreachable: wait returned
 
     def stop(self) -> None:
         """Wake blocked nodes, join their threads, drop the workers."""
-        for worker in self._workers:
-            worker.stop_nodes()
-            worker.close()
+        for host in self._workers:
+            host.handle(StopNodes())
+            host.handle(Close())
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
         self._workers = []
+
+
+def _outcome(future: Future[R]) -> Outcome[R]:
+    error = future.exception()
+    return Outcome(None, error) if error else Outcome(future.result())

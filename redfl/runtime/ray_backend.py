@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields, replace
 from typing import Any
 
 import ray
@@ -13,22 +13,24 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from redfl.core.message import Message
-from redfl.runtime.backend import Backend, Outcome, Plan, Unfinished
+from redfl.runtime.backend import Backend, Plan
 from redfl.runtime.connect import ensure_ray
+from redfl.runtime.host import DEFAULT_RUNNERS, Close, Connect, Host
 from redfl.runtime.outbox import Outbox
+from redfl.runtime.port_runner import DeliverBatch, pack
+from redfl.runtime.protocol import Outcome, Pending, R, Request, Unfinished
 from redfl.runtime.resources import ResourceError
-from redfl.runtime.worker import Worker
 
 PLACEMENT_TIMEOUT_S = 60.0
 RELEASE_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
 
 
-class RayWorker(Worker):
-    """A :class:`Worker` whose messages to other workers travel in batches (an outbox).
+class RayHost(Host):
+    """A :class:`Host` whose messages to other workers travel in batches (an outbox).
 
     A message is serialised once, when it is sent, whatever the number of destination
-    workers; each destination's next batch carries the bytes.
+    workers; each destination's next :class:`DeliverBatch` carries the bytes.
     """
 
     _outbox: Outbox | None = None
@@ -37,21 +39,25 @@ class RayWorker(Worker):
         """Queue ``message`` for each destination worker (serialised once)."""
         if self._outbox is None:
             self._outbox = Outbox(self._send_batch)
-        buffers: list[pickle.PickleBuffer] = []
-        payload = (pickle.dumps(message, protocol=5, buffer_callback=buffers.append), buffers)
+        packed = pack(message)
         for worker, ids in groups.items():
-            self._outbox.post(worker, (payload, ids))
+            self._outbox.post(worker, (packed, ids))
 
     def _send_batch(self, worker: int, batch: list[Any]) -> None:
-        ray.get(self._peers[worker].deliver_batch.remote(batch))
+        ray.get(self.peers[worker].handle.remote(DeliverBatch(batch)))
 
-    def deliver_batch(self, batch: list[tuple[Any, list[str]]]) -> None:
-        """Queue a batch of (serialised message, recipient ids) from another worker.
 
-        Arrays travel out of band (pickle protocol 5): the bytes are copied once, by Ray.
-        """
-        for (data, buffers), ids in batch:
-            self.deliver(pickle.loads(data, buffers=buffers), ids)
+class HostActor:
+    """The Ray actor of a worker: one entry, :meth:`handle`, around a :class:`RayHost`."""
+
+    def __init__(self, *args: Any) -> None:
+        self._host = RayHost(*args)
+
+    def handle(self, request: Request[R], names: Sequence[str] = (), *values: Any) -> R:
+        """Answer ``request``; ``values`` (resolved by Ray) replace its fields ``names``."""
+        if names:
+            request = replace(request, **dict(zip(names, values, strict=True)))
+        return self._host.handle(request)
 
 
 class RayBackend(Backend):
@@ -86,7 +92,7 @@ class RayBackend(Backend):
                     f"placement group of {bundles} ({plan.placement_strategy}) not ready "
                     f"after {PLACEMENT_TIMEOUT_S:g} s; available: {self.available_resources()}"
                 )
-        actor_class = ray.remote(RayWorker)
+        actor_class = ray.remote(HostActor)
         slot = {worker: bundle for bundle, worker in enumerate(reserved)}
         for i, spec in enumerate(plan.workers):
             options = {
@@ -111,9 +117,10 @@ class RayBackend(Backend):
                     spec.nodes,
                     plan.manager,
                     plan.state_memory_bytes,
+                    DEFAULT_RUNNERS + plan.runners,
                 )
             )
-        outcomes = self.call_all("connect", self._actors)
+        outcomes = self.call_all(Connect(tuple(self._actors)))
         errors = [o.error for o in outcomes if o.error is not None]
         if errors:
             self.stop()
@@ -128,20 +135,29 @@ class RayBackend(Backend):
         """``ray.put``: serialise once, pass the reference to many calls."""
         return ray.put(value)
 
-    def submit(self, worker: int, method: str, *args: Any) -> Any:
-        """``actor.method.remote(*args)``."""
-        return getattr(self._actors[worker], method).remote(*args)
+    def call(self, worker: int, request: Request[R]) -> Pending[R]:
+        """``actor.handle.remote(request)``; object references in its fields (from
+        :meth:`put`) travel as arguments, so that Ray hands the worker their values."""
+        names, refs = [], []
+        for item in fields(request):
+            value = getattr(request, item.name)
+            if isinstance(value, ray.ObjectRef):
+                names.append(item.name)
+                refs.append(value)
+        if names:
+            request = replace(request, **dict.fromkeys(names))
+        return Pending(self._actors[worker].handle.remote(request, names, *refs))
 
     def gather(
         self,
-        pending: Sequence[Any],
+        pending: Sequence[Pending[R]],
         on_done: Callable[[int], None] | None = None,
         fail_fast: bool = False,
-    ) -> list[Outcome]:
+    ) -> list[Outcome[R]]:
         """Wait with ``ray.wait``, reporting each call as it finishes."""
-        position = {ref: i for i, ref in enumerate(pending)}
-        outcomes: list[Outcome | None] = [None] * len(pending)
-        waiting = list(pending)
+        position = {p.handle: i for i, p in enumerate(pending)}
+        outcomes: list[Outcome[R] | None] = [None] * len(pending)
+        waiting = [p.handle for p in pending]
         while waiting:
             done, waiting = ray.wait(waiting, num_returns=1)
             i = position[done[0]]
@@ -154,16 +170,17 @@ class RayBackend(Backend):
             o if o is not None else Outcome(None, Unfinished("still running")) for o in outcomes
         ]
 
-    def wait_any(self, pending: Sequence[Any]) -> tuple[int, Outcome]:
+    def wait_any(self, pending: Sequence[Pending[R]]) -> tuple[int, Outcome[R]]:
         """``ray.wait`` for one of ``pending`` (blocks; no polling)."""
-        done, _ = ray.wait(list(pending), num_returns=1)
-        return pending.index(done[0]), _outcome(done[0])
+        refs = [p.handle for p in pending]
+        done, _ = ray.wait(refs, num_returns=1)
+        return refs.index(done[0]), _outcome(done[0])
 
     def stop(self) -> None:
         """Kill the actors and remove the placement group."""
         if self._actors:
             with contextlib.suppress(Exception):
-                ray.get([a.close.remote() for a in self._actors], timeout=CLOSE_TIMEOUT_S)
+                ray.get([a.handle.remote(Close()) for a in self._actors], timeout=CLOSE_TIMEOUT_S)
         for actor in self._actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
@@ -185,7 +202,7 @@ def _wait_removed(group_id: str, seconds: float) -> None:
         time.sleep(0.02)
 
 
-def _outcome(ref: Any) -> Outcome:
+def _outcome(ref: Any) -> Outcome[Any]:
     try:
         return Outcome(ray.get(ref))
     except ray.exceptions.RayTaskError as error:

@@ -11,6 +11,7 @@ from typing import Any, Literal, Self
 from redfl.core.config import ResourcesConfig
 from redfl.core.roles import parse_roles
 from redfl.runtime.backend import Backend, Plan
+from redfl.runtime.host import PullVersion, Stats
 from redfl.runtime.local import LocalBackend
 from redfl.runtime.plan import make_plan
 from redfl.runtime.remote import remote_options
@@ -122,19 +123,15 @@ class Federation:
     def pull_version(self, node_id: str) -> tuple[int, dict[str, Any]]:
         """The latest (version number, state) that ``node_id`` published."""
         backend = self._start()
-        pending = backend.submit(self.worker_of(node_id), "pull_version", node_id)
-        outcome = backend.gather([pending])[0]
-        if outcome.error is not None:
-            raise outcome.error
-        version: tuple[int, dict[str, Any]] = outcome.value
-        return version
+        pending = backend.call(self.worker_of(node_id), PullVersion(node_id))
+        return backend.gather([pending])[0].result()
 
     def worker_stats(self) -> list[dict[str, float]]:
         """Per worker: nodes hosted and built, batch calls, seconds busy (none before start)."""
         if self._backend is None:
             return []
-        outcomes = self._backend.call_all("stats")
-        return [o.value if o.error is None else {} for o in outcomes]
+        outcomes = self._backend.call_all(Stats())
+        return [o.value if o.value is not None else {} for o in outcomes]
 
     def stop(self) -> None:
         """Stop the workers and release the placement group. Safe to call twice."""

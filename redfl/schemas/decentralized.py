@@ -20,6 +20,7 @@ from redfl.core.events import RoundFinished, RoundStarted
 from redfl.core.result import FederationResult, RoundRecord
 from redfl.nodes.decentralized import DecentralizedNode
 from redfl.runtime.backend import Backend
+from redfl.runtime.port_runner import RoundTotalsSince, SumParameters
 from redfl.runtime.replies import RoundTotals
 from redfl.runtime.virtual import NodeFactory
 from redfl.schemas.base import RuntimeName, virtual_nodes
@@ -186,9 +187,9 @@ class DecentralizedFederation(GraphFederation):
     def _emit_rounds(self, backend: Backend, last: int, previous: float) -> float:
         """Record (and pass to callbacks) every round all nodes finished; the last end time."""
         merged: dict[int, RoundTotals] = {}
-        for outcome in backend.call_all("round_totals", self.round + 1):
-            for rnd, totals in (outcome.value or {}).items():
-                merged.setdefault(rnd, RoundTotals()).merge(totals)
+        for outcome in backend.call_all(RoundTotalsSince(self.round + 1)):
+            for rnd, reported in (outcome.value or {}).items():
+                merged.setdefault(rnd, RoundTotals()).merge(reported)
         while self.round < last:
             totals = merged.get(self.round + 1)
             if totals is None or totals.nodes < self._train_nodes:
@@ -209,11 +210,9 @@ class DecentralizedFederation(GraphFederation):
         groups: dict[int, list[str]] = {}
         for node in self.nodes:
             groups.setdefault(self.worker_of(node.node_id), []).append(node.node_id)
-        pending = [backend.submit(w, "sum_parameters", ids) for w, ids in sorted(groups.items())]
+        pending = [backend.call(w, SumParameters(ids)) for w, ids in sorted(groups.items())]
         for outcome in backend.gather(pending):
-            if outcome.error is not None:
-                raise outcome.error
-            total.merge(outcome.value)
+            total.merge(outcome.result())
         if total.weight <= 0:
             return None
         return {k: v / total.weight for k, v in total.sums.items()}

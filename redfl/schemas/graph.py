@@ -11,7 +11,10 @@ import time
 from typing import Any
 
 from redfl.core.result import FederationError, FederationResult
-from redfl.runtime.backend import Backend, Unfinished
+from redfl.runtime.backend import Backend
+from redfl.runtime.host import Stats, StopNodes
+from redfl.runtime.port_runner import RunNode
+from redfl.runtime.protocol import Unfinished
 from redfl.runtime.replies import NodeFailed
 from redfl.schemas.base import Federation
 
@@ -38,9 +41,9 @@ class GraphFederation(Federation):
 
     def train(self) -> FederationResult:
         """Run every ``train``-role node's ``train()``; return their outputs."""
-        return FederationResult(outputs=self._run_nodes(None))
+        return FederationResult(outputs=self._run_nodes({}))
 
-    def _run_nodes(self, arguments: dict[str, Any] | None) -> dict[str, Any]:
+    def _run_nodes(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """Run ``train(**arguments)`` on every ``train``-role node at once; their outputs.
 
         Raises
@@ -53,7 +56,7 @@ class GraphFederation(Federation):
             raise ValueError("a GraphFederation needs a topology")
         backend = self._start()
         ids = [n.node_id for n in self.nodes if "train" in n.roles]
-        pending = [backend.submit(self.worker_of(i), "run_node", i, arguments) for i in ids]
+        pending = [backend.call(self.worker_of(i), RunNode(i, arguments)) for i in ids]
         outcomes = backend.gather(pending, fail_fast=True)
         failed = [
             (node_id, o.error)
@@ -61,7 +64,7 @@ class GraphFederation(Federation):
             if o.error is not None and not isinstance(o.error, Unfinished)
         ]
         if failed:
-            backend.call_all("stop_nodes")
+            backend.call_all(StopNodes())
             node_id, error = _first_cause(failed)
             detail = error.trace if isinstance(error, NodeFailed) else repr(error)
             raise FederationError(f"node {node_id!r} failed; federation stopped:\n{detail}")
@@ -71,7 +74,7 @@ class GraphFederation(Federation):
         """Wake every node blocked in ``receive`` (it ends with ``FederationStopped``),
         then stop the workers. Safe to call twice."""
         if self._backend is not None:
-            self._backend.call_all("stop_nodes")
+            self._backend.call_all(StopNodes())
             deadline = time.monotonic() + STOP_GRACE_S
             while time.monotonic() < deadline and self._running_nodes(self._backend) > 0:
                 time.sleep(0.02)
@@ -80,7 +83,8 @@ class GraphFederation(Federation):
     @staticmethod
     def _running_nodes(backend: Backend) -> int:
         """How many ``train()`` calls are still running on the workers."""
-        return sum(int(o.value.get("running", 0)) for o in backend.call_all("stats") if o.value)
+        replies = [o.value for o in backend.call_all(Stats())]
+        return sum(int(r.get("running", 0)) for r in replies if r is not None)
 
 
 def _first_cause(failed: list[tuple[str, BaseException]]) -> tuple[str, BaseException]:

@@ -14,19 +14,22 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from redfl.algorithms.fedavg import FedAvg
-from redfl.algorithms.strategy import ClientUpdate, RoundOutcome, Strategy, round_size
-from redfl.core.arrays import Parameters, WeightedSum, copy_parameters
+from redfl.algorithms.strategy import RoundOutcome, Strategy, round_size
+from redfl.core.arrays import Parameters, copy_parameters
 from redfl.core.config import ResourcesConfig
 from redfl.core.events import ClientsProgress, FailureRecorded, RoundFinished, RoundStarted
 from redfl.core.instructions import Instructions
 from redfl.core.result import Failure, FederationError, FederationResult, RoundRecord
 from redfl.core.seeding import round_rng
 from redfl.nodes.client import Client
-from redfl.runtime.backend import Backend, Outcome
+from redfl.runtime.backend import Backend
 from redfl.runtime.dispatch import Calls, WorkerRound, run_round, segments_of
-from redfl.runtime.replies import EvaluateBatch, FitBatch
+from redfl.runtime.protocol import Pending
+from redfl.runtime.replies import FitBatch
+from redfl.runtime.star_runner import FitSegments, ReleaseSegments
 from redfl.schemas.base import Federation, RuntimeName, virtual_nodes
 from redfl.schemas.callbacks import Callback, emit
+from redfl.schemas.star_collect import collect, evaluate
 
 EvaluateFn = Callable[[Parameters], tuple[float, Mapping[str, float]]]
 """Central evaluation: parameters -> (loss, metrics such as ``accuracy``)."""
@@ -182,19 +185,18 @@ class StarFederation(Federation):
         fold = self.strategy.weighted_sum
         policy = self.strategy.update_policy(rnd, sampled)
 
-        def guest(worker: int, share: WorkerRound, indices: list[int]) -> Any:
+        def guest(worker: int, share: WorkerRound, indices: list[int]) -> Pending[FitBatch]:
             segments = [share.segments[i] for i in indices]
             specs = [self._spec[node_id] for segment in segments for node_id in segment]
-            return backend.submit(
-                worker, "fit_batch", reference, segments, config, fold, policy, specs, True
-            )
+            request = FitSegments(reference, segments, config, fold, policy, specs, separate=True)
+            return backend.call(worker, request)
 
         calls = Calls(
-            home=lambda share: backend.submit(
-                share.worker, "fit_batch", reference, share.segments, config, fold, policy
+            home=lambda share: backend.call(
+                share.worker, FitSegments(reference, share.segments, config, fold, policy)
             ),
             guest=guest,
-            release=lambda worker: backend.submit(worker, "release"),
+            release=lambda worker: backend.call(worker, ReleaseSegments()),
         )
         done = 0
 
@@ -204,7 +206,7 @@ class StarFederation(Federation):
             emit(self.callbacks, ClientsProgress(rnd, done, len(sampled)))
 
         run_round(backend, shares, calls, progress, steal=self._stealable)
-        total, updates, fitted, failures = self._collect(rnd, shares)
+        total, updates, fitted, failures = collect(rnd, shares)
         self._failures.extend(failures)
         succeeded = len(fitted.succeeded)
         if succeeded < self.strategy.min_fit_clients:
@@ -277,62 +279,11 @@ class StarFederation(Federation):
             by_worker.setdefault(self.worker_of(node_id), []).append(node_id)
         return sorted(by_worker.items())
 
-    def _collect(
-        self, rnd: int, shares: list[WorkerRound]
-    ) -> tuple[WeightedSum, list[ClientUpdate], FitBatch, list[Failure]]:
-        """Fold the replies in worker order, then segment order, whoever ran a segment.
-
-        A worker's prefix sum is folded with the sums of its segments an idle worker ran,
-        in segment order: the same sum the worker would have made alone.
-        """
-        total = WeightedSum()
-        updates: list[ClientUpdate] = []
-        fitted = FitBatch(total=None)
-        failures: list[Failure] = []
-        for share in shares:
-            replies: list[tuple[list[list[str]], Outcome]] = []
-            if share.home is not None:
-                kept = [s for i, s in enumerate(share.segments) if i not in share.released]
-                replies.append((kept, share.home))
-            stolen_sums: dict[int, WeightedSum] = {}
-            for indices, outcome in share.stolen:
-                replies.append(([share.segments[i] for i in indices], outcome))
-                if outcome.error is None:
-                    stolen_sums.update(zip(indices, outcome.value.segment_totals, strict=False))
-            worker_sum = WeightedSum()
-            for segments, outcome in replies:
-                if outcome.error is not None:
-                    error = outcome.error
-                    reason = f"worker {share.worker} failed: {type(error).__name__}: {error}"
-                    failures.extend(Failure(i, rnd, "fit", reason) for s in segments for i in s)
-                    continue
-                batch: FitBatch = outcome.value
-                failures.extend(batch.failures)
-                updates.extend(batch.updates)
-                fitted.absorb(batch)
-            if share.home is not None and share.home.error is None:
-                home: FitBatch = share.home.value
-                if home.total is not None:
-                    worker_sum.merge(home.total)
-            for index in sorted(stolen_sums):
-                worker_sum.merge(stolen_sums[index])
-            total.merge(worker_sum)
-        return total, updates, fitted, failures
-
     def _evaluate(
         self, backend: Backend, rnd: int, node_ids: Sequence[str]
     ) -> tuple[float | None, dict[str, float]]:
         groups = self._groups(node_ids)
-        reference = backend.put(self.parameters)
         config = Instructions.make(rnd, self.strategy.evaluate_config(rnd), phase="evaluate")
-        pending = [backend.submit(w, "evaluate_batch", reference, ids, config) for w, ids in groups]
-        reports: list[tuple[str, float, int, dict[str, float]]] = []
-        for (worker, ids), outcome in zip(groups, backend.gather(pending), strict=True):
-            if outcome.error is not None:
-                reason = f"worker {worker} failed: {outcome.error}"
-                self._failures.extend(Failure(i, rnd, "evaluate", reason) for i in ids)
-                continue
-            batch: EvaluateBatch = outcome.value
-            self._failures.extend(batch.failures)
-            reports.extend(batch.reports)
+        reports, failures = evaluate(backend, groups, backend.put(self.parameters), config)
+        self._failures.extend(failures)
         return self.strategy.aggregate_evaluate(rnd, reports)

@@ -1,0 +1,186 @@
+"""The message port: message-driven nodes (graph and decentralised schemas) on a worker.
+
+:class:`RunNode` runs a node's ``train()`` to the end; it blocks on messages from other
+nodes, so it is a ``blocking`` request (a thread of its own in-process, one of the actor's
+threads on Ray). The runner is also every node's :class:`~redfl.nodes.node.NodePort`: it
+checks sends against the topology, queues messages for nodes of its own worker and hands
+the others to their workers (:class:`Deliver`, or on Ray :class:`DeliverBatch` through an
+outbox). Nodes report per-round metrics here (:class:`RoundTotalsSince` reads them) and
+publish models that :class:`SumParameters` folds.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from redfl.core.arrays import WeightedSum
+from redfl.core.message import Message
+from redfl.runtime.protocol import Handlers, Request, Runner
+from redfl.runtime.replies import NodeFailed, RoundTotals
+
+if TYPE_CHECKING:
+    from redfl.runtime.host import Host
+
+Packed = tuple[bytes, list[pickle.PickleBuffer]]
+"""A message pickled once (protocol 5), its arrays out of band."""
+
+
+class PortRunner(Runner):
+    """Runs message-driven nodes and carries their messages; the nodes' ``NodePort``."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host)
+        self._lock = threading.Lock()
+        self._running = 0
+        self._rounds: dict[int, RoundTotals] = {}
+        host.port = self
+
+    def register(self, handlers: Handlers) -> None:
+        """Answer :class:`RunNode`, the deliveries, round totals and parameter sums."""
+        handlers.add(RunNode, self.run_node)
+        handlers.add(Deliver, self.deliver)
+        handlers.add(DeliverBatch, self.deliver_batch)
+        handlers.add(RoundTotalsSince, self.round_totals)
+        handlers.add(SumParameters, self.sum_parameters)
+
+    def stats(self) -> dict[str, float]:
+        """How many ``train()`` calls are running."""
+        return {"running": self._running}
+
+    # -- requests ------------------------------------------------------------------------
+    def run_node(self, request: RunNode) -> Any:
+        """Run the node's ``train(**arguments)`` to the end and return its output."""
+        with self._lock:
+            self._running += 1
+        try:
+            return self.host.node(request.node_id).train(**request.arguments)
+        except Exception:
+            raise NodeFailed(request.node_id, traceback.format_exc()) from None
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def deliver(self, request: Deliver) -> None:
+        """Queue a message that arrived from another worker."""
+        self.host.mailbox.put(request.message, request.node_ids)
+
+    def deliver_batch(self, request: DeliverBatch) -> None:
+        """Queue a batch of pickled messages; arrays are copied once, by the transport."""
+        for (data, buffers), ids in request.items:
+            self.host.mailbox.put(pickle.loads(data, buffers=buffers), ids)
+
+    def round_totals(self, request: RoundTotalsSince) -> dict[int, RoundTotals]:
+        """The totals of every round from ``first`` on (what the driver's history needs)."""
+        with self._lock:
+            return {r: t.copy() for r, t in self._rounds.items() if r >= request.first}
+
+    def sum_parameters(self, request: SumParameters) -> WeightedSum:
+        """The ``weight``-weighted sum of the ``parameters`` the nodes last published.
+
+        Nodes with no such version (or a weight <= 0) are skipped.
+        """
+        total = WeightedSum()
+        for node_id in request.node_ids:
+            state = self.host.version(node_id)[1]
+            weight = float(state.get("weight", 0.0))
+            if weight > 0 and "parameters" in state:
+                total.add(state["parameters"], weight)
+        return total
+
+    # -- NodePort ------------------------------------------------------------------------
+    def neighbours(self, node_id: str) -> set[str]:
+        """The ids ``node_id`` may send to."""
+        return self.host.manager.neighbours(node_id)
+
+    def senders(self, node_id: str) -> set[str]:
+        """The ids that may send to ``node_id``."""
+        return self.host.manager.senders(node_id)
+
+    def weights_into(self, node_id: str) -> dict[str, float]:
+        """The topology's weights of the edges into ``node_id`` (empty when unweighted)."""
+        return self.host.manager.weights_into(node_id)
+
+    def send(self, message: Message) -> None:
+        """Check ``message`` against the topology and deliver it, each worker once."""
+        manager = self.host.manager
+        manager.check_send(message.sender, message.recipients)
+        groups = manager.route(message.recipients)
+        local = groups.pop(self.host.index, None)
+        if local:
+            self.host.mailbox.put(message, local)
+        if groups:
+            self.host.post(message, groups)
+
+    def receive(
+        self, node_id: str, header: str | None, block: bool, timeout: float | None
+    ) -> Message | None:
+        """Take the first queued message for ``node_id`` matching ``header``."""
+        return self.host.mailbox.take(node_id, header, block, timeout)
+
+    def publish_version(self, node_id: str, state: dict[str, Any]) -> int:
+        """Store a snapshot of ``node_id``'s state under the next version number."""
+        return self.host.publish_version(node_id, state)
+
+    def report_round(self, node_id: str, rnd: int, metrics: dict[str, float]) -> None:
+        """Fold a node's round metrics into this worker's totals for the round."""
+        with self._lock:
+            self._rounds.setdefault(rnd, RoundTotals()).add(metrics)
+
+
+def pack(message: Message) -> Packed:
+    """Pickle ``message`` once for :class:`DeliverBatch` (arrays out of band)."""
+    buffers: list[pickle.PickleBuffer] = []
+    return pickle.dumps(message, protocol=5, buffer_callback=buffers.append), buffers
+
+
+@dataclass(frozen=True)
+class RunNode(Request[Any]):
+    """Run ``node_id``'s ``train(**arguments)`` to the end (-> its output)."""
+
+    runner = PortRunner
+    blocking = True
+
+    node_id: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Deliver(Request[None]):
+    """Queue ``message`` for the ``node_ids`` of the receiving worker."""
+
+    runner = PortRunner
+
+    message: Message
+    node_ids: Sequence[str]
+
+
+@dataclass(frozen=True)
+class DeliverBatch(Request[None]):
+    """Queue a batch of (pickled message, recipient ids) from another worker's outbox."""
+
+    runner = PortRunner
+
+    items: Sequence[tuple[Packed, Sequence[str]]]
+
+
+@dataclass(frozen=True)
+class RoundTotalsSince(Request[dict[int, RoundTotals]]):
+    """The worker's metric totals of every round from ``first`` on."""
+
+    runner = PortRunner
+
+    first: int
+
+
+@dataclass(frozen=True)
+class SumParameters(Request[WeightedSum]):
+    """The weighted sum of the models ``node_ids`` (hosted here) last published."""
+
+    runner = PortRunner
+
+    node_ids: Sequence[str]

@@ -1,0 +1,253 @@
+"""The star batch runner: a worker fits and evaluates its clients in batches.
+
+A :class:`FitSegments` request carries a round's global parameters, the worker's clients
+cut into segments and the round's :class:`~redfl.core.instructions.Instructions`. The
+runner fits the segments in turn, folding each segment's updates into a partial sum when
+the strategy is a weighted sum. While it runs, :class:`ReleaseSegments` may take the
+segments not yet started (work stealing, :mod:`redfl.runtime.dispatch`); an idle worker
+then runs them for it as *guests*. :class:`EvaluateClients` evaluates a list of clients.
+
+A failing client is a value (a :class:`~redfl.core.result.Failure` in the reply), never a
+crash of the worker: everything a client does, its instructions included, happens inside
+the per-client ``try``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from redfl.algorithms.strategy import ClientUpdate
+from redfl.algorithms.updates import UpdatePolicy
+from redfl.core.arrays import Parameters, WeightedSum, check_update
+from redfl.core.instructions import Instructions
+from redfl.core.result import Failure
+from redfl.nodes.client import Client
+from redfl.runtime.protocol import Handlers, Request, Runner
+from redfl.runtime.replies import EvaluateBatch, FitBatch
+from redfl.runtime.virtual import VirtualNode
+
+if TYPE_CHECKING:
+    from redfl.runtime.host import Host
+
+
+class StarRunner(Runner):
+    """Fits and evaluates clients in batches; gives up unstarted segments on request."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host)
+        self._lock = threading.Lock()
+        self._segments = [0, 0]  # of the running fit: next to start, end
+        self._batches = 0
+        self._busy = 0.0
+        self._guests = 0
+        self._guest_batches = 0
+
+    def register(self, handlers: Handlers) -> None:
+        """Answer :class:`FitSegments`, :class:`ReleaseSegments`, :class:`EvaluateClients`."""
+        handlers.add(FitSegments, self.fit)
+        handlers.add(ReleaseSegments, self.release)
+        handlers.add(EvaluateClients, self.evaluate)
+
+    def stats(self) -> dict[str, float]:
+        """Batch calls, seconds busy fitting, guest fits and guest batches."""
+        return {
+            "batches": self._batches,
+            "busy_seconds": self._busy,
+            "guest_fits": self._guests,
+            "guest_batches": self._guest_batches,
+        }
+
+    def fit(self, request: FitSegments) -> FitBatch:
+        """Fit each segment's clients in turn; fold successful updates if ``fold``.
+
+        With ``fold``, each segment is summed on its own and the segment sums are folded
+        in order into ``total``, or, with ``separate``, returned one per segment in
+        ``segment_totals``; ``segments_run`` says how many segments ran.
+        """
+        self._batches += 1
+        started = time.perf_counter()
+        self.host.add_guests(request.guests)
+        self._guests += len(request.guests)
+        self._guest_batches += 1 if request.guests else 0
+        batch = FitBatch(total=WeightedSum() if request.fold else None)
+        with self._lock:
+            self._segments = [0, len(request.segments)]  # release lowers the end
+        while True:
+            with self._lock:
+                if self._segments[0] >= self._segments[1]:
+                    break
+                index = self._segments[0]
+                self._segments[0] += 1
+            part = FitBatch(total=WeightedSum() if request.fold else None)
+            self._fit_clients(request, request.segments[index], part)
+            batch.absorb(part)
+            batch.failures.extend(part.failures)
+            batch.updates.extend(part.updates)
+            if part.total is not None and batch.total is not None:
+                if request.separate:
+                    batch.segment_totals.append(part.total)
+                else:
+                    batch.total.merge(part.total)
+            batch.segments_run += 1
+        self._busy += time.perf_counter() - started
+        return batch
+
+    def release(self, request: ReleaseSegments) -> list[int]:
+        """Give up the latter half (rounded up) of the running fit's unstarted segments."""
+        with self._lock:
+            following, end = self._segments
+            keep = end - (end - following + 1) // 2
+            self._segments[1] = keep
+            return list(range(keep, end))
+
+    def _fit_clients(self, request: FitSegments, node_ids: Sequence[str], batch: FitBatch) -> None:
+        """Fit each client of ``node_ids`` in turn, recording each result in ``batch``."""
+        parameters = request.parameters
+        policy = request.policy or UpdatePolicy()
+        for node_id in node_ids:
+            try:
+                client = self._client(node_id)
+                if client.stateful:
+                    client.state = self.host.states.get(node_id)
+                own = policy.per_client.get(node_id)
+                instructions = request.instructions.merged(own) if own else request.instructions
+                new, num_examples, metrics = client.fit(parameters, instructions)
+                reason = check_update(new, parameters)
+                if reason is None and (
+                    not isinstance(num_examples, int | np.integer) or num_examples < 1
+                ):
+                    reason = f"num_examples must be a positive int, got {num_examples!r}"
+                count, report = int(num_examples), {k: float(v) for k, v in metrics.items()}
+                if reason is None:
+                    new, weight, stats, reason = policy.apply(new, parameters, count)
+                if reason is None and client.stateful:
+                    self.host.states.put(node_id, client.state)
+            except Exception as error:  # a failing client is a value, not a crash
+                reason = describe(error)
+            finally:
+                self._detach_state(node_id)
+            if reason is not None:
+                batch.failures.append(Failure(node_id, request.round, "fit", reason))
+                continue
+            for name, value in stats.items():
+                batch.stats[name] = batch.stats.get(name, 0.0) + value
+            if batch.total is not None:
+                batch.total.add(new, weight)
+            else:
+                batch.updates.append(ClientUpdate(node_id, new, count, report))
+            batch.succeeded.append(node_id)
+            batch.add_metrics(report, count)
+
+    def evaluate(self, request: EvaluateClients) -> EvaluateBatch:
+        """Evaluate ``parameters`` on each client in turn."""
+        self._batches += 1
+        batch = EvaluateBatch()
+        for node_id in request.node_ids:
+            try:
+                client = self._client(node_id)
+                if client.stateful:
+                    client.state = self.host.states.get(node_id)
+                loss, num_examples, metrics = client.evaluate(
+                    request.parameters, request.instructions
+                )
+                loss = float(loss)
+                if loss != loss:  # NaN
+                    raise ValueError("evaluation loss is NaN")
+                report = (
+                    node_id,
+                    loss,
+                    int(num_examples),
+                    {k: float(v) for k, v in metrics.items()},
+                )
+            except Exception as error:
+                reason = describe(error)
+                batch.failures.append(Failure(node_id, request.round, "evaluate", reason))
+                continue
+            finally:
+                self._detach_state(node_id)
+            batch.reports.append(report)
+        return batch
+
+    def _client(self, node_id: str) -> Client:
+        node = self.host.node(node_id)
+        if not isinstance(node, Client):
+            raise TypeError(f"node {node_id!r} is a {type(node).__name__}, not a Client")
+        return node
+
+    def _detach_state(self, node_id: str) -> None:
+        """Drop a stateful client's reference to its state: the store alone holds it."""
+        node = self.host.built(node_id)
+        if isinstance(node, Client) and node.stateful:
+            node.state = {}
+
+
+@dataclass(frozen=True)
+class FitSegments(Request[FitBatch]):
+    """Fit a round's clients, segment by segment, from the global ``parameters``.
+
+    Attributes
+    ----------
+    segments:
+        Lists of client ids, run in order (the unit of work stealing).
+    instructions:
+        The round's instructions (its round number included); a client's own entries
+        from ``policy`` are merged over them.
+    fold:
+        Fold successful updates into partial sums (weighted-sum strategies).
+    policy:
+        Per-client config, update checks and clipping (from the strategy).
+    guests:
+        Clients hosted by another worker that this one runs for it (built here).
+    separate:
+        Return one sum per segment (``segment_totals``) instead of one in total.
+    """
+
+    runner = StarRunner
+
+    parameters: Parameters
+    segments: Sequence[Sequence[str]]
+    instructions: Instructions
+    fold: bool
+    policy: UpdatePolicy | None = None
+    guests: Sequence[VirtualNode] = ()
+    separate: bool = False
+
+    @property
+    def round(self) -> int:
+        """The round being fitted."""
+        return self.instructions.round
+
+
+@dataclass(frozen=True)
+class ReleaseSegments(Request[list[int]]):
+    """Ask a busy worker for the tail of its unstarted segments (-> their indices)."""
+
+    runner = StarRunner
+
+
+@dataclass(frozen=True)
+class EvaluateClients(Request[EvaluateBatch]):
+    """Evaluate ``parameters`` on each of ``node_ids`` with the round's instructions."""
+
+    runner = StarRunner
+
+    parameters: Parameters
+    node_ids: Sequence[str]
+    instructions: Instructions
+
+    @property
+    def round(self) -> int:
+        """The round being evaluated."""
+        return self.instructions.round
+
+
+def describe(error: BaseException) -> str:
+    """``TypeName: message`` of a client's error (the reason of its failure)."""
+    text = str(error) or "(no message)"
+    return f"{type(error).__name__}: {text}"

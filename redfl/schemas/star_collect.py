@@ -1,0 +1,91 @@
+"""Collect a star round's replies: fit replies folded in a fixed order, evaluation reports.
+
+Fit replies fold in worker order, then segment order: a worker's own prefix sum first, then
+the sums of the segments an idle worker ran for it, in segment order. That is the sum the
+worker would have made alone, so work stealing never changes the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redfl.algorithms.strategy import ClientUpdate
+from redfl.core.arrays import WeightedSum
+from redfl.core.instructions import Instructions
+from redfl.core.result import Failure
+from redfl.runtime.backend import Backend
+from redfl.runtime.dispatch import WorkerRound
+from redfl.runtime.protocol import Outcome
+from redfl.runtime.replies import FitBatch
+from redfl.runtime.star_runner import EvaluateClients
+
+Report = tuple[str, float, int, dict[str, float]]
+"""One client's evaluation: (node id, loss, examples, metrics)."""
+
+
+def collect(
+    rnd: int, shares: list[WorkerRound]
+) -> tuple[WeightedSum, list[ClientUpdate], FitBatch, list[Failure]]:
+    """Fold the round's replies: (total, individual updates, folded metrics, failures).
+
+    A worker whose call failed turns into one failure per client of the segments it ran.
+    """
+    total = WeightedSum()
+    updates: list[ClientUpdate] = []
+    fitted = FitBatch(total=None)
+    failures: list[Failure] = []
+    for share in shares:
+        replies: list[tuple[list[list[str]], Outcome[FitBatch]]] = []
+        if share.home is not None:
+            kept = [s for i, s in enumerate(share.segments) if i not in share.released]
+            replies.append((kept, share.home))
+        stolen_sums: dict[int, WeightedSum] = {}
+        for indices, outcome in share.stolen:
+            replies.append(([share.segments[i] for i in indices], outcome))
+            if outcome.value is not None:
+                stolen_sums.update(zip(indices, outcome.value.segment_totals, strict=False))
+        for segments, outcome in replies:
+            if outcome.error is not None:
+                error = outcome.error
+                reason = f"worker {share.worker} failed: {type(error).__name__}: {error}"
+                failures.extend(Failure(i, rnd, "fit", reason) for s in segments for i in s)
+                continue
+            batch = outcome.result()
+            failures.extend(batch.failures)
+            updates.extend(batch.updates)
+            fitted.absorb(batch)
+        worker_sum = WeightedSum()
+        if share.home is not None and share.home.value is not None:
+            home = share.home.value
+            if home.total is not None:
+                worker_sum.merge(home.total)
+        for index in sorted(stolen_sums):
+            worker_sum.merge(stolen_sums[index])
+        total.merge(worker_sum)
+    return total, updates, fitted, failures
+
+
+def evaluate(
+    backend: Backend,
+    groups: Sequence[tuple[int, list[str]]],
+    parameters: Any,
+    instructions: Instructions,
+) -> tuple[list[Report], list[Failure]]:
+    """Evaluate ``parameters`` (as put by the backend) on each worker's group of clients.
+
+    Returns the reports in worker order and the failures; a worker whose call failed
+    turns into one failure per client of its group.
+    """
+    calls = [backend.call(w, EvaluateClients(parameters, ids, instructions)) for w, ids in groups]
+    reports: list[Report] = []
+    failures: list[Failure] = []
+    for (worker, ids), outcome in zip(groups, backend.gather(calls), strict=True):
+        if outcome.error is not None:
+            reason = f"worker {worker} failed: {outcome.error}"
+            failures.extend(Failure(i, instructions.round, "evaluate", reason) for i in ids)
+            continue
+        batch = outcome.result()
+        failures.extend(batch.failures)
+        reports.extend(batch.reports)
+    return reports, failures
