@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from redfl import FederatedNode, GraphFederation, Topology, virtual_nodes
 from redfl.core.config import ConfigError
-from redfl.core.events import Event, RoundFinished, event_from_json
+from redfl.core.events import Event, FailureRecorded, RoundFinished, event_from_json
+from redfl.core.result import FederationError
 from redfl.run import read_events, run
 from redfl.rundir import load_parameters
 from redfl.schemas.callbacks import Callback
@@ -174,3 +176,53 @@ def test_decentralised_metric_names_mean_what_the_star_names_mean(tmp_path: Path
     assert "loss" not in record.metrics and "accuracy" not in record.metrics
     assert record.metrics["fit_loss"] == record.train_loss
     assert record.metrics["test_loss"] == record.loss
+
+
+def test_cancel_stops_a_decentralised_run_at_a_round_boundary(tmp_path: Path) -> None:
+    config = gossip_config(tmp_path)
+    config["federation"]["rounds"] = 5000
+    config["client"]["num_clients"] = 8
+    cancel = threading.Event()
+    outcome = run(config, out=tmp_path / "run", callbacks=[CancelAt(cancel, 3)], cancel=cancel)
+    assert outcome.status == "cancelled", outcome.error
+    done = outcome.summary["rounds"]
+    assert 3 <= done < 5000
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in metrics] == list(range(1, done + 1))
+    assert read_events(tmp_path / "run")[-1] == {
+        **read_events(tmp_path / "run")[-1],
+        "type": "run_cancelled",
+        "rounds": done,
+    }
+    # Every node stopped after the same round: the models they published are all of it.
+    _, meta = load_parameters(tmp_path / "run" / "model.safetensors")
+    assert meta["rounds"] == done
+
+
+class Hello(FederatedNode):
+    def train(self) -> str:
+        if self.node_id == "c":
+            raise RuntimeError("radio off")
+        self.send("hi", self.node_id)
+        message = self.receive("hi", timeout=10)
+        assert message is not None
+        return str(message.body)
+
+
+def test_graph_federations_emit_round_and_failure_events() -> None:
+    ids = ["a", "b"]
+    collect = Collect()
+    fed = GraphFederation(virtual_nodes(Hello, ids), Topology.mesh(ids), runtime="local")
+    fed.callbacks = [collect]
+    with fed:
+        fed.train()
+    assert [e.type for e in collect.events] == ["round_started", "round_finished"]
+    failing = GraphFederation(
+        virtual_nodes(Hello, ["a", "b", "c"]), Topology.mesh(["a", "b", "c"]), runtime="local"
+    )
+    failing.callbacks = [collect]
+    with failing, pytest.raises(FederationError, match="node 'c' failed"):
+        failing.train()
+    failure = collect.events[-1]
+    assert isinstance(failure, FailureRecorded)
+    assert failure.failure.node_id == "c" and "radio off" in failure.failure.reason

@@ -54,6 +54,8 @@ class DecentralizedNode(FederatedNode, ABC):
             self.begin()
         reports = []
         for rnd in range(self.rounds_done + 1, self.rounds_done + rounds + 1):
+            if not self.may_start_round(rnd):
+                break
             metrics = {k: float(v) for k, v in self.round(rnd).items()}
             metrics["time"] = time.time()
             self.rounds_done = rnd

@@ -59,6 +59,10 @@ class NodePort(Protocol):
         """Add ``node_id``'s metrics of round ``rnd`` to the federation's history."""
         ...
 
+    def may_start_round(self, node_id: str, rnd: int) -> bool:
+        """Whether ``node_id`` may start round ``rnd`` (``False``: the run stops before it)."""
+        ...
+
 
 class FederatedNode:
     """A participant of a federation.
@@ -175,6 +179,11 @@ class FederatedNode:
         The driver's round record averages each metric over the nodes that reported it.
         """
         self._require_port().report_round(self.node_id, rnd, metrics)
+
+    def may_start_round(self, rnd: int) -> bool:
+        """Whether this node may start round ``rnd``: ``False`` when the federation stops
+        before it (cancellation, early stop); may wait while a checkpoint is taken."""
+        return self._require_port().may_start_round(self.node_id, rnd)
 
     def _require_port(self) -> NodePort:
         if self._port is None:

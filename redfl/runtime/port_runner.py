@@ -22,6 +22,7 @@ from redfl.core.arrays import WeightedSum
 from redfl.core.message import Message
 from redfl.runtime.protocol import Handlers, Request, Runner
 from redfl.runtime.replies import NodeFailed, RoundTotals
+from redfl.runtime.round_gate import RoundGate
 
 if TYPE_CHECKING:
     from redfl.runtime.host import Host
@@ -38,6 +39,7 @@ class PortRunner(Runner):
         self._lock = threading.Lock()
         self._running = 0
         self._rounds: dict[int, RoundTotals] = {}
+        self.gate = RoundGate()
         host.port = self
 
     def register(self, handlers: Handlers) -> None:
@@ -47,10 +49,16 @@ class PortRunner(Runner):
         handlers.add(DeliverBatch, self.deliver_batch)
         handlers.add(RoundTotalsSince, self.round_totals)
         handlers.add(SumParameters, self.sum_parameters)
+        handlers.add(FreezeRounds, lambda request: self.gate.freeze())
+        handlers.add(LimitRounds, self.limit_rounds)
 
     def stats(self) -> dict[str, float]:
         """How many ``train()`` calls are running."""
         return {"running": self._running}
+
+    def close(self) -> None:
+        """Let nodes waiting at the round gate end their loops."""
+        self.gate.close()
 
     # -- requests ------------------------------------------------------------------------
     def run_node(self, request: RunNode) -> Any:
@@ -78,6 +86,10 @@ class PortRunner(Runner):
         """The totals of every round from ``first`` on (what the driver's history needs)."""
         with self._lock:
             return {r: t.copy() for r, t in self._rounds.items() if r >= request.first}
+
+    def limit_rounds(self, request: LimitRounds) -> None:
+        """Admit rounds up to ``request.round`` (see :class:`RoundGate`)."""
+        self.gate.set_limit(request.round, request.stop)
 
     def sum_parameters(self, request: SumParameters) -> WeightedSum:
         """The ``weight``-weighted sum of the ``parameters`` the nodes last published.
@@ -125,6 +137,10 @@ class PortRunner(Runner):
     def publish_version(self, node_id: str, state: dict[str, Any]) -> int:
         """Store a snapshot of ``node_id``'s state under the next version number."""
         return self.host.publish_version(node_id, state)
+
+    def may_start_round(self, node_id: str, rnd: int) -> bool:
+        """Whether ``node_id`` may start round ``rnd`` (waits at a pause or a freeze)."""
+        return self.gate.enter(rnd)
 
     def report_round(self, node_id: str, rnd: int, metrics: dict[str, float]) -> None:
         """Fold a node's round metrics into this worker's totals for the round."""
@@ -184,3 +200,20 @@ class SumParameters(Request[WeightedSum]):
     runner = PortRunner
 
     node_ids: Sequence[str]
+
+
+@dataclass(frozen=True)
+class FreezeRounds(Request[int]):
+    """Let no node of the worker start a new round (-> the highest round started)."""
+
+    runner = PortRunner
+
+
+@dataclass(frozen=True)
+class LimitRounds(Request[None]):
+    """Admit rounds up to ``round`` (``None``: all); past it stop (or, else, pause)."""
+
+    runner = PortRunner
+
+    round: int | None
+    stop: bool

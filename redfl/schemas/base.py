@@ -18,6 +18,7 @@ from redfl.runtime.remote import remote_options
 from redfl.runtime.resources import ResourceError
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.virtual import NodeFactory, VirtualNode
+from redfl.schemas.callbacks import Callback
 from redfl.topology.graph import Topology
 
 RuntimeName = Literal["ray", "local"]
@@ -69,6 +70,8 @@ class Federation:
         self.address = address
         self.resources = resources or ResourcesConfig()
         self.federation_id = federation_id or f"redfl-{uuid.uuid4().hex[:10]}"
+        self.callbacks: list[Callback] = []
+        """Receive the federation's events (schemas with a ``callbacks`` argument set it)."""
         self._backend: Backend | None = None
         self._manager: TopologyManager | None = None
 

@@ -20,7 +20,7 @@ from redfl.core.events import RoundFinished, RoundStarted
 from redfl.core.result import FederationResult, RoundRecord
 from redfl.nodes.decentralized import DecentralizedNode
 from redfl.runtime.backend import Backend
-from redfl.runtime.port_runner import RoundTotalsSince, SumParameters
+from redfl.runtime.port_runner import FreezeRounds, LimitRounds, RoundTotalsSince, SumParameters
 from redfl.runtime.replies import RoundTotals
 from redfl.runtime.virtual import NodeFactory
 from redfl.schemas.base import RuntimeName, virtual_nodes
@@ -158,6 +158,7 @@ class DecentralizedFederation(GraphFederation):
         for callback in self.callbacks:
             callback.on_train_begin(rounds)
         backend = self._start()
+        backend.call_all(LimitRounds(None, stop=False))  # a previous stop's limit is lifted
         box: dict[str, Any] = {}
 
         def run() -> None:
@@ -170,9 +171,12 @@ class DecentralizedFederation(GraphFederation):
         last, previous = self.round + rounds, time.time()
         runner.start()
         emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
+        stopping = False
         while True:  # records go out as rounds complete on every node, not at the end
             finished = not runner.is_alive()
-            previous = self._emit_rounds(backend, last, previous)
+            previous, stop = self._emit_rounds(backend, last, previous)
+            if stop and not stopping:
+                stopping, last = True, self._stop_at_boundary(backend)
             if finished:
                 break
             runner.join(PROGRESS_POLL_S)
@@ -184,8 +188,17 @@ class DecentralizedFederation(GraphFederation):
             callback.on_train_end(result)
         return result
 
-    def _emit_rounds(self, backend: Backend, last: int, previous: float) -> float:
-        """Record (and pass to callbacks) every round all nodes finished; the last end time."""
+    def _stop_at_boundary(self, backend: Backend) -> int:
+        """Stop every node after the highest round any node has started (that round ends
+        everywhere, no later one starts): freeze the gates, read, set the limit."""
+        started = [o.result() for o in backend.call_all(FreezeRounds())]
+        last = max([self.round, *started])
+        backend.call_all(LimitRounds(last, stop=True))
+        return last
+
+    def _emit_rounds(self, backend: Backend, last: int, previous: float) -> tuple[float, bool]:
+        """Record (and pass to callbacks) every round all nodes finished: the last end time
+        and whether a callback asked to stop."""
         merged: dict[int, RoundTotals] = {}
         for outcome in backend.call_all(RoundTotalsSince(self.round + 1)):
             for rnd, reported in (outcome.value or {}).items():
@@ -198,10 +211,11 @@ class DecentralizedFederation(GraphFederation):
             previous = max(previous, totals.ended)
             self.round += 1
             self._history.append(record)
-            emit(self.callbacks, RoundFinished(record))
+            if emit(self.callbacks, RoundFinished(record)):
+                return previous, True
             if self.round < last:
                 emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
-        return previous
+        return previous, False
 
     def final_parameters(self) -> Parameters | None:
         """The weighted mean of the models the nodes last published (``None`` if none)."""

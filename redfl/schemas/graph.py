@@ -10,13 +10,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from redfl.core.result import FederationError, FederationResult
+from redfl.core.events import FailureRecorded, RoundFinished, RoundStarted
+from redfl.core.result import Failure, FederationError, FederationResult, RoundRecord
 from redfl.runtime.backend import Backend
 from redfl.runtime.host import Stats, StopNodes
 from redfl.runtime.port_runner import RunNode
 from redfl.runtime.protocol import Unfinished
 from redfl.runtime.replies import NodeFailed
 from redfl.schemas.base import Federation
+from redfl.schemas.callbacks import emit
 
 STOP_GRACE_S = 10.0
 """How long ``stop()`` lets woken nodes finish before the workers are killed."""
@@ -40,8 +42,19 @@ class GraphFederation(Federation):
     """
 
     def train(self) -> FederationResult:
-        """Run every ``train``-role node's ``train()``; return their outputs."""
-        return FederationResult(outputs=self._run_nodes({}))
+        """Run every ``train``-role node's ``train()``; return their outputs.
+
+        The whole run is one round for the event stream: callbacks get
+        :class:`RoundStarted`, a :class:`FailureRecorded` for a node that failed, and
+        :class:`RoundFinished`.
+        """
+        count = sum(1 for n in self.nodes if "train" in n.roles)
+        emit(self.callbacks, RoundStarted(1, count))
+        started = time.perf_counter()
+        outputs = self._run_nodes({})
+        seconds = time.perf_counter() - started
+        emit(self.callbacks, RoundFinished(RoundRecord(1, count, count, 0, seconds)))
+        return FederationResult(outputs=outputs)
 
     def _run_nodes(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """Run ``train(**arguments)`` on every ``train``-role node at once; their outputs.
@@ -67,6 +80,9 @@ class GraphFederation(Federation):
             backend.call_all(StopNodes())
             node_id, error = _first_cause(failed)
             detail = error.trace if isinstance(error, NodeFailed) else repr(error)
+            reason = detail.strip().splitlines()[-1] if detail.strip() else repr(error)
+            failure = Failure(node_id, getattr(self, "round", 0) + 1, "train", reason)
+            emit(self.callbacks, FailureRecorded(failure))
             raise FederationError(f"node {node_id!r} failed; federation stopped:\n{detail}")
         return {i: o.value for i, o in zip(ids, outcomes, strict=True)}
 
