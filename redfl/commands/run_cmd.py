@@ -55,7 +55,9 @@ class _Interrupts:
 
 
 def run(
-    config: Annotated[str, typer.Argument(help="Federation config (TOML).")],
+    config: Annotated[
+        str | None, typer.Argument(help="Federation config (TOML); optional with --resume.")
+    ] = None,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster to join: auto, host:port or ray://host:port.")
     ] = None,
@@ -65,6 +67,10 @@ def run(
     connect_timeout: Annotated[
         float | None,
         typer.Option(help="Seconds to join the Ray cluster (federation.connect_timeout)."),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(help="Continue the run in this folder from its newest checkpoint."),
     ] = None,
 ) -> None:
     """Run the federation CONFIG describes; write metrics, events, summary and model."""
@@ -82,7 +88,12 @@ def run(
     with _Interrupts() as interrupts:
         try:
             outcome = run_federation(
-                config, out=out, callbacks=[reporter], cancel=interrupts.cancel, overrides=overrides
+                config,
+                out=out,
+                callbacks=[reporter],
+                cancel=interrupts.cancel,
+                overrides=overrides,
+                resume=resume,
             )
         except ConfigError as error:
             raise fail(EXIT_BAD_INPUT, str(error)) from None

@@ -124,6 +124,8 @@ class RunConfig(Strict):
     address: str | None = None
     connect_timeout: float = Field(default=30.0, gt=0.0, le=3600.0)
     """Seconds joining a Ray cluster (``address``) may take before the run fails."""
+    checkpoint_every: int = Field(default=0, ge=0, le=100_000)
+    """Save the server state every this many rounds (0: only when the run ends)."""
 
     @field_validator("runtime")
     @classmethod

@@ -6,8 +6,9 @@ change results (:data:`NOT_IN_DIGEST`):
 - ``federation.name``: the run folder's name;
 - ``federation.rounds``: how many rounds to run; the first rounds do not depend on it, so
   a resumed run may go further than the first one meant to;
-- ``federation.runtime`` and ``federation.address``: where it runs (``ray`` and ``local``
-  give the same bits);
+- ``federation.runtime``, ``federation.address`` and ``federation.connect_timeout``: where
+  it runs (``ray`` and ``local`` give the same bits);
+- ``federation.checkpoint_every``: how often the state is saved;
 - ``resources.placement_strategy`` and ``resources.client_state_mb``: where workers go and
   when client state spills to disk.
 
@@ -28,6 +29,8 @@ NOT_IN_DIGEST: tuple[str, ...] = (
     "federation.rounds",
     "federation.runtime",
     "federation.address",
+    "federation.connect_timeout",
+    "federation.checkpoint_every",
     "resources.placement_strategy",
     "resources.client_state_mb",
 )

@@ -16,13 +16,13 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from redfl.core.config import ConfigError, FederationConfig
+from redfl.core.digest import config_diff
 from redfl.core.events import (
     Event,
     FailureRecorded,
@@ -32,7 +32,9 @@ from redfl.core.events import (
     RunStarted,
 )
 from redfl.core.result import FederationError, FederationResult
-from redfl.run.prepare import Prepared, prepare
+from redfl.core.server_state import CheckpointError, ServerState
+from redfl.run.checkpoints import Checkpointer, load_latest
+from redfl.run.prepare import Prepared, prepare, saved_config
 from redfl.run.recorder import RunRecorder
 from redfl.rundir import new_run_dir, save_parameters, write_summary
 from redfl.runtime.resources import ResourceError
@@ -83,12 +85,13 @@ class _Stopper(Callback):
 
 
 def run(
-    config: str | Path | Mapping[str, Any] | FederationConfig,
+    config: str | Path | Mapping[str, Any] | FederationConfig | None = None,
     *,
     out: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     cancel: threading.Event | None = None,
     overrides: Mapping[str, Any] | None = None,
+    resume: str | Path | None = None,
     runs_root: str | Path = "runs",
 ) -> RunOutcome:
     """Run the federation ``config`` describes and write its run folder.
@@ -96,16 +99,21 @@ def run(
     Parameters
     ----------
     config:
-        A TOML path, a dict of the same tables, or a validated :class:`FederationConfig`.
+        A TOML path, a dict of the same tables, or a validated :class:`FederationConfig`
+        (optional with ``resume``: the run folder's own config is used).
     out:
         The run folder (default ``runs_root/<name>-<time>-<id>``); created if missing.
     callbacks:
         Receive every event of the run (:meth:`Callback.on_event`).
     cancel:
-        Set it (from any thread) to stop the run at the next round boundary: the model and
-        ``summary.json`` are written with status ``"cancelled"``.
+        Set it (from any thread) to stop the run at the next round boundary: the model,
+        the server state and ``summary.json`` are written with status ``"cancelled"``.
     overrides:
         ``federation`` values to override (``rounds``, ``seed``, ``address``, ...).
+    resume:
+        A run folder to continue from its newest checkpoint; the result is bit-identical
+        to a run that was never interrupted. A ``config`` that differs from the folder's
+        in a field that changes results is refused, naming the fields.
 
     Raises
     ------
@@ -125,6 +133,10 @@ def run(
     >>> outcome.status, outcome.summary["rounds"], sorted(outcome.result.parameters)
     ('succeeded', 2, ['w'])
     """
+    if resume is not None:
+        return _resume(Path(resume), config, callbacks, cancel, overrides)
+    if config is None:
+        raise ConfigError("config: a config is needed (or resume= a run folder)")
     prepared = prepare(config, overrides)
     prepared.connect()  # an unreachable cluster fails here, within connect_timeout
     folder = (
@@ -134,7 +146,36 @@ def run(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"out: cannot create the run folder {folder}: {error}") from None
-    return _execute(prepared, folder, callbacks, cancel)
+    (folder / "config.json").write_text(
+        prepared.config.model_dump_json(indent=2, by_alias=True) + "\n", encoding="utf-8"
+    )
+    return _execute(prepared, folder, callbacks, cancel, None)
+
+
+def _resume(
+    folder: Path,
+    config: str | Path | Mapping[str, Any] | FederationConfig | None,
+    callbacks: Sequence[Callback],
+    cancel: threading.Event | None,
+    overrides: Mapping[str, Any] | None,
+) -> RunOutcome:
+    """Continue the run of ``folder`` from its newest checkpoint."""
+    saved = saved_config(folder)
+    prepared = prepare(saved if config is None else config, overrides)
+    differing = config_diff(saved, prepared.config)
+    if differing:
+        raise ConfigError(
+            f"resume: the config differs from the one {folder} ran with in "
+            f"{', '.join(differing)}; resume with that config (or none)"
+        )
+    try:
+        state = load_latest(folder)
+    except CheckpointError as error:
+        raise ConfigError(f"resume: {error}") from None
+    if state.config_digest != prepared.digest():
+        raise ConfigError(f"resume: the checkpoint of {folder} was made with another config")
+    prepared.connect()
+    return _execute(prepared, folder, callbacks, cancel, state)
 
 
 def _execute(
@@ -142,35 +183,46 @@ def _execute(
     folder: Path,
     callbacks: Sequence[Callback],
     cancel: threading.Event | None,
+    state: ServerState | None,
 ) -> RunOutcome:
     cfg, federation = prepared.config, prepared.federation
-    (folder / "config.json").write_text(
-        cfg.model_dump_json(indent=2, by_alias=True) + "\n", encoding="utf-8"
-    )
-    recorder = RunRecorder(folder)
+    first = 1 if state is None else state.round + 1
+    recorder = RunRecorder(folder, append=state is not None)
+    if state is not None:
+        recorder.rewrite(state.history, state.failures)  # drop rounds after the checkpoint
     stopper = _Stopper(cancel)
-    sinks: list[Callback] = [recorder, *callbacks, stopper]
+    sinks: list[Callback] = [recorder, *callbacks]
+    checkpointer = None
+    if prepared.stateful is not None:
+        every = cfg.federation.checkpoint_every
+        checkpointer = Checkpointer(prepared.stateful, folder, every, prepared.digest(), sinks)
+        sinks.append(checkpointer)
+    sinks.append(stopper)
     federation.callbacks = sinks
     rounds = cfg.federation.rounds
-    run_id = folder.name or uuid.uuid4().hex
-    emit(sinks, RunStarted(run_id, cfg.topology.schema_, rounds, 1, tuple(prepared.notes)))
+    emit(sinks, RunStarted(folder.name, cfg.topology.schema_, rounds, first, tuple(prepared.notes)))
     started = time.perf_counter()
     result: FederationResult | None = None
     error: str | None = None
     try:
-        result = federation.train(rounds)
+        if state is not None and prepared.stateful is not None:
+            prepared.stateful.load_server_state(state)
+        left = rounds - first + 1
+        result = federation.train(left) if left > 0 else prepared.result_now()
     except RUN_ERRORS as failure:
         error = " ".join(str(failure).split())
         for item in getattr(failure, "failures", []):
             emit(sinks, FailureRecorded(item))
     except KeyboardInterrupt:
         error = "aborted (interrupted twice)"
-        _finish(prepared, folder, sinks, recorder, None, error, started, False)
+        _finish(prepared, folder, sinks, recorder, None, error, started, False, None)
         raise
     except Exception as failure:  # an unexpected error: one line here, traceback in the log
         error = f"{type(failure).__name__}: {' '.join(str(failure).split())}"
         (folder / "redfl.log").write_text(traceback.format_exc(), encoding="utf-8")
-    return _finish(prepared, folder, sinks, recorder, result, error, started, stopper.fired)
+    return _finish(
+        prepared, folder, sinks, recorder, result, error, started, stopper.fired, checkpointer
+    )
 
 
 def _finish(
@@ -182,11 +234,18 @@ def _finish(
     error: str | None,
     started: float,
     cancelled: bool,
+    checkpointer: Checkpointer | None,
 ) -> RunOutcome:
-    """Stop the federation, write model and summary, emit the closing event."""
+    """Save the state, stop the federation, write model and summary, emit the closing
+    event."""
     federation = prepared.federation
     history = prepared.history() if result is None else result.history
     parameters = result.parameters if result is not None else prepared.last_parameters()
+    if checkpointer is not None and history:
+        try:
+            checkpointer.save()
+        except Exception as failure:  # the run's own outcome matters more; say it
+            error = error or f"saving the final state failed: {failure}"
     federation.stop()
     status = "failed" if error is not None else "cancelled" if cancelled else "succeeded"
     summary = prepared.summary(history, time.perf_counter() - started, status, error)

@@ -9,8 +9,8 @@ metadata.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -23,7 +23,9 @@ from pydantic import BaseModel
 from redfl.algorithms.strategy import round_size
 from redfl.core.arrays import Parameters, copy_parameters
 from redfl.core.config import ConfigError, FederationConfig, load_config, parse_config
-from redfl.core.result import RoundRecord
+from redfl.core.digest import config_digest
+from redfl.core.result import FederationResult, RoundRecord
+from redfl.run.checkpoints import Stateful
 from redfl.schemas.builder import federation_from_config, resolve
 from redfl.schemas.decentralized import DecentralizedFederation
 from redfl.schemas.star import StarFederation
@@ -58,9 +60,17 @@ class Prepared:
         return None
 
     def digest(self) -> str:
-        """A short digest of the config (the same config, the same digest)."""
-        text = self.config.model_dump_json(by_alias=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """The config's digest: the same for configs that give the same results."""
+        return config_digest(self.config)
+
+    @property
+    def stateful(self) -> Stateful | None:
+        """The federation, when its server state can be saved and loaded."""
+        return self.federation if isinstance(self.federation, StarFederation) else None
+
+    def result_now(self) -> FederationResult:
+        """The result as it stands (a resumed run that had no round left to run)."""
+        return FederationResult(self.history(), self.last_parameters(), [])
 
     def summary(
         self, history: list[RoundRecord], wall: float, status: str, error: str | None
@@ -132,7 +142,28 @@ def prepare(
         raise ConfigError(str(error)) from None
     if isinstance(federation, DecentralizedFederation):
         _check_node_options(cfg)
+        if cfg.federation.checkpoint_every:
+            raise ConfigError(
+                "federation.checkpoint_every: checkpoints are available for the star schema; "
+                f"the {cfg.topology.schema_} schema cannot be checkpointed yet"
+            )
     return Prepared(cfg, federation, _notes(cfg, federation))
+
+
+def saved_config(folder: Path) -> FederationConfig:
+    """The config a run folder was made with (its ``config.json``).
+
+    Raises
+    ------
+    ConfigError
+        If ``folder`` is not a run folder.
+    """
+    path = folder / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"resume: {folder} is not a run folder ({path}: {error})") from None
+    return parse_config(data)
 
 
 def _importable_here() -> None:

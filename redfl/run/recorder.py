@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO
 
 from redfl.core.events import Event, FailureRecorded, RoundFinished
+from redfl.core.result import Failure, RoundRecord
 from redfl.schemas.callbacks import Callback
 
 
@@ -50,6 +52,19 @@ class RunRecorder(Callback):
             elif isinstance(event, FailureRecorded):
                 _write(self._failures, asdict(event.failure))
         return None
+
+    def rewrite(self, history: Sequence[RoundRecord], failures: Sequence[Failure]) -> None:
+        """Make ``metrics.jsonl`` and ``failures.jsonl`` hold exactly these (a resumed run
+        drops what an interrupted one recorded after its checkpoint)."""
+        with self._lock:
+            for stream, rows in (
+                (self._metrics, [r.to_json() for r in history]),
+                (self._failures, [asdict(f) for f in failures]),
+            ):
+                stream.seek(0)
+                stream.truncate()
+                for row in rows:
+                    _write(stream, row)
 
     def close(self) -> None:
         """Close the files (idempotent)."""

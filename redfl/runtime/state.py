@@ -64,6 +64,10 @@ class StateStore:
     def __len__(self) -> int:
         return len(self._memory) + len(self._on_disk)
 
+    def ids(self) -> list[str]:
+        """The ids of every client with a kept state (in memory or spilled), sorted."""
+        return sorted(set(self._memory) | self._on_disk)
+
     def get(self, node_id: str) -> ClientState:
         """The state of ``node_id`` (an empty dict if it has none); reads a spill back."""
         state = self._memory.get(node_id)

@@ -21,6 +21,7 @@ from redfl.core.events import ClientsProgress, FailureRecorded, RoundFinished, R
 from redfl.core.instructions import Instructions
 from redfl.core.result import Failure, FederationError, FederationResult, RoundRecord
 from redfl.core.seeding import round_rng
+from redfl.core.server_state import ServerState
 from redfl.nodes.client import Client
 from redfl.runtime.backend import Backend
 from redfl.runtime.dispatch import Calls, WorkerRound, run_round, segments_of
@@ -29,7 +30,8 @@ from redfl.runtime.replies import FitBatch
 from redfl.runtime.star_runner import FitSegments, ReleaseSegments
 from redfl.schemas.base import Federation, RuntimeName, virtual_nodes
 from redfl.schemas.callbacks import Callback, emit
-from redfl.schemas.star_collect import collect, evaluate
+from redfl.schemas.star_collect import collect, evaluate, evaluation
+from redfl.schemas.star_state import load_state, take_state
 
 EvaluateFn = Callable[[Parameters], tuple[float, Mapping[str, float]]]
 """Central evaluation: parameters -> (loss, metrics such as ``accuracy``)."""
@@ -126,14 +128,35 @@ class StarFederation(Federation):
         self._spec = {n.node_id: n for n in nodes}
         # Idle workers may run other workers' clients unless clients keep state on their
         # worker or need a dedicated actor.
-        self._stealable = not getattr(client, "stateful", False) and not any(
-            n.dedicated for n in nodes
-        )
+        self._stateful = bool(getattr(client, "stateful", False))
+        self._stealable = not self._stateful and not any(n.dedicated for n in nodes)
 
     @property
     def history(self) -> list[RoundRecord]:
         """The record of every round completed so far."""
         return list(self._history)
+
+    @property
+    def failures(self) -> list[Failure]:
+        """Every failure recorded so far."""
+        return list(self._failures)
+
+    @property
+    def stateful_clients(self) -> bool:
+        """Whether clients keep state on their workers between rounds."""
+        return self._stateful
+
+    def restore_records(self, history: Sequence[RoundRecord], failures: Sequence[Failure]) -> None:
+        """Replace the history and failures (when continuing from a server state)."""
+        self._history, self._failures = list(history), list(failures)
+
+    def server_state(self, config_digest: str = "") -> ServerState:
+        """Everything needed to continue this run later (:mod:`redfl.schemas.star_state`)."""
+        return take_state(self, config_digest)
+
+    def load_server_state(self, state: ServerState) -> None:
+        """Continue from ``state`` (taken from a federation built the same way)."""
+        load_state(self, state)
 
     @property
     def train_ids(self) -> list[str]:
@@ -231,7 +254,14 @@ class StarFederation(Federation):
         fit_means = {
             k: fitted.metric_sums[k] / n for k, n in fitted.metric_examples.items() if n > 0
         }
-        loss, accuracy, metrics = self._evaluation(backend, rnd)
+        eval_ids = self.strategy.configure_evaluate(
+            rnd, self._eval_ids, round_rng(self.seed, rnd, 1)
+        )
+        loss, accuracy, metrics = evaluation(
+            lambda: self._evaluate(backend, rnd, eval_ids) if eval_ids else None,
+            self.evaluate_fn,
+            self.parameters,
+        )
         metrics.update({f"fit_{k}": v for k, v in fit_means.items()})
         metrics.update(strategy_metrics)
         for callback in self.callbacks:
@@ -247,31 +277,6 @@ class StarFederation(Federation):
             accuracy,
             metrics,
         )
-
-    def _evaluation(
-        self, backend: Backend, rnd: int
-    ) -> tuple[float | None, float | None, dict[str, float]]:
-        """Federated and central evaluation of the new parameters: (loss, accuracy, metrics).
-
-        The central evaluation, when there is one, gives the round's loss and accuracy.
-        """
-        metrics: dict[str, float] = {}
-        loss, accuracy = None, None
-        eval_ids = self.strategy.configure_evaluate(
-            rnd, self._eval_ids, round_rng(self.seed, rnd, 1)
-        )
-        if eval_ids:
-            loss, federated = self._evaluate(backend, rnd, eval_ids)
-            metrics.update({f"federated_{k}": v for k, v in federated.items()})
-            accuracy = federated.get("accuracy")
-            if loss is not None:
-                metrics["federated_loss"] = loss
-        if self.evaluate_fn is not None:
-            central_loss, central = self.evaluate_fn(self.parameters)
-            loss, accuracy = float(central_loss), central.get("accuracy")
-            metrics["central_loss"] = loss
-            metrics.update({f"central_{k}": float(v) for k, v in central.items()})
-        return loss, None if accuracy is None else float(accuracy), metrics
 
     def _groups(self, sampled: Sequence[str]) -> list[tuple[int, list[str]]]:
         by_worker: dict[int, list[str]] = {}

@@ -7,11 +7,11 @@ worker would have made alone, so work stealing never changes the result.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from redfl.algorithms.strategy import ClientUpdate
-from redfl.core.arrays import WeightedSum
+from redfl.core.arrays import Parameters, WeightedSum
 from redfl.core.instructions import Instructions
 from redfl.core.result import Failure
 from redfl.runtime.backend import Backend
@@ -89,3 +89,31 @@ def evaluate(
         failures.extend(batch.failures)
         reports.extend(batch.reports)
     return reports, failures
+
+
+def evaluation(
+    federated: Callable[[], tuple[float | None, dict[str, float]] | None],
+    evaluate_fn: Callable[[Parameters], tuple[float, Mapping[str, float]]] | None,
+    parameters: Parameters,
+) -> tuple[float | None, float | None, dict[str, float]]:
+    """A round's evaluation of the new parameters: (loss, accuracy, metrics).
+
+    ``federated()`` runs the federated evaluation (``None`` when no client evaluates);
+    the central evaluation ``evaluate_fn``, when there is one, gives the round's loss and
+    accuracy.
+    """
+    metrics: dict[str, float] = {}
+    loss, accuracy = None, None
+    reply = federated()
+    if reply is not None:
+        loss, report = reply
+        metrics.update({f"federated_{k}": v for k, v in report.items()})
+        accuracy = report.get("accuracy")
+        if loss is not None:
+            metrics["federated_loss"] = loss
+    if evaluate_fn is not None:
+        central_loss, central = evaluate_fn(parameters)
+        loss, accuracy = float(central_loss), central.get("accuracy")
+        metrics["central_loss"] = loss
+        metrics.update({f"central_{k}": float(v) for k, v in central.items()})
+    return loss, None if accuracy is None else float(accuracy), metrics
