@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def momentum() -> dict[str, Any]:
     }
 
 
-CONFIGS = {
+CONFIGS: dict[str, Callable[[], dict[str, Any]]] = {
     "fedavg": lambda: digits({"name": "fedavg"}),
     "fedadam": lambda: digits({"name": "fedadam", "eta": 0.05}),
     "dp-adaptive": lambda: digits(
