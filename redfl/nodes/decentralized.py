@@ -47,11 +47,19 @@ class DecentralizedNode(FederatedNode, ABC):
         self.parameters: Parameters = {}
         self.rounds_done = 0
         self.share = 1.0
+        self._restored: tuple[int, Parameters] | None = None
+
+    def restore(self, rnd: int, parameters: Parameters) -> None:
+        """Continue from a checkpoint: the next ``train`` runs :meth:`begin` (exchanges),
+        then starts after round ``rnd`` from ``parameters``."""
+        self._restored = (rnd, parameters)
 
     def train(self, rounds: int = 1) -> list[dict[str, float]]:
         """Run ``rounds`` more rounds; return each round's metrics."""
         if self.rounds_done == 0:
             self.begin()
+        if self._restored is not None:
+            (self.rounds_done, self.parameters), self._restored = self._restored, None
         reports = []
         for rnd in range(self.rounds_done + 1, self.rounds_done + rounds + 1):
             if not self.may_start_round(rnd):

@@ -196,6 +196,7 @@ def _execute(
     if prepared.stateful is not None:
         every = cfg.federation.checkpoint_every
         checkpointer = Checkpointer(prepared.stateful, folder, every, prepared.digest(), sinks)
+        checkpointer.saved_round = -1 if state is None else state.round  # on disk already
         sinks.append(checkpointer)
     sinks.append(stopper)
     federation.callbacks = sinks
@@ -207,8 +208,10 @@ def _execute(
     try:
         if state is not None and prepared.stateful is not None:
             prepared.stateful.load_server_state(state)
-        left = rounds - first + 1
-        result = federation.train(left) if left > 0 else prepared.result_now()
+        if first <= rounds:
+            result = federation.train(rounds - first + 1)
+        elif state is not None:  # resumed with no round left: the checkpoint is the result
+            result = FederationResult(state.history, state.parameters, state.failures)
     except RUN_ERRORS as failure:
         error = " ".join(str(failure).split())
         for item in getattr(failure, "failures", []):

@@ -27,6 +27,9 @@ KEEP = 2
 class Stateful(Protocol):
     """A federation whose server state can be taken and loaded."""
 
+    round: int
+    """Rounds completed."""
+
     def server_state(self, config_digest: str = "") -> ServerState:
         """The state now, between rounds."""
         ...
@@ -92,9 +95,9 @@ class Checkpointer(Callback):
 
     def save(self) -> Path:
         """Save the state now (once per round), keep the newest :data:`KEEP`."""
-        state = self.federation.server_state(self.digest)
-        path = checkpoint_path(self.folder, state.round)
-        if state.round != self.saved_round:
+        path = checkpoint_path(self.folder, self.federation.round)
+        if self.federation.round != self.saved_round:
+            state = self.federation.server_state(self.digest)
             save_state(state, path)
             self.saved_round = state.round
             for old in sorted((self.folder / CHECKPOINTS).glob("round-*"))[:-KEEP]:

@@ -24,7 +24,7 @@ from redfl.algorithms.strategy import round_size
 from redfl.core.arrays import Parameters, copy_parameters
 from redfl.core.config import ConfigError, FederationConfig, load_config, parse_config
 from redfl.core.digest import config_digest
-from redfl.core.result import FederationResult, RoundRecord
+from redfl.core.result import RoundRecord
 from redfl.run.checkpoints import Stateful
 from redfl.schemas.builder import federation_from_config, resolve
 from redfl.schemas.decentralized import DecentralizedFederation
@@ -66,11 +66,7 @@ class Prepared:
     @property
     def stateful(self) -> Stateful | None:
         """The federation, when its server state can be saved and loaded."""
-        return self.federation if isinstance(self.federation, StarFederation) else None
-
-    def result_now(self) -> FederationResult:
-        """The result as it stands (a resumed run that had no round left to run)."""
-        return FederationResult(self.history(), self.last_parameters(), [])
+        return self.federation
 
     def summary(
         self, history: list[RoundRecord], wall: float, status: str, error: str | None
@@ -142,11 +138,7 @@ def prepare(
         raise ConfigError(str(error)) from None
     if isinstance(federation, DecentralizedFederation):
         _check_node_options(cfg)
-        if cfg.federation.checkpoint_every:
-            raise ConfigError(
-                "federation.checkpoint_every: checkpoints are available for the star schema; "
-                f"the {cfg.topology.schema_} schema cannot be checkpointed yet"
-            )
+        federation.checkpoint_every = cfg.federation.checkpoint_every
     return Prepared(cfg, federation, _notes(cfg, federation))
 
 

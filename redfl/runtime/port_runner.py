@@ -51,6 +51,8 @@ class PortRunner(Runner):
         handlers.add(SumParameters, self.sum_parameters)
         handlers.add(FreezeRounds, lambda request: self.gate.freeze())
         handlers.add(LimitRounds, self.limit_rounds)
+        handlers.add(NodeModels, self.node_models)
+        handlers.add(RestoreNodes, self.restore_nodes)
 
     def stats(self) -> dict[str, float]:
         """How many ``train()`` calls are running."""
@@ -90,6 +92,16 @@ class PortRunner(Runner):
     def limit_rounds(self, request: LimitRounds) -> None:
         """Admit rounds up to ``request.round`` (see :class:`RoundGate`)."""
         self.gate.set_limit(request.round, request.stop)
+
+    def node_models(self, request: NodeModels) -> dict[str, Any]:
+        """The ``parameters`` each of ``node_ids`` last published (those that did)."""
+        states = {node_id: self.host.version(node_id)[1] for node_id in request.node_ids}
+        return {i: s["parameters"] for i, s in states.items() if "parameters" in s}
+
+    def restore_nodes(self, request: RestoreNodes) -> None:
+        """Have each node continue from its checkpointed round and model."""
+        for node_id, parameters in request.parameters.items():
+            self.host.node(node_id).restore(request.round, parameters)  # type: ignore[attr-defined]
 
     def sum_parameters(self, request: SumParameters) -> WeightedSum:
         """The ``weight``-weighted sum of the ``parameters`` the nodes last published.
@@ -217,3 +229,22 @@ class LimitRounds(Request[None]):
 
     round: int | None
     stop: bool
+
+
+@dataclass(frozen=True)
+class NodeModels(Request[dict[str, Any]]):
+    """The models ``node_ids`` (hosted here) last published."""
+
+    runner = PortRunner
+
+    node_ids: Sequence[str]
+
+
+@dataclass(frozen=True)
+class RestoreNodes(Request[None]):
+    """Have these nodes continue after ``round`` from these models (a resumed run)."""
+
+    runner = PortRunner
+
+    round: int
+    parameters: Mapping[str, Any]

@@ -2,14 +2,14 @@
 
 from redfl.schemas.base import Federation, virtual_nodes
 from redfl.schemas.callbacks import Callback
-from redfl.schemas.decentralized import (
+from redfl.schemas.decentralized import DecentralizedFederation
+from redfl.schemas.graph import GraphFederation
+from redfl.schemas.named import (
     CustomFederation,
-    DecentralizedFederation,
     KConnectFederation,
     MeshFederation,
     RingFederation,
 )
-from redfl.schemas.graph import GraphFederation
 from redfl.schemas.star import StarFederation
 
 __all__ = [

@@ -18,6 +18,7 @@ from redfl.core.arrays import Parameters, WeightedSum
 from redfl.core.config import ResourcesConfig
 from redfl.core.events import RoundFinished, RoundStarted
 from redfl.core.result import FederationResult, RoundRecord
+from redfl.core.server_state import ServerState
 from redfl.nodes.decentralized import DecentralizedNode
 from redfl.runtime.backend import Backend
 from redfl.runtime.port_runner import FreezeRounds, LimitRounds, RoundTotalsSince, SumParameters
@@ -25,8 +26,8 @@ from redfl.runtime.replies import RoundTotals
 from redfl.runtime.virtual import NodeFactory
 from redfl.schemas.base import RuntimeName, virtual_nodes
 from redfl.schemas.callbacks import Callback, emit
+from redfl.schemas.decentralized_state import restore_nodes, take_state
 from redfl.schemas.graph import GraphFederation
-from redfl.topology import builders
 from redfl.topology.graph import Topology
 from redfl.topology.validate import TopologyError, check_topology, check_undirected, shown
 
@@ -136,6 +137,10 @@ class DecentralizedFederation(GraphFederation):
         self._train_nodes = sum(1 for n in self.nodes if "train" in n.roles)
         self.round = 0
         self._history: list[RoundRecord] = []
+        self.checkpoint_every = 0
+        """Pause every node after each multiple of this round (0: never), so that a
+        callback can take the server state there (:mod:`redfl.schemas.decentralized_state`)."""
+        self._restore: ServerState | None = None
 
     @property
     def history(self) -> list[RoundRecord]:
@@ -158,7 +163,10 @@ class DecentralizedFederation(GraphFederation):
         for callback in self.callbacks:
             callback.on_train_begin(rounds)
         backend = self._start()
-        backend.call_all(LimitRounds(None, stop=False))  # a previous stop's limit is lifted
+        backend.call_all(LimitRounds(self._next_pause(), stop=False))  # lifts a past stop
+        if self._restore is not None:
+            restore_nodes(backend, self.groups(), self._restore)
+            self._restore = None
         box: dict[str, Any] = {}
 
         def run() -> None:
@@ -177,6 +185,7 @@ class DecentralizedFederation(GraphFederation):
             previous, stop = self._emit_rounds(backend, last, previous)
             if stop and not stopping:
                 stopping, last = True, self._stop_at_boundary(backend)
+                continue  # record every round up to the boundary before ending
             if finished:
                 break
             runner.join(PROGRESS_POLL_S)
@@ -203,6 +212,7 @@ class DecentralizedFederation(GraphFederation):
         for outcome in backend.call_all(RoundTotalsSince(self.round + 1)):
             for rnd, reported in (outcome.value or {}).items():
                 merged.setdefault(rnd, RoundTotals()).merge(reported)
+        stop = False
         while self.round < last:
             totals = merged.get(self.round + 1)
             if totals is None or totals.nodes < self._train_nodes:
@@ -212,76 +222,42 @@ class DecentralizedFederation(GraphFederation):
             self.round += 1
             self._history.append(record)
             if emit(self.callbacks, RoundFinished(record)):
-                return previous, True
+                stop = True
+            elif self.checkpoint_every and self.round % self.checkpoint_every == 0:
+                backend.call_all(LimitRounds(self._next_pause(), stop=False))
             if self.round < last:
                 emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
-        return previous, False
+        return previous, stop
+
+    def _next_pause(self) -> int | None:
+        """The round after which nodes wait next (``None``: they never wait)."""
+        every = self.checkpoint_every
+        return (self.round // every + 1) * every if every else None
+
+    def groups(self) -> list[tuple[int, list[str]]]:
+        """The nodes' ids by hosting worker, in worker order (after start)."""
+        groups: dict[int, list[str]] = {}
+        for node in self.nodes:
+            groups.setdefault(self.worker_of(node.node_id), []).append(node.node_id)
+        return sorted(groups.items())
+
+    def server_state(self, config_digest: str = "") -> ServerState:
+        """The state after the last completed round (nodes' models included)."""
+        return take_state(self, config_digest)
+
+    def load_server_state(self, state: ServerState) -> None:
+        """Continue from ``state``: the next ``train`` restores every node's model."""
+        if state.seed != self.seed:
+            raise ValueError(f"the state's seed is {state.seed}, the federation's {self.seed}")
+        self.round, self._history, self._restore = state.round, list(state.history), state
 
     def final_parameters(self) -> Parameters | None:
         """The weighted mean of the models the nodes last published (``None`` if none)."""
         backend = self._start()
         total = WeightedSum()
-        groups: dict[int, list[str]] = {}
-        for node in self.nodes:
-            groups.setdefault(self.worker_of(node.node_id), []).append(node.node_id)
-        pending = [backend.call(w, SumParameters(ids)) for w, ids in sorted(groups.items())]
+        pending = [backend.call(w, SumParameters(ids)) for w, ids in self.groups()]
         for outcome in backend.gather(pending):
             total.merge(outcome.result())
         if total.weight <= 0:
             return None
         return {k: v / total.weight for k, v in total.sums.items()}
-
-
-class RingFederation(DecentralizedFederation):
-    """Nodes on a ring (``directed=True``: each node sends to its successor only)."""
-
-    def __init__(
-        self, template: NodeFactory, nodes: builders.Nodes, *, directed: bool = False, **kw: Any
-    ) -> None:
-        super().__init__(template, builders.ring(nodes, directed=directed), **kw)
-
-
-class MeshFederation(DecentralizedFederation):
-    """Nodes on the complete graph."""
-
-    def __init__(self, template: NodeFactory, nodes: builders.Nodes, **kw: Any) -> None:
-        super().__init__(template, builders.mesh(nodes), **kw)
-
-
-class KConnectFederation(DecentralizedFederation):
-    """Nodes on a connected random ``k``-regular graph (seeded by ``topology_seed``)."""
-
-    def __init__(
-        self,
-        template: NodeFactory,
-        nodes: builders.Nodes,
-        k: int,
-        *,
-        topology_seed: int = 0,
-        **kw: Any,
-    ) -> None:
-        super().__init__(template, builders.k_connect(nodes, k, seed=topology_seed), **kw)
-
-
-class CustomFederation(DecentralizedFederation):
-    """Nodes on a user-defined graph: a :class:`Topology`, an adjacency matrix (array or
-    CSV path), an edge list or a networkx graph (see :func:`redfl.topology.custom`)."""
-
-    def __init__(
-        self,
-        template: NodeFactory,
-        graph: Any,
-        *,
-        nodes: Sequence[str] | None = None,
-        directed: bool | None = None,
-        allow_disconnected: bool = False,
-        **kw: Any,
-    ) -> None:
-        topology = (
-            graph
-            if isinstance(graph, Topology)
-            else builders.custom(
-                graph, nodes=nodes, directed=directed, allow_disconnected=allow_disconnected
-            )
-        )
-        super().__init__(template, topology, allow_disconnected=allow_disconnected, **kw)
