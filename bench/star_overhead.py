@@ -11,6 +11,11 @@ this 2-core VM's speed drifts between runs), the target ``1.4 x plain / workers 
 the ratio to ``plain / workers`` and the largest difference between the two final models.
 
 Run: ``make bench`` (or ``OMP_NUM_THREADS=1 python bench/star_overhead.py``).
+
+``--compare REF`` instead times redfl's side of this code against the code of the git
+revision ``REF`` (checked out in a temporary worktree), alternating whole processes, and
+prints before / after seconds per round (no regression: after <= before on the same
+machine in the same run).
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy: single-threaded B
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import argparse
+import json
 import logging
 import multiprocessing
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -117,12 +126,56 @@ def fmt(values: list[float]) -> str:
     return " ".join(f"{v:.4f}" for v in values)
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def one_side(clients: int, rounds: int) -> None:
+    """Print redfl's median steady round (JSON) for the code on ``sys.path`` (a subprocess)."""
+    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    _, seconds, workers = redfl_run(clients, rounds)
+    ray.shutdown()
+    print(json.dumps({"steady": statistics.median(seconds[1:]), "workers": workers}))
+
+
+def compare(ref: str, clients_list: list[int], rounds: int, repeats: int) -> None:
+    """Before (``ref``) and after (this tree), alternating whole processes."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = Path("/tmp") / f"redfl-baseline-{sha}"
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), sha], cwd=REPO, check=True)
+    print(f"before: {ref} ({sha}); after: {REPO}; {repeats} alternating runs each")
+    print(
+        f"{'clients':>7} {'rounds':>6} {'before s/rnd':>12} {'after s/rnd':>11} {'after/before':>12}"
+    )
+    for clients in clients_list:
+        runs: dict[str, list[float]] = {"before": [], "after": []}
+        for _ in range(repeats):
+            for side, root in (("before", tree), ("after", REPO)):
+                env = {**os.environ, "PYTHONPATH": str(root)}
+                command = [sys.executable, __file__, "--side", str(clients), str(rounds)]
+                out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+                runs[side].append(json.loads(out.stdout.strip().splitlines()[-1])["steady"])
+        before, after = min(runs["before"]), min(runs["after"])
+        print(
+            f"{clients:>7} {rounds:>6} {before:>12.4f} {after:>11.4f} {after / before:>12.2f}  "
+            f"(before {fmt(runs['before'])}; after {fmt(runs['after'])})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compare", metavar="REF", help="time redfl against revision REF")
+    parser.add_argument("--side", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.side:
+        return one_side(*args.side)
+    if args.compare:
+        return compare(args.compare, args.clients, args.rounds, args.repeats)
     ray.init(include_dashboard=False, logging_level=logging.WARNING)
     cpus = int(ray.cluster_resources()["CPU"])  # type: ignore[no-untyped-call]
     print(
