@@ -27,6 +27,7 @@ lint: install
 	$(BIN)/mypy --allow-untyped-defs --allow-incomplete-defs tests bench examples
 
 test: lint
+	bash scripts/system-packages.sh
 	$(BIN)/pytest
 
 bench: install
