@@ -169,3 +169,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+from redfl.platform.cli import register  # noqa: E402
+
+register(app)
