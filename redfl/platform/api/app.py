@@ -5,11 +5,13 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from redfl.platform.api import auth, users
+from redfl.platform.api import artifacts, auth, catalog, projects, runs, users
+from redfl.platform.api.limits import BodyLimit
 from redfl.platform.db import make_engine, session_factory, upgrade
 from redfl.platform.security import TokenService
 from redfl.platform.settings import Settings, ensure_data_dir, load_or_create_secret
 from redfl.platform.store import Conflict, NotFound
+from redfl.platform.untrusted import WebConfigError
 
 DESCRIPTION = """The redfl platform: users and roles, projects, runs and their metrics.
 
@@ -25,6 +27,11 @@ def _not_found(_: Request, error: Exception) -> JSONResponse:
 
 def _conflict(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=409)
+
+
+def _bad_config(_: Request, error: Exception) -> JSONResponse:
+    field = getattr(error, "field", "") or None
+    return JSONResponse({"detail": str(error), "field": field}, status_code=422)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -53,6 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)
-    for module in (auth, users):
+    app.add_exception_handler(WebConfigError, _bad_config)
+    for module in (auth, users, projects, runs, artifacts, catalog):
         app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -88,3 +88,8 @@ def require(role: str) -> Callable[[User], User]:
 Viewer = Annotated[User, Depends(require("viewer"))]
 Researcher = Annotated[User, Depends(require("researcher"))]
 Admin = Annotated[User, Depends(require("admin"))]
+
+RunIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+"""A run id in a path (unknown ids are 404; malformed ones 422)."""
+UserNamePath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+"""A user name in a path."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,7 +12,11 @@ from redfl.platform.models import Project, Run, User
 Role = Literal["admin", "researcher", "viewer"]
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
-UserName = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+USER_PATTERN = r"^[A-Za-z0-9_.@-]+$"
+UserName = Field(min_length=1, max_length=64, pattern=USER_PATTERN)
+Member = Annotated[str, Field(min_length=1, max_length=64, pattern=USER_PATTERN)]
+Text = Annotated[str, Field(max_length=10_000, pattern=r"^[^\x00]*$")]
+"""Free text (no NUL character: PostgreSQL's text cannot hold it)."""
 Password = Field(min_length=1, max_length=1024)
 
 
@@ -23,7 +27,7 @@ class _Body(BaseModel):
 class LoginRequest(_Body):
     """Credentials for ``POST /api/auth/login``."""
 
-    username: str = Field(min_length=1, max_length=64)
+    username: str = UserName
     password: str = Password
 
 
@@ -75,18 +79,16 @@ class ProjectCreate(_Body):
     """A new project."""
 
     name: str = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
-    description: str = Field(default="", max_length=10_000)
-    members: list[str] = Field(default_factory=list, max_length=1000)
+    description: Text = ""
+    members: list[Member] = Field(default_factory=list, max_length=1000)
 
 
 class ProjectUpdate(_Body):
     """The fields of a project to change (absent ones stay)."""
 
-    name: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$"
-    )
-    description: str | None = Field(default=None, max_length=10_000)
-    members: list[str] | None = Field(default=None, max_length=1000)
+    name: str | None = Field(default=None, min_length=1, max_length=64, pattern=NAME_PATTERN)
+    description: Text | None = None
+    members: list[Member] | None = Field(default=None, max_length=1000)
 
 
 class ProjectOut(BaseModel):
@@ -117,7 +119,7 @@ class RunCreate(_Body):
 
     config: str = Field(min_length=1, max_length=1_000_000)
     format: Literal["toml", "json"] = "toml"
-    project: str | None = Field(default=None, min_length=1, max_length=64)
+    project: str | None = Field(default=None, min_length=1, max_length=64, pattern=NAME_PATTERN)
 
 
 class FailureOut(BaseModel):

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, status
 
-from fastapi import APIRouter, Path, status
-
-from redfl.platform.api.deps import Admin, StoreDep
+from redfl.platform.api.deps import Admin, StoreDep, UserNamePath
 from redfl.platform.api.schemas import RoleChange, UserCreate, UserOut
 from redfl.platform.security import hash_password
 
 router = APIRouter(prefix="/api/users", tags=["users"])
-
-NamePath = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 @router.get("")
@@ -28,12 +24,12 @@ def create_user(body: UserCreate, _: Admin, store: StoreDep) -> UserOut:
 
 
 @router.patch("/{name}", responses={404: {"description": "No such user"}})
-def change_role(name: NamePath, body: RoleChange, _: Admin, store: StoreDep) -> UserOut:
+def change_role(name: UserNamePath, body: RoleChange, _: Admin, store: StoreDep) -> UserOut:
     """Change a user's role (the last admin keeps theirs: 409)."""
     return UserOut.of(store.set_role(name, body.role))
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_user(name: NamePath, _: Admin, store: StoreDep) -> None:
+def delete_user(name: UserNamePath, _: Admin, store: StoreDep) -> None:
     """Delete a user; their runs stay, without owner (the last admin stays: 409)."""
     store.delete_user(name)
