@@ -29,7 +29,10 @@ SMALL = '[federation]\nname = "small"\nrounds = 3\n[client]\ntarget = "{target}"
 def _create_run(
     client: TestClient, headers: dict[str, str], config: str = DEMO, **extra: str
 ) -> httpx.Response:
-    return client.post("/api/runs", json={"config": config, **extra}, headers=headers)
+    response: httpx.Response = client.post(
+        "/api/runs", json={"config": config, **extra}, headers=headers
+    )
+    return response
 
 
 def test_projects_crud_and_who_may_change_them(app: FastAPI, client: TestClient) -> None:
