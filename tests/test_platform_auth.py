@@ -72,6 +72,8 @@ def test_bad_and_unknown_logins_are_refused_alike_logged_and_stored(
     unknown = _login(client, "nobody", "whatever-pass")
     assert wrong == unknown == {"status": 401, "detail": "invalid username or password"}
     lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    lines = [x for x in lines if x["event"] == "login_failed"]
+    assert all(len(x["request_id"]) == 32 for x in lines)
     assert [(x["event"], x["username"], x["reason"]) for x in lines] == [
         ("login_failed", "rita", "bad password"),
         ("login_failed", "nobody", "unknown user"),

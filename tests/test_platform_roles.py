@@ -129,6 +129,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/runs/{run_id}/events"): Rule("viewer", 200, _run),
     ("GET", "/api/strategies"): Rule("viewer", 200),
     ("GET", "/api/examples"): Rule("viewer", 200),
+    ("GET", "/api/health"): Rule("public", 200),
+    ("GET", "/metrics"): Rule("public", 200),
 }
 
 

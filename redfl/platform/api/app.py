@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from redfl.platform.api import artifacts, auth, catalog, projects, runs, users
+from redfl.platform.api import artifacts, auth, catalog, health, projects, runs, users
 from redfl.platform.api.limits import BodyLimit
+from redfl.platform.api.middleware import RequestContext
 from redfl.platform.db import make_engine, session_factory, upgrade
+from redfl.platform.metrics import PlatformMetrics
 from redfl.platform.security import TokenService
 from redfl.platform.settings import Settings, ensure_data_dir, load_or_create_secret
-from redfl.platform.store import Conflict, NotFound
+from redfl.platform.store import Conflict, NotFound, Store
 from redfl.platform.untrusted import WebConfigError
 
 DESCRIPTION = """The redfl platform: users and roles, projects, runs and their metrics.
@@ -32,6 +35,11 @@ def _conflict(_: Request, error: Exception) -> JSONResponse:
 def _bad_config(_: Request, error: Exception) -> JSONResponse:
     field = getattr(error, "field", "") or None
     return JSONResponse({"detail": str(error), "field": field}, status_code=422)
+
+
+def _runs_by_status(app: FastAPI) -> dict[str, int]:
+    with app.state.sessions() as session:
+        return Store(session).runs_by_status()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -61,7 +69,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(WebConfigError, _bad_config)
-    for module in (auth, users, projects, runs, artifacts, catalog):
+    app.state.metrics = PlatformMetrics(lambda: _runs_by_status(app))
+    for module in (auth, users, projects, runs, artifacts, catalog, health):
         app.include_router(module.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)  # innermost
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        )
+    app.add_middleware(RequestContext, metrics=app.state.metrics)  # outermost
     return app
