@@ -146,6 +146,12 @@ def test_json_configs_are_accepted(app: FastAPI, client: TestClient) -> None:
             None,
             "client.colour: unknown key",
         ),
+        (
+            SMALL.format(target="redfl.examples.echo:EchoClient")
+            + '[strategy]\nname = "fedavgm"\nserver_momentum = "high"\n',
+            None,
+            "strategy.server_momentum: must be a number, got 'high'",
+        ),
     ],
 )
 def test_bad_or_unsafe_configs_are_refused_naming_the_field(

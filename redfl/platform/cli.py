@@ -32,7 +32,22 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _require_platform() -> None:
+    """Exit 2 with the install hint when the ``platform`` extra is missing."""
+    try:
+        import alembic  # noqa: F401
+        import argon2  # noqa: F401
+        import fastapi  # noqa: F401
+        import sqlalchemy  # noqa: F401
+    except ImportError as error:
+        _fail(
+            f"the platform needs its dependencies ({error.name} is missing): "
+            "pip install 'redfl[platform]'"
+        )
+
+
 def _settings(data: str, database_url: str | None, **extra: str | None) -> Settings:
+    _require_platform()
     from redfl.platform.settings import Settings, SettingsError
 
     try:
@@ -89,6 +104,7 @@ def users_create(
     prompted twice."""
     import re
 
+    _require_platform()
     from redfl.platform.models import ROLES
     from redfl.platform.security import check_password_rules, hash_password
     from redfl.platform.store import Conflict, Store
@@ -114,6 +130,7 @@ def users_create(
 @users_app.command("list")
 def users_list(data: DataOption = DEFAULT_DATA, database_url: UrlOption = None) -> None:
     """List the users and their roles."""
+    _require_platform()
     from redfl.platform.store import Store
 
     with _migrated_store_session(_settings(data, database_url)) as session:
@@ -124,6 +141,7 @@ def users_list(data: DataOption = DEFAULT_DATA, database_url: UrlOption = None) 
 @db_app.command("upgrade")
 def db_upgrade(data: DataOption = DEFAULT_DATA, database_url: UrlOption = None) -> None:
     """Apply the shipped migrations (safe to repeat)."""
+    _require_platform()
     from redfl.platform.db import current_revision
 
     settings = _settings(data, database_url)
@@ -142,6 +160,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the platform's API under uvicorn (JSON logs on stderr)."""
+    _require_platform()
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 

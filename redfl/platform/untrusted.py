@@ -7,7 +7,9 @@ A web config is parsed (TOML or JSON) and validated by the CLI's own model
   package: ``redfl.examples`` or one the operator named (``allowed_packages``);
 - ``federation.address`` and ``topology.topology_file`` are refused: the operator chooses the
   cluster, and a web user may not name files on the server;
-- the size is capped by the operator's ``max_clients``, ``max_rounds`` and ``max_workers``.
+- the size is capped by the operator's ``max_clients``, ``max_rounds`` and ``max_workers``;
+- a star's strategy is built as ``redfl run`` builds it (pure code), so its parameters are
+  checked now rather than when the run starts.
 
 Only then may the executor import the named code. Each refusal is a :class:`WebConfigError`
 naming the field, its value and what is allowed.
@@ -103,4 +105,11 @@ def parse_web_config(text: str, fmt: str, settings: Settings) -> FederationConfi
         )
     _check_targets(config, settings.client_packages)
     _check_caps(config, settings)
+    if config.topology.schema_ == "star":
+        from redfl.schemas.builder import strategy_from_config  # no user code, no Ray
+
+        try:
+            strategy_from_config(config)
+        except ConfigError as error:
+            raise WebConfigError("", str(error)) from None
     return config
