@@ -73,8 +73,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+@pytest.fixture(scope="session", name="postgres_server")
+def postgres_server_fixture() -> Iterator[PostgresServer]:
     """Start PostgreSQL for the session (initdb + pg_ctl as ``postgres``); stop it by pid."""
     bin_dir = _bin_dir()
     root = Path(tempfile.mkdtemp(prefix="redfl-pg-"))

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from platform_app import add_user, app_fixture, bearer, client_fixture, make_app  # noqa: F401
+from pg_server import PostgresServer, create_database, postgres_server_fixture  # noqa: F401
+from platform_app import (  # noqa: F401  (fixtures)
+    PASSWORD,
+    add_user,
+    app_fixture,
+    bearer,
+    client_fixture,
+    make_app,
+)
 
 from redfl.algorithms.registry import STRATEGIES
 from redfl.platform.catalog import examples
@@ -297,3 +305,23 @@ def test_bodies_over_the_cap_get_413(small_cap_client: tuple[FastAPI, TestClient
     )
     assert chunked.status_code == 413
     assert _create_run(client, rita).status_code == 201  # the demo fits
+
+
+def test_the_api_on_postgresql(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    app = make_app(tmp_path / "d", database_url=create_database(postgres_server))
+    for name, role in (("rita", "researcher"), ("vic", "viewer")):
+        add_user(app, name, role)
+    with TestClient(app) as client:
+        login = client.post("/api/auth/login", json={"username": "rita", "password": PASSWORD})
+        assert login.status_code == 200
+        rita = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        assert client.post("/api/projects", json={"name": "p"}, headers=rita).status_code == 201
+        run = _create_run(client, rita, project="p").json()
+        with app.state.sessions() as session:
+            Store(session).add_round_metric(run["id"], 1, {"round": 1, "accuracy": 0.5})
+        got = client.get(f"/api/runs/{run['id']}", headers=bearer(app, "vic")).json()
+        assert (got["project"], got["metrics"]) == ("p", [{"round": 1, "accuracy": 0.5}])
+        assert got["created_at"].endswith("Z") or got["created_at"].endswith("+00:00")
+        cancelled = client.post(f"/api/runs/{run['id']}/cancel", headers=rita).json()
+        assert cancelled["status"] == "cancelled"
+        assert client.get("/api/health").json()["database"] is True

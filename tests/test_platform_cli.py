@@ -61,6 +61,9 @@ def test_settings_file_in_the_data_folder(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "max_workers: Input should be greater than or equal to 1 (got 0)" in result.output
     assert "colour: unknown key" in result.output
+    (tmp_path / "platform.toml").unlink()
+    bad = CliRunner().invoke(cli_app, ["serve", "--data", str(tmp_path), "--ray-address", "x y"])
+    assert bad.exit_code == 2 and "ray_address" in bad.output and "ray://host:port" in bad.output
 
 
 def test_the_wheel_ships_migrations_and_example_configs(tmp_path: Path) -> None:

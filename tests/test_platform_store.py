@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from pg_server import create_database, postgres_server  # noqa: F401  (session fixture)
+from pg_server import create_database, postgres_server_fixture  # noqa: F401  (session fixture)
 from sqlalchemy import Engine, inspect
 
 from redfl.platform.db import (

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from redfl.core.config import describe_errors
+from redfl.core.config import RunConfig, describe_errors
 from redfl.platform.db import sqlite_url
 
 SETTINGS_FILE = "platform.toml"
@@ -61,6 +61,12 @@ class Settings(BaseModel):
         for name in value:
             if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
                 raise ValueError(f"not a dotted package name: {name!r}")
+        return value
+
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, value: str | None) -> str | None:
+        RunConfig(address=value)  # the CLI's own rule for an address
         return value
 
     @property
