@@ -214,3 +214,16 @@ def test_db_upgrade_reports_the_revision(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli_app, ["db", "upgrade", "--data", str(tmp_path / "d")])
     assert (result.exit_code, result.output) == (0, "database at revision 0001\n")
     assert (tmp_path / "d" / "redfl.db").exists()
+
+
+def test_users_passwd_replaces_the_password(tmp_path: Path) -> None:
+    data, runner = tmp_path / "d", CliRunner()
+    create = ["users", "create", "ada", "--role", "viewer", "--data", str(data)]
+    assert runner.invoke(cli_app, create, input="first password\n").exit_code == 0
+    passwd = ["users", "passwd", "ada", "--data", str(data)]
+    done = runner.invoke(cli_app, passwd, input="second password\n")
+    assert (done.exit_code, done.output) == (0, "password of 'ada' changed\n")
+    stored = _user_hash(data, "ada")
+    assert stored is not None and verify_password(stored.split(" ", 1)[1], "second password")
+    missing = runner.invoke(cli_app, ["users", "passwd", "bob", "--data", str(data)], input="x" * 9)
+    assert missing.exit_code == 2 and "user 'bob' does not exist" in missing.output

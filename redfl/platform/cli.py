@@ -127,6 +127,30 @@ def users_create(
     typer.echo(f"created user {name!r} with role {role}")
 
 
+@users_app.command("passwd")
+def users_passwd(
+    name: Annotated[str, typer.Argument(help="The user whose password to set.")],
+    data: DataOption = DEFAULT_DATA,
+    database_url: UrlOption = None,
+) -> None:
+    """Set a user's password (read like ``users create``); their refresh tokens are revoked."""
+    _require_platform()
+    from redfl.platform.security import check_password_rules, hash_password
+    from redfl.platform.store import NotFound, Store
+
+    password = _read_password()
+    try:
+        check_password_rules(password)
+    except ValueError as error:
+        _fail(str(error))
+    with _migrated_store_session(_settings(data, database_url)) as session:
+        try:
+            Store(session).set_password_hash(name, hash_password(password))
+        except NotFound as error:
+            _fail(str(error))
+    typer.echo(f"password of {name!r} changed")
+
+
 @users_app.command("list")
 def users_list(data: DataOption = DEFAULT_DATA, database_url: UrlOption = None) -> None:
     """List the users and their roles."""
