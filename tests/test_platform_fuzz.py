@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from platform_app import add_user, bearer, make_app
 from schemathesis.core.result import Err, Ok
 
-EXAMPLES_PER_OPERATION = 15
+EXAMPLES_PER_OPERATION = 10
 
 
 def test_no_server_errors_anywhere_in_the_schema(tmp_path: Path) -> None:
