@@ -38,6 +38,7 @@ lint: install-dev
 	$(BIN)/mypy --allow-untyped-defs --allow-incomplete-defs tests bench examples
 
 test: lint
+	bash scripts/system-packages.sh
 	$(BIN)/pytest --durations=15
 
 bench: install-dev

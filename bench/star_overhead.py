@@ -146,9 +146,8 @@ def compare(ref: str, clients_list: list[int], rounds: int, repeats: int) -> Non
     if not tree.exists():
         subprocess.run(["git", "worktree", "add", "--detach", str(tree), sha], cwd=REPO, check=True)
     print(f"before: {ref} ({sha}); after: {REPO}; {repeats} alternating runs each")
-    print(
-        f"{'clients':>7} {'rounds':>6} {'before s/rnd':>12} {'after s/rnd':>11} {'after/before':>12}"
-    )
+    columns = f"{'before s/rnd':>12} {'after s/rnd':>11} {'after/before':>12}"
+    print(f"{'clients':>7} {'rounds':>6} {columns}")
     for clients in clients_list:
         runs: dict[str, list[float]] = {"before": [], "after": []}
         for _ in range(repeats):

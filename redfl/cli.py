@@ -14,6 +14,7 @@ import typer
 import redfl
 from redfl.algorithms.registry import STRATEGIES
 from redfl.commands import run_cmd
+from redfl.platform import cli as platform_cli
 from redfl.provision import tree_cli
 
 app = typer.Typer(
@@ -43,6 +44,7 @@ def _root(
 
 app.command()(run_cmd.run)
 tree_cli.register(app)
+platform_cli.register(app)
 
 
 @app.command()

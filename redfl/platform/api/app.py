@@ -1,0 +1,84 @@
+"""The app factory: ``create_app(settings)`` wires the store, tokens, routes and middleware."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from redfl.platform.api import artifacts, auth, catalog, health, projects, runs, users
+from redfl.platform.api.limits import BodyLimit
+from redfl.platform.api.middleware import RequestContext
+from redfl.platform.db import make_engine, session_factory, upgrade
+from redfl.platform.metrics import PlatformMetrics
+from redfl.platform.security import TokenService
+from redfl.platform.settings import Settings, ensure_data_dir, load_or_create_secret
+from redfl.platform.store import Conflict, NotFound, Store
+from redfl.platform.untrusted import WebConfigError
+
+DESCRIPTION = """The redfl platform: users and roles, projects, runs and their metrics.
+
+Authenticate with `POST /api/auth/login`, then send `Authorization: Bearer <access_token>`.
+Viewers read; researchers create projects and runs and cancel their own runs; admins manage
+users and everything.
+"""
+
+
+def _not_found(_: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=404)
+
+
+def _conflict(_: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=409)
+
+
+def _bad_config(_: Request, error: Exception) -> JSONResponse:
+    field = getattr(error, "field", "") or None
+    return JSONResponse({"detail": str(error), "field": field}, status_code=422)
+
+
+def _runs_by_status(app: FastAPI) -> dict[str, int]:
+    with app.state.sessions() as session:
+        return Store(session).runs_by_status()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The platform's ASGI app for ``settings``.
+
+    Creates the data folder and the JWT secret on first start and, unless
+    ``settings.auto_upgrade`` is off, applies the shipped migrations.
+    """
+    ensure_data_dir(settings.data_dir)
+    engine = make_engine(settings.url)
+    if settings.auto_upgrade:
+        upgrade(engine)
+    app = FastAPI(
+        title="redfl platform",
+        version="0.1.0",
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = session_factory(engine)
+    app.state.tokens = TokenService(
+        load_or_create_secret(settings.data_dir), settings.access_token_seconds
+    )
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(Conflict, _conflict)
+    app.add_exception_handler(WebConfigError, _bad_config)
+    app.state.metrics = PlatformMetrics(lambda: _runs_by_status(app))
+    for module in (auth, users, projects, runs, artifacts, catalog, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)  # innermost
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        )
+    app.add_middleware(RequestContext, metrics=app.state.metrics)  # outermost
+    return app

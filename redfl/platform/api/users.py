@@ -1,0 +1,35 @@
+"""``/api/users``: admins list, create and delete users and change their roles."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from redfl.platform.api.deps import Admin, StoreDep, UserNamePath
+from redfl.platform.api.schemas import RoleChange, UserCreate, UserOut
+from redfl.platform.security import hash_password
+
+router = APIRouter(prefix="/api/users", tags=["users"])
+
+
+@router.get("")
+def list_users(_: Admin, store: StoreDep) -> list[UserOut]:
+    """Every user, by name."""
+    return [UserOut.of(u) for u in store.list_users()]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses={409: {"description": "Taken"}})
+def create_user(body: UserCreate, _: Admin, store: StoreDep) -> UserOut:
+    """Create a user with a role and an initial password."""
+    return UserOut.of(store.create_user(body.name, body.role, hash_password(body.password)))
+
+
+@router.patch("/{name}", responses={404: {"description": "No such user"}})
+def change_role(name: UserNamePath, body: RoleChange, _: Admin, store: StoreDep) -> UserOut:
+    """Change a user's role (the last admin keeps theirs: 409)."""
+    return UserOut.of(store.set_role(name, body.role))
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_user(name: UserNamePath, _: Admin, store: StoreDep) -> None:
+    """Delete a user; their runs stay, without owner (the last admin stays: 409)."""
+    store.delete_user(name)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the platform's store (run with ``redfl db upgrade``)."""

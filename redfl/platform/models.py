@@ -1,0 +1,201 @@
+"""The platform's tables (SQLAlchemy 2, typed ``Mapped[...]`` columns).
+
+The schema itself is created by the Alembic migrations shipped in
+``redfl/platform/migrations``; these classes describe the same tables for queries.
+Times are stored as UTC and read back timezone-aware on every backend.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+ROLES = ("admin", "researcher", "viewer")
+"""The user roles, from most to least privileged."""
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+"""A run's life: queued, then running, then one of the three final statuses."""
+
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+"""Statuses a run never leaves."""
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as naive UTC and read back as aware UTC (SQLite keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert an aware time to naive UTC before storing it."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Attach UTC to a stored time."""
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Constraint names, the same in the migrations (so they compare equal)."""
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the platform's tables."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}  # noqa: RUF012
+
+
+project_members = Table(
+    "project_members",
+    Base.metadata,
+    Column("project_id", ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class User(Base):
+    """A person who logs in: unique name, role and argon2 password hash."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RefreshToken(Base):
+    """A refresh token, stored as its SHA-256 digest only; single use."""
+
+    __tablename__ = "refresh_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Project(Base):
+    """A named group of runs with an owner and members."""
+
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    members: Mapped[list[User]] = relationship(
+        secondary=project_members, lazy="selectin", order_by="User.name"
+    )
+    owner: Mapped[User | None] = relationship(lazy="joined")
+
+
+class Run(Base):
+    """One run: its config (text and format), owner, status, times and run folder."""
+
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="SET NULL"), index=True
+    )
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    config_text: Mapped[str] = mapped_column(Text)
+    config_format: Mapped[str] = mapped_column(String(8))
+    rounds: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    run_dir: Mapped[str] = mapped_column(Text)
+    job_id: Mapped[str | None] = mapped_column(String(128))
+    owner: Mapped[User | None] = relationship(lazy="joined")
+    project: Mapped[Project | None] = relationship(lazy="joined")
+
+
+class RoundMetric(Base):
+    """The record of one finished round of a run (the JSON of a ``RoundRecord``)."""
+
+    __tablename__ = "round_metrics"
+    __table_args__ = (UniqueConstraint("run_id", "round"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    round: Mapped[int]
+    record: Mapped[dict[str, Any]]
+
+
+class Failure(Base):
+    """A client failure of a run: node, round, phase and reason."""
+
+    __tablename__ = "failures"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    round: Mapped[int]
+    node: Mapped[str] = mapped_column(String(255))
+    phase: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class Event(Base):
+    """An event of a run's stream, numbered by ``seq`` from 0 (replayed to late subscribers)."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int]
+    type: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginAttempt(Base):
+    """One login attempt (for the audit trail and the rate limit)."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_username_created_at", "username", "created_at"),
+        Index("ix_login_attempts_address_created_at", "address", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    success: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,144 @@
+"""Operator settings of the platform, and the JWT secret kept in the data folder.
+
+Everything has a default; an operator overrides it in ``<data>/platform.toml`` (same keys)
+or by the ``redfl serve`` options. The data folder holds the SQLite store (``redfl.db``),
+the JWT secret (``jwt-secret``, mode 0600) and the run folders (``runs/<run id>``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import stat
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from redfl.core.config import RunConfig, describe_errors
+from redfl.platform.db import sqlite_url
+
+SETTINGS_FILE = "platform.toml"
+SECRET_FILE = "jwt-secret"
+BUNDLED_PACKAGE = "redfl.examples"
+"""Client code of the bundled examples: always allowed in web configs."""
+
+
+class SettingsError(ValueError):
+    """A bad setting; the message names the key, its value and what is allowed."""
+
+
+class Settings(BaseModel):
+    """The platform's settings (see the module docstring for where they come from)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path = Path("redfl-data")
+    database_url: str | None = None
+    """``None``: the SQLite file ``<data_dir>/redfl.db``."""
+    ray_address: str | None = None
+    auto_upgrade: bool = True
+    """Apply the shipped migrations when the app starts."""
+    access_token_seconds: int = Field(default=900, ge=10, le=86_400)
+    refresh_token_seconds: int = Field(default=14 * 86_400, ge=60, le=365 * 86_400)
+    login_max_failures: int = Field(default=5, ge=1, le=1000)
+    login_window_seconds: int = Field(default=300, ge=1, le=86_400)
+    allowed_packages: tuple[str, ...] = ()
+    """Packages (dotted prefixes) whose client code web configs may name, besides
+    ``redfl.examples``."""
+    max_clients: int = Field(default=1000, ge=1, le=1_000_000)
+    max_rounds: int = Field(default=1000, ge=1, le=100_000)
+    max_workers: int = Field(default=8, ge=1, le=10_000)
+    max_upload_bytes: int = Field(default=1_000_000, ge=1024, le=100_000_000)
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed by CORS; empty (the default) turns CORS off."""
+
+    @field_validator("allowed_packages")
+    @classmethod
+    def _packages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
+                raise ValueError(f"not a dotted package name: {name!r}")
+        return value
+
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, value: str | None) -> str | None:
+        RunConfig(address=value)  # the CLI's own rule for an address
+        return value
+
+    @property
+    def url(self) -> str:
+        """The database URL in effect."""
+        return self.database_url or sqlite_url(self.data_dir)
+
+    @property
+    def runs_dir(self) -> Path:
+        """Where run folders are created."""
+        return self.data_dir / "runs"
+
+    @property
+    def client_packages(self) -> tuple[str, ...]:
+        """Every package web configs may name: the bundled examples and the operator's."""
+        return (BUNDLED_PACKAGE, *self.allowed_packages)
+
+    @classmethod
+    def load(cls, data_dir: str | Path, **overrides: Any) -> Settings:
+        """Settings from ``<data_dir>/platform.toml`` (if present) and ``overrides``
+        (``None`` values ignored)."""
+        path = Path(data_dir) / SETTINGS_FILE
+        values: dict[str, Any] = {}
+        if path.exists():
+            try:
+                values = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+                raise SettingsError(f"{path}: cannot read settings: {error}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["data_dir"] = Path(data_dir)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            raise SettingsError(f"{path}: {describe_errors(error)}") from None
+
+
+def ensure_data_dir(data_dir: str | Path) -> Path:
+    """Create the data folder (mode 0700: it holds the store and the secret) if missing."""
+    folder = Path(data_dir)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
+def load_or_create_secret(data_dir: str | Path) -> bytes:
+    """The JWT signing key of ``data_dir``, created (64 random bytes, mode 0600) on first use.
+
+    Raises
+    ------
+    SettingsError
+        If the existing file is readable by group or others, or is too short.
+    """
+    path = ensure_data_dir(data_dir) / SECRET_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_secret(path)
+    key = secrets.token_bytes(64)
+    with os.fdopen(fd, "w", encoding="ascii") as stream:
+        stream.write(key.hex() + "\n")
+    return key
+
+
+def _read_secret(path: Path) -> bytes:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise SettingsError(
+            f"{path}: mode {mode:04o} lets others read the JWT secret; run 'chmod 600 {path}'"
+        )
+    try:
+        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        raise SettingsError(f"{path}: the JWT secret is not hexadecimal text") from None
+    if len(key) < 32:
+        raise SettingsError(f"{path}: the JWT secret must hold at least 32 bytes")
+    return key

@@ -1,0 +1,88 @@
+"""Projects: a name, a description, an owner and members."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from redfl.platform.models import Project, User
+from redfl.platform.store.errors import Conflict, NotFound
+
+
+class ProjectStore:
+    """The project part of :class:`~redfl.platform.store.Store` (needs ``self.session``)."""
+
+    session: Session
+
+    def _members(self, names: list[str]) -> list[User]:
+        found = {u.name: u for u in self.session.scalars(select(User).where(User.name.in_(names)))}
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise NotFound(f"members: no such user {missing[0]!r}")
+        return [found[n] for n in dict.fromkeys(names)]
+
+    def _commit_named(self, name: str) -> None:
+        try:
+            self.session.commit()
+        except IntegrityError:
+            self.session.rollback()
+            raise Conflict(f"project {name!r} already exists") from None
+
+    def create_project(
+        self, name: str, description: str, owner: User | None, members: list[str]
+    ) -> Project:
+        """Add a project; a taken name is a :class:`Conflict`, an unknown member a
+        :class:`NotFound`."""
+        project = Project(
+            name=name,
+            description=description,
+            owner_id=None if owner is None else owner.id,
+            members=self._members(members),
+        )
+        self.session.add(project)
+        self._commit_named(name)
+        self.session.refresh(project)
+        return project
+
+    def get_project(self, project_id: int) -> Project | None:
+        """The project with ``project_id``, or ``None``."""
+        return self.session.get(Project, project_id)
+
+    def require_project(self, project_id: int) -> Project:
+        """The project with ``project_id``; a :class:`NotFound` if there is none."""
+        project = self.get_project(project_id)
+        if project is None:
+            raise NotFound(f"project {project_id} does not exist")
+        return project
+
+    def project_by_name(self, name: str) -> Project | None:
+        """The project called ``name``, or ``None``."""
+        return self.session.scalars(select(Project).where(Project.name == name)).one_or_none()
+
+    def list_projects(self) -> list[Project]:
+        """Every project, by name."""
+        return list(self.session.scalars(select(Project).order_by(Project.name)))
+
+    def update_project(
+        self,
+        project_id: int,
+        name: str | None = None,
+        description: str | None = None,
+        members: list[str] | None = None,
+    ) -> Project:
+        """Change the given fields of a project."""
+        project = self.require_project(project_id)
+        if name is not None:
+            project.name = name
+        if description is not None:
+            project.description = description
+        if members is not None:
+            project.members = self._members(members)
+        self._commit_named(project.name)
+        return project
+
+    def delete_project(self, project_id: int) -> None:
+        """Delete a project (its runs stay, without project)."""
+        self.session.delete(self.require_project(project_id))
+        self.session.commit()

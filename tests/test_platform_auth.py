@@ -1,0 +1,229 @@
+"""Login, tokens, the login rate limit and its audit trail, the JWT secret, ``redfl users``."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from platform_app import (  # noqa: F401  (fixtures)
+    PASSWORD,
+    add_user,
+    app_fixture,
+    bearer,
+    client_fixture,
+    make_app,
+)
+from typer.testing import CliRunner
+
+from redfl.cli import app as cli_app
+from redfl.platform.db import make_engine, session_factory, sqlite_url, upgrade
+from redfl.platform.logs import LOG, JsonFormatter
+from redfl.platform.security import TokenService, verify_password
+from redfl.platform.settings import SettingsError, load_or_create_secret
+from redfl.platform.store import Store
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """The platform's JSON log lines written during the test."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    yield stream
+    LOG.removeHandler(handler)
+
+
+def _login(client: TestClient, name: str, password: str = PASSWORD) -> dict[str, object]:
+    response = client.post("/api/auth/login", json={"username": name, "password": password})
+    return {"status": response.status_code, **response.json()}
+
+
+def test_login_gives_a_short_lived_access_token_and_a_refresh_token(
+    app: FastAPI, client: TestClient
+) -> None:
+    body = _login(client, "rita")
+    assert (body["status"], body["role"], body["expires_in"]) == (200, "researcher", 900)
+    claims = jwt.decode(str(body["access_token"]), options={"verify_signature": False})
+    assert (claims["name"], claims["role"], claims["typ"]) == ("rita", "researcher", "access")
+    assert claims["exp"] - claims["iat"] == 900
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    assert client.get("/api/auth/me", headers=headers).json()["name"] == "rita"
+    with app.state.sessions() as session:
+        attempts = Store(session).login_attempts()
+    assert [(a.username, a.success, a.reason) for a in attempts] == [("rita", True, "ok")]
+
+
+def test_bad_and_unknown_logins_are_refused_alike_logged_and_stored(
+    app: FastAPI, client: TestClient, log_lines: io.StringIO
+) -> None:
+    wrong = _login(client, "rita", "not the password")
+    unknown = _login(client, "nobody", "whatever-pass")
+    assert wrong == unknown == {"status": 401, "detail": "invalid username or password"}
+    lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    lines = [x for x in lines if x["event"] == "login_failed"]
+    assert all(len(x["request_id"]) == 32 for x in lines)
+    assert [(x["event"], x["username"], x["reason"]) for x in lines] == [
+        ("login_failed", "rita", "bad password"),
+        ("login_failed", "nobody", "unknown user"),
+    ]
+    assert "not the password" not in log_lines.getvalue()
+    with app.state.sessions() as session:
+        reasons = [(a.username, a.address) for a in Store(session).login_attempts()]
+    assert reasons == [("nobody", "testclient"), ("rita", "testclient")]
+
+
+def test_five_failures_per_user_lock_that_user_for_the_window(app: FastAPI) -> None:
+    with app.state.sessions() as session:
+        for n in range(5):  # from five addresses: only the per-user count reaches 5
+            Store(session).record_login("rita", f"10.0.0.{n}", False, "bad password")
+    with TestClient(app, client=("10.9.9.9", 1)) as other:
+        locked = other.post("/api/auth/login", json={"username": "rita", "password": PASSWORD})
+        assert locked.status_code == 429
+        assert locked.headers["Retry-After"] == "300"
+        assert _login(other, "vic")["status"] == 200
+
+
+def test_five_failures_from_one_address_lock_that_address(app: FastAPI) -> None:
+    with TestClient(app, client=("10.1.1.1", 1)) as attacker:
+        for name in ("a1", "a2", "a3", "a4", "a5"):
+            assert _login(attacker, name, "guess-guess")["status"] == 401
+        assert _login(attacker, "vic")["status"] == 429
+    with TestClient(app, client=("10.2.2.2", 1)) as elsewhere:
+        assert _login(elsewhere, "vic")["status"] == 200
+
+
+def test_failures_older_than_the_window_do_not_count(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "d", login_window_seconds=1, login_max_failures=1)
+    add_user(app, "rita", "researcher")
+    with TestClient(app) as client:
+        assert _login(client, "rita", "bad-password")["status"] == 401
+        assert _login(client, "rita")["status"] == 429
+        with app.state.sessions() as session:  # age the stored attempts past the window
+            for attempt in Store(session).login_attempts():
+                attempt.created_at = datetime.now(UTC) - timedelta(seconds=5)
+            session.commit()
+        assert _login(client, "rita")["status"] == 200
+
+
+def test_refresh_tokens_are_single_use_and_logout_revokes(client: TestClient) -> None:
+    first = _login(client, "vic")
+    second = client.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert second.status_code == 200 and second.json()["username"] == "vic"
+    again = client.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert again.status_code == 401
+    token = second.json()["refresh_token"]
+    assert client.post("/api/auth/logout", json={"refresh_token": token}).status_code == 204
+    assert client.post("/api/auth/refresh", json={"refresh_token": token}).status_code == 401
+
+
+def test_expired_foreign_and_stale_tokens_are_refused(app: FastAPI, client: TestClient) -> None:
+    with app.state.sessions() as session:
+        rita = Store(session).require_user("rita")
+    old = datetime.now(UTC) - timedelta(hours=1)
+    expired = app.state.tokens.issue_access(rita.id, "rita", "researcher", now=old)
+    foreign = TokenService(b"x" * 64, 900).issue_access(rita.id, "rita", "researcher")
+    for token, detail in ((expired, "token expired"), (foreign, "invalid token")):
+        response = client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert (response.status_code, response.json()["detail"]) == (401, detail)
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    headers = bearer(app, "rita")
+    admin = bearer(app, "ada")
+    assert client.delete("/api/users/rita", headers=admin).status_code == 204
+    assert client.get("/api/auth/me", headers=headers).status_code == 401  # user gone
+
+
+def test_the_jwt_secret_is_made_once_with_mode_0600(tmp_path: Path) -> None:
+    key = load_or_create_secret(tmp_path / "d")
+    path = tmp_path / "d" / "jwt-secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o700
+    assert len(key) == 64 and load_or_create_secret(tmp_path / "d") == key
+    os.chmod(path, 0o644)
+    with pytest.raises(SettingsError, match=r"mode 0644 lets others read the JWT secret"):
+        load_or_create_secret(tmp_path / "d")
+
+
+def _user_hash(data: Path, name: str) -> str | None:
+    engine = make_engine(sqlite_url(data))
+    upgrade(engine)
+    with session_factory(engine)() as session:
+        user = Store(session).user_by_name(name)
+        return None if user is None else f"{user.role} {user.password_hash}"
+
+
+def test_users_create_reads_the_password_from_stdin(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    runner = CliRunner()
+    args = ["users", "create", "ada", "--role", "admin", "--data", str(data)]
+    done = runner.invoke(cli_app, args, input="long enough pw\n")
+    assert (done.exit_code, done.output) == (0, "created user 'ada' with role admin\n")
+    stored = _user_hash(data, "ada")
+    assert stored is not None and stored.startswith("admin $argon2id$")
+    assert verify_password(stored.split(" ", 1)[1], "long enough pw")
+    again = runner.invoke(cli_app, args, input="long enough pw\n")
+    assert again.exit_code == 2 and "redfl: error: user 'ada' already exists" in again.output
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["--role", "root"], "long enough pw\n", "--role: must be one of admin, researcher"),
+        (["--role", "viewer"], "short\n", "password: must be 8 to 1024 characters, got 5"),
+        (["--role", "viewer"], "", "password: must be 8 to 1024 characters, got 0"),
+        (["--role", "viewer", "--database-url", "mysql://h/d"], "long enough pw\n", "'mysql'"),
+    ],
+)
+def test_users_create_refuses_bad_input(
+    tmp_path: Path, args: list[str], stdin: str, message: str
+) -> None:
+    result = CliRunner().invoke(
+        cli_app, ["users", "create", "bob", "--data", str(tmp_path), *args], input=stdin
+    )
+    assert result.exit_code == 2
+    assert result.output.startswith("redfl: error: ") and message in result.output
+    assert _user_hash(tmp_path, "bob") is None
+
+
+def test_users_create_prompts_twice_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = iter(["first password", "other password"])
+    monkeypatch.setattr("redfl.platform.cli._stdin_is_terminal", lambda: True)
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
+    runner = CliRunner()
+    args = ["users", "create", "bob", "--role", "viewer", "--data", str(tmp_path)]
+    result = runner.invoke(cli_app, args)
+    assert result.exit_code == 2 and "the two entries differ" in result.output
+    answers = iter(["same password", "same password"])
+    assert runner.invoke(cli_app, args).exit_code == 0
+
+
+def test_db_upgrade_reports_the_revision(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli_app, ["db", "upgrade", "--data", str(tmp_path / "d")])
+    assert (result.exit_code, result.output) == (0, "database at revision 0001\n")
+    assert (tmp_path / "d" / "redfl.db").exists()
+
+
+def test_users_passwd_replaces_the_password(tmp_path: Path) -> None:
+    data, runner = tmp_path / "d", CliRunner()
+    create = ["users", "create", "ada", "--role", "viewer", "--data", str(data)]
+    assert runner.invoke(cli_app, create, input="first password\n").exit_code == 0
+    passwd = ["users", "passwd", "ada", "--data", str(data)]
+    done = runner.invoke(cli_app, passwd, input="second password\n")
+    assert (done.exit_code, done.output) == (0, "password of 'ada' changed\n")
+    stored = _user_hash(data, "ada")
+    assert stored is not None and verify_password(stored.split(" ", 1)[1], "second password")
+    missing = runner.invoke(cli_app, ["users", "passwd", "bob", "--data", str(data)], input="x" * 9)
+    assert missing.exit_code == 2 and "user 'bob' does not exist" in missing.output

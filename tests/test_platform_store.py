@@ -1,0 +1,232 @@
+"""The platform store: one suite, run on a SQLite file and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from pg_server import create_database, postgres_server_fixture  # noqa: F401  (session fixture)
+from sqlalchemy import Engine, inspect
+
+from redfl.platform.db import (
+    DatabaseError,
+    current_revision,
+    downgrade,
+    head_revision,
+    make_engine,
+    ping,
+    session_factory,
+    sqlite_url,
+    upgrade,
+)
+from redfl.platform.models import Base, RefreshToken
+from redfl.platform.store import Conflict, NotFound, Store, new_run_id
+
+TABLES = {
+    "users",
+    "refresh_tokens",
+    "projects",
+    "project_members",
+    "runs",
+    "round_metrics",
+    "failures",
+    "events",
+    "login_attempts",
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty database of each backend."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path)
+    else:
+        url = create_database(request.getfixturevalue("postgres_server"))
+    engine = make_engine(url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store(engine: Engine) -> Iterator[Store]:
+    """A store over one session of the migrated database."""
+    with session_factory(engine)() as session:
+        yield Store(session)
+
+
+def _run(store: Store, owner_id: int | None, project_id: int | None = None) -> str:
+    run_id = new_run_id()
+    store.create_run(
+        run_id=run_id,
+        name="demo",
+        owner_id=owner_id,
+        project_id=project_id,
+        config_text="[client]\n",
+        config_format="toml",
+        rounds=3,
+        run_dir=f"/data/runs/{run_id}",
+    )
+    return run_id
+
+
+def test_migrations_build_the_models_schema_and_are_idempotent(engine: Engine) -> None:
+    assert current_revision(engine) == head_revision() == "0001"
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    upgrade(engine)  # a second upgrade is a no-op
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+    assert ping(engine)
+
+
+def test_downgrade_drops_everything_and_upgrade_restores(engine: Engine) -> None:
+    downgrade(engine)
+    assert current_revision(engine) is None
+    assert not TABLES & set(inspect(engine).get_table_names())
+    upgrade(engine)
+    assert set(inspect(engine).get_table_names()) >= TABLES
+
+
+def test_unsupported_url_is_refused_with_the_scheme() -> None:
+    with pytest.raises(DatabaseError, match=r"unsupported scheme 'mysql'"):
+        make_engine("mysql://x/y")
+
+
+def test_users_roles_and_the_last_admin(store: Store) -> None:
+    ada = store.create_user("ada", "admin", "h1")
+    store.create_user("bob", "viewer", "h2")
+    assert [u.name for u in store.list_users()] == ["ada", "bob"]
+    assert ada.created_at.tzinfo is not None
+    with pytest.raises(Conflict, match="user 'ada' already exists"):
+        store.create_user("ada", "viewer", "h3")
+    with pytest.raises(ValueError, match=r"role: must be one of .* got 'root'"):
+        store.create_user("eve", "root", "h")
+    with pytest.raises(Conflict, match="last admin"):
+        store.set_role("ada", "viewer")
+    with pytest.raises(Conflict, match="last admin"):
+        store.delete_user("ada")
+    assert store.set_role("bob", "admin").role == "admin"
+    store.delete_user("ada")
+    assert store.user_by_name("ada") is None
+    with pytest.raises(NotFound, match="user 'ada' does not exist"):
+        store.set_role("ada", "viewer")
+
+
+def test_refresh_tokens_are_single_use_and_expire(store: Store) -> None:
+    ada = store.create_user("ada", "admin", "h")
+    later = datetime.now(UTC) + timedelta(hours=1)
+    store.add_refresh_token(ada.id, "a" * 64, later)
+    store.add_refresh_token(ada.id, "b" * 64, datetime.now(UTC) - timedelta(seconds=1))
+    store.add_refresh_token(ada.id, "c" * 64, later)
+    spent = store.use_refresh_token("a" * 64)
+    assert spent is not None and spent.name == "ada"
+    assert store.use_refresh_token("a" * 64) is None  # used once already
+    assert store.use_refresh_token("b" * 64) is None  # expired
+    assert store.use_refresh_token("d" * 64) is None  # unknown
+    assert store.revoke_refresh_token("c" * 64)
+    assert store.use_refresh_token("c" * 64) is None
+    store.add_refresh_token(ada.id, "e" * 64, later)
+    store.set_password_hash("ada", "new")
+    assert store.use_refresh_token("e" * 64) is None  # a new password revokes them
+    stored = store.session.query(RefreshToken).count()
+    assert stored == 4  # digests only, never deleted by use
+
+
+def test_failed_logins_count_per_user_and_address_in_a_window(store: Store) -> None:
+    for _ in range(3):
+        store.record_login("ada", "10.0.0.1", False, "bad password")
+    store.record_login("ada", "10.0.0.2", False, "bad password")
+    store.record_login("bob", "10.0.0.1", False, "unknown user")
+    store.record_login("ada", "10.0.0.1", True, "ok")
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    assert store.failed_logins(since, username="ada") == 4
+    assert store.failed_logins(since, address="10.0.0.1") == 4
+    assert store.failed_logins(since, username="ada", address="10.0.0.2") == 1
+    assert store.failed_logins(datetime.now(UTC) + timedelta(seconds=1), username="ada") == 0
+    assert [a.reason for a in store.login_attempts(2)] == ["ok", "unknown user"]
+
+
+def test_projects_with_members(store: Store) -> None:
+    ada = store.create_user("ada", "researcher", "h")
+    store.create_user("bob", "viewer", "h")
+    project = store.create_project("mnist", "digits runs", ada, ["bob", "ada"])
+    assert project.owner is not None and project.owner.name == "ada"
+    assert [m.name for m in project.members] == ["ada", "bob"]  # by name
+    with pytest.raises(Conflict, match="project 'mnist' already exists"):
+        store.create_project("mnist", "", ada, [])
+    with pytest.raises(NotFound, match="members: no such user 'zed'"):
+        store.create_project("other", "", ada, ["zed"])
+    updated = store.update_project(project.id, description="new", members=["ada"])
+    assert (updated.description, [m.name for m in updated.members]) == ("new", ["ada"])
+    run_id = _run(store, ada.id, project.id)
+    store.delete_project(project.id)
+    store.session.expire_all()
+    assert store.list_projects() == []
+    assert store.require_run(run_id).project_id is None
+    with pytest.raises(NotFound, match="project 999 does not exist"):
+        store.update_project(999, name="x")
+
+
+def test_run_status_life_and_cancel(store: Store) -> None:
+    ada = store.create_user("ada", "researcher", "h")
+    first, second, third = (_run(store, ada.id) for _ in range(3))
+    run = store.require_run(first)
+    assert (run.status, run.cancel_requested, run.owner_id) == ("queued", False, ada.id)
+    with pytest.raises(Conflict, match="cannot go from 'queued' to 'succeeded'"):
+        store.set_status(first, "succeeded")
+    assert store.set_status(first, "running").started_at is not None
+    done = store.set_status(first, "succeeded")
+    assert done.finished_at is not None and done.finished_at >= done.created_at
+    with pytest.raises(Conflict, match=f"run '{first}' is already succeeded"):
+        store.request_cancel(first)
+    cancelled = store.request_cancel(second)
+    assert (cancelled.status, cancelled.cancel_requested) == ("cancelled", True)
+    store.set_status(third, "running")
+    marked = store.request_cancel(third)
+    assert (marked.status, marked.cancel_requested) == ("running", True)
+    failed = store.set_status(third, "failed", error="worker died")
+    assert failed.error == "worker died"
+    counts = store.runs_by_status()
+    assert counts == {"queued": 0, "running": 0, "succeeded": 1, "failed": 1, "cancelled": 1}
+    assert {r.id for r in store.list_runs(status="failed")} == {third}
+    assert len(store.list_runs(limit=2)) == 2
+    with pytest.raises(NotFound, match="run 'nope' does not exist"):
+        store.request_cancel("nope")
+
+
+def test_metrics_failures_and_events_round_trip(store: Store) -> None:
+    run_id = _run(store, None)
+    store.add_round_metric(run_id, 2, {"round": 2, "accuracy": 0.5, "metrics": {"eps": 1.5}})
+    store.add_round_metric(run_id, 1, {"round": 1, "accuracy": None, "loss": 2.25})
+    assert store.round_metrics(run_id) == [
+        {"round": 1, "accuracy": None, "loss": 2.25},
+        {"round": 2, "accuracy": 0.5, "metrics": {"eps": 1.5}},
+    ]
+    with pytest.raises(Conflict, match="already has round 1"):
+        store.add_round_metric(run_id, 1, {})
+    store.add_failure(run_id, 1, "client-7", "fit", "ValueError: nan")
+    assert [(f.node, f.phase, f.reason) for f in store.failures(run_id)] == [
+        ("client-7", "fit", "ValueError: nan")
+    ]
+    seqs = [store.append_event(run_id, "round_finished", {"round": r}) for r in range(3)]
+    assert seqs == [0, 1, 2]
+    assert [(e.seq, e.data["round"]) for e in store.events(run_id, after=0)] == [(1, 1), (2, 2)]
+    other = _run(store, None)
+    assert store.append_event(other, "run_started", {}) == 0
+
+
+def test_deleting_an_owner_keeps_the_runs(store: Store) -> None:
+    ada = store.create_user("ada", "admin", "h")
+    bob = store.create_user("bob", "researcher", "h")
+    store.add_refresh_token(bob.id, "f" * 64, datetime.now(UTC) + timedelta(hours=1))
+    run_id = _run(store, bob.id)
+    store.delete_user("bob")
+    store.session.expire_all()
+    assert store.require_run(run_id).owner_id is None
+    assert store.session.query(RefreshToken).count() == 0
+    assert store.get_user(ada.id) is not None
