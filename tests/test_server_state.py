@@ -151,7 +151,14 @@ def config(**tables: Any) -> FederationConfig:
 def test_the_digest_ignores_only_fields_that_do_not_change_results() -> None:
     base = config()
     same = config(
-        federation={"name": "other", "rounds": 99, "runtime": "local", "address": "auto"},
+        federation={
+            "name": "other",
+            "rounds": 99,
+            "runtime": "local",
+            "address": "auto",
+            "connect_timeout": 5.0,
+            "checkpoint_every": 3,
+        },
         resources={"placement_strategy": "SPREAD", "client_state_mb": 1.0},
     )
     assert config_digest(base) == config_digest(same)
