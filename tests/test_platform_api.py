@@ -121,6 +121,12 @@ def test_json_configs_are_accepted(app: FastAPI, client: TestClient) -> None:
             "module 'subprocess'",
         ),
         (
+            SMALL.format(target="redfl.examples.echo:EchoClient")
+            + '[strategy]\ntarget = "shutil:rmtree"\n',
+            "strategy.target",
+            "module 'shutil' is not in an allowed package",
+        ),
+        (
             SMALL.format(target="redfl.examples.echo:EchoClient").replace(
                 "rounds = 3", 'rounds = 3\naddress = "10.0.0.1:6379"'
             ),

@@ -3,8 +3,9 @@
 A web config is parsed (TOML or JSON) and validated by the CLI's own model
 (:class:`redfl.core.config.FederationConfig`, which imports no user code), then:
 
-- every code target (``client.target``, ``evaluation.central``) must lie in an allowed
-  package: ``redfl.examples`` or one the operator named (``allowed_packages``);
+- every code target (``client.target``, ``strategy.target``, ``evaluation.central``) must
+  lie in an allowed package: ``redfl.examples`` or one the operator named
+  (``allowed_packages``);
 - ``federation.address`` and ``topology.topology_file`` are refused: the operator chooses the
   cluster, and a web user may not name files on the server;
 - the size is capped by the operator's ``max_clients``, ``max_rounds`` and ``max_workers``;
@@ -32,6 +33,7 @@ import tomllib
 from typing import Any
 
 from redfl.core.config import ConfigError, FederationConfig, parse_config
+from redfl.core.imports import ImportNotAllowedError, check_import_allowed, import_targets
 from redfl.platform.settings import Settings
 
 
@@ -53,24 +55,18 @@ def _load(text: str, fmt: str) -> dict[str, Any]:
     return data
 
 
-def package_allowed(target: str, packages: tuple[str, ...]) -> bool:
-    """Whether ``module:name`` lies in one of ``packages`` (the package or below it)."""
-    module = target.split(":", 1)[0]
-    return any(module == p or module.startswith(p + ".") for p in packages)
-
-
 def _check_targets(config: FederationConfig, packages: tuple[str, ...]) -> None:
-    targets = {
-        "client.target": config.client.target,
-        "evaluation.central": config.evaluation.central,
-    }
-    for field, target in targets.items():
-        if target is not None and not package_allowed(target, packages):
+    """Every import path of the config (client, strategy, evaluation, ...) must lie in an
+    allowed package; nothing is imported (:func:`redfl.core.imports.check_import_allowed`)."""
+    for field, target in import_targets(config):
+        try:
+            check_import_allowed(target, packages)
+        except ImportNotAllowedError:
             module = target.split(":", 1)[0]
             raise WebConfigError(
                 field,
                 f"module {module!r} is not in an allowed package (allowed: {', '.join(packages)})",
-            )
+            ) from None
 
 
 def _check_caps(config: FederationConfig, settings: Settings) -> None:
@@ -109,7 +105,7 @@ def parse_web_config(text: str, fmt: str, settings: Settings) -> FederationConfi
         from redfl.schemas.builder import strategy_from_config  # no user code, no Ray
 
         try:
-            strategy_from_config(config)
+            strategy_from_config(config, settings.client_packages)
         except ConfigError as error:
             raise WebConfigError("", str(error)) from None
     return config
