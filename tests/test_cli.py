@@ -288,3 +288,44 @@ def test_rounds_and_seed_overrides_are_reflected(tmp_path: Path) -> None:
     assert other.exit_code == 0, other.stderr
     c, _ = load_parameters(tmp_path / "c" / "model.safetensors")
     assert not all(np.array_equal(a[k], c[k]) for k in a)
+
+
+SOMETIMES_FAILING_CLIENT = """
+import numpy as np
+from redfl.nodes import Client
+
+
+class OddOnesFail(Client):
+    def __init__(self, **options):
+        pass
+
+    def fit(self, parameters, config):
+        if self.context.index % 2:
+            raise RuntimeError(f"battery low on {self.node_id}")
+        return parameters, 1, {}
+
+    @staticmethod
+    def initial_parameters(options):
+        return {"w": np.zeros(3, np.float32)}
+"""
+
+
+def test_the_console_says_why_clients_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "redfl_odd_client.py").write_text(SOMETIMES_FAILING_CLIENT, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "odd.toml"
+    config.write_text(
+        '[federation]\nruntime = "local"\nrounds = 2\n'
+        '[client]\ntarget = "redfl_odd_client:OddOnesFail"\nnum_clients = 10\n',
+        encoding="utf-8",
+    )
+    result = invoke(str(config), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "failed:" in line]
+    assert len(lines) == 2 * 3  # the first three reasons of each round
+    assert all("battery low on client-" in line for line in lines)
+    assert result.stderr.count("and 2 more (failures.jsonl)") == 2
+    failures = (tmp_path / "run" / "failures.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(failures) == 2 * 5
