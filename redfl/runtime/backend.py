@@ -91,6 +91,10 @@ class Backend(ABC):
     def stop(self) -> None:
         """Stop every worker and release every reservation."""
 
+    def worker_nodes(self) -> list[str]:
+        """The machine each worker runs on (a Ray node id; ``"local"`` in-process)."""
+        return ["local"] * self.num_workers
+
     def call_all(self, method: str, *args: Any) -> list[Outcome]:
         """Call ``method`` on every worker and wait."""
         count = self.num_workers
