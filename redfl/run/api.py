@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redfl.core.arrays import Parameters, copy_parameters
 from redfl.core.config import ConfigError, FederationConfig
 from redfl.core.events import (
     Event,
@@ -37,6 +38,7 @@ from redfl.run.recorder import RunRecorder
 from redfl.rundir import new_run_dir, save_parameters, write_summary
 from redfl.runtime.resources import ResourceError
 from redfl.schemas.callbacks import Callback, emit
+from redfl.schemas.star import StarFederation
 
 RUN_ERRORS = (FederationError, ResourceError, ConnectionError)
 """Errors that end a run with a one-line reason (anything else also logs a traceback)."""
@@ -90,6 +92,7 @@ def run(
     cancel: threading.Event | None = None,
     overrides: Mapping[str, Any] | None = None,
     runs_root: str | Path = "runs",
+    initial_parameters: Parameters | None = None,
 ) -> RunOutcome:
     """Run the federation ``config`` describes and write its run folder.
 
@@ -106,6 +109,9 @@ def run(
         ``summary.json`` are written with status ``"cancelled"``.
     overrides:
         ``federation`` values to override (``rounds``, ``seed``, ``address``, ...).
+    initial_parameters:
+        A star federation's starting global model instead of the client's
+        ``initial_parameters`` (a Tune trial restored from a checkpoint).
 
     Raises
     ------
@@ -126,6 +132,10 @@ def run(
     ('succeeded', 2, ['w'])
     """
     prepared = prepare(config, overrides)
+    if initial_parameters is not None:
+        if not isinstance(prepared.federation, StarFederation):
+            raise ConfigError("initial_parameters: only a star federation has a global model")
+        prepared.federation.parameters = copy_parameters(initial_parameters)
     prepared.connect()  # an unreachable cluster fails here, within connect_timeout
     folder = (
         Path(out) if out is not None else new_run_dir(runs_root, prepared.config.federation.name)

@@ -1,0 +1,131 @@
+"""``redfl.tune`` on the session's Ray instance: trials, ASHA stops, PBT restores, cleanup."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from waiting import wait_until
+
+from redfl.core.config import ConfigError
+from redfl.run.recorder import read_events
+from redfl.run.tuning import tune
+
+DIGITS = {
+    "federation": {"name": "tune-digits", "rounds": 3, "seed": 0},
+    "client": {
+        "target": "redfl.examples.digits:DigitsClient",
+        "num_clients": 10,
+        "options": {"epochs": 1, "lr": 0.3, "batch_size": 16},
+    },
+    "strategy": {"name": "fedavg"},
+    "evaluation": {"central": "redfl.examples.digits:central_evaluation"},
+    "resources": {"worker": {"CPU": 0.5}},
+}
+SMALL = {"driver_cpus": 0.5, "workers": 1}
+
+
+def _leftovers(ray: Any) -> tuple[int, int]:
+    """(placement groups not removed, actors alive) in the session's Ray instance.
+
+    The actor table is read from the GCS directly (``ray.util.state`` needs the dashboard,
+    which the session's instance does not run).
+    """
+    from ray._private.state import actors
+
+    groups = [g for g in ray.util.placement_group_table().values() if g["state"] != "REMOVED"]
+    alive = [a for a in actors().values() if a["State"] == "ALIVE"]
+    return len(groups), len(alive)
+
+
+def _metrics(folder: Path) -> list[dict[str, Any]]:
+    lines = (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_four_trials_of_three_rounds_each_write_a_run_folder(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    before = _leftovers(ray_session)
+    outcome = tune(
+        DIGITS,
+        ["client.options.lr=choice:0.1,0.3", "strategy.fraction_fit=uniform:0.5:1.0"],
+        samples=4,
+        out=tmp_path,
+        **SMALL,
+    )
+    assert len(outcome.trials) == 4
+    for trial in outcome.trials:
+        assert trial.status == "completed", trial.error
+        assert trial.rounds == 3
+        assert trial.values["client.options.lr"] in (0.1, 0.3)
+        assert 0.5 <= trial.values["strategy.fraction_fit"] <= 1.0
+        summary = json.loads((trial.folder / "summary.json").read_text(encoding="utf-8"))
+        assert summary["status"] == "succeeded"
+        assert summary["rounds"] == 3
+        assert summary["accuracy"] == pytest.approx(trial.metric)
+        config = json.loads((trial.folder / "config.json").read_text(encoding="utf-8"))
+        assert config["client"]["options"]["lr"] == trial.values["client.options.lr"]
+        assert config["resources"]["placement_group"] == "current"
+    assert outcome.best is not None
+    assert outcome.best.metric == max(t.metric or 0.0 for t in outcome.trials)
+    assert wait_until(lambda: _leftovers(ray_session) == before, 30.0), _leftovers(ray_session)
+
+
+def test_asha_stops_the_trial_that_trails(ray_session: Any, tmp_path: Path) -> None:
+    # One trial at a time, in grid order: the good lr reaches round 1 first, so the tiny
+    # lr's loss is below the rung's cutoff there and ASHA stops it after one round.
+    outcome = tune(
+        DIGITS,
+        ["client.options.lr=grid:0.3,0.0001"],
+        samples=1,
+        scheduler="asha",
+        metric="loss",
+        mode="min",
+        max_concurrent=1,
+        out=tmp_path,
+        **SMALL,
+    )
+    by_lr = {t.values["client.options.lr"]: t for t in outcome.trials}
+    assert by_lr[0.3].status == "completed" and by_lr[0.3].rounds == 3
+    stopped = by_lr[0.0001]
+    assert stopped.status == "stopped"
+    assert stopped.rounds < 3
+    assert len(_metrics(stopped.folder)) == stopped.rounds
+    assert outcome.best is by_lr[0.3]
+
+
+def test_pbt_restarts_the_worse_trial_from_the_better_ones_checkpoint(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    outcome = tune(
+        DIGITS,
+        ["client.options.lr=grid:0.3,0.0001"],
+        samples=1,
+        scheduler="pbt",
+        metric="loss",
+        mode="min",
+        out=tmp_path,
+        **SMALL,
+    )
+    assert all(t.status == "completed" for t in outcome.trials), outcome.trials
+    resumed = sorted(tmp_path.glob("*-from-round-*"))
+    assert resumed, sorted(p.name for p in tmp_path.iterdir())
+    first = resumed[0]
+    done = int(first.name.rsplit("-", 1)[1])
+    started = next(e for e in read_events(first) if e["type"] == "run_started")
+    assert started["rounds"] == 3 - done
+    # It starts from a trained model, not from zeros: its first round's loss is already
+    # below what the tiny learning rate reaches from scratch.
+    tiny = next(t for t in outcome.trials if t.folder.exists() and t.values)
+    assert _metrics(first)[0]["loss"] < 2.2, (tiny, _metrics(first))
+
+
+def test_bad_options_fail_before_any_trial(ray_session: Any, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="scheduler: must be fifo, asha or pbt, got 'hyper'"):
+        tune(DIGITS, ["client.options.lr=choice:0.1"], scheduler="hyper", out=tmp_path)
+    with pytest.raises(ConfigError, match="lr"):
+        tune(DIGITS, ["client.options.lr=choice:-1,0.1"], out=tmp_path)
+    assert list(tmp_path.iterdir()) == []
