@@ -61,7 +61,7 @@ def test_a_bad_spec_names_itself_the_reason_and_the_allowed_forms(spec: str, rea
 
 
 def test_a_path_given_twice_is_refused() -> None:
-    with pytest.raises(SearchSpaceError, match="'strategy.eta' is given more than once"):
+    with pytest.raises(SearchSpaceError, match=r"'strategy\.eta' is given more than once"):
         parse_params(["strategy.eta=uniform:0:1", "strategy.eta=choice:1,2"])
 
 
@@ -78,7 +78,7 @@ def test_apply_sets_nested_paths_without_touching_the_original() -> None:
 
 
 def test_apply_refuses_a_path_through_a_value() -> None:
-    with pytest.raises(SearchSpaceError, match="'strategy.name' is a value, not a table"):
+    with pytest.raises(SearchSpaceError, match=r"'strategy\.name' is a value, not a table"):
         apply_params({"strategy": {"name": "fedavg"}}, {"strategy.name.x": 1})
 
 

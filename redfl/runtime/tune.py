@@ -194,7 +194,7 @@ def run_trials(
             name="tune",
             storage_path=str(storage.resolve()),
             verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=4),
         ),
     )
     grid = tuner.fit()
