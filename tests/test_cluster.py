@@ -123,6 +123,21 @@ def scenarios(cluster: ClusterHandle) -> dict[str, Any]:
     return results
 
 
+def test_in_process_workers_report_a_local_machine() -> None:
+    from redfl.run.prepare import prepare
+
+    config = {
+        "federation": {"rounds": 1, "runtime": "local"},
+        "client": {"target": "redfl.examples.echo:EchoClient", "num_clients": 3},
+        "resources": {"num_workers": 3},
+    }
+    federation = prepare(config).federation
+    assert federation.worker_nodes() == []  # nothing runs before the first round
+    federation.train(1)
+    assert federation.worker_nodes() == ["local"] * 3
+    federation.stop()
+
+
 def test_cluster_has_a_cpu_less_head_and_three_site_nodes(cluster: ClusterHandle) -> None:
     assert sorted(cluster.nodes) == ["site_a", "site_b", "site_c"]
     assert len(set(cluster.nodes.values())) == 3

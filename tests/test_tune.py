@@ -77,6 +77,7 @@ def test_four_trials_of_three_rounds_each_write_a_run_folder(
 def test_asha_stops_the_trial_that_trails(ray_session: Any, tmp_path: Path) -> None:
     # One trial at a time, in grid order: the good lr reaches round 1 first, so the tiny
     # lr's loss is below the rung's cutoff there and ASHA stops it after one round.
+    before = _leftovers(ray_session)
     outcome = tune(
         DIGITS,
         ["client.options.lr=grid:0.3,0.0001"],
@@ -95,6 +96,8 @@ def test_asha_stops_the_trial_that_trails(ray_session: Any, tmp_path: Path) -> N
     assert stopped.rounds < 3
     assert len(_metrics(stopped.folder)) == stopped.rounds
     assert outcome.best is by_lr[0.3]
+    # The stopped trial's workers went with its placement group.
+    assert wait_until(lambda: _leftovers(ray_session) == before, 30.0), _leftovers(ray_session)
 
 
 def test_pbt_restarts_the_worse_trial_from_the_better_ones_checkpoint(
@@ -143,3 +146,14 @@ def test_bad_options_fail_before_any_trial(ray_session: Any, tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="lr"):
         tune(DIGITS, ["client.options.lr=choice:-1,0.1"], out=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_current_placement_group_outside_a_trial_is_refused(ray_session: Any) -> None:
+    from redfl.run.prepare import prepare
+    from redfl.runtime.resources import ResourceError
+
+    config = {**DIGITS, "resources": {"placement_group": "current"}}
+    federation = prepare(config).federation
+    with pytest.raises(ResourceError, match="needs a driver that runs inside a placement group"):
+        federation.train(1)
+    federation.stop()
