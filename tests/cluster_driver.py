@@ -15,9 +15,11 @@ instance, so the cluster and the federations that use it live in subprocesses:
 
 ``python tests/cluster_driver.py scenario ADDRESS NAME [NAME ...]``
     Joins the cluster at ADDRESS, runs each named scenario (see :data:`SCENARIOS`) and
-    prints one JSON line ``{name: result}``. A scenario is a function of the address that
-    returns a JSON-ready dict; a new one (a node removed mid-run, once workers restart)
-    is one more function here.
+    prints one JSON line ``{"results": {name: result}}``. A scenario is a function of the
+    address that returns a JSON-ready dict; a new one is one more function here. A
+    scenario may print ``{"progress": ...}`` lines first (:func:`progress`, e.g. from a
+    callback after round 2), on which the test can act (``remove site_b`` to the serve
+    process: a node lost mid-run, once workers restart).
 """
 
 from __future__ import annotations
@@ -196,7 +198,12 @@ def scenario(address: str, names: list[str]) -> None:
     if unknown:
         raise SystemExit(f"unknown scenario(s) {unknown}; known: {sorted(SCENARIOS)}")
     results = {name: SCENARIOS[name](address) for name in names}
-    _say(results)
+    _say({"results": results})
+
+
+def progress(body: dict[str, Any]) -> None:
+    """Tell the test how far a scenario got (one ``{"progress": body}`` line)."""
+    _say({"progress": body})
 
 
 def _say(body: dict[str, Any]) -> None:

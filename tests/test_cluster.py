@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,20 +107,45 @@ def cluster() -> Iterator[ClusterHandle]:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+def run_scenarios(
+    cluster: ClusterHandle,
+    names: Sequence[str],
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run scenarios in one subprocess joined to the cluster; ``on_progress`` gets each
+    ``{"progress": ...}`` line as it comes (to act mid-run, e.g. remove a node)."""
+    with tempfile.TemporaryFile("w+") as errors:  # a file: a full pipe would block Ray
+        process = subprocess.Popen(
+            [sys.executable, str(DRIVER), "scenario", cluster.address, *names],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            env=_env(),
+            cwd=TESTS.parent,
+        )
+        deadline = time.monotonic() + SCENARIO_S
+        try:
+            while True:
+                line = json.loads(_read_line(process, max(0.0, deadline - time.monotonic())))
+                if "results" in line:
+                    results: dict[str, Any] = line["results"]
+                    break
+                if on_progress is not None:
+                    on_progress(line["progress"])
+            process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except (TimeoutError, RuntimeError) as error:
+            process.kill()
+            process.wait(timeout=10)
+            errors.seek(0)
+            raise AssertionError(f"{error}: {errors.read()[-3000:]}") from None
+    assert process.returncode == 0
+    return results
+
+
 @pytest.fixture(scope="module")
 def scenarios(cluster: ClusterHandle) -> dict[str, Any]:
     """The placement scenarios, run once in one subprocess joined to the cluster."""
-    done = subprocess.run(
-        [sys.executable, str(DRIVER), "scenario", cluster.address, *SCENARIOS],
-        capture_output=True,
-        text=True,
-        timeout=SCENARIO_S,
-        env=_env(),
-        cwd=TESTS.parent,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    results: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return results
+    return run_scenarios(cluster, SCENARIOS)
 
 
 def test_in_process_workers_report_a_local_machine() -> None:
