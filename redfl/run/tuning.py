@@ -8,18 +8,19 @@ checkpoint, so ASHA can stop a bad trial after any round and PBT can restart a t
 another's checkpoint.
 
 What a checkpoint holds, for now: the round number and the global parameters
-(:func:`save_checkpoint`). A trial restored from one (PBT) starts a new run folder,
-``OUT/<trial id>-from-round-<k>``, from those parameters and runs the remaining rounds;
-it reports rounds ``k+1, ...``. Not restored until the server state is checkpointed: the
-strategy's state (FedAdam's moments, DP clipping norms, accountants), stateful clients'
-state, and the per-round random streams (the restored run numbers its rounds from 1, so
-its client sampling differs from an uninterrupted run's rounds ``k+1, ...``).
+(:func:`redfl.run.tune_report.save_checkpoint`). A trial restored from one (PBT) starts a
+new run folder, ``OUT/<trial id>-from-round-<k>``, from those parameters and runs the
+remaining rounds; it reports rounds ``k+1, ...``. Not restored until the server state is
+checkpointed: the strategy's state (FedAdam's moments, DP clipping norms, accountants),
+stateful clients' state, and the per-round random streams (the restored run numbers its
+rounds from 1, so its client sampling differs from an uninterrupted run's rounds
+``k+1, ...``). A trial ASHA stops ends with its process: its folder keeps
+``config.json``, ``events.jsonl`` and ``metrics.jsonl`` up to that round, no summary.
 The Ray-facing half is :mod:`redfl.runtime.tune`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,20 +28,15 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redfl.core.arrays import Parameters
 from redfl.core.config import ConfigError, FederationConfig
-from redfl.core.events import Event, RoundFinished
-from redfl.core.result import RoundRecord
 from redfl.run.api import run
 from redfl.run.prepare import prepare
 from redfl.run.search_space import apply_params, example_values, parse_params
-from redfl.rundir import load_parameters, save_parameters
-from redfl.schemas.callbacks import Callback
+from redfl.run.tune_report import TuneReporter, load_checkpoint
 
 if TYPE_CHECKING:
-    from redfl.runtime.tune import Reporter, TrialContext
+    from redfl.runtime.tune import TrialContext
 
-CHECKPOINT_FILE = "model.safetensors"
 MODES = ("max", "min")
 
 
@@ -78,63 +74,6 @@ class TuneOutcome:
     metric: str
     mode: str
     out: Path
-
-
-def save_checkpoint(folder: Path, rnd: int, parameters: Parameters) -> None:
-    """Write round ``rnd``'s global parameters into a checkpoint directory."""
-    save_parameters(folder / CHECKPOINT_FILE, parameters, {"round": rnd})
-
-
-def load_checkpoint(folder: Path) -> tuple[int, Parameters]:
-    """(round, global parameters) of a checkpoint directory."""
-    parameters, metadata = load_parameters(folder / CHECKPOINT_FILE)
-    return int(metadata["round"]), parameters
-
-
-class TuneReporter(Callback):
-    """Reports each round's record to Tune, with the global parameters as checkpoint.
-
-    Rounds are numbered from ``done + 1`` (a run restored after ``done`` rounds).
-    """
-
-    def __init__(self, report: Reporter, metric: str, done: int = 0) -> None:
-        self.report = report
-        self.metric = metric
-        self.done = done
-        self.parameters: Parameters | None = None
-
-    def on_aggregate(self, rnd: int, parameters: Parameters) -> None:
-        """Keep the round's global parameters for its checkpoint."""
-        self.parameters = parameters
-
-    def on_event(self, event: Event) -> bool | None:
-        """Report a finished round (and its checkpoint)."""
-        if not isinstance(event, RoundFinished):
-            return None
-        rnd = self.done + event.record.round
-        metrics = round_metrics(event.record, rnd)
-        if self.metric not in metrics:
-            raise ConfigError(
-                f"metric: {self.metric!r} is not in round {rnd}'s record (for accuracy or "
-                f"loss set strategy.fraction_evaluate > 0 or evaluation.central); "
-                f"it has {sorted(metrics)}"
-            )
-        parameters = self.parameters
-        writer = None if parameters is None else lambda f: save_checkpoint(f, rnd, parameters)
-        self.report(metrics, writer)
-        return None
-
-
-def round_metrics(record: RoundRecord, rnd: int) -> dict[str, float]:
-    """A round's numbers for Tune: the record's own and its ``metrics``, finite only."""
-    values: dict[str, float] = {"round": float(rnd)}
-    for key in ("accuracy", "loss", "train_loss", "seconds", "succeeded", "failed"):
-        value = getattr(record, key)
-        if value is not None:
-            values[key] = float(value)
-    for key, value in record.metrics.items():
-        values.setdefault(key, float(value))
-    return {k: v for k, v in values.items() if math.isfinite(v)}
 
 
 def run_trial(values: dict[str, Any], context: TrialContext, settings: TrialSettings) -> None:
