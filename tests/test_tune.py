@@ -127,6 +127,8 @@ def test_pbt_restarts_the_worse_trial_from_the_better_ones_checkpoint(
     started = next(e for e in read_events(resumed) if e["type"] == "run_started")
     assert started["rounds"] == 1
     assert _lr(resumed) == 0.3  # the donor's values, with fraction_fit perturbed
+    fraction = json.loads((resumed / "config.json").read_text(encoding="utf-8"))["strategy"]
+    assert 0.6 <= fraction["fraction_fit"] <= 1.0  # perturbed, then kept within its range
     # It starts from the donor's trained model, not from its own: its round-3 loss is far
     # below its own round 2's and close to the donor's.
     own, donor, after = _metrics(tiny.folder), _metrics(good.folder), _metrics(resumed)
@@ -157,3 +159,21 @@ def test_the_current_placement_group_outside_a_trial_is_refused(ray_session: Any
     with pytest.raises(ResourceError, match="needs a driver that runs inside a placement group"):
         federation.train(1)
     federation.stop()
+
+
+def test_pbt_perturbations_stay_within_the_given_ranges() -> None:
+    from redfl.run.search_space import parse_params
+    from redfl.runtime.tune import within_bounds
+
+    params = parse_params(["a.x=uniform:0.6:1.0", "a.n=randint:1:4", "a.c=choice:5,6"])
+    assert within_bounds(params, {"a.x": 1.2, "a.n": 7, "a.c": 6}) == {
+        "a.x": 1.0,
+        "a.n": 3,
+        "a.c": 6,
+    }
+    assert within_bounds(params, {"a.x": 0.48, "a.n": 0.8, "a.c": 5}) == {
+        "a.x": 0.6,
+        "a.n": 1,
+        "a.c": 5,
+    }
+    assert within_bounds(params, {"a.x": 0.7, "a.n": 2, "a.c": 5})["a.x"] == 0.7

@@ -19,6 +19,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -103,7 +104,7 @@ def _report(metrics: Mapping[str, float], writer: Writer | None) -> None:
         tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def _trainable(values: dict[str, Any], trial: TrialFn) -> None:
+def redfl_trial(values: dict[str, Any], trial: TrialFn) -> None:
     """The function Tune runs in bundle 0 of each trial's placement group."""
     trial_id = tune.get_context().get_trial_id() or "trial"
     checkpoint = tune.get_checkpoint()
@@ -156,8 +157,21 @@ def scheduler_for(
             hyperparam_mutations=mutations,
             quantile_fraction=0.5,
             synch=True,
+            custom_explore_fn=partial(within_bounds, params),
         )
     raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {name!r}")
+
+
+def within_bounds(params: Sequence[ParamSpec], config: dict[str, Any]) -> dict[str, Any]:
+    """Clip each range value of ``config`` into its spec's bounds (PBT's perturbations
+    multiply values by 0.8 or 1.2, which can leave the range the user gave)."""
+    for param in params:
+        value = config.get(param.name)
+        if param.kind in ("uniform", "loguniform") and isinstance(value, int | float):
+            config[param.name] = min(max(float(value), param.low), param.high)
+        elif param.kind == "randint" and isinstance(value, int | float):
+            config[param.name] = int(min(max(round(value), param.low), param.high - 1))
+    return config
 
 
 def run_trials(
@@ -179,7 +193,7 @@ def run_trials(
     ``storage / "tune"``.
     """
     factory = tune.PlacementGroupFactory([dict(b) for b in bundles], strategy="PACK")
-    trainable = tune.with_resources(tune.with_parameters(_trainable, trial=trial), factory)
+    trainable = tune.with_resources(tune.with_parameters(redfl_trial, trial=trial), factory)
     tuner = tune.Tuner(
         trainable,
         param_space={p.name: domain(p) for p in params},
