@@ -132,11 +132,26 @@ def _config(address: str, resources: dict[str, Any], clients: int = 6) -> dict[s
     }
 
 
+def _wait_all_free(seconds: float = 30.0) -> None:
+    """Wait until every CPU of the cluster shows free again (a group just removed takes a
+    moment to be seen as released, and placement reads that view)."""
+    import ray
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        total = ray.cluster_resources().get("CPU", 0.0)
+        if ray.available_resources().get("CPU", 0.0) >= total:
+            return
+        time.sleep(0.1)
+
+
 def _worker_nodes(address: str, resources: dict[str, Any]) -> list[str]:
     """Start a one-round echo federation with ``resources``; its workers' node ids."""
     from redfl.run.prepare import prepare
 
     prepared = prepare(_config(address, resources))
+    prepared.connect()
+    _wait_all_free()
     federation = prepared.federation
     try:
         federation.train(1)
@@ -148,10 +163,9 @@ def _worker_nodes(address: str, resources: dict[str, Any]) -> list[str]:
 def spread(address: str) -> dict[str, Any]:
     """Three half-CPU workers, SPREAD and PACK: the nodes each strategy put them on."""
     half = {"worker": {"CPU": 0.5}, "num_workers": 3}
-    return {
-        "SPREAD": _worker_nodes(address, {**half, "placement_strategy": "SPREAD"}),
-        "PACK": _worker_nodes(address, {**half, "placement_strategy": "PACK"}),
-    }
+    packed = _worker_nodes(address, {**half, "placement_strategy": "PACK"})
+    spread = _worker_nodes(address, {**half, "placement_strategy": "SPREAD"})
+    return {"PACK": packed, "SPREAD": spread}
 
 
 def strict_spread(address: str) -> dict[str, Any]:
@@ -181,8 +195,11 @@ def strict_spread(address: str) -> dict[str, Any]:
 
 
 def pin(address: str) -> dict[str, Any]:
-    """Workers that ask for ``site_a``: the nodes they landed on."""
-    return {"nodes": _worker_nodes(address, {"worker": {"CPU": 0.5, "site_a": 0.5}})}
+    """Workers that ask for ``site_a`` (half or all of it): the nodes they landed on."""
+    return {
+        "halves": _worker_nodes(address, {"worker": {"CPU": 0.5, "site_a": 0.5}}),
+        "whole": _worker_nodes(address, {"worker": {"CPU": 1, "site_a": 1}}),
+    }
 
 
 SCENARIOS: dict[str, Callable[[str], dict[str, Any]]] = {

@@ -197,8 +197,9 @@ def test_strict_spread_beyond_the_nodes_is_refused_before_anything_starts(
 def test_a_custom_resource_pins_every_worker_to_its_site(
     cluster: ClusterHandle, scenarios: dict[str, Any]
 ) -> None:
-    # worker = {CPU = 0.5, site_a = 0.5}: as many workers as site_a allows, all on its node.
-    assert scenarios["pin"]["nodes"] == [cluster.nodes["site_a"]] * 2
+    # As many workers as site_a's one unit allows, all on its node (not one per CPU).
+    assert scenarios["pin"]["halves"] == [cluster.nodes["site_a"]] * 2  # {CPU=.5, site_a=.5}
+    assert scenarios["pin"]["whole"] == [cluster.nodes["site_a"]]  # {CPU = 1, site_a = 1}
 
 
 CLI_CONFIG = """
