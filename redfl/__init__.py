@@ -51,6 +51,7 @@ from redfl.nodes import (
 )
 from redfl.privacy import DPAdaptiveClipping, DPFixedClipping, RdpAccountant
 from redfl.run import RunOutcome, run
+from redfl.run.tuning import TuneOutcome, tune
 from redfl.runtime import NotNeighbourError, ResourceError, VirtualNode, remote
 from redfl.schemas import (
     Callback,
@@ -138,6 +139,8 @@ __all__ = [
     "StrategyWrapper",
     "Topology",
     "TopologyError",
+    "tune",
+    "TuneOutcome",
     "virtual_nodes",
     "VirtualNode",
     "WorkerRestarted",

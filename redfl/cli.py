@@ -1,4 +1,4 @@
-"""The redfl command line: run a federation, list strategies.
+"""The redfl command line: run a federation, tune its hyper-parameters, list strategies.
 
 Exit codes: 0 done, 1 the run failed (its reason is in the run folder's summary.json),
 2 bad input (config, file, option), 130 cancelled; errors are one line on stderr.
@@ -13,7 +13,7 @@ import typer
 
 import redfl
 from redfl.algorithms.registry import STRATEGIES
-from redfl.commands import run_cmd
+from redfl.commands import run_cmd, tune_cmd
 from redfl.platform import cli as platform_cli
 from redfl.provision import tree_cli
 
@@ -45,6 +45,7 @@ def _root(
 app.command()(run_cmd.run)
 tree_cli.register(app)
 platform_cli.register(app)
+app.command()(tune_cmd.tune)
 
 
 @app.command()

@@ -170,3 +170,20 @@ def test_bundle_larger_than_every_machine_cannot_be_placed(strategy: str) -> Non
     machines = [{"CPU": 4.0}, {"CPU": 4.0}]
     with pytest.raises(ResourceError):
         check_capacity([{"CPU": 8.0}], strategy, {"CPU": 8.0}, machines)
+
+
+def test_uniform_default_count_is_capped_by_custom_resources() -> None:
+    # Pinning to a silo: as many workers as the silo's units allow, not one per CPU.
+    worker = {"CPU": 0.5, "site_a": 0.5}
+    bundles = worker_bundles(spec(worker=worker), {"CPU": 3.0, "site_a": 1.0}, 100)
+    assert bundles == [{"CPU": 0.5, "site_a": 0.5}] * 2
+
+
+def test_strict_spread_error_counts_the_machines_that_can_hold_a_bundle() -> None:
+    # A head with no CPU and three 1-CPU machines: four bundles, three usable machines.
+    machines = [{"memory": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}]
+    with pytest.raises(ResourceError) as info:
+        check_capacity([{"CPU": 0.25}] * 4, "STRICT_SPREAD", {"CPU": 3.0}, machines)
+    message = str(info.value)
+    assert "asked 4 bundles" in message
+    assert "only 3 of the cluster's 4 machine(s) can hold one" in message

@@ -69,6 +69,9 @@ class ResourcesConfig(Strict):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     client_state_mb: float = Field(default=256.0, ge=0.0, le=1e7)
     """Memory bound per worker for stateful clients' state; the rest is spilled to disk."""
+    placement_group: Literal["own", "current"] = "own"
+    """``own``: reserve a placement group for the federation; ``current``: place workers in
+    bundles 1, 2, ... of the group the driver runs in (a Ray Tune trial; bundle 0 is its)."""
 
     @field_validator("worker")
     @classmethod

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redfl.core.arrays import Parameters, copy_parameters
 from redfl.core.config import ConfigError, FederationConfig
 from redfl.core.digest import config_diff
 from redfl.core.events import (
@@ -39,6 +40,7 @@ from redfl.run.recorder import RunRecorder
 from redfl.rundir import new_run_dir, save_parameters, write_summary
 from redfl.runtime.resources import ResourceError
 from redfl.schemas.callbacks import Callback, emit
+from redfl.schemas.star import StarFederation
 
 RUN_ERRORS = (FederationError, ResourceError, ConnectionError)
 """Errors that end a run with a one-line reason (anything else also logs a traceback)."""
@@ -93,6 +95,7 @@ def run(
     overrides: Mapping[str, Any] | None = None,
     resume: str | Path | None = None,
     runs_root: str | Path = "runs",
+    initial_parameters: Parameters | None = None,
 ) -> RunOutcome:
     """Run the federation ``config`` describes and write its run folder.
 
@@ -114,6 +117,9 @@ def run(
         A run folder to continue from its newest checkpoint; the result is bit-identical
         to a run that was never interrupted. A ``config`` that differs from the folder's
         in a field that changes results is refused, naming the fields.
+    initial_parameters:
+        A star federation's starting global model instead of the client's
+        ``initial_parameters`` (a Tune trial restored from a checkpoint).
 
     Raises
     ------
@@ -138,6 +144,10 @@ def run(
     if config is None:
         raise ConfigError("config: a config is needed (or resume= a run folder)")
     prepared = prepare(config, overrides)
+    if initial_parameters is not None:
+        if not isinstance(prepared.federation, StarFederation):
+            raise ConfigError("initial_parameters: only a star federation has a global model")
+        prepared.federation.parameters = copy_parameters(initial_parameters)
     prepared.connect()  # an unreachable cluster fails here, within connect_timeout
     folder = (
         Path(out) if out is not None else new_run_dir(runs_root, prepared.config.federation.name)

@@ -87,6 +87,10 @@ class Backend(ABC):
     def stop(self) -> None:
         """Stop every worker and release every reservation."""
 
+    def worker_nodes(self) -> list[str]:
+        """The machine each worker runs on (a Ray node id; ``"local"`` in-process)."""
+        return ["local"] * self.num_workers
+
     def call_all(self, request: Request[R]) -> list[Outcome[R]]:
         """Send ``request`` to every worker and wait for every reply."""
         return self.gather([self.call(i, request) for i in range(self.num_workers)])

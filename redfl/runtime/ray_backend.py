@@ -24,6 +24,7 @@ from redfl.runtime.resources import ResourceError
 PLACEMENT_TIMEOUT_S = 60.0
 RELEASE_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
+NODE_QUERY_TIMEOUT_S = 30.0
 
 
 class RayHost(Host):
@@ -53,6 +54,10 @@ class HostActor:
     def __init__(self, *args: Any) -> None:
         self._host = RayHost(*args)
 
+    def node_id(self) -> str:
+        """The id of the Ray node (machine) this worker runs on."""
+        return str(ray.get_runtime_context().get_node_id())
+
     def handle(self, request: Request[R], names: Sequence[str] = (), *values: Any) -> R:
         """Answer ``request``; ``values`` (resolved by Ray) replace its fields ``names``."""
         if names:
@@ -61,26 +66,66 @@ class HostActor:
 
 
 class RayBackend(Backend):
-    """Workers as Ray actors inside one placement group per federation."""
+    """Workers as Ray actors inside one placement group per federation.
 
-    def __init__(self, address: str | None = None) -> None:
+    With ``current_group``, the federation reserves nothing: its workers go into bundles
+    1, 2, ... of the placement group this driver runs in (a Ray Tune trial's, whose bundle
+    0 holds the trial's driver), and that group is left to its owner on :meth:`stop`.
+    """
+
+    def __init__(self, address: str | None = None, current_group: bool = False) -> None:
         ensure_ray(address)
         self._actors: list[Any] = []
-        self._group: Any = None
+        self._group: Any = None  # the group this backend reserved (and removes)
+        self._target: Any = None  # the group its workers are scheduled in
+        self._current: Any = None
+        if current_group:
+            self._current = ray.util.get_current_placement_group()
+            if self._current is None:
+                raise ResourceError(
+                    "resources.placement_group = 'current' needs a driver that runs inside a "
+                    "placement group (a Ray Tune trial, say); this one runs in none"
+                )
+
+    def _current_bundles(self) -> list[dict[str, float]]:
+        """The current group's bundles for workers (all but bundle 0, the driver's)."""
+        return [dict(b) for b in self._current.bundle_specs[1:]]
 
     def available_resources(self) -> Mapping[str, float]:
-        """``ray.available_resources()``."""
+        """``ray.available_resources()``, or the current group's worker bundles summed."""
+        if self._current is not None:
+            total: dict[str, float] = {}
+            for bundle in self._current_bundles():
+                for key, value in bundle.items():
+                    total[key] = total.get(key, 0.0) + float(value)
+            return total
         return dict(ray.available_resources())  # type: ignore[no-untyped-call]
 
     def machine_resources(self) -> list[Mapping[str, float]]:
-        """The total resources of each alive Ray node."""
+        """The total resources of each alive Ray node (or each worker bundle of the
+        current group)."""
+        if self._current is not None:
+            return list(self._current_bundles())
         nodes = ray.nodes()  # type: ignore[no-untyped-call]
         return [dict(n["Resources"]) for n in nodes if n.get("Alive")]
+
+    def worker_nodes(self) -> list[str]:
+        """The id of the Ray node each worker runs on, in worker order."""
+        calls = [actor.node_id.remote() for actor in self._actors]
+        return [str(n) for n in ray.get(calls, timeout=NODE_QUERY_TIMEOUT_S)]
 
     def start(self, plan: Plan) -> None:
         """Reserve the placement group, then start and connect the actors."""
         reserved = [i for i, spec in enumerate(plan.workers) if spec.bundle]
-        if reserved:
+        offset = 0
+        if reserved and self._current is not None:
+            offset, self._target = 1, self._current
+            if len(reserved) > len(self._current_bundles()):
+                raise ResourceError(
+                    f"the current placement group has {len(self._current_bundles())} worker "
+                    f"bundle(s); the federation asked for {len(reserved)}"
+                )
+        elif reserved:
             bundles = [plan.workers[i].bundle for i in reserved]
             self._group = placement_group(
                 bundles, strategy=plan.placement_strategy, name=f"{plan.federation_id}/group"
@@ -92,8 +137,9 @@ class RayBackend(Backend):
                     f"placement group of {bundles} ({plan.placement_strategy}) not ready "
                     f"after {PLACEMENT_TIMEOUT_S:g} s; available: {self.available_resources()}"
                 )
+            self._target = self._group
         actor_class = ray.remote(HostActor)
-        slot = {worker: bundle for bundle, worker in enumerate(reserved)}
+        slot = {worker: offset + bundle for bundle, worker in enumerate(reserved)}
         for i, spec in enumerate(plan.workers):
             options = {
                 "name": spec.name,
@@ -106,7 +152,7 @@ class RayBackend(Backend):
             }
             if i in slot:
                 options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                    self._group, placement_group_bundle_index=slot[i]
+                    self._target, placement_group_bundle_index=slot[i]
                 )
             self._actors.append(
                 actor_class.options(**options).remote(
@@ -177,7 +223,7 @@ class RayBackend(Backend):
         return refs.index(done[0]), _outcome(done[0])
 
     def stop(self) -> None:
-        """Kill the actors and remove the placement group."""
+        """Kill the actors and remove the placement group (never the current group)."""
         if self._actors:
             with contextlib.suppress(Exception):
                 ray.get([a.handle.remote(Close()) for a in self._actors], timeout=CLOSE_TIMEOUT_S)
@@ -185,6 +231,7 @@ class RayBackend(Backend):
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
         self._actors = []
+        self._target = None
         if self._group is not None:
             with contextlib.suppress(Exception):
                 remove_placement_group(self._group)

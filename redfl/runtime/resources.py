@@ -28,7 +28,8 @@ def worker_bundles(
     """The bundle of each worker, by the split ``spec.split`` asks for.
 
     - ``uniform``: ``spec.num_workers`` copies of ``spec.worker`` (default: as many as the
-      available CPUs allow);
+      available amount of every resource it asks for allows, custom resources included, so
+      ``worker = {CPU = 1, site_a = 1}`` gives as many workers as ``site_a`` units);
     - ``explicit``: ``spec.bundles``, one worker each;
     - ``adaptive``: the available CPUs and GPUs divided evenly over ``spec.num_workers``
       workers (default: one per available CPU).
@@ -39,9 +40,10 @@ def worker_bundles(
     if spec.split == "explicit":
         return [_clean(b) for b in spec.bundles[: max(1, num_hosted)]]
     if spec.split == "uniform":
-        per = float(spec.worker.get("CPU", 0.0))
-        count = spec.num_workers or max(1, int(cpus // per) if per > 0 else int(cpus))
-        return [_clean(spec.worker)] * max(1, min(count, num_hosted))
+        worker = _clean(spec.worker)
+        fits = [int(float(available[k]) // v) for k, v in worker.items() if k in available]
+        count = spec.num_workers or max(1, min(fits) if fits else int(cpus))
+        return [worker] * max(1, min(count, num_hosted))
     count = max(1, min(spec.num_workers or int(cpus), num_hosted))
     share = {
         key: math.floor(float(available.get(key, 0.0)) / count * 100) / 100
@@ -86,10 +88,13 @@ def check_capacity(
             f"(machines: {[_fmt(n, keys=asked) for n in node_resources]})"
         )
     if strategy == "STRICT_SPREAD" and not _spread(bundles, node_resources):
+        able = sum(any(_fits(b, node) for b in bundles) for node in node_resources)
+        keys = {k: 0.0 for b in bundles for k in b}
         raise ResourceError(
             f"STRICT_SPREAD needs one machine per bundle: asked {len(bundles)} bundles "
-            f"{[_fmt(b) for b in bundles]}, the cluster has {len(node_resources)} machine(s) "
-            f"{[_fmt(n) for n in node_resources]}"
+            f"{[_fmt(b) for b in bundles]}, but only {able} of the cluster's "
+            f"{len(node_resources)} machine(s) can hold one "
+            f"{[_fmt(n, keys=keys) for n in node_resources]}"
         )
 
 

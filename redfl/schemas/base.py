@@ -90,7 +90,8 @@ class Federation:
         else:
             from redfl.runtime.ray_backend import RayBackend
 
-            backend = RayBackend(self.address)
+            current = self.resources.placement_group == "current"
+            backend = RayBackend(self.address, current_group=current)
         plan = self._plan(backend)
         backend.start(plan)
         self._backend, self._manager = backend, plan.manager
@@ -135,6 +136,10 @@ class Federation:
             return []
         outcomes = self._backend.call_all(Stats())
         return [o.value if o.value is not None else {} for o in outcomes]
+
+    def worker_nodes(self) -> list[str]:
+        """The machine (Ray node id) each worker runs on, in worker order (none before start)."""
+        return [] if self._backend is None else self._backend.worker_nodes()
 
     def stop(self) -> None:
         """Stop the workers and release the placement group. Safe to call twice."""

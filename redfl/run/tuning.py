@@ -1,0 +1,233 @@
+"""``redfl.tune``: hyper-parameter search over runs of one config, on Ray Tune.
+
+Each trial is :func:`redfl.run` on the config with the trial's values set at their dotted
+paths (:mod:`redfl.run.search_space`), and writes its own run folder ``OUT/<trial id>``.
+Its federation's workers live in the trial's placement group (bundle 0 holds the trial's
+driver; ``resources.placement_group = "current"``). Every round is reported to Tune with a
+checkpoint, so ASHA can stop a bad trial after any round and PBT can restart a trial from
+another's checkpoint.
+
+What a checkpoint holds, for now: the round number and the global parameters
+(:func:`redfl.run.tune_report.save_checkpoint`). A trial restored from one (PBT) starts a
+new run folder, ``OUT/<trial id>-from-round-<k>``, from those parameters and runs the
+remaining rounds; it reports rounds ``k+1, ...``. Not restored until the server state is
+checkpointed: the strategy's state (FedAdam's moments, DP clipping norms, accountants),
+stateful clients' state, and the per-round random streams (the restored run numbers its
+rounds from 1, so its client sampling differs from an uninterrupted run's rounds
+``k+1, ...``). A trial ASHA stops ends with its process: its folder keeps
+``config.json``, ``events.jsonl`` and ``metrics.jsonl`` up to that round, no summary.
+The Ray-facing half is :mod:`redfl.runtime.tune`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from redfl.core.config import ConfigError, FederationConfig
+from redfl.run.api import run
+from redfl.run.prepare import prepare
+from redfl.run.search_space import apply_params, example_values, parse_params
+from redfl.run.tune_report import TuneReporter, load_checkpoint
+
+if TYPE_CHECKING:
+    from redfl.runtime.tune import TrialContext
+
+MODES = ("max", "min")
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial shares: the validated config tables and where runs go."""
+
+    base: dict[str, Any]
+    out: str
+    rounds: int
+    metric: str
+    workers: int
+
+
+@dataclass
+class TrialOutcome:
+    """One trial: its values, how far it got, its last metric, its run folder."""
+
+    trial_id: str
+    values: dict[str, Any]
+    status: str
+    """``completed`` (all rounds), ``stopped`` (by the scheduler) or ``error``."""
+    rounds: int
+    metric: float | None
+    folder: Path
+    error: str | None = None
+
+
+@dataclass
+class TuneOutcome:
+    """Every trial and the best one (by ``metric`` and ``mode``; ``None`` if none has it)."""
+
+    trials: list[TrialOutcome]
+    best: TrialOutcome | None
+    metric: str
+    mode: str
+    out: Path
+
+
+def run_trial(values: dict[str, Any], context: TrialContext, settings: TrialSettings) -> None:
+    """One trial (called by :mod:`redfl.runtime.tune` in the trial's bundle 0)."""
+    done, parameters = (
+        (0, None) if context.checkpoint is None else load_checkpoint(context.checkpoint)
+    )
+    remaining = settings.rounds - done
+    if remaining < 1:
+        return
+    fixed = {
+        "resources.placement_group": "current",
+        "resources.num_workers": settings.workers,
+        "federation.rounds": remaining,
+    }
+    config = apply_params(apply_params(settings.base, values), fixed)
+    name = context.trial_id if done == 0 else f"{context.trial_id}-from-round-{done}"
+    reporter = TuneReporter(context.report, settings.metric, done)
+    outcome = run(
+        config,
+        out=Path(settings.out) / name,
+        callbacks=[reporter],
+        initial_parameters=parameters,
+    )
+    if outcome.status == "failed":
+        raise RuntimeError(f"trial {context.trial_id} failed: {outcome.error}")
+
+
+def tune(
+    config: str | Path | Mapping[str, Any] | FederationConfig,
+    params: Sequence[str],
+    *,
+    samples: int = 8,
+    scheduler: str = "fifo",
+    metric: str = "accuracy",
+    mode: str = "max",
+    out: str | Path | None = None,
+    workers: int = 1,
+    driver_cpus: float = 1.0,
+    max_concurrent: int | None = None,
+    grace_period: int = 1,
+    perturbation_interval: int = 1,
+    overrides: Mapping[str, Any] | None = None,
+    runs_root: str | Path = "runs",
+) -> TuneOutcome:
+    """Search ``params`` over runs of ``config`` with Ray Tune; a run folder per trial.
+
+    Parameters
+    ----------
+    config:
+        A TOML path, a dict of the same tables, or a validated config (as :func:`redfl.run`).
+    params:
+        ``PATH=KIND:ARGS`` specs (:mod:`redfl.run.search_space`), e.g.
+        ``"strategy.eta=loguniform:1e-3:1e-1"``.
+    samples:
+        Trials to draw (each ``grid`` multiplies them).
+    scheduler:
+        ``fifo`` (every trial runs all rounds), ``asha`` (stops trials that trail after
+        ``grace_period`` rounds or more) or ``pbt`` (every ``perturbation_interval``
+        rounds, the worse half restarts from the better half's checkpoints with mutated
+        values).
+    metric, mode:
+        The round metric to optimise (``accuracy``, ``loss``, ``train_loss`` or a key of
+        the record's metrics) and ``max`` or ``min``.
+    out:
+        The folder of the trials' run folders and Tune's files (``out/tune``); default
+        ``runs_root/<name>-tune-<time>``.
+    workers, driver_cpus:
+        Each trial's placement group: ``[{CPU: driver_cpus}]`` then ``workers`` copies of
+        ``resources.worker``.
+    max_concurrent:
+        At most this many trials at once (default: as many as the cluster holds).
+
+    Raises
+    ------
+    ConfigError
+        A bad config, option or parameter (naming it); nothing has started.
+    SearchSpaceError
+        A ``--param`` spec that does not parse.
+    """
+    specs = parse_params(params)
+    _check_options(samples, scheduler, mode, workers, driver_cpus, grace_period)
+    prepared = prepare(config, overrides)
+    base = prepared.config.model_dump(by_alias=True)
+    trial_config = apply_params(base, example_values(specs))
+    trial_config["resources"] = {**trial_config["resources"], "num_workers": workers}
+    prepare(trial_config)  # a path or value the trials would refuse fails here, once
+    if scheduler == "pbt" and prepared.config.topology.schema_ != "star":
+        raise ConfigError("scheduler: 'pbt' restores a global model, so it needs schema 'star'")
+    prepared.connect()
+    from redfl.runtime import tune as ray_tune
+
+    rounds = prepared.config.federation.rounds
+    try:
+        chosen = ray_tune.scheduler_for(
+            scheduler, specs, rounds, grace_period, perturbation_interval
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    name = prepared.config.federation.name
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    folder = Path(out) if out is not None else Path(runs_root) / f"{name}-tune-{stamp}"
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = TrialSettings(base, str(folder.resolve()), rounds, metric, workers)
+    worker = {k: float(v) for k, v in prepared.config.resources.worker.items() if v}
+    results = ray_tune.run_trials(
+        partial(run_trial, settings=settings),
+        specs,
+        bundles=[{"CPU": driver_cpus}] + [worker] * workers,
+        samples=samples,
+        scheduler=chosen,
+        metric=metric,
+        mode=mode,
+        storage=folder,
+        max_concurrent=max_concurrent,
+    )
+    trials = [_outcome(r, rounds, metric, folder) for r in results]
+    scored = [t for t in trials if t.metric is not None]
+    best = None
+    if scored:
+        pick = max if mode == "max" else min
+        best = pick(scored, key=lambda t: t.metric if t.metric is not None else 0.0)
+    return TuneOutcome(trials, best, metric, mode, folder)
+
+
+def _check_options(
+    samples: int, scheduler: str, mode: str, workers: int, driver_cpus: float, grace: int
+) -> None:
+    checks = [
+        (samples >= 1, f"samples: must be at least 1, got {samples}"),
+        (
+            scheduler in ("fifo", "asha", "pbt"),
+            f"scheduler: must be fifo, asha or pbt, got {scheduler!r}",
+        ),
+        (mode in MODES, f"mode: must be max or min, got {mode!r}"),
+        (workers >= 1, f"workers: must be at least 1, got {workers}"),
+        (driver_cpus > 0, f"driver_cpus: must be above 0, got {driver_cpus:g}"),
+        (grace >= 1, f"grace_period: must be at least 1, got {grace}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _outcome(result: Any, rounds: int, metric: str, folder: Path) -> TrialOutcome:
+    done = int(result.metrics.get("round", 0))
+    value = result.metrics.get(metric)
+    status = "error" if result.error else "completed" if done >= rounds else "stopped"
+    return TrialOutcome(
+        result.trial_id,
+        result.values,
+        status,
+        done,
+        None if value is None else float(value),
+        folder / result.trial_id,
+        result.error,
+    )

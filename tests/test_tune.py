@@ -1,0 +1,179 @@
+"""``redfl.tune`` on the session's Ray instance: trials, ASHA stops, PBT restores, cleanup."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from waiting import wait_until
+
+from redfl.core.config import ConfigError
+from redfl.run.recorder import read_events
+from redfl.run.tuning import tune
+
+DIGITS = {
+    "federation": {"name": "tune-digits", "rounds": 3, "seed": 0},
+    "client": {
+        "target": "redfl.examples.digits:DigitsClient",
+        "num_clients": 10,
+        "options": {"epochs": 1, "lr": 0.3, "batch_size": 16},
+    },
+    "strategy": {"name": "fedavg"},
+    "evaluation": {"central": "redfl.examples.digits:central_evaluation"},
+    "resources": {"worker": {"CPU": 0.5}},
+}
+SMALL = {"driver_cpus": 0.5, "workers": 1}
+
+
+def _leftovers(ray: Any) -> tuple[int, int]:
+    """(placement groups not removed, actors alive) in the session's Ray instance.
+
+    The actor table is read from the GCS directly (``ray.util.state`` needs the dashboard,
+    which the session's instance does not run).
+    """
+    from ray._private.state import actors
+
+    groups = [g for g in ray.util.placement_group_table().values() if g["state"] != "REMOVED"]
+    alive = [a for a in actors().values() if a["State"] == "ALIVE"]
+    return len(groups), len(alive)
+
+
+def _metrics(folder: Path) -> list[dict[str, Any]]:
+    lines = (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_four_trials_of_three_rounds_each_write_a_run_folder(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    before = _leftovers(ray_session)
+    outcome = tune(
+        DIGITS,
+        ["client.options.lr=choice:0.1,0.3", "strategy.fraction_fit=uniform:0.5:1.0"],
+        samples=4,
+        out=tmp_path,
+        **SMALL,
+    )
+    assert len(outcome.trials) == 4
+    for trial in outcome.trials:
+        assert trial.status == "completed", trial.error
+        assert trial.rounds == 3
+        assert trial.values["client.options.lr"] in (0.1, 0.3)
+        assert 0.5 <= trial.values["strategy.fraction_fit"] <= 1.0
+        summary = json.loads((trial.folder / "summary.json").read_text(encoding="utf-8"))
+        assert summary["status"] == "succeeded"
+        assert summary["rounds"] == 3
+        assert summary["accuracy"] == pytest.approx(trial.metric)
+        config = json.loads((trial.folder / "config.json").read_text(encoding="utf-8"))
+        assert config["client"]["options"]["lr"] == trial.values["client.options.lr"]
+        assert config["resources"]["placement_group"] == "current"
+    assert outcome.best is not None
+    assert outcome.best.metric == max(t.metric or 0.0 for t in outcome.trials)
+    assert wait_until(lambda: _leftovers(ray_session) == before, 30.0), _leftovers(ray_session)
+
+
+def test_asha_stops_the_trial_that_trails(ray_session: Any, tmp_path: Path) -> None:
+    # One trial at a time, in grid order: the good lr reaches round 1 first, so the tiny
+    # lr's loss is below the rung's cutoff there and ASHA stops it after one round.
+    before = _leftovers(ray_session)
+    outcome = tune(
+        DIGITS,
+        ["client.options.lr=grid:0.3,0.0001"],
+        samples=1,
+        scheduler="asha",
+        metric="loss",
+        mode="min",
+        max_concurrent=1,
+        out=tmp_path,
+        **SMALL,
+    )
+    by_lr = {t.values["client.options.lr"]: t for t in outcome.trials}
+    assert by_lr[0.3].status == "completed" and by_lr[0.3].rounds == 3
+    stopped = by_lr[0.0001]
+    assert stopped.status == "stopped"
+    assert stopped.rounds < 3
+    assert len(_metrics(stopped.folder)) == stopped.rounds
+    assert outcome.best is by_lr[0.3]
+    # The stopped trial's workers went with its placement group.
+    assert wait_until(lambda: _leftovers(ray_session) == before, 30.0), _leftovers(ray_session)
+
+
+def test_pbt_restarts_the_worse_trial_from_the_better_ones_checkpoint(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    # After round 2 the tiny-lr trial (the worse half) takes the good trial's checkpoint
+    # and values (lr 0.3), with fraction_fit mutated, and runs the remaining round.
+    outcome = tune(
+        DIGITS,
+        ["client.options.lr=grid:0.3,0.0001", "strategy.fraction_fit=uniform:0.6:1.0"],
+        samples=1,
+        scheduler="pbt",
+        metric="loss",
+        mode="min",
+        perturbation_interval=2,
+        overrides={"runtime": "local"},  # clients in the trial's own process: fewer to start
+        out=tmp_path,
+        **SMALL,
+    )
+    assert len(outcome.trials) == 2
+    assert all(t.status == "completed" and t.rounds == 3 for t in outcome.trials), outcome
+    # A trial's own folder keeps the values it started with; PBT may change them later.
+    tiny = next(t for t in outcome.trials if _lr(t.folder) == 0.0001)
+    good = next(t for t in outcome.trials if _lr(t.folder) == 0.3)
+    resumed = tmp_path / f"{tiny.trial_id}-from-round-2"
+    assert resumed.is_dir(), sorted(p.name for p in tmp_path.iterdir())
+    started = next(e for e in read_events(resumed) if e["type"] == "run_started")
+    assert started["rounds"] == 1
+    assert _lr(resumed) == 0.3  # the donor's values, with fraction_fit perturbed
+    fraction = json.loads((resumed / "config.json").read_text(encoding="utf-8"))["strategy"]
+    assert 0.6 <= fraction["fraction_fit"] <= 1.0  # perturbed, then kept within its range
+    # It starts from the donor's trained model, not from its own: its round-3 loss is far
+    # below its own round 2's and close to the donor's.
+    own, donor, after = _metrics(tiny.folder), _metrics(good.folder), _metrics(resumed)
+    assert len(own) == 2 and len(after) == 1
+    assert after[0]["loss"] < own[-1]["loss"] - 0.5
+    assert abs(after[0]["loss"] - donor[-1]["loss"]) < 0.3
+
+
+def _lr(folder: Path) -> float:
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return float(config["client"]["options"]["lr"])
+
+
+def test_bad_options_fail_before_any_trial(ray_session: Any, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="scheduler: must be fifo, asha or pbt, got 'hyper'"):
+        tune(DIGITS, ["client.options.lr=choice:0.1"], scheduler="hyper", out=tmp_path)
+    with pytest.raises(ConfigError, match="lr"):
+        tune(DIGITS, ["client.options.lr=choice:-1,0.1"], out=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_current_placement_group_outside_a_trial_is_refused(ray_session: Any) -> None:
+    from redfl.run.prepare import prepare
+    from redfl.runtime.resources import ResourceError
+
+    config = {**DIGITS, "resources": {"placement_group": "current"}}
+    federation = prepare(config).federation
+    with pytest.raises(ResourceError, match="needs a driver that runs inside a placement group"):
+        federation.train(1)
+    federation.stop()
+
+
+def test_pbt_perturbations_stay_within_the_given_ranges() -> None:
+    from redfl.run.search_space import parse_params
+    from redfl.runtime.tune import within_bounds
+
+    params = parse_params(["a.x=uniform:0.6:1.0", "a.n=randint:1:4", "a.c=choice:5,6"])
+    assert within_bounds(params, {"a.x": 1.2, "a.n": 7, "a.c": 6}) == {
+        "a.x": 1.0,
+        "a.n": 3,
+        "a.c": 6,
+    }
+    assert within_bounds(params, {"a.x": 0.48, "a.n": 0.8, "a.c": 5}) == {
+        "a.x": 0.6,
+        "a.n": 1,
+        "a.c": 5,
+    }
+    assert within_bounds(params, {"a.x": 0.7, "a.n": 2, "a.c": 5})["a.x"] == 0.7
