@@ -114,7 +114,7 @@ def serve() -> None:
             else:
                 _say({"error": f"unknown command {line.strip()!r}"})
     finally:
-        cluster.shutdown()
+        cluster.shutdown()  # type: ignore[no-untyped-call]
 
 
 # -- scenarios ------------------------------------------------------------------------------
@@ -139,8 +139,8 @@ def _wait_all_free(seconds: float = 30.0) -> None:
 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        total = ray.cluster_resources().get("CPU", 0.0)
-        if ray.available_resources().get("CPU", 0.0) >= total:
+        total = ray.cluster_resources().get("CPU", 0.0)  # type: ignore[no-untyped-call]
+        if ray.available_resources().get("CPU", 0.0) >= total:  # type: ignore[no-untyped-call]
             return
         time.sleep(0.1)
 

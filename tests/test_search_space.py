@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from redfl.run.search_space import (
@@ -66,7 +68,10 @@ def test_a_path_given_twice_is_refused() -> None:
 
 
 def test_apply_sets_nested_paths_without_touching_the_original() -> None:
-    base = {"strategy": {"name": "fedadam"}, "client": {"options": {"lr": 0.5, "epochs": 2}}}
+    base: dict[str, Any] = {
+        "strategy": {"name": "fedadam"},
+        "client": {"options": {"lr": 0.5, "epochs": 2}},
+    }
     applied = apply_params(base, {"strategy.eta": 0.01, "client.options.lr": 0.1, "a.b.c": 1})
     assert applied == {
         "strategy": {"name": "fedadam", "eta": 0.01},

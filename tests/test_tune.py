@@ -24,7 +24,7 @@ DIGITS = {
     "evaluation": {"central": "redfl.examples.digits:central_evaluation"},
     "resources": {"worker": {"CPU": 0.5}},
 }
-SMALL = {"driver_cpus": 0.5, "workers": 1}
+SMALL: dict[str, Any] = {"driver_cpus": 0.5, "workers": 1}
 
 
 def _leftovers(ray: Any) -> tuple[int, int]:
