@@ -10,6 +10,7 @@ from redfl.schemas.decentralized import (
     RingFederation,
 )
 from redfl.schemas.graph import GraphFederation
+from redfl.schemas.hierarchical import HierarchicalFederation
 from redfl.schemas.star import StarFederation
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "DecentralizedFederation",
     "Federation",
     "GraphFederation",
+    "HierarchicalFederation",
     "KConnectFederation",
     "MeshFederation",
     "RingFederation",
