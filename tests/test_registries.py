@@ -74,8 +74,8 @@ def base(**tables: Any) -> dict[str, Any]:
         ),
         (
             {"topology": {"schema": "torus"}},
-            "topology.schema: Input should be 'star', 'ring', 'mesh', 'k_connect' or 'custom' "
-            "(got 'torus')",
+            "topology.schema: Input should be 'star', 'ring', 'mesh', 'k_connect', 'custom' or "
+            "'hierarchical' (got 'torus')",
         ),
         (
             {"topology": {"schema": "ring", "algorithm": "push_sum"}},
