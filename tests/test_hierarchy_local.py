@@ -88,7 +88,7 @@ def test_fedavg_over_random_trees_equals_the_flat_star(seed: int) -> None:
     ],
     ids=["fedadam", "fedavgm", "dp-client-clip-root-noise"],
 )
-def test_server_strategies_apply_at_the_root_as_in_the_star(make) -> None:  # type: ignore[no-untyped-def]
+def test_server_strategies_apply_at_the_root_as_in_the_star(make) -> None:
     hier, star = pair(3, make(), make())
     got, want = hier.train(3), star.train(3)
     assert got.parameters is not None and want.parameters is not None
