@@ -241,3 +241,17 @@ def attacked_tree_accuracy(leaf: Strategy | None, rounds: int = 15) -> float:
 def test_leaf_krum_resists_sign_flip_that_breaks_hierarchical_fedavg() -> None:
     assert attacked_tree_accuracy(None) < 0.5
     assert attacked_tree_accuracy(Krum(f=2)) >= 0.85
+
+
+def test_the_same_bits_whatever_the_number_of_workers() -> None:
+    """Units change with the workers (cut at tier 1, 2 or the LCPs); the fold order does not."""
+    results = []
+    for workers in (1, 3, 9):
+        fed = HierarchicalFederation(
+            Noisy, 54, initial_parameters=INITIAL, tree=relay_tree(2, 3, 2), clients_per_lcp=3,
+            strategy=FedAvg(fraction_fit=0.6), seed=4, runtime="local",
+            resources=ResourcesConfig(num_workers=workers),
+        )  # fmt: skip
+        results.append(fed.train(2))
+        assert len(set(fed.layout.worker.values())) == workers
+    assert all(r.parameters_equal(results[0]) for r in results[1:])

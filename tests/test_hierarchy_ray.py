@@ -37,6 +37,11 @@ def test_fedavg_over_a_tree_equals_the_flat_star_on_ray(ray_session) -> None:
     gap = max(float(np.max(np.abs(got.parameters[k] - want.parameters[k]))) for k in INITIAL)
     assert gap <= 1e-6
     assert got.history[-1].metrics["root_bytes"] == 3 * (12 + 3) * 8  # 3 float64 sums
+    oracle = HierarchicalFederation(
+        Noisy, 36, tree=relay_tree(2, 3, 2), clients_per_lcp=2, runtime="local",
+        strategy=FedAvg(fraction_fit=0.7), **common,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert oracle.train(3).parameters_equal(got)  # local is the bit-exact oracle
 
 
 def killer_federation(min_coverage: float) -> HierarchicalFederation:
