@@ -63,7 +63,8 @@ def test_a_killed_aggregator_worker_is_a_recorded_subtree_failure(ray_session) -
     assert [r.metrics["clients/agg-2-1"] for r in result.history] == [4, 4, 4]
     lost = [f for f in result.failures if f.round == 2]
     assert [f.node_id for f in lost] == ["agg-1"]
-    assert lost[0].reason.startswith("subtree agg-1 failed: worker 0 failed: ")
+    assert lost[0].reason.startswith("subtree agg-1 failed: worker 0 failed: ActorDiedError: ")
+    assert "\n" not in lost[0].reason  # one line: the cause's first line
     assert "sites: agg-1, agg-1-1, agg-1-2, lcp-1-1-1, lcp-1-1-2, lcp-1-2-1, lcp-1-2-2" in (
         lost[0].reason
     )

@@ -49,7 +49,8 @@ def fold_replies(
     received = 0
     for worker, outcome in replies:
         if outcome.error is not None:
-            cause = f"worker {worker} failed: {type(outcome.error).__name__}: {outcome.error}"
+            text = (str(outcome.error).strip().splitlines() or ["(no message)"])[0]
+            cause = f"worker {worker} failed: {type(outcome.error).__name__}: {text}"
             for plan in by_worker[worker]:
                 sums[plan.root] = WeightedSum()
                 lost.append((plan.root, cause))
