@@ -50,6 +50,7 @@ bench: install-dev
 	$(BIN)/python bench/population.py
 	$(BIN)/python bench/broadcast.py
 	$(BIN)/python bench/torch_scaling.py
+	$(BIN)/python bench/hierarchy.py
 	test -x .bench/flower-venv/bin/python || $(BIN)/python bench/vs_flower.py --setup
 	$(BIN)/python bench/vs_flower.py
 

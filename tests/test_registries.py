@@ -56,7 +56,7 @@ def test_the_shipped_registries_hold_the_shipped_names() -> None:
     assert STRATEGIES.names()[:3] == ["fedavg", "fedavgm", "fedprox"] and len(STRATEGIES) == 12
     assert ATTACKS.names() == ["sign_flip", "gaussian", "label_flip", "alie"]
     assert ALGORITHMS.names() == ["gossip", "dsgd", "ring_sequential"]
-    assert SCHEMAS.names() == ["star", "ring", "mesh", "k_connect", "custom"]
+    assert SCHEMAS.names() == ["star", "ring", "mesh", "k_connect", "custom", "hierarchical"]
     assert RUNTIMES.names() == ["ray", "local"]
 
 
@@ -74,8 +74,8 @@ def base(**tables: Any) -> dict[str, Any]:
         ),
         (
             {"topology": {"schema": "torus"}},
-            "topology.schema: Input should be 'star', 'ring', 'mesh', 'k_connect' or 'custom' "
-            "(got 'torus')",
+            "topology.schema: Input should be 'star', 'ring', 'mesh', 'k_connect', 'custom' or "
+            "'hierarchical' (got 'torus')",
         ),
         (
             {"topology": {"schema": "ring", "algorithm": "push_sum"}},

@@ -189,7 +189,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Fe
     ConfigError
         If the file is missing, is not TOML, or holds a bad value.
 
-    A relative ``topology.topology_file`` is read from the config file's folder.
+    A relative ``topology.topology_file`` or ``topology.tree_file`` is read from the config
+    file's folder.
     """
     path = Path(path)
     try:
@@ -201,7 +202,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Fe
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
     topology = data.get("topology")
-    if isinstance(topology, dict) and isinstance(topology.get("topology_file"), str):
-        name = topology["topology_file"]
-        data["topology"] = {**topology, "topology_file": str(path.parent / name) if name else name}
+    for key in ("topology_file", "tree_file"):
+        if isinstance(topology, dict) and isinstance(topology.get(key), str):
+            name = topology[key]
+            topology = data["topology"] = {
+                **topology,
+                key: str(path.parent / name) if name else name,
+            }
     return parse_config(data, overrides)

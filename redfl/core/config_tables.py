@@ -94,12 +94,30 @@ class AttackConfig(Strict):
         return self
 
 
+TREE_KEYS = (
+    "tree_file",
+    "depth",
+    "width",
+    "lcps",
+    "clients_per_lcp",
+    "leaf_strategy",
+    "leaf_params",
+    "min_coverage",
+    "pin",
+)
+"""``[topology]`` keys of a relay-tree schema (the schemas that use them list them in
+``SchemaSpec.allows``)."""
+
+
 class TopologyConfig(Strict):
     """The schema (star, or a decentralised graph) and, for a graph, its algorithm.
 
     ``client.target`` then names the node class (a subclass of the base the algorithm
     registers, e.g. ``GossipNode``) and ``client.num_clients`` the number of nodes;
-    ``topology_file`` (custom) is an adjacency-matrix CSV.
+    ``topology_file`` (custom) is an adjacency-matrix CSV. A hierarchy reads its relay tree
+    from ``tree_file`` (``redfl tree``'s ``tree.json``) or builds it from ``depth``,
+    ``width`` and ``lcps``; ``clients_per_lcp`` (default: spread evenly), a robust
+    ``leaf_strategy`` with its ``leaf_params``, ``min_coverage`` and the sites to ``pin``.
     """
 
     schema_: str = Field(default="star", alias="schema")
@@ -109,6 +127,15 @@ class TopologyConfig(Strict):
     directed: bool = False
     allow_disconnected: bool = False
     topology_seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    tree_file: str | None = Field(default=None, min_length=1)
+    depth: int | None = Field(default=None, ge=1, le=5)
+    width: int | None = Field(default=None, ge=1, le=9)
+    lcps: int | None = Field(default=None, ge=1, le=9)
+    clients_per_lcp: int | None = Field(default=None, ge=1, le=1_000_000)
+    leaf_strategy: str | None = None
+    leaf_params: dict[str, StrategyParam] = Field(default_factory=dict)
+    min_coverage: float = Field(default=0.5, gt=0.0, le=1.0)
+    pin: list[str] = Field(default_factory=list, max_length=10_000)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -116,6 +143,11 @@ class TopologyConfig(Strict):
     @classmethod
     def _schema(cls, value: str) -> str:
         return registered("SCHEMAS", value)
+
+    @field_validator("leaf_strategy")
+    @classmethod
+    def _leaf_strategy(cls, value: str | None) -> str | None:
+        return None if value is None else registered("STRATEGIES", value)
 
     @field_validator("algorithm")
     @classmethod
@@ -128,6 +160,7 @@ class TopologyConfig(Strict):
 
         schema = self.schema_
         spec = SCHEMAS.get(schema)
+        self._tree_keys(spec.allows)
         if not spec.graph:
             if self.algorithm is not None:
                 raise ValueError(f"'algorithm' is for decentralised schemas, not {schema!r}")
@@ -150,3 +183,21 @@ class TopologyConfig(Strict):
             needs = ALGORITHMS.meta(self.algorithm).get("needs", f"schema {allowed}")
             raise ValueError(f"algorithm {self.algorithm!r} needs {needs}, not schema {schema!r}")
         return self
+
+    def _tree_keys(self, allowed: tuple[str, ...]) -> None:
+        """The keys of a hierarchy: only with a schema that allows them; a tree from
+        ``tree_file`` or from all of ``depth``, ``width``, ``lcps``."""
+        from redfl.core.registries import SCHEMAS
+
+        for key in TREE_KEYS:
+            if key in self.model_fields_set and key not in allowed:
+                users = " or ".join(repr(n) for n, s in SCHEMAS.items() if key in s.allows)
+                raise ValueError(f"'{key}' is only used with schema {users}, not {self.schema_!r}")
+        if "tree_file" not in allowed:
+            return
+        shape = [getattr(self, k) is not None for k in ("depth", "width", "lcps")]
+        if (self.tree_file is None) != all(shape) or (any(shape) and not all(shape)):
+            raise ValueError(
+                f"schema {self.schema_!r} needs either 'tree_file' or all of 'depth', 'width' "
+                "and 'lcps' (LCPs per leaf relay)"
+            )

@@ -4,6 +4,7 @@ from redfl.schemas.base import Federation, virtual_nodes
 from redfl.schemas.callbacks import Callback
 from redfl.schemas.decentralized import DecentralizedFederation
 from redfl.schemas.graph import GraphFederation
+from redfl.schemas.hierarchical import HierarchicalFederation
 from redfl.schemas.named import (
     CustomFederation,
     KConnectFederation,
@@ -18,6 +19,7 @@ __all__ = [
     "DecentralizedFederation",
     "Federation",
     "GraphFederation",
+    "HierarchicalFederation",
     "KConnectFederation",
     "MeshFederation",
     "RingFederation",

@@ -1,9 +1,10 @@
-"""Build a federation (star or decentralised) from a validated :class:`FederationConfig`."""
+"""Build a federation (star, hierarchical or decentralised) from a validated
+:class:`FederationConfig`."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
@@ -17,6 +18,8 @@ from redfl.nodes.node import FederatedNode
 from redfl.schemas.base import RuntimeName
 from redfl.schemas.callbacks import Callback
 from redfl.schemas.decentralized import DecentralizedFederation
+from redfl.schemas.hierarchical import HierarchicalFederation
+from redfl.schemas.hierarchy_config import hierarchy_arguments
 from redfl.schemas.star import StarFederation
 from redfl.schemas.strategy_builder import attackers_from_config, strategy_from_config
 from redfl.topology.validate import TopologyError
@@ -50,7 +53,8 @@ def star_from_config(
     callbacks: Sequence[Callback] = (),
     allowed_prefixes: Sequence[str] | None = None,
 ) -> StarFederation:
-    """A ready (not started) star federation described by ``config``.
+    """A ready (not started) star federation described by ``config`` (a hierarchical
+    one for ``topology.schema = "hierarchical"``).
 
     The client class must provide ``initial_parameters(options)``; the optional central
     evaluation is ``evaluation.central(options)``. ``allowed_prefixes``, when given, is
@@ -83,8 +87,12 @@ def star_from_config(
             factory = Attacked(client, make_attack(config.attack), attackers)
     run = config.federation
     raw_options = options.model_dump() if isinstance(options, BaseModel) else options
+    kind: Callable[..., StarFederation] = StarFederation
+    extra: dict[str, Any] = {}
+    if config.topology.schema_ == "hierarchical":
+        kind, extra = HierarchicalFederation, hierarchy_arguments(config)
     try:
-        return StarFederation(
+        return kind(
             factory,
             config.client.num_clients,
             initial_parameters=make_initial(options),
@@ -97,6 +105,7 @@ def star_from_config(
             runtime=cast(RuntimeName, run.runtime),
             address=run.address,
             resources=config.resources,
+            **extra,
         )
     except ParameterError as error:
         raise ConfigError(f"invalid config: strategy.{error.parameter}: {error.detail}") from None

@@ -109,8 +109,7 @@ class StarFederation(Federation):
         self.strategy = strategy or FedAvg()
         self.evaluate_fn = evaluate_fn
         self.callbacks = list(callbacks)
-        self.parameters = copy_parameters(initial_parameters)
-        self.round = 0
+        self.parameters, self.round = copy_parameters(initial_parameters), 0
         self._train_ids = [n.node_id for n in nodes if "train" in n.roles]
         self.strategy.check_round_size(
             round_size(
@@ -245,8 +244,22 @@ class StarFederation(Federation):
             order = {node_id: i for i, node_id in enumerate(sampled)}
             updates.sort(key=lambda u: order[u.node_id])
             self.parameters = self.strategy.aggregate_updates(rnd, self.parameters, updates)
+        return self._conclude(backend, rnd, start, len(sampled), fitted, len(failures))
+
+    def _conclude(
+        self,
+        backend: Backend,
+        rnd: int,
+        start: float,
+        sampled: int,
+        fitted: FitBatch,
+        failed: int,
+        extra: Mapping[str, float] | None = None,
+    ) -> RoundRecord:
+        """End an aggregated round (``end_round``, callbacks, evaluation); ``extra``: metrics."""
+        succeeded = len(fitted.succeeded)
         self.strategy.end_round(
-            RoundOutcome(rnd, len(self._train_ids), len(sampled), succeeded, fitted.stats)
+            RoundOutcome(rnd, len(self._train_ids), sampled, succeeded, fitted.stats)
         )
         strategy_metrics = self.strategy.round_metrics(rnd, fitted.stats)
         for callback in self.callbacks:
@@ -264,19 +277,11 @@ class StarFederation(Federation):
         )
         metrics.update({f"fit_{k}": v for k, v in fit_means.items()})
         metrics.update(strategy_metrics)
+        metrics.update(extra or {})
         for callback in self.callbacks:
             callback.on_metrics(rnd, metrics)
-        return RoundRecord(
-            rnd,
-            len(sampled),
-            succeeded,
-            len(failures),
-            time.perf_counter() - start,
-            fit_means.get("loss"),
-            loss,
-            accuracy,
-            metrics,
-        )
+        counts = (rnd, sampled, succeeded, failed, time.perf_counter() - start)
+        return RoundRecord(*counts, fit_means.get("loss"), loss, accuracy, metrics)
 
     def _groups(self, sampled: Sequence[str]) -> list[tuple[int, list[str]]]:
         by_worker: dict[int, list[str]] = {}

@@ -1,0 +1,243 @@
+"""``HierarchicalFederation``: a star's clients under the LCPs of a relay tree (seed 003).
+
+Clients hang under LCPs; each LCP folds its round's clients into one sample-weighted partial
+sum (or applies a robust ``leaf_strategy`` to them), each aggregator folds its children's
+sums, and the server applies the strategy (FedAvg, FedAvgM, FedAdam, DP with clipping on
+the workers and noise at the root, ...) to the tree's aggregate, with the same hooks
+(``end_round`` included), events, history and failures as the star. On the runtime, whole
+subtrees live on one worker (:mod:`redfl.schemas.hierarchy_layout`): the global model goes
+down once per worker, one partial sum per subtree comes up
+(:mod:`redfl.runtime.tree_runner`), and the driver folds the rest in site order, so FedAvg
+over any tree equals the flat star within float64 rounding.
+
+A failed LCP or aggregator (a leaf strategy that refuses the round, a worker that dies) is
+a recorded failure of its subtree, with the subtree's sites; the round goes on while the
+coverage (the fraction of sampled clients whose updates arrived) is at least
+``min_coverage``, otherwise the run fails naming the subtrees. A dead worker is not
+restarted here: its subtrees stay failed in later rounds (or the run fails by coverage).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from redfl.algorithms.strategy import Strategy
+from redfl.core.arrays import Parameters
+from redfl.core.config import ResourcesConfig
+from redfl.core.events import ClientsProgress, RoundStarted
+from redfl.core.instructions import Instructions
+from redfl.core.registries import SCHEMAS
+from redfl.core.result import RoundRecord
+from redfl.core.seeding import round_rng
+from redfl.nodes.client import Client
+from redfl.runtime.backend import Backend, Plan, WorkerSpec
+from redfl.runtime.resources import check_capacity
+from redfl.runtime.topology_manager import TopologyManager
+from redfl.runtime.tree_runner import FoldSubtrees, UnitPlan
+from redfl.schemas.base import RuntimeName
+from redfl.schemas.callbacks import Callback, emit
+from redfl.schemas.hierarchy_fold import check_round, fold_replies
+from redfl.schemas.hierarchy_layout import Layout, clients_of_unit, make_layout, unit_plan
+from redfl.schemas.registry import SchemaSpec
+from redfl.schemas.star import EvaluateFn, StarFederation
+from redfl.topology.assign import assign_clients
+from redfl.topology.tree import RelayTree
+from redfl.topology.tree_shape import site_resource
+
+PerLcp = int | Mapping[str, str] | Sequence[tuple[str, str]] | None
+"""Clients per LCP: a count, an explicit client -> LCP map, or ``None`` (spread evenly)."""
+
+
+class HierarchicalFederation(StarFederation):
+    """Clients under the LCPs of a relay tree, a strategy at the root.
+
+    Parameters
+    ----------
+    client, num_clients, initial_parameters, strategy, ...:
+        As for :class:`~redfl.schemas.star.StarFederation`; the root ``strategy`` must
+        aggregate a weighted sum (robust rules go to ``leaf_strategy``).
+    tree:
+        The relay tree (:func:`~redfl.topology.relay_tree` or ``load_tree(...).tree``).
+    clients_per_lcp:
+        A number per LCP, an explicit client -> LCP map, or ``None`` to spread the clients
+        evenly (:func:`~redfl.topology.assign.assign_clients`).
+    leaf_strategy:
+        A robust rule (median, trimmed mean, Krum, ...) each LCP applies to its own
+        clients' updates; default: plain sample-weighted sums.
+    min_coverage:
+        The least fraction of sampled clients whose updates must arrive for a round.
+    pin:
+        Sites (aggregators or LCPs) whose subtree runs on a worker of its own, placed on
+        the machine that offers the custom resource ``site_resource(site)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from redfl import Client
+    >>> from redfl.topology import relay_tree
+    >>> class Plus(Client):
+    ...     def fit(self, parameters, config):
+    ...         return {"w": parameters["w"] + 1}, 1, {}
+    >>> fed = HierarchicalFederation(Plus, 8, initial_parameters={"w": np.zeros(2)},
+    ...                              tree=relay_tree(1, 2, 2), runtime="local")
+    >>> result = fed.train(2)
+    >>> result.parameters["w"], result.history[-1].metrics["clients/agg-1"]
+    (array([2., 2.]), 4.0)
+    """
+
+    def __init__(
+        self,
+        client: Callable[..., Client],
+        num_clients: int,
+        *,
+        initial_parameters: Parameters,
+        tree: RelayTree,
+        clients_per_lcp: PerLcp = None,
+        leaf_strategy: Strategy | None = None,
+        min_coverage: float = 0.5,
+        pin: Sequence[str] = (),
+        strategy: Strategy | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        client_ids: Sequence[str] | None = None,
+        roles: str = "train-eval",
+        evaluate_fn: EvaluateFn | None = None,
+        callbacks: Sequence[Callback] = (),
+        seed: int = 0,
+        runtime: RuntimeName = "ray",
+        address: str | None = None,
+        resources: ResourcesConfig | None = None,
+        federation_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            client,
+            num_clients,
+            initial_parameters=initial_parameters,
+            strategy=strategy,
+            client_options=client_options,
+            client_ids=client_ids,
+            roles=roles,
+            evaluate_fn=evaluate_fn,
+            callbacks=callbacks,
+            seed=seed,
+            runtime=runtime,
+            address=address,
+            resources=resources,
+            federation_id=federation_id,
+        )
+        if not self.strategy.weighted_sum:
+            raise ValueError(
+                f"strategy: {type(self.strategy).__name__} needs every client's update, but a "
+                "tree delivers one partial sum per subtree; give a robust rule as "
+                "leaf_strategy, and DP with side='client' (clipping on the workers)"
+            )
+        if not 0.0 < min_coverage <= 1.0:
+            raise ValueError(f"min_coverage {min_coverage} is out of range (0, 1]")
+        if any(n.dedicated for n in self.nodes):
+            raise ValueError("a hierarchy's clients live on its workers; @remote clients are not")
+        self.tree = tree
+        self.assignment = assign_clients(
+            [n.node_id for n in self.nodes], [s.name for s in tree.lcps], clients_per_lcp
+        )
+        self.leaf_strategy = leaf_strategy
+        self.min_coverage = min_coverage
+        self.pin = tuple(pin)
+        make_layout(tree, 1, self.pin)  # refuse bad pins now, before anything starts
+        self._layout: Layout | None = None
+
+    @property
+    def layout(self) -> Layout:
+        """Which worker folds which subtree (after start)."""
+        if self._layout is None:
+            raise RuntimeError("the federation has not started")
+        return self._layout
+
+    def _plan(self, backend: Backend) -> Plan:
+        """The star's plan, re-placed so that every unit's clients share one worker."""
+        plan = super()._plan(backend)
+        layout = make_layout(self.tree, len(plan.workers), self.pin)
+        workers = [WorkerSpec(w.name, w.bundle, [], w.options) for w in plan.workers]
+        for site in layout.pinned:
+            bundle = {**self.resources.worker, site_resource(site): 1.0}
+            name = f"{self.federation_id}::{site}"
+            workers.append(WorkerSpec(name, bundle, [], {"max_concurrency": 2}))
+        if layout.pinned and self.runtime == "ray":
+            bundles = [w.bundle for w in workers if w.bundle]
+            available = backend.available_resources()
+            check_capacity(bundles, plan.placement_strategy, available, backend.machine_resources())
+        spec = {n.node_id: n for n in self.nodes}
+        placement: dict[str, int] = {}
+        for unit in layout.units:
+            worker = layout.worker[unit]
+            for node_id in clients_of_unit(self.tree, unit, self.assignment):
+                workers[worker].nodes.append(spec[node_id])
+                placement[node_id] = worker
+        self._layout = layout
+        return replace(plan, workers=workers, manager=TopologyManager(None, placement))
+
+    def _round(self, backend: Backend, rnd: int) -> RoundRecord:
+        start = time.perf_counter()
+        sampled = self.strategy.configure_fit(rnd, self._train_ids, round_rng(self.seed, rnd))
+        emit(self.callbacks, RoundStarted(rnd, len(sampled)))
+        chosen = frozenset(sampled)
+        by_worker: dict[int, list[UnitPlan]] = {}
+        for unit in self.layout.units:
+            plan = unit_plan(self.tree, unit, self.assignment, chosen)
+            by_worker.setdefault(self.layout.worker[unit], []).append(plan)
+        workers = sorted(by_worker)
+        reference = backend.put(self.parameters)
+        config = Instructions.make(rnd, self.strategy.fit_config(rnd))
+        policy = self.strategy.update_policy(rnd, sampled)
+        leaf = self.leaf_strategy
+        calls = [
+            backend.call(w, FoldSubtrees(reference, by_worker[w], config, policy, leaf))
+            for w in workers
+        ]
+        done = 0
+
+        def progress(index: int) -> None:
+            nonlocal done
+            done += sum(len(c) for plan in by_worker[workers[index]] for _, c in plan.lcps)
+            emit(self.callbacks, ClientsProgress(rnd, done, len(sampled)))
+
+        outcomes = backend.gather(calls, on_done=progress)
+        replies = list(zip(workers, outcomes, strict=True))
+        tree, layout, assignment = self.tree, self.layout, self.assignment
+        total, fitted, failures, extra = fold_replies(
+            tree, layout, assignment, rnd, replies, by_worker, chosen
+        )
+        self._failures.extend(failures)
+        check_round(
+            tree,
+            rnd,
+            len(sampled),
+            len(fitted.succeeded),
+            failures,
+            self.min_coverage,
+            self.strategy.min_fit_clients,
+        )
+        self.parameters = self.strategy.aggregate(rnd, self.parameters, total)
+        return self._conclude(backend, rnd, start, len(sampled), fitted, len(failures), extra)
+
+
+SCHEMAS.register(
+    "hierarchical",
+    SchemaSpec(
+        graph=False,
+        allows=(
+            "tree_file",
+            "depth",
+            "width",
+            "lcps",
+            "clients_per_lcp",
+            "leaf_strategy",
+            "leaf_params",
+            "min_coverage",
+            "pin",
+        ),
+    ),
+    description="clients under the LCPs of a relay tree; aggregators fold partial sums",
+)
+SCHEMAS.add_filler("redfl.schemas.hierarchical")

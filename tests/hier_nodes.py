@@ -1,0 +1,48 @@
+"""Clients for the hierarchy tests (a module Ray workers can import)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import numpy as np
+
+from redfl.nodes.client import Client
+
+
+class Noisy(Client):
+    """Moves the model by seeded noise; its example count and loss are seeded too."""
+
+    def fit(self, parameters: Any, config: Any) -> tuple[Any, int, dict[str, float]]:
+        rng = self.rng(config)
+        new = {k: (v + rng.normal(0, 1, v.shape)).astype(v.dtype) for k, v in parameters.items()}
+        return new, int(rng.integers(1, 50)), {"loss": float(rng.random())}
+
+    def evaluate(self, parameters: Any, config: Any) -> tuple[float, int, dict[str, float]]:
+        return float(np.abs(parameters["w"]).mean()), 1, {"accuracy": 0.5}
+
+
+class Failing(Noisy):
+    """Raises in ``fit`` when its id is in ``bad``."""
+
+    def __init__(self, bad: tuple[str, ...] = ()) -> None:
+        self.bad = bad
+
+    def fit(self, parameters: Any, config: Any) -> tuple[Any, int, dict[str, float]]:
+        if self.node_id in self.bad:
+            raise RuntimeError(f"{self.node_id} is broken")
+        return super().fit(parameters, config)
+
+
+class WorkerKiller(Noisy):
+    """In round ``kill_round``, the client ``killer`` kills its own worker process."""
+
+    def __init__(self, killer: str = "", kill_round: int = 2) -> None:
+        self.killer = killer
+        self.kill_round = kill_round
+
+    def fit(self, parameters: Any, config: Any) -> tuple[Any, int, dict[str, float]]:
+        if self.node_id == self.killer and config.round == self.kill_round:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().fit(parameters, config)
