@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from collections.abc import Mapping
@@ -362,3 +363,19 @@ def test_override_on_a_non_table_federation_is_a_config_error(tmp_path: Path) ->
     with pytest.raises(ConfigError) as info:
         load_config(path, {"rounds": 2})
     assert "federation" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "topology",
+    [
+        {},
+        {"schema": "ring", "algorithm": "gossip"},
+        {"schema": "hierarchical", "depth": 1, "width": 2, "lcps": 2, "min_coverage": 0.5},
+    ],
+)
+def test_a_dumped_config_parses_back_to_itself(topology: dict[str, Any]) -> None:
+    # config.json of a run folder is every field written out; resume reads it back.
+    target = "redfl.nodes:GossipNode" if topology else "redfl.examples.echo:EchoClient"
+    data = {"client": {"target": target, "num_clients": 4}, "topology": topology}
+    config = parse_config(data)
+    assert parse_config(json.loads(config.model_dump_json(by_alias=True))) == config

@@ -134,7 +134,9 @@ class TopologyConfig(Strict):
     clients_per_lcp: int | None = Field(default=None, ge=1, le=1_000_000)
     leaf_strategy: str | None = None
     leaf_params: dict[str, StrategyParam] = Field(default_factory=dict)
-    min_coverage: float = Field(default=0.5, gt=0.0, le=1.0)
+    min_coverage: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Hierarchical only: the fraction of a round's sampled clients whose updates must
+    arrive (default 0.5)."""
     pin: list[str] = Field(default_factory=list, max_length=10_000)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -189,8 +191,10 @@ class TopologyConfig(Strict):
         ``tree_file`` or from all of ``depth``, ``width``, ``lcps``."""
         from redfl.core.registries import SCHEMAS
 
+        fields = type(self).model_fields
         for key in TREE_KEYS:
-            if key in self.model_fields_set and key not in allowed:
+            default = fields[key].get_default(call_default_factory=True)
+            if getattr(self, key) != default and key not in allowed:
                 users = " or ".join(repr(n) for n, s in SCHEMAS.items() if key in s.allows)
                 raise ValueError(f"'{key}' is only used with schema {users}, not {self.schema_!r}")
         if "tree_file" not in allowed:

@@ -80,6 +80,6 @@ def hierarchy_arguments(config: FederationConfig) -> dict[str, Any]:
         "tree": tree,
         "clients_per_lcp": t.clients_per_lcp,
         "leaf_strategy": leaf_from_config(config),
-        "min_coverage": t.min_coverage,
+        "min_coverage": 0.5 if t.min_coverage is None else t.min_coverage,
         "pin": tuple(t.pin),
     }
