@@ -131,6 +131,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/examples"): Rule("viewer", 200),
     ("GET", "/api/health"): Rule("public", 200),
     ("GET", "/metrics"): Rule("public", 200),
+    ("GET", "/"): Rule("public", 200),
+    ("GET", "/static/{name}"): Rule("public", 200, lambda _: ({"name": "app.js"}, None)),
 }
 
 

@@ -6,7 +6,16 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from redfl.platform.api import artifacts, auth, catalog, health, projects, runs, users
+from redfl.platform.api import (
+    artifacts,
+    auth,
+    catalog,
+    dashboard,
+    health,
+    projects,
+    runs,
+    users,
+)
 from redfl.platform.api.limits import BodyLimit
 from redfl.platform.api.middleware import RequestContext
 from redfl.platform.db import make_engine, session_factory, upgrade
@@ -70,7 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(WebConfigError, _bad_config)
     app.state.metrics = PlatformMetrics(lambda: _runs_by_status(app))
-    for module in (auth, users, projects, runs, artifacts, catalog, health):
+    for module in (auth, users, projects, runs, artifacts, catalog, health, dashboard):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)  # innermost
     if settings.cors_origins:
