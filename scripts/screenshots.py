@@ -3,8 +3,8 @@
 Runs the bundled digits demo for real (in-process ``local`` runtime, no Ray), stores its
 rounds and events the way an executor does, serves the app in this process and photographs
 the runs list, the run detail with its charts, and the users page in Debian's Chromium.
-Until run execution and the run WebSocket are merged, the page is fed by the tests'
-stand-in event stream (``tests/stand_in_events.py``); once the real route exists, it is used.
+The events are written into the store by the tests' stand-in for the run's job
+(``tests/stand_in_events.py``) and reach the page over the real run WebSocket.
 
 Usage: ``.venv/bin/python scripts/screenshots.py [--out docs/screenshots]``
 """
@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from browser import chromium, log_in, serve_in_thread, wait_for  # noqa: E402
 from platform_app import PASSWORD, add_user, make_app  # noqa: E402
-from stand_in_events import add_stand_in_socket, append_status  # noqa: E402
+from stand_in_events import append_status  # noqa: E402
 
 import redfl  # noqa: E402
 from redfl.platform.catalog import examples  # noqa: E402
@@ -87,7 +87,6 @@ def main() -> None:
     for name, role in (("ada", "admin"), ("rita", "researcher"), ("sam", "researcher")):
         add_user(app, name, role)
     add_user(app, "vic", "viewer")
-    add_stand_in_socket(app)
 
     done, done_dir = queue(app, "digits_fedavg", "rita")
     config = next(e for e in examples() if e.name == "digits_fedavg").config

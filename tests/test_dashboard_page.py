@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Debian's Chromium under Playwright), against the app in
-this process, with runs fed by the stand-in event stream of ``stand_in_events`` (rounds,
-failures and statuses written straight into the store; see that module).
+this process (which executes nothing: runs stay queued), with each run's events written
+straight into the store by the test (``stand_in_events``, standing in for the run's job) and
+streamed to the page by the real run WebSocket.
 
 The end-to-end flow against a real ``redfl serve`` is in ``test_dashboard_serve.py``.
 """
@@ -15,13 +16,7 @@ from browser import PageErrors, chromium, log_in, serve_in_thread, wait_for
 from fastapi import FastAPI
 from platform_app import PASSWORD, add_user, make_app
 from playwright.sync_api import Browser, Page
-from stand_in_events import (
-    add_stand_in_socket,
-    append_failure,
-    append_round,
-    append_status,
-    write_model,
-)
+from stand_in_events import append_failure, append_round, append_status, write_model
 
 from redfl.platform.catalog import examples
 from redfl.platform.store import Store, new_run_id
@@ -34,7 +29,6 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     made = make_app(Path(tmp_path_factory.mktemp("dashboard")))
     for name, role in (("ada", "admin"), ("rita", "researcher"), ("vic", "viewer")):
         add_user(made, name, role)
-    assert add_stand_in_socket(made) or True  # the real route, once merged, takes over
     return made
 
 

@@ -22,6 +22,8 @@ import pytest
 from browser import PageErrors, chromium, free_port, log_in, wait_for
 from playwright.sync_api import Browser, Page
 
+from redfl.runtime.jobs import read_head, stop_head
+
 REDFL = str(Path(sys.executable).parent / "redfl")
 """The console script of this environment."""
 PASSWORDS = {"rita": "researcher password", "vic": "viewer password"}
@@ -66,6 +68,9 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(30)
+        head = read_head(data)  # the Ray head this server started for its runs outlives it
+        if head is not None:
+            stop_head(head.pid)
 
 
 @pytest.fixture(scope="module")

@@ -196,7 +196,7 @@ def serve(
     settings = _settings(data, database_url, ray_address=ray_address)
     configure_logging()
     try:
-        app = create_app(settings)
+        app = create_app(settings, execute=True)
     except (SettingsError, DatabaseError) as error:
         _fail(str(error))
     except SQLAlchemyError as error:

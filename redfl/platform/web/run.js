@@ -66,6 +66,7 @@ function connect(state) {
     state.socket = null;
     if (closed.code === 1000) return live(FINAL.has(state.run.status) ? "finished" : "closed");
     if (closed.code === 4403) return live("not allowed to follow this run");
+    if (closed.code === 4404) return live("no such run");
     if (closed.code === 4401 && !(await refresh())) return logout();
     live("reconnecting");
     state.retries += 1;
@@ -85,6 +86,7 @@ function handle(event) {
     // a replayed "running" never undoes a final status the page already knows
   } else if (event.type === "status" && event.status) {
     setStatus(event.status);
+    if (event.error) showError(event.error);
   } else if (event.type === "run_started") {
     setStatus("running");
   } else if (event.type in TERMINAL) {
