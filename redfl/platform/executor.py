@@ -26,6 +26,7 @@ from redfl.runtime.jobs import (
     FINAL_JOB_STATUSES,
     JobClient,
     JobError,
+    auth_token,
     ensure_head,
     job_server_url,
     read_head,
@@ -76,7 +77,7 @@ class Executor:
         if head is None:
             self._client = None
         elif self._client is None or self._client.url != head.job_server:
-            self._client = JobClient(head.job_server)
+            self._client = JobClient(head.job_server, auth_token(data))
         return self._client
 
     def _end(self, run_id: str, reason: str) -> None:

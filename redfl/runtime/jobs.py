@@ -4,7 +4,9 @@ The embedded default is a local Ray head started as a process of its own (``ray 
 --head --block``, in a new session), so killing or restarting ``redfl serve`` leaves it and
 its jobs running. Its process id and addresses are kept in ``<data>/ray-head.json``; a
 restarted server finds the head there and reuses it. The head keeps its files in a temp
-folder of its own (never ``/tmp/ray``), so other Ray programs on the machine never join it.
+folder of its own (never ``/tmp/ray``), so other Ray programs on the machine never join it,
+and uses Ray's token authentication with a token of its own (``<data>/ray-auth-token``,
+mode 0600), which its jobs inherit and the job client sends.
 
 Runs are submitted as jobs (:class:`JobClient`, over Ray's ``JobSubmissionClient``): the
 entrypoint is a shell command the job server runs; Ray sets ``RAY_ADDRESS`` for it.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -25,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 HEAD_FILE = "ray-head.json"
+TOKEN_FILE = "ray-auth-token"
 DEFAULT_JOB_SERVER_PORT = 8265
 FINAL_JOB_STATUSES = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -79,11 +83,28 @@ def read_head(data_dir: str | Path) -> HeadInfo | None:
     return info if pid_alive(info.pid) else None
 
 
-def _job_server_up(url: str) -> bool:
+def auth_token(data_dir: str | Path) -> str:
+    """The head's authentication token, created (mode 0600) on first use."""
+    path = Path(data_dir) / TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="ascii").strip()
+    token = secrets.token_hex(32)
+    with os.fdopen(fd, "w", encoding="ascii") as stream:
+        stream.write(token)
+    return token
+
+
+def _headers(token: str | None) -> dict[str, str] | None:
+    return None if token is None else {"Authorization": f"Bearer {token}"}
+
+
+def _job_server_up(url: str, token: str | None) -> bool:
     from ray.job_submission import JobSubmissionClient
 
     try:
-        JobSubmissionClient(url).list_jobs()
+        JobSubmissionClient(url, headers=_headers(token)).list_jobs()
     except Exception:  # not up yet: connection refused, 5xx while starting, ...
         return False
     return True
@@ -120,8 +141,11 @@ def start_head(
     ]
     if num_cpus is not None:
         args.append(f"--num-cpus={num_cpus}")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    env["RAY_AUTH_TOKEN_PATH"] = str(folder / TOKEN_FILE)
+    auth_token(folder)
+    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+        env.pop(name, None)
     with (folder / "ray-head.log").open("ab") as log:
         process = subprocess.Popen(
             args, cwd=home, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -129,7 +153,7 @@ def start_head(
     info = HeadInfo(process.pid, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir)
     (folder / HEAD_FILE).write_text(json.dumps(asdict(info)), encoding="utf-8")
     deadline = time.monotonic() + timeout
-    while not _job_server_up(info.job_server):
+    while not _job_server_up(info.job_server, auth_token(folder)):
         if process.poll() is not None or time.monotonic() > deadline:
             stop_head(info.pid)
             raise JobError(
@@ -143,7 +167,7 @@ def start_head(
 def ensure_head(data_dir: str | Path, num_cpus: int | None = None) -> HeadInfo:
     """The head recorded in ``data_dir`` if it is alive, else a newly started one."""
     found = read_head(data_dir)
-    if found is not None and _job_server_up(found.job_server):
+    if found is not None and _job_server_up(found.job_server, auth_token(data_dir)):
         return found
     if found is not None:
         stop_head(found.pid)
@@ -174,32 +198,41 @@ def job_server_url(address: str) -> str:
 
 
 class JobClient:
-    """Submit, inspect and stop jobs on one job server (blocking calls)."""
+    """Submit, inspect and stop jobs on one job server (blocking calls); ``token``: the
+    embedded head's (a cluster's own is found by Ray as usual)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str | None = None) -> None:
         from ray.job_submission import JobSubmissionClient
 
         try:
-            self._client = JobSubmissionClient(url)
+            self._client = JobSubmissionClient(url, headers=_headers(token))
         except Exception as error:  # Ray raises ConnectionError or RuntimeError here
             raise JobError(f"cannot reach the Ray job server at {url}: {error}") from None
         self.url = url
 
-    def submit(self, job_id: str, entrypoint: str, env: dict[str, str] | None = None) -> str:
+    def submit(
+        self, job_id: str, entrypoint: str, env: dict[str, str] | None = None, wait: float = 60.0
+    ) -> str:
         """Submit ``entrypoint`` as job ``job_id``; a job of that id already there counts as
-        submitted (idempotent)."""
-        try:
-            return str(
-                self._client.submit_job(
-                    entrypoint=entrypoint,
-                    submission_id=job_id,
-                    runtime_env={"env_vars": env or {}},
+        submitted (idempotent). A head that has no job agent yet (just started) is asked
+        again for up to ``wait`` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return str(
+                    self._client.submit_job(
+                        entrypoint=entrypoint,
+                        submission_id=job_id,
+                        runtime_env={"env_vars": env or {}},
+                    )
                 )
-            )
-        except RuntimeError as error:
-            if self.status(job_id) != "UNKNOWN":
-                return job_id
-            raise JobError(f"cannot submit job {job_id}: {error}") from None
+            except RuntimeError as error:
+                if "No available agent" in str(error) and time.monotonic() < deadline:
+                    time.sleep(1.0)
+                    continue
+                if self.status(job_id) != "UNKNOWN":
+                    return job_id
+                raise JobError(f"cannot submit job {job_id}: {error}") from None
 
     def status(self, job_id: str) -> str:
         """``PENDING``, ``RUNNING``, ``SUCCEEDED``, ``FAILED``, ``STOPPED`` or ``UNKNOWN``
