@@ -3,9 +3,8 @@
 the page and watches its accuracy chart reach round 20 over the WebSocket, then downloads
 the model; a viewer has no start button and is refused a forced start (403).
 
-The live part needs run execution and the run WebSocket (branch wip-web): until they are
-merged, the demo run stays queued and ``test_researcher_runs_the_demo_live`` fails at its
-deadline, saying so.
+The run executes for real: ``redfl serve`` starts its own Ray head (stopped by the fixture)
+and submits the run as a Ray job, whose events reach the page over the run WebSocket.
 """
 
 from __future__ import annotations
@@ -70,7 +69,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.wait(30)
         head = read_head(data)  # the Ray head this server started for its runs outlives it
         if head is not None:
-            stop_head(head.pid)
+            stop_head(head.pid, timeout=5)  # Ray drains for 30 s on SIGTERM; then SIGKILL
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +113,8 @@ def test_researcher_runs_the_demo_live(base: str, page: Page) -> None:
         lambda: (
             f"round 20 of run {run_id} in the chart (status "
             f"{page.get_attribute('#run-status', 'data-status')!r}, rounds shown {seen}; "
-            "a run that stays queued means no executor: execution lands with branch wip-web)"
+            "a run that stays queued: its Ray job never started; see the data folder's "
+            "ray-head.log)"
         ),
     )
     assert len(seen) > 1, f"the chart jumped straight to round 20: {seen}"  # it was live
