@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 from browser import PageErrors, chromium, log_in, serve_in_thread, wait_for
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from platform_app import PASSWORD, add_user, make_app
 from playwright.sync_api import Browser, Page
 from stand_in_events import append_failure, append_round, append_status, write_model
 
 from redfl.platform.catalog import examples
+from redfl.platform.security import digest
 from redfl.platform.store import Store, new_run_id
 
 DIGITS = next(e for e in examples() if e.name == "digits_fedavg").config
@@ -233,3 +235,36 @@ def test_admin_adds_a_user_and_changes_a_role(app: FastAPI, base: str, page: Pag
     page.click("#logout")
     page.wait_for_selector("#login-view:not([hidden])")
     assert page.evaluate("sessionStorage.getItem('redfl.session')") is None
+
+
+def test_only_the_dashboards_own_files_are_served(app: FastAPI) -> None:
+    with TestClient(app) as client:
+        script = client.get("/static/app.js")
+        assert script.status_code == 200
+        assert script.headers["content-type"] == "text/javascript; charset=utf-8"
+        assert b'from "./api.js"' in script.content
+        assert client.get("/static/missing.js").status_code == 404
+        assert client.get("/static/__init__.py").status_code == 422  # not a served kind
+        assert client.get("/static/..%2Fsettings.py").status_code in (404, 422)
+        assert client.get("/static/%2E%2E%2Fjwt-secret").status_code in (404, 422)
+
+
+def test_an_expired_access_token_is_refreshed_once(app: FastAPI, base: str, page: Page) -> None:
+    run_id = make_run(app, "rita", rounds=3)
+    append_round(app, run_id, 1, accuracy=0.3, loss=1.0)
+    log_in(page, base, "vic", PASSWORD)
+    before = page.evaluate("JSON.parse(sessionStorage.getItem('redfl.session'))")
+    page.evaluate(
+        """() => {
+            const s = JSON.parse(sessionStorage.getItem("redfl.session"));
+            sessionStorage.setItem("redfl.session", JSON.stringify({...s, access: "expired"}));
+        }"""
+    )
+    page.reload()
+    page.goto(f"{base}/#/runs/{run_id}")
+    wait_for(shows_round(page, 1), 10, "round 1 after a refresh")
+    after = page.evaluate("JSON.parse(sessionStorage.getItem('redfl.session'))")
+    assert after["name"] == "vic" and after["access"] not in ("expired", before["access"])
+    assert after["refresh"] != before["refresh"]  # refresh tokens are single use
+    with app.state.sessions() as session:  # the old refresh token is spent
+        assert Store(session).use_refresh_token(digest(before["refresh"])) is None
