@@ -264,7 +264,8 @@ def test_an_expired_access_token_is_refreshed_once(app: FastAPI, base: str, page
     page.goto(f"{base}/#/runs/{run_id}")
     wait_for(shows_round(page, 1), 10, "round 1 after a refresh")
     after = page.evaluate("JSON.parse(sessionStorage.getItem('redfl.session'))")
-    assert after["name"] == "vic" and after["access"] not in ("expired", before["access"])
+    assert after["name"] == "vic" and after["access"] != "expired"  # (may equal the first:
+    # tokens issued within one second are the same)
     assert after["refresh"] != before["refresh"]  # refresh tokens are single use
     with app.state.sessions() as session:  # the old refresh token is spent
         assert Store(session).use_refresh_token(digest(before["refresh"])) is None
