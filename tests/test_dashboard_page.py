@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import browser as browser_helpers
 import pytest
 from browser import PageErrors, chromium, log_in, serve_in_thread, wait_for
 from fastapi import FastAPI
@@ -269,3 +270,14 @@ def test_an_expired_access_token_is_refreshed_once(app: FastAPI, base: str, page
     assert after["refresh"] != before["refresh"]  # refresh tokens are single use
     with app.state.sessions() as session:  # the old refresh token is spent
         assert Store(session).use_refresh_token(digest(before["refresh"])) is None
+
+
+def test_a_missing_chromium_fails_naming_the_debian_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(browser_helpers, "CHROMIUM", Path("/nonexistent/chromium"))
+    with (
+        pytest.raises(pytest.fail.Exception, match=r"install the Debian package chromium"),
+        browser_helpers.chromium(),
+    ):
+        pass
