@@ -2,7 +2,9 @@
 
 The server is killed with SIGKILL while the bundled digits example runs as a Ray job; a
 restarted server finds the run still going, and it ends succeeded with every round and
-event stored. The Ray head the server started is stopped by its pid at the end.
+event stored. A second run waits in the queue (one run at a time) until then, starts on the
+restarted server and is cancelled mid-run. The Ray head the server started is stopped by
+its pid at the end.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ PASSWORD = b"killed server password\n"
 ROUNDS = 6
 
 
-def _digits_config() -> str:
+def _digits_config(rounds: int = ROUNDS) -> str:
     text = next(e.config for e in examples() if e.name == "digits_fedavg")
     for old, new in (
-        ("rounds = 20", f"rounds = {ROUNDS}"),
+        ("rounds = 20", f"rounds = {rounds}"),
         ("num_clients = 100", "num_clients = 20"),
         ("min_fit_clients = 50", "min_fit_clients = 10"),
     ):
@@ -61,6 +63,15 @@ class Server:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def post_run(self, config: str, token: str) -> str:
+        response = httpx.post(
+            self.base + "/api/runs",
+            json={"config": config},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
             self.process.send_signal(sig)
@@ -72,6 +83,28 @@ def _login(server: Server) -> str:
     response = httpx.post(server.base + "/api/auth/login", json=body)
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
+
+
+def _cancel_mid_run(server: Server, run_id: str, token: str) -> None:
+    """Cancel the running ``run_id`` once it has a round; it ends cancelled at a round
+    boundary with its model, state and summary saved."""
+
+    def running() -> bool:
+        run = server.get(f"/api/runs/{run_id}", token)
+        return run["status"] == "running" and len(run["metrics"]) >= 1
+
+    assert wait_until(running, 120), server.log.read_text()[-3000:]
+    response = httpx.post(
+        server.base + f"/api/runs/{run_id}/cancel", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert (response.status_code, response.json()["cancel_requested"]) == (200, True)
+    ended = lambda: server.get(f"/api/runs/{run_id}", token)["status"] != "running"  # noqa: E731
+    assert wait_until(ended, 60), server.log.read_text()[-3000:]
+    run = server.get(f"/api/runs/{run_id}", token)
+    assert run["status"] == "cancelled" and 1 <= len(run["metrics"]) < 500
+    assert {"model.safetensors", "summary.json"} <= set(run["artifacts"])
+    kinds = [e["type"] for e in server.get(f"/api/runs/{run_id}/events", token)]
+    assert kinds[-2:] == ["run_cancelled", "status"] and "checkpoint_saved" in kinds
 
 
 def test_a_run_survives_kill_9_of_the_server(tmp_path: Path) -> None:
@@ -87,13 +120,7 @@ def test_a_run_survives_kill_9_of_the_server(tmp_path: Path) -> None:
     try:
         servers.append(first := Server(data, log))
         token = _login(first)
-        created = httpx.post(
-            first.base + "/api/runs",
-            json={"config": _digits_config()},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        assert created.status_code == 201, created.text
-        run_id = created.json()["id"]
+        run_id, later = (first.post_run(_digits_config(n), token) for n in (ROUNDS, 500))
 
         def mid_run() -> bool:
             run = first.get(f"/api/runs/{run_id}", token)
@@ -101,6 +128,7 @@ def test_a_run_survives_kill_9_of_the_server(tmp_path: Path) -> None:
             return run["status"] == "running" and len(run["metrics"]) >= 1
 
         assert wait_until(mid_run, 150), log.read_text()[-3000:]
+        assert first.get(f"/api/runs/{later}", token)["status"] == "queued"  # 1 at a time
         first.stop(signal.SIGKILL)
         head = read_head(data)
         assert head is not None  # the Ray head outlived the server
@@ -121,8 +149,9 @@ def test_a_run_survives_kill_9_of_the_server(tmp_path: Path) -> None:
         assert kinds.count("round_finished") == ROUNDS
         assert kinds[0] == "status" and kinds[-2:] == ["run_finished", "status"]
         assert events[-1]["data"]["status"] == "succeeded"
-        assert len(second.get("/api/runs", token)) == 1
+        assert len(second.get("/api/runs", token)) == 2
         assert read_head(data) == head  # reused, not restarted
+        _cancel_mid_run(second, later, token)
     finally:
         for server in servers:
             server.stop()

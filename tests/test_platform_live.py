@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from platform_app import app_fixture, bearer, client_fixture  # noqa: F401
+from platform_app import add_user, app_fixture, bearer, client_fixture, make_app  # noqa: F401
 from safetensors.numpy import load_file
 from starlette.websockets import WebSocketDisconnect
 from test_platform_roles import _headers
@@ -206,3 +206,39 @@ print(sorted(m for m in sys.modules if m.startswith("opentelemetry")))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
+
+
+def test_tracing_exports_request_and_round_spans_to_the_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[tuple[str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # export every 0.1 s
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
+        traced = make_app(tmp_path / "data", otlp_endpoint=endpoint)
+        add_user(traced, "rita", "researcher")
+        with TestClient(traced) as client:
+            run_id = _queue(traced, client, rounds=2)
+            assert execute(run_id, traced.state.settings) == "succeeded"
+
+        def exported(name: bytes) -> bool:
+            return any(path == "/v1/traces" and name in body for path, body in received)
+
+        assert wait_until(lambda: exported(b"POST /api/runs") and exported(b"round 2"), 15)
+    finally:
+        collector.shutdown()

@@ -68,7 +68,8 @@ class Executor:
     def client(self, start: bool) -> JobClient | None:
         """The job client: of ``--ray-address``, else of the embedded head (started when
         ``start``; ``None`` when it is not running and not to be started)."""
-        if self.settings.ray_address is not None:
+        if self.settings.ray_address not in (None, "local"):
+            assert self.settings.ray_address is not None
             if self._client is None:
                 self._client = JobClient(job_server_url(self.settings.ray_address))
             return self._client

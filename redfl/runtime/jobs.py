@@ -189,9 +189,9 @@ def stop_head(pid: int, timeout: float = 30.0) -> None:
 
 
 def job_server_url(address: str) -> str:
-    """The job server of a cluster address: ``http(s)://...`` as it is, else port 8265 of
-    the GCS address's host."""
-    if address.startswith(("http://", "https://")):
+    """The job server of a cluster address: ``http(s)://...`` and ``auto`` (Ray finds the
+    cluster started on this machine) as they are, else port 8265 of the GCS address's host."""
+    if address == "auto" or address.startswith(("http://", "https://")):
         return address
     host = address.removeprefix("ray://").rpartition(":")[0] or address
     return f"http://{host}:{DEFAULT_JOB_SERVER_PORT}"

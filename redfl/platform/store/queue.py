@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from redfl.platform.models import Event, Run
+from redfl.platform.models import FINAL_STATUSES, Event, Run
 from redfl.platform.store.errors import Conflict
 from redfl.platform.store.runs import RunStore
 
@@ -39,6 +39,9 @@ class QueueStore(RunStore):
     def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
         """End a run its executor cannot end: the closing event (with the rounds stored so
         far), then the final status. A run already final is a :class:`Conflict`."""
+        current = self.require_run(run_id).status
+        if current in FINAL_STATUSES:
+            raise Conflict(f"run {run_id!r}: cannot go from {current!r} to {status!r}")
         done = len(self.round_metrics(run_id))
         stamp = {"time": round(time.time(), 6), "rounds": done}
         if status == "failed":
