@@ -20,6 +20,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from platform_app import add_user, make_app
+from starlette.websockets import WebSocketDisconnect
 
 from redfl.platform.security import TokenService
 from redfl.platform.store import Store, new_run_id
@@ -61,6 +62,13 @@ def _fresh_run(app: FastAPI, with_model: bool = False) -> str:
 
 def _run(app: FastAPI) -> tuple[dict[str, Any], Any]:
     return {"run_id": _fresh_run(app)}, None
+
+
+def _finished_run(app: FastAPI) -> tuple[dict[str, Any], Any]:
+    run_id = _fresh_run(app)
+    with app.state.sessions() as session:
+        Store(session).cancel_queued(run_id)
+    return {"run_id": run_id}, None
 
 
 def _run_with_model(app: FastAPI) -> tuple[dict[str, Any], Any]:
@@ -127,10 +135,13 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/runs/{run_id}/metrics.csv"): Rule("viewer", 200, _run),
     ("GET", "/api/runs/{run_id}/metrics.json"): Rule("viewer", 200, _run),
     ("GET", "/api/runs/{run_id}/events"): Rule("viewer", 200, _run),
+    ("WEBSOCKET", "/api/runs/{run_id}/ws"): Rule("viewer", 1000, _finished_run),
     ("GET", "/api/strategies"): Rule("viewer", 200),
     ("GET", "/api/examples"): Rule("viewer", 200),
     ("GET", "/api/health"): Rule("public", 200),
     ("GET", "/metrics"): Rule("public", 200),
+    ("GET", "/"): Rule("public", 200),
+    ("GET", "/static/{name}"): Rule("public", 200, lambda _: ({"name": "app.js"}, None)),
 }
 
 
@@ -183,6 +194,22 @@ def _headers(app: FastAPI, identity: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def _websocket_close_code(
+    client: TestClient, app: FastAPI, path: str, rule: Rule, identity: str
+) -> int:
+    """The close code the server ends a WebSocket of ``identity`` with (1000 after it sent
+    the finished run's status: accepted)."""
+    params, _ = rule.setup(app)
+    token = _headers(app, identity).get("Authorization", "Bearer ").removeprefix("Bearer ")
+    with client.websocket_connect(path.format(**params) + f"?token={token}") as ws:
+        while True:
+            try:
+                message = ws.receive_json()
+            except WebSocketDisconnect as closed:
+                return int(closed.code)
+            assert message["type"] in ("run_cancelled", "status")
+
+
 @pytest.fixture(scope="module")
 def matrix_app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     """One app with users named after the roles (the login limit raised for the matrix)."""
@@ -216,7 +243,12 @@ def test_role_matrix(matrix_app: FastAPI) -> None:
             if rule is None:
                 continue  # reported by the test above
             if method == "WEBSOCKET":
-                wrong.append(f"{path}: WebSocket routes need their own check here")
+                for identity in IDENTITIES:
+                    code = _websocket_close_code(client, matrix_app, path, rule, identity)
+                    want = {401: 4401, 403: 4403}.get(expected(rule, identity), rule.status)
+                    checked += 1
+                    if code != want:
+                        wrong.append(f"WEBSOCKET {path} as {identity}: {code} != {want}")
                 continue
             for identity in IDENTITIES:
                 params, body = rule.setup(matrix_app)

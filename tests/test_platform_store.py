@@ -230,3 +230,33 @@ def test_deleting_an_owner_keeps_the_runs(store: Store) -> None:
     assert store.require_run(run_id).owner_id is None
     assert store.session.query(RefreshToken).count() == 0
     assert store.get_user(ada.id) is not None
+
+
+def test_queue_lifecycle_and_the_cancel_flag_seen_by_another_session(
+    store: Store, engine: Engine
+) -> None:
+    first, second, third = (_run(store, None) for _ in range(3))
+    assert [r.id for r in store.waiting(2)] == [first, second]
+    store.set_job_id(first, "job-1")
+    assert [r.id for r in store.in_flight()] == [first]  # queued, handed to a job
+    assert [r.id for r in store.waiting(5)] == [second, third]
+    assert store.record_status(first, "running") == 0
+    with session_factory(engine)() as other:  # the API's session, while the job reads on
+        Store(other).request_cancel(first)
+    assert store.cancel_requested(first) is True
+    store.end_run(first, "failed", "its Ray job is gone")
+    store.cancel_queued(second)
+    kinds = [(e.type, e.data.get("status")) for e in store.events(first)]
+    assert kinds == [("status", "running"), ("run_failed", None), ("status", "failed")]
+    assert store.events(first)[1].data["error"] == "its Ray job is gone"
+    assert [e.type for e in store.events(second)] == ["run_cancelled", "status"]
+    assert (store.require_run(second).status, store.in_flight()) == ("cancelled", [])
+    with pytest.raises(Conflict, match="cannot go from 'failed' to 'failed'"):
+        store.end_run(first, "failed", "again")
+    assert len(store.events(first)) == 3  # nothing appended by the refused end
+    mark = store.last_event_id()
+    store.append_event(third, "round_finished", {"record": {"round": 1}})
+    store.append_event(third, "clients_progress", {})
+    assert [e.type for e in store.events_since(mark, ("round_finished", "failure"))] == [
+        "round_finished"
+    ]

@@ -180,10 +180,17 @@ def serve(
     data: DataOption = DEFAULT_DATA,
     database_url: UrlOption = None,
     ray_address: Annotated[
-        str | None, typer.Option("--ray-address", help="Ray cluster for runs (default local).")
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Cluster that executes runs as Ray jobs: its job server (http://HOST:8265) or "
+            "GCS address (HOST:PORT, job server on port 8265). Default: a local Ray head started "
+            "for the data folder, which outlives the server.",
+        ),
     ] = None,
 ) -> None:
-    """Serve the platform's API under uvicorn (JSON logs on stderr)."""
+    """Serve the platform's API under uvicorn (JSON logs on stderr); queued runs execute as
+    Ray jobs, which keep running when the server stops."""
     _require_platform()
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
@@ -196,7 +203,7 @@ def serve(
     settings = _settings(data, database_url, ray_address=ray_address)
     configure_logging()
     try:
-        app = create_app(settings)
+        app = create_app(settings, execute=True)
     except (SettingsError, DatabaseError) as error:
         _fail(str(error))
     except SQLAlchemyError as error:

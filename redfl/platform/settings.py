@@ -54,6 +54,12 @@ class Settings(BaseModel):
     max_upload_bytes: int = Field(default=1_000_000, ge=1024, le=100_000_000)
     cors_origins: tuple[str, ...] = ()
     """Origins allowed by CORS; empty (the default) turns CORS off."""
+    max_concurrent_runs: int = Field(default=1, ge=1, le=1000)
+    """How many runs execute at once; the others wait in the queue."""
+    ray_num_cpus: int | None = Field(default=None, ge=1, le=100_000)
+    """CPUs of the embedded Ray head (default: Ray's, all of the machine's)."""
+    otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    """OTLP/HTTP endpoint for traces (``http://host:4318``); ``None``: no tracing."""
 
     @field_validator("allowed_packages")
     @classmethod
@@ -66,6 +72,8 @@ class Settings(BaseModel):
     @field_validator("ray_address")
     @classmethod
     def _ray_address(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith(("http://", "https://")):
+            return value  # the cluster's job server
         RunConfig(address=value)  # the CLI's own rule for an address
         return value
 

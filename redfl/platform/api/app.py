@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from redfl.platform.api import artifacts, auth, catalog, health, projects, runs, users
+from redfl.platform.api import (
+    artifacts,
+    auth,
+    catalog,
+    dashboard,
+    health,
+    live,
+    projects,
+    runs,
+    users,
+)
 from redfl.platform.api.limits import BodyLimit
 from redfl.platform.api.middleware import RequestContext
 from redfl.platform.db import make_engine, session_factory, upgrade
 from redfl.platform.metrics import PlatformMetrics
+from redfl.platform.metrics_feed import MetricsFeed
 from redfl.platform.security import TokenService
 from redfl.platform.settings import Settings, ensure_data_dir, load_or_create_secret
 from redfl.platform.store import Conflict, NotFound, Store
+from redfl.platform.tracing import TracingMiddleware, make_tracer
 from redfl.platform.untrusted import WebConfigError
 
 DESCRIPTION = """The redfl platform: users and roles, projects, runs and their metrics.
@@ -42,11 +58,30 @@ def _runs_by_status(app: FastAPI) -> dict[str, int]:
         return Store(session).runs_by_status()
 
 
-def create_app(settings: Settings) -> FastAPI:
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Background tasks while the app serves: the metrics feed and, with ``execute``, the
+    run queue (:class:`~redfl.platform.executor.Executor`)."""
+    tasks = [asyncio.ensure_future(MetricsFeed(app.state.sessions, app.state.metrics).serve())]
+    if app.state.execute:
+        from redfl.platform.executor import Executor  # imports Ray's job client
+
+        executor = Executor(app.state.settings, app.state.sessions)
+        tasks.append(asyncio.ensure_future(executor.serve()))
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def create_app(settings: Settings, execute: bool = False) -> FastAPI:
     """The platform's ASGI app for ``settings``.
 
     Creates the data folder and the JWT secret on first start and, unless
-    ``settings.auto_upgrade`` is off, applies the shipped migrations.
+    ``settings.auto_upgrade`` is off, applies the shipped migrations. With ``execute`` (what
+    ``redfl serve`` does) queued runs are executed as Ray jobs; without it they stay queued.
     """
     ensure_data_dir(settings.data_dir)
     engine = make_engine(settings.url)
@@ -59,7 +94,9 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        lifespan=_lifespan,
     )
+    app.state.execute = execute
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
@@ -70,7 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(WebConfigError, _bad_config)
     app.state.metrics = PlatformMetrics(lambda: _runs_by_status(app))
-    for module in (auth, users, projects, runs, artifacts, catalog, health):
+    for module in (auth, users, projects, runs, artifacts, live, catalog, health, dashboard):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)  # innermost
     if settings.cors_origins:
@@ -80,5 +117,8 @@ def create_app(settings: Settings) -> FastAPI:
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         )
+    tracer = make_tracer(settings.otlp_endpoint, "redfl-platform")
+    if tracer is not None:
+        app.add_middleware(TracingMiddleware, tracer=tracer)
     app.add_middleware(RequestContext, metrics=app.state.metrics)  # outermost
     return app

@@ -1,17 +1,17 @@
 """``/api/health`` (database reachable; Ray reported) and ``/metrics`` (Prometheus).
 
 Ray is checked without starting or joining it: a TCP connection to the cluster's address
-(the GCS port, or the Ray client port of ``ray://``). With no address configured, a local
-head is looked up in Ray's ``ray_current_cluster`` file; none running is reported, not an
-error (the executor starts one when a run needs it).
+(the GCS port, the Ray client port of ``ray://``, or the job server of ``http://``). With no
+address configured, the embedded head is looked up in the data folder (``ray-head.json``);
+none running is reported, not an error (the executor starts one when a run needs it).
 """
 
 from __future__ import annotations
 
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -19,9 +19,9 @@ from pydantic import BaseModel
 
 from redfl.platform.db import ping
 from redfl.platform.metrics import CONTENT_TYPE
+from redfl.runtime.jobs import read_head
 
 router = APIRouter(tags=["health"])
-CURRENT_CLUSTER = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
 
 
 class RayStatus(BaseModel):
@@ -41,20 +41,24 @@ class Health(BaseModel):
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
+    if address.startswith(("http://", "https://")):
+        parsed = urlparse(address)
+        return (parsed.hostname, parsed.port) if parsed.hostname and parsed.port else None
     address = address.removeprefix("ray://")
     host, _, port = address.rpartition(":")
     return (host, int(port)) if host and port.isdigit() else None
 
 
-def ray_status(address: str | None, timeout: float = 1.0) -> RayStatus:
-    """Whether Ray at ``address`` (or the local head when ``None``/``auto``) accepts a TCP
-    connection."""
-    if address in (None, "auto", "local"):
-        try:
-            found = CURRENT_CLUSTER.read_text(encoding="utf-8").strip()
-        except OSError:
-            return RayStatus(address=address, reachable=False, detail="no local Ray head running")
-        address = found
+def ray_status(
+    address: str | None, timeout: float = 1.0, data_dir: Path | None = None
+) -> RayStatus:
+    """Whether Ray at ``address`` (or the embedded head of ``data_dir`` when ``None``)
+    accepts a TCP connection."""
+    if address in (None, "local"):
+        head = None if data_dir is None else read_head(data_dir)
+        if head is None:
+            return RayStatus(address=None, reachable=False, detail="no local Ray head running")
+        address = head.job_server
     target = _host_port(address or "")
     if target is None:
         return RayStatus(address=address, reachable=False, detail="address is not host:port")
@@ -72,10 +76,11 @@ def ray_status(address: str | None, timeout: float = 1.0) -> RayStatus:
 def health(request: Request) -> Any:
     """Database reachable (200, else 503); Ray's reachability as a field."""
     database = ping(request.app.state.engine)
+    settings = request.app.state.settings
     body = Health(
         status="ok" if database else "unavailable",
         database=database,
-        ray=ray_status(request.app.state.settings.ray_address),
+        ray=ray_status(settings.ray_address, data_dir=settings.data_dir),
     )
     return JSONResponse(body.model_dump(), status_code=200 if database else 503)
 

@@ -122,4 +122,4 @@ def cancel_run(run_id: RunIdPath, user: Researcher, store: StoreDep) -> RunOut:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, detail="only the run's owner or an admin may cancel it"
         )
-    return RunOut.of(store.request_cancel(run_id))
+    return RunOut.of(store.cancel_queued(run_id))

@@ -18,13 +18,14 @@ from sqlalchemy.orm import Session
 
 from redfl.platform.store.errors import Conflict, NotFound, StoreError
 from redfl.platform.store.projects import ProjectStore
-from redfl.platform.store.runs import RunStore, new_run_id
+from redfl.platform.store.queue import CLOSING_EVENTS, QueueStore
+from redfl.platform.store.runs import new_run_id
 from redfl.platform.store.users import UserStore
 
-__all__ = ["Conflict", "NotFound", "Store", "StoreError", "new_run_id"]
+__all__ = ["CLOSING_EVENTS", "Conflict", "NotFound", "Store", "StoreError", "new_run_id"]
 
 
-class Store(UserStore, ProjectStore, RunStore):
+class Store(UserStore, ProjectStore, QueueStore):
     """Users, projects and runs over one SQLAlchemy session."""
 
     def __init__(self, session: Session) -> None:

@@ -1,0 +1,200 @@
+"""The platform under load: API latency with 50 concurrent users, WebSocket latency, memory.
+
+Workload: a real ``redfl serve`` (SQLite in a temp data folder, embedded Ray head) holding
+``--stored`` finished runs of 20 rounds each. Phase 1: ``--users`` concurrent users (asyncio
++ httpx, one shared access token) alternate ``GET /api/runs`` and ``GET
+/api/runs/{id}/metrics.json`` of a random run for ``--seconds`` seconds; p50/p95/p99
+latency and errors (target: p95 < 50 ms, 0 errors). It runs once per ``--think`` value: a
+user's mean pause between requests (0: a closed loop, which measures the server's
+saturation: latency = users / throughput; 1 s: users who read what they get). Phase 2: a
+subscriber follows a run of the bundled digits example (``--rounds`` rounds) over the
+WebSocket; the latency of each round is the time the subscriber received
+``round_finished`` minus the event's ``time`` in the run folder's ``events.jsonl`` (target
+< 250 ms). The server's resident memory is read after each phase. Figures depend on the
+machine's load (2 shared cores here; the load average is printed).
+
+Run: ``python bench/platform.py`` (about 2.5 minutes).
+"""
+
+# ruff: noqa: E402
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named like the standard library's ``platform``: keep its folder off the path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+import httpx
+import psutil
+from websockets.asyncio.client import connect
+
+from redfl.platform.catalog import examples
+from redfl.platform.db import make_engine, session_factory, upgrade
+from redfl.platform.settings import Settings
+from redfl.platform.store import Store, new_run_id
+from redfl.runtime.jobs import free_port, read_head, stop_head
+
+REDFL = str(Path(sys.executable).parent / "redfl")
+PASSWORD = "bench password 1"
+
+
+def seed_runs(data: Path, count: int) -> None:
+    """Store ``count`` succeeded runs of 20 rounds each (owned by ``ada``)."""
+    engine = make_engine(Settings(data_dir=data).url)
+    upgrade(engine)
+    with session_factory(engine)() as session:
+        store = Store(session)
+        owner = store.require_user("ada").id
+        for _ in range(count):
+            run_id = new_run_id()
+            folder = str(data / "runs" / run_id)
+            store.create_run(
+                run_id=run_id, name="seeded", owner_id=owner, project_id=None,
+                config_text="", config_format="toml", rounds=20, run_dir=folder,
+            )  # fmt: skip
+            store.record_status(run_id, "running")
+            for rnd in range(1, 21):
+                record = {"round": rnd, "sampled": 10, "succeeded": 10, "failed": 0,
+                          "seconds": 0.5, "loss": 1.0 / rnd, "accuracy": 1 - 0.5 / rnd}  # fmt: skip
+                store.add_round_metric(run_id, rnd, record)
+            store.record_status(run_id, "succeeded")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+async def user(
+    client: httpx.AsyncClient, ids: list[str], until: float, think: float, out: dict[str, Any]
+) -> None:
+    """One user: list runs, read a run's metrics, again, until ``until``; between two
+    requests a pause of ``think`` seconds on average (uniform in [0, 2 think])."""
+    turn = 0
+    while time.monotonic() < until:
+        path = "/api/runs" if turn % 2 == 0 else f"/api/runs/{random.choice(ids)}/metrics.json"
+        turn += 1
+        started = time.perf_counter()
+        try:
+            response = await client.get(path)
+            ok = response.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        out["latency"].append(time.perf_counter() - started)
+        out["errors"] += 0 if ok else 1
+        if think > 0:
+            await asyncio.sleep(random.uniform(0, 2 * think))
+
+
+async def load(base: str, token: str, users: int, seconds: float, think: float) -> dict[str, Any]:
+    """Phase 1: ``users`` concurrent users for ``seconds``."""
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
+    out: dict[str, Any] = {"latency": [], "errors": 0}
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits) as client:
+        ids = [r["id"] for r in (await client.get("/api/runs")).json()]
+        until = time.monotonic() + seconds
+        await asyncio.gather(*(user(client, ids, until, think, out) for _ in range(users)))
+    return out
+
+
+async def follow(base: str, token: str, rounds: int) -> tuple[str, dict[int, float]]:
+    """Phase 2: start a digits run and follow it; its id and when each round arrived."""
+    text = next(e.config for e in examples() if e.name == "digits_fedavg")
+    text = text.replace("rounds = 20", f"rounds = {rounds}")
+    async with httpx.AsyncClient(base_url=base) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        made = await client.post("/api/runs", json={"config": text}, headers=headers)
+        made.raise_for_status()
+    run_id = str(made.json()["id"])
+    arrived: dict[int, float] = {}
+    url = base.replace("http://", "ws://") + f"/api/runs/{run_id}/ws?token={token}"
+    async with connect(url, open_timeout=30) as socket:
+        async for message in socket:
+            now = time.time()
+            event = json.loads(message)
+            if event["type"] == "round_finished":
+                arrived[event["record"]["round"]] = now
+    return run_id, arrived
+
+
+def main() -> None:
+    """Run both phases against a fresh server and print the figures."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--stored", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument(
+        "--think",
+        default="0,1",
+        help="mean pauses (s) between a user's requests, one load phase each; 0: closed loop",
+    )
+    args = parser.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="redfl-bench-")) / "data"
+    subprocess.run([REDFL, "users", "create", "ada", "--role", "admin", "--data", str(data)],
+                   input=PASSWORD + "\n", text=True, check=True, capture_output=True)  # fmt: skip
+    seed_runs(data, args.stored)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = (data / "serve.log").open("wb")
+    server = subprocess.Popen([REDFL, "serve", "--port", str(port), "--data", str(data)],
+                              stderr=log, stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/api/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+        login = httpx.post(base + "/api/auth/login", json={"username": "ada", "password": PASSWORD})
+        token = login.json()["access_token"]
+        memory = psutil.Process(server.pid)
+        results = {}
+        for think in (float(x) for x in args.think.split(",")):
+            results[think] = asyncio.run(load(base, token, args.users, args.seconds, think))
+        rss_load = memory.memory_info().rss / 2**20
+        run_id, arrived = asyncio.run(follow(base, token, args.rounds))
+        rss_ws = memory.memory_info().rss / 2**20
+        events = [json.loads(x) for x in (data / "runs" / run_id / "events.jsonl").open()]
+        ends = {e["record"]["round"]: e["time"] for e in events if e["type"] == "round_finished"}
+        ws = [(arrived[r] - ends[r]) * 1000 for r in ends if r in arrived]
+    finally:
+        server.terminate()
+        server.wait(30)
+        head = read_head(data)
+        if head is not None:
+            stop_head(head.pid)
+    print(f"platform bench on {os.cpu_count()} shared cores (load average "
+          f"{os.getloadavg()[0]:.1f}): {args.users} users, {args.seconds:g} s a phase, "
+          f"{args.stored} stored runs")  # fmt: skip
+    for think, result in results.items():
+        latency = [x * 1000 for x in result["latency"]]
+        rate = len(latency) / args.seconds
+        print(f"think {think:g} s: requests {len(latency)} ({rate:.0f}/s), "
+              f"errors {result['errors']}, latency ms p50 {percentile(latency, 0.5):.1f} "
+              f"p95 {percentile(latency, 0.95):.1f} "
+              f"p99 {percentile(latency, 0.99):.1f}")  # fmt: skip
+    print(f"websocket ms (round end -> subscriber, {len(ws)}/{args.rounds} rounds): "
+          f"median {statistics.median(ws):.1f}  max {max(ws):.1f}")  # fmt: skip
+    print(f"server RSS MiB: after load {rss_load:.0f}, after the followed run {rss_ws:.0f}")
+
+
+if __name__ == "__main__":
+    main()

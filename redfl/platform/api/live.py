@@ -1,0 +1,102 @@
+"""``WS /api/runs/{run_id}/ws?token=<access token>``: a run's events, live.
+
+A browser cannot set headers on a WebSocket, so the access token comes as a query
+parameter. A missing, bad or expired token closes the socket with code 4401, an unknown
+run with 4404 (each with a reason), after accepting it so the browser sees the code. Every
+role that may read a run (viewer and up) may follow it.
+
+The socket first sends every stored event of the run in ``seq`` order, then new ones as the
+run's job stores them (the server polls the store every ``POLL_SECONDS``; the browser never
+polls). Each message is one JSON object: ``{"seq": n, "type": ..., **fields}`` as in
+``events.jsonl``; status changes are events of type ``status`` (``{"status": "running"}``).
+After the run's final status it closes with code 1000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.websockets import WebSocketDisconnect
+
+from redfl.platform.models import FINAL_STATUSES
+from redfl.platform.security import InvalidToken, TokenService
+from redfl.platform.store import Store
+
+router = APIRouter(tags=["runs"])
+POLL_SECONDS = 0.1
+UNAUTHORIZED, NOT_FOUND = 4401, 4404
+
+
+def _user_ok(sessions: sessionmaker[Session], tokens: TokenService, token: str | None) -> str:
+    """``""`` when the token is a valid access token of an existing user, else why not."""
+    if not token:
+        return "not authenticated: pass ?token=<access token>"
+    try:
+        claims = tokens.decode_access(token)
+    except InvalidToken as error:
+        return str(error)
+    with sessions() as session:
+        user = Store(session).get_user(claims.user_id)
+    return "" if user is not None and user.name == claims.name else "invalid token"
+
+
+def _read(
+    sessions: sessionmaker[Session], run_id: str, after: int
+) -> tuple[str | None, str | None, list[dict[str, Any]]]:
+    """The run's status and error (``None``: no such run) and its events after ``after``."""
+    with sessions() as session:
+        store = Store(session)
+        run = store.get_run(run_id)
+        if run is None:
+            return None, None, []
+        status, error = run.status, run.error
+        events = [{"seq": e.seq, "type": e.type, **e.data} for e in store.events(run_id, after)]
+    return status, error, events
+
+
+@router.websocket("/api/runs/{run_id}/ws")
+async def run_events(websocket: WebSocket, run_id: str, token: str | None = None) -> None:
+    """Stream the run's events: the stored ones, then live ones, until its final status."""
+    sessions: sessionmaker[Session] = websocket.app.state.sessions
+    await websocket.accept()
+    reason = await asyncio.to_thread(_user_ok, sessions, websocket.app.state.tokens, token)
+    if reason:
+        await websocket.close(code=UNAUTHORIZED, reason=reason)
+        return
+    closed = asyncio.ensure_future(websocket.receive())  # completes when the client leaves
+    try:
+        await _stream(websocket, sessions, run_id, closed)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        closed.cancel()
+
+
+async def _stream(
+    websocket: WebSocket,
+    sessions: sessionmaker[Session],
+    run_id: str,
+    closed: asyncio.Future[Any],
+) -> None:
+    last = -1
+    while not closed.done():
+        status, error, events = await asyncio.to_thread(_read, sessions, run_id, last)
+        if status is None:
+            await websocket.close(code=NOT_FOUND, reason=f"run {run_id!r} does not exist")
+            return
+        for event in events:
+            await websocket.send_json(event)
+            last = event["seq"]
+            if event["type"] == "status" and event.get("status") in FINAL_STATUSES:
+                await websocket.close(code=1000)
+                return
+        if status in FINAL_STATUSES:  # final, with no status event stored for it
+            body = {"type": "status", "status": status, "time": round(time.time(), 6)}
+            await websocket.send_json({**body, "error": error} if error else body)
+            await websocket.close(code=1000)
+            return
+        await asyncio.wait({closed}, timeout=POLL_SECONDS)

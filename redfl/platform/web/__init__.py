@@ -1,0 +1,2 @@
+"""The dashboard's files (HTML, CSS, JavaScript modules), served by
+:mod:`redfl.platform.api.dashboard`."""

@@ -1,0 +1,261 @@
+"""Ray jobs for the platform: a Ray head that outlives the web server, and its job server.
+
+The embedded default is a local Ray head started as a process of its own (``ray start
+--head --block``, in a new session), so killing or restarting ``redfl serve`` leaves it and
+its jobs running. Its process id and addresses are kept in ``<data>/ray-head.json``; a
+restarted server finds the head there and reuses it. The head keeps its files in a temp
+folder of its own (never ``/tmp/ray``), so other Ray programs on the machine never join it,
+and uses Ray's token authentication with a token of its own (``<data>/ray-auth-token``,
+mode 0600), which its jobs inherit and the job client sends.
+
+Runs are submitted as jobs (:class:`JobClient`, over Ray's ``JobSubmissionClient``): the
+entrypoint is a shell command the job server runs; Ray sets ``RAY_ADDRESS`` for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HEAD_FILE = "ray-head.json"
+TOKEN_FILE = "ray-auth-token"
+DEFAULT_JOB_SERVER_PORT = 8265
+FINAL_JOB_STATUSES = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+class JobError(RuntimeError):
+    """The Ray head cannot be started or reached, or a job cannot be submitted."""
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    """A local Ray head started by the platform: its process, GCS address and job server."""
+
+    pid: int
+    address: str
+    job_server: str
+    temp_dir: str
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that is free now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists (and is not a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _head_temp_dir(data_dir: Path) -> str:
+    key = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:10]
+    return str(Path(tempfile.gettempdir()) / f"redfl-ray-{key}")  # short: Ray's sockets
+
+
+def read_head(data_dir: str | Path) -> HeadInfo | None:
+    """The head recorded in ``data_dir`` if its process is alive, else ``None``."""
+    try:
+        info = HeadInfo(**json.loads((Path(data_dir) / HEAD_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    return info if pid_alive(info.pid) else None
+
+
+def auth_token(data_dir: str | Path) -> str:
+    """The head's authentication token, created (mode 0600) on first use."""
+    path = Path(data_dir) / TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="ascii").strip()
+    token = secrets.token_hex(32)
+    with os.fdopen(fd, "w", encoding="ascii") as stream:
+        stream.write(token)
+    return token
+
+
+def _headers(token: str | None) -> dict[str, str] | None:
+    return None if token is None else {"Authorization": f"Bearer {token}"}
+
+
+def _job_server_up(url: str, token: str | None) -> bool:
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        JobSubmissionClient(url, headers=_headers(token)).list_jobs()
+    except Exception:  # not up yet: connection refused, 5xx while starting, ...
+        return False
+    return True
+
+
+def start_head(
+    data_dir: str | Path, num_cpus: int | None = None, timeout: float = 120.0
+) -> HeadInfo:
+    """Start a local Ray head with its job server as a process of its own.
+
+    Its output goes to ``<data>/ray-head.log``; its pid and addresses to ``<data>/ray-head.json``.
+
+    Raises
+    ------
+    JobError
+        If the job server does not answer within ``timeout`` seconds (the head is stopped).
+    """
+    folder = Path(data_dir).resolve()
+    home = folder / "ray-head"  # an empty working folder: no package-named folder in it
+    home.mkdir(parents=True, exist_ok=True)
+    port, dash = free_port(), free_port()
+    temp_dir = _head_temp_dir(folder)
+    args = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]
+    if num_cpus is not None:
+        args.append(f"--num-cpus={num_cpus}")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    env["RAY_AUTH_TOKEN_PATH"] = str(folder / TOKEN_FILE)
+    auth_token(folder)
+    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+        env.pop(name, None)
+    with (folder / "ray-head.log").open("ab") as log:
+        process = subprocess.Popen(
+            args, cwd=home, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    info = HeadInfo(process.pid, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir)
+    (folder / HEAD_FILE).write_text(json.dumps(asdict(info)), encoding="utf-8")
+    deadline = time.monotonic() + timeout
+    while not _job_server_up(info.job_server, auth_token(folder)):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_head(info.pid)
+            raise JobError(
+                f"the local Ray head did not start within {timeout:g} s "
+                f"(see {folder / 'ray-head.log'})"
+            )
+        time.sleep(0.5)
+    return info
+
+
+def ensure_head(data_dir: str | Path, num_cpus: int | None = None) -> HeadInfo:
+    """The head recorded in ``data_dir`` if it is alive, else a newly started one."""
+    found = read_head(data_dir)
+    if found is not None and _job_server_up(found.job_server, auth_token(data_dir)):
+        return found
+    if found is not None:
+        stop_head(found.pid)
+    return start_head(data_dir, num_cpus)
+
+
+def stop_head(pid: int, timeout: float = 30.0) -> None:
+    """Stop a head started by :func:`start_head` (its process group), by its ``pid``."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not pid_alive(pid):
+            return
+
+
+def job_server_url(address: str) -> str:
+    """The job server of a cluster address: ``http(s)://...`` and ``auto`` (Ray finds the
+    cluster started on this machine) as they are, else port 8265 of the GCS address's host."""
+    if address == "auto" or address.startswith(("http://", "https://")):
+        return address
+    host = address.removeprefix("ray://").rpartition(":")[0] or address
+    return f"http://{host}:{DEFAULT_JOB_SERVER_PORT}"
+
+
+class JobClient:
+    """Submit, inspect and stop jobs on one job server (blocking calls); ``token``: the
+    embedded head's (a cluster's own is found by Ray as usual)."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        from ray.job_submission import JobSubmissionClient
+
+        try:
+            self._client = JobSubmissionClient(url, headers=_headers(token))
+        except Exception as error:  # Ray raises ConnectionError or RuntimeError here
+            raise JobError(f"cannot reach the Ray job server at {url}: {error}") from None
+        self.url = url
+
+    def submit(
+        self, job_id: str, entrypoint: str, env: dict[str, str] | None = None, wait: float = 60.0
+    ) -> str:
+        """Submit ``entrypoint`` as job ``job_id``; a job of that id already there counts as
+        submitted (idempotent). A head that has no job agent yet (just started) is asked
+        again for up to ``wait`` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return str(
+                    self._client.submit_job(
+                        entrypoint=entrypoint,
+                        submission_id=job_id,
+                        runtime_env={"env_vars": env or {}},
+                    )
+                )
+            except RuntimeError as error:
+                if "No available agent" in str(error) and time.monotonic() < deadline:
+                    time.sleep(1.0)
+                    continue
+                if self.status(job_id) != "UNKNOWN":
+                    return job_id
+                raise JobError(f"cannot submit job {job_id}: {error}") from None
+
+    def status(self, job_id: str) -> str:
+        """``PENDING``, ``RUNNING``, ``SUCCEEDED``, ``FAILED``, ``STOPPED`` or ``UNKNOWN``
+        (no such job); a :class:`JobError` when the job server does not answer."""
+        try:
+            return str(self._client.get_job_status(job_id).value)
+        except RuntimeError:  # Ray's answer for an unknown job
+            return "UNKNOWN"
+        except Exception as error:  # the HTTP client's connection errors
+            raise JobError(f"the Ray job server at {self.url} does not answer: {error}") from None
+
+    def message(self, job_id: str) -> str:
+        """Ray's message about the job, and the last lines of its output."""
+        try:
+            info = self._client.get_job_info(job_id)
+            tail = self._client.get_job_logs(job_id).strip().splitlines()[-3:]
+        except RuntimeError as error:
+            return str(error)
+        return " | ".join(x for x in [info.message or "", *tail] if x)
+
+    def stop(self, job_id: str) -> bool:
+        """Ask the job server to stop the job; whether it was running."""
+        try:
+            return bool(self._client.stop_job(job_id))
+        except RuntimeError:
+            return False
