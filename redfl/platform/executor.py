@@ -81,16 +81,18 @@ class Executor:
             self._client = JobClient(head.job_server, auth_token(data))
         return self._client
 
-    def _end(self, run_id: str, reason: str) -> None:
+    def _end(self, run_id: str, reason: str) -> bool:
+        """Mark the run failed with ``reason`` unless it has ended; whether it was marked."""
         with self.sessions() as session:
             store = Store(session)
             if store.require_run(run_id).status in FINAL_STATUSES:
-                return
+                return False
             try:
                 store.end_run(run_id, "failed", reason)
             except Conflict:  # ended meanwhile by someone else
-                return
+                return False
         LOG.warning("run failed", extra={"event": "run_reconciled", "run_id": run_id})
+        return True
 
     def reconcile(self) -> int:
         """Mark failed every run in flight whose job has ended or is unknown; how many."""
@@ -117,8 +119,7 @@ class Executor:
                     continue
                 detail = client.message(job_id) if status != "UNKNOWN" else "unknown to Ray"
                 reason = f"its Ray job {job_id} ended ({status}) without ending the run: {detail}"
-            self._end(run_id, reason)  # re-reads the run: a job that ended it is left alone
-            ended += 1
+            ended += self._end(run_id, reason)  # a run its job ended meanwhile is left alone
         return ended
 
     def dispatch(self) -> int:
