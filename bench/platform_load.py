@@ -13,7 +13,8 @@ WebSocket; the latency of each round is the time the subscriber received
 < 250 ms). The server's resident memory is read after each phase. Figures depend on the
 machine's load (2 shared cores here; the load average is printed).
 
-Run: ``python bench/platform.py`` (about 2.5 minutes).
+Run: ``python bench/platform_load.py`` (about 2.5 minutes; not ``platform.py``, which would
+shadow the standard ``platform`` module for every script in this folder).
 """
 
 # ruff: noqa: E402
