@@ -124,6 +124,13 @@ class RunConfig(Strict):
     address: str | None = None
     connect_timeout: float = Field(default=30.0, gt=0.0, le=3600.0)
     """Seconds joining a Ray cluster (``address``) may take before the run fails."""
+    client_timeout: float | None = Field(default=None, gt=0.0, le=86_400.0)
+    """Seconds a star client may run before it fails (``timeout after X s``) and its worker
+    is replaced; unset: no limit."""
+    round_timeout: float | None = Field(default=None, gt=0.0, le=864_000.0)
+    """Seconds a star round may take; past it, unfinished clients fail; unset: no limit."""
+    max_worker_restarts: int = Field(default=3, ge=0, le=10_000)
+    """How many times each worker may be re-created after it died or was replaced."""
 
     @field_validator("runtime")
     @classmethod

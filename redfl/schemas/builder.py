@@ -97,6 +97,9 @@ def star_from_config(
             runtime=cast(RuntimeName, run.runtime),
             address=run.address,
             resources=config.resources,
+            client_timeout=run.client_timeout,
+            round_timeout=run.round_timeout,
+            max_worker_restarts=run.max_worker_restarts,
         )
     except ParameterError as error:
         raise ConfigError(f"invalid config: strategy.{error.parameter}: {error.detail}") from None
@@ -163,6 +166,7 @@ def decentralized_from_config(
             runtime=cast(RuntimeName, run.runtime),
             address=run.address,
             resources=config.resources,
+            max_worker_restarts=run.max_worker_restarts,
         )
     except TopologyError as error:
         raise ConfigError(f"topology: {error}") from None

@@ -23,7 +23,7 @@ from redfl.runtime.backend import Backend
 from redfl.runtime.port_runner import RoundTotalsSince, SumParameters
 from redfl.runtime.replies import RoundTotals
 from redfl.runtime.virtual import NodeFactory
-from redfl.schemas.base import RuntimeName, virtual_nodes
+from redfl.schemas.base import DEFAULT_MAX_WORKER_RESTARTS, RuntimeName, virtual_nodes
 from redfl.schemas.callbacks import Callback, emit
 from redfl.schemas.graph import GraphFederation
 from redfl.topology import builders
@@ -115,6 +115,7 @@ class DecentralizedFederation(GraphFederation):
         address: str | None = None,
         resources: ResourcesConfig | None = None,
         federation_id: str | None = None,
+        max_worker_restarts: int = DEFAULT_MAX_WORKER_RESTARTS,
     ) -> None:
         if not (isinstance(template, type) and issubclass(template, DecentralizedNode)):
             raise TypeError(
@@ -131,6 +132,7 @@ class DecentralizedFederation(GraphFederation):
             address=address,
             resources=resources,
             federation_id=federation_id,
+            max_worker_restarts=max_worker_restarts,
         )
         self.callbacks = list(callbacks)
         self._train_nodes = sum(1 for n in self.nodes if "train" in n.roles)

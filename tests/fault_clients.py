@@ -1,0 +1,73 @@
+"""Clients that misbehave on purpose: kill their own worker process once, hang, raise."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from redfl.core.arrays import Parameters
+from redfl.core.instructions import Instructions
+from redfl.nodes.client import Client
+
+
+class NoisyClient(Client):
+    """Adds seeded noise to the parameters (a function of seed, round and id only)."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+
+    def fit(
+        self, parameters: Parameters, config: Instructions
+    ) -> tuple[Parameters, int, dict[str, float]]:
+        """``w + noise``, weighted by a per-client count."""
+        noise = self.rng(config).normal(size=self.size).astype(np.float32)
+        count = 1 + int(self.node_id.rsplit("-", 1)[-1]) % 5
+        return {"w": parameters["w"] + noise}, count, {"loss": float(noise[0] ** 2)}
+
+    def evaluate(
+        self, parameters: Parameters, config: Instructions
+    ) -> tuple[float, int, dict[str, float]]:
+        """The squared norm of ``w`` as a loss."""
+        return float(np.sum(parameters["w"] ** 2)), 1, {}
+
+    @staticmethod
+    def initial_parameters(size: int = 16) -> Parameters:
+        """Zeros."""
+        return {"w": np.zeros(size, np.float32)}
+
+
+class KillOnceClient(NoisyClient):
+    """``victim`` SIGKILLs its own worker process in round ``when``, once (``marker``)."""
+
+    def __init__(self, marker: str, victim: str, when: int = 2, size: int = 16) -> None:
+        super().__init__(size)
+        self.marker, self.victim, self.when = Path(marker), victim, when
+
+    def fit(
+        self, parameters: Parameters, config: Instructions
+    ) -> tuple[Parameters, int, dict[str, float]]:
+        """Kill the worker once, then behave as :class:`NoisyClient`."""
+        if self.node_id == self.victim and config.round == self.when and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().fit(parameters, config)
+
+
+class HangClient(NoisyClient):
+    """``victim`` sleeps ``seconds`` in round ``when``; every client notes its round."""
+
+    def __init__(self, victim: str, when: int = 2, seconds: float = 60.0, size: int = 16):
+        super().__init__(size)
+        self.victim, self.when, self.seconds = victim, when, seconds
+
+    def fit(
+        self, parameters: Parameters, config: Instructions
+    ) -> tuple[Parameters, int, dict[str, float]]:
+        """Hang once, then behave as :class:`NoisyClient`."""
+        if self.node_id == self.victim and config.round == self.when:
+            time.sleep(self.seconds)
+        return super().fit(parameters, config)

@@ -1,0 +1,119 @@
+"""Faults on real Ray: a worker killed mid-round, a hung client, the restart limit, health."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fault_clients import HangClient, KillOnceClient, NoisyClient
+
+from redfl import StarFederation
+from redfl.core.config import ResourcesConfig
+from redfl.core.events import Event, WorkerRestarted
+from redfl.core.result import FederationError
+from redfl.schemas.callbacks import Callback
+
+TWO_WORKERS = ResourcesConfig(num_workers=2)
+
+
+class Events(Callback):
+    """Keeps every event."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def on_event(self, event: Event) -> bool | None:
+        self.events.append(event)
+        return super().on_event(event)
+
+    def restarts(self) -> list[WorkerRestarted]:
+        return [e for e in self.events if isinstance(e, WorkerRestarted)]
+
+
+def star(client: Any, options: dict[str, Any], **kw: Any) -> StarFederation:
+    return StarFederation(
+        client,
+        100,
+        initial_parameters=NoisyClient.initial_parameters(),
+        client_options=options,
+        seed=7,
+        resources=TWO_WORKERS,
+        **kw,
+    )
+
+
+def test_sigkilled_worker_is_restarted_and_the_result_is_bit_identical(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    with star(NoisyClient, {}) as plain:
+        expected = plain.train(3)
+    events = Events()
+    options = {"marker": str(tmp_path / "killed"), "victim": "client-37", "when": 2}
+    with star(KillOnceClient, options, callbacks=[events]) as fed:
+        result = fed.train(3)
+        health = fed.health()
+        victim = fed.worker_of("client-37")
+    assert (tmp_path / "killed").exists()
+    assert result.failures == []
+    for name in expected.parameters:
+        assert np.array_equal(result.parameters[name], expected.parameters[name])
+    [restart] = events.restarts()
+    assert restart.worker == victim
+    assert restart.reason.startswith("round 2: its process died: killed"), restart.reason
+    assert 0 < restart.seconds < 30
+    assert [h.restarts for h in health] == [int(w == restart.worker) for w in range(2)]
+    assert [h.state for h in health] == ["alive", "alive"]
+    assert [h.nodes for h in health] == [50, 50]
+
+
+def test_a_hung_client_times_out_and_the_round_ends_within_the_bound(
+    ray_session: Any,
+) -> None:
+    events = Events()
+    options = {"victim": "client-11", "when": 2, "seconds": 60.0}
+    with star(HangClient, options, callbacks=[events], client_timeout=1.0) as fed:
+        result = fed.train(3)
+        health = fed.health()
+    [failure] = result.failures
+    assert (failure.node_id, failure.round, failure.reason) == (
+        "client-11",
+        2,
+        "timeout after 1 s",
+    )
+    assert result.history[1].seconds < 1.0 + 1.5, [r.seconds for r in result.history]
+    assert [r.succeeded for r in result.history] == [100, 99, 100]
+    [restart] = events.restarts()
+    assert "client client-11 timeout after 1 s" in restart.reason
+    assert sum(h.restarts for h in health) == 1
+
+
+def test_a_worker_lost_past_max_worker_restarts_fails_the_run(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    options = {"marker": str(tmp_path / "killed"), "victim": "client-4", "when": 1}
+    with (
+        star(KillOnceClient, options, max_worker_restarts=0) as fed,
+        pytest.raises(FederationError) as error,
+    ):
+        fed.train(2)
+    message = str(error.value)
+    assert "worker 0 was lost 1 time(s)" in message
+    assert "max_worker_restarts=0" in message
+    assert "round 1: its process died: killed" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("client_timeout", 0, "a number of seconds > 0"),
+        ("round_timeout", -1.0, "a number of seconds > 0"),
+        ("client_timeout", "2", "a number of seconds > 0"),
+        ("max_worker_restarts", -1, "an int >= 0"),
+        ("max_worker_restarts", 1.5, "an int >= 0"),
+    ],
+)
+def test_bad_fault_settings_are_refused(name: str, value: Any, allowed: str) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be {allowed}.*got {value!r}"):
+        star(NoisyClient, {}, runtime="local", **{name: value})
