@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +37,10 @@ class NoisyClient(Client):
         return float(np.sum(parameters["w"] ** 2)), 1, {}
 
     @staticmethod
-    def initial_parameters(size: int = 16) -> Parameters:
-        """Zeros."""
+    def initial_parameters(size: int | Mapping[str, Any] = 16) -> Parameters:
+        """Zeros (``size`` may be a config's client options)."""
+        if isinstance(size, Mapping):
+            size = int(size.get("size", 16))
         return {"w": np.zeros(size, np.float32)}
 
 

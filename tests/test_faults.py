@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 from fault_clients import HangClient, KillOnceClient, NoisyClient
 
+import redfl
 from redfl import StarFederation
-from redfl.core.config import ResourcesConfig
+from redfl.core.config import ConfigError, ResourcesConfig, parse_config
 from redfl.core.events import Event, WorkerRestarted
 from redfl.core.result import FederationError
 from redfl.schemas.callbacks import Callback
@@ -117,3 +119,61 @@ def test_a_worker_lost_past_max_worker_restarts_fails_the_run(
 def test_bad_fault_settings_are_refused(name: str, value: Any, allowed: str) -> None:
     with pytest.raises(ValueError, match=f"{name} must be {allowed}.*got {value!r}"):
         star(NoisyClient, {}, runtime="local", **{name: value})
+
+
+def test_a_round_timeout_fails_the_unfinished_clients(ray_session: Any) -> None:
+    options = {"victim": "client-11", "when": 2, "seconds": 60.0}
+    with star(HangClient, options, round_timeout=1.5) as fed:
+        result = fed.train(2)
+    second = result.history[1]
+    assert second.seconds < 1.5 + 1.0, second.seconds
+    assert {f.reason for f in result.failures} == {"round timeout after 1.5 s"}
+    failed = {f.node_id for f in result.failures}
+    assert "client-11" in failed and second.failed == len(failed) < 50
+    assert second.succeeded == 100 - len(failed)
+
+
+def test_restarts_reach_events_jsonl_through_the_run_api(ray_session: Any, tmp_path: Path) -> None:
+    config = {
+        "federation": {"rounds": 2, "max_worker_restarts": 1, "client_timeout": 30},
+        "client": {
+            "target": "fault_clients:KillOnceClient",
+            "num_clients": 20,
+            "options": {"marker": str(tmp_path / "killed"), "victim": "client-3", "when": 2},
+        },
+        "resources": {"num_workers": 2},
+    }
+    outcome = redfl.run(config, out=tmp_path / "run")
+    assert outcome.status == "succeeded", outcome.error
+    lines = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").open()]
+    [restart] = [line for line in lines if line["type"] == "worker_restarted"]
+    assert restart["worker"] == 1 and restart["reason"].startswith("round 2: its process died")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("client_timeout", 0, "federation.client_timeout"),
+        ("round_timeout", "soon", "federation.round_timeout"),
+        ("max_worker_restarts", -2, "federation.max_worker_restarts"),
+    ],
+)
+def test_bad_fault_settings_in_the_config_name_the_field(
+    key: str, value: Any, message: str
+) -> None:
+    tables = {"federation": {key: value}, "client": {"target": "a:B", "num_clients": 2}}
+    with pytest.raises(ConfigError, match=message):
+        parse_config(tables)
+
+
+def test_timeouts_are_refused_for_decentralised_schemas() -> None:
+    tables = {
+        "federation": {"round_timeout": 5, "runtime": "local"},
+        "client": {
+            "target": "redfl.examples.digits_decentralized:DigitsDSGDNode",
+            "num_clients": 4,
+        },
+        "topology": {"schema": "ring", "algorithm": "dsgd"},
+    }
+    with pytest.raises(ConfigError, match=r"federation\.round_timeout: timeouts are for star"):
+        redfl.run(tables)

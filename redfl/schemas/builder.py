@@ -129,6 +129,12 @@ def decentralized_from_config(
             f"client.target: {config.client.target} is not a {base.__name__} subclass, as "
             f"algorithm {t.algorithm!r} needs"
         )
+    for name in ("client_timeout", "round_timeout"):
+        if getattr(config.federation, name) is not None:
+            raise ConfigError(
+                f"federation.{name}: timeouts are for star clients; a decentralised node "
+                f"bounds each wait for a message with its own 'timeout' option"
+            )
     if config.evaluation.central:
         raise ConfigError(
             "evaluation.central: central evaluation is for the star schema; decentralised "

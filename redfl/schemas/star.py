@@ -170,6 +170,8 @@ class StarFederation(Federation):
                 emit(self.callbacks, FailureRecorded(failure))
             if emit(self.callbacks, RoundFinished(record)):
                 break
+        if self._supervisor is not None:
+            self._supervisor.settle()  # a worker lost in the last round is back, reported
         result = FederationResult(
             list(self._history), copy_parameters(self.parameters), list(self._failures)
         )
