@@ -24,11 +24,15 @@ from redfl.core.events import WorkerRestarted
 from redfl.core.result import FederationError
 from redfl.runtime.backend import Backend
 from redfl.runtime.host import Probe, Stats
+from redfl.runtime.protocol import Pending
+from redfl.runtime.replies import WorkerProbe
 
 RESTART_TIMEOUT_S = 60.0
 """How long a worker may take to come back before the run fails."""
 PROBE_TIMEOUT_S = 2.0
 """How long a probe of a worker may take (health, restarts)."""
+PROBE_EVERY_S = 0.1
+"""How often a worker being re-created is probed."""
 
 
 @dataclass(frozen=True)
@@ -138,14 +142,26 @@ class Supervisor:
         self.check()
 
     def _restart(self, worker: int, reason: str, pid: int | None, started: float) -> None:
-        """Wait for a process other than ``pid`` to answer, then give it its peers."""
+        """Wait for a process other than ``pid`` to answer, then give it its peers.
+
+        A call to a worker whose process is gone fails only after about a second (the
+        transport's reconnect), so a new probe goes out every :data:`PROBE_EVERY_S`
+        seconds and the first answer of the new process ends the wait.
+        """
         deadline = time.monotonic() + RESTART_TIMEOUT_S
         error = f"not back within {RESTART_TIMEOUT_S:g} s"
+        probes: list[Pending[WorkerProbe]] = []
         while time.monotonic() < deadline and not self._stopped.is_set():
-            left = max(0.1, min(PROBE_TIMEOUT_S, deadline - time.monotonic()))
-            probe = self.backend.gather([self.backend.call(worker, Probe())], timeout=left)[0]
+            probes.append(self.backend.call(worker, Probe()))
+            got = self.backend.wait_next(probes, PROBE_EVERY_S)
+            if got is None:
+                continue
+            probes.pop(got[0])
+            probe = got[1]
             if probe.value is not None and probe.value.pid != pid:
-                connect = self.backend.gather([self.backend.reconnect(worker)], timeout=left)[0]
+                connect = self.backend.gather(
+                    [self.backend.reconnect(worker)], timeout=PROBE_TIMEOUT_S
+                )[0]
                 if connect.error is None:
                     seconds = time.perf_counter() - started
                     with self._lock:
@@ -155,7 +171,6 @@ class Supervisor:
                     return
             if probe.error is not None and self.backend.lost(probe.error) is None:
                 error = f"{type(probe.error).__name__}: {probe.error}"
-            time.sleep(0.02)
         with self._lock:
             self._dead[worker] = f"{reason}; then {error}"
             del self._restarting[worker]
