@@ -1,4 +1,4 @@
-"""Clients that misbehave on purpose: kill their own worker process once, hang, raise."""
+"""Clients and nodes that misbehave on purpose: kill their own worker process once, hang."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 
 from redfl.core.arrays import Parameters
 from redfl.core.instructions import Instructions
+from redfl.examples.digits_decentralized import DigitsDSGDNode
 from redfl.nodes.client import Client
 
 
@@ -75,3 +76,26 @@ class HangClient(NoisyClient):
         if self.node_id == self.victim and config.round == self.when:
             time.sleep(self.seconds)
         return super().fit(parameters, config)
+
+
+class KillOnceDSGD(DigitsDSGDNode):
+    """A digits DSGD node; ``victim`` SIGKILLs its own worker in round ``when``, once.
+
+    Every round takes ``pause`` seconds more (so that the driver has seen earlier rounds
+    complete, and rolls back to one of them rather than to the start).
+    """
+
+    def __init__(
+        self, marker: str, victim: str, when: int = 3, pause: float = 0.0, **options: Any
+    ) -> None:
+        super().__init__(**options)
+        self.marker, self.victim, self.when = Path(marker), victim, when
+        self.pause = pause
+
+    def local_step(self, parameters: Parameters, rnd: int) -> tuple[Parameters, dict[str, Any]]:
+        """Take ``pause`` s, kill the worker once, then train as a digits DSGD node."""
+        time.sleep(self.pause)  # a slower round: the driver sees rounds complete before the kill
+        if self.node_id == self.victim and rnd == self.when and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().local_step(parameters, rnd)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -19,6 +20,7 @@ from redfl.algorithms.gossip import distance, mix
 from redfl.algorithms.mixing import metropolis_hastings_row, uniform_row, weights_row
 from redfl.core.arrays import Parameters, copy_parameters
 from redfl.nodes.node import FederatedNode
+from redfl.nodes.restore import restore
 
 Mixing = Literal["auto", "metropolis", "uniform", "weights"]
 
@@ -48,10 +50,17 @@ class DecentralizedNode(FederatedNode, ABC):
         self.rounds_done = 0
         self.share = 1.0
 
-    def train(self, rounds: int = 1) -> list[dict[str, float]]:
-        """Run ``rounds`` more rounds; return each round's metrics."""
-        if self.rounds_done == 0:
+    def train(
+        self, rounds: int = 1, resume: Mapping[str, Any] | None = None
+    ) -> list[dict[str, float]]:
+        """Run ``rounds`` more rounds; return each round's metrics.
+
+        ``resume``: a state the node published (a rollback, :mod:`redfl.nodes.restore`).
+        """
+        if self.rounds_done == 0 or resume is not None:
             self.begin()
+        if resume is not None:
+            restore(self, resume)
         reports = []
         for rnd in range(self.rounds_done + 1, self.rounds_done + rounds + 1):
             metrics = {k: float(v) for k, v in self.round(rnd).items()}

@@ -251,6 +251,21 @@ class Host:
             raise KeyError(f"node {node_id!r} is not hosted on worker {self.index}")
         return self.version(node_id)
 
+    # -- rollback (a worker of a message-driven federation was lost) --------------------
+    def quiesce(self, timeout: float) -> bool:
+        """Deliver every message still queued for other workers; ``False`` if ``timeout``
+        passed first (in-process: messages go straight to their worker, nothing queues)."""
+        return True
+
+    def rewind(self, versions: dict[str, Version]) -> None:
+        """Forget every message and live node (rebuilt on next use); take ``versions`` as
+        the published versions of this worker's nodes."""
+        with self._lock:
+            self.mailbox = Mailbox()
+            self._live.clear()
+            self._guest_live.clear()
+            self._versions = dict(versions)
+
     # -- monitoring and shutdown ---------------------------------------------------------
     def stats(self) -> dict[str, float]:
         """Nodes hosted and built, client states, peak RSS, plus each runner's counters."""

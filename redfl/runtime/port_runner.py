@@ -38,6 +38,8 @@ class PortRunner(Runner):
         self._lock = threading.Lock()
         self._running = 0
         self._rounds: dict[int, RoundTotals] = {}
+        self._published: dict[str, dict[int, dict[str, Any]]] = {}  # node -> round -> state
+        self._keep_from = 0
         host.port = self
 
     def register(self, handlers: Handlers) -> None:
@@ -47,6 +49,9 @@ class PortRunner(Runner):
         handlers.add(DeliverBatch, self.deliver_batch)
         handlers.add(RoundTotalsSince, self.round_totals)
         handlers.add(SumParameters, self.sum_parameters)
+        handlers.add(Snapshots, self.snapshots)
+        handlers.add(Quiesce, self.quiesce)
+        handlers.add(Rewind, self.rewind)
 
     def stats(self) -> dict[str, float]:
         """How many ``train()`` calls are running."""
@@ -92,6 +97,30 @@ class PortRunner(Runner):
                 total.add(state["parameters"], weight)
         return total
 
+    def snapshots(self, request: Snapshots) -> dict[str, dict[str, Any]]:
+        """The states this worker's nodes published for ``round`` (older ones are dropped)."""
+        with self._lock:
+            self._keep_from = max(self._keep_from, request.round)
+            found = {}
+            for node_id, states in self._published.items():
+                for rnd in [r for r in states if r < self._keep_from]:
+                    del states[rnd]
+                if request.round in states:
+                    found[node_id] = states[request.round]
+            return found
+
+    def quiesce(self, request: Quiesce) -> bool:
+        """Deliver the messages still queued for other workers (rollback, first step)."""
+        return self.host.quiesce(request.timeout)
+
+    def rewind(self, request: Rewind) -> None:
+        """Forget messages, live nodes and later rounds; restore the given versions."""
+        versions = {n: (request.round, state) for n, state in request.states.items()}
+        self.host.rewind(versions)
+        with self._lock:
+            self._rounds = {r: t for r, t in self._rounds.items() if r <= request.round}
+            self._published = {n: {request.round: s} for n, s in request.states.items()}
+
     # -- NodePort ------------------------------------------------------------------------
     def neighbours(self, node_id: str) -> set[str]:
         """The ids ``node_id`` may send to."""
@@ -123,7 +152,13 @@ class PortRunner(Runner):
         return self.host.mailbox.take(node_id, header, block, timeout)
 
     def publish_version(self, node_id: str, state: dict[str, Any]) -> int:
-        """Store a snapshot of ``node_id``'s state under the next version number."""
+        """Store a snapshot of ``node_id``'s state under the next version number (and, when
+        it names its ``round``, under that round, for :class:`Snapshots`)."""
+        rnd = state.get("round")
+        if isinstance(rnd, int):
+            with self._lock:
+                if rnd >= self._keep_from:
+                    self._published.setdefault(node_id, {})[rnd] = state
         return self.host.publish_version(node_id, state)
 
     def report_round(self, node_id: str, rnd: int, metrics: dict[str, float]) -> None:
@@ -184,3 +219,31 @@ class SumParameters(Request[WeightedSum]):
     runner = PortRunner
 
     node_ids: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Snapshots(Request[dict[str, dict[str, Any]]]):
+    """The states the worker's nodes published for ``round`` (-> by node id)."""
+
+    runner = PortRunner
+
+    round: int
+
+
+@dataclass(frozen=True)
+class Quiesce(Request[bool]):
+    """Deliver queued messages to other workers within ``timeout`` s (-> whether done)."""
+
+    runner = PortRunner
+
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Rewind(Request[None]):
+    """Back to ``round``: drop messages and live nodes; ``states`` are the nodes' versions."""
+
+    runner = PortRunner
+
+    round: int
+    states: Mapping[str, dict[str, Any]]

@@ -43,6 +43,11 @@ class RayHost(Host):
         for worker, ids in groups.items():
             self._outbox.post(worker, (packed, ids))
 
+    def quiesce(self, timeout: float) -> bool:
+        """Flush the outbox, then drop it (a failed delivery leaves it unusable)."""
+        outbox, self._outbox = self._outbox, None
+        return outbox is None or outbox.flush(timeout)
+
     def _send_batch(self, worker: int, batch: list[Any]) -> None:
         ray.get(self.peers[worker].handle.remote(DeliverBatch(batch)))
 

@@ -23,9 +23,12 @@ from redfl.runtime.backend import Backend
 from redfl.runtime.port_runner import RoundTotalsSince, SumParameters
 from redfl.runtime.replies import RoundTotals
 from redfl.runtime.virtual import NodeFactory
+from redfl.runtime.watch import CONTROL_TIMEOUT_S
 from redfl.schemas.base import DEFAULT_MAX_WORKER_RESTARTS, RuntimeName, virtual_nodes
 from redfl.schemas.callbacks import Callback, emit
 from redfl.schemas.graph import GraphFederation
+from redfl.schemas.records import round_record
+from redfl.schemas.rollback import Snapshot, roll_back, run_nodes
 from redfl.topology import builders
 from redfl.topology.graph import Topology
 from redfl.topology.validate import TopologyError, check_topology, check_undirected, shown
@@ -54,34 +57,6 @@ def check_requirement(topology: Topology, requires: str, allow_disconnected: boo
                 f"{shown(bad)} have {len(topology.neighbours(bad[0])) if bad else 0} "
                 f"neighbour(s), not {wanted}"
             )
-
-
-METRIC_NAMES = {"loss": "fit_loss", "accuracy": "test_accuracy"}
-"""Node report names renamed in a record's ``metrics``, so that each name means the same in
-every schema: ``fit_loss`` is a training loss (the record's ``train_loss``), ``test_loss``
-and ``test_accuracy`` a node's evaluation of its own model (the record's ``loss`` and
-``accuracy``)."""
-
-
-def round_record(rnd: int, totals: RoundTotals, num_nodes: int, previous: float) -> RoundRecord:
-    """A round's record: each metric averaged over the nodes that reported it.
-
-    ``loss`` in a node report is its training loss, ``test_loss`` and ``accuracy`` its
-    evaluation; ``seconds`` runs from ``previous`` to the end of the round's last node.
-    """
-    means = {name: totals.sums[name] / totals.counts[name] for name in sorted(totals.sums)}
-    metrics = {METRIC_NAMES.get(name, name): value for name, value in means.items()}
-    return RoundRecord(
-        rnd,
-        num_nodes,
-        totals.nodes,
-        num_nodes - totals.nodes,
-        max(0.0, totals.ended - previous),
-        means.get("loss"),
-        means.get("test_loss"),
-        means.get("accuracy"),
-        metrics,
-    )
 
 
 class DecentralizedFederation(GraphFederation):
@@ -135,7 +110,9 @@ class DecentralizedFederation(GraphFederation):
             max_worker_restarts=max_worker_restarts,
         )
         self.callbacks = list(callbacks)
-        self._train_nodes = sum(1 for n in self.nodes if "train" in n.roles)
+        self._train_ids = [n.node_id for n in self.nodes if "train" in n.roles]
+        self._train_nodes = len(self._train_ids)
+        self._snapshot = Snapshot()
         self.round = 0
         self._history: list[RoundRecord] = []
 
@@ -160,36 +137,63 @@ class DecentralizedFederation(GraphFederation):
         for callback in self.callbacks:
             callback.on_train_begin(rounds)
         backend = self._start()
-        box: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                box["outputs"] = self._run_nodes({"rounds": rounds})
-            except BaseException as error:
-                box["error"] = error
-
-        runner = threading.Thread(target=run, name="redfl-decentralized-train", daemon=True)
         last, previous = self.round + rounds, time.time()
-        runner.start()
         emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
-        while True:  # records go out as rounds complete on every node, not at the end
-            finished = not runner.is_alive()
-            previous = self._emit_rounds(backend, last, previous)
-            if finished:
+        arguments: dict[str, Any] = {"rounds": rounds}
+        while True:
+            box, previous = self._attempt(backend, arguments, last, previous)
+            if "error" in box:
+                raise box["error"]
+            if not box["lost"]:
                 break
-            runner.join(PROGRESS_POLL_S)
-        if "error" in box:
-            raise box["error"]
-        outputs = box["outputs"]
-        result = FederationResult(list(self._history), self.final_parameters(), [], outputs)
+            rnd = self.round + 1
+            roll_back(backend, self._supervisor, box["lost"], self._snapshot, self.worker_of, rnd)
+            self.round = self._snapshot.round
+            del self._history[self.round :]
+            arguments = {"rounds": last - self.round, "resume": self.round > 0}
+            emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
+        result = FederationResult(list(self._history), self.final_parameters(), [], box["outputs"])
         for callback in self.callbacks:
             callback.on_train_end(result)
         return result
 
+    def _attempt(
+        self, backend: Backend, arguments: dict[str, Any], last: int, previous: float
+    ) -> tuple[dict[str, Any], float]:
+        """Run the nodes (on a thread), recording rounds as every node completes them.
+
+        Returns ``outputs`` and ``lost`` workers, or the ``error``, and the last end time.
+        """
+        box: dict[str, Any] = {}
+
+        def per_node(node_id: str) -> dict[str, Any]:
+            if not arguments.get("resume"):
+                return {"rounds": arguments["rounds"]}
+            return {"rounds": arguments["rounds"], "resume": self._snapshot.states.get(node_id)}
+
+        def run() -> None:
+            try:
+                box["outputs"], box["lost"] = run_nodes(
+                    backend, self._train_ids, self.worker_of, per_node
+                )
+            except BaseException as error:
+                box["error"] = error
+
+        runner = threading.Thread(target=run, name="redfl-decentralized-train", daemon=True)
+        runner.start()
+        while True:  # records go out as rounds complete on every node, not at the end
+            finished = not runner.is_alive()
+            previous = self._emit_rounds(backend, last, previous)
+            if finished:
+                return box, previous
+            runner.join(PROGRESS_POLL_S)
+
     def _emit_rounds(self, backend: Backend, last: int, previous: float) -> float:
         """Record (and pass to callbacks) every round all nodes finished; the last end time."""
         merged: dict[int, RoundTotals] = {}
-        for outcome in backend.call_all(RoundTotalsSince(self.round + 1)):
+        since = RoundTotalsSince(self.round + 1)
+        pending = [backend.call(w, since) for w in range(backend.num_workers)]
+        for outcome in backend.gather(pending, timeout=CONTROL_TIMEOUT_S):
             for rnd, reported in (outcome.value or {}).items():
                 merged.setdefault(rnd, RoundTotals()).merge(reported)
         while self.round < last:
@@ -203,6 +207,8 @@ class DecentralizedFederation(GraphFederation):
             emit(self.callbacks, RoundFinished(record))
             if self.round < last:
                 emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
+        if self._supervisor is not None and self._snapshot.round < self.round:
+            self._snapshot.take(backend, self.round, self._train_nodes)
         return previous
 
     def final_parameters(self) -> Parameters | None:
@@ -213,7 +219,7 @@ class DecentralizedFederation(GraphFederation):
         for node in self.nodes:
             groups.setdefault(self.worker_of(node.node_id), []).append(node.node_id)
         pending = [backend.call(w, SumParameters(ids)) for w, ids in sorted(groups.items())]
-        for outcome in backend.gather(pending):
+        for outcome in backend.gather(pending, timeout=CONTROL_TIMEOUT_S):
             total.merge(outcome.result())
         if total.weight <= 0:
             return None
