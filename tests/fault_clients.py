@@ -99,3 +99,18 @@ class KillOnceDSGD(DigitsDSGDNode):
             self.marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
         return super().local_step(parameters, rnd)
+
+
+class StatefulKillOnceClient(KillOnceClient):
+    """Counts its fits in its client state; kills its worker once as :class:`KillOnceClient`."""
+
+    stateful = True
+
+    def fit(
+        self, parameters: Parameters, config: Instructions
+    ) -> tuple[Parameters, int, dict[str, float]]:
+        """Count, then fit (the count is the ``fits`` metric)."""
+        fits = self.state.get("fits", np.zeros(1)) + 1
+        self.state = {"fits": fits}
+        new, count, metrics = super().fit(parameters, config)
+        return new, count, {**metrics, "fits": float(fits[0])}

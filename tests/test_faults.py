@@ -8,7 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fault_clients import HangClient, KillOnceClient, KillOnceDSGD, NoisyClient
+from fault_clients import (
+    HangClient,
+    KillOnceClient,
+    KillOnceDSGD,
+    NoisyClient,
+    StatefulKillOnceClient,
+)
 
 import redfl
 from redfl import RingFederation, StarFederation
@@ -69,6 +75,29 @@ def test_sigkilled_worker_is_restarted_and_the_result_is_bit_identical(
     assert [h.restarts for h in health] == [int(w == restart.worker) for w in range(2)]
     assert [h.state for h in health] == ["alive", "alive"]
     assert [h.nodes for h in health] == [50, 50]
+
+
+def test_stateful_clients_rerun_on_their_restarted_worker_and_the_loss_is_recorded(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    events = Events()
+    options = {"marker": str(tmp_path / "killed"), "victim": "client-2", "when": 2}
+    fed = StarFederation(
+        StatefulKillOnceClient,
+        20,
+        initial_parameters=NoisyClient.initial_parameters(),
+        client_options=options,
+        resources=TWO_WORKERS,
+        callbacks=[events],
+    )
+    with fed:
+        result = fed.train(3)
+    assert result.failures == []
+    [restart] = events.restarts()
+    assert restart.worker == 0
+    assert restart.reason.endswith("the state of its stateful clients was lost with its process")
+    # worker 0's ten clients counted 1 fit in round 2 (state lost), 2 in round 3: mean 2.5
+    assert [r.metrics["fit_fits"] for r in result.history] == [1.0, 1.5, 2.5]
 
 
 def test_a_hung_client_times_out_and_the_round_ends_within_the_bound(

@@ -17,6 +17,9 @@ from redfl.runtime.resources import Bundle
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.virtual import VirtualNode
 
+CALL_ALL_TIMEOUT_S = 60.0
+"""How long :meth:`Backend.call_all` waits for the workers' replies."""
+
 
 @dataclass
 class WorkerSpec:
@@ -116,9 +119,13 @@ class Backend(ABC):
     def stop(self) -> None:
         """Stop every worker and release every reservation."""
 
-    def call_all(self, request: Request[R]) -> list[Outcome[R]]:
-        """Send ``request`` to every worker and wait for every reply."""
-        return self.gather([self.call(i, request) for i in range(self.num_workers)])
+    def call_all(
+        self, request: Request[R], timeout: float = CALL_ALL_TIMEOUT_S
+    ) -> list[Outcome[R]]:
+        """Send ``request`` to every worker and wait for every reply (at most ``timeout`` s;
+        a worker that has not answered by then gets an :class:`Unfinished` error)."""
+        pending = [self.call(i, request) for i in range(self.num_workers)]
+        return self.gather(pending, timeout=timeout)
 
     @property
     @abstractmethod

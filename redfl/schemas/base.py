@@ -6,10 +6,11 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal, Self
 
 from redfl.core.config import ResourcesConfig
-from redfl.core.events import Event
+from redfl.core.events import Event, WorkerRestarted
 from redfl.core.roles import parse_roles
 from redfl.runtime.backend import Backend, Plan
 from redfl.runtime.host import PullVersion, Stats
@@ -150,7 +151,13 @@ class Federation:
         return backend
 
     def _notify(self, event: Event) -> None:
-        """Pass a runtime event (a worker restart) to the callbacks."""
+        """Pass a runtime event (a worker restart) to the callbacks; a restart says when
+        the state of stateful clients was lost with the worker's process."""
+        if isinstance(event, WorkerRestarted) and any(
+            getattr(n.template, "stateful", False) for n in self.nodes
+        ):
+            lost = "; the state of its stateful clients was lost with its process"
+            event = replace(event, reason=event.reason + lost)
         emit(self.callbacks, event)
 
     def health(self) -> list[WorkerHealth]:

@@ -113,6 +113,7 @@ class DecentralizedFederation(GraphFederation):
         self._train_ids = [n.node_id for n in self.nodes if "train" in n.roles]
         self._train_nodes = len(self._train_ids)
         self._snapshot = Snapshot()
+        self._stopping = False
         self.round = 0
         self._history: list[RoundRecord] = []
 
@@ -136,6 +137,7 @@ class DecentralizedFederation(GraphFederation):
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         for callback in self.callbacks:
             callback.on_train_begin(rounds)
+        self._stopping = False
         backend = self._start()
         last, previous = self.round + rounds, time.time()
         emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
@@ -174,7 +176,7 @@ class DecentralizedFederation(GraphFederation):
         def run() -> None:
             try:
                 box["outputs"], box["lost"] = run_nodes(
-                    backend, self._train_ids, self.worker_of, per_node
+                    backend, self._train_ids, self.worker_of, per_node, lambda: self._stopping
                 )
             except BaseException as error:
                 box["error"] = error
@@ -210,6 +212,11 @@ class DecentralizedFederation(GraphFederation):
         if self._supervisor is not None and self._snapshot.round < self.round:
             self._snapshot.take(backend, self.round, self._train_nodes)
         return previous
+
+    def stop(self) -> None:
+        """Stop the nodes and the workers (a worker ended now is not rolled back)."""
+        self._stopping = True
+        super().stop()
 
     def final_parameters(self) -> Parameters | None:
         """The weighted mean of the models the nodes last published (``None`` if none)."""

@@ -59,11 +59,13 @@ def run_nodes(
     ids: Sequence[str],
     worker_of: Callable[[str], int],
     arguments: Callable[[str], dict[str, Any]],
+    stopping: Callable[[], bool] = lambda: False,
 ) -> tuple[dict[str, Any], Lost]:
     """Run ``train(**arguments(id))`` on each node; (outputs, lost workers).
 
     At the first error every node is stopped; when a worker was lost, its index and reason
-    are returned (and no outputs) instead of raising.
+    are returned (and no outputs) instead of raising, unless the federation is
+    ``stopping`` (its workers are being ended on purpose).
 
     Raises
     ------
@@ -89,8 +91,9 @@ def run_nodes(
             lost.setdefault(worker_of(node_id), reason)
         else:
             failed.append((node_id, outcome.error))
-    if lost:
+    if lost and not stopping():
         return {}, lost
+    failed.extend((f"worker {w}", RuntimeError(reason)) for w, reason in lost.items())
     if not failed:
         raise FederationError(f"nodes did not end within {STOP_S:g} s of being stopped")
     node_id, error = first_cause(failed)
