@@ -237,3 +237,8 @@ def test_a_lost_worker_rolls_a_ring_back_to_the_last_round_bit_identically(
     assert sum(h.restarts for h in health) == 1
     started = [e.round for e in events.events if isinstance(e, RoundStarted)]
     assert started == [1, 2, 3, 4, 4, 5], started  # rolled back to round 3, not the start
+
+
+def test_timeouts_are_refused_on_the_local_runtime() -> None:
+    with pytest.raises(ValueError, match="client_timeout and round_timeout need the ray runtime"):
+        star(NoisyClient, {}, runtime="local", client_timeout=5.0)

@@ -62,6 +62,8 @@ class Watch:
     round: int = 0
     started: float = field(default_factory=time.monotonic)
     control_s: float = CONTROL_TIMEOUT_S
+    silent: dict[int, float] = field(default_factory=dict)
+    """Since when each busy worker has not answered probes."""
 
     def left(self) -> float | None:
         """Seconds until the round's deadline (``None``: no deadline)."""
@@ -109,7 +111,8 @@ class Watch:
 
     def overrun(self, backend: Backend, running: dict[int, Job[Any]]) -> list[Job[Any]]:
         """Probe the busy workers; end the calls of those whose client is past its timeout
-        (or that do not answer). Returns the ended calls, removed from ``running``."""
+        (or that have not answered probes for longer than that). Returns the ended calls,
+        removed from ``running``."""
         if self.client_timeout is None or self.supervisor is None or not running:
             return []
         runners = list(running)
@@ -117,14 +120,15 @@ class Watch:
             [backend.call(w, Probe()) for w in runners], timeout=PROBE_TIMEOUT_S
         )
         ended: list[Job[Any]] = []
+        now = time.monotonic()
         for worker, probe in zip(runners, probes, strict=True):
-            if isinstance(probe.error, Unfinished):
-                ended.append(running.pop(worker))
-                self.replace(
-                    worker,
-                    f"round {self.round}: no answer to a probe within {PROBE_TIMEOUT_S:g} s",
-                )
+            if isinstance(probe.error, Unfinished):  # stuck (holding the GIL?) or just slow
+                silent = now - self.silent.setdefault(worker, now - PROBE_TIMEOUT_S)
+                if silent > self.client_timeout + PROBE_TIMEOUT_S:
+                    ended.append(running.pop(worker))
+                    self.replace(worker, f"round {self.round}: silent for {silent:.0f} s")
                 continue
+            self.silent.pop(worker, None)
             reply = probe.value
             if reply is None or reply.node_id is None or reply.elapsed <= self.client_timeout:
                 continue  # a lost worker shows in its fit reply

@@ -105,6 +105,11 @@ class Federation:
         check_fault_settings(client_timeout, round_timeout, max_worker_restarts)
         if runtime not in ("ray", "local"):
             raise ValueError(f"runtime must be 'ray' or 'local', got {runtime!r}")
+        if runtime == "local" and (client_timeout or round_timeout):
+            raise ValueError(
+                "client_timeout and round_timeout need the ray runtime: the local runtime "
+                "runs clients in the driver's thread and cannot interrupt them"
+            )
         self.nodes = list(nodes)
         counts = Counter(n.node_id for n in self.nodes)
         if len(counts) != len(self.nodes):
