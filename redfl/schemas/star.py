@@ -282,6 +282,8 @@ class StarFederation(Federation):
     def _evaluate(
         self, backend: Backend, rnd: int, node_ids: Sequence[str]
     ) -> tuple[float | None, dict[str, float]]:
+        if self._supervisor is not None:
+            self._supervisor.settle()  # clients evaluate on their own worker: wait for it
         groups = self._groups(node_ids)
         config = Instructions.make(rnd, self.strategy.evaluate_config(rnd), phase="evaluate")
         timeout = self.round_timeout
