@@ -68,6 +68,7 @@ def test_sigkilled_worker_is_restarted_and_the_result_is_bit_identical(
     assert result.failures == []
     for name in expected.parameters:
         assert np.array_equal(result.parameters[name], expected.parameters[name])
+    assert len(events.restarts()) == 1, events.restarts()
     [restart] = events.restarts()
     assert restart.worker == victim
     assert restart.reason.startswith("round 2: its process died: killed"), restart.reason

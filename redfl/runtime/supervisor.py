@@ -92,6 +92,7 @@ class Supervisor:
         self._nodes = list(nodes)
         self._causes: list[list[str]] = [[] for _ in nodes]
         self._restarted = [0 for _ in nodes]
+        self._pids: list[int | None] = [None for _ in nodes]
         self._restarting: dict[int, threading.Thread] = {}
         self._dead: dict[int, str] = {}
         self._done: list[WorkerRestarted] = []
@@ -107,7 +108,7 @@ class Supervisor:
         FederationError
             If the worker was lost more than ``max_restarts`` times.
         """
-        self._begin(worker, reason, None)
+        self._begin(worker, reason, self._pids[worker], killed=False)
 
     def replace(self, worker: int, reason: str, pid: int | None = None) -> None:
         """End worker ``worker`` (process ``pid``, if known) and wait for its new process.
@@ -120,10 +121,16 @@ class Supervisor:
         if pid is None:
             probe = self.backend.gather([self.backend.call(worker, Probe())], timeout=1.0)[0]
             pid = probe.value.pid if probe.value is not None else None
-        self._begin(worker, reason, pid)
+        self._begin(worker, reason, pid, killed=True)
         self.backend.kill(worker)
 
-    def _begin(self, worker: int, reason: str, pid: int | None) -> None:
+    def learn(self) -> None:
+        """Note each worker's process id (a loss is then confirmed by a new one)."""
+        pending = [self.backend.call(w, Probe()) for w in range(len(self._nodes))]
+        for worker, probe in enumerate(self.backend.gather(pending, timeout=PROBE_TIMEOUT_S)):
+            self._pids[worker] = probe.value.pid if probe.value is not None else None
+
+    def _begin(self, worker: int, reason: str, pid: int | None, killed: bool) -> None:
         with self._lock:
             if worker in self._restarting:  # already being re-created: one loss
                 return
@@ -133,7 +140,7 @@ class Supervisor:
             else:
                 thread = threading.Thread(
                     target=self._restart,
-                    args=(worker, reason, pid, time.perf_counter()),
+                    args=(worker, reason, pid, killed, time.perf_counter()),
                     name=f"redfl-restart-{worker}",
                     daemon=True,
                 )
@@ -141,8 +148,14 @@ class Supervisor:
                 thread.start()
         self.check()
 
-    def _restart(self, worker: int, reason: str, pid: int | None, started: float) -> None:
+    def _restart(
+        self, worker: int, reason: str, pid: int | None, killed: bool, started: float
+    ) -> None:
         """Wait for a process other than ``pid`` to answer, then give it its peers.
+
+        A call can fail as if its worker were lost while the process lives on (a stale
+        connection just after a restart): when ``pid`` itself answers and the driver did
+        not kill it, the loss is withdrawn (not counted, not reported).
 
         A call to a worker whose process is gone fails only after about a second (the
         transport's reconnect), so a new probe goes out every :data:`PROBE_EVERY_S`
@@ -158,6 +171,11 @@ class Supervisor:
                 continue
             probes.pop(got[0])
             probe = got[1]
+            if probe.value is not None and probe.value.pid == pid and not killed:
+                with self._lock:
+                    self._causes[worker].pop()
+                    del self._restarting[worker]
+                return
             if probe.value is not None and probe.value.pid != pid:
                 connect = self.backend.gather(
                     [self.backend.reconnect(worker)], timeout=PROBE_TIMEOUT_S
@@ -167,6 +185,7 @@ class Supervisor:
                     with self._lock:
                         self._done.append(WorkerRestarted(worker, reason, round(seconds, 3)))
                         self._restarted[worker] += 1
+                        self._pids[worker] = probe.value.pid
                         del self._restarting[worker]
                     return
             if probe.error is not None and self.backend.lost(probe.error) is None:

@@ -153,6 +153,7 @@ class Federation:
         if self.runtime == "ray":
             nodes = [len(spec.nodes) for spec in plan.workers]
             self._supervisor = Supervisor(backend, nodes, self.max_worker_restarts, self._notify)
+            self._supervisor.learn()
         return backend
 
     def _notify(self, event: Event) -> None:

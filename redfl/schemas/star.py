@@ -187,8 +187,8 @@ class StarFederation(Federation):
 
     def _round(self, backend: Backend, rnd: int) -> RoundRecord:
         if self._supervisor is not None:
-            self._supervisor.settle()  # workers replaced last round are back
-        start = time.perf_counter()
+            self._supervisor.drain()  # restarts done since; a worker still restarting is
+        start = time.perf_counter()  # skipped by the round (others run its share)
         sampled = self.strategy.configure_fit(rnd, self._train_ids, round_rng(self.seed, rnd))
         emit(self.callbacks, RoundStarted(rnd, len(sampled)))
         shares = [WorkerRound(w, segments_of(ids)) for w, ids in self._groups(sampled)]
