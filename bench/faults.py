@@ -202,6 +202,8 @@ def main() -> None:
         f"{runs['(c) hang 60 s, timeout 2 s'][0].history[2].seconds <= CLIENT_TIMEOUT + 1}"
     )
     print(f"undisturbed rounds total {base_rounds:.2f} s")
+    for name, (result, _, _, _) in rows:
+        print(f"{name:28} rounds: " + " ".join(f"{r.seconds:.2f}" for r in result.history))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ Faults (:class:`Watch`) reuse the same fold. A worker lost mid-call (its process
 machine was lost) or ended by the driver (one of its clients ran past ``client_timeout``,
 found by probing the worker while waiting) leaves its call's segments *orphaned*: they are
 re-run, one sum per segment, by the first idle worker (or, when clients may not move, by
-the re-created worker), and fold exactly as the lost call would have. A client past its
+the re-created worker), and fold exactly as the lost call would have. A round that starts
+while a worker is still being re-created treats its whole share so. A client past its
 timeout becomes a failure and is left out of the re-run, as a client that raised would be.
 """
 
@@ -112,9 +113,16 @@ def run_round(
         If a worker is lost more often than the watch's supervisor allows.
     """
     watch = watch or Watch()
-    running: dict[int, Job[WorkerRound]] = {s.worker: Job(s, None, calls.home(s)) for s in shares}
+    running: dict[int, Job[WorkerRound]] = {}
     drained: set[int] = set()
     orphans: list[tuple[WorkerRound, list[int]]] = []
+    for share in shares:
+        if watch.ready(share.worker):
+            running[share.worker] = Job(share, None, calls.home(share))
+        else:  # being re-created: others run its share meanwhile (or it, once back)
+            share.released.extend(range(len(share.segments)))
+            drained.add(share.worker)
+            orphans.append((share, list(range(len(share.segments)))))
 
     def orphan(job: Job[WorkerRound]) -> None:
         share = job.share
