@@ -177,9 +177,6 @@ class Supervisor:
                     del self._restarting[worker]
                 return
             if probe.value is not None and probe.value.pid != pid:
-                # probes sent before Ray saw the loss fail late, and may take calls sent
-                # meanwhile with them: the worker is ready once they are all answered
-                self.backend.gather(probes, timeout=PROBE_TIMEOUT_S)
                 connect = self.backend.gather(
                     [self.backend.reconnect(worker)], timeout=PROBE_TIMEOUT_S
                 )[0]
