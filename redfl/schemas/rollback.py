@@ -72,7 +72,8 @@ def run_nodes(
     FederationError
         Naming the first node that failed (no worker lost), with its traceback.
     """
-    pending = [backend.call(worker_of(i), RunNode(i, arguments(i))) for i in ids]
+    where = {i: worker_of(i) for i in ids}  # known even if the federation stops meanwhile
+    pending = [backend.call(where[i], RunNode(i, arguments(i))) for i in ids]
     outcomes = backend.gather(pending, fail_fast=True)
     if all(o.error is None for o in outcomes):
         return {i: o.value for i, o in zip(ids, outcomes, strict=True)}, {}
@@ -88,7 +89,7 @@ def run_nodes(
             continue
         reason = backend.lost(outcome.error)
         if reason is not None:
-            lost.setdefault(worker_of(node_id), reason)
+            lost.setdefault(where[node_id], reason)
         else:
             failed.append((node_id, outcome.error))
     if lost and not stopping():
