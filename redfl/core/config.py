@@ -129,6 +129,13 @@ class RunConfig(Strict):
     """Seconds joining a Ray cluster (``address``) may take before the run fails."""
     checkpoint_every: int = Field(default=0, ge=0, le=100_000)
     """Save the server state every this many rounds (0: only when the run ends)."""
+    client_timeout: float | None = Field(default=None, gt=0.0, le=86_400.0)
+    """Seconds a star client may run before it fails (``timeout after X s``) and its worker
+    is replaced; unset: no limit."""
+    round_timeout: float | None = Field(default=None, gt=0.0, le=864_000.0)
+    """Seconds a star round may take; past it, unfinished clients fail; unset: no limit."""
+    max_worker_restarts: int = Field(default=3, ge=0, le=10_000)
+    """How many times each worker may be re-created after it died or was replaced."""
 
     @field_validator("runtime")
     @classmethod

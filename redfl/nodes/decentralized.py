@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -19,6 +20,7 @@ from redfl.algorithms.gossip import distance, mix
 from redfl.algorithms.mixing import metropolis_hastings_row, uniform_row, weights_row
 from redfl.core.arrays import Parameters, copy_parameters
 from redfl.nodes.node import FederatedNode
+from redfl.nodes.restore import restore
 
 Mixing = Literal["auto", "metropolis", "uniform", "weights"]
 
@@ -47,19 +49,18 @@ class DecentralizedNode(FederatedNode, ABC):
         self.parameters: Parameters = {}
         self.rounds_done = 0
         self.share = 1.0
-        self._restored: tuple[int, Parameters] | None = None
 
-    def restore(self, rnd: int, parameters: Parameters) -> None:
-        """Continue from a checkpoint: the next ``train`` runs :meth:`begin` (exchanges),
-        then starts after round ``rnd`` from ``parameters``."""
-        self._restored = (rnd, parameters)
+    def train(
+        self, rounds: int = 1, resume: Mapping[str, Any] | None = None
+    ) -> list[dict[str, float]]:
+        """Run ``rounds`` more rounds; return each round's metrics.
 
-    def train(self, rounds: int = 1) -> list[dict[str, float]]:
-        """Run ``rounds`` more rounds; return each round's metrics."""
-        if self.rounds_done == 0:
+        ``resume``: a state the node published (a rollback, :mod:`redfl.nodes.restore`).
+        """
+        if self.rounds_done == 0 or resume is not None:
             self.begin()
-        if self._restored is not None:
-            (self.rounds_done, self.parameters), self._restored = self._restored, None
+        if resume is not None:
+            restore(self, resume)
         reports = []
         for rnd in range(self.rounds_done + 1, self.rounds_done + rounds + 1):
             if not self.may_start_round(rnd):

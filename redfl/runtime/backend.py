@@ -17,6 +17,9 @@ from redfl.runtime.resources import Bundle
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.virtual import VirtualNode
 
+CALL_ALL_TIMEOUT_S = 60.0
+"""How long :meth:`Backend.call_all` waits for the workers' replies."""
+
 
 @dataclass
 class WorkerSpec:
@@ -41,6 +44,8 @@ class Plan:
     state_memory_bytes: int = 256 * 2**20
     runners: tuple[type[Runner], ...] = ()
     """Runner classes every worker installs up front, beyond the host's defaults."""
+    max_restarts: int = 0
+    """How many times the runtime re-creates a worker that died (Ray's ``max_restarts``)."""
 
 
 class Backend(ABC):
@@ -72,16 +77,43 @@ class Backend(ABC):
         pending: Sequence[Pending[R]],
         on_done: Callable[[int], None] | None = None,
         fail_fast: bool = False,
+        timeout: float | None = None,
     ) -> list[Outcome[R]]:
         """Wait for the pending calls, in order; ``on_done(i)`` as each finishes.
 
-        With ``fail_fast``, return at the first error; calls still running then get an
-        :class:`Unfinished` error.
+        With ``fail_fast``, return at the first error; with ``timeout`` (seconds), return
+        when it has passed. Calls still running then get an :class:`Unfinished` error.
         """
 
     @abstractmethod
     def wait_any(self, pending: Sequence[Pending[R]]) -> tuple[int, Outcome[R]]:
         """Wait until one of ``pending`` finishes; return its position and outcome."""
+
+    def wait_next(
+        self, pending: Sequence[Pending[R]], timeout: float | None
+    ) -> tuple[int, Outcome[R]] | None:
+        """Like :meth:`wait_any`, but ``None`` once ``timeout`` seconds have passed."""
+        return self.wait_any(pending)
+
+    def kill(self, worker: int) -> None:
+        """End worker ``worker``'s process; the runtime re-creates it (if it restarts
+        workers), with its nodes and in its bundle.
+
+        Raises
+        ------
+        RuntimeError
+            In a runtime that cannot end a worker (the in-process one).
+        """
+        raise RuntimeError(f"the {type(self).__name__} cannot replace worker {worker}")
+
+    def reconnect(self, worker: int) -> Pending[int]:
+        """Give a re-created worker the handles of every worker again (its peers)."""
+        raise RuntimeError(f"the {type(self).__name__} cannot reconnect worker {worker}")
+
+    def lost(self, error: BaseException) -> str | None:
+        """Why a call failed because its worker was lost (died, killed, its machine gone);
+        ``None`` for any other error."""
+        return None
 
     @abstractmethod
     def stop(self) -> None:
@@ -91,9 +123,13 @@ class Backend(ABC):
         """The machine each worker runs on (a Ray node id; ``"local"`` in-process)."""
         return ["local"] * self.num_workers
 
-    def call_all(self, request: Request[R]) -> list[Outcome[R]]:
-        """Send ``request`` to every worker and wait for every reply."""
-        return self.gather([self.call(i, request) for i in range(self.num_workers)])
+    def call_all(
+        self, request: Request[R], timeout: float = CALL_ALL_TIMEOUT_S
+    ) -> list[Outcome[R]]:
+        """Send ``request`` to every worker and wait for every reply (at most ``timeout`` s;
+        a worker that has not answered by then gets an :class:`Unfinished` error)."""
+        pending = [self.call(i, request) for i in range(self.num_workers)]
+        return self.gather(pending, timeout=timeout)
 
     @property
     @abstractmethod

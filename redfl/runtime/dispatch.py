@@ -8,6 +8,14 @@ hands them to the idle one, which returns one sum per segment. The driver then f
 busy worker's prefix with the released segments' sums in segment order: exactly the sum the
 busy worker would have made alone. So stealing changes who runs a client, never the result,
 and the common case costs one call per worker.
+
+Faults (:class:`Watch`) reuse the same fold. A worker lost mid-call (its process died or its
+machine was lost) or ended by the driver (one of its clients ran past ``client_timeout``,
+found by probing the worker while waiting) leaves its call's segments *orphaned*: they are
+re-run, one sum per segment, by the first idle worker (or, when clients may not move, by
+the re-created worker), and fold exactly as the lost call would have. A round that starts
+while a worker is still being re-created treats its whole share so. A client past its
+timeout becomes a failure and is left out of the re-run, as a client that raised would be.
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from redfl.core.result import Failure
 from redfl.runtime.backend import Backend
 from redfl.runtime.protocol import Outcome, Pending
 from redfl.runtime.replies import FitBatch
+from redfl.runtime.watch import Job, Watch
 
 SEGMENTS_PER_WORKER = 4
 """Segments per worker and round: the unit of work stealing."""
@@ -43,13 +53,31 @@ def segments_of(node_ids: Sequence[str], count: int = SEGMENTS_PER_WORKER) -> li
 
 @dataclass
 class WorkerRound:
-    """One worker's share of a round: its segments, its own reply and what others ran."""
+    """One worker's share of a round: its segments, its own reply and what others ran.
+
+    ``skipped`` clients (past their timeout) are left out of re-runs; ``failures`` holds
+    the failures the driver recorded for them.
+    """
 
     worker: int
     segments: list[list[str]]
     home: Outcome[FitBatch] | None = None
     released: list[int] = field(default_factory=list)
     stolen: list[tuple[list[int], Outcome[FitBatch]]] = field(default_factory=list)
+    skipped: set[str] = field(default_factory=set)
+    failures: list[Failure] = field(default_factory=list)
+
+    def segment(self, index: int) -> list[str]:
+        """Segment ``index`` without its skipped clients."""
+        return [node_id for node_id in self.segments[index] if node_id not in self.skipped]
+
+    def unreleased(self) -> list[int]:
+        """The indices of the segments the worker's own call runs."""
+        return [i for i in range(len(self.segments)) if i not in self.released]
+
+    def size(self, indices: Sequence[int]) -> int:
+        """How many clients the segments ``indices`` hold."""
+        return sum(len(self.segments[i]) for i in indices)
 
 
 @dataclass(frozen=True)
@@ -70,49 +98,131 @@ def run_round(
     calls: Calls,
     on_done: Callable[[int], None] | None = None,
     steal: bool = True,
+    watch: Watch | None = None,
 ) -> None:
     """Run every share to the end, filling ``home`` and ``stolen`` of each.
 
     ``on_done(n)`` reports ``n`` more clients finished. A worker whose call failed is not
-    asked to release anything; its share's outcome carries the error.
+    asked to release anything; its share's outcome carries the error. With ``watch``,
+    lost workers are re-created and their segments re-run, clients past the timeout
+    fail, and the round ends by its deadline.
+
+    Raises
+    ------
+    FederationError
+        If a worker is lost more often than the watch's supervisor allows.
     """
-    handles: list[Pending[FitBatch]] = []
-    meta: list[tuple[WorkerRound, int, list[int] | None]] = []  # share, runner, segments
-    busy: set[int] = set()
-    for share in shares:
-        handles.append(calls.home(share))
-        meta.append((share, share.worker, None))
-        busy.add(share.worker)
+    watch = watch or Watch()
+    running: dict[int, Job[WorkerRound]] = {}
     drained: set[int] = set()
-    while handles:
-        position, outcome = backend.wait_any(handles)
-        handles.pop(position)
-        share, runner, taken = meta.pop(position)
-        busy.discard(runner)
-        if taken is None:
+    orphans: list[tuple[WorkerRound, list[int]]] = []
+    for share in shares:
+        if watch.ready(share.worker):
+            running[share.worker] = Job(share, None, calls.home(share))
+        else:  # being re-created: others run its share meanwhile (or it, once back)
+            share.released.extend(range(len(share.segments)))
+            drained.add(share.worker)
+            orphans.append((share, list(range(len(share.segments)))))
+
+    def orphan(job: Job[WorkerRound]) -> None:
+        share = job.share
+        indices = job.indices if job.indices is not None else share.unreleased()
+        if job.indices is None:
+            share.released.extend(indices)
+            drained.add(share.worker)
+        orphans.append((share, indices))
+
+    while running or orphans:
+        _adopt(backend, running, orphans, calls, steal, watch)
+        if watch.overdue():
+            _give_up(running, orphans, watch)
+            return
+        if not running:
+            watch.idle()
+            continue
+        runners = list(running)
+        got = backend.wait_next([running[r].pending for r in runners], watch.wait_time(orphans))
+        watch.drain()
+        if got is None:
+            for job in watch.overrun(backend, running):
+                orphan(job)
+            continue
+        position, outcome = got
+        runner = runners[position]
+        job = running.pop(runner)
+        share = job.share
+        reason = backend.lost(outcome.error) if outcome.error is not None else None
+        if reason is not None and watch.supervisor is not None:
+            orphan(job)
+            watch.supervisor.lost(runner, f"round {watch.round}: {reason}")
+            continue
+        if job.indices is None:
             share.home = outcome
             drained.add(share.worker)
-            size = sum(len(s) for s in share.segments) - sum(
-                len(share.segments[i]) for i in share.released
-            )
+            size = share.size(share.unreleased())
         else:
-            share.stolen.append((taken, outcome))
-            size = sum(len(share.segments[i]) for i in taken)
+            share.stolen.append((job.indices, outcome))
+            size = share.size(job.indices)
         if on_done is not None:
             on_done(size)
-        if not steal or outcome.error is not None:
+        if not steal or outcome.error is not None or orphans:
             continue
         for victim in sorted(
             (s for s in shares if s.home is None and s.worker not in drained),
             key=lambda s: -len(s.segments),
         ):
-            released = backend.gather([calls.release(victim.worker)])[0]
-            indices = released.value if released.value is not None else []
+            if victim.worker not in running or running[victim.worker].indices is not None:
+                drained.add(victim.worker)
+                continue
+            released = backend.gather([calls.release(victim.worker)], timeout=watch.control_s)
+            indices = released[0].value if released[0].value is not None else []
             if not indices:
                 drained.add(victim.worker)
                 continue
             victim.released.extend(indices)
-            handles.append(calls.guest(runner, victim, indices))
-            meta.append((victim, runner, indices))
-            busy.add(runner)
+            running[runner] = Job(victim, indices, calls.guest(runner, victim, indices))
             break
+
+
+def _adopt(
+    backend: Backend,
+    running: dict[int, Job[WorkerRound]],
+    orphans: list[tuple[WorkerRound, list[int]]],
+    calls: Calls,
+    steal: bool,
+    watch: Watch,
+) -> None:
+    """Hand orphaned segments to idle workers (any worker, or only their own if not
+    ``steal``), in the order they were orphaned."""
+    for share, indices in list(orphans):
+        idle = [
+            w
+            for w in range(backend.num_workers)
+            if w not in running and watch.ready(w) and (steal or w == share.worker)
+        ]
+        if not idle:
+            continue
+        runner = idle[0]
+        running[runner] = Job(share, indices, calls.guest(runner, share, indices))
+        orphans.remove((share, indices))
+
+
+def _give_up(
+    running: dict[int, Job[WorkerRound]],
+    orphans: list[tuple[WorkerRound, list[int]]],
+    watch: Watch,
+) -> None:
+    """The round is past its deadline: every unfinished client fails, busy workers are
+    replaced (their calls cannot be interrupted)."""
+    reason = f"round timeout after {watch.round_timeout:g} s"
+    left = [(job.share, job.indices) for job in running.values()]
+    for worker in list(running):
+        watch.replace(worker, f"round {watch.round}: {reason}")
+    for share, indices in [*left, *orphans]:
+        if indices is None:
+            indices = share.unreleased()
+            share.released.extend(indices)
+        for i in indices:
+            share.failures.extend(Failure(n, watch.round, "fit", reason) for n in share.segment(i))
+    running.clear()
+    orphans.clear()

@@ -5,16 +5,18 @@ placement), so their state survives between rounds; it also keeps a bounded cach
 *guests* (clients of other workers it runs for them, work stealing), the client state
 store, the versions nodes publish and the mailbox of its nodes. It answers the requests
 of the host itself (:class:`Connect`, :class:`Stats`, :class:`StopNodes`, :class:`Close`,
-:class:`PullVersion`) and hands every other request to the :class:`~redfl.runtime.protocol.
-Runner` that registered a handler for it: the star batch runner
+:class:`PullVersion`, :class:`Probe`) and hands every other request to the
+:class:`~redfl.runtime.protocol.Runner` that registered a handler for it: the star batch runner
 (:mod:`redfl.runtime.star_runner`) and the message port (:mod:`redfl.runtime.port_runner`)
 by default. A request of a runner the host has not installed installs it on first use.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from redfl.nodes.node import FederatedNode, NodePort
 from redfl.runtime.mailbox import Mailbox
 from redfl.runtime.port_runner import Deliver, PortRunner
 from redfl.runtime.protocol import Handlers, R, Request, Runner
+from redfl.runtime.replies import WorkerProbe
 from redfl.runtime.star_runner import StarRunner
 from redfl.runtime.state import DEFAULT_MEMORY_BYTES, StateStore
 from redfl.runtime.topology_manager import TopologyManager
@@ -59,6 +62,11 @@ class StopNodes(Request[None]):
 @dataclass(frozen=True)
 class Close(Request[None]):
     """Drop client states and their spill folder (the worker is being stopped)."""
+
+
+@dataclass(frozen=True)
+class Probe(Request[WorkerProbe]):
+    """Which client the worker runs now and for how long (answered while it runs one)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,8 @@ class Host:
         self.peers: Sequence[Any] = ()
         self.port: NodePort | None = None
         """How built nodes reach the federation (set by the message port runner)."""
+        self.running: tuple[str, float] | None = None
+        """The client a runner runs now and since when (``time.monotonic()``)."""
         self._lock = threading.Lock()
         self._specs = {node.node_id: node for node in nodes}
         self._live: dict[str, FederatedNode] = {}
@@ -116,6 +126,7 @@ class Host:
         self._handlers.add(StopNodes, self._stop_nodes)
         self._handlers.add(Close, self._close)
         self._handlers.add(PullVersion, self._pull_version)
+        self._handlers.add(Probe, self._probe)
         self._runners: dict[type[Runner], Runner] = {}
         self._install_lock = threading.Lock()
         for runner in runners:
@@ -164,6 +175,12 @@ class Host:
 
     def _close(self, request: Close) -> None:
         self.close()
+
+    def _probe(self, request: Probe) -> WorkerProbe:
+        running = self.running
+        if running is None:
+            return WorkerProbe(os.getpid(), None, 0.0)
+        return WorkerProbe(os.getpid(), running[0], time.monotonic() - running[1])
 
     def _pull_version(self, request: PullVersion) -> Version:
         return self.pull_version(request.node_id)
@@ -233,6 +250,21 @@ class Host:
         if node_id not in self._specs:
             raise KeyError(f"node {node_id!r} is not hosted on worker {self.index}")
         return self.version(node_id)
+
+    # -- rollback (a worker of a message-driven federation was lost) --------------------
+    def quiesce(self, timeout: float) -> bool:
+        """Deliver every message still queued for other workers; ``False`` if ``timeout``
+        passed first (in-process: messages go straight to their worker, nothing queues)."""
+        return True
+
+    def rewind(self, versions: dict[str, Version]) -> None:
+        """Forget every message and live node (rebuilt on next use); take ``versions`` as
+        the published versions of this worker's nodes."""
+        with self._lock:
+            self.mailbox = Mailbox()
+            self._live.clear()
+            self._guest_live.clear()
+            self._versions = dict(versions)
 
     # -- monitoring and shutdown ---------------------------------------------------------
     def stats(self) -> dict[str, float]:

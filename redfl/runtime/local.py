@@ -12,7 +12,7 @@ import copy
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Future, wait
 from typing import Any
 
 import numpy as np
@@ -93,11 +93,13 @@ class LocalBackend(Backend):
         pending: Sequence[Pending[R]],
         on_done: Callable[[int], None] | None = None,
         fail_fast: bool = False,
+        timeout: float | None = None,
     ) -> list[Outcome[R]]:
-        """Wait for the futures (all of them, or up to the first error)."""
+        """Wait for the futures (all of them, up to the first error, or up to ``timeout``)."""
         futures: list[Future[R]] = [p.handle for p in pending]
-        if fail_fast:
-            wait(futures, return_when=FIRST_EXCEPTION)
+        if fail_fast or timeout is not None:
+            wait(futures, timeout, FIRST_EXCEPTION if fail_fast else ALL_COMPLETED)
+            fail_fast = True
         outcomes: list[Outcome[R]] = []
         for i, future in enumerate(futures):
             if fail_fast and not future.done():
@@ -116,6 +118,17 @@ class LocalBackend(Backend):
             if future.done():
                 return i, _outcome(future)
         raise RuntimeError("no call finished")  # unreachable: wait returned
+
+    def wait_next(
+        self, pending: Sequence[Pending[R]], timeout: float | None
+    ) -> tuple[int, Outcome[R]] | None:
+        """The first future finished within ``timeout`` seconds, or ``None``."""
+        futures: list[Future[R]] = [p.handle for p in pending]
+        wait(futures, timeout, FIRST_COMPLETED)
+        for i, future in enumerate(futures):
+            if future.done():
+                return i, _outcome(future)
+        return None
 
     def stop(self) -> None:
         """Wake blocked nodes, join their threads, drop the workers."""

@@ -52,8 +52,9 @@ def make_plan(
         workers.append(WorkerSpec(f"{federation_id}/{node.node_id}", bundle, [node], options))
     for spec in workers:
         if "max_concurrency" not in spec.options:
-            # A star worker takes a ``release`` call while it fits (work stealing).
-            threads = len(spec.nodes) + MESSAGING_THREADS if messaging else 2
+            # A star worker takes a ``release`` call (work stealing) and a probe (client
+            # timeouts, health) while it fits.
+            threads = len(spec.nodes) + MESSAGING_THREADS if messaging else 3
             spec.options["max_concurrency"] = threads
     if check:
         check_capacity(

@@ -40,6 +40,8 @@ class PortRunner(Runner):
         self._running = 0
         self._rounds: dict[int, RoundTotals] = {}
         self.gate = RoundGate()
+        self._published: dict[str, dict[int, dict[str, Any]]] = {}  # node -> round -> state
+        self._keep_from = 0
         host.port = self
 
     def register(self, handlers: Handlers) -> None:
@@ -51,8 +53,9 @@ class PortRunner(Runner):
         handlers.add(SumParameters, self.sum_parameters)
         handlers.add(FreezeRounds, lambda request: self.gate.freeze())
         handlers.add(LimitRounds, self.limit_rounds)
-        handlers.add(NodeModels, self.node_models)
-        handlers.add(RestoreNodes, self.restore_nodes)
+        handlers.add(Snapshots, self.snapshots)
+        handlers.add(Quiesce, self.quiesce)
+        handlers.add(Rewind, self.rewind)
 
     def stats(self) -> dict[str, float]:
         """How many ``train()`` calls are running."""
@@ -93,16 +96,6 @@ class PortRunner(Runner):
         """Admit rounds up to ``request.round`` (see :class:`RoundGate`)."""
         self.gate.set_limit(request.round, request.stop)
 
-    def node_models(self, request: NodeModels) -> dict[str, Any]:
-        """The ``parameters`` each of ``node_ids`` last published (those that did)."""
-        states = {node_id: self.host.version(node_id)[1] for node_id in request.node_ids}
-        return {i: s["parameters"] for i, s in states.items() if "parameters" in s}
-
-    def restore_nodes(self, request: RestoreNodes) -> None:
-        """Have each node continue from its checkpointed round and model."""
-        for node_id, parameters in request.parameters.items():
-            self.host.node(node_id).restore(request.round, parameters)  # type: ignore[attr-defined]
-
     def sum_parameters(self, request: SumParameters) -> WeightedSum:
         """The ``weight``-weighted sum of the ``parameters`` the nodes last published.
 
@@ -115,6 +108,30 @@ class PortRunner(Runner):
             if weight > 0 and "parameters" in state:
                 total.add(state["parameters"], weight)
         return total
+
+    def snapshots(self, request: Snapshots) -> dict[str, dict[str, Any]]:
+        """The states this worker's nodes published for ``round`` (older ones are dropped)."""
+        with self._lock:
+            self._keep_from = max(self._keep_from, request.round)
+            found = {}
+            for node_id, states in self._published.items():
+                for rnd in [r for r in states if r < self._keep_from]:
+                    del states[rnd]
+                if request.round in states:
+                    found[node_id] = states[request.round]
+            return found
+
+    def quiesce(self, request: Quiesce) -> bool:
+        """Deliver the messages still queued for other workers (rollback, first step)."""
+        return self.host.quiesce(request.timeout)
+
+    def rewind(self, request: Rewind) -> None:
+        """Forget messages, live nodes and later rounds; restore the given versions."""
+        versions = {n: (request.round, state) for n, state in request.states.items()}
+        self.host.rewind(versions)
+        with self._lock:
+            self._rounds = {r: t for r, t in self._rounds.items() if r <= request.round}
+            self._published = {n: {request.round: s} for n, s in request.states.items()}
 
     # -- NodePort ------------------------------------------------------------------------
     def neighbours(self, node_id: str) -> set[str]:
@@ -147,7 +164,13 @@ class PortRunner(Runner):
         return self.host.mailbox.take(node_id, header, block, timeout)
 
     def publish_version(self, node_id: str, state: dict[str, Any]) -> int:
-        """Store a snapshot of ``node_id``'s state under the next version number."""
+        """Store a snapshot of ``node_id``'s state under the next version number (and, when
+        it names its ``round``, under that round, for :class:`Snapshots`)."""
+        rnd = state.get("round")
+        if isinstance(rnd, int):
+            with self._lock:
+                if rnd >= self._keep_from:
+                    self._published.setdefault(node_id, {})[rnd] = state
         return self.host.publish_version(node_id, state)
 
     def may_start_round(self, node_id: str, rnd: int) -> bool:
@@ -232,19 +255,28 @@ class LimitRounds(Request[None]):
 
 
 @dataclass(frozen=True)
-class NodeModels(Request[dict[str, Any]]):
-    """The models ``node_ids`` (hosted here) last published."""
-
-    runner = PortRunner
-
-    node_ids: Sequence[str]
-
-
-@dataclass(frozen=True)
-class RestoreNodes(Request[None]):
-    """Have these nodes continue after ``round`` from these models (a resumed run)."""
+class Snapshots(Request[dict[str, dict[str, Any]]]):
+    """The states the worker's nodes published for ``round`` (-> by node id)."""
 
     runner = PortRunner
 
     round: int
-    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Quiesce(Request[bool]):
+    """Deliver queued messages to other workers within ``timeout`` s (-> whether done)."""
+
+    runner = PortRunner
+
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Rewind(Request[None]):
+    """Back to ``round``: drop messages and live nodes; ``states`` are the nodes' versions."""
+
+    runner = PortRunner
+
+    round: int
+    states: Mapping[str, dict[str, Any]]

@@ -44,6 +44,11 @@ class RayHost(Host):
         for worker, ids in groups.items():
             self._outbox.post(worker, (packed, ids))
 
+    def quiesce(self, timeout: float) -> bool:
+        """Flush the outbox, then drop it (a failed delivery leaves it unusable)."""
+        outbox, self._outbox = self._outbox, None
+        return outbox is None or outbox.flush(timeout)
+
     def _send_batch(self, worker: int, batch: list[Any]) -> None:
         ray.get(self.peers[worker].handle.remote(DeliverBatch(batch)))
 
@@ -144,6 +149,8 @@ class RayBackend(Backend):
             options = {
                 "name": spec.name,
                 "max_concurrency": spec.options.get("max_concurrency", 8),
+                "max_restarts": plan.max_restarts,
+                "max_task_retries": 0,
                 "num_cpus": spec.bundle.get("CPU", 0),
                 "num_gpus": spec.bundle.get("GPU", 0),
                 "resources": {
@@ -199,28 +206,55 @@ class RayBackend(Backend):
         pending: Sequence[Pending[R]],
         on_done: Callable[[int], None] | None = None,
         fail_fast: bool = False,
+        timeout: float | None = None,
     ) -> list[Outcome[R]]:
-        """Wait with ``ray.wait``, reporting each call as it finishes."""
+        """Wait with ``ray.wait``, reporting each call as it finishes (up to ``timeout``)."""
         position = {p.handle: i for i, p in enumerate(pending)}
         outcomes: list[Outcome[R] | None] = [None] * len(pending)
         waiting = [p.handle for p in pending]
+        deadline = None if timeout is None else time.monotonic() + timeout
         while waiting:
-            done, waiting = ray.wait(waiting, num_returns=1)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, waiting = ray.wait(waiting, num_returns=1, timeout=left)
+            if not done:
+                break
             i = position[done[0]]
             outcomes[i] = _outcome(done[0])
             if on_done is not None:
                 on_done(i)
             if fail_fast and outcomes[i].error is not None:  # type: ignore[union-attr]
                 break
-        return [
-            o if o is not None else Outcome(None, Unfinished("still running")) for o in outcomes
-        ]
+        late = "still running" if timeout is None else f"no reply within {timeout:g} s"
+        return [o if o is not None else Outcome(None, Unfinished(late)) for o in outcomes]
 
     def wait_any(self, pending: Sequence[Pending[R]]) -> tuple[int, Outcome[R]]:
         """``ray.wait`` for one of ``pending`` (blocks; no polling)."""
         refs = [p.handle for p in pending]
         done, _ = ray.wait(refs, num_returns=1)
         return refs.index(done[0]), _outcome(done[0])
+
+    def wait_next(
+        self, pending: Sequence[Pending[R]], timeout: float | None
+    ) -> tuple[int, Outcome[R]] | None:
+        """``ray.wait`` for one of ``pending``, at most ``timeout`` seconds (``None``)."""
+        refs = [p.handle for p in pending]
+        done, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        return (refs.index(done[0]), _outcome(done[0])) if done else None
+
+    def kill(self, worker: int) -> None:
+        """``ray.kill`` the worker's actor; Ray re-creates it in its bundle (``max_restarts``)."""
+        ray.kill(self._actors[worker], no_restart=False)
+
+    def reconnect(self, worker: int) -> Pending[int]:
+        """Send a re-created actor the handles of every actor (:class:`Connect`)."""
+        return self.call(worker, Connect(tuple(self._actors)))
+
+    def lost(self, error: BaseException) -> str | None:
+        """The reason a call failed with its actor (a worker death, its node lost), or
+        ``None``."""
+        if isinstance(error, ray.exceptions.RayActorError | ray.exceptions.NodeDiedError):
+            return describe_loss(error)
+        return None
 
     def stop(self) -> None:
         """Kill the actors and remove the placement group (never the current group)."""
@@ -247,6 +281,16 @@ def _wait_removed(group_id: str, seconds: float) -> None:
         if entry.get("state", "REMOVED") == "REMOVED":
             return
         time.sleep(0.02)
+
+
+def describe_loss(error: BaseException) -> str:
+    """One line on how a worker was lost, from Ray's error."""
+    text = " ".join(str(error).split()).lower()
+    if isinstance(error, ray.exceptions.NodeDiedError) or "node died" in text:
+        return "its node was lost"
+    if "ray.kill" in text:
+        return "its process was ended by ray.kill"
+    return f"its process died: killed, out of memory or crashed ({type(error).__name__})"
 
 
 def _outcome(ref: Any) -> Outcome[Any]:

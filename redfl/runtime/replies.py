@@ -54,6 +54,19 @@ class FitBatch:
             self.stats[name] = self.stats.get(name, 0.0) + value
 
 
+@dataclass(frozen=True)
+class WorkerProbe:
+    """A worker's answer to a probe: its process id and the client it runs, if any.
+
+    ``elapsed`` is how long ``node_id`` has been running, in seconds (measured on the
+    worker, so clocks of different machines never meet).
+    """
+
+    pid: int
+    node_id: str | None
+    elapsed: float
+
+
 @dataclass
 class EvaluateBatch:
     """Per-client (id, loss, examples, metrics) of an evaluation, plus failures."""

@@ -111,6 +111,7 @@ class StarRunner(Runner):
         parameters = request.parameters
         policy = request.policy or UpdatePolicy()
         for node_id in node_ids:
+            self.host.running = (node_id, time.monotonic())
             try:
                 client = self._client(node_id)
                 if client.stateful:
@@ -131,6 +132,7 @@ class StarRunner(Runner):
             except Exception as error:  # a failing client is a value, not a crash
                 reason = describe(error)
             finally:
+                self.host.running = None
                 self._detach_state(node_id)
             if reason is not None:
                 batch.failures.append(Failure(node_id, request.round, "fit", reason))
@@ -149,6 +151,7 @@ class StarRunner(Runner):
         self._batches += 1
         batch = EvaluateBatch()
         for node_id in request.node_ids:
+            self.host.running = (node_id, time.monotonic())
             try:
                 client = self._client(node_id)
                 if client.stateful:
@@ -170,6 +173,7 @@ class StarRunner(Runner):
                 batch.failures.append(Failure(node_id, request.round, "evaluate", reason))
                 continue
             finally:
+                self.host.running = None
                 self._detach_state(node_id)
             batch.reports.append(report)
         return batch

@@ -6,9 +6,11 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal, Self
 
 from redfl.core.config import ResourcesConfig
+from redfl.core.events import Event, WorkerRestarted
 from redfl.core.roles import parse_roles
 from redfl.runtime.backend import Backend, Plan
 from redfl.runtime.host import PullVersion, Stats
@@ -16,14 +18,44 @@ from redfl.runtime.local import LocalBackend
 from redfl.runtime.plan import make_plan
 from redfl.runtime.remote import remote_options
 from redfl.runtime.resources import ResourceError
+from redfl.runtime.supervisor import Supervisor, WorkerHealth
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.virtual import NodeFactory, VirtualNode
-from redfl.schemas.callbacks import Callback
+from redfl.runtime.watch import CONTROL_TIMEOUT_S
+from redfl.schemas.callbacks import Callback, emit
 from redfl.topology.graph import Topology
 
 RuntimeName = Literal["ray", "local"]
 CAPACITY_GRACE_S = 3.0
 """How long a resource shortfall is re-checked before it is reported."""
+DEFAULT_MAX_WORKER_RESTARTS = 3
+"""How many times each worker may be re-created by default."""
+
+
+def check_fault_settings(
+    client_timeout: float | None, round_timeout: float | None, max_worker_restarts: int
+) -> None:
+    """Refuse bad fault settings with the setting's name, its value and what is allowed.
+
+    Raises
+    ------
+    ValueError
+        For a timeout that is not a number of seconds > 0 (or ``None``), or a restart
+        limit that is not an int >= 0.
+    """
+    for name, value in (("client_timeout", client_timeout), ("round_timeout", round_timeout)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"{name} must be a number of seconds > 0 (or None), got {value!r}")
+        if value == float("inf"):
+            raise ValueError(f"{name} must be finite (use None for no timeout), got {value!r}")
+    if (
+        isinstance(max_worker_restarts, bool)
+        or not isinstance(max_worker_restarts, int)
+        or max_worker_restarts < 0
+    ):
+        raise ValueError(f"max_worker_restarts must be an int >= 0, got {max_worker_restarts!r}")
 
 
 class Federation:
@@ -44,7 +76,17 @@ class Federation:
         How workers are sized and placed.
     federation_id:
         Prefix of every actor name; default: a fresh unique id.
+    client_timeout:
+        Seconds a star client may run before it is a failure ``timeout after X s`` and its
+        worker is replaced (ray runtime; ``None``: no limit).
+    round_timeout:
+        Seconds a star round may take; past it, unfinished clients fail (``None``: no limit).
+    max_worker_restarts:
+        How many times each worker may be re-created after it died or was replaced; one
+        loss more fails the run, naming the worker and the causes.
     """
+
+    callbacks: list[Callback]
 
     def __init__(
         self,
@@ -56,9 +98,18 @@ class Federation:
         address: str | None = None,
         resources: ResourcesConfig | None = None,
         federation_id: str | None = None,
+        client_timeout: float | None = None,
+        round_timeout: float | None = None,
+        max_worker_restarts: int = DEFAULT_MAX_WORKER_RESTARTS,
     ) -> None:
+        check_fault_settings(client_timeout, round_timeout, max_worker_restarts)
         if runtime not in ("ray", "local"):
             raise ValueError(f"runtime must be 'ray' or 'local', got {runtime!r}")
+        if runtime == "local" and (client_timeout or round_timeout):
+            raise ValueError(
+                "client_timeout and round_timeout need the ray runtime: the local runtime "
+                "runs clients in the driver's thread and cannot interrupt them"
+            )
         self.nodes = list(nodes)
         counts = Counter(n.node_id for n in self.nodes)
         if len(counts) != len(self.nodes):
@@ -70,10 +121,14 @@ class Federation:
         self.address = address
         self.resources = resources or ResourcesConfig()
         self.federation_id = federation_id or f"redfl-{uuid.uuid4().hex[:10]}"
+        self.client_timeout = client_timeout
+        self.round_timeout = round_timeout
+        self.max_worker_restarts = max_worker_restarts
         self.callbacks: list[Callback] = []
         """Receive the federation's events (schemas with a ``callbacks`` argument set it)."""
         self._backend: Backend | None = None
         self._manager: TopologyManager | None = None
+        self._supervisor: Supervisor | None = None
 
     @property
     def started(self) -> bool:
@@ -93,9 +148,40 @@ class Federation:
             current = self.resources.placement_group == "current"
             backend = RayBackend(self.address, current_group=current)
         plan = self._plan(backend)
+        if self.runtime == "ray":
+            plan.max_restarts = self.max_worker_restarts
         backend.start(plan)
         self._backend, self._manager = backend, plan.manager
+        if self.runtime == "ray":
+            nodes = [len(spec.nodes) for spec in plan.workers]
+            self._supervisor = Supervisor(backend, nodes, self.max_worker_restarts, self._notify)
+            self._supervisor.learn()
         return backend
+
+    def _notify(self, event: Event) -> None:
+        """Pass a runtime event (a worker restart) to the callbacks; a restart says when
+        the state of stateful clients was lost with the worker's process."""
+        if isinstance(event, WorkerRestarted) and any(
+            getattr(n.template, "stateful", False) for n in self.nodes
+        ):
+            lost = "; the state of its stateful clients was lost with its process"
+            event = replace(event, reason=event.reason + lost)
+        emit(self.callbacks, event)
+
+    def health(self) -> list[WorkerHealth]:
+        """Each worker's state (``alive``, ``restarting``, ``dead``), node count, busy
+        seconds and restarts (empty before the workers start).
+
+        The in-process runtime's workers are always ``alive`` and never restart.
+        """
+        if self._backend is None:
+            return []
+        if self._supervisor is not None:
+            return self._supervisor.health()
+        return [
+            WorkerHealth(w, "alive", int(stats.get("hosted", 0)), stats.get("busy_seconds", 0.0), 0)
+            for w, stats in enumerate(self.worker_stats())
+        ]
 
     def _plan(self, backend: Backend) -> Plan:
         """Plan against the free resources; a shortfall is re-checked for a few seconds,
@@ -128,13 +214,15 @@ class Federation:
         """The latest (version number, state) that ``node_id`` published."""
         backend = self._start()
         pending = backend.call(self.worker_of(node_id), PullVersion(node_id))
-        return backend.gather([pending])[0].result()
+        return backend.gather([pending], timeout=CONTROL_TIMEOUT_S)[0].result()
 
     def worker_stats(self) -> list[dict[str, float]]:
         """Per worker: nodes hosted and built, batch calls, seconds busy (none before start)."""
         if self._backend is None:
             return []
-        outcomes = self._backend.call_all(Stats())
+        backend = self._backend
+        pending = [backend.call(w, Stats()) for w in range(backend.num_workers)]
+        outcomes = backend.gather(pending, timeout=CONTROL_TIMEOUT_S)
         return [o.value if o.value is not None else {} for o in outcomes]
 
     def worker_nodes(self) -> list[str]:
@@ -143,10 +231,13 @@ class Federation:
 
     def stop(self) -> None:
         """Stop the workers and release the placement group. Safe to call twice."""
+        if self._supervisor is not None:
+            self._supervisor.stop()
         if self._backend is not None:
             self._backend.stop()
         self._backend = None
         self._manager = None
+        self._supervisor = None
 
     def __enter__(self) -> Self:
         return self

@@ -106,6 +106,9 @@ def star_from_config(
             address=run.address,
             resources=config.resources,
             **extra,
+            client_timeout=run.client_timeout,
+            round_timeout=run.round_timeout,
+            max_worker_restarts=run.max_worker_restarts,
         )
     except ParameterError as error:
         raise ConfigError(f"invalid config: strategy.{error.parameter}: {error.detail}") from None
@@ -135,6 +138,12 @@ def decentralized_from_config(
             f"client.target: {config.client.target} is not a {base.__name__} subclass, as "
             f"algorithm {t.algorithm!r} needs"
         )
+    for name in ("client_timeout", "round_timeout"):
+        if getattr(config.federation, name) is not None:
+            raise ConfigError(
+                f"federation.{name}: timeouts are for star clients; a decentralised node "
+                f"bounds each wait for a message with its own 'timeout' option"
+            )
     if config.evaluation.central:
         raise ConfigError(
             "evaluation.central: central evaluation is for the star schema; decentralised "
@@ -172,6 +181,7 @@ def decentralized_from_config(
             runtime=cast(RuntimeName, run.runtime),
             address=run.address,
             resources=config.resources,
+            max_worker_restarts=run.max_worker_restarts,
         )
     except TopologyError as error:
         raise ConfigError(f"topology: {error}") from None

@@ -24,10 +24,13 @@ from redfl.runtime.backend import Backend
 from redfl.runtime.port_runner import FreezeRounds, LimitRounds, RoundTotalsSince, SumParameters
 from redfl.runtime.replies import RoundTotals
 from redfl.runtime.virtual import NodeFactory
-from redfl.schemas.base import RuntimeName, virtual_nodes
+from redfl.runtime.watch import CONTROL_TIMEOUT_S
+from redfl.schemas.base import DEFAULT_MAX_WORKER_RESTARTS, RuntimeName, virtual_nodes
 from redfl.schemas.callbacks import Callback, emit
-from redfl.schemas.decentralized_state import restore_nodes, take_state
+from redfl.schemas.decentralized_state import NODE_STATES, take_state
 from redfl.schemas.graph import GraphFederation
+from redfl.schemas.records import round_record
+from redfl.schemas.rollback import Snapshot, roll_back, run_nodes
 from redfl.topology.graph import Topology
 from redfl.topology.validate import TopologyError, check_topology, check_undirected, shown
 
@@ -55,34 +58,6 @@ def check_requirement(topology: Topology, requires: str, allow_disconnected: boo
                 f"{shown(bad)} have {len(topology.neighbours(bad[0])) if bad else 0} "
                 f"neighbour(s), not {wanted}"
             )
-
-
-METRIC_NAMES = {"loss": "fit_loss", "accuracy": "test_accuracy"}
-"""Node report names renamed in a record's ``metrics``, so that each name means the same in
-every schema: ``fit_loss`` is a training loss (the record's ``train_loss``), ``test_loss``
-and ``test_accuracy`` a node's evaluation of its own model (the record's ``loss`` and
-``accuracy``)."""
-
-
-def round_record(rnd: int, totals: RoundTotals, num_nodes: int, previous: float) -> RoundRecord:
-    """A round's record: each metric averaged over the nodes that reported it.
-
-    ``loss`` in a node report is its training loss, ``test_loss`` and ``accuracy`` its
-    evaluation; ``seconds`` runs from ``previous`` to the end of the round's last node.
-    """
-    means = {name: totals.sums[name] / totals.counts[name] for name in sorted(totals.sums)}
-    metrics = {METRIC_NAMES.get(name, name): value for name, value in means.items()}
-    return RoundRecord(
-        rnd,
-        num_nodes,
-        totals.nodes,
-        num_nodes - totals.nodes,
-        max(0.0, totals.ended - previous),
-        means.get("loss"),
-        means.get("test_loss"),
-        means.get("accuracy"),
-        metrics,
-    )
 
 
 class DecentralizedFederation(GraphFederation):
@@ -116,6 +91,7 @@ class DecentralizedFederation(GraphFederation):
         address: str | None = None,
         resources: ResourcesConfig | None = None,
         federation_id: str | None = None,
+        max_worker_restarts: int = DEFAULT_MAX_WORKER_RESTARTS,
     ) -> None:
         if not (isinstance(template, type) and issubclass(template, DecentralizedNode)):
             raise TypeError(
@@ -132,15 +108,24 @@ class DecentralizedFederation(GraphFederation):
             address=address,
             resources=resources,
             federation_id=federation_id,
+            max_worker_restarts=max_worker_restarts,
         )
         self.callbacks = list(callbacks)
-        self._train_nodes = sum(1 for n in self.nodes if "train" in n.roles)
+        self._train_ids = [n.node_id for n in self.nodes if "train" in n.roles]
+        self._train_nodes = len(self._train_ids)
+        self._snapshot = Snapshot()
+        self._stopping = False
+        self._resuming = False
         self.round = 0
         self._history: list[RoundRecord] = []
         self.checkpoint_every = 0
         """Pause every node after each multiple of this round (0: never), so that a
         callback can take the server state there (:mod:`redfl.schemas.decentralized_state`)."""
-        self._restore: ServerState | None = None
+
+    @property
+    def train_ids(self) -> list[str]:
+        """The ids of the nodes with the train role (those that run rounds)."""
+        return list(self._train_ids)
 
     @property
     def history(self) -> list[RoundRecord]:
@@ -162,23 +147,56 @@ class DecentralizedFederation(GraphFederation):
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         for callback in self.callbacks:
             callback.on_train_begin(rounds)
+        self._stopping = False
         backend = self._start()
         backend.call_all(LimitRounds(self._next_pause(), stop=False))  # lifts a past stop
-        if self._restore is not None:
-            restore_nodes(backend, self.groups(), self._restore)
-            self._restore = None
+        last, previous = self.round + rounds, time.time()
+        emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
+        arguments: dict[str, Any] = {"rounds": rounds, "resume": self._resuming}
+        self._resuming = False
+        while True:
+            box, previous, last = self._attempt(backend, arguments, last, previous)
+            if "error" in box:
+                raise box["error"]
+            if not box["lost"]:
+                break
+            rnd = self.round + 1
+            roll_back(backend, self._supervisor, box["lost"], self._snapshot, self.worker_of, rnd)
+            self.round = self._snapshot.round
+            del self._history[self.round :]
+            arguments = {"rounds": last - self.round, "resume": self.round > 0}
+            backend.call_all(LimitRounds(self._next_pause(), stop=False))
+            emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
+        result = FederationResult(list(self._history), self.final_parameters(), [], box["outputs"])
+        for callback in self.callbacks:
+            callback.on_train_end(result)
+        return result
+
+    def _attempt(
+        self, backend: Backend, arguments: dict[str, Any], last: int, previous: float
+    ) -> tuple[dict[str, Any], float, int]:
+        """Run the nodes (on a thread), recording rounds as every node completes them.
+
+        Returns ``outputs`` and ``lost`` workers, or the ``error``; the last end time; the
+        last round (lower when a callback stopped the run at a round boundary).
+        """
         box: dict[str, Any] = {}
+
+        def per_node(node_id: str) -> dict[str, Any]:
+            if not arguments.get("resume"):
+                return {"rounds": arguments["rounds"]}
+            return {"rounds": arguments["rounds"], "resume": self._snapshot.states.get(node_id)}
 
         def run() -> None:
             try:
-                box["outputs"] = self._run_nodes({"rounds": rounds})
+                box["outputs"], box["lost"] = run_nodes(
+                    backend, self._train_ids, self.worker_of, per_node, lambda: self._stopping
+                )
             except BaseException as error:
                 box["error"] = error
 
         runner = threading.Thread(target=run, name="redfl-decentralized-train", daemon=True)
-        last, previous = self.round + rounds, time.time()
         runner.start()
-        emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
         stopping = False
         while True:  # records go out as rounds complete on every node, not at the end
             finished = not runner.is_alive()
@@ -187,15 +205,8 @@ class DecentralizedFederation(GraphFederation):
                 stopping, last = True, self._stop_at_boundary(backend)
                 continue  # record every round up to the boundary before ending
             if finished:
-                break
+                return box, previous, last
             runner.join(PROGRESS_POLL_S)
-        if "error" in box:
-            raise box["error"]
-        outputs = box["outputs"]
-        result = FederationResult(list(self._history), self.final_parameters(), [], outputs)
-        for callback in self.callbacks:
-            callback.on_train_end(result)
-        return result
 
     def _stop_at_boundary(self, backend: Backend) -> int:
         """Stop every node after the highest round any node has started (that round ends
@@ -209,7 +220,9 @@ class DecentralizedFederation(GraphFederation):
         """Record (and pass to callbacks) every round all nodes finished: the last end time
         and whether a callback asked to stop."""
         merged: dict[int, RoundTotals] = {}
-        for outcome in backend.call_all(RoundTotalsSince(self.round + 1)):
+        since = RoundTotalsSince(self.round + 1)
+        pending = [backend.call(w, since) for w in range(backend.num_workers)]
+        for outcome in backend.gather(pending, timeout=CONTROL_TIMEOUT_S):
             for rnd, reported in (outcome.value or {}).items():
                 merged.setdefault(rnd, RoundTotals()).merge(reported)
         stop = False
@@ -221,6 +234,7 @@ class DecentralizedFederation(GraphFederation):
             previous = max(previous, totals.ended)
             self.round += 1
             self._history.append(record)
+            self._snapshot.take(backend, self.round, self._train_nodes)
             if emit(self.callbacks, RoundFinished(record)):
                 stop = True
             elif self.checkpoint_every and self.round % self.checkpoint_every == 0:
@@ -234,29 +248,32 @@ class DecentralizedFederation(GraphFederation):
         every = self.checkpoint_every
         return (self.round // every + 1) * every if every else None
 
-    def groups(self) -> list[tuple[int, list[str]]]:
-        """The nodes' ids by hosting worker, in worker order (after start)."""
-        groups: dict[int, list[str]] = {}
-        for node in self.nodes:
-            groups.setdefault(self.worker_of(node.node_id), []).append(node.node_id)
-        return sorted(groups.items())
-
     def server_state(self, config_digest: str = "") -> ServerState:
-        """The state after the last completed round (nodes' models included)."""
-        return take_state(self, config_digest)
+        """The state after the last completed round (every node's published state)."""
+        return take_state(self, self._snapshot, config_digest)
 
     def load_server_state(self, state: ServerState) -> None:
-        """Continue from ``state``: the next ``train`` restores every node's model."""
+        """Continue from ``state``: the next ``train`` resumes every node from it."""
         if state.seed != self.seed:
             raise ValueError(f"the state's seed is {state.seed}, the federation's {self.seed}")
-        self.round, self._history, self._restore = state.round, list(state.history), state
+        self.round, self._history = state.round, list(state.history)
+        self._snapshot = Snapshot(state.round, dict(state.extra.get(NODE_STATES) or {}))
+        self._resuming = state.round > 0
+
+    def stop(self) -> None:
+        """Stop the nodes and the workers (a worker ended now is not rolled back)."""
+        self._stopping = True
+        super().stop()
 
     def final_parameters(self) -> Parameters | None:
         """The weighted mean of the models the nodes last published (``None`` if none)."""
         backend = self._start()
         total = WeightedSum()
-        pending = [backend.call(w, SumParameters(ids)) for w, ids in self.groups()]
-        for outcome in backend.gather(pending):
+        groups: dict[int, list[str]] = {}
+        for node in self.nodes:
+            groups.setdefault(self.worker_of(node.node_id), []).append(node.node_id)
+        pending = [backend.call(w, SumParameters(ids)) for w, ids in sorted(groups.items())]
+        for outcome in backend.gather(pending, timeout=CONTROL_TIMEOUT_S):
             total.merge(outcome.result())
         if total.weight <= 0:
             return None

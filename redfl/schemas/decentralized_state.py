@@ -2,36 +2,39 @@
 
 Nodes of a decentralised schema run their rounds without a global barrier; a checkpoint
 after round ``k`` is taken while every node waits at its worker's round gate before round
-``k + 1`` (:class:`~redfl.runtime.round_gate.RoundGate`), so the models the nodes last
-published are all of round ``k``. They go into ``extra["node_models"]``; a federation
-built from the same config that loads the state has each node continue from its model
-after round ``k`` (its exchanges, e.g. the degrees for mixing weights, are redone).
+``k + 1`` (:class:`~redfl.runtime.round_gate.RoundGate`), so the states the nodes published
+for round ``k`` (round, parameters, weight and their extra state) are all there. They go
+into ``extra["node_states"]``; a federation built from the same config that loads the state
+resumes each node from its own (``train(rounds, resume=state)``, the path a rollback after a
+worker loss takes too: :mod:`redfl.schemas.rollback`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from redfl.core.arrays import copy_parameters
 from redfl.core.server_state import ServerState
-from redfl.runtime.port_runner import NodeModels, RestoreNodes
 
 if TYPE_CHECKING:
-    from redfl.runtime.backend import Backend
     from redfl.schemas.decentralized import DecentralizedFederation
+    from redfl.schemas.rollback import Snapshot
 
-NODE_MODELS = "node_models"
-"""The key of the nodes' models in ``ServerState.extra``."""
+NODE_STATES = "node_states"
+"""The key of the nodes' published states in ``ServerState.extra``."""
 
 
-def take_state(federation: DecentralizedFederation, config_digest: str = "") -> ServerState:
+def take_state(
+    federation: DecentralizedFederation, snapshot: Snapshot, config_digest: str = ""
+) -> ServerState:
     """The federation's state after its last completed round (nodes at the gate)."""
-    backend = federation._start()
-    models: dict[str, Any] = {}
-    groups = federation.groups()
-    pending = [backend.call(worker, NodeModels(ids)) for worker, ids in groups]
-    for outcome in backend.gather(pending):
-        models.update(outcome.result())
+    if snapshot.round != federation.round:
+        snapshot.take(federation._start(), federation.round, len(federation.train_ids))
+    if snapshot.round != federation.round:
+        raise RuntimeError(
+            f"the nodes' states of round {federation.round} are not all published; "
+            "a checkpoint is taken at a round boundary only"
+        )
     parameters = federation.final_parameters() or {}
     return ServerState(
         federation.round,
@@ -41,18 +44,5 @@ def take_state(federation: DecentralizedFederation, config_digest: str = "") -> 
         [],
         federation.seed,
         config_digest,
-        {NODE_MODELS: dict(sorted(models.items()))},
+        {NODE_STATES: dict(sorted(snapshot.states.items()))},
     )
-
-
-def restore_nodes(
-    backend: Backend, groups: list[tuple[int, list[str]]], state: ServerState
-) -> None:
-    """Have every node of ``groups`` continue from its model in ``state``."""
-    models = state.extra.get(NODE_MODELS) or {}
-    pending = [
-        backend.call(worker, RestoreNodes(state.round, {i: models[i] for i in ids if i in models}))
-        for worker, ids in groups
-    ]
-    for outcome in backend.gather(pending):
-        outcome.result()

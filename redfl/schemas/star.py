@@ -9,6 +9,7 @@ order, so results depend neither on which client finishes first nor on who ran i
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -24,13 +25,13 @@ from redfl.core.seeding import round_rng
 from redfl.core.server_state import ServerState
 from redfl.nodes.client import Client
 from redfl.runtime.backend import Backend
-from redfl.runtime.dispatch import Calls, WorkerRound, run_round, segments_of
-from redfl.runtime.protocol import Pending
+from redfl.runtime.dispatch import WorkerRound, segments_of
 from redfl.runtime.replies import FitBatch
-from redfl.runtime.star_runner import FitSegments, ReleaseSegments
-from redfl.schemas.base import Federation, RuntimeName, virtual_nodes
+from redfl.runtime.star_runner import FitSegments
+from redfl.runtime.watch import Watch
+from redfl.schemas.base import DEFAULT_MAX_WORKER_RESTARTS, Federation, RuntimeName, virtual_nodes
 from redfl.schemas.callbacks import Callback, emit
-from redfl.schemas.star_collect import collect, evaluate, evaluation
+from redfl.schemas.star_collect import collect, evaluate, evaluation, fit_round
 from redfl.schemas.star_state import load_state, take_state
 
 EvaluateFn = Callable[[Parameters], tuple[float, Mapping[str, float]]]
@@ -55,6 +56,8 @@ class StarFederation(Federation):
         Optional central evaluation run on the driver after every round.
     callbacks:
         Hooks for progress, logging and early stopping.
+    client_timeout, round_timeout, max_worker_restarts:
+        Fault handling (see :class:`~redfl.schemas.base.Federation`).
 
     Examples
     --------
@@ -86,6 +89,9 @@ class StarFederation(Federation):
         address: str | None = None,
         resources: ResourcesConfig | None = None,
         federation_id: str | None = None,
+        client_timeout: float | None = None,
+        round_timeout: float | None = None,
+        max_worker_restarts: int = DEFAULT_MAX_WORKER_RESTARTS,
     ) -> None:
         if num_clients < 1:
             raise ValueError(f"num_clients must be >= 1, got {num_clients}")
@@ -105,6 +111,9 @@ class StarFederation(Federation):
             address=address,
             resources=resources,
             federation_id=federation_id,
+            client_timeout=client_timeout,
+            round_timeout=round_timeout,
+            max_worker_restarts=max_worker_restarts,
         )
         self.strategy = strategy or FedAvg()
         self.evaluate_fn = evaluate_fn
@@ -139,15 +148,6 @@ class StarFederation(Federation):
     def failures(self) -> list[Failure]:
         """Every failure recorded so far."""
         return list(self._failures)
-
-    @property
-    def stateful_clients(self) -> bool:
-        """Whether clients keep state on their workers between rounds."""
-        return self._stateful
-
-    def restore_records(self, history: Sequence[RoundRecord], failures: Sequence[Failure]) -> None:
-        """Replace the history and failures (when continuing from a server state)."""
-        self._history, self._failures = list(history), list(failures)
 
     def server_state(self, config_digest: str = "") -> ServerState:
         """Everything needed to continue this run later (:mod:`redfl.schemas.star_state`)."""
@@ -184,6 +184,8 @@ class StarFederation(Federation):
                 emit(self.callbacks, FailureRecorded(failure))
             if emit(self.callbacks, RoundFinished(record)):
                 break
+        if self._supervisor is not None:
+            self._supervisor.settle()  # a worker lost in the last round is back, reported
         result = FederationResult(
             list(self._history), copy_parameters(self.parameters), list(self._failures)
         )
@@ -198,7 +200,9 @@ class StarFederation(Federation):
         return self._evaluate(backend, rnd, self._eval_ids)
 
     def _round(self, backend: Backend, rnd: int) -> RoundRecord:
-        start = time.perf_counter()
+        if self._supervisor is not None:
+            self._supervisor.drain()  # restarts done since; a worker still restarting is
+        start = time.perf_counter()  # skipped by the round (others run its share)
         sampled = self.strategy.configure_fit(rnd, self._train_ids, round_rng(self.seed, rnd))
         emit(self.callbacks, RoundStarted(rnd, len(sampled)))
         shares = [WorkerRound(w, segments_of(ids)) for w, ids in self._groups(sampled)]
@@ -206,20 +210,7 @@ class StarFederation(Federation):
         config = Instructions.make(rnd, self.strategy.fit_config(rnd))
         fold = self.strategy.weighted_sum
         policy = self.strategy.update_policy(rnd, sampled)
-
-        def guest(worker: int, share: WorkerRound, indices: list[int]) -> Pending[FitBatch]:
-            segments = [share.segments[i] for i in indices]
-            specs = [self._spec[node_id] for segment in segments for node_id in segment]
-            request = FitSegments(reference, segments, config, fold, policy, specs, separate=True)
-            return backend.call(worker, request)
-
-        calls = Calls(
-            home=lambda share: backend.call(
-                share.worker, FitSegments(reference, share.segments, config, fold, policy)
-            ),
-            guest=guest,
-            release=lambda worker: backend.call(worker, ReleaseSegments()),
-        )
+        request = FitSegments(reference, [], config, fold, policy)
         done = 0
 
         def progress(count: int) -> None:
@@ -227,7 +218,8 @@ class StarFederation(Federation):
             done += count
             emit(self.callbacks, ClientsProgress(rnd, done, len(sampled)))
 
-        run_round(backend, shares, calls, progress, steal=self._stealable)
+        watch = Watch(self._supervisor, self.client_timeout, self.round_timeout, rnd)
+        fit_round(backend, shares, request, self._spec, progress, self._stealable, watch)
         total, updates, fitted, failures = collect(rnd, shares)
         self._failures.extend(failures)
         succeeded = len(fitted.succeeded)
@@ -292,8 +284,16 @@ class StarFederation(Federation):
     def _evaluate(
         self, backend: Backend, rnd: int, node_ids: Sequence[str]
     ) -> tuple[float | None, dict[str, float]]:
+        if self._supervisor is not None:
+            self._supervisor.settle()  # clients evaluate on their own worker: wait for it
         groups = self._groups(node_ids)
         config = Instructions.make(rnd, self.strategy.evaluate_config(rnd), phase="evaluate")
-        reports, failures = evaluate(backend, groups, backend.put(self.parameters), config)
+        timeout = self.round_timeout
+        if self.client_timeout is not None:
+            largest = max((len(ids) for _, ids in groups), default=1)
+            timeout = min(timeout or math.inf, self.client_timeout * largest + 1.0)
+        reports, failures = evaluate(
+            backend, groups, backend.put(self.parameters), config, timeout, self._supervisor
+        )
         self._failures.extend(failures)
         return self.strategy.aggregate_evaluate(rnd, reports)

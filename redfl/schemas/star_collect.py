@@ -8,6 +8,7 @@ worker would have made alone, so work stealing never changes the result.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from redfl.algorithms.strategy import ClientUpdate
@@ -15,13 +16,43 @@ from redfl.core.arrays import Parameters, WeightedSum
 from redfl.core.instructions import Instructions
 from redfl.core.result import Failure
 from redfl.runtime.backend import Backend
-from redfl.runtime.dispatch import WorkerRound
-from redfl.runtime.protocol import Outcome
+from redfl.runtime.dispatch import Calls, WorkerRound, run_round
+from redfl.runtime.protocol import Outcome, Pending, Unfinished
 from redfl.runtime.replies import FitBatch
-from redfl.runtime.star_runner import EvaluateClients
+from redfl.runtime.star_runner import EvaluateClients, FitSegments, ReleaseSegments
+from redfl.runtime.supervisor import Supervisor
+from redfl.runtime.virtual import VirtualNode
+from redfl.runtime.watch import Watch
 
 Report = tuple[str, float, int, dict[str, float]]
 """One client's evaluation: (node id, loss, examples, metrics)."""
+
+
+def fit_round(
+    backend: Backend,
+    shares: Sequence[WorkerRound],
+    request: FitSegments,
+    specs: Mapping[str, VirtualNode],
+    progress: Callable[[int], None],
+    steal: bool,
+    watch: Watch,
+) -> None:
+    """Run a round's fit: each share's segments with ``request``'s parameters and
+    instructions, guests (stolen or re-run segments) described by ``specs``."""
+
+    def guest(worker: int, share: WorkerRound, indices: list[int]) -> Pending[FitBatch]:
+        segments = [share.segment(i) for i in indices]
+        guests = [specs[node_id] for segment in segments for node_id in segment]
+        return backend.call(
+            worker, replace(request, segments=segments, guests=guests, separate=True)
+        )
+
+    calls = Calls(
+        home=lambda share: backend.call(share.worker, replace(request, segments=share.segments)),
+        guest=guest,
+        release=lambda worker: backend.call(worker, ReleaseSegments()),
+    )
+    run_round(backend, shares, calls, progress, steal=steal, watch=watch)
 
 
 def collect(
@@ -36,13 +67,14 @@ def collect(
     fitted = FitBatch(total=None)
     failures: list[Failure] = []
     for share in shares:
+        failures.extend(share.failures)
         replies: list[tuple[list[list[str]], Outcome[FitBatch]]] = []
         if share.home is not None:
             kept = [s for i, s in enumerate(share.segments) if i not in share.released]
             replies.append((kept, share.home))
         stolen_sums: dict[int, WeightedSum] = {}
         for indices, outcome in share.stolen:
-            replies.append(([share.segments[i] for i in indices], outcome))
+            replies.append(([share.segment(i) for i in indices], outcome))
             if outcome.value is not None:
                 stolen_sums.update(zip(indices, outcome.value.segment_totals, strict=False))
         for segments, outcome in replies:
@@ -71,19 +103,32 @@ def evaluate(
     groups: Sequence[tuple[int, list[str]]],
     parameters: Any,
     instructions: Instructions,
+    timeout: float | None = None,
+    supervisor: Supervisor | None = None,
 ) -> tuple[list[Report], list[Failure]]:
     """Evaluate ``parameters`` (as put by the backend) on each worker's group of clients.
 
-    Returns the reports in worker order and the failures; a worker whose call failed
-    turns into one failure per client of its group.
+    Returns the reports in worker order and the failures; a worker whose call failed, or
+    had not answered after ``timeout`` seconds (it is then replaced), turns into one failure
+    per client of its group. A lost worker is reported to ``supervisor``.
     """
+    rnd = instructions.round
     calls = [backend.call(w, EvaluateClients(parameters, ids, instructions)) for w, ids in groups]
     reports: list[Report] = []
     failures: list[Failure] = []
-    for (worker, ids), outcome in zip(groups, backend.gather(calls), strict=True):
+    outcomes = backend.gather(calls, timeout=timeout)
+    for (worker, ids), outcome in zip(groups, outcomes, strict=True):
         if outcome.error is not None:
             reason = f"worker {worker} failed: {outcome.error}"
-            failures.extend(Failure(i, instructions.round, "evaluate", reason) for i in ids)
+            lost = backend.lost(outcome.error)
+            if isinstance(outcome.error, Unfinished):
+                reason = f"evaluation timeout after {timeout:g} s"
+                if supervisor is not None:
+                    supervisor.replace(worker, f"round {rnd}: {reason}")
+            elif lost is not None and supervisor is not None:
+                reason = f"worker {worker} lost: {lost}"
+                supervisor.lost(worker, f"round {rnd}: {lost}")
+            failures.extend(Failure(i, rnd, "evaluate", reason) for i in ids)
             continue
         batch = outcome.result()
         failures.extend(batch.failures)

@@ -24,7 +24,7 @@ CLIENT_STATES = "client_states"
 def take_state(federation: StarFederation, config_digest: str = "") -> ServerState:
     """The federation's state now (between rounds)."""
     extra = {}
-    if federation.stateful_clients and federation.started:
+    if federation._stateful and federation.started:
         backend = federation._start()
         states: dict[str, object] = {}
         for outcome in backend.call_all(ExportClientStates()):
@@ -60,7 +60,7 @@ def load_state(federation: StarFederation, state: ServerState) -> None:
     federation.round = state.round
     federation.parameters = copy_parameters(state.parameters)
     federation.strategy.load_state(state.strategy_state)
-    federation.restore_records(state.history, state.failures)
+    federation._history, federation._failures = list(state.history), list(state.failures)
     states = state.extra.get(CLIENT_STATES) or {}
     if states:
         backend = federation._start()
