@@ -33,8 +33,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from redfl import StarFederation
 from redfl.attacks import choose_attackers
 from redfl.core.arrays import Parameters
@@ -136,9 +134,7 @@ def run(client: Any, extra: dict[str, Any] | None = None, **kw: Any) -> tuple[An
 
 def identical(a: FederationResult, b: FederationResult) -> bool:
     """Whether two results' final parameters are bit-identical."""
-    return a.parameters.keys() == b.parameters.keys() and all(
-        np.array_equal(a.parameters[k], b.parameters[k]) for k in a.parameters
-    )
+    return a.parameters_equal(b)
 
 
 def main() -> None:

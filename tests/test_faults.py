@@ -66,8 +66,7 @@ def test_sigkilled_worker_is_restarted_and_the_result_is_bit_identical(
         victim = fed.worker_of("client-37")
     assert (tmp_path / "killed").exists()
     assert result.failures == []
-    for name in expected.parameters:
-        assert np.array_equal(result.parameters[name], expected.parameters[name])
+    assert result.parameters_equal(expected)
     assert len(events.restarts()) == 1, events.restarts()
     [restart] = events.restarts()
     assert restart.worker == victim

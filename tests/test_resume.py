@@ -136,7 +136,7 @@ def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(
     assert same_arrays(end_a.strategy_state, end_b.strategy_state)
     assert same_arrays(end_a.extra, end_b.extra)
     if name.startswith("dsgd"):
-        assert len(end_b.extra["node_models"]) == 4
+        assert len(end_b.extra["node_states"]) == 4
     if name.startswith("stateful-clients"):
         assert len(end_b.extra["client_states"]) >= 3  # every client sampled so far
     types = [e["type"] for e in read_events(tmp_path / "cut")]
