@@ -155,14 +155,14 @@ class ErrorReply(_Reply):
     """A refused request: 400 ``INVALID_REQUEST`` or 401 ``ERROR``, with the reason."""
 
 
-def encode_arrays(arrays: dict[str, np.ndarray]) -> str:
-    """Serialise named arrays as float32 safetensors and return its base64 text."""
-    data = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
+def encode_arrays(arrays: dict[str, np.ndarray], dtype: type[np.floating] = np.float32) -> str:
+    """Serialise named arrays as safetensors (float32 by default) and return its base64 text."""
+    data = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in arrays.items()}
     return base64.b64encode(save(data)).decode("ascii")
 
 
-def decode_arrays(text: str) -> dict[str, np.ndarray]:
-    """Decode :func:`encode_arrays`'s text into float32 arrays.
+def decode_arrays(text: str, dtype: type[np.floating] = np.float32) -> dict[str, np.ndarray]:
+    """Decode :func:`encode_arrays`'s text into arrays of ``dtype``.
 
     Raises
     ------
@@ -181,5 +181,5 @@ def decode_arrays(text: str) -> dict[str, np.ndarray]:
             raise ValueError(f"parameters[{name!r}] must hold floats, got dtype {array.dtype}")
         if not np.isfinite(array).all():
             raise ValueError(f"parameters[{name!r}] holds a NaN or infinite value")
-        out[name] = array.astype(np.float32, copy=False)
+        out[name] = array.astype(dtype, copy=False)
     return out
