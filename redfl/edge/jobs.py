@@ -28,6 +28,7 @@ __all__ = [
     "JobSpec",
     "digits_test_set",
     "evaluate",
+    "evaluate_digits",
     "initial_parameters",
     "train_digits",
 ]
@@ -92,6 +93,7 @@ class JobSpec(BaseModel):
             "lr": self.local_lr,
             "batch_size": self.local_batch_size,
             "max_delay": self.max_delay,
+            "max_model_version": self.max_model_version,
         }
 
 
@@ -107,6 +109,11 @@ def digits_test_set() -> tuple[np.ndarray, np.ndarray]:
     """The held-out 20 % of the digits (seed 0)."""
     x, y = load_digits_arrays()
     return train_test_split(x, y, 0.2, seed=0)[2:]
+
+
+def evaluate_digits(parameters: Arrays) -> float:
+    """Held-out digits accuracy of softmax-regression parameters."""
+    return SoftmaxRegression().evaluate(parameters, *digits_test_set())[1]
 
 
 def evaluate(spec: JobSpec, parameters: Arrays) -> dict[str, float]:

@@ -103,8 +103,9 @@ class LcpService:
             return TaskReply(status=Status.RETRY, retry_wait=self.retry_wait, reason="not synced")
         if job_id != job.job_id:
             return TaskReply(status=Status.NO_JOB, reason=f"no job with id {job_id!r}")
-        if job.done:
-            return TaskReply(status=Status.DONE)
+        if job.done:  # with the final model, when this LCP has it
+            final = self.params.get(job.version, "")
+            return TaskReply(status=Status.DONE, model_version=job.version, parameters=final)
         if device not in self.selected:
             self.offered.add(device)
             return TaskReply(status=Status.NO_TASK, retry_wait=self.retry_wait)

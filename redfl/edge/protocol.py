@@ -114,7 +114,8 @@ class TaskRequest(_Request):
 
 
 class TaskReply(_Reply):
-    """A task (``OK``), ``NO_TASK``/``RETRY`` (ask again after ``retry_wait``), or ``DONE``."""
+    """A task (``OK``), ``NO_TASK``/``RETRY`` (ask again after ``retry_wait``), or ``DONE``
+    (with the final model's version and parameters)."""
 
     task_id: str = ""
     model_version: int = 0

@@ -1,0 +1,226 @@
+"""The routing proxy: the devices' HTTP entry, an ASGI app served by uvicorn.
+
+It enrols devices (``POST /enroll`` with the project's enrollment secret returns a signed
+token), verifies the token on every other request and takes the device id from it (never from
+a header or body the device controls), picks the device's LCP by rendezvous hashing
+(:mod:`redfl.edge.hashing`) among the LCPs that pass their health check, and forwards the
+body unchanged over a kept-alive connection. A device whose LCP is down goes to its next
+choice (at once, when a forward fails, and for everyone after the next health check), and
+returns home when its LCP is back. When no LCP answers, the device is told to ``RETRY``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from redfl.edge.errors import ERROR_RESPONSES, install_error_handlers, unauthorized
+from redfl.edge.forward import ForwardError, LcpConnections
+from redfl.edge.hashing import choose
+from redfl.edge.lcp_app import DEVICE_HEADER
+from redfl.edge.protocol import (
+    EnrollReply,
+    EnrollRequest,
+    JobReply,
+    JobRequest,
+    ResultReply,
+    ResultRequest,
+    SelectionReply,
+    SelectionRequest,
+    Status,
+    TaskReply,
+    TaskRequest,
+)
+from redfl.edge.tokens import TokenError, TokenSigner, secret_matches
+
+__all__ = ["Router", "proxy_app"]
+
+_Replies = type[JobReply] | type[TaskReply] | type[ResultReply] | type[SelectionReply]
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    """``http://host:port`` -> ``(host, port)``."""
+    parsed = httpx.URL(url)
+    return parsed.host, parsed.port or 80
+
+
+class Unauthorized(Exception):
+    """A request without a valid token (answered with 401)."""
+
+
+class Router:
+    """LCP health and the device -> LCP choice.
+
+    Parameters
+    ----------
+    lcps : dict[str, str]
+        LCP name -> base URL.
+    """
+
+    def __init__(self, lcps: dict[str, str]) -> None:
+        self.urls = dict(lcps)
+        self.up = dict.fromkeys(lcps, True)
+        self._ranked: dict[str, list[str]] = {}
+        self.forwards: Counter[str] = Counter()
+        self.failovers = 0
+
+    def ranked(self, device: str) -> list[str]:
+        """The device's LCPs, best first (cached: it depends on the names only)."""
+        ranked = self._ranked.get(device)
+        if ranked is None:
+            ranked = self._ranked[device] = choose(device, self.urls)
+        return ranked
+
+    def candidates(self, device: str) -> list[str]:
+        """The device's LCPs that are up, best first."""
+        return [lcp for lcp in self.ranked(device) if self.up[lcp]]
+
+    async def check(self, client: httpx.AsyncClient, timeout: float) -> None:
+        """Health-check every LCP once (``GET /health`` must answer 200 and be synced)."""
+
+        async def one(lcp: str) -> bool:
+            try:
+                response = await client.get(f"{self.urls[lcp]}/health", timeout=timeout)
+                return response.status_code == 200 and bool(response.json().get("synced"))
+            except (httpx.HTTPError, ValueError):
+                return False
+
+        results = await asyncio.gather(*(one(lcp) for lcp in self.urls))
+        self.up = dict(zip(self.urls, results, strict=True))
+
+
+def proxy_app(
+    lcps: dict[str, str],
+    signer: TokenSigner,
+    enroll_secret: str,
+    health_interval: float = 0.5,
+    retry_wait: float = 1.0,
+) -> FastAPI:
+    """Build the routing proxy's app.
+
+    Parameters
+    ----------
+    lcps : dict[str, str]
+        LCP name -> base URL.
+    signer : TokenSigner
+        Issues and verifies device tokens.
+    enroll_secret : str
+        The project's enrollment secret.
+    health_interval : float, default 0.5
+        Seconds between health checks of the LCPs.
+    retry_wait : float, default 1.0
+        ``retry_wait`` told to devices when no LCP answers.
+    """
+    router = Router(lcps)
+    pools = {name: LcpConnections(*_host_port(url)) for name, url in lcps.items()}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+
+            async def watch() -> None:
+                while True:
+                    await router.check(client, timeout=max(0.2, health_interval))
+                    await asyncio.sleep(health_interval)
+
+            watcher = asyncio.create_task(watch())
+            try:
+                yield
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+                for pool in pools.values():
+                    pool.close()
+
+    app = FastAPI(
+        title="redfl edge routing proxy",
+        description=__doc__,
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+    )
+    app.state.router = router
+    install_error_handlers(app)
+
+    async def on_unauthorized(request: Request, exc: Exception) -> Response:
+        return unauthorized(str(exc))
+
+    app.add_exception_handler(Unauthorized, on_unauthorized)
+    bearer = Depends(HTTPBearer(auto_error=False))
+
+    async def device_of(credentials: HTTPAuthorizationCredentials | None = bearer) -> str:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthorized("missing token: send 'Authorization: Bearer <token>' from /enroll")
+        try:
+            return signer.verify(credentials.credentials)
+        except TokenError as exc:
+            raise Unauthorized(str(exc)) from None
+
+    authenticated = Depends(device_of)
+
+    async def forward(path: str, request: Request, device: str, model: _Replies) -> Response:
+        body = await request.body()
+        headers = {DEVICE_HEADER: device, "content-type": "application/json"}
+        for n, lcp in enumerate(router.candidates(device)):
+            try:
+                status, content = await pools[lcp].post(path, body, headers)
+            except ForwardError:
+                router.up[lcp] = False  # until the next health check says otherwise
+                continue
+            router.forwards[lcp] += 1
+            router.failovers += n > 0
+            return Response(content, status, media_type="application/json")
+        extra = {"retry_wait": retry_wait} if "retry_wait" in model.model_fields else {}
+        fallback = model(status=Status.RETRY, reason="no LCP is reachable", **extra)
+        return Response(fallback.model_dump_json(), 200, media_type="application/json")
+
+    @app.post("/enroll", response_model=EnrollReply)
+    async def enroll(body: EnrollRequest) -> EnrollReply | Response:
+        """Exchange the enrollment secret for a token bound to ``device_id``."""
+        if not secret_matches(body.secret, enroll_secret):
+            return unauthorized("bad enrollment secret")
+        token, expires = signer.issue(body.device_id)
+        return EnrollReply(status=Status.OK, token=token, expires_at=expires)
+
+    @app.post("/job", response_model=JobReply)
+    async def job(body: JobRequest, request: Request, device: str = authenticated) -> Response:
+        """Ask for a job by name: its id, or ``NO_JOB``."""
+        return await forward("/job", request, device, JobReply)
+
+    @app.post("/task", response_model=TaskReply)
+    async def task(body: TaskRequest, request: Request, device: str = authenticated) -> Response:
+        """Ask for a task: parameters and config, ``NO_TASK``/``RETRY``, or ``DONE``."""
+        return await forward("/task", request, device, TaskReply)
+
+    @app.post("/result", response_model=ResultReply)
+    async def result(
+        body: ResultRequest, request: Request, device: str = authenticated
+    ) -> Response:
+        """Report a task's update (local model minus the task's model)."""
+        return await forward("/result", request, device, ResultReply)
+
+    @app.post("/selection", response_model=SelectionReply)
+    async def selection(
+        body: SelectionRequest, request: Request, device: str = authenticated
+    ) -> Response:
+        """The devices selected now, the model version, and whether the job is done."""
+        return await forward("/selection", request, device, SelectionReply)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness of the proxy itself."""
+        return {"status": "OK"}
+
+    @app.get("/stats")
+    async def stats() -> dict[str, object]:
+        """LCP health, forwards per LCP, and failovers to a next choice."""
+        return {"up": router.up, "forwards": dict(router.forwards), "failovers": router.failovers}
+
+    return app
