@@ -69,7 +69,7 @@ class Router:
         self.up = dict.fromkeys(lcps, True)
         self._ranked: dict[str, list[str]] = {}
         self.forwards: Counter[str] = Counter()
-        self.failovers = 0
+        self.failovers = 0  # requests served by an LCP other than the device's home
 
     def ranked(self, device: str) -> list[str]:
         """The device's LCPs, best first (cached: it depends on the names only)."""
@@ -168,14 +168,15 @@ def proxy_app(
     async def forward(path: str, request: Request, device: str, model: _Replies) -> Response:
         body = await request.body()
         headers = {DEVICE_HEADER: device, "content-type": "application/json"}
-        for n, lcp in enumerate(router.candidates(device)):
+        home = router.ranked(device)[0]
+        for lcp in router.candidates(device):
             try:
                 status, content = await pools[lcp].post(path, body, headers)
             except ForwardError:
                 router.up[lcp] = False  # until the next health check says otherwise
                 continue
             router.forwards[lcp] += 1
-            router.failovers += n > 0
+            router.failovers += lcp != home
             return Response(content, status, media_type="application/json")
         extra = {"retry_wait": retry_wait} if "retry_wait" in model.model_fields else {}
         fallback = model(status=Status.RETRY, reason="no LCP is reachable", **extra)
