@@ -169,3 +169,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+from redfl.edge.cli import register  # noqa: E402
+
+register(app)

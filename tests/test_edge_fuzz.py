@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -34,7 +35,7 @@ def edge() -> Iterator[ThreadedDeployment]:
     suppress_health_check=list(HealthCheck),
     database=None,
 )
-def test_no_server_errors(case: schemathesis.Case, edge: ThreadedDeployment) -> None:
+def test_no_server_errors(case: Any, edge: ThreadedDeployment) -> None:
     token = SIGNER.issue("fuzzer")[0]
     for headers in ({"authorization": f"Bearer {token}"}, {}):
         response = case.call(base_url=edge.url["proxy"], headers=headers)

@@ -42,7 +42,7 @@ def table() -> dict[str, np.ndarray]:
 
 def homes(table: dict[str, np.ndarray], lcps: list[str]) -> np.ndarray:
     """Index into ``lcps`` of each id's first choice."""
-    return np.argmax(np.stack([table[lcp] for lcp in lcps]), axis=0)
+    return np.asarray(np.argmax(np.stack([table[lcp] for lcp in lcps]), axis=0))
 
 
 @pytest.mark.parametrize("n", [4, 8, 16])

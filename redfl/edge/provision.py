@@ -60,12 +60,15 @@ def read_lcp_map(tree_dir: Path) -> dict[str, LcpAddress]:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(raw, dict) or not raw:
         raise ValueError(f"{path} must map LCP names to {{host, port}}, got {raw!r:.80}")
-    try:
-        return {str(name): LcpAddress.model_validate(entry) for name, entry in raw.items()}
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"{path}: entry {where or '?'}: {first['msg']}") from None
+    out = {}
+    for name, entry in raw.items():
+        try:
+            out[str(name)] = LcpAddress.model_validate(entry)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join([str(name), *(str(p) for p in first["loc"])])
+            raise ValueError(f"{path}: entry {where}: {first['msg']}") from None
+    return out
 
 
 def load_or_create_secrets(tree_dir: Path) -> EdgeSecrets:
