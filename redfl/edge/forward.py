@@ -30,10 +30,12 @@ class LcpConnections:
         Where the LCP listens.
     max_idle : int, default 128
         Idle connections kept for reuse.
+    timeout : float, default 30.0
+        Seconds an exchange may take before the LCP counts as unreachable.
     """
 
-    def __init__(self, host: str, port: int, max_idle: int = 128) -> None:
-        self.host, self.port, self.max_idle = host, port, max_idle
+    def __init__(self, host: str, port: int, max_idle: int = 128, timeout: float = 30.0) -> None:
+        self.host, self.port, self.max_idle, self.timeout = host, port, max_idle, timeout
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -65,11 +67,12 @@ class LcpConnections:
     ) -> tuple[int, bytes]:
         reader, writer = stream
         try:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status, length, keep = _parse_head(head)
-            body = await reader.readexactly(length)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            async with asyncio.timeout(self.timeout):
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status, length, keep = _parse_head(head)
+                body = await reader.readexactly(length)
+        except (OSError, EOFError, asyncio.LimitOverrunError, ValueError, TimeoutError) as exc:
             writer.close()
             raise ForwardError(f"exchange with {self.host}:{self.port} failed: {exc!r}") from None
         if keep and len(self._idle) < self.max_idle:

@@ -53,7 +53,9 @@ class LcpService:
     server_url : str
         Base URL of the edge server.
     sync_interval : float, default 0.05
-        Seconds between idle syncs (results trigger a sync at once).
+        Seconds between syncs while the job moves (results and candidates trigger one at once).
+    max_idle : float, default 0.4
+        Longest wait between syncs while nothing changes.
     retry_wait : float, default 0.5
         ``retry_wait`` told to devices that are not selected or must retry.
     result_timeout : float, default 10.0
@@ -65,12 +67,14 @@ class LcpService:
         name: str,
         server_url: str,
         sync_interval: float = 0.05,
+        max_idle: float = 0.4,
         retry_wait: float = 0.5,
         result_timeout: float = 10.0,
     ) -> None:
         self.name = name
         self.server_url = server_url
         self.sync_interval = sync_interval
+        self.max_idle = max_idle
         self.retry_wait = retry_wait
         self.result_timeout = result_timeout
         self.boot = uuid.uuid4().hex[:8]
@@ -108,6 +112,7 @@ class LcpService:
             return TaskReply(status=Status.DONE, model_version=job.version, parameters=final)
         if device not in self.selected:
             self.offered.add(device)
+            self.wake.set()
             return TaskReply(status=Status.NO_TASK, retry_wait=self.retry_wait)
         task_id = self.current.get(device)
         if task_id is None or self.tasks[task_id][1] not in self.params:
@@ -227,7 +232,9 @@ class LcpService:
         self.job = reply.model_copy(update={"parameters": "", "verdicts": [], "selected": None})
 
     async def run(self, client: httpx.AsyncClient) -> None:
-        """Sync with the server for ever: at once when results wait, else every interval."""
+        """Sync with the server for ever: at once when results or candidates wait, else after
+        ``sync_interval``, doubling up to ``max_idle`` while nothing changes."""
+        idle = self.sync_interval
         while True:
             request, groups = self._request()
             body = request.model_dump_json()
@@ -243,8 +250,11 @@ class LcpService:
                     break
                 except (httpx.HTTPError, ValueError):
                     await asyncio.sleep(self.sync_interval)
+            quiet = not groups and not request.offered and reply.selected is None
+            quiet = quiet and self.job is not None and reply.version == self.job.version
             self.apply(reply, groups)
+            idle = min(idle * 2, self.max_idle) if quiet else self.sync_interval
             if not self.pending and not self.offered:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.sync_interval)
+                    await asyncio.wait_for(self.wake.wait(), idle)

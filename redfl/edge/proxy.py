@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
+import time
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -45,6 +46,14 @@ __all__ = ["Router", "proxy_app"]
 _Replies = type[JobReply] | type[TaskReply] | type[ResultReply] | type[SelectionReply]
 
 
+def percentile(values: deque[float], q: float) -> float:
+    """The ``q``-th percentile (nearest rank) of ``values``; 0 when empty."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
 def _host_port(url: str) -> tuple[str, int]:
     """``http://host:port`` -> ``(host, port)``."""
     parsed = httpx.URL(url)
@@ -70,6 +79,7 @@ class Router:
         self._ranked: dict[str, list[str]] = {}
         self.forwards: Counter[str] = Counter()
         self.failovers = 0  # requests served by an LCP other than the device's home
+        self.latency: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=100_000))
 
     def ranked(self, device: str) -> list[str]:
         """The device's LCPs, best first (cached: it depends on the names only)."""
@@ -166,6 +176,7 @@ def proxy_app(
     authenticated = Depends(device_of)
 
     async def forward(path: str, request: Request, device: str, model: _Replies) -> Response:
+        start = time.perf_counter()
         body = await request.body()
         headers = {DEVICE_HEADER: device, "content-type": "application/json"}
         home = router.ranked(device)[0]
@@ -177,6 +188,7 @@ def proxy_app(
                 continue
             router.forwards[lcp] += 1
             router.failovers += lcp != home
+            router.latency[path].append(time.perf_counter() - start)
             return Response(content, status, media_type="application/json")
         extra = {"retry_wait": retry_wait} if "retry_wait" in model.model_fields else {}
         fallback = model(status=Status.RETRY, reason="no LCP is reachable", **extra)
@@ -221,7 +233,17 @@ def proxy_app(
 
     @app.get("/stats")
     async def stats() -> dict[str, object]:
-        """LCP health, forwards per LCP, and failovers to a next choice."""
-        return {"up": router.up, "forwards": dict(router.forwards), "failovers": router.failovers}
+        """LCP health, forwards per LCP, failovers, and time spent per route in the proxy
+        (from the body read to the LCP's answer)."""
+        latency = {
+            path: {"count": len(v), **{f"p{q}_ms": percentile(v, q) * 1e3 for q in (50, 99)}}
+            for path, v in router.latency.items()
+        }
+        return {
+            "up": router.up,
+            "forwards": dict(router.forwards),
+            "failovers": router.failovers,
+            "latency": latency,
+        }
 
     return app
