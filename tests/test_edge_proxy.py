@@ -62,6 +62,10 @@ def test_malformed_bodies_get_400(edge: ThreadedDeployment) -> None:
         reply = httpx.post(f"{edge.url['proxy']}/job", content=body, headers=headers)
         assert reply.status_code == 400, body
         assert reply.json()["status"] == "INVALID_REQUEST" and reply.json()["reason"]
+    empty = httpx.post(f"{edge.url['proxy']}/job", json={"job_name": ""}, headers=headers)
+    assert empty.json()["reason"] == "job_name: String should have at least 1 character"
+    no_token = httpx.post(f"{edge.url['proxy']}/job", content=b"{not json")
+    assert no_token.status_code == 401  # the token is checked before the body
 
 
 def test_the_device_id_comes_from_the_token_only(edge: ThreadedDeployment) -> None:

@@ -23,6 +23,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from redfl.edge.errors import ERROR_RESPONSES, install_error_handlers, unauthorized
+from redfl.edge.fastpath import FastPath
 from redfl.edge.forward import ForwardError, LcpConnections
 from redfl.edge.hashing import choose
 from redfl.edge.lcp_app import DEVICE_HEADER
@@ -43,7 +44,20 @@ from redfl.edge.tokens import TokenError, TokenSigner, secret_matches
 
 __all__ = ["Router", "proxy_app"]
 
-_Replies = type[JobReply] | type[TaskReply] | type[ResultReply] | type[SelectionReply]
+REPLIES: dict[str, type[JobReply | TaskReply | ResultReply | SelectionReply]] = {
+    "/job": JobReply,
+    "/task": TaskReply,
+    "/result": ResultReply,
+    "/selection": SelectionReply,
+}
+"""Reply model of each forwarded route."""
+REQUESTS: dict[str, type[JobRequest | TaskRequest | ResultRequest | SelectionRequest]] = {
+    "/job": JobRequest,
+    "/task": TaskRequest,
+    "/result": ResultRequest,
+    "/selection": SelectionRequest,
+}
+"""Request model of each forwarded route."""
 
 
 def percentile(values: deque[float], q: float) -> float:
@@ -71,10 +85,14 @@ class Router:
     ----------
     lcps : dict[str, str]
         LCP name -> base URL.
+    retry_wait : float, default 1.0
+        ``retry_wait`` told to devices when no LCP answers.
     """
 
-    def __init__(self, lcps: dict[str, str]) -> None:
+    def __init__(self, lcps: dict[str, str], retry_wait: float = 1.0) -> None:
         self.urls = dict(lcps)
+        self.pools = {name: LcpConnections(*_host_port(url)) for name, url in lcps.items()}
+        self.retry_wait = retry_wait
         self.up = dict.fromkeys(lcps, True)
         self._ranked: dict[str, list[str]] = {}
         self.forwards: Counter[str] = Counter()
@@ -91,6 +109,27 @@ class Router:
     def candidates(self, device: str) -> list[str]:
         """The device's LCPs that are up, best first."""
         return [lcp for lcp in self.ranked(device) if self.up[lcp]]
+
+    async def forward(self, path: str, body: bytes, device: str) -> tuple[int, bytes]:
+        """Send a device request to its first LCP that answers; ``RETRY`` when none does."""
+        start = time.perf_counter()
+        headers = {DEVICE_HEADER: device, "content-type": "application/json"}
+        home = self.ranked(device)[0]
+        for lcp in self.candidates(device):
+            try:
+                status, content = await self.pools[lcp].post(path, body, headers)
+            except ForwardError:
+                self.up[lcp] = False  # until the next health check says otherwise
+                continue
+            self.forwards[lcp] += 1
+            self.failovers += lcp != home
+            self.latency[path].append(time.perf_counter() - start)
+            return status, content
+        model = REPLIES[path]
+        extra = {"retry_wait": self.retry_wait} if "retry_wait" in model.model_fields else {}
+        return 200, model(
+            status=Status.RETRY, reason="no LCP is reachable", **extra
+        ).model_dump_json().encode()
 
     async def check(self, client: httpx.AsyncClient, timeout: float) -> None:
         """Health-check every LCP once (``GET /health`` must answer 200 and be synced)."""
@@ -128,8 +167,7 @@ def proxy_app(
     retry_wait : float, default 1.0
         ``retry_wait`` told to devices when no LCP answers.
     """
-    router = Router(lcps)
-    pools = {name: LcpConnections(*_host_port(url)) for name, url in lcps.items()}
+    router = Router(lcps, retry_wait)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -147,7 +185,7 @@ def proxy_app(
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-                for pool in pools.values():
+                for pool in router.pools.values():
                     pool.close()
 
     app = FastAPI(
@@ -157,6 +195,7 @@ def proxy_app(
         responses=ERROR_RESPONSES,
     )
     app.state.router = router
+    app.add_middleware(FastPath, router=router, signer=signer, requests=REQUESTS)
     install_error_handlers(app)
 
     async def on_unauthorized(request: Request, exc: Exception) -> Response:
@@ -175,24 +214,9 @@ def proxy_app(
 
     authenticated = Depends(device_of)
 
-    async def forward(path: str, request: Request, device: str, model: _Replies) -> Response:
-        start = time.perf_counter()
-        body = await request.body()
-        headers = {DEVICE_HEADER: device, "content-type": "application/json"}
-        home = router.ranked(device)[0]
-        for lcp in router.candidates(device):
-            try:
-                status, content = await pools[lcp].post(path, body, headers)
-            except ForwardError:
-                router.up[lcp] = False  # until the next health check says otherwise
-                continue
-            router.forwards[lcp] += 1
-            router.failovers += lcp != home
-            router.latency[path].append(time.perf_counter() - start)
-            return Response(content, status, media_type="application/json")
-        extra = {"retry_wait": retry_wait} if "retry_wait" in model.model_fields else {}
-        fallback = model(status=Status.RETRY, reason="no LCP is reachable", **extra)
-        return Response(fallback.model_dump_json(), 200, media_type="application/json")
+    async def forward(path: str, request: Request, device: str) -> Response:
+        status, content = await router.forward(path, await request.body(), device)
+        return Response(content, status, media_type="application/json")
 
     @app.post("/enroll", response_model=EnrollReply)
     async def enroll(body: EnrollRequest) -> EnrollReply | Response:
@@ -205,26 +229,26 @@ def proxy_app(
     @app.post("/job", response_model=JobReply)
     async def job(body: JobRequest, request: Request, device: str = authenticated) -> Response:
         """Ask for a job by name: its id, or ``NO_JOB``."""
-        return await forward("/job", request, device, JobReply)
+        return await forward("/job", request, device)
 
     @app.post("/task", response_model=TaskReply)
     async def task(body: TaskRequest, request: Request, device: str = authenticated) -> Response:
         """Ask for a task: parameters and config, ``NO_TASK``/``RETRY``, or ``DONE``."""
-        return await forward("/task", request, device, TaskReply)
+        return await forward("/task", request, device)
 
     @app.post("/result", response_model=ResultReply)
     async def result(
         body: ResultRequest, request: Request, device: str = authenticated
     ) -> Response:
         """Report a task's update (local model minus the task's model)."""
-        return await forward("/result", request, device, ResultReply)
+        return await forward("/result", request, device)
 
     @app.post("/selection", response_model=SelectionReply)
     async def selection(
         body: SelectionRequest, request: Request, device: str = authenticated
     ) -> Response:
         """The devices selected now, the model version, and whether the job is done."""
-        return await forward("/selection", request, device, SelectionReply)
+        return await forward("/selection", request, device)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
