@@ -2,7 +2,9 @@
 
 The proxy verifies the device's token and passes the device id in the ``x-redfl-device``
 header; an LCP listens on 127.0.0.1 only and trusts that header (a request without it gets a
-401). Bodies are validated again here, so an LCP is safe to reach directly in tests.
+401). Bodies are validated again here, so an LCP is safe to reach directly in tests. The
+device routes run on the fast path of :mod:`redfl.edge.fastpath`; the FastAPI routes below
+describe them (and answer them when the middleware is absent).
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from redfl.edge.errors import ERROR_RESPONSES, install_error_handlers, unauthorized
+from redfl.edge.fastpath import FastPath, header_identity
 from redfl.edge.lcp import LcpService
 from redfl.edge.protocol import (
     JobReply,
@@ -51,6 +56,21 @@ def lcp_app(service: LcpService) -> FastAPI:
     app = FastAPI(title=f"redfl LCP {service.name}", lifespan=lifespan, responses=ERROR_RESPONSES)
     app.state.service = service
     install_error_handlers(app)
+
+    async def handle(path: str, body: bytes, request: Any, device: str) -> tuple[int, bytes]:
+        if path == "/task":
+            reply: BaseModel = service.task(device, request.job_id)
+        elif path == "/result":
+            reply = await service.result(device, request)
+        elif path == "/job":
+            reply = service.job_reply(request.job_name)
+        else:
+            reply = service.selection()
+        return 200, reply.model_dump_json().encode()
+
+    requests = {"/job": JobRequest, "/task": TaskRequest, "/result": ResultRequest,
+                "/selection": SelectionRequest}  # fmt: skip
+    app.add_middleware(FastPath, identify=header_identity, handle=handle, requests=requests)
     Device = Header(default="", alias=DEVICE_HEADER, include_in_schema=False)
 
     @app.post("/job", response_model=JobReply)

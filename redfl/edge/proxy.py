@@ -23,7 +23,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from redfl.edge.errors import ERROR_RESPONSES, install_error_handlers, unauthorized
-from redfl.edge.fastpath import FastPath
+from redfl.edge.fastpath import FastPath, token_identity
 from redfl.edge.forward import ForwardError, LcpConnections
 from redfl.edge.hashing import choose
 from redfl.edge.lcp_app import DEVICE_HEADER
@@ -195,7 +195,12 @@ def proxy_app(
         responses=ERROR_RESPONSES,
     )
     app.state.router = router
-    app.add_middleware(FastPath, router=router, signer=signer, requests=REQUESTS)
+
+    async def handle(path: str, body: bytes, request: object, device: str) -> tuple[int, bytes]:
+        return await router.forward(path, body, device)
+
+    identify = token_identity(signer)
+    app.add_middleware(FastPath, identify=identify, handle=handle, requests=REQUESTS)
     install_error_handlers(app)
 
     async def on_unauthorized(request: Request, exc: Exception) -> Response:
