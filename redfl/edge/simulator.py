@@ -44,7 +44,7 @@ class SimulatorConfig:
     enroll_secret: str = ""
     seed: int = 0
     timeout: float = 600.0
-    poll: float = 0.05
+    poll: float = 0.1
 
 
 @dataclass
@@ -124,6 +124,8 @@ class _Sim:
         await self.post("/task", device, {"job_id": self.job_id})
 
     async def work(self, index: int) -> None:
+        """One selected device: task, train, report (retrying the same task on RETRY), and
+        ask again, which makes it a candidate once more."""
         device = self.ids[index]
         try:
             while not self.s.done:
