@@ -122,7 +122,8 @@ async def test_a_device_cannot_report_for_another(rig: Rig) -> None:
     t1 = await rig.task("d1")
     stolen = await rig.result("d2", t1["task_id"])
     assert stolen["status"] == "ERROR"
-    assert stolen["reason"] == f"task {t1['task_id']!r} was not issued to this device by lcp-a"
+    expected = f"not issued: task {t1['task_id']!r} was not issued to this device by lcp-a"
+    assert stolen["reason"] == expected
     assert rig.server.fedbuff.accepted == 0
 
 

@@ -135,7 +135,9 @@ class LcpService:
             return ResultReply(status=Status.RETRY, reason="not synced")
         owner = self.tasks.get(request.task_id)
         if request.job_id != job.job_id or owner is None or owner[0] != device:
-            reason = f"task {request.task_id!r} was not issued to this device by {self.name}"
+            reason = (
+                f"not issued: task {request.task_id!r} was not issued to this device by {self.name}"
+            )
             return ResultReply(status=Status.ERROR, reason=reason)
         task_id = request.task_id
         if task_id in self.verdicts:

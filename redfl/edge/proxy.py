@@ -87,10 +87,14 @@ class Router:
         LCP name -> base URL.
     retry_wait : float, default 1.0
         ``retry_wait`` told to devices when no LCP answers.
+    max_misses : int, default 2
+        Failed health checks in a row that mark an LCP down.
     """
 
-    def __init__(self, lcps: dict[str, str], retry_wait: float = 1.0) -> None:
+    def __init__(self, lcps: dict[str, str], retry_wait: float = 1.0, max_misses: int = 2) -> None:
         self.urls = dict(lcps)
+        self.max_misses = max_misses
+        self.misses: Counter[str] = Counter()
         self.pools = {name: LcpConnections(*_host_port(url)) for name, url in lcps.items()}
         self.retry_wait = retry_wait
         self.up = dict.fromkeys(lcps, True)
@@ -142,7 +146,11 @@ class Router:
                 return False
 
         results = await asyncio.gather(*(one(lcp) for lcp in self.urls))
-        self.up = dict(zip(self.urls, results, strict=True))
+        for lcp, ok in zip(self.urls, results, strict=True):
+            self.misses[lcp] = 0 if ok else self.misses[lcp] + 1
+            # up again at the first answer; down after `max_misses` checks in a row (a busy
+            # LCP that answers late is not dropped at once; a refused forward drops it at once)
+            self.up[lcp] = ok or (self.up[lcp] and self.misses[lcp] < self.max_misses)
 
 
 def proxy_app(
@@ -175,7 +183,7 @@ def proxy_app(
 
             async def watch() -> None:
                 while True:
-                    await router.check(client, timeout=max(0.2, health_interval))
+                    await router.check(client, timeout=max(2.0, health_interval))
                     await asyncio.sleep(health_interval)
 
             watcher = asyncio.create_task(watch())
