@@ -68,12 +68,23 @@ class Rig:
         return dict((await self.post("/result", device, body)).json())
 
 
+class AsgiPoster:
+    """The LCP's sync client over an in-process ASGI transport."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        reply = await self.client.post(f"http://server{path}", content=body, headers=headers)
+        return reply.status_code, reply.content
+
+
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
     rig = Rig(SPEC)
     transport = httpx.ASGITransport(app=rig.server_asgi)
     async with httpx.AsyncClient(transport=transport) as client:
-        loop_task = asyncio.create_task(rig.service.run(client))
+        loop_task = asyncio.create_task(rig.service.run(AsgiPoster(client)))
         await rig.until(lambda: rig.service.job is not None)
         yield rig
         loop_task.cancel()

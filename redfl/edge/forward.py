@@ -11,14 +11,23 @@ de-duplicated by task id), so the retry is safe.
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
-__all__ = ["ForwardError", "LcpConnections"]
+__all__ = ["ForwardError", "LcpConnections", "Poster"]
 
 _MAX_HEAD = 64 * 1024
 
 
 class ForwardError(ConnectionError):
     """The LCP could not be reached or answered with something that is not HTTP/1.1."""
+
+
+class Poster(Protocol):
+    """Anything that POSTs bytes and returns ``(status, body)``, like :class:`LcpConnections`."""
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """POST ``body`` to ``path``."""
+        ...
 
 
 class LcpConnections:

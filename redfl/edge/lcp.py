@@ -26,6 +26,7 @@ import numpy as np
 
 from redfl.edge.errors import InvalidRequest
 from redfl.edge.fedbuff import LcpBuffer
+from redfl.edge.forward import ForwardError, LcpConnections, Poster
 from redfl.edge.protocol import (
     JobReply,
     ResultReply,
@@ -233,25 +234,29 @@ class LcpService:
             reply = reply.model_copy(update={"selection_epoch": self.job.selection_epoch})
         self.job = reply.model_copy(update={"parameters": "", "verdicts": [], "selected": None})
 
-    async def run(self, client: httpx.AsyncClient) -> None:
+    async def run(self, client: Poster | None = None) -> None:
         """Sync with the server for ever: at once when results or candidates wait, else after
-        ``sync_interval``, doubling up to ``max_idle`` while nothing changes."""
+        ``sync_interval``, doubling up to ``max_idle`` while nothing changes.
+
+        ``client`` defaults to kept-alive connections to ``server_url``
+        (:class:`redfl.edge.forward.LcpConnections`, much cheaper per call than httpx).
+        """
+        url = httpx.URL(self.server_url)
+        poster: Poster = client or LcpConnections(url.host, url.port or 80, timeout=30.0)
+        headers = {"content-type": "application/json"}
         idle = self.sync_interval
         while True:
             request, groups = self._request()
-            body = request.model_dump_json()
+            body = request.model_dump_json().encode()
             while True:
                 try:
-                    response = await client.post(
-                        f"{self.server_url}/sync",
-                        content=body,
-                        headers={"content-type": "application/json"},
-                    )
-                    response.raise_for_status()
-                    reply = SyncReply.model_validate_json(response.content)
-                    break
-                except (httpx.HTTPError, ValueError):
-                    await asyncio.sleep(self.sync_interval)
+                    status, content = await poster.post("/sync", body, headers)
+                    if status == 200:
+                        reply = SyncReply.model_validate_json(content)
+                        break
+                except (ForwardError, ValueError):
+                    pass
+                await asyncio.sleep(self.sync_interval)
             quiet = not groups and not request.offered and reply.selected is None
             quiet = quiet and self.job is not None and reply.version == self.job.version
             self.apply(reply, groups)

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -46,12 +45,11 @@ def lcp_app(service: LcpService) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=10.0) as client:
-            task = asyncio.create_task(service.run(client))
-            try:
-                yield
-            finally:
-                task.cancel()
+        task = asyncio.create_task(service.run())
+        try:
+            yield
+        finally:
+            task.cancel()
 
     app = FastAPI(title=f"redfl LCP {service.name}", lifespan=lifespan, responses=ERROR_RESPONSES)
     app.state.service = service
