@@ -6,6 +6,7 @@ Bad input exits with status 2 and one line ``redfl: error: ...`` on stderr.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -100,6 +101,11 @@ def up(
         deployment = EdgeProcesses(tree, job, port, server_port)
     except ValueError as exc:
         _fail(str(exc))
+
+    def stop_on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_term)  # stop the children on a plain `kill` too
     try:
         deployment.start()
         typer.echo(f"proxy on {deployment.proxy_url}; server on {deployment.server_url}")
