@@ -14,6 +14,7 @@ import typer
 import redfl
 from redfl.algorithms.registry import STRATEGIES
 from redfl.commands import run_cmd, tune_cmd
+from redfl.edge import cli as edge_cli
 from redfl.platform import cli as platform_cli
 from redfl.provision import tree_cli
 
@@ -45,6 +46,7 @@ def _root(
 app.command()(run_cmd.run)
 tree_cli.register(app)
 platform_cli.register(app)
+edge_cli.register(app)
 app.command()(tune_cmd.tune)
 
 

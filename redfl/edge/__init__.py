@@ -1,0 +1,1 @@
+"""Edge devices: device protocol, routing proxy, LCP and server services, FedBuff, simulator."""

@@ -1,0 +1,55 @@
+"""``redfl edge``: bad input exits 2 with one ``redfl: error:`` line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from redfl.edge.cli import edge_app
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(edge_app, list(args))
+    return result.exit_code, result.output + (result.stderr if result.stderr_bytes else "")
+
+
+def test_simulate_refuses_an_unknown_task() -> None:
+    code, out = run("simulate", "--proxy", "http://127.0.0.1:1", "--job", "j", "--task", "x")
+    assert code == 2 and "redfl: error: --task must be 'digits' or 'numeric', got 'x'" in out
+
+
+def test_simulate_needs_the_enrollment_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDFL_EDGE_ENROLL_SECRET", raising=False)
+    code, out = run("simulate", "--proxy", "http://127.0.0.1:1", "--job", "j")
+    assert code == 2 and "--enroll-secret (or REDFL_EDGE_ENROLL_SECRET, or --tree)" in out
+
+
+def test_proxy_needs_an_lcp_map(tmp_path: Path) -> None:
+    code, out = run("proxy", "--tree", str(tmp_path))
+    assert code == 2 and f"redfl: error: {tmp_path}/lcp_map.json not found" in out
+    (tmp_path / "lcp_map.json").write_text(json.dumps({"lcp-1": {"host": "h", "port": 0}}))
+    code, out = run("proxy", "--tree", str(tmp_path))
+    assert code == 2 and "entry lcp-1.port: Input should be greater than or equal to 1" in out
+
+
+def test_server_names_the_bad_job_field(tmp_path: Path) -> None:
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"name": "j", "num_updates_for_model": 0}))
+    code, out = run("server", "--job", str(job))
+    assert code == 2
+    assert "redfl: error: --job" in out and "field num_updates_for_model = 0" in out
+    job.write_text("{")
+    assert "not valid JSON" in run("server", "--job", str(job))[1]
+    assert "No such file" in run("server", "--job", str(tmp_path / "none.json"))[1]
+
+
+def test_the_edge_group_is_registered_on_redfl() -> None:
+    from redfl.cli import app
+
+    result = runner.invoke(app, ["edge", "--help"])
+    assert result.exit_code == 0 and "simulate" in result.output

@@ -1,0 +1,211 @@
+"""The LCP and server services in one process (ASGI transports, no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from redfl.edge.jobs import JobSpec
+from redfl.edge.lcp import LcpService
+from redfl.edge.lcp_app import DEVICE_HEADER, lcp_app
+from redfl.edge.protocol import encode_arrays
+from redfl.edge.server import EdgeServer, server_app
+from redfl.edge.wire import PartialMsg, SyncRequest
+
+SPEC = JobSpec(
+    name="numeric-job",
+    task="numeric",
+    num_parameters=3,
+    num_updates_for_model=2,
+    max_model_version=3,
+    max_model_history=1,
+    device_selection_size=3,
+)
+
+
+class Rig:
+    """One server and one LCP wired through ASGI transports, the LCP's sync loop running."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.server_asgi = server_app(spec)
+        self.server: EdgeServer = self.server_asgi.state.server
+        self.service = LcpService("lcp-a", "http://server", sync_interval=0.01)
+        self.lcp = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=lcp_app(self.service)), base_url="http://lcp"
+        )
+
+    async def post(self, path: str, device: str, body: dict[str, Any]) -> httpx.Response:
+        return await self.lcp.post(path, json=body, headers={DEVICE_HEADER: device})
+
+    async def until(self, check: Callable[[], bool], timeout: float = 5.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not check():
+            assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+            await asyncio.sleep(0.005)
+
+    async def task(self, device: str) -> dict[str, Any]:
+        """Ask until selected; return the task reply."""
+        job_id = self.server.job_id
+        for _ in range(500):
+            reply = (await self.post("/task", device, {"job_id": job_id})).json()
+            if reply["status"] != "NO_TASK":
+                return dict(reply)
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{device} was never selected")
+
+    async def result(self, device: str, task_id: str, value: float = 1.0) -> dict[str, Any]:
+        body = {
+            "job_id": self.server.job_id,
+            "task_id": task_id,
+            "parameters": encode_arrays({"value": np.full(3, value, np.float32)}),
+        }
+        return dict((await self.post("/result", device, body)).json())
+
+
+class AsgiPoster:
+    """The LCP's sync client over an in-process ASGI transport."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        reply = await self.client.post(f"http://server{path}", content=body, headers=headers)
+        return reply.status_code, reply.content
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    rig = Rig(SPEC)
+    transport = httpx.ASGITransport(app=rig.server_asgi)
+    async with httpx.AsyncClient(transport=transport) as client:
+        loop_task = asyncio.create_task(rig.service.run(AsgiPoster(client)))
+        await rig.until(lambda: rig.service.job is not None)
+        yield rig
+        loop_task.cancel()
+    await rig.lcp.aclose()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_job_task_result_and_new_versions(rig: Rig) -> None:
+    job = (await rig.post("/job", "d1", {"job_name": "numeric-job"})).json()
+    assert job == {"status": "OK", "reason": "", "job_id": rig.server.job_id, "retry_wait": 0.0}
+    other = (await rig.post("/job", "d1", {"job_name": "nope"})).json()
+    assert other["status"] == "NO_JOB"
+    first = (await rig.post("/task", "d1", {"job_id": rig.server.job_id})).json()
+    assert first["status"] == "NO_TASK" and first["retry_wait"] > 0  # not selected yet
+    t1, t2 = await rig.task("d1"), await rig.task("d2")
+    assert t1["status"] == "OK" and t1["model_version"] == 0 and t1["config"]["task"] == "numeric"
+    assert (await rig.task("d1"))["task_id"] == t1["task_id"]  # asking again: the same task
+    r1, r2 = await asyncio.gather(
+        rig.result("d1", t1["task_id"], 1.0), rig.result("d2", t2["task_id"], 3.0)
+    )
+    assert r1["status"] == r2["status"] == "OK"
+    assert rig.server.fedbuff.version == 1
+    np.testing.assert_allclose(rig.server.fedbuff.parameters["value"], 2.0)  # mean of 1 and 3
+    status = rig.server.status()
+    assert status["accepted"] == 2 and status["history"][1]["mean_value"] == pytest.approx(2.0)
+
+
+async def test_a_retried_result_counts_once(rig: Rig) -> None:
+    t1 = await rig.task("d1")
+    first, again = await asyncio.gather(
+        rig.result("d1", t1["task_id"]), rig.result("d1", t1["task_id"])
+    )
+    later = await rig.result("d1", t1["task_id"])
+    assert first == again == later == {"status": "OK", "reason": ""}
+    assert rig.server.fedbuff.accepted == 1
+
+
+async def test_a_device_cannot_report_for_another(rig: Rig) -> None:
+    t1 = await rig.task("d1")
+    stolen = await rig.result("d2", t1["task_id"])
+    assert stolen["status"] == "ERROR"
+    expected = f"not issued: task {t1['task_id']!r} was not issued to this device by lcp-a"
+    assert stolen["reason"] == expected
+    assert rig.server.fedbuff.accepted == 0
+
+
+async def test_stale_updates_are_refused_with_the_reason(rig: Rig) -> None:
+    old = await rig.task("d1")  # based on version 0
+    for n in range(2):  # two versions pass (history is 1)
+        a, b = await rig.task(f"a{n}"), await rig.task(f"b{n}")
+        await asyncio.gather(rig.result(f"a{n}", a["task_id"]), rig.result(f"b{n}", b["task_id"]))
+    assert rig.server.fedbuff.version == 2
+    late = await rig.result("d1", old["task_id"])
+    assert late["status"] == "ERROR" and late["reason"].startswith("stale: base version 0")
+    assert rig.server.fedbuff.rejected["stale"] == 1
+
+
+async def test_bad_requests_get_400_or_401(rig: Rig) -> None:
+    job_id = rig.server.job_id
+    no_device = await rig.lcp.post("/task", json={"job_id": job_id})
+    assert no_device.status_code == 401 and no_device.json()["status"] == "ERROR"
+    for body in (b"{", b'{"job_id": 5}', b'{"job_id": "j", "extra": 1}'):
+        bad = await rig.lcp.post("/task", content=body, headers={DEVICE_HEADER: "d1"})
+        assert bad.status_code == 400 and bad.json()["status"] == "INVALID_REQUEST"
+    assert "job_id" in bad.json()["reason"] or "extra" in bad.json()["reason"]
+    t1 = await rig.task("d1")
+    wrong = {"job_id": job_id, "task_id": t1["task_id"]}
+    shape = await rig.post(
+        "/result", "d1", {**wrong, "parameters": encode_arrays({"value": np.ones(4)})}
+    )
+    assert shape.status_code == 400 and "model's arrays" in shape.json()["reason"]
+    junk = await rig.post("/result", "d1", {**wrong, "parameters": base64.b64encode(b"x").decode()})
+    assert junk.status_code == 400 and "safetensors" in junk.json()["reason"]
+
+
+async def test_job_done_tells_devices(rig: Rig) -> None:
+    for n in range(3):
+        a, b = await rig.task(f"a{n}"), await rig.task(f"b{n}")
+        await asyncio.gather(rig.result(f"a{n}", a["task_id"]), rig.result(f"b{n}", b["task_id"]))
+    await rig.until(lambda: rig.service.job is not None and rig.service.job.done)
+    done = (await rig.post("/task", "z", {"job_id": rig.server.job_id})).json()
+    assert done["status"] == "DONE"
+    selection = (await rig.post("/selection", "z", {"job_id": rig.server.job_id})).json()
+    assert selection["done"] is True and selection["model_version"] == 3
+
+
+def test_a_repeated_sync_is_not_folded_twice() -> None:
+    server = EdgeServer(SPEC)
+    partial = PartialMsg(
+        base_version=0,
+        sums=encode_arrays({"value": np.ones(3)}, np.float64),
+        weight=1.0,
+        task_ids=["t1"],
+        devices=["d1"],
+    )
+    request = SyncRequest(lcp="a", boot="b", seq=0, partials=[partial])
+    first = server.sync(request)
+    again = server.sync(request)
+    assert first.verdicts == again.verdicts and first.verdicts[0].accepted
+    assert server.fedbuff.accepted == 1
+    other_lcp = server.sync(request.model_copy(update={"lcp": "c"}))  # same ids, other LCP
+    assert other_lcp.verdicts[0].reason == "duplicate task ids: already folded"
+
+
+def test_a_silent_device_is_evicted_by_the_server() -> None:
+    now = [0.0]
+    server = EdgeServer(
+        SPEC.model_copy(update={"device_timeout": 5.0, "device_selection_size": 2}),
+        clock=lambda: now[0],
+    )
+    reply = server.sync(SyncRequest(lcp="a", boot="b", seq=0, offered=["d1", "d2", "d3"]))
+    assert reply.selected == ["d1", "d2"]
+    now[0] = 6.0
+    reply = server.sync(
+        SyncRequest(lcp="a", boot="b", seq=1, selection_epoch=reply.selection_epoch)
+    )
+    assert reply.selected == ["d3"] and server.selector.evicted == 2
