@@ -147,3 +147,27 @@ def test_the_cli_and_a_script_write_the_same_run_folder(tmp_path: Path) -> None:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
     assert len(untimed(cli)) == 3 and untimed(cli) == untimed(script_run)
+
+
+BLOCK_EXTRAS = """
+import sys, importlib.abc
+EXTRAS = {"fastapi", "uvicorn", "httpx", "sqlalchemy", "starlette", "alembic", "argon2",
+          "jwt", "prometheus_client", "torch", "flwr", "playwright", "schemathesis"}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in EXTRAS:
+            raise ImportError("not installed: " + name)
+sys.meta_path.insert(0, Block())
+sys.argv = ["redfl", "--help"]
+from redfl.cli import main
+main()
+"""
+
+
+def test_the_cli_needs_no_optional_extra() -> None:
+    # `make run` installs what running needs only: no platform, edge, torch or test packages.
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCK_EXTRAS], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "run" in done.stdout and "strategies" in done.stdout
