@@ -51,6 +51,9 @@ bench: install-dev
 	$(BIN)/python bench/broadcast.py
 	$(BIN)/python bench/torch_scaling.py
 	$(BIN)/python bench/hierarchy.py
+	$(BIN)/python bench/faults.py
+	$(BIN)/python bench/edge.py
+	$(BIN)/python bench/platform_load.py
 	test -x .bench/flower-venv/bin/python || $(BIN)/python bench/vs_flower.py --setup
 	$(BIN)/python bench/vs_flower.py
 
