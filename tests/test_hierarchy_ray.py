@@ -5,6 +5,7 @@ folder `redfl tree` writes runs with `redfl run`."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,19 +59,22 @@ def test_a_killed_aggregator_worker_is_a_recorded_subtree_failure(ray_session) -
         result = fed.train(3)
         assert fed.layout.worker == {"agg-1": 0, "agg-2": 1}
     assert [r.round for r in result.history] == [1, 2, 3]  # the round went on
-    assert [r.succeeded for r in result.history] == [16, 8, 8]
-    assert [r.metrics["clients/agg-1"] for r in result.history] == [8, 0, 0]
+    assert [r.succeeded for r in result.history] == [16, 8, 16]
+    assert [r.metrics["clients/agg-1"] for r in result.history] == [8, 0, 8]
     assert [r.metrics["clients/agg-2-1"] for r in result.history] == [4, 4, 4]
     lost = [f for f in result.failures if f.round == 2]
     assert [f.node_id for f in lost] == ["agg-1"]
-    assert lost[0].reason.startswith("subtree agg-1 failed: worker 0 failed: ActorDiedError: ")
+    # the process died (ActorDiedError) or is being re-created (ActorUnavailableError)
+    assert re.match(
+        r"subtree agg-1 failed: worker 0 failed: Actor(Died|Unavailable)Error: ", lost[0].reason
+    )
     assert "\n" not in lost[0].reason  # one line: the cause's first line
     assert "sites: agg-1, agg-1-1, agg-1-2, lcp-1-1-1, lcp-1-1-2, lcp-1-2-1, lcp-1-2-2" in (
         lost[0].reason
     )
     assert lost[0].reason.endswith("8 sampled clients lost")
-    # no restart here: the dead worker's subtree stays failed in later rounds
-    assert [f.node_id for f in result.failures if f.round == 3] == ["agg-1"]
+    # the worker is re-created (max_worker_restarts): its subtree is back in round 3
+    assert [f.node_id for f in result.failures if f.round == 3] == []
     assert result.history[1].metrics["coverage"] == 0.5
 
 

@@ -37,7 +37,7 @@ from redfl.runtime.backend import Backend, Plan, WorkerSpec
 from redfl.runtime.resources import check_capacity
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.tree_runner import FoldSubtrees, UnitPlan
-from redfl.schemas.base import RuntimeName
+from redfl.schemas.base import DEFAULT_MAX_WORKER_RESTARTS, RuntimeName
 from redfl.schemas.callbacks import Callback, emit
 from redfl.schemas.hierarchy_fold import check_round, fold_replies
 from redfl.schemas.hierarchy_layout import Layout, clients_of_unit, make_layout, unit_plan
@@ -110,7 +110,16 @@ class HierarchicalFederation(StarFederation):
         address: str | None = None,
         resources: ResourcesConfig | None = None,
         federation_id: str | None = None,
+        client_timeout: float | None = None,
+        round_timeout: float | None = None,
+        max_worker_restarts: int = DEFAULT_MAX_WORKER_RESTARTS,
     ) -> None:
+        for name, value in (("client_timeout", client_timeout), ("round_timeout", round_timeout)):
+            if value is not None:
+                raise ValueError(
+                    f"federation.{name}: the hierarchical schema has no timeouts yet (a "
+                    "subtree fails only when its worker dies or a site fails)"
+                )
         super().__init__(
             client,
             num_clients,
@@ -126,6 +135,7 @@ class HierarchicalFederation(StarFederation):
             address=address,
             resources=resources,
             federation_id=federation_id,
+            max_worker_restarts=max_worker_restarts,
         )
         if not self.strategy.weighted_sum:
             raise ValueError(
