@@ -124,7 +124,7 @@ def test_a_run_survives_kill_9_of_the_server(tmp_path: Path) -> None:
 
         def mid_run() -> bool:
             run = first.get(f"/api/runs/{run_id}", token)
-            assert run["status"] in ("queued", "running"), run
+            assert run["status"] in ("queued", "running"), (run.get("error"), run)
             return run["status"] == "running" and len(run["metrics"]) >= 1
 
         assert wait_until(mid_run, 150), log.read_text()[-3000:]
