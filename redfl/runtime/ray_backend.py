@@ -12,62 +12,17 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from redfl.core.message import Message
 from redfl.runtime.backend import Backend, Plan
 from redfl.runtime.connect import ensure_ray
-from redfl.runtime.host import DEFAULT_RUNNERS, Close, Connect, Host
-from redfl.runtime.outbox import Outbox
-from redfl.runtime.port_runner import DeliverBatch, pack
+from redfl.runtime.host import DEFAULT_RUNNERS, Close, Connect
 from redfl.runtime.protocol import Outcome, Pending, R, Request, Unfinished
+from redfl.runtime.ray_host import HostActor
 from redfl.runtime.resources import ResourceError
 
 PLACEMENT_TIMEOUT_S = 60.0
 RELEASE_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
 NODE_QUERY_TIMEOUT_S = 30.0
-
-
-class RayHost(Host):
-    """A :class:`Host` whose messages to other workers travel in batches (an outbox).
-
-    A message is serialised once, when it is sent, whatever the number of destination
-    workers; each destination's next :class:`DeliverBatch` carries the bytes.
-    """
-
-    _outbox: Outbox | None = None
-
-    def post(self, message: Message, groups: dict[int, list[str]]) -> None:
-        """Queue ``message`` for each destination worker (serialised once)."""
-        if self._outbox is None:
-            self._outbox = Outbox(self._send_batch)
-        packed = pack(message)
-        for worker, ids in groups.items():
-            self._outbox.post(worker, (packed, ids))
-
-    def quiesce(self, timeout: float) -> bool:
-        """Flush the outbox, then drop it (a failed delivery leaves it unusable)."""
-        outbox, self._outbox = self._outbox, None
-        return outbox is None or outbox.flush(timeout)
-
-    def _send_batch(self, worker: int, batch: list[Any]) -> None:
-        ray.get(self.peers[worker].handle.remote(DeliverBatch(batch)))
-
-
-class HostActor:
-    """The Ray actor of a worker: one entry, :meth:`handle`, around a :class:`RayHost`."""
-
-    def __init__(self, *args: Any) -> None:
-        self._host = RayHost(*args)
-
-    def node_id(self) -> str:
-        """The id of the Ray node (machine) this worker runs on."""
-        return str(ray.get_runtime_context().get_node_id())
-
-    def handle(self, request: Request[R], names: Sequence[str] = (), *values: Any) -> R:
-        """Answer ``request``; ``values`` (resolved by Ray) replace its fields ``names``."""
-        if names:
-            request = replace(request, **dict(zip(names, values, strict=True)))
-        return self._host.handle(request)
 
 
 class RayBackend(Backend):
