@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 SITES = ("site_a", "site_b", "site_c")
@@ -202,7 +204,63 @@ def pin(address: str) -> dict[str, Any]:
     }
 
 
+GO_FILE = Path(tempfile.gettempdir()) / "redfl-cluster-node-loss-go"
+"""The node-loss scenario waits for this file: the test writes it once the node is gone."""
+
+
+def node_loss(address: str) -> dict[str, Any]:
+    """Two SPREAD workers, 6 digits rounds: once undisturbed, once with worker 1's node
+    removed after round 2 (the test removes it, then writes :data:`GO_FILE`)."""
+    from redfl.core.events import Event, RoundFinished
+    from redfl.run.prepare import prepare
+    from redfl.schemas.callbacks import Callback
+
+    config = _config(address, {"worker": {"CPU": 1}, "num_workers": 2}, clients=8)
+    config["resources"]["placement_strategy"] = "SPREAD"
+    config["client"] = {
+        "target": "redfl.examples.digits:DigitsClient",
+        "num_clients": 8,
+        "options": {"partition": "iid", "lr": 0.3, "epochs": 1, "batch_size": 16},
+    }
+    config["federation"].update(rounds=6, max_worker_restarts=2)
+
+    class LoseANode(Callback):
+        def __init__(self, federation: Any) -> None:
+            self.federation = federation
+
+        def on_event(self, event: Event) -> bool | None:
+            if isinstance(event, RoundFinished) and event.record.round == 2:
+                progress({"node": self.federation.worker_nodes()[1]})
+                deadline = time.monotonic() + 60
+                while not GO_FILE.exists() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+            return None
+
+    finals = []
+    for disturbed in (False, True):
+        prepared = prepare(config)
+        prepared.connect()
+        _wait_all_free()
+        federation = prepared.federation
+        federation.callbacks = [LoseANode(federation)] if disturbed else []
+        try:
+            result = federation.train(6)
+            health = federation.health()
+        finally:
+            federation.stop()
+        finals.append(result)
+    straight, lost = finals
+    assert straight.parameters is not None and lost.parameters is not None
+    return {
+        "identical": lost.parameters_equal(straight),
+        "rounds": len(lost.history),
+        "failures": len(lost.failures),
+        "restarts": sum(w.restarts for w in health),
+    }
+
+
 SCENARIOS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "node_loss": node_loss,
     "spread": spread,
     "strict_spread": strict_spread,
     "pin": pin,

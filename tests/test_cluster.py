@@ -46,6 +46,8 @@ class ClusterHandle:
         self.process.stdin.flush()
         answer: dict[str, Any] = json.loads(_read_line(self.process, seconds))
         self.pids.extend(answer.get("pids", []))
+        if "added" in answer:  # a re-added site is a new Ray node
+            self.nodes[answer["added"]] = answer["node"]
         return answer
 
 
@@ -264,3 +266,30 @@ def test_a_lost_node_is_declared_dead_within_seconds(cluster: ClusterHandle) -> 
     back = cluster.command("add site_c")
     assert back["added"] == "site_c"
     assert time.monotonic() - started < 60.0
+
+
+def test_a_node_removed_mid_run_leaves_the_result_bit_identical(cluster: ClusterHandle) -> None:
+    # Worker 1's machine is removed (no grace) after round 2; its worker is re-created on
+    # the free machine and the run ends with the bits of an undisturbed run.
+    from cluster_driver import GO_FILE
+
+    GO_FILE.unlink(missing_ok=True)
+    removed: list[str] = []
+
+    def remove_its_node(body: dict[str, Any]) -> None:
+        site = next(s for s, node in cluster.nodes.items() if node == body["node"])
+        answer = cluster.command(f"remove {site}")
+        assert answer["removed"] == site
+        removed.append(site)
+        GO_FILE.write_text("go", encoding="utf-8")
+
+    try:
+        results = run_scenarios(cluster, ["node_loss"], on_progress=remove_its_node)
+    finally:
+        GO_FILE.unlink(missing_ok=True)
+        for site in removed:
+            cluster.command(f"add {site}")
+    outcome = results["node_loss"]
+    assert removed and outcome["rounds"] == 6 and outcome["failures"] == 0
+    assert outcome["restarts"] >= 1
+    assert outcome["identical"]

@@ -127,7 +127,7 @@ def test_a_run_survives_kill_9_of_the_server(tmp_path: Path) -> None:
             assert run["status"] in ("queued", "running"), (run.get("error"), run)
             return run["status"] == "running" and len(run["metrics"]) >= 1
 
-        assert wait_until(mid_run, 150), log.read_text()[-3000:]
+        assert wait_until(mid_run, 300), log.read_text()[-3000:]
         assert first.get(f"/api/runs/{later}", token)["status"] == "queued"  # 1 at a time
         first.stop(signal.SIGKILL)
         head = read_head(data)

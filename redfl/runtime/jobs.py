@@ -211,11 +211,11 @@ class JobClient:
         self.url = url
 
     def submit(
-        self, job_id: str, entrypoint: str, env: dict[str, str] | None = None, wait: float = 60.0
+        self, job_id: str, entrypoint: str, env: dict[str, str] | None = None, wait: float = 180.0
     ) -> str:
         """Submit ``entrypoint`` as job ``job_id``; a job of that id already there counts as
-        submitted (idempotent). A head that has no job agent yet (just started) is asked
-        again for up to ``wait`` seconds."""
+        submitted (idempotent). A head that has no job agent yet (just started: Ray answers
+        503, "try again later") is asked again for up to ``wait`` seconds."""
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -227,7 +227,9 @@ class JobClient:
                     )
                 )
             except RuntimeError as error:
-                if "No available agent" in str(error) and time.monotonic() < deadline:
+                text = str(error).lower()
+                busy = any(s in text for s in ("no available agent", "try again later", "503"))
+                if busy and time.monotonic() < deadline:
                     time.sleep(1.0)
                     continue
                 if self.status(job_id) != "UNKNOWN":
