@@ -128,7 +128,10 @@ def run_scenarios(
         deadline = time.monotonic() + SCENARIO_S
         try:
             while True:
-                line = json.loads(_read_line(process, max(0.0, deadline - time.monotonic())))
+                text = _read_line(process, max(0.0, deadline - time.monotonic()))
+                if not text.startswith("{"):
+                    continue  # not the driver's own line (a worker's print, say)
+                line = json.loads(text)
                 if "results" in line:
                     results: dict[str, Any] = line["results"]
                     break
