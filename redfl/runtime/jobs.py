@@ -138,6 +138,12 @@ def start_head(
         f"--dashboard-port={dash}",
         f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
+        # Ray's agents have fixed default ports (52365, ...): another Ray instance on the
+        # machine (a driver's own) would hold them and this head's job agent never start.
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
     ]
     if num_cpus is not None:
         args.append(f"--num-cpus={num_cpus}")
