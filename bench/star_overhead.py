@@ -154,7 +154,9 @@ def compare(ref: str, clients_list: list[int], rounds: int, repeats: int) -> Non
             for side, root in (("before", tree), ("after", REPO)):
                 env = {**os.environ, "PYTHONPATH": str(root)}
                 command = [sys.executable, __file__, "--side", str(clients), str(rounds)]
-                out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+                out = subprocess.run(  # a neutral folder: Ray puts the cwd on workers' paths
+                    command, env=env, capture_output=True, text=True, check=True, cwd=tree.parent
+                )
                 runs[side].append(json.loads(out.stdout.strip().splitlines()[-1])["steady"])
         before, after = min(runs["before"]), min(runs["after"])
         print(
