@@ -27,6 +27,7 @@ from typing import Any
 from redfl.algorithms.strategy import Strategy
 from redfl.core.arrays import Parameters
 from redfl.core.config import ResourcesConfig
+from redfl.core.config_tables import TREE_KEYS
 from redfl.core.events import ClientsProgress, RoundStarted
 from redfl.core.instructions import Instructions
 from redfl.core.registries import SCHEMAS
@@ -236,17 +237,7 @@ SCHEMAS.register(
     "hierarchical",
     SchemaSpec(
         graph=False,
-        allows=(
-            "tree_file",
-            "depth",
-            "width",
-            "lcps",
-            "clients_per_lcp",
-            "leaf_strategy",
-            "leaf_params",
-            "min_coverage",
-            "pin",
-        ),
+        allows=TREE_KEYS,
     ),
     description="clients under the LCPs of a relay tree; aggregators fold partial sums",
 )
