@@ -60,10 +60,15 @@ def _pids(node: Any) -> list[int]:
     ]
 
 
+TREE_SITE = {"site_b": "redfl-site-agg-2"}
+"""Extra custom resources per site: site_b's machine is where a hierarchy's agg-2 lives."""
+
+
 def _add_site(cluster: Any, site: str) -> Any:
+    extra = {TREE_SITE[site]: 1} if site in TREE_SITE else {}
     return cluster.add_node(
         num_cpus=1,
-        resources={site: 1},
+        resources={site: 1, **extra},
         object_store_memory=OBJECT_STORE_BYTES,
     )
 
@@ -204,6 +209,41 @@ def pin(address: str) -> dict[str, Any]:
     }
 
 
+def tree_pin(address: str) -> dict[str, Any]:
+    """A hierarchy with agg-2's subtree pinned to the machine offering its site resource:
+    where each worker ran, the root's bytes, and whether the bits equal the local run's."""
+    from redfl import HierarchicalFederation
+    from redfl.run.prepare import prepare
+
+    config = _config(address, {"worker": {"CPU": 0.5}, "num_workers": 2}, clients=16)
+    config["topology"] = {
+        "schema": "hierarchical", "depth": 2, "width": 2, "lcps": 2, "pin": ["agg-2"],
+    }  # fmt: skip
+    config["federation"]["rounds"] = 2
+    config["strategy"] = {"name": "fedavg", "fraction_evaluate": 0.0}
+    prepared = prepare(config)
+    prepared.connect()
+    _wait_all_free()
+    federation = prepared.federation
+    assert isinstance(federation, HierarchicalFederation)
+    try:
+        result = federation.train(2)
+        nodes = federation.worker_nodes()
+        layout = dict(federation.layout.worker)
+    finally:
+        federation.stop()
+    config["federation"].update(runtime="local", address=None)
+    oracle = prepare(config).federation.train(2)
+    record = result.history[-1]
+    return {
+        "nodes": nodes,
+        "layout": layout,
+        "root_bytes": record.metrics["root_bytes"],
+        "succeeded": record.succeeded,
+        "identical": result.parameters_equal(oracle),
+    }
+
+
 GO_FILE = Path(tempfile.gettempdir()) / "redfl-cluster-node-loss-go"
 """The node-loss scenario waits for this file: the test writes it once the node is gone."""
 
@@ -264,6 +304,7 @@ SCENARIOS: dict[str, Callable[[str], dict[str, Any]]] = {
     "spread": spread,
     "strict_spread": strict_spread,
     "pin": pin,
+    "tree_pin": tree_pin,
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 import numpy as np
@@ -45,4 +46,29 @@ class WorkerKiller(Noisy):
     def fit(self, parameters: Any, config: Any) -> tuple[Any, int, dict[str, float]]:
         if self.node_id == self.killer and config.round == self.kill_round:
             os.kill(os.getpid(), signal.SIGKILL)
+        return super().fit(parameters, config)
+
+
+class Stalling(Noisy):
+    """In round ``when``, client ``culprit`` sleeps ``hang`` seconds (with ``hang=0`` it
+    raises instead); every client in ``slow`` sleeps ``pause`` seconds in every round."""
+
+    def __init__(
+        self,
+        culprit: str = "",
+        when: int = 2,
+        hang: float = 0.0,
+        slow: tuple[str, ...] = (),
+        pause: float = 0.0,
+    ) -> None:
+        self.culprit, self.when, self.hang = culprit, when, hang
+        self.slow, self.pause = tuple(slow), pause
+
+    def fit(self, parameters: Any, config: Any) -> tuple[Any, int, dict[str, float]]:
+        if self.node_id == self.culprit and config.round == self.when:
+            if self.hang <= 0:
+                raise RuntimeError(f"{self.node_id} stalls")
+            time.sleep(self.hang)
+        if self.node_id in self.slow:
+            time.sleep(self.pause)
         return super().fit(parameters, config)

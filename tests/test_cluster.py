@@ -27,7 +27,7 @@ TESTS = Path(__file__).resolve().parent
 DRIVER = TESTS / "cluster_driver.py"
 START_S = 120.0
 SCENARIO_S = 150.0
-SCENARIOS = ("spread", "strict_spread", "pin")
+SCENARIOS = ("spread", "strict_spread", "pin", "tree_pin")
 
 
 class ClusterHandle:
@@ -205,6 +205,20 @@ def test_a_custom_resource_pins_every_worker_to_its_site(
     # As many workers as site_a's one unit allows, all on its node (not one per CPU).
     assert scenarios["pin"]["halves"] == [cluster.nodes["site_a"]] * 2  # {CPU=.5, site_a=.5}
     assert scenarios["pin"]["whole"] == [cluster.nodes["site_a"]]  # {CPU = 1, site_a = 1}
+
+
+def test_a_pinned_subtree_runs_on_the_machine_with_its_site_resource(
+    cluster: ClusterHandle, scenarios: dict[str, Any]
+) -> None:
+    # relay_tree(2, 2, 2) on two shared workers and agg-2's own: site_b offers
+    # redfl-site-agg-2, so agg-2's subtree (8 of the 16 clients) is folded there, and one
+    # partial sum per subtree reaches the driver; the bits are the local runtime's.
+    result = scenarios["tree_pin"]
+    assert result["layout"] == {"agg-1": 0, "agg-2": 2}
+    assert result["nodes"][2] == cluster.nodes["site_b"]
+    assert result["succeeded"] == 16
+    assert result["root_bytes"] == 2 * 8 * 8  # 2 subtrees, each one float64 sum of 8 values
+    assert result["identical"]
 
 
 CLI_CONFIG = """

@@ -66,6 +66,15 @@ def test_an_inline_tree_with_a_leaf_strategy_builds_the_federation() -> None:
     assert federation.min_coverage == 0.75
 
 
+def test_timeouts_in_the_federation_table_reach_the_hierarchy() -> None:
+    data = base(depth=1, width=2, lcps=2)
+    data["federation"] = {"client_timeout": 2.5, "round_timeout": 30, "max_worker_restarts": 1}
+    federation = prepare(data).federation
+    assert isinstance(federation, HierarchicalFederation)
+    assert (federation.client_timeout, federation.round_timeout) == (2.5, 30.0)
+    assert federation.max_worker_restarts == 1
+
+
 @pytest.mark.parametrize(
     ("topology", "message"),
     [

@@ -209,11 +209,12 @@ def test_a_subtree_lives_on_one_worker_and_a_pin_gets_its_own() -> None:
         Noisy, 64, initial_parameters=INITIAL, tree=relay_tree(2, 2, 2), clients_per_lcp=8,
         pin=["agg-2-2"], runtime="local", resources=ResourcesConfig(num_workers=2),
     )  # fmt: skip
-    fed.train(1)
+    fed.train(2)
     by_lcp = {lcp: {fed.worker_of(c) for c in ids} for lcp, ids in fed.assignment.items()}
     assert by_lcp["lcp-1-1-1"] == by_lcp["lcp-1-2-2"] == {0}
     assert by_lcp["lcp-2-1-1"] == {1} and by_lcp["lcp-2-2-1"] == by_lcp["lcp-2-2-2"] == {2}
-    assert fed.worker_stats()[2]["tree_folds"] == 1
+    pinned = fed.worker_stats()[2]  # its one unit each round, never another worker's
+    assert (pinned["tree_units"], pinned["guest_units"]) == (2, 0)
 
 
 OPTIONS = DigitsOptions(partition="iid", test_fraction=0.2, tile=4)

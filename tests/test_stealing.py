@@ -54,7 +54,8 @@ def test_release_gives_up_the_unstarted_tail_and_the_fit_stops_before_it():
     host = Host(0, "f", 0, 4, virtual_nodes(Drift, ["a", "b", "c", "d"]), TopologyManager(None, {}))
     runner = host.install(StarRunner)
     assert isinstance(runner, StarRunner)
-    runner._segments = [1, 4]  # segment 0 is running; 1, 2, 3 not started
+    runner._queue.start(4)
+    assert runner._queue.take() == 0  # segment 0 is running; 1, 2, 3 not started
     assert host.handle(ReleaseSegments()) == [2, 3]
     assert host.handle(ReleaseSegments()) == [1]
     assert host.handle(ReleaseSegments()) == []

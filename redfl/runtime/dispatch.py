@@ -13,7 +13,8 @@ Faults (:class:`Watch`) reuse the same fold. A worker lost mid-call (its process
 machine was lost) or ended by the driver (one of its clients ran past ``client_timeout``,
 found by probing the worker while waiting) leaves its call's segments *orphaned*: they are
 re-run, one sum per segment, by the first idle worker (or, when clients may not move, by
-the re-created worker), and fold exactly as the lost call would have. A round that starts
+the re-created worker), and fold exactly as the lost call would have (unless the watch says
+not to re-run a lost worker's segments: its call then fails as a whole). A round that starts
 while a worker is still being re-created treats its whole share so. A client past its
 timeout becomes a failure and is left out of the re-run, as a client that raised would be.
 """
@@ -56,7 +57,10 @@ class WorkerRound:
     """One worker's share of a round: its segments, its own reply and what others ran.
 
     ``skipped`` clients (past their timeout) are left out of re-runs; ``failures`` holds
-    the failures the driver recorded for them.
+    the failures the driver recorded for them. ``timed_out`` maps the segments still
+    unfinished at the round's deadline to the reason (the caller records them: a failure
+    per client in the star, per subtree in a hierarchy). A share that is not ``movable``
+    (a pinned subtree) runs only on its own worker, and that worker runs no other share.
     """
 
     worker: int
@@ -66,6 +70,8 @@ class WorkerRound:
     stolen: list[tuple[list[int], Outcome[FitBatch]]] = field(default_factory=list)
     skipped: set[str] = field(default_factory=set)
     failures: list[Failure] = field(default_factory=list)
+    timed_out: dict[int, str] = field(default_factory=dict)
+    movable: bool = True
 
     def segment(self, index: int) -> list[str]:
         """Segment ``index`` without its skipped clients."""
@@ -113,6 +119,7 @@ def run_round(
         If a worker is lost more often than the watch's supervisor allows.
     """
     watch = watch or Watch()
+    closed = {s.worker for s in shares if not s.movable}
     running: dict[int, Job[WorkerRound]] = {}
     drained: set[int] = set()
     orphans: list[tuple[WorkerRound, list[int]]] = []
@@ -133,7 +140,7 @@ def run_round(
         orphans.append((share, indices))
 
     while running or orphans:
-        _adopt(backend, running, orphans, calls, steal, watch)
+        _adopt(backend, running, orphans, calls, steal, watch, closed)
         if watch.overdue():
             _give_up(running, orphans, watch)
             return
@@ -153,9 +160,10 @@ def run_round(
         share = job.share
         reason = backend.lost(outcome.error) if outcome.error is not None else None
         if reason is not None and watch.supervisor is not None:
-            orphan(job)
             watch.supervisor.lost(runner, f"round {watch.round}: {reason}")
-            continue
+            if watch.rerun_lost:
+                orphan(job)
+                continue
         if job.indices is None:
             share.home = outcome
             drained.add(share.worker)
@@ -165,10 +173,10 @@ def run_round(
             size = share.size(job.indices)
         if on_done is not None:
             on_done(size)
-        if not steal or outcome.error is not None or orphans:
+        if not steal or outcome.error is not None or orphans or runner in closed:
             continue
         for victim in sorted(
-            (s for s in shares if s.home is None and s.worker not in drained),
+            (s for s in shares if s.home is None and s.worker not in drained and s.movable),
             key=lambda s: -len(s.segments),
         ):
             if victim.worker not in running or running[victim.worker].indices is not None:
@@ -191,14 +199,17 @@ def _adopt(
     calls: Calls,
     steal: bool,
     watch: Watch,
+    closed: set[int],
 ) -> None:
-    """Hand orphaned segments to idle workers (any worker, or only their own if not
-    ``steal``), in the order they were orphaned."""
+    """Hand orphaned segments to idle workers (any open worker, or only their own if not
+    ``steal`` or not movable), in the order they were orphaned."""
     for share, indices in list(orphans):
         idle = [
             w
             for w in range(backend.num_workers)
-            if w not in running and watch.ready(w) and (steal or w == share.worker)
+            if w not in running
+            and watch.ready(w)
+            and ((steal and share.movable and w not in closed) or w == share.worker)
         ]
         if not idle:
             continue
@@ -212,8 +223,8 @@ def _give_up(
     orphans: list[tuple[WorkerRound, list[int]]],
     watch: Watch,
 ) -> None:
-    """The round is past its deadline: every unfinished client fails, busy workers are
-    replaced (their calls cannot be interrupted)."""
+    """The round is past its deadline: every unfinished segment is ``timed_out``, busy
+    workers are replaced (their calls cannot be interrupted)."""
     reason = f"round timeout after {watch.round_timeout:g} s"
     left = [(job.share, job.indices) for job in running.values()]
     for worker in list(running):
@@ -222,7 +233,6 @@ def _give_up(
         if indices is None:
             indices = share.unreleased()
             share.released.extend(indices)
-        for i in indices:
-            share.failures.extend(Failure(n, watch.round, "fit", reason) for n in share.segment(i))
+        share.timed_out.update((i, reason) for i in indices)
     running.clear()
     orphans.clear()

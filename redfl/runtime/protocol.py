@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from redfl.runtime.host import Host
 
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 Q = TypeVar("Q", bound="Request[Any]")
 
 
@@ -156,8 +157,10 @@ class Outcome(Generic[R]):
 
 
 @dataclass(frozen=True, eq=False)
-class Pending(Generic[R]):
-    """A call in flight whose reply will be an ``R`` (a future or a Ray object reference)."""
+class Pending(Generic[R_co]):
+    """A call in flight whose reply will be an ``R`` (a future or a Ray object reference).
+
+    Covariant: a call whose reply is a subclass of ``R`` is a ``Pending[R]``."""
 
     handle: Any
 

@@ -14,7 +14,6 @@ the per-client ``try``.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from redfl.nodes.client import Client
 from redfl.runtime.protocol import Handlers, Request, Runner
 from redfl.runtime.replies import EvaluateBatch, FitBatch
 from redfl.runtime.virtual import VirtualNode
+from redfl.runtime.work_queue import WorkQueue
 
 if TYPE_CHECKING:
     from redfl.runtime.host import Host
@@ -41,8 +41,7 @@ class StarRunner(Runner):
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)
-        self._lock = threading.Lock()
-        self._segments = [0, 0]  # of the running fit: next to start, end
+        self._queue = WorkQueue()  # the running fit's segments
         self._batches = 0
         self._busy = 0.0
         self._guests = 0
@@ -76,14 +75,8 @@ class StarRunner(Runner):
         self._guests += len(request.guests)
         self._guest_batches += 1 if request.guests else 0
         batch = FitBatch(total=WeightedSum() if request.fold else None)
-        with self._lock:
-            self._segments = [0, len(request.segments)]  # release lowers the end
-        while True:
-            with self._lock:
-                if self._segments[0] >= self._segments[1]:
-                    break
-                index = self._segments[0]
-                self._segments[0] += 1
+        self._queue.start(len(request.segments))
+        while (index := self._queue.take()) is not None:
             part = FitBatch(total=WeightedSum() if request.fold else None)
             self._fit_clients(request, request.segments[index], part)
             batch.absorb(part)
@@ -100,11 +93,7 @@ class StarRunner(Runner):
 
     def release(self, request: ReleaseSegments) -> list[int]:
         """Give up the latter half (rounded up) of the running fit's unstarted segments."""
-        with self._lock:
-            following, end = self._segments
-            keep = end - (end - following + 1) // 2
-            self._segments[1] = keep
-            return list(range(keep, end))
+        return self._queue.release()
 
     def _fit_clients(self, request: FitSegments, node_ids: Sequence[str], batch: FitBatch) -> None:
         """Fit each client of ``node_ids`` in turn, recording each result in ``batch``."""

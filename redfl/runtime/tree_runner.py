@@ -3,15 +3,20 @@
 Aggregators and LCPs are nodes hosted by a worker, not processes. A :class:`FoldSubtrees`
 request carries the round's global parameters (put once, one call per worker) and the
 subtrees (*units*) this worker folds, each as a :class:`UnitPlan`: its LCPs with their
-sampled clients and its aggregators with their children, children first. The worker
+sampled clients and its aggregators with their children, children first. The worker takes
+the units in turn; for each it
 
 1. fits every LCP's sampled clients with the star batch runner (one ``FitSegments`` handled
    in-process, one segment per LCP: the same per-client ``try``, update checks and update
-   policy as the star);
+   policy as the star, and the same probe of the running client for ``client_timeout``);
 2. folds each LCP into one sample-weighted float64 partial sum
    (:class:`~redfl.core.arrays.WeightedSum`), or applies the ``leaf_strategy`` to that
    LCP's own updates (:func:`~redfl.algorithms.hierarchy.leaf_sum`);
-3. folds each aggregator's children in site order, and returns one partial sum per unit.
+3. folds the unit's aggregators' children in site order, and returns the unit's sum.
+
+While it runs, :class:`ReleaseUnits` may take the units not yet started (work stealing
+between subtrees, :mod:`redfl.runtime.dispatch`); an idle worker then folds them as guests.
+A unit's sum depends only on its clients, so who folds it never changes the result.
 
 An LCP or aggregator that fails (its leaf strategy refuses the round, say) is a value: the
 site is listed in :attr:`UnitResult.failed` with its reason and contributes nothing; the
@@ -32,6 +37,8 @@ from redfl.core.instructions import Instructions
 from redfl.runtime.protocol import Handlers, Request, Runner
 from redfl.runtime.replies import FitBatch
 from redfl.runtime.star_runner import FitSegments, describe
+from redfl.runtime.virtual import VirtualNode
+from redfl.runtime.work_queue import WorkQueue
 
 if TYPE_CHECKING:
     from redfl.runtime.host import Host
@@ -82,60 +89,76 @@ class UnitResult:
 
 
 @dataclass
-class TreeBatch:
-    """A worker's reply: one :class:`UnitResult` per unit (request order) and the clients'
-    folded metrics, successes, failures and policy counters (``fitted.total`` is unused)."""
+class TreeBatch(FitBatch):
+    """A worker's reply: the clients' folded metrics, successes, failures and policy
+    counters (as a :class:`~redfl.runtime.replies.FitBatch`; ``total`` is unused) and one
+    :class:`UnitResult` per unit it ran, in request order."""
 
-    units: list[UnitResult]
-    fitted: FitBatch
+    units: list[UnitResult] = field(default_factory=list)
 
 
 class TreeRunner(Runner):
-    """Folds the subtrees of a hierarchy that live on this worker."""
+    """Folds the subtrees of a hierarchy that live on (or are handed to) this worker."""
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)
-        self._folds = 0
+        self._queue = WorkQueue()  # the running fold's units
+        self._folded = 0
+        self._guest_units = 0
 
     def register(self, handlers: Handlers) -> None:
-        """Answer :class:`FoldSubtrees`."""
+        """Answer :class:`FoldSubtrees` and :class:`ReleaseUnits`."""
         handlers.add(FoldSubtrees, self.fold)
+        handlers.add(ReleaseUnits, self.release)
 
     def stats(self) -> dict[str, float]:
-        """How many subtree folds this worker ran."""
-        return {"tree_folds": self._folds}
+        """How many units this worker folded, and how many of them for another worker."""
+        return {"tree_units": self._folded, "guest_units": self._guest_units}
 
     def fold(self, request: FoldSubtrees) -> TreeBatch:
-        """Fit every LCP's clients, then fold each unit bottom-up (see the module docstring)."""
-        self._folds += 1
-        lcps = [(lcp, clients) for unit in request.units for lcp, clients in unit.lcps]
+        """Fit and fold the units in turn (see the module docstring)."""
+        self.host.add_guests(request.guests)
+        batch = TreeBatch(total=None)
+        self._queue.start(len(request.units))
+        while (index := self._queue.take()) is not None:
+            batch.units.append(self._unit(request.units[index], request, batch))
+            self._folded += 1
+            self._guest_units += 1 if request.guests else 0
+        return batch
+
+    def release(self, request: ReleaseUnits) -> list[int]:
+        """Give up the latter half (rounded up) of the running fold's unstarted units."""
+        return self._queue.release()
+
+    def _unit(self, unit: UnitPlan, request: FoldSubtrees, batch: TreeBatch) -> UnitResult:
+        """Fit one unit's LCPs, fold them and the unit's aggregators; add the clients'
+        results to ``batch``."""
         fold = request.leaf_strategy is None
         fit = FitSegments(
             request.parameters,
-            [list(clients) for _, clients in lcps],
+            [list(clients) for _, clients in unit.lcps],
             request.instructions,
             fold,
             request.policy,
             separate=True,
         )
         fitted = self.host.handle(fit)
+        batch.absorb(fitted)
+        batch.failures.extend(fitted.failures)
         sums: dict[str, WeightedSum] = {}
         arrived: dict[str, int] = {}
         failed: dict[str, str] = {}
         done = set(fitted.succeeded)
         if fold:
-            for (lcp, clients), total in zip(lcps, fitted.segment_totals, strict=True):
+            for (lcp, clients), total in zip(unit.lcps, fitted.segment_totals, strict=True):
                 sums[lcp] = total
                 arrived[lcp] = sum(1 for c in clients if c in done)
         else:
             by_client = {u.node_id: u for u in fitted.updates}
-            for lcp, clients in lcps:
+            for lcp, clients in unit.lcps:
                 mine = [by_client[c] for c in clients if c in by_client]
                 self._leaf(lcp, mine, request, sums, arrived, failed)
-            fitted.updates = []
-        units = [self._fold_unit(unit, sums, arrived, failed) for unit in request.units]
-        fitted.segment_totals = []
-        return TreeBatch(units, fitted)
+        return self._fold_unit(unit, sums, arrived, failed)
 
     def _leaf(
         self,
@@ -200,6 +223,8 @@ class FoldSubtrees(Request[TreeBatch]):
     leaf_strategy:
         A robust rule each LCP applies to its own clients' updates; ``None``: a plain
         sample-weighted sum.
+    guests:
+        The clients of units another worker hosts, folded here for it (built here).
     """
 
     runner = TreeRunner
@@ -209,8 +234,16 @@ class FoldSubtrees(Request[TreeBatch]):
     instructions: Instructions
     policy: UpdatePolicy | None = None
     leaf_strategy: Strategy | None = None
+    guests: Sequence[VirtualNode] = ()
 
     @property
     def round(self) -> int:
         """The round being fitted."""
         return self.instructions.round
+
+
+@dataclass(frozen=True)
+class ReleaseUnits(Request[list[int]]):
+    """Ask a busy worker for the tail of its unstarted units (-> their indices)."""
+
+    runner = TreeRunner

@@ -54,12 +54,17 @@ class Watch:
         Seconds the whole round may take; past it, unfinished clients fail.
     round:
         The round watched (for failures and restart reasons).
+    rerun_lost:
+        Re-run the segments of a worker that died (``True``, the star), or let its call
+        fail (a hierarchy records its subtrees as failed); the worker is re-created either
+        way.
     """
 
     supervisor: Supervisor | None = None
     client_timeout: float | None = None
     round_timeout: float | None = None
     round: int = 0
+    rerun_lost: bool = True
     started: float = field(default_factory=time.monotonic)
     control_s: float = CONTROL_TIMEOUT_S
     silent: dict[int, float] = field(default_factory=dict)

@@ -10,11 +10,16 @@ down once per worker, one partial sum per subtree comes up
 (:mod:`redfl.runtime.tree_runner`), and the driver folds the rest in site order, so FedAvg
 over any tree equals the flat star within float64 rounding.
 
-A failed LCP or aggregator (a leaf strategy that refuses the round, a worker that dies) is
-a recorded failure of its subtree, with the subtree's sites; the round goes on while the
-coverage (the fraction of sampled clients whose updates arrived) is at least
-``min_coverage``, otherwise the run fails naming the subtrees. A dead worker is not
-restarted here: its subtrees stay failed in later rounds (or the run fails by coverage).
+Workers take their units in turn; an idle worker folds a busy one's unstarted units
+(:mod:`redfl.schemas.hierarchy_dispatch`), which changes who folds a subtree, never the sum.
+
+A failed LCP or aggregator (a leaf strategy that refuses the round, a worker that dies, a
+subtree unfinished at ``round_timeout``) is a recorded failure of its subtree, with the
+subtree's sites; the round goes on while the coverage (the fraction of sampled clients
+whose updates arrived) is at least ``min_coverage``, otherwise the run fails naming the
+subtrees. A client past ``client_timeout`` fails as in the star: its worker is replaced and
+the rest of its subtree is folded again without it. A dead worker is re-created (up to
+``max_worker_restarts``) and folds its subtrees again from the next round.
 """
 
 from __future__ import annotations
@@ -38,9 +43,11 @@ from redfl.runtime.backend import Backend, Plan, WorkerSpec
 from redfl.runtime.resources import check_capacity
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.tree_runner import FoldSubtrees, UnitPlan
+from redfl.runtime.watch import Watch
 from redfl.schemas.base import DEFAULT_MAX_WORKER_RESTARTS, RuntimeName
 from redfl.schemas.callbacks import Callback, emit
-from redfl.schemas.hierarchy_fold import check_round, fold_replies
+from redfl.schemas.hierarchy_dispatch import fold_round, shares_of
+from redfl.schemas.hierarchy_fold import check_round, fold_shares
 from redfl.schemas.hierarchy_layout import Layout, clients_of_unit, make_layout, unit_plan
 from redfl.schemas.registry import SchemaSpec
 from redfl.schemas.star import EvaluateFn, StarFederation
@@ -73,6 +80,8 @@ class HierarchicalFederation(StarFederation):
     pin:
         Sites (aggregators or LCPs) whose subtree runs on a worker of its own, placed on
         the machine that offers the custom resource ``site_resource(site)``.
+    client_timeout, round_timeout, max_worker_restarts:
+        As for the star; a subtree unfinished at ``round_timeout`` is a failed subtree.
 
     Examples
     --------
@@ -115,12 +124,6 @@ class HierarchicalFederation(StarFederation):
         round_timeout: float | None = None,
         max_worker_restarts: int = DEFAULT_MAX_WORKER_RESTARTS,
     ) -> None:
-        for name, value in (("client_timeout", client_timeout), ("round_timeout", round_timeout)):
-            if value is not None:
-                raise ValueError(
-                    f"federation.{name}: the hierarchical schema has no timeouts yet (a "
-                    "subtree fails only when its worker dies or a site fails)"
-                )
         super().__init__(
             client,
             num_clients,
@@ -136,6 +139,8 @@ class HierarchicalFederation(StarFederation):
             address=address,
             resources=resources,
             federation_id=federation_id,
+            client_timeout=client_timeout,
+            round_timeout=round_timeout,
             max_worker_restarts=max_worker_restarts,
         )
         if not self.strategy.weighted_sum:
@@ -189,35 +194,34 @@ class HierarchicalFederation(StarFederation):
         return replace(plan, workers=workers, manager=TopologyManager(None, placement))
 
     def _round(self, backend: Backend, rnd: int) -> RoundRecord:
-        start = time.perf_counter()
+        if self._supervisor is not None:
+            self._supervisor.drain()  # restarts done since; a worker still restarting is
+        start = time.perf_counter()  # skipped by the round (others fold its units)
         sampled = self.strategy.configure_fit(rnd, self._train_ids, round_rng(self.seed, rnd))
         emit(self.callbacks, RoundStarted(rnd, len(sampled)))
         chosen = frozenset(sampled)
-        by_worker: dict[int, list[UnitPlan]] = {}
+        plans: dict[int, list[UnitPlan]] = {}
         for unit in self.layout.units:
             plan = unit_plan(self.tree, unit, self.assignment, chosen)
-            by_worker.setdefault(self.layout.worker[unit], []).append(plan)
-        workers = sorted(by_worker)
-        reference = backend.put(self.parameters)
+            plans.setdefault(self.layout.worker[unit], []).append(plan)
+        shares = shares_of(plans, frozenset(self.layout.worker[u] for u in self.layout.pinned))
         config = Instructions.make(rnd, self.strategy.fit_config(rnd))
         policy = self.strategy.update_policy(rnd, sampled)
-        leaf = self.leaf_strategy
-        calls = [
-            backend.call(w, FoldSubtrees(reference, by_worker[w], config, policy, leaf))
-            for w in workers
-        ]
+        request = FoldSubtrees(backend.put(self.parameters), [], config, policy, self.leaf_strategy)
         done = 0
 
-        def progress(index: int) -> None:
+        def progress(count: int) -> None:
             nonlocal done
-            done += sum(len(c) for plan in by_worker[workers[index]] for _, c in plan.lcps)
+            done += count
             emit(self.callbacks, ClientsProgress(rnd, done, len(sampled)))
 
-        outcomes = backend.gather(calls, on_done=progress)
-        replies = list(zip(workers, outcomes, strict=True))
+        watch = Watch(
+            self._supervisor, self.client_timeout, self.round_timeout, rnd, rerun_lost=False
+        )
+        fold_round(backend, shares, plans, request, self._spec, progress, self._stealable, watch)
         tree, layout, assignment = self.tree, self.layout, self.assignment
-        total, fitted, failures, extra = fold_replies(
-            tree, layout, assignment, rnd, replies, by_worker, chosen
+        total, fitted, failures, extra = fold_shares(
+            tree, layout, assignment, rnd, shares, plans, chosen
         )
         self._failures.extend(failures)
         check_round(

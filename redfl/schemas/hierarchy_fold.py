@@ -1,39 +1,60 @@
 """The driver's side of a hierarchical round: fold the workers' subtree sums, record failures.
 
-:func:`fold_replies` takes each worker's :class:`~redfl.runtime.tree_runner.TreeBatch` (or
-the error of its call), turns a dead worker's units and every failed LCP or aggregator into
-one recorded failure of its subtree, and folds the sites above the units in site order,
-children first (:attr:`~redfl.schemas.hierarchy_layout.Layout.driver_sites`).
-:func:`check_round` stops the run when too few updates arrived.
+:func:`fold_shares` takes each worker's share of the round after the dispatcher ran it
+(:mod:`redfl.schemas.hierarchy_dispatch`): the :class:`~redfl.runtime.tree_runner.TreeBatch`
+of every call (the worker's own and those that folded its units as guests) or the call's
+error. A unit whose call failed (its worker died) or that was unfinished at the round's
+deadline, and every failed LCP or aggregator inside a unit, is one recorded failure of its
+subtree; the sites above the units are folded in site order, children first
+(:attr:`~redfl.schemas.hierarchy_layout.Layout.driver_sites`). :func:`check_round` stops the
+run when too few updates arrived.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 from redfl.core.arrays import WeightedSum
 from redfl.core.result import Failure, FederationError
+from redfl.runtime.dispatch import WorkerRound
 from redfl.runtime.protocol import Outcome
 from redfl.runtime.replies import FitBatch
-from redfl.runtime.tree_runner import TreeBatch, UnitPlan
+from redfl.runtime.tree_runner import TreeBatch, UnitResult
+from redfl.schemas.hierarchy_dispatch import Plans
 from redfl.schemas.hierarchy_layout import FOLDING, Layout
 from redfl.topology.assign import Assignment
 from redfl.topology.tree import RelayTree
 
-Replies = list[tuple[int, Outcome[TreeBatch]]]
-"""(worker, outcome of its ``FoldSubtrees`` call), in worker order."""
+
+def unit_outcomes(share: WorkerRound) -> dict[int, UnitResult | str]:
+    """Each of the share's units -> its result, or the cause of its failure."""
+    calls: list[tuple[list[int], Outcome[FitBatch], str]] = []
+    if share.home is not None:
+        calls.append((share.unreleased(), share.home, f"worker {share.worker}"))
+    calls.extend((indices, outcome, "a guest worker") for indices, outcome in share.stolen)
+    got: dict[int, UnitResult | str] = dict(share.timed_out)
+    for indices, outcome, who in calls:
+        if outcome.error is not None:
+            text = (str(outcome.error).strip().splitlines() or ["(no message)"])[0]
+            cause = f"{who} failed: {type(outcome.error).__name__}: {text}"
+            got.update((i, cause) for i in indices)
+            continue
+        batch = outcome.result()
+        assert isinstance(batch, TreeBatch)
+        got.update(zip(indices, batch.units, strict=True))
+    return got
 
 
-def fold_replies(
+def fold_shares(
     tree: RelayTree,
     layout: Layout,
     assignment: Assignment,
     rnd: int,
-    replies: Replies,
-    by_worker: Mapping[int, list[UnitPlan]],
+    shares: Sequence[WorkerRound],
+    plans: Plans,
     chosen: frozenset[str],
 ) -> tuple[WeightedSum, FitBatch, list[Failure], dict[str, float]]:
-    """Fold a round's replies: (the server's sum, the clients' folded results, failures,
+    """Fold a round's shares: (the server's sum, the clients' folded results, failures,
     metrics).
 
     The metrics are ``clients/<aggregator>`` (clients whose update is in that aggregator's
@@ -47,18 +68,19 @@ def fold_replies(
     failures: list[Failure] = []
     lost: list[tuple[str, str]] = []
     received = 0
-    for worker, outcome in replies:
-        if outcome.error is not None:
-            text = (str(outcome.error).strip().splitlines() or ["(no message)"])[0]
-            cause = f"worker {worker} failed: {type(outcome.error).__name__}: {text}"
-            for plan in by_worker[worker]:
+    for share in shares:
+        failures.extend(share.failures)
+        for outcome in (share.home, *(o for _, o in share.stolen)):
+            if outcome is not None and outcome.value is not None:
+                failures.extend(outcome.value.failures)
+                fitted.absorb(outcome.value)
+        got = unit_outcomes(share)
+        for index, plan in enumerate(plans[share.worker]):
+            unit = got.get(index, "no reply")
+            if isinstance(unit, str):
                 sums[plan.root] = WeightedSum()
-                lost.append((plan.root, cause))
-            continue
-        batch = outcome.result()
-        failures.extend(batch.fitted.failures)
-        fitted.absorb(batch.fitted)
-        for unit in batch.units:
+                lost.append((plan.root, unit))
+                continue
             sums[unit.root] = unit.total
             arrived.update(unit.arrived)
             lost.extend(unit.failed)

@@ -68,6 +68,8 @@ def collect(
     failures: list[Failure] = []
     for share in shares:
         failures.extend(share.failures)
+        for index, reason in share.timed_out.items():
+            failures.extend(Failure(n, rnd, "fit", reason) for n in share.segment(index))
         replies: list[tuple[list[list[str]], Outcome[FitBatch]]] = []
         if share.home is not None:
             kept = [s for i, s in enumerate(share.segments) if i not in share.released]
