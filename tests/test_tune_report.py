@@ -155,3 +155,44 @@ def test_a_config_file_that_did_not_make_the_state_is_refused(tmp_path: Path) ->
 def test_round_metrics_drop_missing_and_non_finite_values() -> None:
     metrics = round_metrics(RoundRecord(2, 4, 3, 1, 0.5, None, None, None, {"x": math.inf}), 7)
     assert metrics == {"round": 7.0, "seconds": 0.5, "succeeded": 3.0, "failed": 1.0}
+
+
+DIGITS: dict[str, Any] = {
+    "federation": {"rounds": 3, "seed": 0, "runtime": "local", "checkpoint_every": 1},
+    "client": {
+        "target": "redfl.examples.digits:DigitsClient",
+        "num_clients": 4,
+        "options": {"epochs": 1, "lr": 0.3},
+    },
+    "strategy": {"name": "fedadam", "eta": 0.02, "tau": 0.001, "fraction_fit": 0.5},
+    "evaluation": {"central": "redfl.examples.digits:central_evaluation"},
+}
+
+
+def test_a_run_started_from_a_checkpoint_continues_it_bit_exact(tmp_path: Path) -> None:
+    from redfl.core.server_state import load_state
+    from redfl.run.api import run
+    from redfl.run.checkpoints import checkpoint_path, latest_checkpoint
+
+    straight = run(DIGITS, out=tmp_path / "straight")
+    first = run(apply_params(DIGITS, {"federation.rounds": 2}), out=tmp_path / "first")
+    donor = load_state(checkpoint_path(first.folder, 2))
+    assert donor.strategy_state["m"]  # FedAdam's moments are in the state
+    started = run(DIGITS, out=tmp_path / "started", start=donor)
+    assert started.status == "succeeded", started.error
+    assert started.result is not None and straight.result is not None
+    assert [r.round for r in started.result.history] == [1, 2, 3]
+    end, expected = (
+        load_state(latest_checkpoint(r.folder) or r.folder) for r in (started, straight)
+    )
+    assert end.round == expected.round == 3
+    for key in ("m", "v"):
+        for name, array in expected.strategy_state[key].items():
+            np.testing.assert_array_equal(end.strategy_state[key][name], array)
+    for name, array in expected.parameters.items():
+        np.testing.assert_array_equal(end.parameters[name], array)
+    assert [r.loss for r in end.history] == [r.loss for r in expected.history]
+    # The new folder holds the state it started from, made with its own config: resumable.
+    assert load_state(checkpoint_path(started.folder, 2)).config_digest == end.config_digest
+    lines = (started.folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3
