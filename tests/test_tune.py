@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from waiting import wait_until
 from redfl.core.config import ConfigError
 from redfl.core.server_state import load_state
 from redfl.run.recorder import read_events
-from redfl.run.tuning import tune
+from redfl.run.tuning import TrialOutcome, tune
 
 DIGITS = {
     "federation": {"name": "tune-digits", "rounds": 3, "seed": 0},
@@ -115,12 +116,23 @@ FEDADAM: dict[str, Any] = {
 }
 
 
-def test_pbt_restarts_the_worse_trial_with_the_better_ones_whole_state(
-    ray_session: Any, tmp_path: Path
-) -> None:
+@dataclass(frozen=True)
+class Exploit:
+    """A finished PBT search of two trials in which one exploited the other at round 2."""
+
+    donor: Path
+    """The donor trial's own run folder."""
+    resumed: Path
+    """The exploiting trial's folder from round 2 on."""
+    trials: list[TrialOutcome]
+
+
+@pytest.fixture(scope="module")
+def exploit(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Exploit:
     # tau = 100 keeps FedAdam's steps near zero, so that trial is the worse half at round
     # 2 for any eta; it then takes the other trial's round-2 checkpoint and values
     # (tau = 0.001), with eta mutated, and runs round 3.
+    out = tmp_path_factory.mktemp("pbt")
     outcome = tune(
         FEDADAM,
         ["strategy.tau=grid:0.001,100", "strategy.eta=uniform:0.01:0.05"],
@@ -130,25 +142,25 @@ def test_pbt_restarts_the_worse_trial_with_the_better_ones_whole_state(
         mode="min",
         perturbation_interval=2,
         overrides={"runtime": "local"},  # clients in the trial's own process: fewer to start
-        out=tmp_path,
+        out=out,
         **SMALL,
     )
-    assert len(outcome.trials) == 2
-    assert all(t.status == "completed" and t.rounds == 3 for t in outcome.trials), outcome
     # A trial's own folder keeps the values it started with; PBT may change them later.
     worse = next(t for t in outcome.trials if _strategy(t.folder)["tau"] == 100)
     donor = next(t for t in outcome.trials if _strategy(t.folder)["tau"] == 0.001)
-    resumed = tmp_path / f"{worse.trial_id}-from-round-2"
-    assert resumed.is_dir(), sorted(p.name for p in tmp_path.iterdir())
+    return Exploit(donor.folder, out / f"{worse.trial_id}-from-round-2", outcome.trials)
+
+
+def test_pbt_restarts_the_worse_trial_from_the_donors_whole_state(exploit: Exploit) -> None:
+    assert len(exploit.trials) == 2
+    assert all(t.status == "completed" and t.rounds == 3 for t in exploit.trials), exploit
+    resumed = exploit.resumed
+    assert resumed.is_dir(), sorted(p.name for p in resumed.parent.iterdir())
     started = next(e for e in read_events(resumed) if e["type"] == "run_started")
     assert (started["first_round"], started["rounds"]) == (3, 3)
-    mutated, original = _strategy(resumed), _strategy(donor.folder)
-    assert mutated["tau"] == 0.001  # the donor's value
-    assert mutated["eta"] != original["eta"]  # perturbed ...
-    assert 0.01 <= mutated["eta"] <= 0.05  # ... and kept within its range
-
+    assert _strategy(resumed)["tau"] == 0.001  # the donor's value
     # The state it started from is the donor's round-2 checkpoint, bit for bit.
-    given = load_state(donor.folder / "checkpoints" / "round-000002")
+    given = load_state(exploit.donor / "checkpoints" / "round-000002")
     start = load_state(resumed / "checkpoints" / "round-000002")
     end = load_state(resumed / "checkpoints" / "round-000003")
     for key in ("m", "v"):
@@ -160,9 +172,8 @@ def test_pbt_restarts_the_worse_trial_with_the_better_ones_whole_state(
     # Its history continues the donor's: rounds 1-2 are the donor's records, then round 3.
     assert [r.round for r in end.history] == [1, 2, 3]
     assert end.history[:2] == given.history
-    assert _metrics(resumed)[:2] == _metrics(donor.folder)[:2]
+    assert _metrics(resumed)[:2] == _metrics(exploit.donor)[:2]
     assert len(_metrics(resumed)) == 3
-
     # Round 3 moved on from the carried moments: with d the round's pseudo-gradient,
     # m3 = b1 m2 + (1 - b1) d and v3 = b2 v2 + (1 - b2) d^2 (FedAdam's defaults 0.9, 0.99).
     b1, b2 = 0.9, 0.99
@@ -171,8 +182,19 @@ def test_pbt_restarts_the_worse_trial_with_the_better_ones_whole_state(
         m3, v3 = end.strategy_state["m"][name], end.strategy_state["v"][name]
         d = (m3 - b1 * m2) / (1 - b1)
         np.testing.assert_allclose(v3, b2 * v2 + (1 - b2) * d * d, rtol=1e-9, atol=1e-15)
-        # ... and the step used the mutated eta: x3 = x2 + eta m3 / (sqrt(v3) + tau).
+
+
+def test_pbt_applies_the_mutated_value_after_the_restore(exploit: Exploit) -> None:
+    mutated, original = _strategy(exploit.resumed), _strategy(exploit.donor)
+    assert mutated["eta"] != original["eta"]  # perturbed ...
+    assert 0.01 <= mutated["eta"] <= 0.05  # ... and kept within its range
+    start = load_state(exploit.resumed / "checkpoints" / "round-000002")
+    end = load_state(exploit.resumed / "checkpoints" / "round-000003")
+    for name in ("weight", "bias"):
+        # Round 3's step from the carried state used the new eta:
+        # x3 = x2 + eta m3 / (sqrt(v3) + tau), as FedAdam computes it.
         x2 = start.parameters[name]
+        m3, v3 = end.strategy_state["m"][name], end.strategy_state["v"][name]
 
         def step(eta: float, x2: Any = x2, m3: Any = m3, v3: Any = v3) -> Any:
             return (x2 + eta * m3 / (np.sqrt(v3) + mutated["tau"])).astype(x2.dtype)

@@ -196,3 +196,11 @@ def test_a_run_started_from_a_checkpoint_continues_it_bit_exact(tmp_path: Path) 
     assert load_state(checkpoint_path(started.folder, 2)).config_digest == end.config_digest
     lines = (started.folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 3
+
+
+def test_start_and_resume_together_are_refused(tmp_path: Path) -> None:
+    from redfl.run.api import run
+
+    given = state(parse_config(BASE))
+    with pytest.raises(ConfigError, match=r"^start: a resumed run continues from its own"):
+        run(BASE, resume=tmp_path, start=given)

@@ -141,6 +141,8 @@ def run(
     ('succeeded', 2, ['w'])
     """
     if resume is not None:
+        if start is not None:
+            raise ConfigError("start: a resumed run continues from its own checkpoint; give one")
         return _resume(Path(resume), config, callbacks, cancel, overrides)
     if config is None:
         raise ConfigError("config: a config is needed (or resume= a run folder)")
