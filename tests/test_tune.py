@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from waiting import wait_until
 
 from redfl.core.config import ConfigError
+from redfl.core.server_state import load_state
 from redfl.run.recorder import read_events
-from redfl.run.tuning import tune
+from redfl.run.tuning import TrialOutcome, tune
 
 DIGITS = {
     "federation": {"name": "tune-digits", "rounds": 3, "seed": 0},
@@ -100,46 +103,109 @@ def test_asha_stops_the_trial_that_trails(ray_session: Any, tmp_path: Path) -> N
     assert wait_until(lambda: _leftovers(ray_session) == before, 30.0), _leftovers(ray_session)
 
 
-def test_pbt_restarts_the_worse_trial_from_the_better_ones_checkpoint(
-    ray_session: Any, tmp_path: Path
-) -> None:
-    # After round 2 the tiny-lr trial (the worse half) takes the good trial's checkpoint
-    # and values (lr 0.3), with fraction_fit mutated, and runs the remaining round.
+FEDADAM: dict[str, Any] = {
+    "federation": {"name": "tune-pbt", "rounds": 3, "seed": 0},
+    "client": {
+        "target": "redfl.examples.digits:DigitsClient",
+        "num_clients": 4,
+        "options": {"epochs": 1, "lr": 0.3},
+    },
+    "strategy": {"name": "fedadam"},
+    "evaluation": {"central": "redfl.examples.digits:central_evaluation"},
+    "resources": {"worker": {"CPU": 0.5}},
+}
+
+
+@dataclass(frozen=True)
+class Exploit:
+    """A finished PBT search of two trials in which one exploited the other at round 2."""
+
+    donor: Path
+    """The donor trial's own run folder."""
+    resumed: Path
+    """The exploiting trial's folder from round 2 on."""
+    trials: list[TrialOutcome]
+
+
+@pytest.fixture(scope="module")
+def exploit(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Exploit:
+    # tau = 100 keeps FedAdam's steps near zero, so that trial is the worse half at round
+    # 2 for any eta; it then takes the other trial's round-2 checkpoint and values
+    # (tau = 0.001), with eta mutated, and runs round 3.
+    out = tmp_path_factory.mktemp("pbt")
     outcome = tune(
-        DIGITS,
-        ["client.options.lr=grid:0.3,0.0001", "strategy.fraction_fit=uniform:0.6:1.0"],
+        FEDADAM,
+        ["strategy.tau=grid:0.001,100", "strategy.eta=uniform:0.01:0.05"],
         samples=1,
         scheduler="pbt",
         metric="loss",
         mode="min",
         perturbation_interval=2,
         overrides={"runtime": "local"},  # clients in the trial's own process: fewer to start
-        out=tmp_path,
+        out=out,
         **SMALL,
     )
-    assert len(outcome.trials) == 2
-    assert all(t.status == "completed" and t.rounds == 3 for t in outcome.trials), outcome
     # A trial's own folder keeps the values it started with; PBT may change them later.
-    tiny = next(t for t in outcome.trials if _lr(t.folder) == 0.0001)
-    good = next(t for t in outcome.trials if _lr(t.folder) == 0.3)
-    resumed = tmp_path / f"{tiny.trial_id}-from-round-2"
-    assert resumed.is_dir(), sorted(p.name for p in tmp_path.iterdir())
+    worse = next(t for t in outcome.trials if _strategy(t.folder)["tau"] == 100)
+    donor = next(t for t in outcome.trials if _strategy(t.folder)["tau"] == 0.001)
+    return Exploit(donor.folder, out / f"{worse.trial_id}-from-round-2", outcome.trials)
+
+
+def test_pbt_restarts_the_worse_trial_from_the_donors_whole_state(exploit: Exploit) -> None:
+    assert len(exploit.trials) == 2
+    assert all(t.status == "completed" and t.rounds == 3 for t in exploit.trials), exploit
+    resumed = exploit.resumed
+    assert resumed.is_dir(), sorted(p.name for p in resumed.parent.iterdir())
     started = next(e for e in read_events(resumed) if e["type"] == "run_started")
-    assert started["rounds"] == 1
-    assert _lr(resumed) == 0.3  # the donor's values, with fraction_fit perturbed
-    fraction = json.loads((resumed / "config.json").read_text(encoding="utf-8"))["strategy"]
-    assert 0.6 <= fraction["fraction_fit"] <= 1.0  # perturbed, then kept within its range
-    # It starts from the donor's trained model, not from its own: its round-3 loss is far
-    # below its own round 2's and close to the donor's.
-    own, donor, after = _metrics(tiny.folder), _metrics(good.folder), _metrics(resumed)
-    assert len(own) == 2 and len(after) == 1
-    assert after[0]["loss"] < own[-1]["loss"] - 0.5
-    assert abs(after[0]["loss"] - donor[-1]["loss"]) < 0.3
+    assert (started["first_round"], started["rounds"]) == (3, 3)
+    assert _strategy(resumed)["tau"] == 0.001  # the donor's value
+    # The state it started from is the donor's round-2 checkpoint, bit for bit.
+    given = load_state(exploit.donor / "checkpoints" / "round-000002")
+    start = load_state(resumed / "checkpoints" / "round-000002")
+    end = load_state(resumed / "checkpoints" / "round-000003")
+    for key in ("m", "v"):
+        assert sorted(start.strategy_state[key]) == ["bias", "weight"]
+        for name, array in given.strategy_state[key].items():
+            np.testing.assert_array_equal(start.strategy_state[key][name], array)
+    for name, array in given.parameters.items():
+        np.testing.assert_array_equal(start.parameters[name], array)
+    # Its history continues the donor's: rounds 1-2 are the donor's records, then round 3.
+    assert [r.round for r in end.history] == [1, 2, 3]
+    assert end.history[:2] == given.history
+    assert _metrics(resumed)[:2] == _metrics(exploit.donor)[:2]
+    assert len(_metrics(resumed)) == 3
+    # Round 3 moved on from the carried moments: with d the round's pseudo-gradient,
+    # m3 = b1 m2 + (1 - b1) d and v3 = b2 v2 + (1 - b2) d^2 (FedAdam's defaults 0.9, 0.99).
+    b1, b2 = 0.9, 0.99
+    for name in ("weight", "bias"):
+        m2, v2 = start.strategy_state["m"][name], start.strategy_state["v"][name]
+        m3, v3 = end.strategy_state["m"][name], end.strategy_state["v"][name]
+        d = (m3 - b1 * m2) / (1 - b1)
+        np.testing.assert_allclose(v3, b2 * v2 + (1 - b2) * d * d, rtol=1e-9, atol=1e-15)
 
 
-def _lr(folder: Path) -> float:
+def test_pbt_applies_the_mutated_value_after_the_restore(exploit: Exploit) -> None:
+    mutated, original = _strategy(exploit.resumed), _strategy(exploit.donor)
+    assert mutated["eta"] != original["eta"]  # perturbed ...
+    assert 0.01 <= mutated["eta"] <= 0.05  # ... and kept within its range
+    start = load_state(exploit.resumed / "checkpoints" / "round-000002")
+    end = load_state(exploit.resumed / "checkpoints" / "round-000003")
+    for name in ("weight", "bias"):
+        # Round 3's step from the carried state used the new eta:
+        # x3 = x2 + eta m3 / (sqrt(v3) + tau), as FedAdam computes it.
+        x2 = start.parameters[name]
+        m3, v3 = end.strategy_state["m"][name], end.strategy_state["v"][name]
+
+        def step(eta: float, x2: Any = x2, m3: Any = m3, v3: Any = v3) -> Any:
+            return (x2 + eta * m3 / (np.sqrt(v3) + mutated["tau"])).astype(x2.dtype)
+
+        np.testing.assert_array_equal(end.parameters[name], step(mutated["eta"]))
+        assert not np.array_equal(end.parameters[name], step(original["eta"]))
+
+
+def _strategy(folder: Path) -> dict[str, Any]:
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    return float(config["client"]["options"]["lr"])
+    return dict(config["strategy"])
 
 
 def test_bad_options_fail_before_any_trial(ray_session: Any, tmp_path: Path) -> None:

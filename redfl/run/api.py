@@ -17,11 +17,10 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from redfl.core.arrays import Parameters, copy_parameters
 from redfl.core.config import ConfigError, FederationConfig
 from redfl.core.digest import config_diff
 from redfl.core.events import (
@@ -33,14 +32,13 @@ from redfl.core.events import (
     RunStarted,
 )
 from redfl.core.result import FederationError, FederationResult
-from redfl.core.server_state import CheckpointError, ServerState
-from redfl.run.checkpoints import Checkpointer, load_latest
+from redfl.core.server_state import CheckpointError, ServerState, save_state
+from redfl.run.checkpoints import Checkpointer, checkpoint_path, load_latest
 from redfl.run.prepare import Prepared, prepare, saved_config
 from redfl.run.recorder import RunRecorder
 from redfl.rundir import new_run_dir, save_parameters, write_summary
 from redfl.runtime.resources import ResourceError
 from redfl.schemas.callbacks import Callback, emit
-from redfl.schemas.star import StarFederation
 
 RUN_ERRORS = (FederationError, ResourceError, ConnectionError)
 """Errors that end a run with a one-line reason (anything else also logs a traceback)."""
@@ -95,7 +93,7 @@ def run(
     overrides: Mapping[str, Any] | None = None,
     resume: str | Path | None = None,
     runs_root: str | Path = "runs",
-    initial_parameters: Parameters | None = None,
+    start: ServerState | None = None,
 ) -> RunOutcome:
     """Run the federation ``config`` describes and write its run folder.
 
@@ -117,9 +115,12 @@ def run(
         A run folder to continue from its newest checkpoint; the result is bit-identical
         to a run that was never interrupted. A ``config`` that differs from the folder's
         in a field that changes results is refused, naming the fields.
-    initial_parameters:
-        A star federation's starting global model instead of the client's
-        ``initial_parameters`` (a Tune trial restored from a checkpoint).
+    start:
+        A server state to continue from in a new run folder (a Tune trial started from
+        another trial's checkpoint): its rounds, parameters, strategy state, history and
+        failures are loaded, and the folder gets it as its first checkpoint (made with
+        this config), so that ``resume`` works there too. The caller checks that the
+        state fits the config (:func:`redfl.run.tune_report.load_checkpoint`).
 
     Raises
     ------
@@ -140,14 +141,12 @@ def run(
     ('succeeded', 2, ['w'])
     """
     if resume is not None:
+        if start is not None:
+            raise ConfigError("start: a resumed run continues from its own checkpoint; give one")
         return _resume(Path(resume), config, callbacks, cancel, overrides)
     if config is None:
         raise ConfigError("config: a config is needed (or resume= a run folder)")
     prepared = prepare(config, overrides)
-    if initial_parameters is not None:
-        if not isinstance(prepared.federation, StarFederation):
-            raise ConfigError("initial_parameters: only a star federation has a global model")
-        prepared.federation.parameters = copy_parameters(initial_parameters)
     prepared.connect()  # an unreachable cluster fails here, within connect_timeout
     folder = (
         Path(out) if out is not None else new_run_dir(runs_root, prepared.config.federation.name)
@@ -159,7 +158,10 @@ def run(
     (folder / "config.json").write_text(
         prepared.config.model_dump_json(indent=2, by_alias=True) + "\n", encoding="utf-8"
     )
-    return _execute(prepared, folder, callbacks, cancel, None)
+    if start is not None:  # the folder's own first checkpoint, as if this run had made it
+        start = replace(start, config_digest=prepared.digest())
+        save_state(start, checkpoint_path(folder, start.round))
+    return _execute(prepared, folder, callbacks, cancel, start)
 
 
 def _resume(

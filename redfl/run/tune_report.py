@@ -1,76 +1,61 @@
-"""A trial's reports to Tune: each round's metrics with a checkpoint.
+"""A trial's reports to Tune: each round's metrics with the server state as its checkpoint.
 
-:class:`TuneReporter` is a run callback; :func:`save_checkpoint` and
-:func:`load_checkpoint` are the one place that decides what a Tune checkpoint holds (for
-now the round and the global parameters).
+A Tune checkpoint is the run folder's checkpoint of that round (``state.json`` and
+``state.safetensors``: the whole :class:`~redfl.core.server_state.ServerState`) plus the
+``config.json`` of the run that saved it. :class:`TuneReporter` writes it;
+:func:`load_checkpoint` reads it back for a trial that starts from it (a PBT exploit, a
+retried or restored trial) and checks that the trial's config differs from the one that
+made the state only in the values PBT mutates.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from redfl.core.arrays import Parameters
-from redfl.core.config import ConfigError
+from redfl.core.config import ConfigError, FederationConfig, parse_config
+from redfl.core.digest import config_diff, config_digest
 from redfl.core.events import CheckpointSaved, Event, RoundFinished
 from redfl.core.result import RoundRecord
-from redfl.rundir import load_parameters, save_parameters
+from redfl.core.server_state import CheckpointError, ServerState, load_state
 from redfl.schemas.callbacks import Callback
 
 if TYPE_CHECKING:
     from redfl.runtime.tune import Reporter
 
-CHECKPOINT_FILE = "model.safetensors"
-"""The checkpoint's file: the global parameters, with the round in its metadata."""
-
-
-def save_checkpoint(folder: Path, rnd: int, parameters: Parameters) -> None:
-    """Write round ``rnd``'s global parameters into a checkpoint directory."""
-    save_parameters(folder / CHECKPOINT_FILE, parameters, {"round": rnd})
-
-
-def load_checkpoint(folder: Path) -> tuple[int, Parameters]:
-    """(round, global parameters) of a checkpoint directory."""
-    parameters, metadata = load_parameters(folder / CHECKPOINT_FILE)
-    return int(metadata["round"]), parameters
+CONFIG_FILE = "config.json"
+"""The checkpoint's copy of the config of the run that saved it."""
 
 
 class TuneReporter(Callback):
-    """Reports each round's record to Tune, with a checkpoint.
+    """Reports each round's record to Tune, with the server state saved after it.
 
-    The checkpoint is the round's global parameters (:func:`save_checkpoint`); with
-    ``state_checkpoints``, the round's metrics wait for the run's next
-    :class:`~redfl.core.events.CheckpointSaved` and the saved folder (the server state,
-    once the run saves one every round) becomes the Tune checkpoint. Rounds are numbered
-    from ``done + 1`` (a run restored after ``done`` rounds).
+    The run must save its state every round (``federation.checkpoint_every = 1``): a
+    round's metrics wait for the run's next :class:`~redfl.core.events.CheckpointSaved`,
+    and that saved folder, with ``config_file`` (the run folder's ``config.json``), becomes
+    the Tune checkpoint.
     """
 
-    def __init__(
-        self, report: Reporter, metric: str, done: int = 0, state_checkpoints: bool = False
-    ) -> None:
+    def __init__(self, report: Reporter, metric: str, config_file: Path) -> None:
         self.report = report
         self.metric = metric
-        self.done = done
-        self.state_checkpoints = state_checkpoints
-        self.parameters: Parameters | None = None
+        self.config_file = config_file
         self._pending: dict[str, float] | None = None
 
-    def on_aggregate(self, rnd: int, parameters: Parameters) -> None:
-        """Keep the round's global parameters for its checkpoint."""
-        self.parameters = parameters
-
     def on_event(self, event: Event) -> bool | None:
-        """Report a finished round (and its checkpoint)."""
+        """Keep a finished round's metrics; report them with the state saved next."""
         if isinstance(event, CheckpointSaved) and self._pending is not None:
             metrics, saved = self._pending, Path(event.path)
             self._pending = None
-            self.report(metrics, lambda folder: _copy(saved, folder))
+            self.report(metrics, lambda folder: self._copy(saved, folder))
             return None
         if not isinstance(event, RoundFinished):
             return None
-        rnd = self.done + event.record.round
+        rnd = event.record.round
         metrics = round_metrics(event.record, rnd)
         if self.metric not in metrics:
             raise ConfigError(
@@ -78,13 +63,52 @@ class TuneReporter(Callback):
                 f"loss set strategy.fraction_evaluate > 0 or evaluation.central); "
                 f"it has {sorted(metrics)}"
             )
-        if self.state_checkpoints:
-            self._pending = metrics  # reported with the server state saved next
-            return None
-        parameters = self.parameters
-        writer = None if parameters is None else lambda f: save_checkpoint(f, rnd, parameters)
-        self.report(metrics, writer)
+        self._pending = metrics  # reported with the server state saved next
         return None
+
+    def _copy(self, saved: Path, folder: Path) -> None:
+        shutil.copytree(saved, folder, dirs_exist_ok=True)
+        shutil.copyfile(self.config_file, folder / CONFIG_FILE)
+
+
+def load_checkpoint(
+    folder: Path, config: FederationConfig, mutable: Collection[str] = ()
+) -> ServerState:
+    """The server state of a Tune checkpoint, for a trial whose config is ``config``.
+
+    ``config`` may differ from the config that saved the state only in the fields named
+    in ``mutable`` (the dotted paths PBT mutates) and in those that do not change results
+    (:data:`redfl.core.digest.NOT_IN_DIGEST`).
+
+    Raises
+    ------
+    CheckpointError
+        If the checkpoint cannot be loaded, or its config is not the one its state was
+        saved with.
+    ConfigError
+        If ``config`` differs in another field; the message names every such field.
+    """
+    state = load_state(folder)
+    try:
+        saved = parse_config(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {folder}: cannot read {CONFIG_FILE}: {error}") from None
+    if config_digest(saved) != state.config_digest:
+        raise CheckpointError(f"checkpoint {folder}: {CONFIG_FILE} is not the config of its state")
+    refused = [name for name in config_diff(saved, config) if not _mutable(name, mutable)]
+    if refused:
+        searched = ", ".join(sorted(mutable)) or "none"
+        raise ConfigError(
+            f"checkpoint {folder}: the trial's config differs from the one that saved the "
+            f"state in {', '.join(refused)}; only the mutated values may differ ({searched})"
+        )
+    return state
+
+
+def _mutable(name: str, mutable: Collection[str]) -> bool:
+    # An empty table on one side ("client.options" = {}) differs as a whole; the values
+    # the other side has there are fields of their own, checked one by one.
+    return any(m == name or m.startswith(f"{name}.") for m in mutable)
 
 
 def round_metrics(record: RoundRecord, rnd: int) -> dict[str, float]:
@@ -97,7 +121,3 @@ def round_metrics(record: RoundRecord, rnd: int) -> dict[str, float]:
     for key, value in record.metrics.items():
         values.setdefault(key, float(value))
     return {k: v for k, v in values.items() if math.isfinite(v)}
-
-
-def _copy(saved: Path, folder: Path) -> None:
-    shutil.copytree(saved, folder, dirs_exist_ok=True)

@@ -7,15 +7,17 @@ driver; ``resources.placement_group = "current"``). Every round is reported to T
 checkpoint, so ASHA can stop a bad trial after any round and PBT can restart a trial from
 another's checkpoint.
 
-What a checkpoint holds, for now: the round number and the global parameters
-(:func:`redfl.run.tune_report.save_checkpoint`). A trial restored from one (PBT) starts a
-new run folder, ``OUT/<trial id>-from-round-<k>``, from those parameters and runs the
-remaining rounds; it reports rounds ``k+1, ...``. Not restored until the server state is
-checkpointed: the strategy's state (FedAdam's moments, DP clipping norms, accountants),
-stateful clients' state, and the per-round random streams (the restored run numbers its
-rounds from 1, so its client sampling differs from an uninterrupted run's rounds
-``k+1, ...``). A trial ASHA stops ends with its process: its folder keeps
-``config.json``, ``events.jsonl`` and ``metrics.jsonl`` up to that round, no summary.
+A checkpoint is the whole server state after the round (:mod:`redfl.run.tune_report`):
+the trial's run saves it every round (``federation.checkpoint_every = 1``). A trial that
+starts from one (a PBT exploit, a retried or restored trial) loads all of it (round,
+parameters, strategy state such as FedAdam's moments or the DP clipping norm and
+accountant, history, failures, stateful clients' states) into a new run folder,
+``OUT/<trial id>-from-round-<k>``, and runs rounds ``k+1, ...`` as the donor would have,
+with its own (mutated) values in effect. Its config may differ from the donor's only in
+the values PBT mutates (the ``--param`` s that are not ``grid``); any other difference is
+refused, naming the fields. A trial ASHA stops ends with its process: its folder keeps
+``config.json``, ``events.jsonl``, ``metrics.jsonl`` and checkpoints up to that round, no
+summary.
 The Ray-facing half is :mod:`redfl.runtime.tune`.
 """
 
@@ -28,7 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redfl.core.config import ConfigError, FederationConfig
+from redfl.core.config import ConfigError, FederationConfig, parse_config
 from redfl.run.api import run
 from redfl.run.prepare import prepare
 from redfl.run.search_space import apply_params, example_values, parse_params
@@ -49,6 +51,8 @@ class TrialSettings:
     rounds: int
     metric: str
     workers: int
+    mutable: tuple[str, ...] = ()
+    """The dotted paths PBT may mutate: a restored trial's config may differ there."""
 
 
 @dataclass
@@ -77,27 +81,30 @@ class TuneOutcome:
 
 
 def run_trial(values: dict[str, Any], context: TrialContext, settings: TrialSettings) -> None:
-    """One trial (called by :mod:`redfl.runtime.tune` in the trial's bundle 0)."""
-    done, parameters = (
-        (0, None) if context.checkpoint is None else load_checkpoint(context.checkpoint)
-    )
-    remaining = settings.rounds - done
-    if remaining < 1:
-        return
+    """One trial (called by :mod:`redfl.runtime.tune` in the trial's bundle 0).
+
+    Raises
+    ------
+    ConfigError
+        If the checkpoint it starts from was made with a config that differs from this
+        trial's in more than the mutated values (naming the fields).
+    """
     fixed = {
         "resources.placement_group": "current",
         "resources.num_workers": settings.workers,
-        "federation.rounds": remaining,
+        "federation.rounds": settings.rounds,
+        "federation.checkpoint_every": 1,
     }
     config = apply_params(apply_params(settings.base, values), fixed)
-    name = context.trial_id if done == 0 else f"{context.trial_id}-from-round-{done}"
-    reporter = TuneReporter(context.report, settings.metric, done)
-    outcome = run(
-        config,
-        out=Path(settings.out) / name,
-        callbacks=[reporter],
-        initial_parameters=parameters,
-    )
+    state = None
+    if context.checkpoint is not None:
+        state = load_checkpoint(context.checkpoint, parse_config(config), settings.mutable)
+        if state.round >= settings.rounds:
+            return
+    name = context.trial_id if state is None else f"{context.trial_id}-from-round-{state.round}"
+    folder = Path(settings.out) / name
+    reporter = TuneReporter(context.report, settings.metric, folder / "config.json")
+    outcome = run(config, out=folder, callbacks=[reporter], start=state)
     if outcome.status == "failed":
         raise RuntimeError(f"trial {context.trial_id} failed: {outcome.error}")
 
@@ -177,7 +184,8 @@ def tune(
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     folder = Path(out) if out is not None else Path(runs_root) / f"{name}-tune-{stamp}"
     folder.mkdir(parents=True, exist_ok=True)
-    settings = TrialSettings(base, str(folder.resolve()), rounds, metric, workers)
+    mutable = tuple(p.name for p in specs if p.kind != "grid")
+    settings = TrialSettings(base, str(folder.resolve()), rounds, metric, workers, mutable)
     worker = {k: float(v) for k, v in prepared.config.resources.worker.items() if v}
     results = ray_tune.run_trials(
         partial(run_trial, settings=settings),
