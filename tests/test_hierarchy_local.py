@@ -15,7 +15,7 @@ from redfl.core.config import ResourcesConfig
 from redfl.core.events import ClientsProgress, Event, FailureRecorded, RoundFinished, RoundStarted
 from redfl.core.result import FederationError
 from redfl.examples.digits import DigitsClient, DigitsOptions, central_evaluation
-from redfl.privacy import DPFixedClipping
+from redfl.privacy import DPAdaptiveClipping, DPFixedClipping
 from redfl.schemas.hierarchy_layout import choose_units, make_layout
 from redfl.topology import TreeError, relay_tree
 from redfl.topology.tree import RelayTree
@@ -85,15 +85,27 @@ def test_fedavg_over_random_trees_equals_the_flat_star(seed: int) -> None:
         lambda: FedAdam(eta=0.05),
         lambda: FedAvgM(server_momentum=0.9),
         lambda: DPFixedClipping(FedAvg(), noise_multiplier=0.5, clipping_norm=2.0, side="client"),
+        lambda: DPFixedClipping(FedAvg(), noise_multiplier=0.5, clipping_norm=2.0, side="server"),
+        lambda: DPAdaptiveClipping(
+            FedAvg(), initial_clipping_norm=3.5, noise_multiplier=0.5, side="server"
+        ),
     ],
-    ids=["fedadam", "fedavgm", "dp-client-clip-root-noise"],
+    ids=["fedadam", "fedavgm", "dp-client-clip", "dp-server-clip", "dp-adaptive-server-clip"],
 )
 def test_server_strategies_apply_at_the_root_as_in_the_star(make) -> None:
-    hier, star = pair(3, make(), make())
+    # Server-side DP: the star's server clips every update; in the tree the LCPs do (the
+    # root never sees one), and the root adds the same noise: the same model and epsilon.
+    mine, theirs = make(), make()
+    hier, star = pair(3, mine, theirs)
     got, want = hier.train(3), star.train(3)
     assert got.parameters is not None and want.parameters is not None
     assert max_gap(got.parameters, want.parameters) <= 1e-6
-    assert got.history[-1].metrics.get("epsilon") == want.history[-1].metrics.get("epsilon")
+    for key in ("epsilon", "clipping_norm", "unclipped_fraction"):
+        assert got.history[-1].metrics.get(key) == want.history[-1].metrics.get(key), key
+    if isinstance(mine, DPFixedClipping):
+        assert got.history[-1].metrics["epsilon"] > 0
+        assert isinstance(hier.strategy, DPFixedClipping) and hier.strategy.side == "client"
+        assert mine.side == theirs.side  # the caller's wrapper is left as it was
 
 
 class Recorder(Callback):

@@ -24,6 +24,7 @@ the rest of its subtree is folded again without it. A dead worker is re-created 
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -39,6 +40,7 @@ from redfl.core.registries import SCHEMAS
 from redfl.core.result import RoundRecord
 from redfl.core.seeding import round_rng
 from redfl.nodes.client import Client
+from redfl.privacy.clipping import DPFixedClipping
 from redfl.runtime.backend import Backend, Plan, WorkerSpec
 from redfl.runtime.resources import check_capacity
 from redfl.runtime.topology_manager import TopologyManager
@@ -143,11 +145,12 @@ class HierarchicalFederation(StarFederation):
             round_timeout=round_timeout,
             max_worker_restarts=max_worker_restarts,
         )
+        self.strategy = clip_at_lcps(self.strategy)
         if not self.strategy.weighted_sum:
             raise ValueError(
                 f"strategy: {type(self.strategy).__name__} needs every client's update, but a "
                 "tree delivers one partial sum per subtree; give a robust rule as "
-                "leaf_strategy, and DP with side='client' (clipping on the workers)"
+                "leaf_strategy (DP wrappers work: the LCPs clip, the root adds the noise)"
             )
         if not 0.0 < min_coverage <= 1.0:
             raise ValueError(f"min_coverage {min_coverage} is out of range (0, 1]")
@@ -235,6 +238,23 @@ class HierarchicalFederation(StarFederation):
         )
         self.parameters = self.strategy.aggregate(rnd, self.parameters, total)
         return self._conclude(backend, rnd, start, len(sampled), fitted, len(failures), extra)
+
+
+def clip_at_lcps(strategy: Strategy) -> Strategy:
+    """Server-side DP in a tree: the LCPs clip, the root adds the noise.
+
+    The root never sees a single update, so the clipping that a flat star's server does
+    moves to the first aggregators that see them, the LCPs (on the workers); every update
+    is still clipped to C and weighted equally, and the root adds the noise
+    (``z * C / m``) and accounts epsilon: the flat star's server-side DP, up to float64
+    rounding. Returns a copy of a server-side DP wrapper set so; other strategies as given.
+    """
+    if not isinstance(strategy, DPFixedClipping) or strategy.side != "server":
+        return strategy
+    moved = copy.copy(strategy)
+    moved.side = "client"
+    moved.weighted_sum = strategy.inner.weighted_sum
+    return moved
 
 
 SCHEMAS.register(
