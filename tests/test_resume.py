@@ -70,7 +70,15 @@ def dsgd_ring_checkpointed() -> dict[str, Any]:
     return config
 
 
+def in_a_tree(config: dict[str, Any], lcps: int) -> dict[str, Any]:
+    """``config``'s clients under the LCPs of a depth-1, width-2 relay tree."""
+    config["topology"] = {"schema": "hierarchical", "depth": 1, "width": 2, "lcps": lcps}
+    return config
+
+
 CONFIGS: dict[str, Callable[[], dict[str, Any]]] = {
+    "hierarchy-fedadam": lambda: in_a_tree(digits({"name": "fedadam", "eta": 0.05}), 2),
+    "hierarchy-stateful-clients": lambda: in_a_tree(momentum(), 3),
     "dsgd-ring": dsgd_ring,
     "dsgd-ring-checkpointed": dsgd_ring_checkpointed,
     "fedavg": lambda: digits({"name": "fedavg"}),
@@ -137,7 +145,7 @@ def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(
     assert same_arrays(end_a.extra, end_b.extra)
     if name.startswith("dsgd"):
         assert len(end_b.extra["node_states"]) == 4
-    if name.startswith("stateful-clients"):
+    if "stateful-clients" in name:
         assert len(end_b.extra["client_states"]) >= 3  # every client sampled so far
     types = [e["type"] for e in read_events(tmp_path / "cut")]
     assert types.count("run_started") == 2 and types[-1] == "run_finished"
