@@ -13,15 +13,13 @@ WebSocket; the latency of each round is the time the subscriber received
 < 250 ms). The server's resident memory is read after each phase. Figures depend on the
 machine's load (2 shared cores here; the load average is printed beside every figure).
 
-Before the load, ``--cost`` sequential requests of the same mix (one client, one at a time)
-give the server's CPU time per request (its process CPU time over the requests): less
-sensitive to the machine's load than latency, and what bounds a closed loop (p95 is about
-users x CPU per request). ``--compare REF`` measures only that cost, for the code of git
-revision ``REF`` (checked out in a temporary worktree) and for this tree, alternating
-``--repeats`` times (best of each); both servers run the app without executing runs.
+First ``--cost`` sequential requests of the mix give the server's CPU time per request:
+less sensitive to the load than latency, and what bounds a closed loop (each phase also
+prints the CPU per request of server and load generator). ``--compare REF``: only that cost,
+for git revision ``REF`` (a temporary worktree) and this tree, alternating ``--repeats``
+times (best of each); both serve the app without executing runs.
 
-Run from another folder: ``python bench/platform_load.py`` (about 2.5 minutes; not
-``platform.py``, which would shadow the standard ``platform`` module in this folder).
+Run from another folder: ``python bench/platform_load.py`` (about 2.5 minutes).
 """
 
 # ruff: noqa: E402
@@ -59,9 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "bench password 1"
 TARGET_P95_MS = 50.0
 # Serves the app of the tree in argv[1] (data argv[2], port argv[3]) without executing runs.
-APP_ONLY = """import sys
-sys.path.insert(0, sys.argv[1])
-import uvicorn
+APP_ONLY = """import sys; sys.path.insert(0, sys.argv[1]); import uvicorn
 from redfl.platform.api.app import create_app
 from redfl.platform.logs import configure_logging
 from redfl.platform.settings import Settings
@@ -260,8 +256,12 @@ def main() -> None:
         cost_load = load_average()
         results = {}
         for think in (float(x) for x in args.think.split(",")):
-            results[think] = asyncio.run(load(base, token, args.users, args.seconds, think))
-            results[think]["load"] = load_average()
+            server_cpu, own_cpu = sum(memory.cpu_times()[:2]), time.process_time()
+            result = asyncio.run(load(base, token, args.users, args.seconds, think))
+            done = max(1, len(result["latency"]))  # CPU ms per request: server, load generator
+            result["server_ms"] = (sum(memory.cpu_times()[:2]) - server_cpu) / done * 1000
+            result["client_ms"] = (time.process_time() - own_cpu) / done * 1000
+            results[think] = {**result, "load": load_average()}
         rss_load = memory.memory_info().rss / 2**20
         run_id, arrived = asyncio.run(follow(base, token, args.rounds))
         rss_ws = memory.memory_info().rss / 2**20
@@ -289,7 +289,8 @@ def main() -> None:
               f"errors {result['errors']}, latency ms p50 {percentile(latency, 0.5):.1f} "
               f"p95 {p95:.1f} p99 {percentile(latency, 0.99):.1f}; p95 / target "
               f"{TARGET_P95_MS:g} ms = {p95 / TARGET_P95_MS:.2f} ({verdict}; "
-              f"{result['load']})")  # fmt: skip
+              f"{result['load']}); CPU ms/request: server {result['server_ms']:.2f}, "
+              f"load generator {result['client_ms']:.2f}")  # fmt: skip
     print(f"websocket ms (round end -> subscriber, {len(ws)}/{args.rounds} rounds): "
           f"median {statistics.median(ws):.1f}  max {max(ws):.1f} ({load_average()})")  # fmt: skip
     print(f"server RSS MiB: after load {rss_load:.0f}, after the followed run {rss_ws:.0f}")
