@@ -208,6 +208,10 @@ def test_metrics_failures_and_events_round_trip(store: Store) -> None:
         {"round": 1, "accuracy": None, "loss": 2.25},
         {"round": 2, "accuracy": 0.5, "metrics": {"eps": 1.5}},
     ]
+    assert store.require_round_metrics(run_id) == store.round_metrics(run_id)
+    assert store.require_round_metrics(_run(store, None)) == []
+    with pytest.raises(NotFound, match="run 'nope' does not exist"):
+        store.require_round_metrics("nope")
     with pytest.raises(Conflict, match="already has round 1"):
         store.add_round_metric(run_id, 1, {})
     store.add_failure(run_id, 1, "client-7", "fit", "ValueError: nan")

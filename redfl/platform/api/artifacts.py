@@ -65,9 +65,8 @@ def download_model(run_id: RunIdPath, _: Viewer, store: StoreDep) -> FileRespons
 )
 def download_metrics_csv(run_id: RunIdPath, _: Viewer, store: StoreDep) -> Response:
     """The run's per-round metrics as CSV."""
-    store.check_run(run_id)
     return Response(
-        metrics_csv(store.round_metrics(run_id)),
+        metrics_csv(store.require_round_metrics(run_id)),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{run_id}-metrics.csv"'},
     )
@@ -76,9 +75,8 @@ def download_metrics_csv(run_id: RunIdPath, _: Viewer, store: StoreDep) -> Respo
 @router.get("/{run_id}/metrics.json", responses=NOT_FOUND)
 def download_metrics_json(run_id: RunIdPath, _: Viewer, store: StoreDep) -> Response:
     """The run's per-round metrics as a JSON list (one round record each)."""
-    store.check_run(run_id)
     return Response(
-        json.dumps(store.round_metrics(run_id)),
+        json.dumps(store.require_round_metrics(run_id)),
         media_type="application/json",
         headers={"Content-Disposition": f'attachment; filename="{run_id}-metrics.json"'},
     )

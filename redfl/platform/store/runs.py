@@ -66,6 +66,12 @@ _RECORDS = (
     .where(RoundMetric.run_id == bindparam("run_id"))
     .order_by(RoundMetric.round)
 )
+_RUN_RECORDS = (
+    select(Run.id, RoundMetric.record)
+    .outerjoin(RoundMetric, RoundMetric.run_id == Run.id)
+    .where(Run.id == bindparam("run_id"))
+    .order_by(RoundMetric.round)
+)
 
 
 def new_run_id() -> str:
@@ -221,6 +227,14 @@ class RunStore:
     def round_metrics(self, run_id: str) -> list[dict[str, Any]]:
         """The run's round records, by round."""
         return list(self.session.connection().scalars(_RECORDS, {"run_id": run_id}))
+
+    def require_round_metrics(self, run_id: str) -> list[dict[str, Any]]:
+        """:meth:`round_metrics` in one query with the run's existence: a :class:`NotFound`
+        if there is no such run."""
+        rows = self.session.connection().execute(_RUN_RECORDS, {"run_id": run_id}).all()
+        if not rows:
+            raise NotFound(f"run {run_id!r} does not exist")
+        return [record for _, record in rows if record is not None]
 
     def add_failure(self, run_id: str, rnd: int, node: str, phase: str, reason: str) -> None:
         """Store one client failure."""
