@@ -18,6 +18,7 @@ from redfl.platform import security
 from redfl.platform.api.known_users import KnownUsers
 from redfl.platform.models import User
 from redfl.platform.security import InvalidToken, TokenService
+from redfl.platform.settings import Settings, SettingsError
 from redfl.platform.store import Store
 
 CREATE_PROJECT = ("/api/projects", {"name": "p1", "description": ""})
@@ -122,3 +123,10 @@ def test_a_verified_token_is_refused_once_it_expires(monkeypatch: pytest.MonkeyP
     other = TokenService(b"x" * 32, access_seconds=60)
     with pytest.raises(InvalidToken, match="invalid token"):
         other.decode_access(token)  # remembered per service: another key still refuses it
+
+
+def test_a_negative_bound_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "platform.toml").write_text("user_cache_seconds = -1\n")
+    with pytest.raises(SettingsError, match=r"user_cache_seconds: .*greater than or equal to 0"):
+        Settings.load(tmp_path)
+    assert Settings.load(tmp_path / "empty").user_cache_seconds == 5.0
