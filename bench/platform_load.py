@@ -11,10 +11,15 @@ subscriber follows a run of the bundled digits example (``--rounds`` rounds) ove
 WebSocket; the latency of each round is the time the subscriber received
 ``round_finished`` minus the event's ``time`` in the run folder's ``events.jsonl`` (target
 < 250 ms). The server's resident memory is read after each phase. Figures depend on the
-machine's load (2 shared cores here; the load average is printed).
+machine's load (2 shared cores here; the load average is printed beside every figure).
 
-Run: ``python bench/platform_load.py`` (about 2.5 minutes; not ``platform.py``, which would
-shadow the standard ``platform`` module for every script in this folder).
+First ``--cost`` sequential requests of the mix give the server's CPU time per request:
+less sensitive to the load than latency, and what bounds a closed loop (each phase also
+prints the CPU per request of server and load generator). ``--compare REF``: only that cost,
+for git revision ``REF`` (a temporary worktree) and this tree, alternating ``--repeats``
+times (best of each); both serve the app without executing runs.
+
+Run from another folder: ``python bench/platform_load.py`` (about 2.5 minutes).
 """
 
 # ruff: noqa: E402
@@ -48,7 +53,18 @@ from redfl.platform.store import Store, new_run_id
 from redfl.runtime.jobs import free_port, read_head, stop_head
 
 REDFL = str(Path(sys.executable).parent / "redfl")
+REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "bench password 1"
+TARGET_P95_MS = 50.0
+# Serves the app of the tree in argv[1] (data argv[2], port argv[3]) without executing runs.
+APP_ONLY = """import sys; sys.path.insert(0, sys.argv[1]); import uvicorn
+from redfl.platform.api.app import create_app
+from redfl.platform.logs import configure_logging
+from redfl.platform.settings import Settings
+configure_logging()
+app = create_app(Settings(data_dir=sys.argv[2]), execute=False)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_config=None, access_log=False)
+"""
 
 
 def seed_runs(data: Path, count: int) -> None:
@@ -100,6 +116,32 @@ async def user(
             await asyncio.sleep(random.uniform(0, 2 * think))
 
 
+def load_average() -> str:
+    """The 1-minute load average, for a figure's line."""
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
+def cost(base: str, token: str, pid: int, count: int) -> float:
+    """The server's CPU milliseconds per request over ``count`` sequential requests of the
+    bench's mix (after 100 unmeasured ones)."""
+    server = psutil.Process(pid)
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, headers=headers) as client:
+        ids = [r["id"] for r in client.get("/api/runs").json()]
+        paths = [
+            "/api/runs" if i % 2 == 0 else f"/api/runs/{ids[i % len(ids)]}/metrics.json"
+            for i in range(count + 100)
+        ]
+        for path in paths[:100]:
+            client.get(path).raise_for_status()
+        before = server.cpu_times()
+        for path in paths[100:]:
+            client.get(path).raise_for_status()
+        after = server.cpu_times()
+    spent: float = after.user + after.system - before.user - before.system
+    return spent / count * 1000
+
+
 async def load(base: str, token: str, users: int, seconds: float, think: float) -> dict[str, Any]:
     """Phase 1: ``users`` concurrent users for ``seconds``."""
     headers = {"Authorization": f"Bearer {token}"}
@@ -132,6 +174,61 @@ async def follow(base: str, token: str, rounds: int) -> tuple[str, dict[int, flo
     return run_id, arrived
 
 
+def prepare(stored: int) -> Path:
+    """A fresh data folder with the admin ``ada`` and ``stored`` finished runs."""
+    data = Path(tempfile.mkdtemp(prefix="redfl-bench-")) / "data"
+    subprocess.run([REDFL, "users", "create", "ada", "--role", "admin", "--data", str(data)],
+                   input=PASSWORD + "\n", text=True, check=True, capture_output=True)  # fmt: skip
+    seed_runs(data, stored)
+    return data
+
+
+def start(command: list[str], data: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Start a server (``command`` + ``--port``), wait for it; it, its URL and a token."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = (data / "serve.log").open("ab")
+    server = subprocess.Popen([*command, str(port)], stderr=log, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/api/health").status_code == 200:
+                break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise
+        time.sleep(0.2)
+    login = httpx.post(base + "/api/auth/login", json={"username": "ada", "password": PASSWORD})
+    return server, base, str(login.json()["access_token"])
+
+
+def compare(ref: str, stored: int, count: int, repeats: int) -> None:
+    """Per-request CPU of revision ``ref`` (before) and of this tree (after), alternating."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = Path("/tmp") / f"redfl-baseline-{sha}"
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), sha], cwd=REPO, check=True)
+    best = {"before": float("inf"), "after": float("inf")}
+    for _ in range(repeats):
+        for side, root in (("before", tree), ("after", REPO)):
+            data = prepare(stored)
+            command = [sys.executable, "-c", APP_ONLY, str(root), str(data)]
+            server, base, token = start(command, data)
+            try:
+                ms = cost(base, token, server.pid, count)
+            finally:
+                server.terminate()
+                server.wait(30)
+            best[side] = min(best[side], ms)
+            print(f"{side} ({sha if side == 'before' else 'this tree'}): {ms:.2f} ms CPU/request "
+                  f"({count} sequential requests, {load_average()})", flush=True)  # fmt: skip
+    print(f"per-request server CPU, best of {repeats}: before {best['before']:.2f} ms, after "
+          f"{best['after']:.2f} ms (after/before {best['after'] / best['before']:.2f}); "
+          f"{load_average()}")  # fmt: skip
+
+
 def main() -> None:
     """Run both phases against a fresh server and print the figures."""
     parser = argparse.ArgumentParser()
@@ -144,32 +241,27 @@ def main() -> None:
         default="0,1",
         help="mean pauses (s) between a user's requests, one load phase each; 0: closed loop",
     )
+    parser.add_argument("--cost", type=int, default=1000, help="sequential requests for the "
+                        "per-request CPU (0: skip)")  # fmt: skip
+    parser.add_argument("--compare", metavar="REF", help="only the per-request CPU: REF vs this")
+    parser.add_argument("--repeats", type=int, default=3, help="alternations of --compare")
     args = parser.parse_args()
-    data = Path(tempfile.mkdtemp(prefix="redfl-bench-")) / "data"
-    subprocess.run([REDFL, "users", "create", "ada", "--role", "admin", "--data", str(data)],
-                   input=PASSWORD + "\n", text=True, check=True, capture_output=True)  # fmt: skip
-    seed_runs(data, args.stored)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = (data / "serve.log").open("wb")
-    server = subprocess.Popen([REDFL, "serve", "--port", str(port), "--data", str(data)],
-                              stderr=log, stdout=subprocess.DEVNULL)  # fmt: skip
+    if args.compare:
+        return compare(args.compare, args.stored, args.cost or 1000, args.repeats)
+    data = prepare(args.stored)
+    server, base, token = start([REDFL, "serve", "--data", str(data), "--port"], data)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/api/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.2)
-        login = httpx.post(base + "/api/auth/login", json={"username": "ada", "password": PASSWORD})
-        token = login.json()["access_token"]
         memory = psutil.Process(server.pid)
+        cpu_ms = cost(base, token, server.pid, args.cost) if args.cost else None
+        cost_load = load_average()
         results = {}
         for think in (float(x) for x in args.think.split(",")):
-            results[think] = asyncio.run(load(base, token, args.users, args.seconds, think))
+            server_cpu, own_cpu = sum(memory.cpu_times()[:2]), time.process_time()
+            result = asyncio.run(load(base, token, args.users, args.seconds, think))
+            done = max(1, len(result["latency"]))  # CPU ms per request: server, load generator
+            result["server_ms"] = (sum(memory.cpu_times()[:2]) - server_cpu) / done * 1000
+            result["client_ms"] = (time.process_time() - own_cpu) / done * 1000
+            results[think] = {**result, "load": load_average()}
         rss_load = memory.memory_info().rss / 2**20
         run_id, arrived = asyncio.run(follow(base, token, args.rounds))
         rss_ws = memory.memory_info().rss / 2**20
@@ -185,15 +277,22 @@ def main() -> None:
     print(f"platform bench on {os.cpu_count()} shared cores (load average "
           f"{os.getloadavg()[0]:.1f}): {args.users} users, {args.seconds:g} s a phase, "
           f"{args.stored} stored runs")  # fmt: skip
+    if cpu_ms is not None:
+        print(f"server CPU per request (bench mix, {args.cost} sequential): {cpu_ms:.2f} ms, "
+              f"at most {1000 / cpu_ms:.0f} requests/s per core ({cost_load})")  # fmt: skip
     for think, result in results.items():
         latency = [x * 1000 for x in result["latency"]]
         rate = len(latency) / args.seconds
+        p95 = percentile(latency, 0.95)
+        verdict = "met" if p95 < TARGET_P95_MS and result["errors"] == 0 else "not met"
         print(f"think {think:g} s: requests {len(latency)} ({rate:.0f}/s), "
               f"errors {result['errors']}, latency ms p50 {percentile(latency, 0.5):.1f} "
-              f"p95 {percentile(latency, 0.95):.1f} "
-              f"p99 {percentile(latency, 0.99):.1f}")  # fmt: skip
+              f"p95 {p95:.1f} p99 {percentile(latency, 0.99):.1f}; p95 / target "
+              f"{TARGET_P95_MS:g} ms = {p95 / TARGET_P95_MS:.2f} ({verdict}; "
+              f"{result['load']}); CPU ms/request: server {result['server_ms']:.2f}, "
+              f"load generator {result['client_ms']:.2f}")  # fmt: skip
     print(f"websocket ms (round end -> subscriber, {len(ws)}/{args.rounds} rounds): "
-          f"median {statistics.median(ws):.1f}  max {max(ws):.1f}")  # fmt: skip
+          f"median {statistics.median(ws):.1f}  max {max(ws):.1f} ({load_average()})")  # fmt: skip
     print(f"server RSS MiB: after load {rss_load:.0f}, after the followed run {rss_ws:.0f}")
 
 

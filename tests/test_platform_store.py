@@ -12,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from pg_server import create_database, postgres_server_fixture  # noqa: F401  (session fixture)
 from sqlalchemy import Engine, inspect
 
+from redfl.platform.api.schemas import RunOut
 from redfl.platform.db import (
     DatabaseError,
     current_revision,
@@ -207,6 +208,10 @@ def test_metrics_failures_and_events_round_trip(store: Store) -> None:
         {"round": 1, "accuracy": None, "loss": 2.25},
         {"round": 2, "accuracy": 0.5, "metrics": {"eps": 1.5}},
     ]
+    assert store.require_round_metrics(run_id) == store.round_metrics(run_id)
+    assert store.require_round_metrics(_run(store, None)) == []
+    with pytest.raises(NotFound, match="run 'nope' does not exist"):
+        store.require_round_metrics("nope")
     with pytest.raises(Conflict, match="already has round 1"):
         store.add_round_metric(run_id, 1, {})
     store.add_failure(run_id, 1, "client-7", "fit", "ValueError: nan")
@@ -218,6 +223,37 @@ def test_metrics_failures_and_events_round_trip(store: Store) -> None:
     assert [(e.seq, e.data["round"]) for e in store.events(run_id, after=0)] == [(1, 1), (2, 2)]
     other = _run(store, None)
     assert store.append_event(other, "run_started", {}) == 0
+
+
+def test_run_summaries_are_the_list_view_of_list_runs(store: Store) -> None:
+    ada = store.create_user("ada", "researcher", "h")
+    bob = store.create_user("bob", "researcher", "h")
+    project = store.create_project("mnist", "", ada, [])
+    ids = [_run(store, ada.id, project.id), _run(store, bob.id), _run(store, None)]
+    store.set_status(ids[0], "running")
+    store.set_status(ids[0], "failed", error="worker died")
+    store.request_cancel(ids[1])
+    store.delete_user("bob")
+    store.session.expire_all()
+    for query in (
+        {},
+        {"status": "cancelled"},
+        {"project_id": project.id},
+        {"limit": 2, "offset": 1},
+    ):
+        expected = [RunOut.of(r).model_dump() for r in store.list_runs(**query)]
+        assert store.run_summaries(**query) == expected
+    rows = {r["id"]: r for r in store.run_summaries()}
+    assert (rows[ids[0]]["project"], rows[ids[0]]["owner"], rows[ids[0]]["error"]) == (
+        "mnist",
+        "ada",
+        "worker died",
+    )
+    assert (rows[ids[1]]["owner"], rows[ids[1]]["status"]) == (None, "cancelled")
+    assert rows[ids[0]]["finished_at"].tzinfo is not None
+    store.check_run(ids[2])
+    with pytest.raises(NotFound, match="run 'nope' does not exist"):
+        store.check_run("nope")
 
 
 def test_deleting_an_owner_keeps_the_runs(store: Store) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -21,6 +22,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 ALGORITHM = "HS256"
+MAX_VERIFIED = 10_000
+"""How many verified access tokens :class:`TokenService` remembers; past that it starts again."""
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 
@@ -92,6 +95,7 @@ class TokenService:
     def __init__(self, secret: bytes, access_seconds: int) -> None:
         self._secret = secret
         self.access_seconds = access_seconds
+        self._verified: dict[str, AccessClaims] = {}
 
     def __repr__(self) -> str:
         return f"TokenService(access_seconds={self.access_seconds})"
@@ -110,7 +114,23 @@ class TokenService:
         return jwt.encode(payload, self._secret, algorithm=ALGORITHM)
 
     def decode_access(self, token: str) -> AccessClaims:
-        """The claims of a valid access token; :class:`InvalidToken` says why not."""
+        """The claims of a valid access token; :class:`InvalidToken` says why not.
+
+        A token whose signature was verified once is remembered with its claims (a bounded
+        set); it is refused again as soon as it expires.
+        """
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() >= known.expires.timestamp():
+                raise InvalidToken("token expired")
+            return known
+        claims = self._verify(token)
+        if len(self._verified) >= MAX_VERIFIED:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    def _verify(self, token: str) -> AccessClaims:
         try:
             payload = jwt.decode(
                 token,

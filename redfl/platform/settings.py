@@ -60,6 +60,10 @@ class Settings(BaseModel):
     """CPUs of the embedded Ray head (default: Ray's, all of the machine's)."""
     otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://\S+$")
     """OTLP/HTTP endpoint for traces (``http://host:4318``); ``None``: no tracing."""
+    user_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    """How long an authenticated request trusts a user's row (role, existence) read by an
+    earlier request; changes through this server's API apply at once, others within this
+    bound. 0: read the user on every request."""
 
     @field_validator("allowed_packages")
     @classmethod

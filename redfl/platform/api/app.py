@@ -21,6 +21,7 @@ from redfl.platform.api import (
     runs,
     users,
 )
+from redfl.platform.api.known_users import KnownUsers
 from redfl.platform.api.limits import BodyLimit
 from redfl.platform.api.middleware import RequestContext
 from redfl.platform.db import make_engine, session_factory, upgrade
@@ -100,6 +101,7 @@ def create_app(settings: Settings, execute: bool = False) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
+    app.state.known_users = KnownUsers(settings.user_cache_seconds)
     app.state.tokens = TokenService(
         load_or_create_secret(settings.data_dir), settings.access_token_seconds
     )
@@ -107,7 +109,8 @@ def create_app(settings: Settings, execute: bool = False) -> FastAPI:
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(WebConfigError, _bad_config)
     app.state.metrics = PlatformMetrics(lambda: _runs_by_status(app))
-    for module in (auth, users, projects, runs, artifacts, live, catalog, health, dashboard):
+    # The busiest routes first: a request is matched against the routers in this order.
+    for module in (runs, artifacts, auth, users, projects, live, catalog, health, dashboard):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)  # innermost
     if settings.cors_origins:

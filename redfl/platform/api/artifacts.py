@@ -65,22 +65,20 @@ def download_model(run_id: RunIdPath, _: Viewer, store: StoreDep) -> FileRespons
 )
 def download_metrics_csv(run_id: RunIdPath, _: Viewer, store: StoreDep) -> Response:
     """The run's per-round metrics as CSV."""
-    run = store.require_run(run_id)
     return Response(
-        metrics_csv(store.round_metrics(run.id)),
+        metrics_csv(store.require_round_metrics(run_id)),
         media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{run.id}-metrics.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="{run_id}-metrics.csv"'},
     )
 
 
 @router.get("/{run_id}/metrics.json", responses=NOT_FOUND)
 def download_metrics_json(run_id: RunIdPath, _: Viewer, store: StoreDep) -> Response:
     """The run's per-round metrics as a JSON list (one round record each)."""
-    run = store.require_run(run_id)
     return Response(
-        json.dumps(store.round_metrics(run.id)),
+        json.dumps(store.require_round_metrics(run_id)),
         media_type="application/json",
-        headers={"Content-Disposition": f'attachment; filename="{run.id}-metrics.json"'},
+        headers={"Content-Disposition": f'attachment; filename="{run_id}-metrics.json"'},
     )
 
 
@@ -92,7 +90,7 @@ def list_events(
     after: Annotated[int, Query(ge=-1, le=2**31 - 1)] = -1,
 ) -> list[dict[str, Any]]:
     """The run's events with ``seq > after`` (what a late WebSocket subscriber replays)."""
-    store.require_run(run_id)
+    store.check_run(run_id)
     return [
         {"seq": e.seq, "type": e.type, "data": e.data, "time": e.created_at.isoformat()}
         for e in store.events(run_id, after)

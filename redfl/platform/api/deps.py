@@ -1,14 +1,21 @@
-"""Request dependencies: the store of a request, the current user and role checks."""
+"""Request dependencies: the store of a request, the current user and role checks.
+
+They are coroutines: FastAPI runs a plain function dependency in a worker thread, and those
+hops cost more than the work of these functions. Only the endpoints (plain functions, so
+their database calls stay off the event loop) and a user read from the store run in threads.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
+from redfl.platform.api.known_users import KnownUsers
 from redfl.platform.models import User
 from redfl.platform.security import InvalidToken, TokenService
 from redfl.platform.settings import Settings
@@ -20,28 +27,46 @@ RANK = {"viewer": 0, "researcher": 1, "admin": 2}
 _bearer = HTTPBearer(auto_error=False, description="An access token from /api/auth/login.")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_tokens(request: Request) -> TokenService:
+async def get_tokens(request: Request) -> TokenService:
     """The app's token service."""
     tokens: TokenService = request.app.state.tokens
     return tokens
 
 
-def get_store(request: Request) -> Iterator[Store]:
-    """A store over a session that lives as long as the request."""
+async def get_known_users(request: Request) -> KnownUsers:
+    """The app's cache of users read from the store."""
+    known: KnownUsers = request.app.state.known_users
+    return known
+
+
+async def get_store(request: Request) -> AsyncIterator[Store]:
+    """A store over a session that lives as long as the request.
+
+    Creating a session touches no database; the endpoint's first query opens it (in the
+    endpoint's thread). Closing gives the connection back: on SQLite a local rollback, done
+    here; on a server database a round trip, done in a worker thread.
+    """
     sessions: sessionmaker[Session] = request.app.state.sessions
-    with sessions() as session:
+    session = sessions()
+    try:
         yield Store(session)
+    finally:
+        if session.in_transaction() and session.get_bind().dialect.name != "sqlite":
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TokensDep = Annotated[TokenService, Depends(get_tokens)]
+KnownUsersDep = Annotated[KnownUsers, Depends(get_known_users)]
 
 
 def _unauthorized(detail: str) -> HTTPException:
@@ -50,31 +75,47 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
-def current_user(
-    store: StoreDep,
-    tokens: TokensDep,
+def _read_user(sessions: sessionmaker[Session], known: KnownUsers, user_id: int) -> User | None:
+    generation, read_at = known.generation(), known.clock()
+    with sessions() as session:
+        user = Store(session).get_user(user_id)
+    if user is not None:
+        known.put(user, read_at=read_at, generation=generation)
+    return user
+
+
+async def current_user(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
     """The user of the request's bearer token; 401 without a valid token.
 
-    The role is read from the store, so a role change or deletion takes effect at once.
+    The user's row (existence, name, role) comes from :class:`KnownUsers`: a change through
+    this server's API takes effect at once, one made elsewhere within
+    ``user_cache_seconds`` (see :mod:`redfl.platform.api.known_users`).
     """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("not authenticated")
+    tokens: TokenService = request.app.state.tokens
+    known: KnownUsers = request.app.state.known_users
     try:
         claims = tokens.decode_access(credentials.credentials)
     except InvalidToken as error:
         raise _unauthorized(str(error)) from None
-    user = store.get_user(claims.user_id)
+    user = known.get(claims.user_id)
+    if user is None:
+        user = await run_in_threadpool(
+            _read_user, request.app.state.sessions, known, claims.user_id
+        )
     if user is None or user.name != claims.name:
         raise _unauthorized("invalid token")
     return user
 
 
-def require(role: str) -> Callable[[User], User]:
+def require(role: str) -> Callable[[User], Coroutine[Any, Any, User]]:
     """A dependency that lets through users of ``role`` or higher; 403 for the others."""
 
-    def check(user: Annotated[User, Depends(current_user)]) -> User:
+    async def check(user: Annotated[User, Depends(current_user)]) -> User:
         if RANK[user.role] < RANK[role]:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, detail=f"needs role {role!r}, you are {user.role!r}"

@@ -1,7 +1,8 @@
 """Cap the size of request bodies: 413 past ``max_upload_bytes`` (pure ASGI middleware).
 
-A declared ``Content-Length`` over the cap is refused before anything is read; otherwise the
-body is read up to the cap (a chunked upload that grows past it is refused too) and handed
+A declared ``Content-Length`` over the cap is refused before anything is read; a request
+without a body (no length or length 0, not chunked) goes straight on; otherwise the body is
+read up to the cap (a chunked upload that grows past it is refused too) and handed
 on to the app unchanged.
 """
 
@@ -44,6 +45,9 @@ class BodyLimit:
         declared = headers.get(b"content-length", b"").decode("latin-1")
         if declared.isdigit() and int(declared) > self.max_bytes:
             await _refuse(send, self.max_bytes)
+            return
+        if declared in ("", "0") and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body (most GETs): nothing to cap
             return
         chunks: list[bytes] = []
         size = 0

@@ -11,7 +11,6 @@ import re
 import time
 import uuid
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redfl.platform.logs import LOG, REQUEST_ID
@@ -28,6 +27,10 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+_SECURITY_RAW = tuple(
+    (name.lower().encode("latin-1"), value.encode("latin-1"))
+    for name, value in SECURITY_HEADERS.items()
+)
 _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 UNMATCHED = "<unmatched>"
 
@@ -53,7 +56,11 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        given = ""
+        for name, value in scope.get("headers") or ():
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+                break
         request_id = given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
@@ -63,10 +70,11 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                headers = MutableHeaders(scope=message)
-                headers["X-Request-ID"] = request_id
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
+                raw = [(k, v) for k, v in message.get("headers") or () if k != b"x-request-id"]
+                present = {k for k, _ in raw}
+                raw.append((b"x-request-id", request_id.encode("latin-1")))
+                raw.extend(h for h in _SECURITY_RAW if h[0] not in present)
+                message["headers"] = raw
             await send(message)
 
         try:

@@ -1,10 +1,13 @@
-"""``/api/users``: admins list, create and delete users and change their roles."""
+"""``/api/users``: admins list, create and delete users and change their roles.
+
+Every change clears the cache of known users, so it applies from the next request on.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from redfl.platform.api.deps import Admin, StoreDep, UserNamePath
+from redfl.platform.api.deps import Admin, KnownUsersDep, StoreDep, UserNamePath
 from redfl.platform.api.schemas import RoleChange, UserCreate, UserOut
 from redfl.platform.security import hash_password
 
@@ -18,18 +21,25 @@ def list_users(_: Admin, store: StoreDep) -> list[UserOut]:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses={409: {"description": "Taken"}})
-def create_user(body: UserCreate, _: Admin, store: StoreDep) -> UserOut:
+def create_user(body: UserCreate, _: Admin, store: StoreDep, known: KnownUsersDep) -> UserOut:
     """Create a user with a role and an initial password."""
-    return UserOut.of(store.create_user(body.name, body.role, hash_password(body.password)))
+    user = store.create_user(body.name, body.role, hash_password(body.password))
+    known.clear()
+    return UserOut.of(user)
 
 
 @router.patch("/{name}", responses={404: {"description": "No such user"}})
-def change_role(name: UserNamePath, body: RoleChange, _: Admin, store: StoreDep) -> UserOut:
+def change_role(
+    name: UserNamePath, body: RoleChange, _: Admin, store: StoreDep, known: KnownUsersDep
+) -> UserOut:
     """Change a user's role (the last admin keeps theirs: 409)."""
-    return UserOut.of(store.set_role(name, body.role))
+    user = store.set_role(name, body.role)
+    known.clear()
+    return UserOut.of(user)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_user(name: UserNamePath, _: Admin, store: StoreDep) -> None:
+def delete_user(name: UserNamePath, _: Admin, store: StoreDep, known: KnownUsersDep) -> None:
     """Delete a user; their runs stay, without owner (the last admin stays: 409)."""
     store.delete_user(name)
+    known.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -14,8 +14,10 @@ from redfl.platform.models import (
     RUN_STATUSES,
     Event,
     Failure,
+    Project,
     RoundMetric,
     Run,
+    User,
     utcnow,
 )
 from redfl.platform.store.errors import Conflict, NotFound
@@ -25,6 +27,51 @@ TRANSITIONS = {
     "running": {"succeeded", "failed", "cancelled"},
 }
 """The allowed status changes; final statuses have none."""
+
+_SUMMARIES = (
+    select(
+        Run.id,
+        Run.name,
+        Project.name,
+        User.name,
+        Run.status,
+        Run.cancel_requested,
+        Run.rounds,
+        Run.created_at,
+        Run.started_at,
+        Run.finished_at,
+        Run.error,
+    )
+    .outerjoin(Project, Run.project_id == Project.id)
+    .outerjoin(User, Run.owner_id == User.id)
+    .order_by(Run.created_at.desc(), Run.id)
+)
+SUMMARY_FIELDS = (
+    "id",
+    "name",
+    "project",
+    "owner",
+    "status",
+    "cancel_requested",
+    "rounds",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "error",
+)
+"""The keys of :meth:`RunStore.run_summaries`' rows, in the order of its query's columns."""
+_RUN_ID = select(Run.id).where(Run.id == bindparam("run_id"))
+_RECORDS = (
+    select(RoundMetric.record)
+    .where(RoundMetric.run_id == bindparam("run_id"))
+    .order_by(RoundMetric.round)
+)
+_RUN_RECORDS = (
+    select(Run.id, RoundMetric.record)
+    .outerjoin(RoundMetric, RoundMetric.run_id == Run.id)
+    .where(Run.id == bindparam("run_id"))
+    .order_by(RoundMetric.round)
+)
 
 
 def new_run_id() -> str:
@@ -77,6 +124,33 @@ class RunStore:
         if run is None:
             raise NotFound(f"run {run_id!r} does not exist")
         return run
+
+    def check_run(self, run_id: str) -> None:
+        """Nothing if run ``run_id`` exists; a :class:`NotFound` if not (reads its id only)."""
+        if self.session.connection().scalar(_RUN_ID, {"run_id": run_id}) is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+
+    def run_summaries(
+        self,
+        status: str | None = None,
+        project_id: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """What :meth:`list_runs` finds, as rows of the list view: ``id``, ``name``,
+        ``project`` and ``owner`` (names), ``status``, ``cancel_requested``, ``rounds``,
+        ``created_at``, ``started_at``, ``finished_at``, ``error``.
+
+        One query of those columns on the session's connection (no config text, no ORM
+        objects).
+        """
+        query = _SUMMARIES
+        if status is not None:
+            query = query.where(Run.status == status)
+        if project_id is not None:
+            query = query.where(Run.project_id == project_id)
+        rows = self.session.connection().execute(query.limit(limit).offset(offset))
+        return [dict(zip(SUMMARY_FIELDS, row, strict=True)) for row in rows]
 
     def list_runs(
         self,
@@ -152,8 +226,15 @@ class RunStore:
 
     def round_metrics(self, run_id: str) -> list[dict[str, Any]]:
         """The run's round records, by round."""
-        query = select(RoundMetric.record).where(RoundMetric.run_id == run_id)
-        return list(self.session.scalars(query.order_by(RoundMetric.round)))
+        return list(self.session.connection().scalars(_RECORDS, {"run_id": run_id}))
+
+    def require_round_metrics(self, run_id: str) -> list[dict[str, Any]]:
+        """:meth:`round_metrics` in one query with the run's existence: a :class:`NotFound`
+        if there is no such run."""
+        rows = self.session.connection().execute(_RUN_RECORDS, {"run_id": run_id}).all()
+        if not rows:
+            raise NotFound(f"run {run_id!r} does not exist")
+        return [record for _, record in rows if record is not None]
 
     def add_failure(self, run_id: str, rnd: int, node: str, phase: str, reason: str) -> None:
         """Store one client failure."""
