@@ -60,6 +60,9 @@ class Summary:
     version: int = 0
     done: bool = False
     accuracy: float | None = None
+    marks: dict[str, float] = field(default_factory=dict)
+    """Seconds from the start to each phase: ``joined`` (every device enrolled and offered),
+    ``first task``, ``version N`` (first seen by the coordinator) and ``done``."""
 
     @property
     def requests(self) -> int:
@@ -86,6 +89,7 @@ class _Sim:
         )
         self.final: str = ""
         self.rng = random.Random(config.seed)
+        self.start = time.perf_counter()
 
     async def post(self, route: str, device: str, body: dict[str, Any]) -> dict[str, Any]:
         headers = (
@@ -134,6 +138,7 @@ class _Sim:
                     self.finish(task)
                 if task["status"] != "OK":
                     return
+                self.mark("first task")
                 delta, n = await self.train(index, task)
                 body = {"job_id": self.job_id, "task_id": task["task_id"], "parameters": delta,
                         "num_samples": n}  # fmt: skip
@@ -158,7 +163,11 @@ class _Sim:
         seed = zlib.crc32(f"{self.c.seed}/{index}/{task['task_id']}".encode())
         return encode_arrays(train_digits(params, x, y, config, seed)), len(y)
 
+    def mark(self, name: str) -> None:
+        self.s.marks.setdefault(name, time.perf_counter() - self.start)
+
     def finish(self, task: dict[str, Any]) -> None:
+        self.mark("done")
         self.s.done = True
         self.s.version = max(self.s.version, int(task.get("model_version", 0)))
         self.final = task.get("parameters") or self.final
@@ -170,7 +179,9 @@ class _Sim:
         while not self.s.done and time.monotonic() < deadline:
             sel = await self.post("/selection", self.ids[0], {"job_id": self.job_id})
             self.s.version = max(self.s.version, int(sel.get("model_version", 0)))
+            self.mark(f"version {self.s.version}")
             if sel.get("done"):
+                self.mark("done")
                 self.s.done = True
             for device in sel.get("selected", []):
                 if device in self.index_of and device not in self.busy:
@@ -198,7 +209,7 @@ async def simulate(config: SimulatorConfig, progress: bool = False) -> Summary:
     )
     async with httpx.AsyncClient(base_url=config.proxy, limits=limits, timeout=60.0) as client:
         sim = _Sim(config, client, summary)
-        start = time.perf_counter()
+        start = sim.start = time.perf_counter()
         columns = (
             TextColumn("version {task.completed}"),
             BarColumn(),
@@ -207,6 +218,7 @@ async def simulate(config: SimulatorConfig, progress: bool = False) -> Summary:
         )
         with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
             await asyncio.gather(*(sim.join(i) for i in range(config.devices)))
+            sim.mark("joined")
             await sim.coordinate(bar if progress else None)
         summary.seconds = time.perf_counter() - start
         if sim.final and config.task == "digits":
