@@ -127,7 +127,9 @@ def load() -> str:
     return f"load {os.getloadavg()[0]:.1f}"
 
 
-def run_job(title: str, job: dict[str, object], devices: int, concurrency: int) -> None:
+def run_job(
+    title: str, job: dict[str, object], devices: int, concurrency: int, wall_target: bool = False
+) -> None:
     import httpx
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,8 +189,9 @@ def run_job(title: str, job: dict[str, object], devices: int, concurrency: int) 
     total = own + sum(each.values())
     print(f"  CPU time of all processes {total:.1f} s: simulator {own:.1f} s, "
           + ", ".join(f"{k} {v:.1f} s" for k, v in each.items()))  # fmt: skip
-    print(f"  wall time of the simulation {wall:.1f} s: {ratio(wall, 10, True)} (< 10 s, NVFlare's "
-          f"job shape only), {load_end}")  # fmt: skip
+    if wall_target:
+        print(f"  wall time of the simulation {wall:.1f} s: {ratio(wall, 10, True)} (< 10 s), "
+              f"{load_end}")  # fmt: skip
     print(f"  peak memory of all processes (server, 4 LCPs, proxy, simulator): {peak:.0f} MB: "
           f"{ratio(peak, 1024, True)} (< 1 GB)")  # fmt: skip
 
@@ -209,7 +212,8 @@ def main() -> None:
                "device_selection_size": 50, "num_updates_for_model": 50, "max_model_version": 5,
                "max_delay": 0.1}  # fmt: skip
     if "nvflare" in args.runs:
-        run_job("NVFlare's job shape (target: wall < 10 s, peak memory < 1 GB)", nvflare, 1_000, 32)
+        title = "NVFlare's job shape (target: wall < 10 s, peak memory < 1 GB)"
+        run_job(title, nvflare, 1_000, 32, wall_target=True)
     if "load" not in args.runs:
         return
     load = {"name": "load", "task": "numeric", "num_parameters": 10_000,
