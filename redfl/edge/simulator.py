@@ -86,6 +86,9 @@ class _Sim:
     def __init__(self, config: SimulatorConfig, client: LcpConnections, summary: Summary):
         self.c, self.client, self.s = config, client, summary
         self.gate = asyncio.Semaphore(config.concurrency)
+        # the coordinator's own connection: its polls do not queue behind the devices'
+        self.control = LcpConnections(client.host, client.port, 1, client.timeout)
+        self.control_gate = asyncio.Semaphore(1)
         self.ids = [f"device-{config.seed}-{i:05d}" for i in range(config.devices)]
         self.index_of = {device: i for i, device in enumerate(self.ids)}
         self.tokens: dict[str, str] = {}
@@ -95,19 +98,23 @@ class _Sim:
             DigitsShards(config.devices, seed=config.seed) if config.task == "digits" else None
         )
         self.final: str = ""
+        self.ones = ("", "")  # numeric task: the last model text and its update
         self.rng = random.Random(config.seed)
         self.start = time.perf_counter()
 
-    async def post(self, route: str, device: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def post(
+        self, route: str, device: str, body: dict[str, Any], control: bool = False
+    ) -> dict[str, Any]:
         headers = {"content-type": "application/json"}
         if device in self.tokens:
             headers["authorization"] = f"Bearer {self.tokens[device]}"
         payload = json.dumps(body).encode()
         while True:
-            async with self.gate:
+            async with self.control_gate if control else self.gate:
                 start = time.perf_counter()
+                client = self.control if control else self.client
                 try:
-                    _, content = await self.client.post(route, payload, headers)
+                    _, content = await client.post(route, payload, headers)
                 except ForwardError:
                     content = b""
                 else:
@@ -166,10 +173,13 @@ class _Sim:
 
     async def train(self, index: int, task: dict[str, Any]) -> tuple[str, int]:
         config = task["config"]
-        params = decode_arrays(task["parameters"])
-        if self.shards is None:
+        if self.shards is None:  # numeric: the update is all ones, the same for every device
             await asyncio.sleep(self.rng.uniform(0.0, float(config.get("max_delay", 0.0))))
-            return encode_arrays({k: np.ones_like(v) for k, v in params.items()}), 1
+            if self.ones[0] != task["parameters"]:
+                ones = {k: np.ones_like(v) for k, v in decode_arrays(task["parameters"]).items()}
+                self.ones = (task["parameters"], encode_arrays(ones))
+            return self.ones[1], 1
+        params = decode_arrays(task["parameters"])
         x, y = self.shards.shard(index)
         seed = zlib.crc32(f"{self.c.seed}/{index}/{task['task_id']}".encode())
         return encode_arrays(train_digits(params, x, y, config, seed)), len(y)
@@ -188,7 +198,7 @@ class _Sim:
         deadline = time.monotonic() + self.c.timeout
         workers: set[asyncio.Task[None]] = set()
         while not self.s.done and time.monotonic() < deadline:
-            sel = await self.post("/selection", self.ids[0], {"job_id": self.job_id})
+            sel = await self.post("/selection", self.ids[0], {"job_id": self.job_id}, True)
             self.s.version = max(self.s.version, int(sel.get("model_version", 0)))
             self.mark(f"version {self.s.version}")
             if sel.get("done"):
@@ -219,8 +229,8 @@ async def simulate(config: SimulatorConfig, progress: bool = False) -> Summary:
     if url.scheme != "http" or not url.hostname:
         raise ValueError(f"proxy must be an http://host:port URL, got {config.proxy!r}")
     client = LcpConnections(url.hostname, url.port or 80, config.concurrency, timeout=60.0)
+    sim = _Sim(config, client, summary)
     try:
-        sim = _Sim(config, client, summary)
         start = sim.start = time.perf_counter()
         columns = (
             TextColumn("version {task.completed}"),
@@ -237,6 +247,7 @@ async def simulate(config: SimulatorConfig, progress: bool = False) -> Summary:
             summary.accuracy = evaluate_digits(decode_arrays(sim.final))
     finally:
         client.close()
+        sim.control.close()
     return summary
 
 
