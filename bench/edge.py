@@ -152,6 +152,7 @@ def run_job(
             summary: Summary = run_simulation(config)
             stats = httpx.get(f"{edge.proxy_url}/stats").json()
             status = httpx.get(f"{edge.server_url}/status").json()
+            lcps = {n: httpx.get(f"{a.url}/stats").json() for n, a in edge.lcps.items()}
             cpu1 = cpu_seconds(edge)
             own = sum(psutil.Process().cpu_times()[:2]) - own0
             load_end = load()
@@ -179,6 +180,14 @@ def run_job(
     print(f"  throughput at the proxy {rps:.0f} req/s: {ratio(rps, 2_000, False)} (>= 2,000)")
     print(f"  CPU per request: proxy {proxy_cpu:.2f} ms, LCPs {lcp_cpu:.2f} ms "
           f"(capacity of one free core: proxy ~{1e3 / proxy_cpu:.0f} req/s)")  # fmt: skip
+    print(f"  server: {status['syncs']} syncs, time in sync() p50 {status['sync']['p50_ms']:.2f} ms "
+          f"p99 {status['sync']['p99_ms']:.2f} ms")  # fmt: skip
+    for name, st in lcps.items():
+        print(
+            f"  {name}: {st['syncs']} syncs carrying {st['results']} results; /sync exchange "
+            f"p50 {st['sync']['p50_ms']:.1f} ms p99 {st['sync']['p99_ms']:.1f} ms; fold -> "
+            f"verdict p50 {st['verdict']['p50_ms']:.1f} ms p99 {st['verdict']['p99_ms']:.1f} ms"
+        )
     history = status["history"]
     print(f"  versions {status['version']} in {history[-1]['time']:.1f} s after the server started "
           f"(simulation wall {wall:.1f} s); accepted {status['accepted']}, "

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 import uuid
+from collections import deque
 
 import httpx
 import numpy as np
@@ -37,6 +39,7 @@ from redfl.edge.protocol import (
     decode_arrays,
     encode_arrays,
 )
+from redfl.edge.timing import Samples
 from redfl.edge.wire import PartialMsg, SyncReply, SyncRequest
 
 __all__ = ["LcpService"]
@@ -92,6 +95,12 @@ class LcpService:
         self.offered: set[str] = set()
         self.wake = asyncio.Event()
         self._ids = itertools.count()
+        self.folded_at: dict[str, float] = {}
+        self.timings: dict[str, Samples] = {
+            "sync": deque(maxlen=100_000),  # one /sync exchange with the server
+            "verdict": deque(maxlen=100_000),  # a result's fold -> the server's verdict
+        }
+        self.synced_results = 0
 
     def job_reply(self, job_name: str) -> JobReply:
         """``/job``: the job id when the name matches the running job."""
@@ -170,6 +179,7 @@ class LcpService:
         self.buffer.add(task_id, version, delta, float(request.num_samples))
         future: asyncio.Future[ResultReply] = asyncio.get_running_loop().create_future()
         self.pending[task_id] = future
+        self.folded_at[task_id] = time.perf_counter()
         return future
 
     def selection(self) -> SelectionReply:
@@ -213,11 +223,14 @@ class LcpService:
 
     def apply(self, reply: SyncReply, groups: list[tuple[str, ...]]) -> None:
         """Resolve the results of a sync and take the job's new state."""
+        now = time.perf_counter()
         for task_ids, verdict in zip(groups, reply.verdicts, strict=True):
             answer = ResultReply(
                 status=Status.OK if verdict.accepted else Status.ERROR, reason=verdict.reason
             )
+            self.synced_results += len(task_ids)
             for task_id in task_ids:
+                self.timings["verdict"].append(now - self.folded_at.pop(task_id, now))
                 self.verdicts[task_id] = answer
                 future = self.pending.pop(task_id, None)
                 if future is not None and not future.done():
@@ -249,10 +262,12 @@ class LcpService:
             request, groups = self._request()
             body = request.model_dump_json().encode()
             while True:
+                start = time.perf_counter()
                 try:
                     status, content = await poster.post("/sync", body, headers)
                     if status == 200:
                         reply = SyncReply.model_validate_json(content)
+                        self.timings["sync"].append(time.perf_counter() - start)
                         break
                 except (ForwardError, ValueError):
                     pass
