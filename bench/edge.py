@@ -180,14 +180,15 @@ def run_job(
     print(f"  throughput at the proxy {rps:.0f} req/s: {ratio(rps, 2_000, False)} (>= 2,000)")
     print(f"  CPU per request: proxy {proxy_cpu:.2f} ms, LCPs {lcp_cpu:.2f} ms "
           f"(capacity of one free core: proxy ~{1e3 / proxy_cpu:.0f} req/s)")  # fmt: skip
-    print(f"  server: {status['syncs']} syncs, time in sync() p50 {status['sync']['p50_ms']:.2f} ms "
-          f"p99 {status['sync']['p99_ms']:.2f} ms")  # fmt: skip
+
+    def p50_p99(timing: dict[str, float]) -> str:
+        return f"p50 {timing['p50_ms']:.1f} ms p99 {timing['p99_ms']:.1f} ms"
+
+    print(f"  server: {status['syncs']} syncs, time in sync() {p50_p99(status['sync'])}")
     for name, st in lcps.items():
-        print(
-            f"  {name}: {st['syncs']} syncs carrying {st['results']} results; /sync exchange "
-            f"p50 {st['sync']['p50_ms']:.1f} ms p99 {st['sync']['p99_ms']:.1f} ms; fold -> "
-            f"verdict p50 {st['verdict']['p50_ms']:.1f} ms p99 {st['verdict']['p99_ms']:.1f} ms"
-        )
+        print(f"  {name}: {st['syncs']} syncs carrying {st['results']} results; /sync exchange "
+              f"{p50_p99(st['sync'])}; fold -> verdict {p50_p99(st['verdict'])}, of which "
+              f"waiting for the sync that carries it {p50_p99(st['queued'])}")  # fmt: skip
     history = status["history"]
     print(f"  versions {status['version']} in {history[-1]['time']:.1f} s after the server started "
           f"(simulation wall {wall:.1f} s); accepted {status['accepted']}, "

@@ -99,6 +99,7 @@ class LcpService:
         self.timings: dict[str, Samples] = {
             "sync": deque(maxlen=100_000),  # one /sync exchange with the server
             "verdict": deque(maxlen=100_000),  # a result's fold -> the server's verdict
+            "queued": deque(maxlen=100_000),  # a result's fold -> the sync that carries it
         }
         self.synced_results = 0
 
@@ -197,6 +198,9 @@ class LcpService:
     def _request(self) -> tuple[SyncRequest, list[tuple[str, ...]]]:
         """Drain the buffer and the candidates into the next sync request."""
         partials = self.buffer.drain()
+        now = time.perf_counter()
+        self.timings["queued"].extend(now - self.folded_at.get(t, now) for p in partials
+                                      for t in p.task_ids)  # fmt: skip
         msgs = [
             PartialMsg(
                 base_version=p.base_version,
