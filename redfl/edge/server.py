@@ -94,7 +94,7 @@ class EdgeServer:
             done=fb.done,
             parameters="" if request.known_version == fb.version else self.parameters_text(),
             selection_epoch=sel.epoch,
-            selected=sorted(sel.selected) if changed else None,
+            selected=list(sel.selected) if changed else None,  # any order: LCPs keep a set
             verdicts=verdicts,
             config=self.spec.device_config(),
         )
