@@ -57,7 +57,7 @@ class LcpService:
     server_url : str
         Base URL of the edge server.
     sync_interval : float, default 0.05
-        Seconds between syncs while the job moves (results and candidates trigger one at once).
+        Seconds candidates gather before a sync (a result triggers one at once).
     max_idle : float, default 0.4
         Longest wait between syncs while nothing changes.
     retry_wait : float, default 0.5
@@ -93,7 +93,8 @@ class LcpService:
         self.pending: dict[str, asyncio.Future[ResultReply]] = {}
         self.verdicts: dict[str, ResultReply] = {}
         self.offered: set[str] = set()
-        self.wake = asyncio.Event()
+        self.wake = asyncio.Event()  # something to sync: a candidate or a result
+        self.urgent = asyncio.Event()  # a result waits for its verdict
         self._ids = itertools.count()
         self.folded_at: dict[str, float] = {}
         self.timings: dict[str, Samples] = {
@@ -159,6 +160,7 @@ class LcpService:
             self.selected.discard(device)
             self.current.pop(device, None)
             self.wake.set()
+            self.urgent.set()
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.result_timeout)
         except TimeoutError:
@@ -252,8 +254,11 @@ class LcpService:
         self.job = reply.model_copy(update={"parameters": "", "verdicts": [], "selected": None})
 
     async def run(self, client: Poster | None = None) -> None:
-        """Sync with the server for ever: at once when results or candidates wait, else after
-        ``sync_interval``, doubling up to ``max_idle`` while nothing changes.
+        """Sync with the server for ever: at once while results wait for their verdict;
+        candidates gather for ``sync_interval`` (a result cuts that short), so a result rarely
+        waits behind a sync that carries only candidates; when nothing waits, after
+        ``sync_interval`` doubling up to ``max_idle`` while nothing changes, or at the first
+        candidate or result.
 
         ``client`` defaults to kept-alive connections to ``server_url``
         (:class:`redfl.edge.forward.LcpConnections`, much cheaper per call than httpx).
@@ -280,7 +285,12 @@ class LcpService:
             quiet = quiet and self.job is not None and reply.version == self.job.version
             self.apply(reply, groups)
             idle = min(idle * 2, self.max_idle) if quiet else self.sync_interval
-            if not self.pending and not self.offered:
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
+            if self.pending:
+                continue
+            self.wake.clear()
+            self.urgent.clear()
+            with contextlib.suppress(TimeoutError):
+                if self.offered:
+                    await asyncio.wait_for(self.urgent.wait(), self.sync_interval)
+                else:
                     await asyncio.wait_for(self.wake.wait(), idle)
