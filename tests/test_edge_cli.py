@@ -23,6 +23,14 @@ def test_simulate_refuses_an_unknown_task() -> None:
     assert code == 2 and "redfl: error: --task must be 'digits' or 'numeric', got 'x'" in out
 
 
+def test_simulate_refuses_a_proxy_that_is_not_plain_http() -> None:
+    code, out = run(
+        "simulate", "--proxy", "https://proxy:8443", "--job", "j", "--enroll-secret", "s"
+    )
+    assert code == 2
+    assert "redfl: error: --proxy must be an http://host:port URL, got 'https://proxy:8443'" in out
+
+
 def test_simulate_needs_the_enrollment_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REDFL_EDGE_ENROLL_SECRET", raising=False)
     code, out = run("simulate", "--proxy", "http://127.0.0.1:1", "--job", "j")

@@ -123,6 +123,26 @@ def test_selection_is_balanced_across_lcps() -> None:
     assert sorted(sel.selected) == ["a0", "a1", "b0", "b1"]
 
 
+def test_balance_follows_reports_and_evictions() -> None:
+    """Refills go to the LCP that has the fewest selected devices now, not at first."""
+    clock = Clock()
+    sel = Selector(SelectionConfig(device_selection_size=4, device_timeout=10.0), clock)
+    for i in range(6):
+        sel.offer(f"a{i}", "lcp-a")
+        sel.offer(f"b{i}", "lcp-b")
+    sel.tick()
+    assert sorted(sel.selected) == ["a0", "a1", "b0", "b1"]
+    sel.reported("a0")
+    sel.reported("a1")
+    clock.now = 5.0
+    sel.tick()  # lcp-a holds none now: both holes go there
+    assert sorted(sel.selected) == ["a2", "a3", "b0", "b1"]
+    assert dict(sel.load) == {"lcp-a": 2, "lcp-b": 2}
+    clock.now = 10.0  # b0, b1 (deadline 10) are evicted; a2, a3 (deadline 15) stay
+    assert sel.tick() == ["b0", "b1"]
+    assert sorted(sel.selected) == ["a2", "a3", "b2", "b3"] and sel.evicted == 2
+
+
 def test_random_selection_is_seeded() -> None:
     def pick(seed: int) -> list[str]:
         sel = Selector(SelectionConfig(device_selection_size=5, method="random", seed=seed))

@@ -66,6 +66,11 @@ def test_malformed_bodies_get_400(edge: ThreadedDeployment) -> None:
     assert empty.json()["reason"] == "job_name: String should have at least 1 character"
     no_token = httpx.post(f"{edge.url['proxy']}/job", content=b"{not json")
     assert no_token.status_code == 401  # the token is checked before the body
+    enroll = httpx.post(f"{edge.url['proxy']}/enroll", json={"secret": "s"})  # no token needed
+    assert enroll.status_code == 400 and enroll.json() == {
+        "status": "INVALID_REQUEST",
+        "reason": "device_id: Field required",
+    }
 
 
 def test_the_device_id_comes_from_the_token_only(edge: ThreadedDeployment) -> None:

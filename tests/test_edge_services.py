@@ -209,3 +209,15 @@ def test_a_silent_device_is_evicted_by_the_server() -> None:
         SyncRequest(lcp="a", boot="b", seq=1, selection_epoch=reply.selection_epoch)
     )
     assert reply.selected == ["d3"] and server.selector.evicted == 2
+
+
+async def test_sync_refuses_a_malformed_body_with_the_field() -> None:
+    transport = httpx.ASGITransport(app=server_app(SPEC))
+    async with httpx.AsyncClient(transport=transport, base_url="http://server") as client:
+        bad = await client.post("/sync", json={"lcp": "lcp-a", "boot": "b", "seq": "x"})
+        assert bad.status_code == 400 and bad.json() == {
+            "status": "INVALID_REQUEST",
+            "reason": "seq: Input should be a valid integer, unable to parse string as an integer",
+        }
+        good = await client.post("/sync", json={"lcp": "lcp-a", "boot": "b", "seq": 0})
+    assert good.status_code == 200 and good.json()["job_name"] == "numeric-job"

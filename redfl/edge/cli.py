@@ -136,6 +136,8 @@ def simulate(
 
     if task not in ("digits", "numeric"):
         _fail(f"--task must be 'digits' or 'numeric', got {task!r}")
+    if not proxy.startswith("http://") or len(proxy) <= len("http://"):
+        _fail(f"--proxy must be an http://host:port URL, got {proxy!r}")
     if tree is not None:
         from redfl.edge.provision import load_or_create_secrets
 

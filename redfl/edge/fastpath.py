@@ -3,14 +3,15 @@
 FastAPI describes ``/job``, ``/task``, ``/result`` and ``/selection`` (the OpenAPI schema,
 the docs), but its per-request machinery (routing, dependency solving, a JSON parse into
 Python objects, validation, a response class) costs several times the work of a forward.
-This middleware answers those four routes itself, with the same checks in the same order:
-the identity first (401), then the body, validated by the route's pydantic model straight
-from the bytes (400 ``INVALID_REQUEST``), then the handler. Other requests go to FastAPI.
+This middleware answers those four routes itself (and the proxy's ``/enroll``), with the
+same checks in the same order: the identity first (401; not for a public route such as
+``/enroll``), then the body, validated by the route's pydantic model straight from the bytes
+(400 ``INVALID_REQUEST``), then the handler. Other requests go to FastAPI.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -58,12 +59,20 @@ class FastPath:
         Answers a validated request.
     requests : dict[str, type]
         Route path -> pydantic request model.
+    public : Collection[str], default ()
+        Paths answered without an identity (the handler gets ``""`` as the device).
     """
 
     def __init__(
-        self, app: ASGIApp, identify: Identify, handle: Handle, requests: dict[str, Any]
+        self,
+        app: ASGIApp,
+        identify: Identify,
+        handle: Handle,
+        requests: dict[str, Any],
+        public: Collection[str] = (),
     ) -> None:
         self.app, self.identify, self.handle, self.requests = app, identify, handle, requests
+        self.public = frozenset(public)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle a device route, or pass the request on."""
@@ -79,7 +88,8 @@ class FastPath:
                 device_header = value.decode("latin-1")
         body = await _read_body(receive)
         try:
-            device = self.identify(authorization, device_header)
+            public = scope["path"] in self.public
+            device = "" if public else self.identify(authorization, device_header)
         except TokenError as exc:
             await _reply(send, 401, _error(Status.ERROR, str(exc)))
             return

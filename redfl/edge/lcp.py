@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 import uuid
+from collections import deque
 
 import httpx
 import numpy as np
@@ -37,6 +39,7 @@ from redfl.edge.protocol import (
     decode_arrays,
     encode_arrays,
 )
+from redfl.edge.timing import Samples
 from redfl.edge.wire import PartialMsg, SyncReply, SyncRequest
 
 __all__ = ["LcpService"]
@@ -54,7 +57,7 @@ class LcpService:
     server_url : str
         Base URL of the edge server.
     sync_interval : float, default 0.05
-        Seconds between syncs while the job moves (results and candidates trigger one at once).
+        Seconds candidates gather before a sync (a result triggers one at once).
     max_idle : float, default 0.4
         Longest wait between syncs while nothing changes.
     retry_wait : float, default 0.5
@@ -90,8 +93,16 @@ class LcpService:
         self.pending: dict[str, asyncio.Future[ResultReply]] = {}
         self.verdicts: dict[str, ResultReply] = {}
         self.offered: set[str] = set()
-        self.wake = asyncio.Event()
+        self.wake = asyncio.Event()  # something to sync: a candidate or a result
+        self.urgent = asyncio.Event()  # a result waits for its verdict
         self._ids = itertools.count()
+        self.folded_at: dict[str, float] = {}
+        self.timings: dict[str, Samples] = {
+            "sync": deque(maxlen=100_000),  # one /sync exchange with the server
+            "verdict": deque(maxlen=100_000),  # a result's fold -> the server's verdict
+            "queued": deque(maxlen=100_000),  # a result's fold -> the sync that carries it
+        }
+        self.synced_results = 0
 
     def job_reply(self, job_name: str) -> JobReply:
         """``/job``: the job id when the name matches the running job."""
@@ -149,6 +160,7 @@ class LcpService:
             self.selected.discard(device)
             self.current.pop(device, None)
             self.wake.set()
+            self.urgent.set()
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.result_timeout)
         except TimeoutError:
@@ -170,6 +182,7 @@ class LcpService:
         self.buffer.add(task_id, version, delta, float(request.num_samples))
         future: asyncio.Future[ResultReply] = asyncio.get_running_loop().create_future()
         self.pending[task_id] = future
+        self.folded_at[task_id] = time.perf_counter()
         return future
 
     def selection(self) -> SelectionReply:
@@ -187,6 +200,9 @@ class LcpService:
     def _request(self) -> tuple[SyncRequest, list[tuple[str, ...]]]:
         """Drain the buffer and the candidates into the next sync request."""
         partials = self.buffer.drain()
+        now = time.perf_counter()
+        self.timings["queued"].extend(now - self.folded_at.get(t, now) for p in partials
+                                      for t in p.task_ids)  # fmt: skip
         msgs = [
             PartialMsg(
                 base_version=p.base_version,
@@ -213,11 +229,14 @@ class LcpService:
 
     def apply(self, reply: SyncReply, groups: list[tuple[str, ...]]) -> None:
         """Resolve the results of a sync and take the job's new state."""
+        now = time.perf_counter()
         for task_ids, verdict in zip(groups, reply.verdicts, strict=True):
             answer = ResultReply(
                 status=Status.OK if verdict.accepted else Status.ERROR, reason=verdict.reason
             )
+            self.synced_results += len(task_ids)
             for task_id in task_ids:
+                self.timings["verdict"].append(now - self.folded_at.pop(task_id, now))
                 self.verdicts[task_id] = answer
                 future = self.pending.pop(task_id, None)
                 if future is not None and not future.done():
@@ -235,8 +254,11 @@ class LcpService:
         self.job = reply.model_copy(update={"parameters": "", "verdicts": [], "selected": None})
 
     async def run(self, client: Poster | None = None) -> None:
-        """Sync with the server for ever: at once when results or candidates wait, else after
-        ``sync_interval``, doubling up to ``max_idle`` while nothing changes.
+        """Sync with the server for ever: at once while results wait for their verdict;
+        candidates gather for ``sync_interval`` (a result cuts that short), so a result rarely
+        waits behind a sync that carries only candidates; when nothing waits, after
+        ``sync_interval`` doubling up to ``max_idle`` while nothing changes, or at the first
+        candidate or result.
 
         ``client`` defaults to kept-alive connections to ``server_url``
         (:class:`redfl.edge.forward.LcpConnections`, much cheaper per call than httpx).
@@ -249,10 +271,12 @@ class LcpService:
             request, groups = self._request()
             body = request.model_dump_json().encode()
             while True:
+                start = time.perf_counter()
                 try:
                     status, content = await poster.post("/sync", body, headers)
                     if status == 200:
                         reply = SyncReply.model_validate_json(content)
+                        self.timings["sync"].append(time.perf_counter() - start)
                         break
                 except (ForwardError, ValueError):
                     pass
@@ -261,7 +285,12 @@ class LcpService:
             quiet = quiet and self.job is not None and reply.version == self.job.version
             self.apply(reply, groups)
             idle = min(idle * 2, self.max_idle) if quiet else self.sync_interval
-            if not self.pending and not self.offered:
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
+            if self.pending:
+                continue
+            self.wake.clear()
+            self.urgent.clear()
+            with contextlib.suppress(TimeoutError):
+                if self.offered:
+                    await asyncio.wait_for(self.urgent.wait(), self.sync_interval)
+                else:
                     await asyncio.wait_for(self.wake.wait(), idle)

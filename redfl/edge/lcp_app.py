@@ -31,6 +31,7 @@ from redfl.edge.protocol import (
     TaskReply,
     TaskRequest,
 )
+from redfl.edge.timing import summary
 
 __all__ = ["DEVICE_HEADER", "lcp_app"]
 
@@ -93,5 +94,14 @@ def lcp_app(service: LcpService) -> FastAPI:
     async def health() -> dict[str, object]:
         job = service.job
         return {"status": "OK", "lcp": service.name, "synced": job is not None}
+
+    @app.get("/stats")
+    async def stats() -> dict[str, object]:
+        """Syncs with the server, results they carried, and time per sync and per verdict."""
+        return {
+            "syncs": service.seq,
+            "results": service.synced_results,
+            **{name: summary(v) for name, v in service.timings.items()},
+        }
 
     return app

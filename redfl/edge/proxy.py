@@ -30,6 +30,7 @@ from redfl.edge.lcp_app import DEVICE_HEADER
 from redfl.edge.protocol import (
     EnrollReply,
     EnrollRequest,
+    ErrorReply,
     JobReply,
     JobRequest,
     ResultReply,
@@ -40,6 +41,7 @@ from redfl.edge.protocol import (
     TaskReply,
     TaskRequest,
 )
+from redfl.edge.timing import summary
 from redfl.edge.tokens import TokenError, TokenSigner, secret_matches
 
 __all__ = ["Router", "proxy_app"]
@@ -58,14 +60,6 @@ REQUESTS: dict[str, type[JobRequest | TaskRequest | ResultRequest | SelectionReq
     "/selection": SelectionRequest,
 }
 """Request model of each forwarded route."""
-
-
-def percentile(values: deque[float], q: float) -> float:
-    """The ``q``-th percentile (nearest rank) of ``values``; 0 when empty."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -205,10 +199,23 @@ def proxy_app(
     app.state.router = router
 
     async def handle(path: str, body: bytes, request: object, device: str) -> tuple[int, bytes]:
+        if isinstance(request, EnrollRequest):
+            return enroll_device(request)
         return await router.forward(path, body, device)
 
+    def enroll_device(body: EnrollRequest) -> tuple[int, bytes]:
+        if not secret_matches(body.secret, enroll_secret):
+            refused = ErrorReply(status=Status.ERROR, reason="bad enrollment secret")
+            return 401, refused.model_dump_json().encode()
+        token, expires = signer.issue(body.device_id)
+        reply = EnrollReply(status=Status.OK, token=token, expires_at=expires)
+        return 200, reply.model_dump_json().encode()
+
     identify = token_identity(signer)
-    app.add_middleware(FastPath, identify=identify, handle=handle, requests=REQUESTS)
+    routes = {**REQUESTS, "/enroll": EnrollRequest}
+    app.add_middleware(
+        FastPath, identify=identify, handle=handle, requests=routes, public={"/enroll"}
+    )
     install_error_handlers(app)
 
     async def on_unauthorized(request: Request, exc: Exception) -> Response:
@@ -232,12 +239,10 @@ def proxy_app(
         return Response(content, status, media_type="application/json")
 
     @app.post("/enroll", response_model=EnrollReply)
-    async def enroll(body: EnrollRequest) -> EnrollReply | Response:
+    async def enroll(body: EnrollRequest) -> Response:
         """Exchange the enrollment secret for a token bound to ``device_id``."""
-        if not secret_matches(body.secret, enroll_secret):
-            return unauthorized("bad enrollment secret")
-        token, expires = signer.issue(body.device_id)
-        return EnrollReply(status=Status.OK, token=token, expires_at=expires)
+        status, content = enroll_device(body)
+        return Response(content, status, media_type="application/json")
 
     @app.post("/job", response_model=JobReply)
     async def job(body: JobRequest, request: Request, device: str = authenticated) -> Response:
@@ -272,10 +277,7 @@ def proxy_app(
     async def stats() -> dict[str, object]:
         """LCP health, forwards per LCP, failovers, and time spent per route in the proxy
         (from the body read to the LCP's answer)."""
-        latency = {
-            path: {"count": len(v), **{f"p{q}_ms": percentile(v, q) * 1e3 for q in (50, 99)}}
-            for path, v in router.latency.items()
-        }
+        latency = {path: summary(v) for path, v in router.latency.items()}
         return {
             "up": router.up,
             "forwards": dict(router.forwards),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -80,8 +80,9 @@ class Selector:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.selected: dict[str, float] = {}  # device -> deadline
+        self.selected: dict[str, float] = {}  # device -> deadline, in deadline order
         self.lcp_of: dict[str, str] = {}
+        self.load: Counter[str] = Counter()  # lcp -> its selected devices
         self.candidates: dict[str, OrderedDict[str, None]] = {}  # lcp -> devices, oldest first
         self.used: set[str] = set()
         self.evicted = 0
@@ -107,15 +108,25 @@ class Selector:
         self.used.add(device_id)
         if self.selected.pop(device_id, None) is None:
             return False
+        self.load[self.lcp_of[device_id]] -= 1
         self.epoch += 1
         return True
 
     def tick(self) -> list[str]:
-        """Evict devices past their deadline, refill holes, and return the evicted ids."""
+        """Evict devices past their deadline, refill holes, and return the evicted ids.
+
+        Every selection gets ``now + device_timeout`` from a clock that does not go back, so
+        ``selected`` is in deadline order and the scan stops at the first device still in time.
+        """
         now = self.clock()
-        late = [d for d, deadline in self.selected.items() if deadline <= now]
+        late = []
+        for device, deadline in self.selected.items():
+            if deadline > now:
+                break
+            late.append(device)
         for device in late:
             del self.selected[device]
+            self.load[self.lcp_of[device]] -= 1
         self.evicted += len(late)
         if late:
             self.epoch += 1
@@ -132,6 +143,7 @@ class Selector:
             if device is None:
                 return
             self.selected[device] = deadline
+            self.load[self.lcp_of[device]] += 1
             self.epoch += 1
 
     def _pick(self) -> str | None:
@@ -148,10 +160,5 @@ class Selector:
                     del pool[device]
                     return device
                 index -= len(pool)
-        load: dict[str, int] = {lcp: 0 for lcp, _ in pools}
-        for device in self.selected:
-            lcp = self.lcp_of.get(device, "")
-            if lcp in load:
-                load[lcp] += 1
-        lcp = min(load, key=lambda name: (load[name], name))
-        return dict(pools)[lcp].popitem(last=False)[0]
+        _, pool = min(pools, key=lambda item: (self.load[item[0]], item[0]))
+        return pool.popitem(last=False)[0]

@@ -18,7 +18,16 @@ __all__ = ["serve_lcp", "serve_proxy", "serve_server"]
 
 
 def _run(app: object, host: str, port: int) -> None:
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)  # type: ignore[arg-type]
+    # no X-Forwarded-* handling: no service reads the client's address, and it costs a parse
+    # of the peer address on every request
+    uvicorn.run(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+    )
 
 
 def serve_proxy(tree_dir: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
