@@ -5,7 +5,9 @@ vector per node, on a 1,000-node ring and a 1,000-node k_connect(1000, 4), 2 wor
 A first ``train(1)`` starts the workers, builds the nodes and runs the degree exchange
 and round 1; then ``train(10)`` is timed: 10 rounds.
 
-Memory: the peak, sampled every 0.1 s from /proc, of the resident memory of the driver
+Memory: the peak, sampled every 0.1 s from /proc, of the resident memory (RSS, the
+verdict's measure) and of the proportional set size (PSS: shared pages split between the
+processes sharing them, so Ray's shared-memory object store counts once) of the driver
 plus all Ray worker processes (processes descending from this driver whose command line
 is ``ray::...``); Ray's own daemons (raylet, GCS, agents) are printed apart.
 Targets: under 2 GB, and under 1 s per round.
@@ -54,8 +56,22 @@ def _processes() -> dict[int, tuple[int, str, float]]:
     return found
 
 
-def memory_mb() -> tuple[float, float]:
-    """(driver + Ray workers, Ray daemons) resident MB, over this driver's descendants."""
+def _pss_mb(pid: int) -> float:
+    """``pid``'s proportional set size in MB: its private pages plus its share of the pages
+    it shares (Ray's object store is shared memory: summed RSS counts a page once for every
+    process that touched it, summed PSS once in all)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def memory_mb() -> tuple[float, float, float]:
+    """(driver + Ray workers RSS, Ray daemons RSS, driver + Ray workers PSS) in MB, over
+    this driver's descendants."""
     procs = _processes()
     me = os.getpid()
     children: dict[int, list[int]] = {}
@@ -66,23 +82,28 @@ def memory_mb() -> tuple[float, float]:
         pid = stack.pop()
         mine.append(pid)
         stack.extend(children.get(pid, []))
-    workers = sum(procs[p][2] for p in mine if p == me or procs[p][1].startswith("ray::"))
+    working = [p for p in mine if p == me or procs[p][1].startswith("ray::")]
+    workers = sum(procs[p][2] for p in working)
     daemons = sum(procs[p][2] for p in mine if p != me and not procs[p][1].startswith("ray::"))
-    return workers, daemons
+    return workers, daemons, sum(_pss_mb(p) for p in working)
 
 
 class PeakSampler:
     """Samples :func:`memory_mb` in a thread; keeps the peaks."""
 
     def __init__(self) -> None:
-        self.peak = (0.0, 0.0)
+        self.peak = (0.0, 0.0, 0.0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            work, daemons = memory_mb()
-            self.peak = (max(self.peak[0], work), max(self.peak[1], daemons))
+            now = memory_mb()
+            self.peak = (
+                max(self.peak[0], now[0]),
+                max(self.peak[1], now[1]),
+                max(self.peak[2], now[2]),
+            )
             self._stop.wait(0.1)
 
     def __enter__(self) -> PeakSampler:
@@ -110,11 +131,12 @@ def run(name: str, fed: DecentralizedFederation, rounds: int) -> None:
             fed.stop()
     mean = result.parameters["x"] if result.parameters is not None else np.zeros(1)
     gap = result.history[-1].metrics["neighbour_gap"]
-    peak, daemons = sampler.peak
+    peak, daemons, pss = sampler.peak
     ok = peak < TARGET_MB and per_round < TARGET_S
     print(
         f"| {name} | {len(fed.nodes)} | {len(stats)} | {sample.size} | {first:.2f} | "
         f"{per_round:.3f} | {per_round / TARGET_S:.2f} | {peak:.0f} | {peak / TARGET_MB:.2f} | "
+        f"{pss:.0f} | "
         f"{daemons:.0f} | {gap:.3g} | {np.abs(sample - mean).max():.3g} | "
         f"{'met' if ok else 'MISSED'} |",
         flush=True,
@@ -133,10 +155,10 @@ def main() -> None:
     options = {"size": args.size, "timeout": 600.0}
     print(
         "| graph | nodes | workers | params | first train(1) s | s/round | ratio to 1 s | "
-        "peak RSS MB (driver + workers) | ratio to 2 GB | Ray daemons MB | neighbour gap | "
-        "node-0 max dist to mean | verdict |"
+        "peak RSS MB (driver + workers) | ratio to 2 GB | peak PSS MB (driver + workers) | "
+        "Ray daemons MB | neighbour gap | node-0 max dist to mean | verdict |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     n = args.nodes
     ring = RingFederation(GossipNode, n, options=options, resources=resources)
     run(f"ring({n})", ring, args.rounds)
