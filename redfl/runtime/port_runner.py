@@ -41,7 +41,9 @@ class PortRunner(Runner):
         self._rounds: dict[int, RoundTotals] = {}
         self.gate = RoundGate()
         self._published: dict[str, dict[int, dict[str, Any]]] = {}  # node -> round -> state
+        self._latest: dict[str, dict[str, Any]] = {}  # node -> its last state naming a round
         self._keep_from = 0
+        self._every = 1  # rounds kept for snapshots: the multiples of this
         host.port = self
 
     def register(self, handlers: Handlers) -> None:
@@ -94,6 +96,8 @@ class PortRunner(Runner):
 
     def limit_rounds(self, request: LimitRounds) -> None:
         """Admit rounds up to ``request.round`` (see :class:`RoundGate`)."""
+        with self._lock:
+            self._every = max(1, request.snapshot_every)
         self.gate.set_limit(request.round, request.stop)
 
     def sum_parameters(self, request: SumParameters) -> WeightedSum:
@@ -110,7 +114,8 @@ class PortRunner(Runner):
         return total
 
     def snapshots(self, request: Snapshots) -> dict[str, dict[str, Any]]:
-        """The states this worker's nodes published for ``round`` (older ones are dropped)."""
+        """The states this worker's nodes published for ``round`` (older ones are dropped);
+        a node whose last state is of ``round`` (it waits at the gate) gives that one."""
         with self._lock:
             self._keep_from = max(self._keep_from, request.round)
             found = {}
@@ -119,6 +124,9 @@ class PortRunner(Runner):
                     del states[rnd]
                 if request.round in states:
                     found[node_id] = states[request.round]
+            for node_id, state in self._latest.items():
+                if node_id not in found and state.get("round") == request.round:
+                    found[node_id] = state
             return found
 
     def quiesce(self, request: Quiesce) -> bool:
@@ -132,6 +140,7 @@ class PortRunner(Runner):
         with self._lock:
             self._rounds = {r: t for r, t in self._rounds.items() if r <= request.round}
             self._published = {n: {request.round: s} for n, s in request.states.items()}
+            self._latest = dict(request.states)
 
     # -- NodePort ------------------------------------------------------------------------
     def neighbours(self, node_id: str) -> set[str]:
@@ -165,11 +174,13 @@ class PortRunner(Runner):
 
     def publish_version(self, node_id: str, state: dict[str, Any]) -> int:
         """Store a snapshot of ``node_id``'s state under the next version number (and, when
-        it names its ``round``, under that round, for :class:`Snapshots`)."""
+        it names its ``round`` and that round is one snapshots keep, under that round, for
+        :class:`Snapshots`)."""
         rnd = state.get("round")
         if isinstance(rnd, int):
             with self._lock:
-                if rnd >= self._keep_from:
+                self._latest[node_id] = state
+                if rnd >= self._keep_from and rnd % self._every == 0:
                     self._published.setdefault(node_id, {})[rnd] = state
         return self.host.publish_version(node_id, state)
 
@@ -246,12 +257,14 @@ class FreezeRounds(Request[int]):
 
 @dataclass(frozen=True)
 class LimitRounds(Request[None]):
-    """Admit rounds up to ``round`` (``None``: all); past it stop (or, else, pause)."""
+    """Admit rounds up to ``round`` (``None``: all); past it stop (or, else, pause); keep
+    the states published for multiples of ``snapshot_every`` (rollback snapshots)."""
 
     runner = PortRunner
 
     round: int | None
     stop: bool
+    snapshot_every: int = 1
 
 
 @dataclass(frozen=True)

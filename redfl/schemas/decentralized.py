@@ -30,7 +30,7 @@ from redfl.schemas.callbacks import Callback, emit
 from redfl.schemas.decentralized_state import NODE_STATES, take_state
 from redfl.schemas.graph import GraphFederation
 from redfl.schemas.records import round_record
-from redfl.schemas.rollback import Snapshot, roll_back, run_nodes
+from redfl.schemas.rollback import SNAPSHOT_EVERY, Snapshot, roll_back, run_nodes
 from redfl.topology.graph import Topology
 from redfl.topology.validate import TopologyError, check_topology, check_undirected, shown
 
@@ -114,6 +114,7 @@ class DecentralizedFederation(GraphFederation):
         self._train_ids = [n.node_id for n in self.nodes if "train" in n.roles]
         self._train_nodes = len(self._train_ids)
         self._snapshot = Snapshot()
+        self._replay = 0  # after a rollback: the last round recorded before it
         self._stopping = False
         self._resuming = False
         self.round = 0
@@ -149,7 +150,7 @@ class DecentralizedFederation(GraphFederation):
             callback.on_train_begin(rounds)
         self._stopping = False
         backend = self._start()
-        backend.call_all(LimitRounds(self._next_pause(), stop=False))  # lifts a past stop
+        backend.call_all(self._limit(self._next_pause(), stop=False))  # lifts a past stop
         last, previous = self.round + rounds, time.time()
         emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
         arguments: dict[str, Any] = {"rounds": rounds, "resume": self._resuming}
@@ -162,11 +163,11 @@ class DecentralizedFederation(GraphFederation):
                 break
             rnd = self.round + 1
             roll_back(backend, self._supervisor, box["lost"], self._snapshot, self.worker_of, rnd)
-            self.round = self._snapshot.round
-            del self._history[self.round :]
+            # Back to the snapshot: the rounds recorded since run again, their records kept.
+            self._replay, self.round = self.round, self._snapshot.round
             arguments = {"rounds": last - self.round, "resume": self.round > 0}
-            backend.call_all(LimitRounds(self._next_pause(), stop=False))
-            emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
+            backend.call_all(self._limit(self._next_pause(), stop=False))
+            emit(self.callbacks, RoundStarted(rnd, self._train_nodes))
         result = FederationResult(list(self._history), self.final_parameters(), [], box["outputs"])
         for callback in self.callbacks:
             callback.on_train_end(result)
@@ -213,7 +214,7 @@ class DecentralizedFederation(GraphFederation):
         everywhere, no later one starts): freeze the gates, read, set the limit."""
         started = [o.result() for o in backend.call_all(FreezeRounds())]
         last = max([self.round, *started])
-        backend.call_all(LimitRounds(last, stop=True))
+        backend.call_all(self._limit(last, stop=True))
         return last
 
     def _emit_rounds(self, backend: Backend, last: int, previous: float) -> tuple[float, bool]:
@@ -233,15 +234,28 @@ class DecentralizedFederation(GraphFederation):
             record = round_record(self.round + 1, totals, self._train_nodes, previous)
             previous = max(previous, totals.ended)
             self.round += 1
+            if self.round % self._snapshot_every() == 0:
+                self._snapshot.take(backend, self.round, self._train_nodes)
+            pause = self.checkpoint_every and self.round % self.checkpoint_every == 0
+            if self.round <= self._replay:  # run again after a rollback: recorded already
+                if pause:
+                    backend.call_all(self._limit(self._next_pause(), stop=False))
+                continue
             self._history.append(record)
-            self._snapshot.take(backend, self.round, self._train_nodes)
             if emit(self.callbacks, RoundFinished(record)):
                 stop = True
-            elif self.checkpoint_every and self.round % self.checkpoint_every == 0:
-                backend.call_all(LimitRounds(self._next_pause(), stop=False))
+            elif pause:
+                backend.call_all(self._limit(self._next_pause(), stop=False))
             if self.round < last:
                 emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
         return previous, stop
+
+    def _snapshot_every(self) -> int:
+        """Rounds between rollback snapshots: the checkpoints' (:data:`SNAPSHOT_EVERY` if none)."""
+        return self.checkpoint_every or SNAPSHOT_EVERY
+
+    def _limit(self, rnd: int | None, stop: bool) -> LimitRounds:
+        return LimitRounds(rnd, stop, self._snapshot_every())
 
     def _next_pause(self) -> int | None:
         """The round after which nodes wait next (``None``: they never wait)."""

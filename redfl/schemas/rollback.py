@@ -1,15 +1,17 @@
 """Rollback of a decentralised federation after a worker loss.
 
 Message-driven nodes wait on each other, so when a worker is lost mid-round its nodes'
-neighbours cannot go on. After every round all nodes completed, the driver keeps the
-states the nodes published for it (:class:`~redfl.runtime.port_runner.Snapshots`; one
-model per node on the driver). When a worker is lost, every node is stopped, the worker is
-re-created (:class:`~redfl.runtime.supervisor.Supervisor`), queued messages are delivered
+neighbours cannot go on. After every :data:`SNAPSHOT_EVERY`-th round all nodes completed
+(every checkpoint round, with checkpoints), the driver keeps the states the nodes published
+for it (:class:`~redfl.runtime.port_runner.Snapshots`; one model per node on the driver).
+When a worker is lost, every node is stopped, the worker is re-created
+(:class:`~redfl.runtime.supervisor.Supervisor`), queued messages are delivered
 (:class:`~redfl.runtime.port_runner.Quiesce`) and then forgotten with the live nodes
 (:class:`~redfl.runtime.port_runner.Rewind`), and every node starts again from the last
-complete round's state (``train(rounds, resume=state)``). Per-node randomness is a
-function of (seed, round, node id) and mixing adds terms in a fixed order, so the rolled
-back run ends with the same bits as an undisturbed one.
+snapshot's state (``train(rounds, resume=state)``). Per-node randomness is a function of
+(seed, round, node id) and mixing adds terms in a fixed order, so the rounds run again end
+as they did (their records, kept, are not emitted twice) and the rolled back run ends with
+the same bits as an undisturbed one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from redfl.runtime.replies import NodeFailed
 from redfl.runtime.supervisor import Supervisor
 from redfl.runtime.watch import CONTROL_TIMEOUT_S
 
+SNAPSHOT_EVERY = 5
+"""Rounds between snapshots (without checkpoints): a rollback runs at most this many
+completed rounds again (their records are kept, not emitted twice), and nodes keep and
+send their states for one round in this many."""
 STOP_S = 30.0
 """How long stopped nodes may take to end their ``train()`` before a rollback."""
 
@@ -94,6 +100,8 @@ def run_nodes(
             failed.append((node_id, outcome.error))
     if lost and not stopping():
         return {}, lost
+    if stopping() and all(_woken(error) for _, error in failed):  # its workers go too
+        raise FederationError("federation stopped: its nodes ended with FederationStopped")
     failed.extend((f"worker {w}", RuntimeError(reason)) for w, reason in lost.items())
     if not failed:
         raise FederationError(f"nodes did not end within {STOP_S:g} s of being stopped")
@@ -157,9 +165,14 @@ def wait_stopped(backend: Backend, seconds: float = STOP_S) -> None:
         time.sleep(0.02)
 
 
+def _woken(error: BaseException) -> bool:
+    """Whether ``error`` is a node's ``train()`` ended by the stop (``FederationStopped``)."""
+    return isinstance(error, NodeFailed) and "FederationStopped" in error.trace
+
+
 def first_cause(failed: list[tuple[str, BaseException]]) -> tuple[str, BaseException]:
     """The failure to report: the first that is not a node woken by the stop."""
     for node_id, error in failed:
-        if not (isinstance(error, NodeFailed) and "FederationStopped" in error.trace):
+        if not _woken(error):
             return node_id, error
     return failed[0]
