@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 
 import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository the bench scripts belong to (the "after" side of a comparison)."""
+
+
+def baseline_tree(ref: str) -> tuple[str, Path]:
+    """(short sha, folder) of a detached worktree of revision ``ref`` in /tmp (the "before"
+    side of a comparison), made on first use."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = Path("/tmp") / f"redfl-baseline-{sha}"
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), sha], cwd=REPO, check=True)
+    return sha, tree
 
 
 def machine() -> str:

@@ -22,14 +22,7 @@ times (best of each); both serve the app without executing runs.
 Run from another folder: ``python bench/platform_load.py`` (about 2.5 minutes).
 """
 
-# ruff: noqa: E402
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file is named like the standard library's ``platform``: keep its folder off the path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import asyncio
@@ -38,12 +31,15 @@ import os
 import random
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+from common import REPO, baseline_tree
 from websockets.asyncio.client import connect
 
 from redfl.platform.catalog import examples
@@ -53,7 +49,6 @@ from redfl.platform.store import Store, new_run_id
 from redfl.runtime.jobs import free_port, read_head, stop_head
 
 REDFL = str(Path(sys.executable).parent / "redfl")
-REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "bench password 1"
 TARGET_P95_MS = 50.0
 # Serves the app of the tree in argv[1] (data argv[2], port argv[3]) without executing runs.
@@ -204,12 +199,7 @@ def start(command: list[str], data: Path) -> tuple[subprocess.Popen[bytes], str,
 
 def compare(ref: str, stored: int, count: int, repeats: int) -> None:
     """Per-request CPU of revision ``ref`` (before) and of this tree (after), alternating."""
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    tree = Path("/tmp") / f"redfl-baseline-{sha}"
-    if not tree.exists():
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), sha], cwd=REPO, check=True)
+    sha, tree = baseline_tree(ref)
     best = {"before": float("inf"), "after": float("inf")}
     for _ in range(repeats):
         for side, root in (("before", tree), ("after", REPO)):

@@ -34,10 +34,10 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import ray
+from common import REPO, baseline_tree
 
 from redfl import FedAvg, StarFederation
 from redfl.core.seeding import client_rng
@@ -126,9 +126,6 @@ def fmt(values: list[float]) -> str:
     return " ".join(f"{v:.4f}" for v in values)
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 def one_side(clients: int, rounds: int) -> None:
     """Print redfl's median steady round (JSON) for the code on ``sys.path`` (a subprocess)."""
     ray.init(include_dashboard=False, logging_level=logging.WARNING)
@@ -139,12 +136,7 @@ def one_side(clients: int, rounds: int) -> None:
 
 def compare(ref: str, clients_list: list[int], rounds: int, repeats: int) -> None:
     """Before (``ref``) and after (this tree), alternating whole processes."""
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    tree = Path("/tmp") / f"redfl-baseline-{sha}"
-    if not tree.exists():
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), sha], cwd=REPO, check=True)
+    sha, tree = baseline_tree(ref)
     print(f"before: {ref} ({sha}); after: {REPO}; {repeats} alternating runs each")
     columns = f"{'before s/rnd':>12} {'after s/rnd':>11} {'after/before':>12}"
     print(f"{'clients':>7} {'rounds':>6} {columns}")

@@ -68,6 +68,13 @@ def chromium() -> Iterator[Browser]:
             browser.close()
 
 
+@pytest.fixture(name="browser", scope="module")
+def browser_fixture() -> Iterator[Browser]:
+    """One :func:`chromium` for the test module."""
+    with chromium() as launched:
+        yield launched
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now."""
     with socket.socket() as probe:

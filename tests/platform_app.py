@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from redfl.platform.api.app import create_app
+from redfl.platform.logs import LOG, JsonFormatter
 from redfl.platform.security import hash_password
 from redfl.platform.settings import Settings
 from redfl.platform.store import Store
@@ -54,3 +57,15 @@ def client_fixture(app: FastAPI) -> Iterator[TestClient]:
     """A test client of ``app`` (requests come from address ``testclient``)."""
     with TestClient(app) as test_client:
         yield test_client
+
+
+@pytest.fixture(name="log_lines")
+def log_lines_fixture() -> Iterator[io.StringIO]:
+    """The platform's JSON log lines written during the test."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    yield stream
+    LOG.removeHandler(handler)

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import browser as browser_helpers
 import pytest
-from browser import PageErrors, chromium, log_in, serve_in_thread, wait_for
+from browser import (  # noqa: F401  (fixtures)
+    PageErrors,
+    browser_fixture,
+    log_in,
+    serve_in_thread,
+    wait_for,
+)
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from platform_app import PASSWORD, add_user, make_app
@@ -39,12 +45,6 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
 def base(app: FastAPI) -> Iterator[str]:
     with serve_in_thread(app) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

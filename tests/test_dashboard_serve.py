@@ -18,7 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser import PageErrors, chromium, free_port, log_in, wait_for
+from browser import (  # noqa: F401  (fixtures)
+    PageErrors,
+    browser_fixture,
+    free_port,
+    log_in,
+    wait_for,
+)
 from playwright.sync_api import Browser, Page
 
 from redfl.runtime.jobs import read_head, stop_head
@@ -70,12 +76,6 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         head = read_head(data)  # the Ray head this server started for its runs outlives it
         if head is not None:
             stop_head(head.pid, timeout=5)  # Ray drains for 30 s on SIGTERM; then SIGKILL
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

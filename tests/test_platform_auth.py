@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import stat
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,28 +19,16 @@ from platform_app import (  # noqa: F401  (fixtures)
     app_fixture,
     bearer,
     client_fixture,
+    log_lines_fixture,
     make_app,
 )
 from typer.testing import CliRunner
 
 from redfl.cli import app as cli_app
 from redfl.platform.db import make_engine, session_factory, sqlite_url, upgrade
-from redfl.platform.logs import LOG, JsonFormatter
 from redfl.platform.security import TokenService, verify_password
 from redfl.platform.settings import SettingsError, load_or_create_secret
 from redfl.platform.store import Store
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    """The platform's JSON log lines written during the test."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    LOG.addHandler(handler)
-    LOG.setLevel(logging.INFO)
-    yield stream
-    LOG.removeHandler(handler)
 
 
 def _login(client: TestClient, name: str, password: str = PASSWORD) -> dict[str, object]:

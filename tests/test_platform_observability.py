@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,28 +16,22 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pg_server import free_port
-from platform_app import add_user, app_fixture, bearer, client_fixture, make_app  # noqa: F401
+from platform_app import (  # noqa: F401  (fixtures)
+    add_user,
+    app_fixture,
+    bearer,
+    client_fixture,
+    log_lines_fixture,
+    make_app,
+)
 from waiting import wait_until
 
 from redfl.platform.api.health import ray_status
 from redfl.platform.api.middleware import SECURITY_HEADERS
 from redfl.platform.db import make_engine
-from redfl.platform.logs import LOG, JsonFormatter
 from redfl.platform.store import Store, new_run_id
 
 CONFIG = '[client]\ntarget = "redfl.examples.echo:EchoClient"\nnum_clients = 2\n'
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    """The platform's JSON log lines written during the test."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    LOG.addHandler(handler)
-    LOG.setLevel(logging.INFO)
-    yield stream
-    LOG.removeHandler(handler)
 
 
 def _sample(text: str, name: str, labels: str = "") -> float:
@@ -74,12 +66,12 @@ def test_http_and_run_metrics(app: FastAPI, client: TestClient) -> None:
     assert _sample(text, "redfl_round_seconds_bucket", 'le="0.5"') == 1.0
 
 
-def test_request_ids_and_json_access_logs(client: TestClient, log_stream: io.StringIO) -> None:
+def test_request_ids_and_json_access_logs(client: TestClient, log_lines: io.StringIO) -> None:
     given = client.get("/api/health", headers={"X-Request-ID": "abc-123"})
     assert given.headers["X-Request-ID"] == "abc-123"
     made = client.get("/api/health", headers={"X-Request-ID": "bad id\twith spaces"})
     assert len(made.headers["X-Request-ID"]) == 32 and made.headers["X-Request-ID"] != "bad id"
-    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
     requests = [x for x in lines if x["event"] == "request"]
     assert [(x["request_id"], x["route"], x["status"]) for x in requests] == [
         ("abc-123", "/api/health", 200),

@@ -23,6 +23,7 @@ sampling.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -90,6 +91,18 @@ class DPFixedClipping(StrategyWrapper):
         """(round, updates aggregated, unclipped among them when clipped here)."""
         self._report: tuple[int, dict[str, float]] = (0, {})
         """The last ended round and what it measured (its metrics)."""
+
+    def clipping_on_workers(self) -> DPFixedClipping:
+        """This wrapper clipping on the workers (``side="client"``), the same math: a
+        copy sharing the inner strategy and the accountant (``self`` if it clips there
+        already). A hierarchy needs it: its root never sees a single update, so the LCPs,
+        which do, clip for a server-side wrapper."""
+        if self.side == "client":
+            return self
+        moved = copy.copy(self)
+        moved.side = "client"
+        moved.weighted_sum = self.inner.weighted_sum
+        return moved
 
     def update_policy(self, rnd: int, sampled: Sequence[str]) -> UpdatePolicy:
         """Client side: workers clip to C and fold with equal weights."""

@@ -190,6 +190,10 @@ class Host:
         """Whether ``node_id`` lives on this worker (guests do not)."""
         return node_id in self._specs
 
+    def node_ids(self) -> list[str]:
+        """The ids of the nodes that live on this worker."""
+        return list(self._specs)
+
     def node(self, node_id: str) -> FederatedNode:
         """The live node ``node_id``, built (and set up) on first use."""
         live = self._live.get(node_id)

@@ -41,7 +41,6 @@ class PortRunner(Runner):
         self._rounds: dict[int, RoundTotals] = {}
         self.gate = RoundGate()
         self._published: dict[str, dict[int, dict[str, Any]]] = {}  # node -> round -> state
-        self._latest: dict[str, dict[str, Any]] = {}  # node -> its last state naming a round
         self._keep_from = 0
         self._every = 1  # rounds kept for snapshots: the multiples of this
         host.port = self
@@ -124,7 +123,8 @@ class PortRunner(Runner):
                     del states[rnd]
                 if request.round in states:
                     found[node_id] = states[request.round]
-            for node_id, state in self._latest.items():
+            for node_id in self.host.node_ids():
+                state = self.host.version(node_id)[1]
                 if node_id not in found and state.get("round") == request.round:
                     found[node_id] = state
             return found
@@ -140,7 +140,6 @@ class PortRunner(Runner):
         with self._lock:
             self._rounds = {r: t for r, t in self._rounds.items() if r <= request.round}
             self._published = {n: {request.round: s} for n, s in request.states.items()}
-            self._latest = dict(request.states)
 
     # -- NodePort ------------------------------------------------------------------------
     def neighbours(self, node_id: str) -> set[str]:
@@ -179,7 +178,6 @@ class PortRunner(Runner):
         rnd = state.get("round")
         if isinstance(rnd, int):
             with self._lock:
-                self._latest[node_id] = state
                 if rnd >= self._keep_from and rnd % self._every == 0:
                     self._published.setdefault(node_id, {})[rnd] = state
         return self.host.publish_version(node_id, state)

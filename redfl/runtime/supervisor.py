@@ -231,11 +231,7 @@ class Supervisor:
 
     def drain(self) -> None:
         """Pass the restarts completed since the last call to ``notify``; then :meth:`check`."""
-        with self._lock:
-            done, self._done = self._done, []
-        for event in done:
-            if self.notify is not None:
-                self.notify(event)
+        self.drain_quietly()
         self.check()
 
     def settle(self, timeout: float = RESTART_TIMEOUT_S) -> None:

@@ -24,7 +24,6 @@ the rest of its subtree is folded again without it. A dead worker is re-created 
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -145,7 +144,8 @@ class HierarchicalFederation(StarFederation):
             round_timeout=round_timeout,
             max_worker_restarts=max_worker_restarts,
         )
-        self.strategy = clip_at_lcps(self.strategy)
+        if isinstance(self.strategy, DPFixedClipping):  # the LCPs clip, the root adds noise
+            self.strategy = self.strategy.clipping_on_workers()
         if not self.strategy.weighted_sum:
             raise ValueError(
                 f"strategy: {type(self.strategy).__name__} needs every client's update, but a "
@@ -238,23 +238,6 @@ class HierarchicalFederation(StarFederation):
         )
         self.parameters = self.strategy.aggregate(rnd, self.parameters, total)
         return self._conclude(backend, rnd, start, len(sampled), fitted, len(failures), extra)
-
-
-def clip_at_lcps(strategy: Strategy) -> Strategy:
-    """Server-side DP in a tree: the LCPs clip, the root adds the noise.
-
-    The root never sees a single update, so the clipping that a flat star's server does
-    moves to the first aggregators that see them, the LCPs (on the workers); every update
-    is still clipped to C and weighted equally, and the root adds the noise
-    (``z * C / m``) and accounts epsilon: the flat star's server-side DP, up to float64
-    rounding. Returns a copy of a server-side DP wrapper set so; other strategies as given.
-    """
-    if not isinstance(strategy, DPFixedClipping) or strategy.side != "server":
-        return strategy
-    moved = copy.copy(strategy)
-    moved.side = "client"
-    moved.weighted_sum = strategy.inner.weighted_sum
-    return moved
 
 
 SCHEMAS.register(
