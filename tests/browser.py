@@ -75,14 +75,6 @@ def browser_fixture() -> Iterator[Browser]:
         yield launched
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 @contextmanager
 def serve_in_thread(app: FastAPI) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a free 127.0.0.1 port; yields the base URL."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -11,6 +10,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from waiting import free_port
 
 from redfl.edge.jobs import JobSpec
 from redfl.edge.lcp import LcpService
@@ -20,12 +20,6 @@ from redfl.edge.server import EdgeServer, server_app
 from redfl.edge.tokens import TokenSigner
 
 SECRET = "enrol-me-please"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

@@ -11,7 +11,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from waiting import wait_until
+from waiting import free_port, wait_until
 
 MISSING = (
     "PostgreSQL binaries not found in /usr/lib/postgresql/*/bin: install the Debian package "
@@ -38,13 +37,6 @@ class PostgresServer:
     def url(self, database: str = "postgres") -> str:
         """The SQLAlchemy URL of ``database`` on this server (psycopg 3)."""
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nobody listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _bin_dir() -> Path:

@@ -21,11 +21,11 @@ import pytest
 from browser import (  # noqa: F401  (fixtures)
     PageErrors,
     browser_fixture,
-    free_port,
     log_in,
     wait_for,
 )
 from playwright.sync_api import Browser, Page
+from waiting import free_port
 
 from redfl.runtime.jobs import read_head, stop_head
 

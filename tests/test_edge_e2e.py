@@ -8,7 +8,8 @@ import threading
 from pathlib import Path
 
 import httpx
-from edge_rig import free_port, wait_until
+from edge_rig import wait_until
+from waiting import free_port
 
 from redfl.edge.launch import EdgeProcesses
 from redfl.edge.provision import load_or_create_secrets

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from edge_rig import free_port
+from waiting import free_port
 
 from redfl.edge.forward import ForwardError, LcpConnections
 

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pg_server import free_port
-from waiting import wait_until
+from waiting import free_port, wait_until
 
 from redfl.platform.catalog import examples
 from redfl.runtime.jobs import read_head, stop_head

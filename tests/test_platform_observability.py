@@ -15,7 +15,6 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from pg_server import free_port
 from platform_app import (  # noqa: F401  (fixtures)
     add_user,
     app_fixture,
@@ -24,7 +23,7 @@ from platform_app import (  # noqa: F401  (fixtures)
     log_lines_fixture,
     make_app,
 )
-from waiting import wait_until
+from waiting import free_port, wait_until
 
 from redfl.platform.api.health import ray_status
 from redfl.platform.api.middleware import SECURITY_HEADERS
