@@ -36,12 +36,12 @@ from typing import Any
 from redfl import StarFederation
 from redfl.attacks import choose_attackers
 from redfl.core.arrays import Parameters
-from redfl.core.config import ResourcesConfig
 from redfl.core.events import Event, WorkerRestarted
 from redfl.core.instructions import Instructions
 from redfl.core.result import FederationResult
 from redfl.examples.digits import DigitsClient, DigitsOptions, central_evaluation
 from redfl.runtime.connect import ensure_ray
+from redfl.runtime.resources import ResourcesConfig
 from redfl.schemas.callbacks import Callback
 
 CLIENTS, ROUNDS, WORKERS = 100, 20, 2
@@ -115,7 +115,7 @@ def run(client: Any, extra: dict[str, Any] | None = None, **kw: Any) -> tuple[An
         client,
         CLIENTS,
         initial_parameters=DigitsClient.initial_parameters(OPTIONS),
-        client_options={**OPTIONS.model_dump(), **(extra or {})},
+        options={**OPTIONS.model_dump(), **(extra or {})},
         evaluate_fn=central_evaluation(OPTIONS),
         resources=ResourcesConfig(num_workers=WORKERS),
         callbacks=[restarts],

@@ -74,7 +74,7 @@ def make(kind: str, client: Any, options: dict[str, Any], n: int, init: Paramete
     common: dict[str, Any] = {
         "initial_parameters": init,
         "strategy": FedAvg(fraction_fit=1.0, min_fit_clients=1, fraction_evaluate=0.0),
-        "client_options": options,
+        "options": options,
         "seed": 0,
         "resources": ResourcesConfig(num_workers=WORKERS, worker={"CPU": 0.5}),
     }

@@ -40,7 +40,7 @@ def main() -> None:
         args.clients,
         initial_parameters=DigitsClient.initial_parameters(OPTIONS),
         strategy=FedAvg(fraction_fit=1.0, min_fit_clients=args.clients),
-        client_options=OPTIONS.model_dump(),
+        options=OPTIONS.model_dump(),
         runtime=args.runtime,
         seed=0,
     )

@@ -101,7 +101,7 @@ def run(strategy: Strategy, attack_name: str) -> float:
         CLIENTS,
         initial_parameters=DigitsClient.initial_parameters(OPTIONS),
         strategy=strategy,
-        client_options=OPTIONS.model_dump(),
+        options=OPTIONS.model_dump(),
         evaluate_fn=central_evaluation(OPTIONS),
         runtime="local",
         seed=0,

@@ -1,6 +1,6 @@
 """Star overhead: redfl on Ray against a plain serial numpy loop doing the same math.
 
-Workload (ARCHITECTURE.md, "digits softmax"): digits pixels / 16, tiled 4 times, shuffled
+Workload "digits softmax": digits pixels / 16, tiled 4 times, shuffled
 with seed 0, split into N IID parts; softmax regression (64x10 + 10, zero init); 5 local
 epochs of SGD, lr 0.1, batch 32; FedAvg weighted by examples; all clients every round.
 
@@ -26,6 +26,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy: single-threaded B
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import argparse
+import inspect
 import json
 import logging
 import multiprocessing
@@ -105,13 +106,17 @@ def parallel_plain(num_clients: int, rounds: int, workers: int) -> float:
 
 def redfl_run(num_clients: int, rounds: int) -> tuple[dict[str, np.ndarray], list[float], int]:
     """The same federation on redfl's Ray runtime (one worker per CPU)."""
+    # The keyword of the clients' options (``client_options`` in code before it was renamed,
+    # which ``--compare`` may time).
+    taken = inspect.signature(StarFederation).parameters
+    keyword = "options" if "options" in taken else "client_options"
     fed = StarFederation(
         DigitsClient,
         num_clients,
         initial_parameters=DigitsClient.initial_parameters(OPTIONS),
         strategy=FedAvg(fraction_fit=1.0, min_fit_clients=num_clients),
-        client_options=OPTIONS.model_dump(),
         seed=SEED,
+        **{keyword: OPTIONS.model_dump()},  # type: ignore[arg-type]
     )
     try:
         result = fed.train(rounds)

@@ -62,7 +62,7 @@ def redfl_run(clients: int, rounds: int, start: Parameters) -> tuple[Parameters,
         TorchDigitsClient,
         clients,
         initial_parameters=start,
-        client_options=OPTIONS.model_dump(),
+        options=OPTIONS.model_dump(),
         strategy=FedAvg(),
         resources=ResourcesConfig(num_workers=2),
     )

@@ -31,7 +31,7 @@ if __name__ == "__main__":
         TorchDigitsClient,
         num_clients=20,
         initial_parameters=TorchTrainer.init_parameters(seed=0),
-        client_options=OPTIONS.model_dump(),
+        options=OPTIONS.model_dump(),
         strategy=FedAvg(fraction_fit=0.5, min_fit_clients=5),
         evaluate_fn=central,
         callbacks=[Printer()],

@@ -16,7 +16,7 @@ import numpy as np
 from fastapi import FastAPI
 
 from redfl.platform.store import Store
-from redfl.rundir import save_parameters
+from redfl.run.folder import save_parameters
 
 CLOSING = {"succeeded": "run_finished", "failed": "run_failed", "cancelled": "run_cancelled"}
 

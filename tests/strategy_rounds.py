@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 
 from redfl.algorithms import ClientUpdate, RoundOutcome, Strategy
-from redfl.algorithms.registry import make_strategy
+from redfl.algorithms.registry import STRATEGIES, make_strategy
 from redfl.attacks import LittleIsEnough
 from redfl.core.arrays import Parameters, WeightedSum
-from redfl.core.registries import STRATEGIES
 from redfl.core.seeding import round_rng
 from redfl.privacy import DPAdaptiveClipping, DPFixedClipping
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from building import star_from_config
 from scipy.stats import norm
 
 from redfl import Client, StarFederation
@@ -17,10 +18,10 @@ from redfl.attacks import (
     alie_z,
     choose_attackers,
 )
-from redfl.core.config import parse_config
 from redfl.examples.digits import DigitsClient, DigitsOptions, central_evaluation
 from redfl.models import SoftmaxRegression
-from redfl.schemas.builder import attackers_from_config, star_from_config
+from redfl.run.build import attackers_from_config
+from redfl.run.config import parse_config
 
 IDS = [f"client-{i}" for i in range(50)]
 
@@ -118,7 +119,7 @@ def attacked_accuracy(strategy: Strategy, rounds: int = 20) -> float:
     federation = StarFederation(
         Attacked(DigitsClient, SignFlip(10.0), bad), 50,
         initial_parameters=DigitsClient.initial_parameters(OPTIONS), strategy=strategy,
-        client_options=OPTIONS.model_dump(), evaluate_fn=central_evaluation(OPTIONS),
+        options=OPTIONS.model_dump(), evaluate_fn=central_evaluation(OPTIONS),
         runtime="local", seed=0,
     )  # fmt: skip
     accuracy = federation.train(rounds).history[-1].accuracy

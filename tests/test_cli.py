@@ -12,9 +12,9 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from redfl.cli import app
-from redfl.core.config import load_config
 from redfl.examples.digits import DigitsClient, DigitsOptions
-from redfl.rundir import load_parameters
+from redfl.run.config import load_config
+from redfl.run.folder import load_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "digits_fedavg.toml"

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from redfl.core.config import ConfigError, FederationConfig, load_config, parse_config
+from redfl.core.config import ConfigError
+from redfl.run.config import FederationConfig, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "digits_fedavg.toml"

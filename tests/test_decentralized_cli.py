@@ -7,14 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from building import decentralized_from_config
 from click.testing import Result
 from typer.testing import CliRunner
 
 from redfl.cli import app
-from redfl.core.config import ConfigError, load_config
-from redfl.rundir import load_parameters
-from redfl.schemas.builder import decentralized_from_config
+from redfl.core.config import ConfigError
+from redfl.run.config import load_config
+from redfl.run.folder import load_parameters
 from redfl.schemas.decentralized import DecentralizedFederation
+from redfl.schemas.named import CustomTopology
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = ["ring_dsgd", "mesh_gossip", "k_connect_gossip", "custom_ring_sequential", "custom_dsgd"]
@@ -97,12 +99,12 @@ def test_gossip_run_writes_the_same_run_folder_as_the_star(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
-        ({"topology": 'schema = "ring"'}, "topology: schema 'ring' needs an algorithm"),
+        ({"topology": 'schema = "ring"'}, "topology.algorithm: Field required"),
         ({"topology": 'schema = "tree"\nalgorithm = "gossip"'}, "topology.schema: Input should"),
         ({"topology": 'schema = "ring"\nalgorithm = "push"'}, "topology.algorithm: Input should"),
         (
             {"topology": 'schema = "k_connect"\nalgorithm = "gossip"'},
-            "'k' is required with schema 'k_connect'",
+            "topology.k: Field required",
         ),
         (
             {"topology": 'schema = "k_connect"\nalgorithm = "gossip"\nk = 3', "n": 5},
@@ -110,7 +112,7 @@ def test_gossip_run_writes_the_same_run_folder_as_the_star(tmp_path: Path) -> No
         ),
         (
             {"topology": 'schema = "custom"\nalgorithm = "gossip"'},
-            "'topology_file' is required with schema 'custom'",
+            "topology.topology_file: Field required",
         ),
         (
             {"topology": 'schema = "custom"\nalgorithm = "gossip"\ntopology_file = "nope.csv"'},
@@ -178,6 +180,7 @@ def test_relative_topology_file_is_read_beside_the_config(
     path = write(folder, topology=topology, n=3)
     monkeypatch.chdir(tmp_path)  # not the config's folder: a cwd-relative read would fail
     cfg = load_config(path)
+    assert isinstance(cfg.topology, CustomTopology)
     assert cfg.topology.topology_file == str(folder / "tri.csv")
     fed = decentralized_from_config(cfg)
     assert fed.topology is not None and sorted(fed.topology.neighbours(fed.nodes[0].node_id))

@@ -18,10 +18,12 @@ from fault_clients import (
 
 import redfl
 from redfl import RingFederation, StarFederation
-from redfl.core.config import ConfigError, ResourcesConfig, parse_config
+from redfl.core.config import ConfigError
 from redfl.core.events import Event, RoundFinished, RoundStarted, WorkerRestarted
 from redfl.core.result import FederationError
 from redfl.examples.digits_decentralized import DigitsDSGDNode
+from redfl.run.config import parse_config
+from redfl.runtime.resources import ResourcesConfig
 from redfl.schemas.callbacks import Callback
 from redfl.schemas.rollback import SNAPSHOT_EVERY
 
@@ -47,7 +49,7 @@ def star(client: Any, options: dict[str, Any], **kw: Any) -> StarFederation:
         client,
         100,
         initial_parameters=NoisyClient.initial_parameters(),
-        client_options=options,
+        options=options,
         seed=7,
         resources=TWO_WORKERS,
         **kw,
@@ -87,7 +89,7 @@ def test_stateful_clients_rerun_on_their_restarted_worker_and_the_loss_is_record
         StatefulKillOnceClient,
         20,
         initial_parameters=NoisyClient.initial_parameters(),
-        client_options=options,
+        options=options,
         resources=TWO_WORKERS,
         callbacks=[events],
     )
@@ -206,7 +208,8 @@ def test_timeouts_are_refused_for_decentralised_schemas() -> None:
         },
         "topology": {"schema": "ring", "algorithm": "dsgd"},
     }
-    with pytest.raises(ConfigError, match=r"federation\.round_timeout: timeouts are for star"):
+    refusal = r"federation\.round_timeout: timeouts are for round-driven clients"
+    with pytest.raises(ConfigError, match=refusal):
         redfl.run(tables)
 
 
@@ -246,5 +249,6 @@ def test_a_lost_worker_rolls_a_ring_back_to_its_snapshot_bit_identically(
 
 
 def test_timeouts_are_refused_on_the_local_runtime() -> None:
-    with pytest.raises(ValueError, match="client_timeout and round_timeout need the ray runtime"):
+    refusal = "client_timeout and round_timeout need a runtime that can interrupt clients"
+    with pytest.raises(ValueError, match=refusal):
         star(NoisyClient, {}, runtime="local", client_timeout=5.0)

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from redfl.core.config import ResourcesConfig
 from redfl.core.message import Message
 from redfl.core.result import FederationError, FederationResult
 from redfl.nodes import FederatedNode
 from redfl.runtime.mailbox import FederationStopped
+from redfl.runtime.resources import ResourcesConfig
 from redfl.schemas import GraphFederation, virtual_nodes
 from redfl.topology import Topology
 
@@ -55,7 +55,7 @@ def test_ring_neighbours_exchange_messages_across_workers() -> None:
             (IDS[j], j, tuple(sorted({IDS[(j - 1) % n], IDS[(j + 1) % n]}))) for j in (left, right)
         )
         assert result.outputs[node_id] == expected
-    assert result.history == []
+    assert [(r.round, r.sampled, r.succeeded) for r in result.history] == [(1, n, n)]
     assert result.parameters is None
 
 

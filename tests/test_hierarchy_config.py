@@ -12,9 +12,11 @@ import pytest
 import redfl
 from redfl import HierarchicalFederation
 from redfl.algorithms import Krum
-from redfl.core.config import ConfigError, load_config, parse_config
+from redfl.core.config import ConfigError
 from redfl.provision.folder import write_folder
+from redfl.run.config import load_config, parse_config
 from redfl.run.prepare import prepare
+from redfl.schemas.hierarchical import HierarchicalTopology
 from redfl.topology import relay_tree
 from redfl.topology.tree_file import TreeFile
 
@@ -30,6 +32,7 @@ def provision(tmp_path: Path) -> Path:
 def test_the_folder_redfl_tree_writes_runs(tmp_path: Path) -> None:
     folder = provision(tmp_path)
     config = load_config(folder / "hierarchy.toml")
+    assert isinstance(config.topology, HierarchicalTopology)
     assert config.topology.tree_file == str(folder / "tree.json")  # read beside the config
     outcome = redfl.run(
         folder / "hierarchy.toml",
@@ -78,15 +81,19 @@ def test_timeouts_in_the_federation_table_reach_the_hierarchy() -> None:
 @pytest.mark.parametrize(
     ("topology", "message"),
     [
-        ({"schema": "star", "tree_file": "t.json"}, "'tree_file' is only used with schema "
-         "'hierarchical', not 'star'"),
-        ({"schema": "star", "min_coverage": 0.5}, "'min_coverage' is only used with schema"),
+        ({"schema": "star", "tree_file": "t.json"}, "topology.tree_file: unknown key"),
+        ({"schema": "star", "min_coverage": 0.5}, "topology.min_coverage: unknown key"),
         ({}, "needs either 'tree_file' or all of 'depth', 'width' and 'lcps'"),
         ({"depth": 2, "width": 2}, "needs either 'tree_file' or all of"),
         ({"tree_file": "t.json", "depth": 2, "width": 2, "lcps": 2}, "needs either"),
         ({"depth": 6, "width": 2, "lcps": 2}, "topology.depth: Input should be less than"),
         ({"depth": 1, "width": 2, "lcps": 2, "min_coverage": 0}, "topology.min_coverage"),
         ({"depth": 1, "width": 2, "lcps": 2, "leaf_strategy": "nope"}, "topology.leaf_strategy"),
+        ({"depth": 1, "width": 2, "lcps": 2, "leaf_strategy": "fedavg"},
+         "topology.leaf_strategy: Input should be 'fedmedian', 'fedtrimmedavg', 'krum', "
+         "'multikrum' or 'bulyan'"),
+        ({"depth": 1, "width": 2, "lcps": 2, "leaf_params": {"f": 1}},
+         "topology: 'leaf_params' given without 'leaf_strategy'"),
     ],
 )  # fmt: skip
 def test_bad_topology_tables_name_the_field(topology: dict[str, Any], message: str) -> None:
@@ -100,12 +107,8 @@ def test_bad_topology_tables_name_the_field(topology: dict[str, Any], message: s
     [
         ({"depth": 1, "width": 2, "lcps": 2, "clients_per_lcp": 2},
          "topology.clients_per_lcp: 2 x 4 LCPs = 8 clients, but client.num_clients is 12"),
-        ({"depth": 1, "width": 2, "lcps": 2, "leaf_strategy": "fedavg"},
-         "topology.leaf_strategy: 'fedavg' cannot run at the leaves"),
         ({"depth": 1, "width": 2, "lcps": 2, "leaf_strategy": "krum", "leaf_params": {"g": 1}},
          "topology.leaf_params.g: not a parameter of krum"),
-        ({"depth": 1, "width": 2, "lcps": 2, "leaf_params": {"f": 1}},
-         "topology.leaf_params: given without leaf_strategy"),
         ({"tree_file": "/nonexistent/tree.json"},
          "topology.tree_file: tree file not found: /nonexistent/tree.json"),
         ({"depth": 1, "width": 2, "lcps": 2, "pin": ["relay-1"]},

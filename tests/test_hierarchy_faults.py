@@ -31,9 +31,9 @@ def stalling(runtime: str, width: int = 2, **options: Any) -> HierarchicalFedera
     timeouts = {k: options.pop(k) for k in ("client_timeout", "round_timeout") if k in options}
     return HierarchicalFederation(
         Stalling, 16, initial_parameters=INITIAL, tree=relay_tree(1, width, 2),
-        clients_per_lcp=16 // (2 * width), client_options=options,
+        clients_per_lcp=16 // (2 * width), options=options,
         strategy=FedAvg(fraction_evaluate=0.0), resources=TWO, seed=7,
-        runtime=runtime, **timeouts,  # type: ignore[arg-type]
+        runtime=runtime, **timeouts,
     )  # fmt: skip
 
 

@@ -11,12 +11,12 @@ from redfl import Callback, HierarchicalFederation, StarFederation
 from redfl.algorithms import FedAdam, FedAvg, FedAvgM, Krum, Strategy
 from redfl.attacks import Attacked, SignFlip, choose_attackers
 from redfl.core.arrays import Parameters
-from redfl.core.config import ResourcesConfig
 from redfl.core.events import ClientsProgress, Event, FailureRecorded, RoundFinished, RoundStarted
 from redfl.core.result import FederationError
 from redfl.examples.digits import DigitsClient, DigitsOptions, central_evaluation
 from redfl.privacy import DPAdaptiveClipping, DPFixedClipping
-from redfl.schemas.hierarchy_layout import choose_units, make_layout
+from redfl.runtime.resources import ResourcesConfig
+from redfl.schemas.hierarchical import choose_units, make_layout
 from redfl.topology import TreeError, relay_tree
 from redfl.topology.tree import RelayTree
 
@@ -143,7 +143,7 @@ def test_a_failing_client_is_recorded_as_in_the_star() -> None:
     recorder = Recorder()
     fed = HierarchicalFederation(
         Failing, 12, initial_parameters=INITIAL, tree=relay_tree(1, 2, 2),
-        client_options={"bad": ("client-4",)}, callbacks=[recorder], runtime="local",
+        options={"bad": ("client-4",)}, callbacks=[recorder], runtime="local",
     )  # fmt: skip
     record = fed.train(1).history[0]
     assert (record.sampled, record.succeeded, record.failed) == (12, 11, 1)
@@ -243,7 +243,7 @@ def attacked_tree_accuracy(leaf: Strategy | None, rounds: int = 15) -> float:
     fed = HierarchicalFederation(
         Attacked(DigitsClient, SignFlip(10.0), bad), 60,
         initial_parameters=DigitsClient.initial_parameters(OPTIONS), tree=tree,
-        clients_per_lcp=10, leaf_strategy=leaf, client_options=OPTIONS.model_dump(),
+        clients_per_lcp=10, leaf_strategy=leaf, options=OPTIONS.model_dump(),
         evaluate_fn=central_evaluation(OPTIONS), runtime="local",
     )  # fmt: skip
     accuracy = fed.train(rounds).history[-1].accuracy

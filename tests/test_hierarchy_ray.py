@@ -49,7 +49,7 @@ def killer_federation(min_coverage: float) -> HierarchicalFederation:
     """agg-1's subtree (client-0 .. client-7) on worker 0; client-0 kills it in round 2."""
     return HierarchicalFederation(
         WorkerKiller, 16, initial_parameters=INITIAL, tree=relay_tree(2, 2, 2),
-        clients_per_lcp=2, client_options={"killer": "client-0", "kill_round": 2},
+        clients_per_lcp=2, options={"killer": "client-0", "kill_round": 2},
         strategy=FedAvg(fraction_evaluate=0.0), min_coverage=min_coverage, resources=TWO,
     )  # fmt: skip
 

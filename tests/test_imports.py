@@ -7,16 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from building import star_from_config
 
-from redfl.core.config import ConfigError, parse_config
+from redfl.core.config import ConfigError
 from redfl.core.imports import (
     ImportNotAllowedError,
     check_config_imports,
     check_import_allowed,
     resolve,
 )
-from redfl.schemas.builder import star_from_config
-from redfl.schemas.strategy_builder import strategy_from_config
+from redfl.run.build import strategy_from_config
+from redfl.run.config import parse_config
 
 ALLOWED = ["redfl.examples", "mylab.fl"]
 

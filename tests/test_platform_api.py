@@ -27,7 +27,7 @@ from redfl.platform.catalog import examples
 from redfl.platform.settings import Settings
 from redfl.platform.store import Store
 from redfl.platform.untrusted import parse_web_config
-from redfl.rundir import load_parameters, save_parameters
+from redfl.run.folder import load_parameters, save_parameters
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = (REPO / "examples" / "digits_fedavg.toml").read_text()
@@ -164,7 +164,7 @@ def test_json_configs_are_accepted(app: FastAPI, client: TestClient) -> None:
             SMALL.format(target="redfl.examples.echo:EchoClient")
             + '[strategy]\nname = "fedavgm"\nserver_momentum = "high"\n',
             None,
-            "strategy.server_momentum: must be a number, got 'high'",
+            "strategy.server_momentum: Input should be a valid number, got 'high'",
         ),
     ],
 )

@@ -24,7 +24,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from redfl.platform.security import TokenService
 from redfl.platform.store import Store, new_run_id
-from redfl.rundir import save_parameters
+from redfl.run.folder import save_parameters
 
 IDENTITIES = ("anonymous", "expired", "foreign", "viewer", "researcher", "admin")
 RANK = {"viewer": 0, "researcher": 1, "admin": 2}

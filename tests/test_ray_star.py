@@ -10,7 +10,7 @@ from pathlib import Path
 
 from redfl import FedAvg, ResourcesConfig, StarFederation
 from redfl.examples.digits import DigitsClient, DigitsOptions, central_evaluation
-from redfl.rundir import load_parameters
+from redfl.run.folder import load_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,10 +22,10 @@ def digits_star(runtime: str, workers: int) -> StarFederation:
         12,
         initial_parameters=DigitsClient.initial_parameters(options),
         strategy=FedAvg(fraction_fit=0.75, min_fit_clients=2, fraction_evaluate=0.5),
-        client_options=options.model_dump(),
+        options=options.model_dump(),
         evaluate_fn=central_evaluation(options),
         seed=3,
-        runtime=runtime,  # type: ignore[arg-type]
+        runtime=runtime,
         resources=ResourcesConfig(num_workers=workers, worker={"CPU": 0.5}),
     )
 

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
+from pydantic import Field
 
-from redfl.core.config import ConfigError, parse_config
-from redfl.core.registries import ALGORITHMS, ATTACKS, RUNTIMES, SCHEMAS, STRATEGIES
+from redfl.algorithms.registry import STRATEGIES
+from redfl.attacks.registry import ATTACKS
+from redfl.core.config import ConfigError
 from redfl.core.registry import Registry, UnknownNameError
+from redfl.nodes.algorithms import ALGORITHMS
+from redfl.run.build import federation_from_config
+from redfl.run.config import parse_config
+from redfl.runtime.registry import RUNTIMES
+from redfl.runtime.resources import ResourcesConfig
+from redfl.schemas import SCHEMAS
+from redfl.schemas.named import GraphTopology, graph_from_parts
 from redfl.schemas.registry import SchemaSpec
+from redfl.topology import ring
+from redfl.topology.graph import Topology
 
 
 def test_get_names_the_concept_and_lists_the_allowed_names() -> None:
@@ -39,24 +48,19 @@ def test_a_name_cannot_be_registered_twice_with_different_values() -> None:
     assert "small" not in sizes and len(sizes) == 0
 
 
-def test_fillers_are_imported_on_first_read(tmp_path: Path, monkeypatch: Any) -> None:
-    colours = Registry[str]("colour", ["colour_filler_mod"])
-    (tmp_path / "colour_filler_mod.py").write_text(
-        "import builtins\nbuiltins._redfl_test_colours.register('teal', '#008080')\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr("builtins._redfl_test_colours", colours, raising=False)
-    assert "colour_filler_mod" not in sys.modules
-    assert colours.names() == ["teal"]
-    assert "colour_filler_mod" in sys.modules
-    monkeypatch.delitem(sys.modules, "colour_filler_mod")
+def test_validate_returns_a_registered_name_and_lists_the_allowed_ones() -> None:
+    sizes = Registry[int]("size")
+    sizes.register("small", 1)
+    assert sizes.validate("small") == "small" and sizes.validate("none", also=("none",)) == "none"
+    with pytest.raises(ValueError, match="Input should be 'none' or 'small'"):
+        sizes.validate("medium", also=("none",))
 
 
 def test_the_shipped_registries_hold_the_shipped_names() -> None:
     assert STRATEGIES.names()[:3] == ["fedavg", "fedavgm", "fedprox"] and len(STRATEGIES) == 12
     assert ATTACKS.names() == ["sign_flip", "gaussian", "label_flip", "alie"]
     assert ALGORITHMS.names() == ["gossip", "dsgd", "ring_sequential"]
-    assert SCHEMAS.names() == ["star", "ring", "mesh", "k_connect", "custom", "hierarchical"]
+    assert SCHEMAS.names() == ["star", "hierarchical", "ring", "mesh", "k_connect", "custom"]
     assert RUNTIMES.names() == ["ray", "local"]
 
 
@@ -74,8 +78,8 @@ def base(**tables: Any) -> dict[str, Any]:
         ),
         (
             {"topology": {"schema": "torus"}},
-            "topology.schema: Input should be 'star', 'ring', 'mesh', 'k_connect', 'custom' or "
-            "'hierarchical' (got 'torus')",
+            "topology.schema: Input should be 'star', 'hierarchical', 'ring', 'mesh', 'k_connect' "
+            "or 'custom' (got 'torus')",
         ),
         (
             {"topology": {"schema": "ring", "algorithm": "push_sum"}},
@@ -87,7 +91,15 @@ def base(**tables: Any) -> dict[str, Any]:
         ),
         (
             {"topology": {"schema": "mesh", "algorithm": "gossip", "k": 2}},
-            "'k' is required with schema 'k_connect', and only used there",
+            "topology.k: unknown key",
+        ),
+        (
+            {"topology": {"schema": "k_connect", "algorithm": "gossip"}},
+            "topology.k: Field required",
+        ),
+        (
+            {"topology": {"schema": "star", "algorithm": "gossip"}},
+            "topology.algorithm: unknown key",
         ),
     ],
 )
@@ -97,17 +109,35 @@ def test_config_errors_list_the_registered_names(tables: dict[str, Any], message
     assert message in str(info.value)
 
 
-def test_a_newly_registered_schema_is_accepted_by_the_config() -> None:
+class TorusTopology(GraphTopology):
+    """A test schema: nodes on a ring (a stand-in for a torus), which needs ``k``."""
+
+    schema_: Literal["torus"] = Field(default="torus", alias="schema")
+    k: int = Field(ge=1)
+
+    def topology(self, nodes: int) -> Topology:
+        return ring(nodes)
+
+
+def test_a_newly_registered_schema_is_accepted_by_the_config_and_builds() -> None:
     data = base(topology={"schema": "torus", "algorithm": "gossip", "k": 3})
-    with pytest.raises(ConfigError, match=r"topology\.schema"):
+    with pytest.raises(ConfigError, match=r"topology\.schema: Input should be .* \(got 'torus'\)"):
         parse_config(data)
-    SCHEMAS.register("torus", SchemaSpec(True, None, requires=("k",)))
+    SCHEMAS.register("torus", SchemaSpec(TorusTopology, graph_from_parts, round_driven=False))
     try:
-        assert parse_config(data).topology.schema_ == "torus"
-        with pytest.raises(ConfigError, match="'k' is required with schema 'k_connect' or 'torus'"):
+        config = parse_config(
+            {**data, "client": {"target": "redfl.nodes:GossipNode", "num_clients": 4}}
+        )
+        assert isinstance(config.topology, TorusTopology) and config.topology.k == 3
+        federation = federation_from_config(config)
+        assert [n.node_id for n in federation.nodes] == [f"node-{i}" for i in range(4)]
+        assert federation.topology is not None and federation.topology.num_edges() == 8
+        with pytest.raises(ConfigError, match=r"topology\.k: Field required"):
             parse_config(base(topology={"schema": "torus", "algorithm": "gossip"}))
     finally:
         SCHEMAS.unregister("torus")
+    with pytest.raises(ConfigError, match=r"topology\.schema"):
+        parse_config(data)
 
 
 def test_the_cli_lists_the_registered_strategies() -> None:
@@ -122,13 +152,13 @@ def test_the_cli_lists_the_registered_strategies() -> None:
 
 
 def test_registered_runtimes_and_algorithms_are_what_they_claim() -> None:
-    from redfl.core.imports import resolve
     from redfl.nodes.decentralized import DecentralizedNode
     from redfl.runtime.backend import Backend
 
-    for name, target in RUNTIMES.items():
-        backend = resolve(target, f"runtime {name}")
-        assert isinstance(backend, type) and issubclass(backend, Backend), name
+    resources = ResourcesConfig()
+    local = RUNTIMES.get("local").make(None, resources)
+    assert isinstance(local, Backend) and not RUNTIMES.get("local").supervised
+    assert RUNTIMES.get("ray").supervised
     for name, node in ALGORITHMS.items():
         assert issubclass(node, DecentralizedNode), name
     assert ALGORITHMS.meta("ring_sequential")["schemas"] == ("ring", "custom")

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from redfl.core.config import ResourcesConfig
 from redfl.nodes import FederatedNode
 from redfl.runtime.plan import make_plan
 from redfl.runtime.remote import DEFAULT_MAX_CONCURRENCY, remote, remote_options
+from redfl.runtime.resources import ResourcesConfig
 from redfl.schemas import GraphFederation, virtual_nodes
 from redfl.topology import Topology
 

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from redfl.core.config import ResourcesConfig
-from redfl.runtime.resources import ResourceError, check_capacity, worker_bundles
+from redfl.runtime.resources import ResourceError, ResourcesConfig, check_capacity, worker_bundles
 
 
 def spec(**kwargs: Any) -> ResourcesConfig:

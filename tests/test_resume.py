@@ -18,9 +18,10 @@ from waiting import wait_until
 from redfl.core.config import ConfigError
 from redfl.core.events import Event, RoundFinished
 from redfl.core.server_state import load_state
-from redfl.run import read_events, run
+from redfl.run.api import run
 from redfl.run.checkpoints import latest_checkpoint
-from redfl.rundir import load_parameters
+from redfl.run.folder import load_parameters
+from redfl.run.recorder import read_events
 from redfl.schemas.callbacks import Callback
 
 REDFL = str(Path(sys.executable).parent / "redfl")

@@ -14,8 +14,9 @@ from redfl import FederatedNode, GraphFederation, Topology, virtual_nodes
 from redfl.core.config import ConfigError
 from redfl.core.events import Event, FailureRecorded, RoundFinished, event_from_json
 from redfl.core.result import FederationError
-from redfl.run import read_events, run
-from redfl.rundir import load_parameters
+from redfl.run.api import run
+from redfl.run.folder import load_parameters
+from redfl.run.recorder import read_events
 from redfl.schemas.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from strategy_rounds import STRATEGY_MAKERS, initial, play_round
 
-from redfl.core.config import FederationConfig, parse_config
-from redfl.core.digest import NOT_IN_DIGEST, config_diff, config_digest
 from redfl.core.result import Failure, RoundRecord
 from redfl.core.server_state import CheckpointError, ServerState, load_state, save_state
+from redfl.run.config import FederationConfig, parse_config
+from redfl.run.digest import NOT_IN_DIGEST, config_diff, config_digest
 
 
 def assert_same(a: Any, b: Any, path: str = "") -> None:

@@ -10,12 +10,12 @@ import pytest
 
 from redfl.algorithms import ClientUpdate, FedAvg, Strategy, sample_clients
 from redfl.core.arrays import Parameters
-from redfl.core.config import ResourcesConfig
 from redfl.core.instructions import Instructions
 from redfl.core.result import FederationError, FederationResult, RoundRecord
 from redfl.core.seeding import round_rng
 from redfl.examples.digits import DigitsClient, DigitsOptions, central_evaluation
 from redfl.nodes import Client
+from redfl.runtime.resources import ResourcesConfig
 from redfl.schemas import Callback, StarFederation
 
 SHAPE = (3, 2)
@@ -174,7 +174,7 @@ class Misbehaving(Client):
     ],
 )
 def test_bad_client_is_a_failure_and_the_round_proceeds(mode: str, fragments: list[str]) -> None:
-    fed = star(Misbehaving, 4, client_options={"modes": {1: mode}})
+    fed = star(Misbehaving, 4, options={"modes": {1: mode}})
     with fed:
         result = fed.train(1)
     (failure,) = result.failures
@@ -191,7 +191,7 @@ def test_bad_client_is_a_failure_and_the_round_proceeds(mode: str, fragments: li
 
 def test_several_bad_clients_in_one_round_are_each_recorded() -> None:
     modes = {0: "raise", 2: "nan", 4: "zero"}
-    fed = star(Misbehaving, 6, client_options={"modes": modes})
+    fed = star(Misbehaving, 6, options={"modes": modes})
     with fed:
         result = fed.train(1)
     assert sorted(f.node_id for f in result.failures) == ["client-0", "client-2", "client-4"]
@@ -205,7 +205,7 @@ def test_bad_client_fails_alone_on_a_shared_worker() -> None:
     # clients of its worker still count.
     resources = ResourcesConfig(num_workers=1)
     options = {"modes": {1: "no_metrics"}}
-    fed = star(Misbehaving, 3, client_options=options, resources=resources)
+    fed = star(Misbehaving, 3, options=options, resources=resources)
     with fed:
         result = fed.train(1)
     assert [f.node_id for f in result.failures] == ["client-1"]
@@ -218,7 +218,7 @@ def test_bad_client_fails_alone_on_a_shared_worker() -> None:
 def test_too_few_successes_is_a_federation_error_naming_the_round() -> None:
     options = {"modes": {0: "raise", 1: "shape"}, "from_round": 2}
     strategy = FedAvg(min_fit_clients=2)
-    fed = star(Misbehaving, 3, client_options=options, strategy=strategy)
+    fed = star(Misbehaving, 3, options=options, strategy=strategy)
     with fed:
         fed.train(1)  # round 1: everyone is fine
         with pytest.raises(FederationError) as info:
@@ -237,7 +237,7 @@ def test_too_few_successes_is_a_federation_error_naming_the_round() -> None:
 
 def test_federation_error_when_every_client_fails() -> None:
     options = {"modes": {0: "raise", 1: "raise"}}
-    fed = star(Misbehaving, 2, client_options=options)
+    fed = star(Misbehaving, 2, options=options)
     with fed, pytest.raises(FederationError):
         fed.train(1)
 
@@ -548,7 +548,7 @@ def test_star_argument_errors() -> None:
     with pytest.raises(ValueError, match="roles"):
         star(ShiftClient, 3, roles="trainer")
     with pytest.raises(ValueError, match="runtime"):
-        StarFederation(ShiftClient, 2, initial_parameters=initial(), runtime="k8s")  # type: ignore[arg-type]
+        StarFederation(ShiftClient, 2, initial_parameters=initial(), runtime="k8s")
     fed = star(ShiftClient, 2)
     with fed, pytest.raises(ValueError, match="rounds"):
         fed.train(0)
@@ -580,7 +580,7 @@ def test_digits_iid_reaches_good_accuracy() -> None:
         DigitsClient,
         20,
         initial_parameters=DigitsClient.initial_parameters(options),
-        client_options=options.model_dump(),
+        options=options.model_dump(),
         evaluate_fn=central_evaluation(options),
         strategy=FedAvg(min_fit_clients=20),
         runtime="local",

@@ -7,8 +7,9 @@ import pytest
 from scale_nodes import Tally
 
 from redfl import FedAvg, ResourcesConfig, StarFederation
-from redfl.core.config import ConfigError, load_config
+from redfl.core.config import ConfigError
 from redfl.core.seeding import round_rng
+from redfl.run.config import load_config
 from redfl.runtime.state import StateStore
 
 

@@ -23,7 +23,7 @@ def federation(runtime: str) -> StarFederation:
         initial_parameters={"w": np.zeros(SIZE, np.float32)},
         strategy=FedAvg(),
         resources=TWO_WORKERS,
-        runtime=runtime,  # type: ignore[arg-type]
+        runtime=runtime,
         seed=3,
     )
 

@@ -324,7 +324,7 @@ def test_make_strategy_refuses_unknown_names_and_parameters_and_types() -> None:
         make_strategy("fedsgd")
     with pytest.raises(ParameterError, match="beta1: not a parameter of fedadam"):
         make_strategy("fedadam", beta1=0.9)
-    with pytest.raises(ParameterError, match=r"f: must be an integer, got 2\.5"):
+    with pytest.raises(ParameterError, match=r"f: Input should be a valid integer, got 2\.5"):
         make_strategy("krum", f=2.5)
 
 

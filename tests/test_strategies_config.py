@@ -6,15 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from building import star_from_config
 from typer.testing import CliRunner
 
 from redfl.algorithms import STRATEGIES, FedAdam, FedTrimmedAvg
 from redfl.algorithms.registry import StrategySpec
 from redfl.attacks import LittleIsEnough
 from redfl.cli import app
-from redfl.core.config import ConfigError, load_config, parse_config
+from redfl.core.config import ConfigError
 from redfl.privacy import DPAdaptiveClipping, DPFixedClipping
-from redfl.schemas.builder import star_from_config
+from redfl.run.config import load_config, parse_config
 
 
 def config(strategy: dict[str, Any], clients: int = 10, **tables: Any) -> dict[str, Any]:
@@ -67,7 +68,7 @@ def test_named_strategy_gets_its_parameters(tmp_path: Path) -> None:
         ({"name": "krum", "f": 2, "min_fit_clients": 5}, 10, "strategy.f: Krum needs 2f + 3 = 7"),
         ({"name": "bulyan", "f": 2}, 10, "strategy.f: Bulyan needs 4f + 3 = 11"),
         ({"name": "fedadam", "beta1": 0.9}, 10, "strategy.beta1: not a parameter of fedadam"),
-        ({"name": "krum", "f": 1.5}, 10, "strategy.f: must be an integer, got 1.5"),
+        ({"name": "krum", "f": 1.5}, 10, "strategy.f: Input should be a valid integer, got 1.5"),
         ({"name": "fedavgm", "server_momentum": 1.0}, 10, "strategy.server_momentum: must be in"),
     ],
 )

@@ -4,7 +4,6 @@ aggregation, callbacks, checkpoints, FedProx in the model; local and real Ray.""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,8 +13,6 @@ from redfl import Callback, Client, FederationError, StarFederation
 from redfl.algorithms import FedAvg, FedMedian, FedProx, Strategy
 from redfl.examples.digits import DigitsClient, DigitsOptions
 from redfl.models import SoftmaxRegression
-from redfl.rundir import load_parameters
-from redfl.schemas.checkpoint import Checkpoint
 
 ZERO = {"w": np.zeros(3, np.float32)}
 
@@ -121,23 +118,16 @@ class Step(Client):
         return {"w": parameters["w"] + np.float32(0.5)}, 1, {"loss": 1.0}
 
 
-def test_callbacks_see_parameters_and_metrics_and_checkpoints_are_written(tmp_path: Path) -> None:
+def test_callbacks_see_parameters_and_metrics() -> None:
     recorder = Recorder()
-    checkpoint = Checkpoint(tmp_path / "ckpt", every=2)
     federation = StarFederation(
-        Step, 3, initial_parameters=ZERO, callbacks=[recorder, checkpoint], runtime="local"
+        Step, 3, initial_parameters=ZERO, callbacks=[recorder], runtime="local"
     )
     federation.train(4)
-    assert recorder.events == [
-        ("aggregate", 1, 0.5), ("metrics", 1, ["fit_loss"]),
-        ("aggregate", 2, 1.0), ("metrics", 2, ["fit_loss"]),
-        ("aggregate", 3, 1.5), ("metrics", 3, ["fit_loss"]),
-        ("aggregate", 4, 2.0), ("metrics", 4, ["fit_loss"]),
-    ]  # fmt: skip
-    assert [p.name for p in checkpoint.saved] == ["round-2.safetensors", "round-4.safetensors"]
-    parameters, metadata = load_parameters(checkpoint.saved[0])
-    np.testing.assert_array_equal(parameters["w"], np.full(3, 1.0, np.float32))
-    assert metadata == {"round": 2}
+    expected = []
+    for rnd in range(1, 5):
+        expected += [("aggregate", rnd, 0.5 * rnd), ("metrics", rnd, ["fit_loss"])]
+    assert recorder.events == expected
 
 
 def test_krum_with_too_few_clients_fails_at_construction_naming_f() -> None:
@@ -188,7 +178,7 @@ def test_fedprox_mu_reaches_the_digits_clients() -> None:
     for strategy in (FedProx(proximal_mu=0.0), FedProx(proximal_mu=10.0)):
         federation = StarFederation(
             DigitsClient, 5, initial_parameters=DigitsClient.initial_parameters(options),
-            strategy=strategy, client_options=options.model_dump(), runtime="local",
+            strategy=strategy, options=options.model_dump(), runtime="local",
         )  # fmt: skip
         parameters = federation.train(1).parameters
         assert parameters is not None
@@ -208,7 +198,7 @@ class Median(FedMedian):
 
 def run(runtime: str, strategy: Strategy) -> tuple[np.ndarray, Sequence[tuple[str, int, str]]]:
     federation = StarFederation(
-        Faulty, 9, initial_parameters=ZERO, strategy=strategy, runtime=runtime,  # type: ignore[arg-type]
+        Faulty, 9, initial_parameters=ZERO, strategy=strategy, runtime=runtime,
         seed=1,
     )  # fmt: skip
     with federation:

@@ -80,10 +80,10 @@ def test_torch_clients_learn_digits_on_ray_as_in_process(ray_session):
             TorchDigitsClient,
             6,
             initial_parameters=initial,
-            client_options=options.model_dump(),
+            options=options.model_dump(),
             strategy=FedAvg(),
             resources=ResourcesConfig(num_workers=2, worker={"CPU": 0.5}),
-            runtime=runtime,  # type: ignore[arg-type]
+            runtime=runtime,
             seed=0,
         )
         with fed:

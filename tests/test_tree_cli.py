@@ -15,8 +15,8 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from redfl.cli import app
-from redfl.core.config import parse_config
 from redfl.provision.folder import CLIENTS_PER_LCP, FILES
+from redfl.run.config import parse_config
 from redfl.topology import load_tree, relay_tree
 
 KEYS = [

@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from redfl.core.config import ConfigError, FederationConfig, parse_config
-from redfl.core.digest import config_digest
+from redfl.core.config import ConfigError
 from redfl.core.events import CheckpointSaved, RoundFinished, RoundStarted
 from redfl.core.result import RoundRecord
 from redfl.core.server_state import CheckpointError, ServerState, save_state
+from redfl.run.config import FederationConfig, parse_config
+from redfl.run.digest import config_digest
 from redfl.run.search_space import apply_params
 from redfl.run.tune_report import TuneReporter, load_checkpoint, round_metrics
 

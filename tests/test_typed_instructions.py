@@ -94,7 +94,7 @@ def test_a_client_learning_rate_reaches_the_digits_model() -> None:
             3,
             initial_parameters=DigitsClient.initial_parameters(DigitsClient.Options()),
             strategy=strategy,
-            client_options=options,
+            options=options,
             runtime="local",
         )
         return federation.train(2).parameters

@@ -1,14 +1,28 @@
-"""Registers every strategy by name, with its paper, its parameters and their defaults.
+"""The strategies by name (:data:`STRATEGIES`) and the ``[strategy]`` table that chooses one.
 
-The config (``[strategy] name = "fedadam"``) and ``redfl strategies`` read
-:data:`STRATEGIES` (the registry of :mod:`redfl.core.registries`, filled here).
+Each entry is a :class:`StrategySpec`: the class, the paper it implements, and a pydantic
+model of its parameters made from the class's keyword-only ``__init__`` parameters (their
+annotations and defaults), so that ``[strategy] name = "krum"`` with ``f = "two"`` is refused
+with the field named, before anything is built. ``redfl strategies`` and the platform's
+catalog list the same entries.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from redfl.algorithms.fedavg import FedAvg
 from redfl.algorithms.fedavgm import FedAvgM
@@ -17,21 +31,67 @@ from redfl.algorithms.fedprox import FedProx
 from redfl.algorithms.qfedavg import QFedAvg
 from redfl.algorithms.robust import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 from redfl.algorithms.strategy import ParameterError, Strategy
-from redfl.core.registries import STRATEGIES
+from redfl.core.config import IMPORT_TARGET, TARGET_PATTERN, Strict
+from redfl.core.registry import Registry
 
-__all__ = ["SAMPLING", "STRATEGIES", "StrategySpec", "make_strategy"]
+__all__ = [
+    "SAMPLING",
+    "STRATEGIES",
+    "StrategyConfig",
+    "StrategyParam",
+    "StrategySpec",
+    "make_strategy",
+    "parameters_model",
+]
 
-SAMPLING = ("fraction_fit", "min_fit_clients", "fraction_evaluate", "min_evaluate_clients")
+SAMPLING = (
+    "fraction_fit",
+    "min_fit_clients",
+    "fraction_evaluate",
+    "min_evaluate_clients",
+    "max_update_norm",
+)
 """Parameters every strategy takes (see :class:`~redfl.algorithms.Strategy`)."""
+
+StrategyParam = bool | int | float | str
+"""The type of a strategy's own parameter in the ``[strategy]`` table."""
+
+
+def parameters_model(cls: type[Strategy]) -> type[BaseModel]:
+    """A pydantic model of the keyword-only parameters ``cls`` takes (through its bases).
+
+    Each field has the parameter's annotation and default; values are checked strictly
+    (``True`` is not an int, ``"1"`` not a number); unknown keys are refused.
+    """
+    fields: dict[str, Any] = {}
+    for klass in type.mro(cls):
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        hints = typing.get_type_hints(init)
+        for param in inspect.signature(init).parameters.values():
+            if param.kind is not param.KEYWORD_ONLY or param.name in fields:
+                continue
+            default = ... if param.default is param.empty else param.default
+            fields[param.name] = (hints.get(param.name, Any), default)
+        if klass is Strategy:
+            break
+    config = ConfigDict(extra="forbid", strict=True)
+    model: type[BaseModel] = create_model(f"{cls.__name__}Parameters", __config__=config, **fields)
+    return model
 
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """A registered strategy: its class and the paper it implements."""
+    """A registered strategy: its class, the paper it implements, its parameters' model."""
 
     name: str
     cls: type[Strategy]
     paper: str
+    model: type[BaseModel] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", parameters_model(self.cls))
 
     @property
     def pre_aggregates(self) -> bool:
@@ -39,46 +99,41 @@ class StrategySpec:
         return self.cls.weighted_sum
 
     def parameters(self) -> dict[str, Any]:
-        """The strategy's own parameters and their defaults (sampling ones excluded)."""
-        found: dict[str, Any] = {}
-        for cls in type.mro(self.cls):
-            if cls is Strategy:
-                break
-            init = cls.__dict__.get("__init__")
-            if init is None:
-                continue
-            for param in inspect.signature(init).parameters.values():
-                if param.kind is param.KEYWORD_ONLY and param.name not in found:
-                    found[param.name] = param.default
-        return found
+        """The strategy's own parameters and their defaults (the sampling ones excluded)."""
+        return {
+            name: info.get_default()
+            for name, info in self.model.model_fields.items()
+            if name not in SAMPLING and not info.is_required()
+        }
+
+    def check(self, params: dict[str, Any]) -> None:
+        """Check ``params`` against the parameters' model (types, unknown names).
+
+        Raises
+        ------
+        ParameterError
+            Naming the first bad parameter: unknown (listing what it takes) or of the
+            wrong type.
+        """
+        try:
+            self.model.model_validate(params)
+        except ValidationError as error:
+            first = error.errors()[0]
+            key = str(first["loc"][0]) if first["loc"] else "strategy"
+            if first["type"] == "extra_forbidden":
+                taken = sorted(self.parameters())
+                message = f"not a parameter of {self.name}; it takes {taken}"
+                raise ParameterError(key, message) from None
+            raise ParameterError(key, f"{first['msg']}, got {first.get('input')!r}") from None
 
     def build(self, **params: Any) -> Strategy:
-        """The strategy with ``params``; an unknown name is a :class:`ParameterError`."""
-        allowed = set(self.parameters()) | set(SAMPLING) | {"max_update_norm"}
-        for key in params:
-            if key not in allowed:
-                raise ParameterError(
-                    key, f"not a parameter of {self.name}; it takes {sorted(self.parameters())}"
-                )
-        defaults = self.parameters()
-        for key, value in params.items():
-            _check_type(key, value, defaults.get(key))
+        """The strategy with ``params`` (checked first, see :meth:`check`)."""
+        self.check(params)
         return self.cls(**params)
 
 
-def _check_type(key: str, value: Any, default: Any) -> None:
-    """Refuse a value whose type cannot be the parameter's (judged by its default)."""
-    if isinstance(default, bool) or default is None:
-        return
-    if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ParameterError(key, f"must be an integer, got {value!r}")
-    if isinstance(default, float) and (
-        isinstance(value, bool) or not isinstance(value, int | float)
-    ):
-        raise ParameterError(key, f"must be a number, got {value!r}")
-    if isinstance(default, str) and not isinstance(value, str):
-        raise ParameterError(key, f"must be a string, got {value!r}")
-
+STRATEGIES: Registry[StrategySpec] = Registry("strategy")
+"""Server strategies by ``strategy.name``."""
 
 for _spec in (
     StrategySpec("fedavg", FedAvg, "McMahan et al., AISTATS 2017"),
@@ -119,3 +174,56 @@ def make_strategy(name: str, **params: Any) -> Strategy:
             "name", f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}"
         )
     return STRATEGIES.get(name).build(**params)
+
+
+class StrategyConfig(Strict):
+    """The ``[strategy]`` table: the strategy (by registered ``name``, or a class by
+    ``target``), its sampling of clients and its own parameters.
+
+    Keys other than the declared ones (``f = 2``, ``eta = 0.01``, ...) are the strategy's
+    parameters, checked when the strategy is built: a registered strategy's against its
+    parameters' model (``redfl strategies`` lists them), a ``target`` class's against its
+    ``__init__``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = "fedavg"
+    target: str | None = Field(
+        default=None, pattern=TARGET_PATTERN, json_schema_extra=IMPORT_TARGET
+    )
+    fraction_fit: float = Field(default=1.0, ge=0.0, le=1.0)
+    min_fit_clients: int | None = Field(default=None, ge=1)
+    fraction_evaluate: float = Field(default=0.0, ge=0.0, le=1.0)
+    min_evaluate_clients: int = Field(default=0, ge=0)
+    max_update_norm: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return STRATEGIES.validate(value)
+
+    @model_validator(mode="after")
+    def _scalar_params(self) -> StrategyConfig:
+        if self.target is not None and "name" in self.model_fields_set:
+            raise ValueError("give 'name' (a registered strategy) or 'target', not both")
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, StrategyParam):
+                raise ValueError(f"strategy.{key} must be a number, string or boolean")
+        return self
+
+    def params(self) -> dict[str, StrategyParam]:
+        """The strategy's own parameters (the undeclared keys)."""
+        return dict(self.model_extra or {})
+
+    def sampling(self) -> dict[str, Any]:
+        """The sampling keys as a strategy takes them (``min_fit_clients`` only when set)."""
+        chosen = {
+            "fraction_fit": self.fraction_fit,
+            "fraction_evaluate": self.fraction_evaluate,
+            "min_evaluate_clients": self.min_evaluate_clients,
+            "max_update_norm": self.max_update_norm,
+        }
+        if self.min_fit_clients is not None:
+            chosen["min_fit_clients"] = self.min_fit_clients
+        return chosen

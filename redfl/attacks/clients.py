@@ -13,7 +13,7 @@ client class so that the chosen ids, and only they, misbehave.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from redfl.core.arrays import Parameters
 from redfl.core.instructions import Instructions
+from redfl.core.result import EvaluateResult, FitResult
 from redfl.core.seeding import node_key
 from redfl.nodes.client import Client
 from redfl.nodes.node import NodeContext, NodePort
@@ -119,7 +120,7 @@ class MaliciousClient(Client):
 
     def fit(
         self, parameters: Parameters, config: Instructions
-    ) -> tuple[Parameters, int, dict[str, float]]:
+    ) -> FitResult | tuple[Parameters, int, Mapping[str, float]]:
         """Honest fit; then, for an attacker, the attack's corruption of it."""
         if self.node_id not in self.attackers:
             return self.inner.fit(parameters, config)
@@ -131,7 +132,7 @@ class MaliciousClient(Client):
 
     def evaluate(
         self, parameters: Parameters, config: Instructions
-    ) -> tuple[float, int, dict[str, float]]:
+    ) -> EvaluateResult | tuple[float, int, Mapping[str, float]]:
         """The wrapped client's evaluation (attackers evaluate honestly)."""
         return self.inner.evaluate(parameters, config)
 

@@ -1,4 +1,4 @@
-"""Registers the attack simulations (``attack.kind``).
+"""The attack simulations by name (:data:`ATTACKS`) and the ``[attack]`` table.
 
 A client attack is carried out by the malicious clients themselves (an :class:`Attack`
 their wrapper applies); a server attack wraps the strategy, where colluding attackers'
@@ -9,15 +9,40 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
+from pydantic import Field, field_validator, model_validator
+
+from redfl.algorithms.strategy import Strategy
 from redfl.attacks.alie import LittleIsEnough
 from redfl.attacks.clients import Attack, GaussianNoise, LabelFlip, SignFlip
-from redfl.core.registries import ATTACKS
+from redfl.core.config import Strict
+from redfl.core.registry import Registry
 
-if TYPE_CHECKING:
-    from redfl.algorithms.strategy import Strategy
-    from redfl.core.config_tables import AttackConfig
+
+class AttackConfig(Strict):
+    """The ``[attack]`` table: which attack (a registered kind, or ``"none"``), and the
+    seeded fraction of malicious clients; the other keys parameterise the attacks."""
+
+    kind: str = "none"
+    malicious_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    scale: float = Field(default=10.0, gt=0.0, allow_inf_nan=False)
+    std: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
+    num_classes: int = Field(default=10, ge=2)
+    z: float | None = Field(default=None, allow_inf_nan=False)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        return ATTACKS.validate(value, also=("none",))
+
+    @model_validator(mode="after")
+    def _fraction_with_kind(self) -> AttackConfig:
+        if self.kind == "none" and self.malicious_fraction > 0:
+            raise ValueError("malicious_fraction > 0 needs an attack kind")
+        if self.kind != "none" and self.malicious_fraction == 0:
+            raise ValueError(f"attack kind {self.kind!r} needs malicious_fraction > 0")
+        return self
 
 
 @dataclass(frozen=True)
@@ -34,6 +59,10 @@ class AttackSpec:
     side: Literal["client", "server"]
     client: Callable[[AttackConfig], Attack] | None = None
     wrap: Callable[[Strategy, Sequence[str], AttackConfig], Strategy] | None = None
+
+
+ATTACKS: Registry[AttackSpec] = Registry("attack")
+"""Attack simulations by ``attack.kind`` (``"none"`` is not an attack and not listed)."""
 
 
 def _sign_flip(config: AttackConfig) -> Attack:

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from redfl.commands.console import ConsoleReporter
 from redfl.core.config import ConfigError
-from redfl.run import run as run_federation
+from redfl.run.api import run as run_federation
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2

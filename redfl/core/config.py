@@ -1,219 +1,99 @@
-"""The validated federation config: every field typed and bounded, unknown keys refused.
+"""What every config table shares: the error type, strictness and one-line error messages.
 
-TOML files load into :class:`FederationConfig`; a bad value raises :class:`ConfigError`
-whose message names the field (dotted path) and what is allowed.
+The tables themselves live with what they configure: ``[strategy]`` in
+:mod:`redfl.algorithms.registry`, ``[privacy]`` in :mod:`redfl.privacy.clipping`,
+``[attack]`` in :mod:`redfl.attacks.registry`, ``[resources]`` in
+:mod:`redfl.runtime.resources`, each schema's ``[topology]`` with its schema, and the whole
+config (:class:`~redfl.run.config.FederationConfig`) in :mod:`redfl.run.config`. A bad value
+raises :class:`ConfigError` whose message names the field (dotted path) and what is allowed;
+:func:`describe_errors` is the one place that words pydantic's errors so.
+
+Examples
+--------
+>>> from pydantic import Field, ValidationError
+>>> class Table(Strict):
+...     rounds: int = Field(ge=1)
+>>> try:
+...     Table.model_validate({"rounds": 0, "round": 1})
+... except ValidationError as error:
+...     print(describe_errors(error, "federation"))
+federation.rounds: Input should be greater than or equal to 1 (got 0); federation.round: unknown key
 """
 
 from __future__ import annotations
 
-import math
-import re
-import tomllib
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from redfl.core.config_base import (
-    IMPORT_TARGET,
-    TARGET_PATTERN,
-    ConfigError,
-    Strict,
-    describe_errors,
-    registered,
-)
-from redfl.core.config_tables import (
-    AttackConfig,
-    PrivacyConfig,
-    StrategyConfig,
-    StrategyParam,
-    TopologyConfig,
-)
-from redfl.core.roles import parse_roles
+from redfl.core.registry import quote_choices
 
-__all__ = [
-    "AttackConfig",
-    "ClientConfig",
-    "ConfigError",
-    "EvaluationConfig",
-    "FederationConfig",
-    "PrivacyConfig",
-    "ResourceMap",
-    "ResourcesConfig",
-    "RunConfig",
-    "StrategyConfig",
-    "StrategyParam",
-    "TopologyConfig",
-    "describe_errors",
-    "load_config",
-    "parse_config",
-]
+TARGET_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+"""An import path ``module:attribute`` (absolute module, one attribute name)."""
 
-ResourceMap = dict[str, float]
+IMPORT_TARGET: dict[str, Any] = {"import_target": True}
+"""``json_schema_extra`` marking a config field whose value is an import path (checked
+against the allow-list of :func:`redfl.core.imports.check_config_imports`)."""
+
+SERVER_FILE: dict[str, Any] = {"server_file": True}
+"""``json_schema_extra`` marking a config field whose value is a path on the machine that
+runs the federation (an untrusted config may not name one)."""
+
+SECRET_FIELDS = frozenset({"password", "new_password", "secret", "token", "refresh_token"})
+"""Field names whose values an error message never repeats."""
 
 
-def _check_resources(value: ResourceMap, field: str) -> ResourceMap:
-    for key, amount in value.items():
-        if not 0 <= amount < math.inf:
-            raise ValueError(f"{field}[{key!r}] must be a finite number >= 0, got {amount}")
-    return value
+class ConfigError(ValueError):
+    """A config file or value is wrong; the message is one line naming the field."""
 
 
-class ResourcesConfig(Strict):
-    """How workers are sized and placed (see :mod:`redfl.runtime.resources`)."""
+class Strict(BaseModel):
+    """Base of the config tables: unknown keys refused, values frozen."""
 
-    split: Literal["uniform", "explicit", "adaptive"] = "uniform"
-    num_workers: int | None = Field(default=None, ge=1, le=10_000)
-    worker: ResourceMap = Field(default_factory=lambda: {"CPU": 1.0})
-    bundles: list[ResourceMap] = Field(default_factory=list, max_length=10_000)
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
-    client_state_mb: float = Field(default=256.0, ge=0.0, le=1e7)
-    """Memory bound per worker for stateful clients' state; the rest is spilled to disk."""
-    placement_group: Literal["own", "current"] = "own"
-    """``own``: reserve a placement group for the federation; ``current``: place workers in
-    bundles 1, 2, ... of the group the driver runs in (a Ray Tune trial; bundle 0 is its)."""
-
-    @field_validator("worker")
-    @classmethod
-    def _worker(cls, value: ResourceMap) -> ResourceMap:
-        return _check_resources(value, "worker")
-
-    @field_validator("bundles")
-    @classmethod
-    def _bundles(cls, value: list[ResourceMap]) -> list[ResourceMap]:
-        for bundle in value:
-            _check_resources(bundle, "bundles")
-        return value
-
-    @model_validator(mode="after")
-    def _explicit_needs_bundles(self) -> ResourcesConfig:
-        if self.split == "explicit" and not self.bundles:
-            raise ValueError("split 'explicit' needs a non-empty 'bundles' list")
-        if self.split != "explicit" and self.bundles:
-            raise ValueError("'bundles' is only used with split = 'explicit'")
-        return self
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class ClientConfig(Strict):
-    """The client class (``module:Class``), how many, their roles and their options."""
+def describe_errors(error: ValidationError, prefix: str = "") -> str:
+    """One line naming each bad field (dotted path) and what is allowed.
 
-    target: str = Field(pattern=TARGET_PATTERN, json_schema_extra=IMPORT_TARGET)
-    num_clients: int = Field(ge=1, le=1_000_000)
-    roles: str = "train-eval"
-    options: dict[str, Any] = Field(default_factory=dict)
+    Parameters
+    ----------
+    error:
+        What pydantic raised.
+    prefix:
+        The dotted path of the validated table in its config (``"client.options"``).
 
-    @field_validator("roles")
-    @classmethod
-    def _roles(cls, value: str) -> str:
-        parse_roles(value)
-        return value
-
-
-class EvaluationConfig(Strict):
-    """Optional central evaluation: ``module:function`` called with the client options."""
-
-    central: str | None = Field(
-        default=None, pattern=TARGET_PATTERN, json_schema_extra=IMPORT_TARGET
-    )
-
-
-class RunConfig(Strict):
-    """The run itself: name, rounds, seed, where it runs."""
-
-    name: str = Field(default="federation", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    rounds: int = Field(default=10, ge=1, le=100_000)
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    runtime: str = "ray"
-    address: str | None = None
-    connect_timeout: float = Field(default=30.0, gt=0.0, le=3600.0)
-    """Seconds joining a Ray cluster (``address``) may take before the run fails."""
-    checkpoint_every: int = Field(default=0, ge=0, le=100_000)
-    """Save the server state every this many rounds (0: only when the run ends)."""
-    client_timeout: float | None = Field(default=None, gt=0.0, le=86_400.0)
-    """Seconds a star client may run before it fails (``timeout after X s``) and its worker
-    is replaced; unset: no limit."""
-    round_timeout: float | None = Field(default=None, gt=0.0, le=864_000.0)
-    """Seconds a star round may take; past it, unfinished clients fail; unset: no limit."""
-    max_worker_restarts: int = Field(default=3, ge=0, le=10_000)
-    """How many times each worker may be re-created after it died or was replaced."""
-
-    @field_validator("runtime")
-    @classmethod
-    def _runtime(cls, value: str) -> str:
-        return registered("RUNTIMES", value)
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"auto|local|ray://\S+|[^\s:/]+:\d+", value):
-            raise ValueError(
-                "must be 'auto', 'local', 'ray://host:port' or 'host:port' (a Ray GCS address)"
-            )
-        return value
-
-
-class FederationConfig(Strict):
-    """A whole federation (star or decentralised), as written in a TOML file."""
-
-    federation: RunConfig = Field(default_factory=RunConfig)
-    client: ClientConfig
-    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
-    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
-    attack: AttackConfig = Field(default_factory=AttackConfig)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    topology: TopologyConfig = Field(default_factory=TopologyConfig)
-
-    @model_validator(mode="after")
-    def _enough_clients(self) -> FederationConfig:
-        if (self.strategy.min_fit_clients or 1) > self.client.num_clients:
-            raise ValueError(
-                f"strategy.min_fit_clients ({self.strategy.min_fit_clients}) exceeds "
-                f"client.num_clients ({self.client.num_clients})"
-            )
-        return self
-
-
-def parse_config(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> FederationConfig:
-    """Validate a config dict; ``overrides`` replace keys of the ``[federation]`` table."""
-    merged = dict(data)
-    if overrides:
-        section = merged.get("federation", {})
-        if not isinstance(section, dict):
-            raise ConfigError(f"invalid config: federation: must be a table, got {section!r}")
-        merged["federation"] = {**section, **overrides}
-    try:
-        return FederationConfig.model_validate(merged)
-    except ValidationError as error:
-        raise ConfigError(f"invalid config: {describe_errors(error)}") from None
-
-
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> FederationConfig:
-    """Read and validate a TOML config file.
-
-    Raises
-    ------
-    ConfigError
-        If the file is missing, is not TOML, or holds a bad value.
-
-    A relative ``topology.topology_file`` or ``topology.tree_file`` is read from the config
-    file's folder.
+    A tag that matches no member of a discriminated union reads as a bad value of the
+    field the union is told apart by (``topology.schema: Input should be 'star' or ...``);
+    the value of a secret field (a password) is never repeated.
     """
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read config file {path}: {error}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}") from None
-    topology = data.get("topology")
-    for key in ("topology_file", "tree_file"):
-        if isinstance(topology, dict) and isinstance(topology.get(key), str):
-            name = topology[key]
-            topology = data["topology"] = {
-                **topology,
-                key: str(path.parent / name) if name else name,
-            }
-    return parse_config(data, overrides)
+    parts = []
+    for item in error.errors():
+        loc = [str(p) for p in item["loc"]]
+        where = ".".join(p for p in (prefix, *loc) if p != "") or "config"
+        context = item.get("ctx") or {}
+        if item["type"] == "extra_forbidden":
+            parts.append(f"{where}: unknown key")
+        elif item["type"] == "union_tag_invalid":
+            field = str(context.get("discriminator", "")).strip("'()")
+            expected = [t.strip(" '") for t in str(context.get("expected_tags", "")).split(",")]
+            tag = context.get("tag")
+            parts.append(
+                f"{where}.{field}: Input should be {quote_choices(expected)} (got {tag!r})"
+            )
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            got: Any = item.get("input")
+            hidden = bool(loc) and loc[-1] in SECRET_FIELDS
+            shown = "" if hidden or isinstance(got, dict | list) else f" (got {_shown(got)})"
+            parts.append(f"{where}: {message}{shown}")
+    return "; ".join(parts)
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut to 80 characters and safe to encode (a lone surrogate shows as
+    its escape)."""
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from redfl.core.config_base import IMPORT_TARGET, ConfigError
+from redfl.core.config import IMPORT_TARGET, ConfigError
 
 __all__ = [
     "IMPORT_TARGET",
@@ -33,6 +33,7 @@ __all__ = [
     "check_config_imports",
     "check_import_allowed",
     "import_targets",
+    "marked_fields",
     "parse_target",
     "resolve",
 ]
@@ -116,30 +117,34 @@ def resolve(target: str, field: str, allowed_prefixes: Sequence[str] | None = No
         raise ConfigError(f"{field}: cannot import {target!r}: {error}") from None
 
 
-def import_targets(config: BaseModel, prefix: str = "") -> Iterator[tuple[str, str]]:
-    """Every ``(dotted field, import path)`` a config holds, in field order.
-
-    A field is an import path when its ``json_schema_extra`` is :data:`IMPORT_TARGET`;
-    nested tables (and lists and dicts of them) are searched too.
-    """
+def marked_fields(config: BaseModel, marker: str, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Every ``(dotted field, value)`` of a config whose field is marked with ``marker`` in
+    its ``json_schema_extra`` (``"import_target"``, ``"server_file"``) and holds a string,
+    in field order; nested tables (and lists and dicts of them) are searched too."""
     for name, info in type(config).model_fields.items():
         value = getattr(config, name)
         where = f"{prefix}{info.alias or name}"
         extra = info.json_schema_extra
-        if isinstance(extra, dict) and extra.get("import_target") and isinstance(value, str):
+        if isinstance(extra, dict) and extra.get(marker) and isinstance(value, str):
             yield where, value
-        yield from _nested(value, where)
+        yield from _nested(value, where, marker)
 
 
-def _nested(value: Any, where: str) -> Iterator[tuple[str, str]]:
+def _nested(value: Any, where: str, marker: str) -> Iterator[tuple[str, str]]:
     if isinstance(value, BaseModel):
-        yield from import_targets(value, where + ".")
+        yield from marked_fields(value, marker, where + ".")
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            yield from _nested(item, f"{where}[{i}]")
+            yield from _nested(item, f"{where}[{i}]", marker)
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _nested(item, f"{where}.{key}")
+            yield from _nested(item, f"{where}.{key}", marker)
+
+
+def import_targets(config: BaseModel) -> Iterator[tuple[str, str]]:
+    """Every ``(dotted field, import path)`` a config holds, in field order (the fields
+    marked :data:`IMPORT_TARGET`)."""
+    return marked_fields(config, "import_target")
 
 
 def check_config_imports(config: BaseModel, allowed_prefixes: Sequence[str]) -> list[str]:

@@ -1,9 +1,11 @@
 """``Registry``: one table of names per concept (strategies, attacks, schemas, ...).
 
-A registry lives here, in core, and is filled by the modules that define the things it
-names: ``redfl.algorithms.registry`` registers the strategies, and so on. A registry
-knows those modules by name (its *fillers*) and imports them on first read, so the config
-can list the allowed names without core importing the layers above it at import time.
+The class lives here, in core; each registry lives with the things it names, in the layer
+that defines them (the strategies' in :mod:`redfl.algorithms.registry`, the schemas' in
+:mod:`redfl.schemas.registry`, ...), and is filled as that module is imported. An entry
+carries the object that builds its thing (a class, a factory) and, where a config table
+chooses it, the model that table accepts; the config reads the allowed names from the
+registry, never from a second list.
 
 Examples
 --------
@@ -20,8 +22,7 @@ redfl.core.registry.UnknownNameError: unknown colour 'blue'; choose one of ['red
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
@@ -48,23 +49,12 @@ class Registry(Generic[T]):
     ----------
     concept:
         What the names are (``"strategy"``), used in error messages.
-    fillers:
-        Modules that register this concept's names; imported on first read.
     """
 
-    def __init__(self, concept: str, fillers: Sequence[str] = ()) -> None:
+    def __init__(self, concept: str) -> None:
         self.concept = concept
-        self._fillers = list(fillers)
         self._values: dict[str, T] = {}
         self._meta: dict[str, Mapping[str, Any]] = {}
-        self._filled = not self._fillers
-        self._filling = False
-
-    def add_filler(self, module: str) -> None:
-        """Also import ``module`` (which registers names) before the next read."""
-        if module not in self._fillers:
-            self._fillers.append(module)
-            self._filled = False
 
     def register(self, name: str, value: T, **meta: Any) -> T:
         """Register ``value`` as ``name`` (again with an equal value: no change); return it.
@@ -88,20 +78,8 @@ class Registry(Generic[T]):
         self._values.pop(name, None)
         self._meta.pop(name, None)
 
-    def _fill(self) -> None:
-        if self._filled or self._filling:
-            return
-        self._filling = True
-        try:
-            for module in list(self._fillers):
-                importlib.import_module(module)
-            self._filled = True
-        finally:
-            self._filling = False
-
     def names(self) -> list[str]:
         """The registered names, in registration order."""
-        self._fill()
         return list(self._values)
 
     def get(self, name: str) -> T:
@@ -112,7 +90,6 @@ class Registry(Generic[T]):
         UnknownNameError
             Naming the concept, ``name`` and the allowed names.
         """
-        self._fill()
         if name not in self._values:
             raise UnknownNameError(
                 f"unknown {self.concept} {name!r}; choose one of {sorted(self._values)}"
@@ -124,12 +101,24 @@ class Registry(Generic[T]):
         self.get(name)
         return self._meta[name]
 
+    def validate(self, name: str, *, also: tuple[str, ...] = ()) -> str:
+        """Return ``name`` if it is registered (or one of ``also``): a config field's check.
+
+        Raises
+        ------
+        ValueError
+            ``Input should be 'a', 'b' or 'c'``, listing the allowed names (as pydantic
+            words a bad literal, so that a config error reads the same for both).
+        """
+        if name in also or name in self._values:
+            return name
+        raise ValueError(f"Input should be {quote_choices([*also, *self.names()])}")
+
     def choices(self) -> str:
         """The names as an error message lists them: ``'a', 'b' or 'c'``."""
         return quote_choices(self.names())
 
     def __contains__(self, name: object) -> bool:
-        self._fill()
         return name in self._values
 
     def __getitem__(self, name: str) -> T:
@@ -143,12 +132,10 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         """``(name, value)`` pairs in registration order."""
-        self._fill()
         return list(self._values.items())
 
     def values(self) -> list[T]:
         """The values in registration order."""
-        self._fill()
         return list(self._values.values())
 
     def __repr__(self) -> str:

@@ -1,13 +1,58 @@
-"""The result of a federation run: per-round history, final parameters, failures."""
+"""Results: what a client's ``fit`` and ``evaluate`` return, and what a run returns (per-round
+history, final parameters, failures)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from redfl.core.arrays import Parameters
+
+NO_METRICS: Mapping[str, float] = MappingProxyType({})
+"""An empty, read-only metrics mapping (the default of :class:`FitResult` and
+:class:`EvaluateResult`)."""
+
+EvaluateFn = Callable[[Parameters], tuple[float, Mapping[str, float]]]
+"""A central evaluation run on the driver: parameters -> (loss, metrics such as
+``accuracy``)."""
+
+Phase = Literal["fit", "evaluate", "train"]
+"""Where a failure happened: a client's ``fit`` or ``evaluate``, a node's ``train``."""
+
+
+class FitResult(NamedTuple):
+    """What :meth:`~redfl.nodes.Client.fit` returns: the new parameters, how many examples
+    they were trained on (the client's weight in a weighted mean) and metrics.
+
+    A plain tuple ``(parameters, num_examples, metrics)`` works the same (this is one).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> parameters, num_examples, metrics = FitResult({"w": np.ones(2)}, 10, {"loss": 0.5})
+    >>> num_examples, metrics["loss"], FitResult({}, 1).metrics
+    (10, 0.5, mappingproxy({}))
+    """
+
+    parameters: Parameters
+    num_examples: int
+    metrics: Mapping[str, float] = NO_METRICS
+
+
+class EvaluateResult(NamedTuple):
+    """What :meth:`~redfl.nodes.Client.evaluate` returns: the loss, how many examples it was
+    measured on and metrics (such as ``accuracy``).
+
+    A plain tuple ``(loss, num_examples, metrics)`` works the same (this is one).
+    """
+
+    loss: float
+    num_examples: int
+    metrics: Mapping[str, float] = NO_METRICS
 
 
 @dataclass(frozen=True)
@@ -16,7 +61,7 @@ class Failure:
 
     node_id: str
     round: int
-    phase: str
+    phase: Phase
     reason: str
 
 

@@ -15,11 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from redfl.core.arrays import Parameters
 from redfl.core.instructions import Instructions
+from redfl.core.result import EvaluateFn
 from redfl.data.digits import load_digits_arrays, train_test_split
 from redfl.data.partition import partition_by_name
 from redfl.models.softmax import Prepared, SoftmaxRegression
 from redfl.nodes.client import Client
-from redfl.schemas.star import EvaluateFn
 
 
 class DigitsOptions(BaseModel):

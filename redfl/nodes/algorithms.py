@@ -1,4 +1,5 @@
-"""Registers the shipped decentralised algorithms (``topology.algorithm``) and their bases.
+"""The decentralised algorithms by name (:data:`ALGORITHMS`, ``topology.algorithm``): the
+node base class each needs.
 
 A node class named by ``client.target`` must subclass the base its algorithm registers;
 ``schemas`` in the metadata, when present, limits the graph schemas the algorithm runs on.
@@ -6,8 +7,15 @@ A node class named by ``client.target`` must subclass the base its algorithm reg
 
 from __future__ import annotations
 
-from redfl.core.registries import ALGORITHMS
+from typing import Any
+
+from redfl.core.registry import Registry
 from redfl.nodes.decentralized import DSGDNode, GossipNode, RingSequentialNode
+
+ALGORITHMS: Registry[type[Any]] = Registry("algorithm")
+"""Decentralised algorithms by ``topology.algorithm``: the abstract node base class (a
+:class:`~redfl.nodes.decentralized.DecentralizedNode` subclass) that a node class named by
+``client.target`` must subclass."""
 
 ALGORITHMS.register("gossip", GossipNode, description="gossip averaging of the node models")
 ALGORITHMS.register("dsgd", DSGDNode, description="decentralised SGD: local step, then mixing")

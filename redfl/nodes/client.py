@@ -9,6 +9,7 @@ import numpy as np
 
 from redfl.core.arrays import Parameters
 from redfl.core.instructions import Instructions
+from redfl.core.result import EvaluateResult, FitResult
 from redfl.core.seeding import client_rng
 from redfl.nodes.node import FederatedNode
 
@@ -34,14 +35,17 @@ class Client(FederatedNode):
 
     def fit(
         self, parameters: Parameters, config: Instructions
-    ) -> tuple[Parameters, int, dict[str, float]]:
-        """Train from ``parameters``; return (new parameters, examples used, metrics)."""
+    ) -> FitResult | tuple[Parameters, int, Mapping[str, float]]:
+        """Train from ``parameters``; return a :class:`~redfl.core.result.FitResult` (new
+        parameters, examples used, metrics) or the same as a plain tuple."""
         raise TypeError(f"{type(self).__name__} must override fit()")
 
     def evaluate(
         self, parameters: Parameters, config: Instructions
-    ) -> tuple[float, int, dict[str, float]]:
-        """Evaluate ``parameters`` locally; return (loss, examples, metrics)."""
+    ) -> EvaluateResult | tuple[float, int, Mapping[str, float]]:
+        """Evaluate ``parameters`` locally; return an
+        :class:`~redfl.core.result.EvaluateResult` (loss, examples, metrics) or the same as
+        a plain tuple."""
         raise TypeError(f"{type(self).__name__} does not implement evaluate()")
 
     def rng(self, config: Instructions | Mapping[str, Any]) -> np.random.Generator:

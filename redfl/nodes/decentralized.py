@@ -9,6 +9,7 @@ model counts in the federation's final model) with ``update_version``.
 
 from __future__ import annotations
 
+import copy
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -20,7 +21,6 @@ from redfl.algorithms.gossip import distance, mix
 from redfl.algorithms.mixing import metropolis_hastings_row, uniform_row, weights_row
 from redfl.core.arrays import Parameters, copy_parameters
 from redfl.nodes.node import FederatedNode
-from redfl.nodes.restore import restore
 
 Mixing = Literal["auto", "metropolis", "uniform", "weights"]
 
@@ -55,12 +55,26 @@ class DecentralizedNode(FederatedNode, ABC):
     ) -> list[dict[str, float]]:
         """Run ``rounds`` more rounds; return each round's metrics.
 
-        ``resume``: a state the node published (a rollback, :mod:`redfl.nodes.restore`).
+        ``resume``: a state the node published, to continue from (a rollback after a worker
+        loss, or a resumed run): the node is built afresh, runs :meth:`begin` (mixing
+        weights, neighbour exchanges), then takes back that round's ``round``,
+        ``parameters``, ``weight`` and :meth:`extra_state` (as attributes of the same
+        names), so a node that keeps more state than it publishes must return it from
+        :meth:`extra_state` to be restored exactly.
+
+        Raises
+        ------
+        KeyError
+            If ``resume`` lacks ``round``, ``parameters``, ``weight`` or an extra-state key.
         """
         if self.rounds_done == 0 or resume is not None:
             self.begin()
         if resume is not None:
-            restore(self, resume)
+            self.rounds_done = int(resume["round"])
+            self.parameters = copy_parameters(resume["parameters"])
+            self.share = float(resume["weight"])
+            for name in self.extra_state():
+                setattr(self, name, copy.deepcopy(resume[name]))
         reports = []
         for rnd in range(self.rounds_done + 1, self.rounds_done + rounds + 1):
             if not self.may_start_round(rnd):

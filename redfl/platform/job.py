@@ -27,7 +27,7 @@ from redfl.platform.settings import Settings
 from redfl.platform.store import Store
 from redfl.platform.tracing import RoundSpans, make_tracer
 from redfl.platform.untrusted import parse_web_config
-from redfl.run import run as run_federation
+from redfl.run.api import run as run_federation
 from redfl.schemas.callbacks import Callback
 
 

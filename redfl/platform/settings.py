@@ -17,8 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from redfl.core.config import RunConfig, describe_errors
+from redfl.core.config import describe_errors
 from redfl.platform.db import sqlite_url
+from redfl.run.config import RunConfig
 
 SETTINGS_FILE = "platform.toml"
 SECRET_FILE = "jwt-secret"

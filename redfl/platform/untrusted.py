@@ -1,16 +1,17 @@
 """Configs from the web are untrusted: validate them without importing anything.
 
 A web config is parsed (TOML or JSON) and validated by the CLI's own model
-(:class:`redfl.core.config.FederationConfig`, which imports no user code), then:
+(:class:`redfl.run.config.FederationConfig`, which imports no user code), then:
 
 - every code target (``client.target``, ``strategy.target``, ``evaluation.central``) must
   lie in an allowed package: ``redfl.examples`` or one the operator named
   (``allowed_packages``);
-- ``federation.address`` and ``topology.topology_file`` are refused: the operator chooses the
-  cluster, and a web user may not name files on the server;
+- ``federation.address`` and every field that names a file on the server
+  (``topology.topology_file``, ``topology.tree_file``) are refused: the operator chooses
+  the cluster, and a web user may not name files on the server;
 - the size is capped by the operator's ``max_clients``, ``max_rounds`` and ``max_workers``;
-- a star's strategy is built as ``redfl run`` builds it (pure code), so its parameters are
-  checked now rather than when the run starts.
+- a round-driven schema's strategy is built as ``redfl run`` builds it (pure code), so its
+  parameters are checked now rather than when the run starts.
 
 Only then may the executor import the named code. Each refusal is a :class:`WebConfigError`
 naming the field, its value and what is allowed.
@@ -32,9 +33,17 @@ import json
 import tomllib
 from typing import Any
 
-from redfl.core.config import ConfigError, FederationConfig, parse_config
-from redfl.core.imports import ImportNotAllowedError, check_import_allowed, import_targets
+from redfl.core.config import ConfigError
+from redfl.core.imports import (
+    ImportNotAllowedError,
+    check_import_allowed,
+    import_targets,
+    marked_fields,
+)
 from redfl.platform.settings import Settings
+from redfl.run.build import strategy_from_config
+from redfl.run.config import FederationConfig, parse_config
+from redfl.schemas import SCHEMAS
 
 
 class WebConfigError(ConfigError):
@@ -95,16 +104,12 @@ def parse_web_config(text: str, fmt: str, settings: Settings) -> FederationConfi
         raise WebConfigError(
             "federation.address", "not allowed in a web config (the server chooses the cluster)"
         )
-    if config.topology.topology_file is not None:
-        raise WebConfigError(
-            "topology.topology_file", "not allowed in a web config (no server files)"
-        )
+    for field, _ in marked_fields(config, "server_file"):
+        raise WebConfigError(field, "not allowed in a web config (no server files)")
     _check_targets(config, settings.client_packages)
     _check_caps(config, settings)
-    if config.topology.schema_ == "star":
-        from redfl.schemas.builder import strategy_from_config  # no user code, no Ray
-
-        try:
+    if SCHEMAS.get(config.topology.schema_).round_driven:
+        try:  # no user code, no Ray
             strategy_from_config(config, settings.client_packages)
         except ConfigError as error:
             raise WebConfigError("", str(error)) from None

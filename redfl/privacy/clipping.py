@@ -30,11 +30,13 @@ from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from redfl.algorithms.strategy import ClientUpdate, RoundOutcome, Strategy, require
 from redfl.algorithms.updates import UpdatePolicy, clip_update, update_norm
 from redfl.algorithms.wrapper import StrategyWrapper
 from redfl.core.arrays import Parameters, WeightedSum
+from redfl.core.config import Strict
 from redfl.privacy.accountant import RdpAccountant
 
 Side = Literal["server", "client"]
@@ -274,3 +276,49 @@ class DPAdaptiveClipping(DPFixedClipping):
         fraction = (unclipped + noise) / max(1, count)
         report["unclipped_fraction"] = unclipped / max(1, count)
         self.clipping_norm *= math.exp(-self.clip_lr * (fraction - self.target_quantile))
+
+
+class PrivacyConfig(Strict):
+    """The ``[privacy]`` table: central differential privacy (``mode = "fixed"`` or
+    ``"adaptive"`` clipping) wrapped around the strategy, see :func:`private`."""
+
+    mode: Literal["none", "fixed", "adaptive"] = "none"
+    side: Side = "server"
+    clipping_norm: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
+    noise_multiplier: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
+    target_quantile: float = Field(default=0.5, gt=0.0, lt=1.0)
+    clip_lr: float = Field(default=0.2, gt=0.0, allow_inf_nan=False)
+    clipped_count_stddev: float = Field(default=2.0, ge=0.0, allow_inf_nan=False)
+
+
+def private(strategy: Strategy, table: PrivacyConfig, seed: int) -> Strategy:
+    """``strategy`` wrapped as ``[privacy]`` says (unchanged for ``mode = "none"``).
+
+    Raises
+    ------
+    ParameterError
+        Naming the bad parameter.
+    """
+    if table.mode == "fixed":
+        return DPFixedClipping(
+            strategy,
+            clipping_norm=table.clipping_norm,
+            noise_multiplier=table.noise_multiplier,
+            side=table.side,
+            delta=table.delta,
+            seed=seed,
+        )
+    if table.mode == "adaptive":
+        return DPAdaptiveClipping(
+            strategy,
+            initial_clipping_norm=table.clipping_norm,
+            noise_multiplier=table.noise_multiplier,
+            target_quantile=table.target_quantile,
+            clip_lr=table.clip_lr,
+            clipped_count_stddev=table.clipped_count_stddev,
+            side=table.side,
+            delta=table.delta,
+            seed=seed,
+        )
+    return strategy

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from redfl.core.config import ConfigError, FederationConfig
-from redfl.core.digest import config_diff
+from redfl.core.config import ConfigError
 from redfl.core.events import (
     Event,
     FailureRecorded,
@@ -34,9 +33,11 @@ from redfl.core.events import (
 from redfl.core.result import FederationError, FederationResult
 from redfl.core.server_state import CheckpointError, ServerState, save_state
 from redfl.run.checkpoints import Checkpointer, checkpoint_path, load_latest
+from redfl.run.config import FederationConfig
+from redfl.run.digest import config_diff
+from redfl.run.folder import new_run_dir, save_parameters, write_summary
 from redfl.run.prepare import Prepared, prepare, saved_config
 from redfl.run.recorder import RunRecorder
-from redfl.rundir import new_run_dir, save_parameters, write_summary
 from redfl.runtime.resources import ResourceError
 from redfl.schemas.callbacks import Callback, emit
 
@@ -204,12 +205,10 @@ def _execute(
         recorder.rewrite(state.history, state.failures)  # drop rounds after the checkpoint
     stopper = _Stopper(cancel)
     sinks: list[Callback] = [recorder, *callbacks]
-    checkpointer = None
-    if prepared.stateful is not None:
-        every = cfg.federation.checkpoint_every
-        checkpointer = Checkpointer(prepared.stateful, folder, every, prepared.digest(), sinks)
-        checkpointer.saved_round = -1 if state is None else state.round  # on disk already
-        sinks.append(checkpointer)
+    every = cfg.federation.checkpoint_every
+    checkpointer = Checkpointer(federation, folder, every, prepared.digest(), sinks)
+    checkpointer.saved_round = -1 if state is None else state.round  # on disk already
+    sinks.append(checkpointer)
     sinks.append(stopper)
     federation.callbacks = sinks
     rounds = cfg.federation.rounds
@@ -218,8 +217,8 @@ def _execute(
     result: FederationResult | None = None
     error: str | None = None
     try:
-        if state is not None and prepared.stateful is not None:
-            prepared.stateful.load_server_state(state)
+        if state is not None:
+            federation.load_server_state(state)
         if first <= rounds:
             result = federation.train(rounds - first + 1)
         elif state is not None:  # resumed with no round left: the checkpoint is the result
@@ -230,7 +229,7 @@ def _execute(
             emit(sinks, FailureRecorded(item))
     except KeyboardInterrupt:
         error = "aborted (interrupted twice)"
-        _finish(prepared, folder, sinks, recorder, None, error, started, False, None)
+        _finish(prepared, folder, sinks, recorder, None, error, started, False, checkpointer)
         raise
     except Exception as failure:  # an unexpected error: one line here, traceback in the log
         error = f"{type(failure).__name__}: {' '.join(str(failure).split())}"
@@ -249,14 +248,14 @@ def _finish(
     error: str | None,
     started: float,
     cancelled: bool,
-    checkpointer: Checkpointer | None,
+    checkpointer: Checkpointer,
 ) -> RunOutcome:
     """Save the state, stop the federation, write model and summary, emit the closing
     event."""
     federation = prepared.federation
     history = prepared.history() if result is None else result.history
     parameters = result.parameters if result is not None else prepared.last_parameters()
-    if checkpointer is not None and history:
+    if history:
         try:
             checkpointer.save()
         except Exception as failure:  # the run's own outcome matters more; say it

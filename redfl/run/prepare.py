@@ -9,7 +9,6 @@ metadata.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
@@ -18,19 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from redfl.algorithms.strategy import round_size
-from redfl.core.arrays import Parameters, copy_parameters
-from redfl.core.config import ConfigError, FederationConfig, load_config, parse_config
-from redfl.core.digest import config_digest
+from redfl.core.arrays import Parameters
+from redfl.core.config import ConfigError
 from redfl.core.result import RoundRecord
-from redfl.run.checkpoints import Stateful
-from redfl.schemas.builder import federation_from_config, resolve
-from redfl.schemas.decentralized import DecentralizedFederation
-from redfl.schemas.star import StarFederation
-
-AnyFederation = StarFederation | DecentralizedFederation
+from redfl.run.build import federation_from_config
+from redfl.run.config import FederationConfig, load_config, parse_config
+from redfl.run.digest import config_digest
+from redfl.schemas.base import Federation
 
 
 @dataclass
@@ -38,7 +31,7 @@ class Prepared:
     """A validated config and its federation, ready to run."""
 
     config: FederationConfig
-    federation: AnyFederation
+    federation: Federation
     notes: list[str] = field(default_factory=list)
 
     def connect(self) -> None:
@@ -54,19 +47,13 @@ class Prepared:
         return list(self.federation.history)
 
     def last_parameters(self) -> Parameters | None:
-        """The star's global model after its last completed round (``None`` before any)."""
-        if isinstance(self.federation, StarFederation) and self.federation.history:
-            return copy_parameters(self.federation.parameters)
-        return None
+        """The global model after the last completed round, when the schema keeps one on
+        the driver (``None`` before any)."""
+        return self.federation.model()
 
     def digest(self) -> str:
         """The config's digest: the same for configs that give the same results."""
         return config_digest(self.config)
-
-    @property
-    def stateful(self) -> Stateful | None:
-        """The federation, when its server state can be saved and loaded."""
-        return self.federation
 
     def summary(
         self, history: list[RoundRecord], wall: float, status: str, error: str | None
@@ -130,16 +117,9 @@ def prepare(
         cfg = parse_config(dict(config), dict(overrides or {}))
     else:
         cfg = load_config(config, dict(overrides or {}))
-    try:
-        federation = federation_from_config(cfg)
-    except ConfigError:
-        raise
-    except ValueError as error:  # a constructor's check (roles, sizes, topology)
-        raise ConfigError(str(error)) from None
-    if isinstance(federation, DecentralizedFederation):
-        _check_node_options(cfg)
-        federation.checkpoint_every = cfg.federation.checkpoint_every
-    return Prepared(cfg, federation, _notes(cfg, federation))
+    federation = federation_from_config(cfg)
+    federation.checkpoint_every = cfg.federation.checkpoint_every
+    return Prepared(cfg, federation, federation.notes())
 
 
 def saved_config(folder: Path) -> FederationConfig:
@@ -164,33 +144,3 @@ def _importable_here() -> None:
     here = os.getcwd()
     if here not in sys.path:
         sys.path.append(here)
-
-
-def _check_node_options(cfg: FederationConfig) -> None:
-    """Build one node on the driver so that a bad option fails here, not on a worker."""
-    node = resolve(cfg.client.target, "client.target")
-    options = dict(cfg.client.options)
-    if isinstance(getattr(node, "Options", None), type) and issubclass(node.Options, BaseModel):
-        return  # validated by its Options model already
-    try:
-        inspect.signature(node).bind(**options)
-        node(**options)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"client.options: {node.__name__}: {error}") from None
-
-
-def _notes(cfg: FederationConfig, federation: AnyFederation) -> list[str]:
-    """Things the user should know before the run: a round size the strategy raised."""
-    notes: list[str] = []
-    if isinstance(federation, StarFederation):
-        strategy = federation.strategy
-        available = len(federation.train_ids)
-        asked = round_size(available, strategy.fraction_fit, 1)
-        actual = round_size(available, strategy.fraction_fit, strategy.min_fit_clients)
-        if actual > asked:
-            notes.append(
-                f"{type(strategy).__name__} needs min_fit_clients={strategy.min_fit_clients}, "
-                f"so each round trains {actual} of {available} clients, not the {asked} "
-                f"that fraction_fit={strategy.fraction_fit:g} gives"
-            )
-    return notes

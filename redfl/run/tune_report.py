@@ -17,11 +17,12 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from redfl.core.config import ConfigError, FederationConfig, parse_config
-from redfl.core.digest import config_diff, config_digest
+from redfl.core.config import ConfigError
 from redfl.core.events import CheckpointSaved, Event, RoundFinished
 from redfl.core.result import RoundRecord
 from redfl.core.server_state import CheckpointError, ServerState, load_state
+from redfl.run.config import FederationConfig, parse_config
+from redfl.run.digest import config_diff, config_digest
 from redfl.schemas.callbacks import Callback
 
 if TYPE_CHECKING:

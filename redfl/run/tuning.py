@@ -30,11 +30,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redfl.core.config import ConfigError, FederationConfig, parse_config
+from redfl.core.config import ConfigError
 from redfl.run.api import run
+from redfl.run.config import FederationConfig, parse_config
 from redfl.run.prepare import prepare
 from redfl.run.search_space import apply_params, example_values, parse_params
 from redfl.run.tune_report import TuneReporter, load_checkpoint
+from redfl.schemas import SCHEMAS
 
 if TYPE_CHECKING:
     from redfl.runtime.tune import TrialContext
@@ -168,8 +170,12 @@ def tune(
     trial_config = apply_params(base, example_values(specs))
     trial_config["resources"] = {**trial_config["resources"], "num_workers": workers}
     prepare(trial_config)  # a path or value the trials would refuse fails here, once
-    if scheduler == "pbt" and prepared.config.topology.schema_ != "star":
-        raise ConfigError("scheduler: 'pbt' restores a global model, so it needs schema 'star'")
+    schema = prepared.config.topology.schema_
+    if scheduler == "pbt" and not SCHEMAS.get(schema).round_driven:
+        raise ConfigError(
+            f"scheduler: 'pbt' restores a global model, so it needs a round-driven schema "
+            f"(star or hierarchical), not {schema!r}"
+        )
     prepared.connect()
     from redfl.runtime import tune as ray_tune
 

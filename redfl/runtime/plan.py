@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from redfl.core.config import ResourcesConfig
 from redfl.runtime.backend import Plan, WorkerSpec
 from redfl.runtime.remote import remote_options
-from redfl.runtime.resources import check_capacity, worker_bundles
+from redfl.runtime.resources import ResourcesConfig, check_capacity, worker_bundles
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.virtual import VirtualNode
 from redfl.topology.graph import Topology

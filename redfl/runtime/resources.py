@@ -1,17 +1,64 @@
-"""Resource splits and capacity checks: which bundles to reserve, and whether they fit.
+"""Resources: the ``[resources]`` table, resource splits and capacity checks.
 
-Pure functions over plain dicts, so they are tested without Ray; the ray runtime feeds
-them ``ray.available_resources()`` and ``ray.nodes()``.
+:class:`ResourcesConfig` says how workers are sized and placed; the splits and checks are
+pure functions over plain dicts, so they are tested without Ray; the ray runtime feeds them
+``ray.available_resources()`` and ``ray.nodes()``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
-from redfl.core.config import ResourcesConfig
+from pydantic import Field, field_validator, model_validator
+
+from redfl.core.config import Strict
 
 Bundle = dict[str, float]
+ResourceMap = dict[str, float]
+
+
+def _check_resources(value: ResourceMap, field: str) -> ResourceMap:
+    for key, amount in value.items():
+        if not 0 <= amount < math.inf:
+            raise ValueError(f"{field}[{key!r}] must be a finite number >= 0, got {amount}")
+    return value
+
+
+class ResourcesConfig(Strict):
+    """How workers are sized and placed (the ``[resources]`` table)."""
+
+    split: Literal["uniform", "explicit", "adaptive"] = "uniform"
+    num_workers: int | None = Field(default=None, ge=1, le=10_000)
+    worker: ResourceMap = Field(default_factory=lambda: {"CPU": 1.0})
+    bundles: list[ResourceMap] = Field(default_factory=list, max_length=10_000)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    client_state_mb: float = Field(default=256.0, ge=0.0, le=1e7)
+    """Memory bound per worker for stateful clients' state; the rest is spilled to disk."""
+    placement_group: Literal["own", "current"] = "own"
+    """``own``: reserve a placement group for the federation; ``current``: place workers in
+    bundles 1, 2, ... of the group the driver runs in (a Ray Tune trial; bundle 0 is its)."""
+
+    @field_validator("worker")
+    @classmethod
+    def _worker(cls, value: ResourceMap) -> ResourceMap:
+        return _check_resources(value, "worker")
+
+    @field_validator("bundles")
+    @classmethod
+    def _bundles(cls, value: list[ResourceMap]) -> list[ResourceMap]:
+        for bundle in value:
+            _check_resources(bundle, "bundles")
+        return value
+
+    @model_validator(mode="after")
+    def _explicit_needs_bundles(self) -> ResourcesConfig:
+        if self.split == "explicit" and not self.bundles:
+            raise ValueError("split 'explicit' needs a non-empty 'bundles' list")
+        if self.split != "explicit" and self.bundles:
+            raise ValueError("'bundles' is only used with split = 'explicit'")
+        return self
 
 
 class ResourceError(RuntimeError):

@@ -1,4 +1,7 @@
-"""Protocols: who talks to whom, and when."""
+"""Protocols: who talks to whom, and when.
+
+Importing this package registers every shipped schema in :data:`SCHEMAS`.
+"""
 
 from redfl.schemas.base import Federation, virtual_nodes
 from redfl.schemas.callbacks import Callback
@@ -11,9 +14,11 @@ from redfl.schemas.named import (
     MeshFederation,
     RingFederation,
 )
+from redfl.schemas.registry import SCHEMAS
 from redfl.schemas.star import StarFederation
 
 __all__ = [
+    "SCHEMAS",
     "Callback",
     "CustomFederation",
     "DecentralizedFederation",

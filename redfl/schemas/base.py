@@ -1,4 +1,4 @@
-"""``Federation``: what every schema shares: lazy start, versions, stop."""
+"""``Federation``: what every schema shares: lazy start, settings, versions, stop."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Literal, Self
+from typing import Any, Self, TypedDict
 
-from redfl.core.config import ResourcesConfig
+from redfl.core.arrays import Parameters
 from redfl.core.events import Event, WorkerRestarted
+from redfl.core.result import FederationResult, RoundRecord
 from redfl.core.roles import parse_roles
+from redfl.core.server_state import ServerState
 from redfl.runtime.backend import Backend, Plan
 from redfl.runtime.host import PullVersion, Stats
-from redfl.runtime.local import LocalBackend
 from redfl.runtime.plan import make_plan
+from redfl.runtime.registry import RUNTIMES
 from redfl.runtime.remote import remote_options
-from redfl.runtime.resources import ResourceError
+from redfl.runtime.resources import ResourceError, ResourcesConfig
 from redfl.runtime.supervisor import Supervisor, WorkerHealth
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.virtual import NodeFactory, VirtualNode
@@ -25,7 +27,6 @@ from redfl.runtime.watch import CONTROL_TIMEOUT_S
 from redfl.schemas.callbacks import Callback, emit
 from redfl.topology.graph import Topology
 
-RuntimeName = Literal["ray", "local"]
 CAPACITY_GRACE_S = 3.0
 """How long a resource shortfall is re-checked before it is reported."""
 DEFAULT_MAX_WORKER_RESTARTS = 3
@@ -58,6 +59,21 @@ def check_fault_settings(
         raise ValueError(f"max_worker_restarts must be an int >= 0, got {max_worker_restarts!r}")
 
 
+class FederationSettings(TypedDict, total=False):
+    """The keyword arguments every federation class takes (see :class:`Federation`); a
+    schema's class takes its own arguments plus ``**settings``."""
+
+    seed: int
+    runtime: str
+    address: str | None
+    resources: ResourcesConfig | None
+    federation_id: str | None
+    client_timeout: float | None
+    round_timeout: float | None
+    max_worker_restarts: int
+    callbacks: Sequence[Callback]
+
+
 class Federation:
     """A set of virtual nodes, a topology and a runtime; nothing starts until first use.
 
@@ -67,8 +83,11 @@ class Federation:
         The federation's virtual nodes (ids must be unique).
     topology:
         Who may send to whom; ``None`` when nodes exchange no messages.
+    seed:
+        Every random draw of the run is a function of it (and of the round and node id).
     runtime:
-        ``"ray"`` (default) or ``"local"`` (in-process, deterministic, debuggable).
+        A registered runtime (:data:`~redfl.runtime.registry.RUNTIMES`): ``"ray"``
+        (default) or ``"local"`` (in-process, deterministic, debuggable).
     address:
         Ray address to join (``"auto"``, ``"ray://host:port"``); default: the embedded
         local Ray instance (started if Ray is not initialised).
@@ -84,9 +103,9 @@ class Federation:
     max_worker_restarts:
         How many times each worker may be re-created after it died or was replaced; one
         loss more fails the run, naming the worker and the causes.
+    callbacks:
+        Receive the federation's events (progress, logging, checkpoints, early stopping).
     """
-
-    callbacks: list[Callback]
 
     def __init__(
         self,
@@ -94,21 +113,23 @@ class Federation:
         topology: Topology | None = None,
         *,
         seed: int = 0,
-        runtime: RuntimeName = "ray",
+        runtime: str = "ray",
         address: str | None = None,
         resources: ResourcesConfig | None = None,
         federation_id: str | None = None,
         client_timeout: float | None = None,
         round_timeout: float | None = None,
         max_worker_restarts: int = DEFAULT_MAX_WORKER_RESTARTS,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         check_fault_settings(client_timeout, round_timeout, max_worker_restarts)
-        if runtime not in ("ray", "local"):
-            raise ValueError(f"runtime must be 'ray' or 'local', got {runtime!r}")
-        if runtime == "local" and (client_timeout or round_timeout):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be {RUNTIMES.choices()}, got {runtime!r}")
+        self._runtime = RUNTIMES.get(runtime)
+        if not self._runtime.supervised and (client_timeout or round_timeout):
             raise ValueError(
-                "client_timeout and round_timeout need the ray runtime: the local runtime "
-                "runs clients in the driver's thread and cannot interrupt them"
+                f"client_timeout and round_timeout need a runtime that can interrupt clients "
+                f"(ray): the {runtime} runtime runs clients in the driver's thread"
             )
         self.nodes = list(nodes)
         counts = Counter(n.node_id for n in self.nodes)
@@ -124,11 +145,59 @@ class Federation:
         self.client_timeout = client_timeout
         self.round_timeout = round_timeout
         self.max_worker_restarts = max_worker_restarts
-        self.callbacks: list[Callback] = []
-        """Receive the federation's events (schemas with a ``callbacks`` argument set it)."""
+        self.callbacks: list[Callback] = list(callbacks)
+        """Receive the federation's events."""
+        self.round = 0
+        """Rounds completed."""
+        self.checkpoint_every = 0
+        """The run saves the server state after every multiple of this round (0: only at
+        the end); a schema without a global barrier between rounds pauses its nodes
+        there so that the state can be taken."""
+        self._history: list[RoundRecord] = []
         self._backend: Backend | None = None
         self._manager: TopologyManager | None = None
         self._supervisor: Supervisor | None = None
+
+    def train(self, rounds: int = 1) -> FederationResult:
+        """Run ``rounds`` more rounds; return the history, the final model and failures.
+
+        Every schema keeps this contract; a second call continues where the first ended.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement train()")
+
+    @property
+    def history(self) -> list[RoundRecord]:
+        """The record of every round completed so far."""
+        return list(self._history)
+
+    def model(self) -> Parameters | None:
+        """The global model after the last completed round, for schemas that keep one on
+        the driver (``None`` otherwise, and before the first round)."""
+        return None
+
+    def notes(self) -> list[str]:
+        """What a user should know before the run (e.g. a round size the strategy raised)."""
+        return []
+
+    def server_state(self, config_digest: str = "") -> ServerState:
+        """Everything needed to continue this run later (between rounds).
+
+        Raises
+        ------
+        NotImplementedError
+            For a schema whose state cannot be saved.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot save its server state")
+
+    def load_server_state(self, state: ServerState) -> None:
+        """Continue from ``state`` (taken from a federation built the same way).
+
+        Raises
+        ------
+        NotImplementedError
+            For a schema whose state cannot be loaded.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot load a server state")
 
     @property
     def started(self) -> bool:
@@ -139,20 +208,13 @@ class Federation:
         """Build the plan and start the workers, once."""
         if self._backend is not None:
             return self._backend
-        backend: Backend
-        if self.runtime == "local":
-            backend = LocalBackend()
-        else:
-            from redfl.runtime.ray_backend import RayBackend
-
-            current = self.resources.placement_group == "current"
-            backend = RayBackend(self.address, current_group=current)
+        backend = self._runtime.make(self.address, self.resources)
         plan = self._plan(backend)
-        if self.runtime == "ray":
+        if self._runtime.supervised:
             plan.max_restarts = self.max_worker_restarts
         backend.start(plan)
         self._backend, self._manager = backend, plan.manager
-        if self.runtime == "ray":
+        if self._runtime.supervised:
             nodes = [len(spec.nodes) for spec in plan.workers]
             self._supervisor = Supervisor(backend, nodes, self.max_worker_restarts, self._notify)
             self._supervisor.learn()
@@ -197,7 +259,7 @@ class Federation:
                     self.resources,
                     backend.available_resources(),
                     backend.machine_resources(),
-                    check=self.runtime == "ray",
+                    check=self._runtime.supervised,
                 )
             except ResourceError:
                 if time.monotonic() > deadline:

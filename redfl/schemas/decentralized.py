@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Unpack
 
-from redfl.core.arrays import Parameters, WeightedSum
-from redfl.core.config import ResourcesConfig
+from redfl.core.arrays import Parameters, WeightedSum, copy_parameters
 from redfl.core.events import RoundFinished, RoundStarted
-from redfl.core.result import FederationResult, RoundRecord
+from redfl.core.result import FederationResult
 from redfl.core.server_state import ServerState
 from redfl.nodes.decentralized import DecentralizedNode
 from redfl.runtime.backend import Backend
@@ -25,9 +24,8 @@ from redfl.runtime.port_runner import FreezeRounds, LimitRounds, RoundTotalsSinc
 from redfl.runtime.replies import RoundTotals
 from redfl.runtime.virtual import NodeFactory
 from redfl.runtime.watch import CONTROL_TIMEOUT_S
-from redfl.schemas.base import DEFAULT_MAX_WORKER_RESTARTS, RuntimeName, virtual_nodes
-from redfl.schemas.callbacks import Callback, emit
-from redfl.schemas.decentralized_state import NODE_STATES, take_state
+from redfl.schemas.base import FederationSettings, virtual_nodes
+from redfl.schemas.callbacks import emit
 from redfl.schemas.graph import GraphFederation
 from redfl.schemas.records import round_record
 from redfl.schemas.rollback import SNAPSHOT_EVERY, Snapshot, roll_back, run_nodes
@@ -36,6 +34,8 @@ from redfl.topology.validate import TopologyError, check_topology, check_undirec
 
 PROGRESS_POLL_S = 0.2
 """How often the driver asks the workers which rounds every node has finished."""
+NODE_STATES = "node_states"
+"""The key of the nodes' published states in :attr:`ServerState.extra`."""
 
 
 def check_requirement(topology: Topology, requires: str, allow_disconnected: bool) -> None:
@@ -71,10 +71,17 @@ class DecentralizedFederation(GraphFederation):
         worker with ``template(**options)``.
     topology:
         The graph; node ids are its nodes.
+    options:
+        Keyword arguments of ``template`` (the same for every node).
+    roles:
+        The nodes' roles (``train``: they run rounds).
     allow_disconnected:
         Accept a graph in several pieces (otherwise an error naming the cut-off nodes).
-    callbacks:
-        Called with each round's record as soon as every node has finished the round.
+    settings:
+        Seed, runtime, resources, callbacks (each round's record as soon as every node
+        has finished the round) and restarts (:class:`~redfl.schemas.base.FederationSettings`);
+        no client or round timeout: a node bounds each wait for a message with its own
+        ``timeout`` option.
     """
 
     def __init__(
@@ -85,14 +92,14 @@ class DecentralizedFederation(GraphFederation):
         options: Mapping[str, Any] | None = None,
         roles: str = "train",
         allow_disconnected: bool = False,
-        callbacks: Sequence[Callback] = (),
-        seed: int = 0,
-        runtime: RuntimeName = "ray",
-        address: str | None = None,
-        resources: ResourcesConfig | None = None,
-        federation_id: str | None = None,
-        max_worker_restarts: int = DEFAULT_MAX_WORKER_RESTARTS,
+        **settings: Unpack[FederationSettings],
     ) -> None:
+        for name in ("client_timeout", "round_timeout"):
+            if settings.get(name) is not None:
+                raise ValueError(
+                    f"{name}: timeouts are for round-driven clients; a decentralised node "
+                    "bounds each wait for a message with its own 'timeout' option"
+                )
         if not (isinstance(template, type) and issubclass(template, DecentralizedNode)):
             raise TypeError(
                 f"template must be a DecentralizedNode subclass (GossipNode, a DSGDNode or "
@@ -100,38 +107,18 @@ class DecentralizedFederation(GraphFederation):
             )
         check_requirement(topology, template.requires, allow_disconnected)
         nodes = virtual_nodes(template, topology.nodes, roles=roles, options=options)
-        super().__init__(
-            nodes,
-            topology,
-            seed=seed,
-            runtime=runtime,
-            address=address,
-            resources=resources,
-            federation_id=federation_id,
-            max_worker_restarts=max_worker_restarts,
-        )
-        self.callbacks = list(callbacks)
+        super().__init__(nodes, topology, **settings)
         self._train_ids = [n.node_id for n in self.nodes if "train" in n.roles]
         self._train_nodes = len(self._train_ids)
         self._snapshot = Snapshot()
         self._replay = 0  # after a rollback: the last round recorded before it
         self._stopping = False
         self._resuming = False
-        self.round = 0
-        self._history: list[RoundRecord] = []
-        self.checkpoint_every = 0
-        """Pause every node after each multiple of this round (0: never), so that a
-        callback can take the server state there (:mod:`redfl.schemas.decentralized_state`)."""
 
     @property
     def train_ids(self) -> list[str]:
         """The ids of the nodes with the train role (those that run rounds)."""
         return list(self._train_ids)
-
-    @property
-    def history(self) -> list[RoundRecord]:
-        """The record of every round every node completed so far."""
-        return list(self._history)
 
     def train(self, rounds: int = 1) -> FederationResult:
         """Run ``rounds`` more rounds on every node at once.
@@ -191,7 +178,12 @@ class DecentralizedFederation(GraphFederation):
         def run() -> None:
             try:
                 box["outputs"], box["lost"] = run_nodes(
-                    backend, self._train_ids, self.worker_of, per_node, lambda: self._stopping
+                    backend,
+                    self._train_ids,
+                    self.worker_of,
+                    per_node,
+                    self.round + 1,
+                    lambda: self._stopping,
                 )
             except BaseException as error:
                 box["error"] = error
@@ -263,8 +255,40 @@ class DecentralizedFederation(GraphFederation):
         return (self.round // every + 1) * every if every else None
 
     def server_state(self, config_digest: str = "") -> ServerState:
-        """The state after the last completed round (every node's published state)."""
-        return take_state(self, self._snapshot, config_digest)
+        """The state after the last completed round: every node's published state.
+
+        Nodes run their rounds without a global barrier; a checkpoint after round ``k`` is
+        taken while every node waits at its worker's round gate before round ``k + 1``
+        (:class:`~redfl.runtime.round_gate.RoundGate`), so the states the nodes published
+        for round ``k`` (round, parameters, weight and their extra state) are all there.
+        They go into ``extra["node_states"]``; a federation built from the same config
+        that loads the state resumes each node from its own (the path a rollback after a
+        worker loss takes too).
+
+        Raises
+        ------
+        RuntimeError
+            If the nodes' states of the last round are not all published (not at a round
+            boundary).
+        """
+        if self._snapshot.round != self.round:
+            self._snapshot.take(self._start(), self.round, len(self._train_ids))
+        if self._snapshot.round != self.round:
+            raise RuntimeError(
+                f"the nodes' states of round {self.round} are not all published; "
+                "a checkpoint is taken at a round boundary only"
+            )
+        parameters = self.final_parameters() or {}
+        return ServerState(
+            self.round,
+            copy_parameters(parameters),
+            {},
+            self.history,
+            [],
+            self.seed,
+            config_digest,
+            {NODE_STATES: dict(sorted(self._snapshot.states.items()))},
+        )
 
     def load_server_state(self, state: ServerState) -> None:
         """Continue from ``state``: the next ``train`` resumes every node from it."""

@@ -1,60 +1,76 @@
-"""``HierarchicalFederation``: a star's clients under the LCPs of a relay tree (seed 003).
+"""``HierarchicalFederation``: a star's clients under the LCPs of a relay tree.
 
 Clients hang under LCPs; each LCP folds its round's clients into one sample-weighted partial
 sum (or applies a robust ``leaf_strategy`` to them), each aggregator folds its children's
 sums, and the server applies the strategy (FedAvg, FedAvgM, FedAdam, DP with clipping on
-the workers and noise at the root, ...) to the tree's aggregate, with the same hooks
-(``end_round`` included), events, history and failures as the star. On the runtime, whole
-subtrees live on one worker (:mod:`redfl.schemas.hierarchy_layout`): the global model goes
-down once per worker, one partial sum per subtree comes up
-(:mod:`redfl.runtime.tree_runner`), and the driver folds the rest in site order, so FedAvg
-over any tree equals the flat star within float64 rounding.
+the workers and noise at the root, ...) to the tree's aggregate, with the same round loop,
+hooks (``end_round`` included), events, history and failures as the star. FedAvg over any
+tree equals the flat star within float64 rounding.
 
-Workers take their units in turn; an idle worker folds a busy one's unstarted units
-(:mod:`redfl.schemas.hierarchy_dispatch`), which changes who folds a subtree, never the sum.
+**Layout.** A *unit* is a subtree folded entirely by one worker, which returns one partial
+sum for it (:class:`~redfl.runtime.tree_runner.TreeRunner`). :func:`choose_units` cuts the
+tree at the shallowest tier that has at least as many folding sites as there are workers
+(the top tier whenever ``width >= workers``), so the global model goes down once per worker,
+one partial sum per unit comes up, and the root's traffic grows with its children, not with
+clients. A *pinned* site is a unit of its own, on a worker of its own that asks for the
+custom resource :func:`~redfl.topology.tree.site_resource` (a machine joined with
+``start_site.sh SITE ADDRESS`` offers it). The sites above the units (the server and any
+aggregator whose subtree spans several units) are folded by the driver, children first, in
+site order, so the sum does not depend on the cut. Units that are not pinned go to the
+shared workers round-robin, in site order.
 
-A failed LCP or aggregator (a leaf strategy that refuses the round, a worker that dies, a
-subtree unfinished at ``round_timeout``) is a recorded failure of its subtree, with the
-subtree's sites; the round goes on while the coverage (the fraction of sampled clients
-whose updates arrived) is at least ``min_coverage``, otherwise the run fails naming the
-subtrees. A client past ``client_timeout`` fails as in the star: its worker is replaced and
-the rest of its subtree is folded again without it. A dead worker is re-created (up to
-``max_worker_restarts``) and folds its subtrees again from the next round.
+**Dispatch.** Each worker's units are the segments of its share of the round
+(:mod:`redfl.runtime.dispatch`), so the hierarchy gets what the star has: an idle worker
+folds a busy one's unstarted units as guests (:class:`~redfl.runtime.tree_runner.ReleaseUnits`),
+which changes who folds a subtree, never the sum; a client past ``client_timeout`` is a
+failure ``timeout after X s``, its worker is replaced and its unfinished units are folded
+again without it; units unfinished at ``round_timeout`` are failed subtrees. A worker that
+*dies* is not re-run within the round: its units become failed subtrees (a client that kills
+its process would kill every worker it were re-run on), and the worker is re-created (up to
+``max_worker_restarts``) for the next round. A pinned subtree runs only on its own worker,
+which folds nothing else.
+
+**Failures.** A failed LCP or aggregator (a leaf strategy that refuses the round, a worker
+that dies, a subtree unfinished at ``round_timeout``) is one recorded failure of its subtree,
+with the subtree's sites; the round goes on while the coverage (the fraction of sampled
+clients whose updates arrived) is at least ``min_coverage``, otherwise the run fails naming
+the subtrees.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Literal, Unpack
 
-from redfl.algorithms.strategy import Strategy
-from redfl.core.arrays import Parameters
-from redfl.core.config import ResourcesConfig
-from redfl.core.config_tables import TREE_KEYS
-from redfl.core.events import ClientsProgress, RoundStarted
+from pydantic import Field, field_validator, model_validator
+
+from redfl.algorithms.hierarchy import LEAF_STRATEGIES, make_leaf_strategy
+from redfl.algorithms.registry import StrategyParam
+from redfl.algorithms.strategy import ParameterError, Strategy
+from redfl.algorithms.updates import UpdatePolicy
+from redfl.core.arrays import Parameters, WeightedSum
+from redfl.core.config import SERVER_FILE, ConfigError
 from redfl.core.instructions import Instructions
-from redfl.core.registries import SCHEMAS
-from redfl.core.result import RoundRecord
-from redfl.core.seeding import round_rng
+from redfl.core.registry import quote_choices
+from redfl.core.result import Failure, FederationError
 from redfl.nodes.client import Client
 from redfl.privacy.clipping import DPFixedClipping
 from redfl.runtime.backend import Backend, Plan, WorkerSpec
+from redfl.runtime.dispatch import Calls, WorkerRound, run_round
+from redfl.runtime.protocol import Outcome, Pending
+from redfl.runtime.replies import FitBatch
 from redfl.runtime.resources import check_capacity
 from redfl.runtime.topology_manager import TopologyManager
-from redfl.runtime.tree_runner import FoldSubtrees, UnitPlan
+from redfl.runtime.tree_runner import FoldSubtrees, ReleaseUnits, TreeBatch, UnitPlan, UnitResult
+from redfl.runtime.virtual import VirtualNode
 from redfl.runtime.watch import Watch
-from redfl.schemas.base import DEFAULT_MAX_WORKER_RESTARTS, RuntimeName
-from redfl.schemas.callbacks import Callback, emit
-from redfl.schemas.hierarchy_dispatch import fold_round, shares_of
-from redfl.schemas.hierarchy_fold import check_round, fold_shares
-from redfl.schemas.hierarchy_layout import Layout, clients_of_unit, make_layout, unit_plan
-from redfl.schemas.registry import SchemaSpec
-from redfl.schemas.star import EvaluateFn, StarFederation
-from redfl.topology.assign import assign_clients
-from redfl.topology.tree import RelayTree
-from redfl.topology.tree_shape import site_resource
+from redfl.schemas.registry import SCHEMAS, FederationParts, SchemaSpec, TopologyTable
+from redfl.schemas.star import RoundTally, StarFederation, StarSettings
+from redfl.topology.assign import Assignment, assign_clients
+from redfl.topology.tree import RelayTree, SiteKind, relay_tree
+from redfl.topology.tree_file import load_tree
+from redfl.topology.tree_shape import TreeError, site_resource
 
 PerLcp = int | Mapping[str, str] | Sequence[tuple[str, str]] | None
 """Clients per LCP: a count, an explicit client -> LCP map, or ``None`` (spread evenly)."""
@@ -81,8 +97,9 @@ class HierarchicalFederation(StarFederation):
     pin:
         Sites (aggregators or LCPs) whose subtree runs on a worker of its own, placed on
         the machine that offers the custom resource ``site_resource(site)``.
-    client_timeout, round_timeout, max_worker_restarts:
-        As for the star; a subtree unfinished at ``round_timeout`` is a failed subtree.
+    star:
+        The star's arguments and the federation's settings (timeouts as for the star: a
+        subtree unfinished at ``round_timeout`` is a failed subtree).
 
     Examples
     --------
@@ -110,40 +127,9 @@ class HierarchicalFederation(StarFederation):
         leaf_strategy: Strategy | None = None,
         min_coverage: float = 0.5,
         pin: Sequence[str] = (),
-        strategy: Strategy | None = None,
-        client_options: Mapping[str, Any] | None = None,
-        client_ids: Sequence[str] | None = None,
-        roles: str = "train-eval",
-        evaluate_fn: EvaluateFn | None = None,
-        callbacks: Sequence[Callback] = (),
-        seed: int = 0,
-        runtime: RuntimeName = "ray",
-        address: str | None = None,
-        resources: ResourcesConfig | None = None,
-        federation_id: str | None = None,
-        client_timeout: float | None = None,
-        round_timeout: float | None = None,
-        max_worker_restarts: int = DEFAULT_MAX_WORKER_RESTARTS,
+        **star: Unpack[StarSettings],
     ) -> None:
-        super().__init__(
-            client,
-            num_clients,
-            initial_parameters=initial_parameters,
-            strategy=strategy,
-            client_options=client_options,
-            client_ids=client_ids,
-            roles=roles,
-            evaluate_fn=evaluate_fn,
-            callbacks=callbacks,
-            seed=seed,
-            runtime=runtime,
-            address=address,
-            resources=resources,
-            federation_id=federation_id,
-            client_timeout=client_timeout,
-            round_timeout=round_timeout,
-            max_worker_restarts=max_worker_restarts,
-        )
+        super().__init__(client, num_clients, initial_parameters=initial_parameters, **star)
         if isinstance(self.strategy, DPFixedClipping):  # the LCPs clip, the root adds noise
             self.strategy = self.strategy.clipping_on_workers()
         if not self.strategy.weighted_sum:
@@ -182,7 +168,7 @@ class HierarchicalFederation(StarFederation):
             bundle = {**self.resources.worker, site_resource(site): 1.0}
             name = f"{self.federation_id}::{site}"
             workers.append(WorkerSpec(name, bundle, [], {"max_concurrency": 2}))
-        if layout.pinned and self.runtime == "ray":
+        if layout.pinned and self._runtime.supervised:
             bundles = [w.bundle for w in workers if w.bundle]
             available = backend.available_resources()
             check_capacity(bundles, plan.placement_strategy, available, backend.machine_resources())
@@ -196,56 +182,420 @@ class HierarchicalFederation(StarFederation):
         self._layout = layout
         return replace(plan, workers=workers, manager=TopologyManager(None, placement))
 
-    def _round(self, backend: Backend, rnd: int) -> RoundRecord:
-        if self._supervisor is not None:
-            self._supervisor.drain()  # restarts done since; a worker still restarting is
-        start = time.perf_counter()  # skipped by the round (others fold its units)
-        sampled = self.strategy.configure_fit(rnd, self._train_ids, round_rng(self.seed, rnd))
-        emit(self.callbacks, RoundStarted(rnd, len(sampled)))
+    def _fit(
+        self,
+        backend: Backend,
+        rnd: int,
+        sampled: list[str],
+        config: Instructions,
+        policy: UpdatePolicy,
+        progress: Callable[[int], None],
+    ) -> RoundTally:
+        """Fold the round's units on the workers (see the module docstring), then the sites
+        above them on the driver."""
         chosen = frozenset(sampled)
         plans: dict[int, list[UnitPlan]] = {}
         for unit in self.layout.units:
             plan = unit_plan(self.tree, unit, self.assignment, chosen)
             plans.setdefault(self.layout.worker[unit], []).append(plan)
         shares = shares_of(plans, frozenset(self.layout.worker[u] for u in self.layout.pinned))
-        config = Instructions.make(rnd, self.strategy.fit_config(rnd))
-        policy = self.strategy.update_policy(rnd, sampled)
         request = FoldSubtrees(backend.put(self.parameters), [], config, policy, self.leaf_strategy)
-        done = 0
-
-        def progress(count: int) -> None:
-            nonlocal done
-            done += count
-            emit(self.callbacks, ClientsProgress(rnd, done, len(sampled)))
-
         watch = Watch(
             self._supervisor, self.client_timeout, self.round_timeout, rnd, rerun_lost=False
         )
         fold_round(backend, shares, plans, request, self._spec, progress, self._stealable, watch)
-        tree, layout, assignment = self.tree, self.layout, self.assignment
-        total, fitted, failures, extra = fold_shares(
-            tree, layout, assignment, rnd, shares, plans, chosen
+        return fold_shares(self.tree, self.layout, self.assignment, rnd, shares, plans, chosen)
+
+    def _check(self, rnd: int, sampled: list[str], tally: RoundTally) -> None:
+        """Stop the run when too few updates arrived: coverage below ``min_coverage``, then
+        fewer than ``min_fit_clients``.
+
+        Raises
+        ------
+        FederationError
+            Naming the round, the coverage and the failed subtrees (else the failed
+            clients).
+        """
+        arrived, failures = len(tally.fitted.succeeded), tally.failures
+        coverage = arrived / max(1, len(sampled))
+        subtrees = [f for f in failures if f.node_id in self.tree]
+        reasons = "; ".join(f"{f.node_id}: {f.reason}" for f in (subtrees or failures)[:5])
+        if coverage < self.min_coverage:
+            raise FederationError(
+                f"round {rnd}: coverage {coverage:.3f} ({arrived} of {len(sampled)} sampled "
+                f"clients' updates arrived) is below min_coverage {self.min_coverage:g}; "
+                f"failed: {reasons}",
+                failures,
+            )
+        if arrived < self.strategy.min_fit_clients:
+            raise FederationError(
+                f"round {rnd}: {arrived} of {len(sampled)} clients' updates arrived, fewer than "
+                f"min_fit_clients={self.strategy.min_fit_clients}; failures: {reasons}",
+                failures,
+            )
+
+
+# -- layout: which worker folds which subtree --------------------------------------------
+
+
+FOLDING: tuple[SiteKind, ...] = ("aggregator", "lcp")
+"""The kinds below the server that fold partial sums."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The units of a tree, who folds them and what the driver folds above them.
+
+    Attributes
+    ----------
+    units:
+        Unit roots, in site order.
+    worker:
+        Unit root -> worker index (pinned units after the shared workers).
+    pinned:
+        Pinned unit roots, in the order of their extra workers.
+    driver_sites:
+        The folding sites above the units, children first (the server last).
+    """
+
+    units: tuple[str, ...]
+    worker: Mapping[str, int]
+    pinned: tuple[str, ...]
+    driver_sites: tuple[str, ...]
+
+
+def choose_units(tree: RelayTree, workers: int, pinned: Sequence[str] = ()) -> list[str]:
+    """The unit roots for ``workers`` shared workers, pinned sites included (site order).
+
+    Raises
+    ------
+    TreeError
+        If a pinned site is not an aggregator or LCP of the tree, or lies inside another
+        pinned site's subtree.
+    """
+    pins = set(pinned)
+    for name in pinned:
+        if name not in tree or tree.site(name).kind not in FOLDING:
+            raise TreeError(f"pin: {name!r} is not an aggregator or LCP of the tree")
+        above = set(tree.path_to_root(name)[1:]) & pins
+        if above:
+            raise TreeError(f"pin: {name!r} lies inside the pinned subtree of {sorted(above)[0]!r}")
+    counts: dict[int, int] = {}
+    for site in tree.sites:
+        if site.kind in FOLDING:
+            counts[site.tier] = counts.get(site.tier, 0) + 1
+    deepest = max(counts)
+    cut = min((t for t, n in counts.items() if n >= workers), default=deepest)
+    pinned_below = {a for p in pins for a in tree.path_to_root(p)[1:]}
+    units: list[str] = []
+
+    def visit(name: str) -> None:
+        site = tree.site(name)
+        if name in pins or site.kind == "lcp" or (site.tier >= cut and name not in pinned_below):
+            units.append(name)
+            return
+        for child in tree.children(name, FOLDING):
+            visit(child.name)
+
+    for top in tree.children("server", FOLDING):
+        visit(top.name)
+    return units
+
+
+def make_layout(tree: RelayTree, workers: int, pinned: Sequence[str] = ()) -> Layout:
+    """Choose the units and give each a worker (see the module docstring)."""
+    units = choose_units(tree, workers, pinned)
+    pins = tuple(u for u in units if u in set(pinned))
+    shared = [u for u in units if u not in set(pins)]
+    worker = {u: i % max(1, workers) for i, u in enumerate(shared)}
+    worker.update({u: workers + i for i, u in enumerate(pins)})
+    inside = {s for u in units for s in tree.subtree(u)}
+    driver = tuple(s for s in tree.aggregation_order() if s not in inside)
+    return Layout(tuple(units), worker, pins, driver)
+
+
+def unit_plan(
+    tree: RelayTree, root: str, assignment: Assignment, sampled: frozenset[str]
+) -> UnitPlan:
+    """The :class:`UnitPlan` of the subtree of ``root``, with this round's ``sampled`` clients."""
+    inside = set(tree.subtree(root))
+    lcps = tuple(
+        (lcp, tuple(c for c in assignment.get(lcp, ()) if c in sampled))
+        for lcp in tree.lcps_under(root)
+    )
+    aggregators = tuple(
+        (name, tuple(c.name for c in tree.children(name, FOLDING)))
+        for name in tree.aggregation_order()
+        if name in inside and tree.site(name).kind == "aggregator"
+    )
+    return UnitPlan(root, lcps, aggregators)
+
+
+def clients_of_unit(tree: RelayTree, root: str, assignment: Assignment) -> list[str]:
+    """Every client (sampled or not) below ``root``, LCP by LCP in site order."""
+    return [c for lcp in tree.lcps_under(root) for c in assignment.get(lcp, ())]
+
+
+# -- dispatch: the star's dispatcher, unit by unit ---------------------------------------
+
+
+Plans = Mapping[int, Sequence[UnitPlan]]
+"""Worker -> the units it folds this round, in site order."""
+
+
+def shares_of(plans: Plans, pinned: frozenset[int] = frozenset()) -> list[WorkerRound]:
+    """One share per worker with units: a segment per unit holding the unit's sampled
+    clients (for sizes, progress and skips); the ``pinned`` workers' shares stay put."""
+    return [
+        WorkerRound(
+            worker,
+            [[c for _, clients in plan.lcps for c in clients] for plan in plans[worker]],
+            movable=worker not in pinned,
         )
-        self._failures.extend(failures)
-        check_round(
-            tree,
-            rnd,
-            len(sampled),
-            len(fitted.succeeded),
-            failures,
-            self.min_coverage,
-            self.strategy.min_fit_clients,
+        for worker in sorted(plans)
+    ]
+
+
+def without(plan: UnitPlan, skipped: set[str]) -> UnitPlan:
+    """``plan`` with the ``skipped`` clients (past their timeout) left out."""
+    if not skipped:
+        return plan
+    lcps = tuple((lcp, tuple(c for c in clients if c not in skipped)) for lcp, clients in plan.lcps)
+    return replace(plan, lcps=lcps)
+
+
+def fold_round(
+    backend: Backend,
+    shares: Sequence[WorkerRound],
+    plans: Plans,
+    request: FoldSubtrees,
+    specs: Mapping[str, VirtualNode],
+    progress: Callable[[int], None],
+    steal: bool,
+    watch: Watch,
+) -> None:
+    """Fold every share's units with ``request``'s parameters and instructions, filling
+    each share's ``home``, ``stolen`` and ``timed_out`` (see the module docstring)."""
+
+    def guest(worker: int, share: WorkerRound, indices: list[int]) -> Pending[TreeBatch]:
+        units = [without(plans[share.worker][i], share.skipped) for i in indices]
+        guests = [specs[c] for unit in units for _, clients in unit.lcps for c in clients]
+        return backend.call(worker, replace(request, units=units, guests=guests))
+
+    calls = Calls(
+        home=lambda share: backend.call(share.worker, replace(request, units=plans[share.worker])),
+        guest=guest,
+        release=lambda worker: backend.call(worker, ReleaseUnits()),
+    )
+    run_round(backend, shares, calls, progress, steal=steal, watch=watch)
+
+
+# -- fold: the driver's side of a round -------------------------------------------------
+
+
+def unit_outcomes(share: WorkerRound) -> dict[int, UnitResult | str]:
+    """Each of the share's units -> its result, or the cause of its failure."""
+    calls: list[tuple[list[int], Outcome[FitBatch], str]] = []
+    if share.home is not None:
+        calls.append((share.unreleased(), share.home, f"worker {share.worker}"))
+    calls.extend((indices, outcome, "a guest worker") for indices, outcome in share.stolen)
+    got: dict[int, UnitResult | str] = dict(share.timed_out)
+    for indices, outcome, who in calls:
+        if outcome.error is not None:
+            text = (str(outcome.error).strip().splitlines() or ["(no message)"])[0]
+            cause = f"{who} failed: {type(outcome.error).__name__}: {text}"
+            got.update((i, cause) for i in indices)
+            continue
+        batch = outcome.result()
+        assert isinstance(batch, TreeBatch)
+        got.update(zip(indices, batch.units, strict=True))
+    return got
+
+
+def fold_shares(
+    tree: RelayTree,
+    layout: Layout,
+    assignment: Assignment,
+    rnd: int,
+    shares: Sequence[WorkerRound],
+    plans: Plans,
+    chosen: frozenset[str],
+) -> RoundTally:
+    """Fold a round's shares: the server's sum, the clients' folded results, the failures
+    (a unit whose call failed or that was unfinished at the deadline, and every failed LCP
+    or aggregator inside a unit, is one failure of its subtree) and the round's metrics.
+
+    The metrics are ``clients/<aggregator>`` (clients whose update is in that aggregator's
+    sum), ``coverage`` (the fraction of ``chosen`` whose update reached the server) and
+    ``root_bytes`` (the bytes of the partial sums the driver received). ``fitted.succeeded``
+    keeps only the clients whose update reached the server.
+    """
+    sums: dict[str, WeightedSum] = {}
+    arrived: dict[str, int] = {}
+    fitted = FitBatch(total=None)
+    failures: list[Failure] = []
+    lost: list[tuple[str, str]] = []
+    received = 0
+    for share in shares:
+        failures.extend(share.failures)
+        for outcome in (share.home, *(o for _, o in share.stolen)):
+            if outcome is not None and outcome.value is not None:
+                failures.extend(outcome.value.failures)
+                fitted.absorb(outcome.value)
+        got = unit_outcomes(share)
+        for index, plan in enumerate(plans[share.worker]):
+            unit = got.get(index, "no reply")
+            if isinstance(unit, str):
+                sums[plan.root] = WeightedSum()
+                lost.append((plan.root, unit))
+                continue
+            sums[unit.root] = unit.total
+            arrived.update(unit.arrived)
+            lost.extend(unit.failed)
+            received += sum(a.nbytes for a in unit.total.sums.values())
+    gone: set[str] = set()
+    for site, cause in lost:
+        failures.append(subtree_failure(tree, assignment, rnd, site, cause, chosen))
+        gone.update(c for lcp in tree.lcps_under(site) for c in assignment[lcp])
+    fitted.succeeded = [c for c in fitted.succeeded if c not in gone]
+    for site in layout.driver_sites:
+        total = WeightedSum()
+        children = [c.name for c in tree.children(site, FOLDING)]
+        for child in children:
+            total.merge(sums[child])
+        sums[site] = total
+        arrived[site] = sum(arrived.get(c, 0) for c in children)
+    extra = {f"clients/{s.name}": float(arrived.get(s.name, 0)) for s in tree.of_kind("aggregator")}
+    extra["coverage"] = len(fitted.succeeded) / max(1, len(chosen))
+    extra["root_bytes"] = float(received)
+    return RoundTally(sums["server"], [], fitted, failures, extra)
+
+
+def subtree_failure(
+    tree: RelayTree,
+    assignment: Assignment,
+    rnd: int,
+    site: str,
+    cause: str,
+    chosen: frozenset[str],
+) -> Failure:
+    """The recorded failure of ``site``'s subtree: its cause, its sites, the clients lost."""
+    sites = tree.subtree(site)
+    lost = sum(1 for lcp in tree.lcps_under(site) for c in assignment[lcp] if c in chosen)
+    reason = f"subtree {site} failed: {cause}; sites: {', '.join(sites)}; "
+    return Failure(site, rnd, "fit", reason + f"{lost} sampled clients lost")
+
+
+class HierarchicalTopology(TopologyTable):
+    """``[topology]`` of a hierarchy: the relay tree and how clients hang under it.
+
+    The tree comes from ``tree_file`` (``redfl tree``'s ``tree.json``; a relative path is
+    read beside the config file) or is built from ``depth``, ``width`` and ``lcps`` (LCPs
+    per leaf relay); ``clients_per_lcp`` (default: spread evenly), a robust
+    ``leaf_strategy`` with its ``leaf_params``, ``min_coverage`` and the sites to ``pin``.
+    """
+
+    schema_: Literal["hierarchical"] = Field(default="hierarchical", alias="schema")
+    tree_file: str | None = Field(default=None, min_length=1, json_schema_extra=SERVER_FILE)
+    depth: int | None = Field(default=None, ge=1, le=5)
+    width: int | None = Field(default=None, ge=1, le=9)
+    lcps: int | None = Field(default=None, ge=1, le=9)
+    clients_per_lcp: int | None = Field(default=None, ge=1, le=1_000_000)
+    leaf_strategy: str | None = None
+    leaf_params: dict[str, StrategyParam] = Field(default_factory=dict)
+    min_coverage: float = Field(default=0.5, gt=0.0, le=1.0)
+    """The fraction of a round's sampled clients whose updates must arrive."""
+    pin: list[str] = Field(default_factory=list, max_length=10_000)
+
+    @field_validator("leaf_strategy")
+    @classmethod
+    def _leaf_strategy(cls, value: str | None) -> str | None:
+        if value is not None and value not in LEAF_STRATEGIES:
+            raise ValueError(f"Input should be {quote_choices(list(LEAF_STRATEGIES))}")
+        return value
+
+    @model_validator(mode="after")
+    def _tree(self) -> HierarchicalTopology:
+        shape = [getattr(self, k) is not None for k in ("depth", "width", "lcps")]
+        if (self.tree_file is None) != all(shape) or (any(shape) and not all(shape)):
+            raise ValueError(
+                "a hierarchy needs either 'tree_file' or all of 'depth', 'width' and 'lcps' "
+                "(LCPs per leaf relay)"
+            )
+        if self.leaf_params and self.leaf_strategy is None:
+            raise ValueError("'leaf_params' given without 'leaf_strategy'")
+        return self
+
+    def tree(self) -> RelayTree:
+        """The relay tree this table describes.
+
+        Raises
+        ------
+        ConfigError
+            For a tree file that is missing or not a relay tree, or a bad shape.
+        """
+        try:
+            if self.tree_file is not None:
+                return load_tree(self.tree_file).tree
+            return relay_tree(self.depth or 0, self.width or 0, self.lcps or 0)
+        except TreeError as error:
+            field = "tree_file" if self.tree_file is not None else "depth/width/lcps"
+            raise ConfigError(f"invalid config: topology.{field}: {error}") from None
+
+    def leaf(self) -> Strategy | None:
+        """The ``leaf_strategy`` with its ``leaf_params``, or ``None``.
+
+        Raises
+        ------
+        ConfigError
+            For a bad parameter, naming it.
+        """
+        if self.leaf_strategy is None:
+            return None
+        try:
+            return make_leaf_strategy(self.leaf_strategy, **self.leaf_params)
+        except ParameterError as error:
+            where = f"leaf_params.{error.parameter}"
+            raise ConfigError(f"invalid config: topology.{where}: {error.detail}") from None
+
+
+def hierarchy_from_parts(
+    table: HierarchicalTopology, parts: FederationParts
+) -> HierarchicalFederation:
+    """The hierarchical federation a config describes.
+
+    Raises
+    ------
+    ConfigError
+        Naming the ``topology.*`` field at fault (a ``clients_per_lcp`` that does not
+        multiply to ``client.num_clients`` included).
+    """
+    tree = table.tree()
+    lcps, clients = len(tree.lcps), parts.num_nodes
+    if table.clients_per_lcp is not None and table.clients_per_lcp * lcps != clients:
+        raise ConfigError(
+            f"invalid config: topology.clients_per_lcp: {table.clients_per_lcp} x {lcps} LCPs = "
+            f"{table.clients_per_lcp * lcps} clients, but client.num_clients is {clients}"
         )
-        self.parameters = self.strategy.aggregate(rnd, self.parameters, total)
-        return self._conclude(backend, rnd, start, len(sampled), fitted, len(failures), extra)
+    return HierarchicalFederation(
+        parts.client(),
+        clients,
+        initial_parameters=parts.initial_parameters(),
+        tree=tree,
+        clients_per_lcp=table.clients_per_lcp,
+        leaf_strategy=table.leaf(),
+        min_coverage=table.min_coverage,
+        pin=tuple(table.pin),
+        strategy=parts.strategy(),
+        options=parts.options,
+        roles=parts.roles,
+        evaluate_fn=parts.evaluate_fn(),
+        **parts.settings,
+    )
 
 
 SCHEMAS.register(
     "hierarchical",
-    SchemaSpec(
-        graph=False,
-        allows=TREE_KEYS,
-    ),
+    SchemaSpec(HierarchicalTopology, hierarchy_from_parts, round_driven=True),
     description="clients under the LCPs of a relay tree; aggregators fold partial sums",
 )
-SCHEMAS.add_filler("redfl.schemas.hierarchical")

@@ -1,73 +1,106 @@
-"""Registers the shipped schemas (``topology.schema``): star and the decentralised graphs.
+"""The schemas by name (:data:`SCHEMAS`, ``topology.schema``), each with its ``[topology]``
+table and the builder that turns a config into its federation.
 
-A graph schema builds its :class:`~redfl.topology.Topology` from the ``[topology]`` table
-and the number of nodes; ``requires`` names the ``[topology]`` keys it needs (and only it
-uses), ``allows`` the optional ones only it uses.
+A schema module defines its table (a :class:`TopologyTable` subclass whose ``schema`` is a
+literal: only its own keys, each typed and bounded) and a builder that takes the validated
+table and the :class:`FederationParts` the run layer resolved from the rest of the config,
+and registers both here. The config's ``[topology]`` is a discriminated union of the
+registered tables (:mod:`redfl.run.config`); nothing else compares schema names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Generic, Protocol, TypeVar
 
-from redfl import topology as topo
-from redfl.core.registries import SCHEMAS
-from redfl.topology.graph import Topology
+from pydantic import Field
 
-if TYPE_CHECKING:
-    from redfl.core.config_tables import TopologyConfig
+from redfl.algorithms.strategy import Strategy
+from redfl.core.arrays import Parameters
+from redfl.core.config import Strict
+from redfl.core.registry import Registry
+from redfl.core.result import EvaluateFn
+from redfl.nodes.client import Client
+from redfl.schemas.base import Federation, FederationSettings
 
-TopologyBuilder = Callable[["TopologyConfig", int], Topology]
-"""Builds a graph schema's topology from ``[topology]`` and the number of nodes."""
+
+class TopologyTable(Strict):
+    """Base of every schema's ``[topology]`` table: ``schema`` names the schema."""
+
+    schema_: str = Field(alias="schema")
+
+
+T = TypeVar("T", bound=TopologyTable)
+
+
+class FederationParts(Protocol):
+    """What a schema's builder takes from a config besides its ``[topology]`` table.
+
+    The run layer resolves these from ``[client]``, ``[federation]``, ``[resources]``,
+    ``[strategy]``, ``[privacy]``, ``[attack]`` and ``[evaluation]``; what needs the user's
+    code or builds a strategy is done on request, so a schema that does not use it (a
+    decentralised graph has no strategy) never pays for it. Every method raises
+    :class:`~redfl.core.config.ConfigError` naming the field at fault.
+    """
+
+    num_nodes: int
+    """``client.num_clients``."""
+    roles: str
+    """``client.roles``."""
+    settings: FederationSettings
+    """Seed, runtime, address, resources, timeouts, restarts and callbacks."""
+    central: str | None
+    """``evaluation.central`` as written (``None``: no central evaluation)."""
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """``client.options``, validated by the client class's ``Options`` model if it has
+        one."""
+        ...
+
+    def template(self) -> type[Any]:
+        """The class ``client.target`` names, imported."""
+        ...
+
+    def client(self) -> Callable[..., Client]:
+        """The client factory of a round-driven schema: the template, wrapped when the
+        ``[attack]`` table makes some clients malicious."""
+        ...
+
+    def strategy(self) -> Strategy:
+        """The ``[strategy]`` with its parameters, wrapped for ``[privacy]`` and attacks."""
+        ...
+
+    def initial_parameters(self) -> Parameters:
+        """The client class's ``initial_parameters(options)``."""
+        ...
+
+    def evaluate_fn(self) -> EvaluateFn | None:
+        """The central evaluation ``evaluation.central(options)``, or ``None``."""
+        ...
 
 
 @dataclass(frozen=True)
-class SchemaSpec:
+class SchemaSpec(Generic[T]):
     """A registered schema.
 
     Attributes
     ----------
-    graph:
-        Whether it is a decentralised graph (then ``topology.algorithm`` is required).
-    topology:
-        The topology builder of a graph schema (``None`` for star).
-    requires, allows:
-        ``[topology]`` keys this schema needs / may use, that no other schema uses.
+    config:
+        Its ``[topology]`` table.
+    build:
+        ``build(table, parts)``: the (lazy, not started) federation the config describes.
+    round_driven:
+        Whether clients run in rounds around a server strategy (then ``[strategy]``,
+        ``[privacy]``, ``[attack]`` and ``[evaluation]`` apply, and the run has a global
+        model after every round).
     """
 
-    graph: bool
-    topology: TopologyBuilder | None = None
-    requires: tuple[str, ...] = ()
-    allows: tuple[str, ...] = ()
+    config: type[T]
+    build: Callable[[T, FederationParts], Federation]
+    round_driven: bool
 
 
-def _ring(t: TopologyConfig, n: int) -> Topology:
-    return topo.ring(n, directed=t.directed)
-
-
-def _mesh(t: TopologyConfig, n: int) -> Topology:
-    return topo.mesh(n)
-
-
-def _k_connect(t: TopologyConfig, n: int) -> Topology:
-    return topo.k_connect(n, t.k or 0, seed=t.topology_seed)
-
-
-def _custom(t: TopologyConfig, n: int) -> Topology:
-    return topo.custom(t.topology_file, allow_disconnected=t.allow_disconnected)
-
-
-SCHEMAS.register("star", SchemaSpec(graph=False), description="clients around a server strategy")
-SCHEMAS.register("ring", SchemaSpec(True, _ring, allows=("directed",)), description="a ring")
-SCHEMAS.register("mesh", SchemaSpec(True, _mesh), description="every node linked to every other")
-SCHEMAS.register(
-    "k_connect",
-    SchemaSpec(True, _k_connect, requires=("k",)),
-    description="a random k-regular-ish graph (seeded by topology_seed)",
-)
-SCHEMAS.register(
-    "custom",
-    SchemaSpec(True, _custom, requires=("topology_file",)),
-    description="an adjacency matrix or edge list read from topology_file",
-)
+SCHEMAS: Registry[SchemaSpec[Any]] = Registry("schema")
+"""Schemas by ``topology.schema``, filled as :mod:`redfl.schemas` is imported."""

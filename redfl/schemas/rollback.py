@@ -1,4 +1,5 @@
-"""Rollback of a decentralised federation after a worker loss.
+"""Running message-driven nodes (:func:`run_nodes`), and the rollback of a decentralised
+federation after a worker loss.
 
 Message-driven nodes wait on each other, so when a worker is lost mid-round its nodes'
 neighbours cannot go on. After every :data:`SNAPSHOT_EVERY`-th round all nodes completed
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redfl.core.result import FederationError
+from redfl.core.result import Failure, FederationError
 from redfl.runtime.backend import Backend
 from redfl.runtime.host import Stats, StopNodes
 from redfl.runtime.port_runner import Quiesce, Rewind, RunNode, Snapshots
@@ -65,9 +66,10 @@ def run_nodes(
     ids: Sequence[str],
     worker_of: Callable[[str], int],
     arguments: Callable[[str], dict[str, Any]],
+    rnd: int,
     stopping: Callable[[], bool] = lambda: False,
 ) -> tuple[dict[str, Any], Lost]:
-    """Run ``train(**arguments(id))`` on each node; (outputs, lost workers).
+    """Run ``train(**arguments(id))`` on each node at once; (outputs, lost workers).
 
     At the first error every node is stopped; when a worker was lost, its index and reason
     are returned (and no outputs) instead of raising, unless the federation is
@@ -76,7 +78,8 @@ def run_nodes(
     Raises
     ------
     FederationError
-        Naming the first node that failed (no worker lost), with its traceback.
+        Naming the first node that failed (no worker lost), with its traceback; its
+        ``failures`` hold that node's failure in round ``rnd``.
     """
     where = {i: worker_of(i) for i in ids}  # known even if the federation stops meanwhile
     pending = [backend.call(where[i], RunNode(i, arguments(i))) for i in ids]
@@ -107,7 +110,11 @@ def run_nodes(
         raise FederationError(f"nodes did not end within {STOP_S:g} s of being stopped")
     node_id, error = first_cause(failed)
     detail = error.trace if isinstance(error, NodeFailed) else repr(error)
-    raise FederationError(f"node {node_id!r} failed; federation stopped:\n{detail}")
+    reason = detail.strip().splitlines()[-1] if detail.strip() else repr(error)
+    raise FederationError(
+        f"node {node_id!r} failed; federation stopped:\n{detail}",
+        [Failure(node_id, rnd, "train", reason)],
+    )
 
 
 def roll_back(

@@ -12,15 +12,24 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, Unpack
+
+from pydantic import Field
 
 from redfl.algorithms.fedavg import FedAvg
-from redfl.algorithms.strategy import RoundOutcome, Strategy, round_size
-from redfl.core.arrays import Parameters, copy_parameters
-from redfl.core.config import ResourcesConfig
+from redfl.algorithms.strategy import ClientUpdate, RoundOutcome, Strategy, round_size
+from redfl.algorithms.updates import UpdatePolicy
+from redfl.core.arrays import Parameters, WeightedSum, copy_parameters
 from redfl.core.events import ClientsProgress, FailureRecorded, RoundFinished, RoundStarted
 from redfl.core.instructions import Instructions
-from redfl.core.result import Failure, FederationError, FederationResult, RoundRecord
+from redfl.core.result import (
+    EvaluateFn,
+    Failure,
+    FederationError,
+    FederationResult,
+    RoundRecord,
+)
 from redfl.core.seeding import round_rng
 from redfl.core.server_state import ServerState
 from redfl.nodes.client import Client
@@ -28,14 +37,51 @@ from redfl.runtime.backend import Backend
 from redfl.runtime.dispatch import WorkerRound, segments_of
 from redfl.runtime.replies import FitBatch
 from redfl.runtime.star_runner import FitSegments
+from redfl.runtime.state_runner import ExportClientStates, ImportClientStates
 from redfl.runtime.watch import Watch
-from redfl.schemas.base import DEFAULT_MAX_WORKER_RESTARTS, Federation, RuntimeName, virtual_nodes
-from redfl.schemas.callbacks import Callback, emit
+from redfl.schemas.base import Federation, FederationSettings, virtual_nodes
+from redfl.schemas.callbacks import emit
+from redfl.schemas.registry import SCHEMAS, FederationParts, SchemaSpec, TopologyTable
 from redfl.schemas.star_collect import collect, evaluate, evaluation, fit_round
-from redfl.schemas.star_state import load_state, take_state
 
-EvaluateFn = Callable[[Parameters], tuple[float, Mapping[str, float]]]
-"""Central evaluation: parameters -> (loss, metrics such as ``accuracy``)."""
+CLIENT_STATES = "client_states"
+"""The key of stateful clients' states in :attr:`ServerState.extra`."""
+
+
+class StarSettings(FederationSettings, total=False):
+    """The star's optional arguments and the federation's settings: what a schema built on
+    the star (the hierarchy) passes through to it."""
+
+    strategy: Strategy | None
+    options: Mapping[str, Any] | None
+    client_ids: Sequence[str] | None
+    roles: str
+    evaluate_fn: EvaluateFn | None
+
+
+@dataclass
+class RoundTally:
+    """What a round's fit brought back to the driver, folded in the round's fixed order.
+
+    Attributes
+    ----------
+    total:
+        The sample-weighted sum of the successful updates (weighted-sum strategies).
+    updates:
+        The individual updates (strategies that need every client's).
+    fitted:
+        The successes and the clients' folded metrics.
+    failures:
+        The round's failures.
+    metrics:
+        Metrics the schema adds to the round's record.
+    """
+
+    total: WeightedSum
+    updates: list[ClientUpdate]
+    fitted: FitBatch
+    failures: list[Failure]
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class StarFederation(Federation):
@@ -45,19 +91,24 @@ class StarFederation(Federation):
     ----------
     client:
         A :class:`~redfl.nodes.Client` subclass (or factory), built on its worker with
-        ``client(**client_options)``.
+        ``client(**options)``.
     num_clients:
         How many clients; ids are ``client-0`` ... unless ``client_ids`` is given.
     strategy:
         Server math; default :class:`~redfl.algorithms.FedAvg`.
     initial_parameters:
         The starting global model (required).
+    options:
+        Keyword arguments of ``client`` (the same for every client).
+    client_ids:
+        The clients' node ids (default ``client-0``, ``client-1``, ...).
+    roles:
+        The clients' roles (``train-eval``: trained and evaluated).
     evaluate_fn:
         Optional central evaluation run on the driver after every round.
-    callbacks:
-        Hooks for progress, logging and early stopping.
-    client_timeout, round_timeout, max_worker_restarts:
-        Fault handling (see :class:`~redfl.schemas.base.Federation`).
+    settings:
+        Seed, runtime, resources, callbacks, timeouts and restarts
+        (:class:`~redfl.schemas.base.FederationSettings`).
 
     Examples
     --------
@@ -79,19 +130,11 @@ class StarFederation(Federation):
         *,
         initial_parameters: Parameters,
         strategy: Strategy | None = None,
-        client_options: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
         client_ids: Sequence[str] | None = None,
         roles: str = "train-eval",
         evaluate_fn: EvaluateFn | None = None,
-        callbacks: Sequence[Callback] = (),
-        seed: int = 0,
-        runtime: RuntimeName = "ray",
-        address: str | None = None,
-        resources: ResourcesConfig | None = None,
-        federation_id: str | None = None,
-        client_timeout: float | None = None,
-        round_timeout: float | None = None,
-        max_worker_restarts: int = DEFAULT_MAX_WORKER_RESTARTS,
+        **settings: Unpack[FederationSettings],
     ) -> None:
         if num_clients < 1:
             raise ValueError(f"num_clients must be >= 1, got {num_clients}")
@@ -102,23 +145,11 @@ class StarFederation(Federation):
         )
         if len(ids) != num_clients:
             raise ValueError(f"client_ids has {len(ids)} ids but num_clients is {num_clients}")
-        nodes = virtual_nodes(client, ids, roles=roles, options=client_options)
-        super().__init__(
-            nodes,
-            None,
-            seed=seed,
-            runtime=runtime,
-            address=address,
-            resources=resources,
-            federation_id=federation_id,
-            client_timeout=client_timeout,
-            round_timeout=round_timeout,
-            max_worker_restarts=max_worker_restarts,
-        )
+        nodes = virtual_nodes(client, ids, roles=roles, options=options)
+        super().__init__(nodes, None, **settings)
         self.strategy = strategy or FedAvg()
         self.evaluate_fn = evaluate_fn
-        self.callbacks = list(callbacks)
-        self.parameters, self.round = copy_parameters(initial_parameters), 0
+        self.parameters = copy_parameters(initial_parameters)
         self._train_ids = [n.node_id for n in nodes if "train" in n.roles]
         self.strategy.check_round_size(
             round_size(
@@ -131,7 +162,6 @@ class StarFederation(Federation):
                 f"strategy.min_fit_clients is {self.strategy.min_fit_clients}"
             )
         self._eval_ids = [n.node_id for n in nodes if "eval" in n.roles]
-        self._history: list[RoundRecord] = []
         self._failures: list[Failure] = []
         self._spec = {n.node_id: n for n in nodes}
         # Idle workers may run other workers' clients unless clients keep state on their
@@ -140,29 +170,89 @@ class StarFederation(Federation):
         self._stealable = not self._stateful and not any(n.dedicated for n in nodes)
 
     @property
-    def history(self) -> list[RoundRecord]:
-        """The record of every round completed so far."""
-        return list(self._history)
-
-    @property
     def failures(self) -> list[Failure]:
         """Every failure recorded so far."""
         return list(self._failures)
 
+    def model(self) -> Parameters | None:
+        """The global parameters after the last completed round (``None`` before one)."""
+        return copy_parameters(self.parameters) if self._history else None
+
+    def notes(self) -> list[str]:
+        """A round size the strategy raised above what ``fraction_fit`` gives, if any."""
+        strategy, available = self.strategy, len(self._train_ids)
+        asked = round_size(available, strategy.fraction_fit, 1)
+        actual = round_size(available, strategy.fraction_fit, strategy.min_fit_clients)
+        if actual <= asked:
+            return []
+        return [
+            f"{type(strategy).__name__} needs min_fit_clients={strategy.min_fit_clients}, "
+            f"so each round trains {actual} of {available} clients, not the {asked} "
+            f"that fraction_fit={strategy.fraction_fit:g} gives"
+        ]
+
     def server_state(self, config_digest: str = "") -> ServerState:
-        """Everything needed to continue this run later (:mod:`redfl.schemas.star_state`)."""
-        return take_state(self, config_digest)
+        """Everything needed to continue this run later, taken between rounds: the round,
+        the global parameters, the strategy's state (wrappers included), history,
+        failures and, in ``extra["client_states"]``, what stateful clients keep on their
+        workers."""
+        extra = {}
+        if self._stateful and self.started:
+            states: dict[str, object] = {}
+            for outcome in self._start().call_all(ExportClientStates()):
+                states.update(outcome.result())
+            extra[CLIENT_STATES] = dict(sorted(states.items()))
+        return ServerState(
+            self.round,
+            copy_parameters(self.parameters),
+            self.strategy.state(),
+            self.history,
+            list(self._failures),
+            self.seed,
+            config_digest,
+            extra,
+        )
 
     def load_server_state(self, state: ServerState) -> None:
-        """Continue from ``state`` (taken from a federation built the same way)."""
-        load_state(self, state)
+        """Continue from ``state`` (taken from a federation built the same way): the next
+        round is ``state.round + 1`` and its results are those of the run it was taken
+        from.
+
+        Raises
+        ------
+        ValueError
+            If the state was taken with another seed or with other parameter names.
+        """
+        if state.seed != self.seed:
+            raise ValueError(f"the state's seed is {state.seed}, the federation's {self.seed}")
+        if sorted(state.parameters) != sorted(self.parameters):
+            raise ValueError(
+                f"the state's parameters are {sorted(state.parameters)}, the federation's "
+                f"{sorted(self.parameters)}"
+            )
+        self.round = state.round
+        self.parameters = copy_parameters(state.parameters)
+        self.strategy.load_state(state.strategy_state)
+        self._history, self._failures = list(state.history), list(state.failures)
+        states = state.extra.get(CLIENT_STATES) or {}
+        if states:
+            backend = self._start()
+            by_worker: dict[int, dict[str, object]] = {}
+            for node_id, arrays in states.items():
+                by_worker.setdefault(self.worker_of(node_id), {})[node_id] = arrays
+            pending = [
+                backend.call(worker, ImportClientStates(group))  # type: ignore[arg-type]
+                for worker, group in sorted(by_worker.items())
+            ]
+            for outcome in backend.gather(pending):
+                outcome.result()
 
     @property
     def train_ids(self) -> list[str]:
         """The ids of the clients with the train role (those a round samples from)."""
         return list(self._train_ids)
 
-    def train(self, rounds: int) -> FederationResult:
+    def train(self, rounds: int = 1) -> FederationResult:
         """Run ``rounds`` more rounds; return history, final parameters and failures.
 
         Raises
@@ -200,17 +290,14 @@ class StarFederation(Federation):
         return self._evaluate(backend, rnd, self._eval_ids)
 
     def _round(self, backend: Backend, rnd: int) -> RoundRecord:
+        """One round: sample, fit (:meth:`_fit`), check, aggregate, evaluate."""
         if self._supervisor is not None:
             self._supervisor.drain()  # restarts done since; a worker still restarting is
         start = time.perf_counter()  # skipped by the round (others run its share)
         sampled = self.strategy.configure_fit(rnd, self._train_ids, round_rng(self.seed, rnd))
         emit(self.callbacks, RoundStarted(rnd, len(sampled)))
-        shares = [WorkerRound(w, segments_of(ids)) for w, ids in self._groups(sampled)]
-        reference = backend.put(self.parameters)
         config = Instructions.make(rnd, self.strategy.fit_config(rnd))
-        fold = self.strategy.weighted_sum
         policy = self.strategy.update_policy(rnd, sampled)
-        request = FitSegments(reference, [], config, fold, policy)
         done = 0
 
         def progress(count: int) -> None:
@@ -218,37 +305,58 @@ class StarFederation(Federation):
             done += count
             emit(self.callbacks, ClientsProgress(rnd, done, len(sampled)))
 
-        watch = Watch(self._supervisor, self.client_timeout, self.round_timeout, rnd)
-        fit_round(backend, shares, request, self._spec, progress, self._stealable, watch)
-        total, updates, fitted, failures = collect(rnd, shares)
-        self._failures.extend(failures)
-        succeeded = len(fitted.succeeded)
-        if succeeded < self.strategy.min_fit_clients:
-            reasons = "; ".join(f"{f.node_id}: {f.reason}" for f in failures[:5])
-            raise FederationError(
-                f"round {rnd}: {succeeded} of {len(sampled)} clients succeeded, fewer than "
-                f"min_fit_clients={self.strategy.min_fit_clients}; failures: {reasons}",
-                failures,
-            )
-        if fold:
-            self.parameters = self.strategy.aggregate(rnd, self.parameters, total)
+        tally = self._fit(backend, rnd, sampled, config, policy, progress)
+        self._failures.extend(tally.failures)
+        self._check(rnd, sampled, tally)
+        if self.strategy.weighted_sum:
+            self.parameters = self.strategy.aggregate(rnd, self.parameters, tally.total)
         else:
             order = {node_id: i for i, node_id in enumerate(sampled)}
-            updates.sort(key=lambda u: order[u.node_id])
+            updates = sorted(tally.updates, key=lambda u: order[u.node_id])
             self.parameters = self.strategy.aggregate_updates(rnd, self.parameters, updates)
-        return self._conclude(backend, rnd, start, len(sampled), fitted, len(failures))
+        return self._conclude(backend, rnd, start, len(sampled), tally)
 
-    def _conclude(
+    def _fit(
         self,
         backend: Backend,
         rnd: int,
-        start: float,
-        sampled: int,
-        fitted: FitBatch,
-        failed: int,
-        extra: Mapping[str, float] | None = None,
+        sampled: list[str],
+        config: Instructions,
+        policy: UpdatePolicy,
+        progress: Callable[[int], None],
+    ) -> RoundTally:
+        """Run the sampled clients' fit on their workers (idle workers take unstarted
+        segments of busy ones) and fold the replies in the round's fixed order."""
+        shares = [WorkerRound(w, segments_of(ids)) for w, ids in self._groups(sampled)]
+        fold = self.strategy.weighted_sum
+        request = FitSegments(backend.put(self.parameters), [], config, fold, policy)
+        watch = Watch(self._supervisor, self.client_timeout, self.round_timeout, rnd)
+        fit_round(backend, shares, request, self._spec, progress, self._stealable, watch)
+        total, updates, fitted, failures = collect(rnd, shares)
+        return RoundTally(total, updates, fitted, failures)
+
+    def _check(self, rnd: int, sampled: list[str], tally: RoundTally) -> None:
+        """Stop the run when fewer than ``min_fit_clients`` clients succeeded.
+
+        Raises
+        ------
+        FederationError
+            Naming the round, the counts and the first failures.
+        """
+        succeeded = len(tally.fitted.succeeded)
+        if succeeded < self.strategy.min_fit_clients:
+            reasons = "; ".join(f"{f.node_id}: {f.reason}" for f in tally.failures[:5])
+            raise FederationError(
+                f"round {rnd}: {succeeded} of {len(sampled)} clients succeeded, fewer than "
+                f"min_fit_clients={self.strategy.min_fit_clients}; failures: {reasons}",
+                tally.failures,
+            )
+
+    def _conclude(
+        self, backend: Backend, rnd: int, start: float, sampled: int, tally: RoundTally
     ) -> RoundRecord:
-        """End an aggregated round (``end_round``, callbacks, evaluation); ``extra``: metrics."""
+        """End an aggregated round: ``end_round``, callbacks, evaluation, the record."""
+        fitted = tally.fitted
         succeeded = len(fitted.succeeded)
         self.strategy.end_round(
             RoundOutcome(rnd, len(self._train_ids), sampled, succeeded, fitted.stats)
@@ -269,10 +377,10 @@ class StarFederation(Federation):
         )
         metrics.update({f"fit_{k}": v for k, v in fit_means.items()})
         metrics.update(strategy_metrics)
-        metrics.update(extra or {})
+        metrics.update(tally.metrics)
         for callback in self.callbacks:
             callback.on_metrics(rnd, metrics)
-        counts = (rnd, sampled, succeeded, failed, time.perf_counter() - start)
+        counts = (rnd, sampled, succeeded, len(tally.failures), time.perf_counter() - start)
         return RoundRecord(*counts, fit_means.get("loss"), loss, accuracy, metrics)
 
     def _groups(self, sampled: Sequence[str]) -> list[tuple[int, list[str]]]:
@@ -297,3 +405,30 @@ class StarFederation(Federation):
         )
         self._failures.extend(failures)
         return self.strategy.aggregate_evaluate(rnd, reports)
+
+
+class StarTopology(TopologyTable):
+    """``[topology]`` of the star: nothing but the schema (the default table)."""
+
+    schema_: Literal["star"] = Field(default="star", alias="schema")
+
+
+def star_from_parts(table: StarTopology, parts: FederationParts) -> StarFederation:
+    """The star federation a config describes."""
+    return StarFederation(
+        parts.client(),
+        parts.num_nodes,
+        initial_parameters=parts.initial_parameters(),
+        strategy=parts.strategy(),
+        options=parts.options,
+        roles=parts.roles,
+        evaluate_fn=parts.evaluate_fn(),
+        **parts.settings,
+    )
+
+
+SCHEMAS.register(
+    "star",
+    SchemaSpec(StarTopology, star_from_parts, round_driven=True),
+    description="clients around a server strategy",
+)

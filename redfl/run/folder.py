@@ -1,4 +1,5 @@
-"""Run folders: ``metrics.jsonl`` (a line per round), ``summary.json``, ``model.safetensors``."""
+"""Run folders: a new folder per run, ``summary.json`` and ``model.safetensors`` (safetensors with
+JSON metadata, never pickle)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from redfl.core.arrays import Parameters
-from redfl.core.result import RoundRecord
-from redfl.schemas.callbacks import Callback
 
 
 def new_run_dir(root: str | Path, name: str) -> Path:
@@ -23,19 +22,6 @@ def new_run_dir(root: str | Path, name: str) -> Path:
     path = Path(root) / f"{name}-{stamp}-{uuid.uuid4().hex[:6]}"
     path.mkdir(parents=True, exist_ok=False)
     return path
-
-
-class MetricsWriter(Callback):
-    """Appends one JSON object per round to ``metrics.jsonl`` as rounds end."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.write_text("", encoding="utf-8")
-
-    def on_round_end(self, record: RoundRecord) -> None:
-        """Append the round's record."""
-        with self.path.open("a", encoding="utf-8") as stream:
-            stream.write(json.dumps(record.to_json()) + "\n")
 
 
 def save_parameters(path: str | Path, parameters: Parameters, metadata: dict[str, Any]) -> None:

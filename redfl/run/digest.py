@@ -22,7 +22,7 @@ import hashlib
 import json
 from typing import Any
 
-from redfl.core.config import FederationConfig
+from redfl.run.config import FederationConfig
 
 NOT_IN_DIGEST: tuple[str, ...] = (
     "federation.name",
