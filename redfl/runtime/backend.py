@@ -1,24 +1,35 @@
 """What every runtime provides: start workers from a plan, send them requests, stop them.
 
 Requests and replies are typed (:mod:`redfl.runtime.protocol`): ``call(worker, request)``
-returns a :class:`Pending` of the request's reply type, ``gather`` and ``wait_any`` turn
-them into :class:`Outcome` s of that type.
+returns a :class:`Pending` of the request's reply type, ``gather``, ``wait_next`` and
+``wait_any`` turn them into :class:`Outcome` s of that type. Every way of waiting
+(deadlines, ``fail_fast``, ``on_done``, :class:`Unfinished` calls) is written once, here,
+over one primitive each runtime provides: :meth:`Backend.finished`, the calls of a list
+that have finished (waiting up to a timeout for the first).
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redfl.runtime.protocol import Outcome, Pending, R, Request, Runner
+from redfl.runtime.host import DEFAULT_RUNNERS
+from redfl.runtime.protocol import Outcome, Pending, R, Request, Runner, Unfinished
 from redfl.runtime.resources import Bundle
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.virtual import VirtualNode
 
 CALL_ALL_TIMEOUT_S = 60.0
 """How long :meth:`Backend.call_all` waits for the workers' replies."""
+
+HostArguments = tuple[
+    int, str, int, int, list[VirtualNode], TopologyManager, int, tuple[type[Runner], ...]
+]
+"""A host's constructor arguments: index, federation id, seed, number of nodes, its nodes,
+the topology manager, the client-state memory and the runners it installs up front."""
 
 
 @dataclass
@@ -47,6 +58,20 @@ class Plan:
     max_restarts: int = 0
     """How many times the runtime re-creates a worker that died (Ray's ``max_restarts``)."""
 
+    def host_arguments(self, worker: int) -> HostArguments:
+        """The arguments of worker ``worker``'s :class:`~redfl.runtime.host.Host`, in order
+        (the host's default runners, then the plan's)."""
+        return (
+            worker,
+            self.federation_id,
+            self.seed,
+            self.num_nodes,
+            self.workers[worker].nodes,
+            self.manager,
+            self.state_memory_bytes,
+            DEFAULT_RUNNERS + self.runners,
+        )
+
 
 class Backend(ABC):
     """A runtime: ``local`` (in-process) or ``ray``."""
@@ -72,6 +97,14 @@ class Backend(ABC):
         """Send ``request`` to worker ``worker``; returns its pending reply."""
 
     @abstractmethod
+    def finished(
+        self, pending: Sequence[Pending[R]], timeout: float | None
+    ) -> list[tuple[int, Outcome[R]]]:
+        """Wait until one of ``pending`` finishes or ``timeout`` seconds pass (``None``: no
+        limit; ``0``: do not wait); the positions and outcomes of finished calls, in order
+        of position (at least one, unless the time passed; a runtime may report only the
+        first of several)."""
+
     def gather(
         self,
         pending: Sequence[Pending[R]],
@@ -79,21 +112,49 @@ class Backend(ABC):
         fail_fast: bool = False,
         timeout: float | None = None,
     ) -> list[Outcome[R]]:
-        """Wait for the pending calls, in order; ``on_done(i)`` as each finishes.
+        """Wait for the pending calls; ``on_done(i)`` as each finishes.
 
-        With ``fail_fast``, return at the first error; with ``timeout`` (seconds), return
-        when it has passed. Calls still running then get an :class:`Unfinished` error.
+        With ``fail_fast``, return at the first error (the calls found finished with it
+        keep their outcomes); with ``timeout`` (seconds), return when it has passed. Calls
+        still running then get an :class:`Unfinished` error.
         """
+        outcomes: list[Outcome[R] | None] = [None] * len(pending)
+        waiting = list(range(len(pending)))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failed = False
+        while waiting and not failed:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done = self.finished([pending[i] for i in waiting], left)
+            if not done:
+                break
+            for position, outcome in done:
+                i = waiting[position]
+                outcomes[i] = outcome
+                if on_done is not None:
+                    on_done(i)
+                failed = failed or (fail_fast and outcome.error is not None)
+            waiting = [i for i in waiting if outcomes[i] is None]
+        late = "still running" if timeout is None else f"no reply within {timeout:g} s"
+        return [o if o is not None else Outcome(None, Unfinished(late)) for o in outcomes]
 
-    @abstractmethod
     def wait_any(self, pending: Sequence[Pending[R]]) -> tuple[int, Outcome[R]]:
-        """Wait until one of ``pending`` finishes; return its position and outcome."""
+        """Wait until one of ``pending`` finishes; return its position and outcome.
+
+        Raises
+        ------
+        ValueError
+            If ``pending`` is empty (nothing could finish).
+        """
+        if not pending:
+            raise ValueError("wait_any needs at least one pending call")
+        return self.finished(pending, None)[0]
 
     def wait_next(
         self, pending: Sequence[Pending[R]], timeout: float | None
     ) -> tuple[int, Outcome[R]] | None:
         """Like :meth:`wait_any`, but ``None`` once ``timeout`` seconds have passed."""
-        return self.wait_any(pending)
+        done = self.finished(pending, timeout)
+        return done[0] if done else None
 
     def kill(self, worker: int) -> None:
         """End worker ``worker``'s process; the runtime re-creates it (if it restarts

@@ -20,7 +20,9 @@ from urllib.parse import urlparse
 
 import ray
 
-import redfl
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+"""The folder that holds the imported ``redfl`` package (this module is
+``redfl/runtime/connect.py`` in it)."""
 
 DEFAULT_CONNECT_TIMEOUT_S = 30.0
 """How long joining a Ray cluster may take before it is reported as unreachable."""
@@ -34,8 +36,7 @@ gives it the same."""
 
 def worker_env() -> dict[str, Any]:
     """The runtime environment every worker of this driver gets (see the module doc)."""
-    package_root = str(Path(redfl.__file__).resolve().parent.parent)
-    paths = [package_root, os.getcwd(), os.environ.get("PYTHONPATH", "")]
+    paths = [str(PACKAGE_ROOT), os.getcwd(), os.environ.get("PYTHONPATH", "")]
     unique = list(dict.fromkeys(p for part in paths for p in part.split(os.pathsep) if p))
     return {"env_vars": {"PYTHONPATH": os.pathsep.join(unique)}}
 

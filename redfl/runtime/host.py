@@ -26,7 +26,7 @@ from redfl.core.message import Message
 from redfl.nodes.node import FederatedNode, NodePort
 from redfl.runtime.mailbox import Mailbox
 from redfl.runtime.port_runner import Deliver, PortRunner
-from redfl.runtime.protocol import Handlers, R, Request, Runner
+from redfl.runtime.protocol import Handlers, R, Request, Runner, Version
 from redfl.runtime.replies import WorkerProbe
 from redfl.runtime.star_runner import StarRunner
 from redfl.runtime.state import DEFAULT_MEMORY_BYTES, StateStore
@@ -38,8 +38,6 @@ GUEST_CACHE = 1024
 
 DEFAULT_RUNNERS: tuple[type[Runner], ...] = (PortRunner, StarRunner)
 """The runners every host installs up front."""
-
-Version = tuple[int, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -78,6 +76,8 @@ class PullVersion(Request[Version]):
 
 class Host:
     """Builds and keeps nodes; answers requests through its runners' handlers.
+
+    Its runners get it as a :class:`~redfl.runtime.protocol.NodeHost`.
 
     Parameters
     ----------

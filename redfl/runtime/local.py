@@ -11,15 +11,15 @@ from __future__ import annotations
 import copy
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Future, wait
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 import numpy as np
 
 from redfl.runtime.backend import Backend, Plan
-from redfl.runtime.host import DEFAULT_RUNNERS, Close, Connect, Host, StopNodes
-from redfl.runtime.protocol import Outcome, Pending, R, Request, Unfinished
+from redfl.runtime.host import Close, Connect, Host, StopNodes
+from redfl.runtime.protocol import Outcome, Pending, R, Request
 
 
 class LocalBackend(Backend):
@@ -39,19 +39,7 @@ class LocalBackend(Backend):
 
     def start(self, plan: Plan) -> None:
         """Create the workers and connect them to each other."""
-        self._workers = [
-            Host(
-                i,
-                plan.federation_id,
-                plan.seed,
-                plan.num_nodes,
-                spec.nodes,
-                plan.manager,
-                plan.state_memory_bytes,
-                DEFAULT_RUNNERS + plan.runners,
-            )
-            for i, spec in enumerate(plan.workers)
-        ]
+        self._workers = [Host(*plan.host_arguments(i)) for i in range(len(plan.workers))]
         self.call_all(Connect(tuple(self._workers)))
 
     @property
@@ -88,47 +76,14 @@ class LocalBackend(Backend):
             run()
         return Pending(future)
 
-    def gather(
-        self,
-        pending: Sequence[Pending[R]],
-        on_done: Callable[[int], None] | None = None,
-        fail_fast: bool = False,
-        timeout: float | None = None,
-    ) -> list[Outcome[R]]:
-        """Wait for the futures (all of them, up to the first error, or up to ``timeout``)."""
-        futures: list[Future[R]] = [p.handle for p in pending]
-        if fail_fast or timeout is not None:
-            wait(futures, timeout, FIRST_EXCEPTION if fail_fast else ALL_COMPLETED)
-            fail_fast = True
-        outcomes: list[Outcome[R]] = []
-        for i, future in enumerate(futures):
-            if fail_fast and not future.done():
-                outcomes.append(Outcome(None, Unfinished("still running")))
-                continue
-            outcomes.append(_outcome(future))
-            if on_done is not None:
-                on_done(i)
-        return outcomes
-
-    def wait_any(self, pending: Sequence[Pending[R]]) -> tuple[int, Outcome[R]]:
-        """The first finished future (most requests are answered at ``call``)."""
-        futures: list[Future[R]] = [p.handle for p in pending]
-        wait(futures, return_when=FIRST_COMPLETED)
-        for i, future in enumerate(futures):
-            if future.done():
-                return i, _outcome(future)
-        raise RuntimeError("no call finished")  # unreachable: wait returned
-
-    def wait_next(
+    def finished(
         self, pending: Sequence[Pending[R]], timeout: float | None
-    ) -> tuple[int, Outcome[R]] | None:
-        """The first future finished within ``timeout`` seconds, or ``None``."""
+    ) -> list[tuple[int, Outcome[R]]]:
+        """Every finished future (most requests are answered at ``call``), waiting up to
+        ``timeout`` seconds for the first."""
         futures: list[Future[R]] = [p.handle for p in pending]
         wait(futures, timeout, FIRST_COMPLETED)
-        for i, future in enumerate(futures):
-            if future.done():
-                return i, _outcome(future)
-        return None
+        return [(i, _outcome(future)) for i, future in enumerate(futures) if future.done()]
 
     def stop(self) -> None:
         """Wake blocked nodes, join their threads, drop the workers."""

@@ -16,16 +16,13 @@ import threading
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redfl.core.arrays import WeightedSum
 from redfl.core.message import Message
-from redfl.runtime.protocol import Handlers, Request, Runner
+from redfl.runtime.protocol import Handlers, NodeHost, Request, Runner
 from redfl.runtime.replies import NodeFailed, RoundTotals
 from redfl.runtime.round_gate import RoundGate
-
-if TYPE_CHECKING:
-    from redfl.runtime.host import Host
 
 Packed = tuple[bytes, list[pickle.PickleBuffer]]
 """A message pickled once (protocol 5), its arrays out of band."""
@@ -34,7 +31,7 @@ Packed = tuple[bytes, list[pickle.PickleBuffer]]
 class PortRunner(Runner):
     """Runs message-driven nodes and carries their messages; the nodes' ``NodePort``."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: NodeHost) -> None:
         super().__init__(host)
         self._lock = threading.Lock()
         self._running = 0

@@ -4,7 +4,7 @@ Every call to a worker is a frozen dataclass that subclasses :class:`Request` wi
 type, e.g. ``class FitSegments(Request[FitBatch])``. The driver sends it with one verb,
 ``backend.call(worker, request)``, which returns a :class:`Pending` of that reply type;
 ``backend.gather`` and ``backend.wait_any`` turn pending calls into :class:`Outcome` s. On
-the worker, :class:`~redfl.runtime.host.Host` looks the request's class up in its
+the worker, a host (:class:`~redfl.runtime.host.Host`) looks the request's class up in its
 :class:`Handlers` table and calls the handler a :class:`Runner` registered for it. mypy
 checks both ends: the driver gets ``Outcome[FitBatch]`` for a ``FitSegments``, and a runner
 cannot register a handler whose reply type differs from the one its request declares.
@@ -15,12 +15,14 @@ sets ``blocking = True``: the in-process runtime then runs it on a thread of its
 Adding a programming model (a schema with a new way of running nodes) takes one module:
 
 1. a :class:`Runner` subclass whose ``register`` adds a handler per request (``__init__``
-   gets the :class:`~redfl.runtime.host.Host`: nodes, client states, versions, mailbox);
+   gets the worker's host as a :class:`NodeHost`: nodes, client states, versions, mailbox);
 2. its requests, frozen dataclasses subclassing ``Request[Reply]`` with
    ``runner = TheRunner`` (and ``blocking = True`` for a request that waits on others).
 
 A host installs the runner the first time one of its requests arrives (or up front, when
 listed in ``Plan.runners``); the host, the backends and the other runners do not change.
+Runners see their host only through :class:`NodeHost`, so they never import the host
+module (which imports the runners it installs by default).
 
 Examples
 --------
@@ -44,16 +46,23 @@ Examples
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
-if TYPE_CHECKING:
-    from redfl.runtime.host import Host
+from redfl.core.message import Message
+from redfl.nodes.node import FederatedNode, NodePort
+from redfl.runtime.mailbox import Mailbox
+from redfl.runtime.state import StateStore
+from redfl.runtime.topology_manager import TopologyManager
+from redfl.runtime.virtual import VirtualNode
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 Q = TypeVar("Q", bound="Request[Any]")
+
+Version = tuple[int, dict[str, Any]]
+"""A node's published ``(version number, state)``; ``(0, {})`` before its first."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,65 @@ def _first_annotation(handler: Callable[..., Any]) -> Any:
     return annotation.strip("'\"") if isinstance(annotation, str) else annotation
 
 
+class NodeHost(Protocol):
+    """What a :class:`Runner` uses of its worker's host (:class:`~redfl.runtime.host.Host`
+    and its Ray variant are ones): nodes, placement, client states, versions, mailbox."""
+
+    index: int
+    """The worker's position in the placement."""
+    manager: TopologyManager
+    """The topology and the placement of every node."""
+    states: StateStore
+    """The states of this worker's stateful clients."""
+    mailbox: Mailbox
+    """The queues of messages for this worker's nodes."""
+    port: NodePort | None
+    """How built nodes reach the federation (set by the message port runner)."""
+    running: tuple[str, float] | None
+    """The client a runner runs now and since when (``time.monotonic()``)."""
+
+    def handle(self, request: Request[R]) -> R:
+        """Answer ``request`` on this worker (as if it had come from the driver)."""
+        ...
+
+    def node(self, node_id: str) -> FederatedNode:
+        """The live node (or guest) ``node_id``, built on first use."""
+        ...
+
+    def built(self, node_id: str) -> FederatedNode | None:
+        """The live node or guest ``node_id`` if built, without building it."""
+        ...
+
+    def node_ids(self) -> list[str]:
+        """The ids of the nodes that live on this worker."""
+        ...
+
+    def add_guests(self, guests: Sequence[VirtualNode]) -> None:
+        """Describe clients of other workers that this one will run for them."""
+        ...
+
+    def post(self, message: Message, groups: dict[int, list[str]]) -> None:
+        """Hand ``message`` to other workers (worker index -> recipient ids there)."""
+        ...
+
+    def version(self, node_id: str) -> Version:
+        """The latest (version, state) of ``node_id``; (0, {}) if none."""
+        ...
+
+    def publish_version(self, node_id: str, state: dict[str, Any]) -> int:
+        """Store a snapshot of ``node_id``'s state under the next version number."""
+        ...
+
+    def quiesce(self, timeout: float) -> bool:
+        """Deliver every message still queued for other workers; ``False`` if ``timeout``
+        passed first."""
+        ...
+
+    def rewind(self, versions: dict[str, Version]) -> None:
+        """Forget every message and live node; take ``versions`` as the published ones."""
+        ...
+
+
 class Runner:
     """One programming model on a worker: registers handlers for its requests.
 
@@ -128,7 +196,7 @@ class Runner:
         The worker's node host (nodes, placement, client state, versions, mailbox).
     """
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: NodeHost) -> None:
         self.host = host
 
     def register(self, handlers: Handlers) -> None:
@@ -166,4 +234,5 @@ class Pending(Generic[R_co]):
 
 
 class Unfinished(RuntimeError):
-    """A call that was still running when ``gather(fail_fast=True)`` returned."""
+    """A call that was still running when ``gather`` returned (at a first error with
+    ``fail_fast``, or at its ``timeout``)."""

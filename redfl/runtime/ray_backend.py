@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from typing import Any
 
@@ -14,8 +14,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from redfl.runtime.backend import Backend, Plan
 from redfl.runtime.connect import ensure_ray
-from redfl.runtime.host import DEFAULT_RUNNERS, Close, Connect
-from redfl.runtime.protocol import Outcome, Pending, R, Request, Unfinished
+from redfl.runtime.host import Close, Connect
+from redfl.runtime.protocol import Outcome, Pending, R, Request
 from redfl.runtime.ray_host import HostActor
 from redfl.runtime.resources import ResourceError
 
@@ -116,18 +116,7 @@ class RayBackend(Backend):
                 options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                     self._target, placement_group_bundle_index=slot[i]
                 )
-            self._actors.append(
-                actor_class.options(**options).remote(
-                    i,
-                    plan.federation_id,
-                    plan.seed,
-                    plan.num_nodes,
-                    spec.nodes,
-                    plan.manager,
-                    plan.state_memory_bytes,
-                    DEFAULT_RUNNERS + plan.runners,
-                )
-            )
+            self._actors.append(actor_class.options(**options).remote(*plan.host_arguments(i)))
         outcomes = self.call_all(Connect(tuple(self._actors)))
         errors = [o.error for o in outcomes if o.error is not None]
         if errors:
@@ -156,45 +145,14 @@ class RayBackend(Backend):
             request = replace(request, **dict.fromkeys(names))
         return Pending(self._actors[worker].handle.remote(request, names, *refs))
 
-    def gather(
-        self,
-        pending: Sequence[Pending[R]],
-        on_done: Callable[[int], None] | None = None,
-        fail_fast: bool = False,
-        timeout: float | None = None,
-    ) -> list[Outcome[R]]:
-        """Wait with ``ray.wait``, reporting each call as it finishes (up to ``timeout``)."""
-        position = {p.handle: i for i, p in enumerate(pending)}
-        outcomes: list[Outcome[R] | None] = [None] * len(pending)
-        waiting = [p.handle for p in pending]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while waiting:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            done, waiting = ray.wait(waiting, num_returns=1, timeout=left)
-            if not done:
-                break
-            i = position[done[0]]
-            outcomes[i] = _outcome(done[0])
-            if on_done is not None:
-                on_done(i)
-            if fail_fast and outcomes[i].error is not None:  # type: ignore[union-attr]
-                break
-        late = "still running" if timeout is None else f"no reply within {timeout:g} s"
-        return [o if o is not None else Outcome(None, Unfinished(late)) for o in outcomes]
-
-    def wait_any(self, pending: Sequence[Pending[R]]) -> tuple[int, Outcome[R]]:
-        """``ray.wait`` for one of ``pending`` (blocks; no polling)."""
-        refs = [p.handle for p in pending]
-        done, _ = ray.wait(refs, num_returns=1)
-        return refs.index(done[0]), _outcome(done[0])
-
-    def wait_next(
+    def finished(
         self, pending: Sequence[Pending[R]], timeout: float | None
-    ) -> tuple[int, Outcome[R]] | None:
-        """``ray.wait`` for one of ``pending``, at most ``timeout`` seconds (``None``)."""
+    ) -> list[tuple[int, Outcome[R]]]:
+        """``ray.wait`` for one of ``pending``, at most ``timeout`` seconds (blocks; no
+        polling); the first finished call only."""
         refs = [p.handle for p in pending]
         done, _ = ray.wait(refs, num_returns=1, timeout=timeout)
-        return (refs.index(done[0]), _outcome(done[0])) if done else None
+        return [(refs.index(done[0]), _outcome(done[0]))] if done else []
 
     def kill(self, worker: int) -> None:
         """``ray.kill`` the worker's actor; Ray re-creates it in its bundle (``max_restarts``)."""

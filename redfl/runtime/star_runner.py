@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,19 +26,16 @@ from redfl.core.arrays import Parameters, WeightedSum, check_update
 from redfl.core.instructions import Instructions
 from redfl.core.result import Failure
 from redfl.nodes.client import Client
-from redfl.runtime.protocol import Handlers, Request, Runner
+from redfl.runtime.protocol import Handlers, NodeHost, Request, Runner
 from redfl.runtime.replies import EvaluateBatch, FitBatch
 from redfl.runtime.virtual import VirtualNode
 from redfl.runtime.work_queue import WorkQueue
-
-if TYPE_CHECKING:
-    from redfl.runtime.host import Host
 
 
 class StarRunner(Runner):
     """Fits and evaluates clients in batches; gives up unstarted segments on request."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: NodeHost) -> None:
         super().__init__(host)
         self._queue = WorkQueue()  # the running fit's segments
         self._batches = 0
@@ -75,8 +71,7 @@ class StarRunner(Runner):
         self._guests += len(request.guests)
         self._guest_batches += 1 if request.guests else 0
         batch = FitBatch(total=WeightedSum() if request.fold else None)
-        self._queue.start(len(request.segments))
-        while (index := self._queue.take()) is not None:
+        for index in self._queue.run(len(request.segments)):
             part = FitBatch(total=WeightedSum() if request.fold else None)
             self._fit_clients(request, request.segments[index], part)
             batch.absorb(part)
@@ -180,8 +175,19 @@ class StarRunner(Runner):
             node.state = {}
 
 
+class OfRound:
+    """A request about one round (a mixin): its ``round`` comes from its ``instructions``."""
+
+    instructions: Instructions
+
+    @property
+    def round(self) -> int:
+        """The round being fitted or evaluated."""
+        return self.instructions.round
+
+
 @dataclass(frozen=True)
-class FitSegments(Request[FitBatch]):
+class FitSegments(OfRound, Request[FitBatch]):
     """Fit a round's clients, segment by segment, from the global ``parameters``.
 
     Attributes
@@ -211,11 +217,6 @@ class FitSegments(Request[FitBatch]):
     guests: Sequence[VirtualNode] = ()
     separate: bool = False
 
-    @property
-    def round(self) -> int:
-        """The round being fitted."""
-        return self.instructions.round
-
 
 @dataclass(frozen=True)
 class ReleaseSegments(Request[list[int]]):
@@ -225,7 +226,7 @@ class ReleaseSegments(Request[list[int]]):
 
 
 @dataclass(frozen=True)
-class EvaluateClients(Request[EvaluateBatch]):
+class EvaluateClients(OfRound, Request[EvaluateBatch]):
     """Evaluate ``parameters`` on each of ``node_ids`` with the round's instructions."""
 
     runner = StarRunner
@@ -233,11 +234,6 @@ class EvaluateClients(Request[EvaluateBatch]):
     parameters: Parameters
     node_ids: Sequence[str]
     instructions: Instructions
-
-    @property
-    def round(self) -> int:
-        """The round being evaluated."""
-        return self.instructions.round
 
 
 def describe(error: BaseException) -> str:

@@ -27,21 +27,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from redfl.algorithms.hierarchy import leaf_sum
 from redfl.algorithms.strategy import ClientUpdate, Strategy
 from redfl.algorithms.updates import UpdatePolicy
 from redfl.core.arrays import Parameters, WeightedSum
 from redfl.core.instructions import Instructions
-from redfl.runtime.protocol import Handlers, Request, Runner
+from redfl.runtime.protocol import Handlers, NodeHost, Request, Runner
 from redfl.runtime.replies import FitBatch
-from redfl.runtime.star_runner import FitSegments, describe
+from redfl.runtime.star_runner import FitSegments, OfRound, describe
 from redfl.runtime.virtual import VirtualNode
 from redfl.runtime.work_queue import WorkQueue
-
-if TYPE_CHECKING:
-    from redfl.runtime.host import Host
 
 
 @dataclass(frozen=True)
@@ -100,7 +96,7 @@ class TreeBatch(FitBatch):
 class TreeRunner(Runner):
     """Folds the subtrees of a hierarchy that live on (or are handed to) this worker."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: NodeHost) -> None:
         super().__init__(host)
         self._queue = WorkQueue()  # the running fold's units
         self._folded = 0
@@ -119,8 +115,7 @@ class TreeRunner(Runner):
         """Fit and fold the units in turn (see the module docstring)."""
         self.host.add_guests(request.guests)
         batch = TreeBatch(total=None)
-        self._queue.start(len(request.units))
-        while (index := self._queue.take()) is not None:
+        for index in self._queue.run(len(request.units)):
             batch.units.append(self._unit(request.units[index], request, batch))
             self._folded += 1
             self._guest_units += 1 if request.guests else 0
@@ -207,7 +202,7 @@ class TreeRunner(Runner):
 
 
 @dataclass(frozen=True)
-class FoldSubtrees(Request[TreeBatch]):
+class FoldSubtrees(OfRound, Request[TreeBatch]):
     """Fit and fold this worker's subtrees of a round.
 
     Attributes
@@ -235,11 +230,6 @@ class FoldSubtrees(Request[TreeBatch]):
     policy: UpdatePolicy | None = None
     leaf_strategy: Strategy | None = None
     guests: Sequence[VirtualNode] = ()
-
-    @property
-    def round(self) -> int:
-        """The round being fitted."""
-        return self.instructions.round
 
 
 @dataclass(frozen=True)

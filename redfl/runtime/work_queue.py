@@ -14,11 +14,15 @@ Examples
 ([2, 3], [1], [])
 >>> queue.take() is None
 True
+
+A runner's batch loop is ``for index in queue.run(count)``: the pieces it still holds, in
+order.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 
 class WorkQueue:
@@ -33,6 +37,24 @@ class WorkQueue:
         """Begin a batch of ``count`` pieces."""
         with self._lock:
             self._next, self._end = 0, count
+
+    def run(self, count: int) -> Iterator[int]:
+        """Begin a batch of ``count`` pieces and yield each piece to run, in order, until
+        the batch is done or the rest was released.
+
+        Examples
+        --------
+        >>> queue = WorkQueue()
+        >>> taken = []
+        >>> for index in queue.run(5):
+        ...     taken.append(index)
+        ...     released = queue.release() if index == 0 else []
+        >>> taken
+        [0, 1, 2]
+        """
+        self.start(count)
+        while (index := self.take()) is not None:
+            yield index
 
     def take(self) -> int | None:
         """The next piece to run, or ``None`` when the batch is done (or given away)."""
