@@ -137,9 +137,10 @@ class RunStore:
         limit: int = 100,
         offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """What :meth:`list_runs` finds, as rows of the list view: ``id``, ``name``,
-        ``project`` and ``owner`` (names), ``status``, ``cancel_requested``, ``rounds``,
-        ``created_at``, ``started_at``, ``finished_at``, ``error``.
+        """Runs, newest first (ties by id), optionally of one status or project, as rows of
+        the list view: ``id``, ``name``, ``project`` and ``owner`` (names), ``status``,
+        ``cancel_requested``, ``rounds``, ``created_at``, ``started_at``, ``finished_at``,
+        ``error``.
 
         One query of those columns on the session's connection (no config text, no ORM
         objects).
@@ -151,21 +152,6 @@ class RunStore:
             query = query.where(Run.project_id == project_id)
         rows = self.session.connection().execute(query.limit(limit).offset(offset))
         return [dict(zip(SUMMARY_FIELDS, row, strict=True)) for row in rows]
-
-    def list_runs(
-        self,
-        status: str | None = None,
-        project_id: int | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Run]:
-        """Runs, newest first, optionally of one status or project."""
-        query = select(Run).order_by(Run.created_at.desc(), Run.id)
-        if status is not None:
-            query = query.where(Run.status == status)
-        if project_id is not None:
-            query = query.where(Run.project_id == project_id)
-        return list(self.session.scalars(query.limit(limit).offset(offset)))
 
     def runs_by_status(self) -> dict[str, int]:
         """How many runs have each status (every status present, 0 included)."""
