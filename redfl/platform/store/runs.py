@@ -20,7 +20,7 @@ from redfl.platform.models import (
     User,
     utcnow,
 )
-from redfl.platform.store.errors import Conflict, NotFound
+from redfl.platform.store.errors import Conflict, NotFound, commit_or_conflict, require_row
 
 TRANSITIONS = {
     "queued": {"running", "failed", "cancelled"},
@@ -120,10 +120,7 @@ class RunStore:
 
     def require_run(self, run_id: str) -> Run:
         """The run with ``run_id``; a :class:`NotFound` if there is none."""
-        run = self.get_run(run_id)
-        if run is None:
-            raise NotFound(f"run {run_id!r} does not exist")
-        return run
+        return require_row(self.session, Run, run_id, f"run {run_id!r}")
 
     def check_run(self, run_id: str) -> None:
         """Nothing if run ``run_id`` exists; a :class:`NotFound` if not (reads its id only)."""
@@ -204,11 +201,7 @@ class RunStore:
         """Store the record of round ``rnd``; a second record of one round is a
         :class:`Conflict`."""
         self.session.add(RoundMetric(run_id=run_id, round=rnd, record=record))
-        try:
-            self.session.commit()
-        except IntegrityError:
-            self.session.rollback()
-            raise Conflict(f"run {run_id!r} already has round {rnd}") from None
+        commit_or_conflict(self.session, f"run {run_id!r} already has round {rnd}")
 
     def round_metrics(self, run_id: str) -> list[dict[str, Any]]:
         """The run's round records, by round."""
