@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy
 import psutil
 from common import REPO, baseline_tree
 from websockets.asyncio.client import connect
@@ -73,21 +74,28 @@ def seed_runs(data: Path, count: int) -> None:
             run_id = new_run_id()
             folder = str(data / "runs" / run_id)
             store.create_run(
-                run_id=run_id, name="seeded", owner_id=owner, project_id=None,
-                config_text="", config_format="toml", rounds=20, run_dir=folder,
-            )  # fmt: skip
+                run_id=run_id,
+                name="seeded",
+                owner_id=owner,
+                project_id=None,
+                config_text="",
+                config_format="toml",
+                rounds=20,
+                run_dir=folder,
+            )
             store.record_status(run_id, "running")
             for rnd in range(1, 21):
-                record = {"round": rnd, "sampled": 10, "succeeded": 10, "failed": 0,
-                          "seconds": 0.5, "loss": 1.0 / rnd, "accuracy": 1 - 0.5 / rnd}  # fmt: skip
+                record = {
+                    "round": rnd,
+                    "sampled": 10,
+                    "succeeded": 10,
+                    "failed": 0,
+                    "seconds": 0.5,
+                    "loss": 1.0 / rnd,
+                    "accuracy": 1 - 0.5 / rnd,
+                }
                 store.add_round_metric(run_id, rnd, record)
             store.record_status(run_id, "succeeded")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
 async def user(
@@ -172,8 +180,13 @@ async def follow(base: str, token: str, rounds: int) -> tuple[str, dict[int, flo
 def prepare(stored: int) -> Path:
     """A fresh data folder with the admin ``ada`` and ``stored`` finished runs."""
     data = Path(tempfile.mkdtemp(prefix="redfl-bench-")) / "data"
-    subprocess.run([REDFL, "users", "create", "ada", "--role", "admin", "--data", str(data)],
-                   input=PASSWORD + "\n", text=True, check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [REDFL, "users", "create", "ada", "--role", "admin", "--data", str(data)],
+        input=PASSWORD + "\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
     seed_runs(data, stored)
     return data
 
@@ -212,11 +225,16 @@ def compare(ref: str, stored: int, count: int, repeats: int) -> None:
                 server.terminate()
                 server.wait(30)
             best[side] = min(best[side], ms)
-            print(f"{side} ({sha if side == 'before' else 'this tree'}): {ms:.2f} ms CPU/request "
-                  f"({count} sequential requests, {load_average()})", flush=True)  # fmt: skip
-    print(f"per-request server CPU, best of {repeats}: before {best['before']:.2f} ms, after "
-          f"{best['after']:.2f} ms (after/before {best['after'] / best['before']:.2f}); "
-          f"{load_average()}")  # fmt: skip
+            print(
+                f"{side} ({sha if side == 'before' else 'this tree'}): {ms:.2f} ms CPU/request "
+                f"({count} sequential requests, {load_average()})",
+                flush=True,
+            )
+    print(
+        f"per-request server CPU, best of {repeats}: before {best['before']:.2f} ms, after "
+        f"{best['after']:.2f} ms (after/before {best['after'] / best['before']:.2f}); "
+        f"{load_average()}"
+    )
 
 
 def main() -> None:
@@ -231,8 +249,12 @@ def main() -> None:
         default="0,1",
         help="mean pauses (s) between a user's requests, one load phase each; 0: closed loop",
     )
-    parser.add_argument("--cost", type=int, default=1000, help="sequential requests for the "
-                        "per-request CPU (0: skip)")  # fmt: skip
+    parser.add_argument(
+        "--cost",
+        type=int,
+        default=1000,
+        help="sequential requests for the per-request CPU (0: skip)",
+    )
     parser.add_argument("--compare", metavar="REF", help="only the per-request CPU: REF vs this")
     parser.add_argument("--repeats", type=int, default=3, help="alternations of --compare")
     args = parser.parse_args()
@@ -264,25 +286,33 @@ def main() -> None:
         head = read_head(data)
         if head is not None:
             stop_head(head.pid)
-    print(f"platform bench on {os.cpu_count()} shared cores (load average "
-          f"{os.getloadavg()[0]:.1f}): {args.users} users, {args.seconds:g} s a phase, "
-          f"{args.stored} stored runs")  # fmt: skip
+    print(
+        f"platform bench on {os.cpu_count()} shared cores (load average "
+        f"{os.getloadavg()[0]:.1f}): {args.users} users, {args.seconds:g} s a phase, "
+        f"{args.stored} stored runs"
+    )
     if cpu_ms is not None:
-        print(f"server CPU per request (bench mix, {args.cost} sequential): {cpu_ms:.2f} ms, "
-              f"at most {1000 / cpu_ms:.0f} requests/s per core ({cost_load})")  # fmt: skip
+        print(
+            f"server CPU per request (bench mix, {args.cost} sequential): {cpu_ms:.2f} ms, "
+            f"at most {1000 / cpu_ms:.0f} requests/s per core ({cost_load})"
+        )
     for think, result in results.items():
         latency = [x * 1000 for x in result["latency"]]
         rate = len(latency) / args.seconds
-        p95 = percentile(latency, 0.95)
+        p50, p95, p99 = numpy.percentile(latency, [50, 95, 99])
         verdict = "met" if p95 < TARGET_P95_MS and result["errors"] == 0 else "not met"
-        print(f"think {think:g} s: requests {len(latency)} ({rate:.0f}/s), "
-              f"errors {result['errors']}, latency ms p50 {percentile(latency, 0.5):.1f} "
-              f"p95 {p95:.1f} p99 {percentile(latency, 0.99):.1f}; p95 / target "
-              f"{TARGET_P95_MS:g} ms = {p95 / TARGET_P95_MS:.2f} ({verdict}; "
-              f"{result['load']}); CPU ms/request: server {result['server_ms']:.2f}, "
-              f"load generator {result['client_ms']:.2f}")  # fmt: skip
-    print(f"websocket ms (round end -> subscriber, {len(ws)}/{args.rounds} rounds): "
-          f"median {statistics.median(ws):.1f}  max {max(ws):.1f} ({load_average()})")  # fmt: skip
+        print(
+            f"think {think:g} s: requests {len(latency)} ({rate:.0f}/s), "
+            f"errors {result['errors']}, latency ms p50 {p50:.1f} "
+            f"p95 {p95:.1f} p99 {p99:.1f}; p95 / target "
+            f"{TARGET_P95_MS:g} ms = {p95 / TARGET_P95_MS:.2f} ({verdict}; "
+            f"{result['load']}); CPU ms/request: server {result['server_ms']:.2f}, "
+            f"load generator {result['client_ms']:.2f}"
+        )
+    print(
+        f"websocket ms (round end -> subscriber, {len(ws)}/{args.rounds} rounds): "
+        f"median {statistics.median(ws):.1f}  max {max(ws):.1f} ({load_average()})"
+    )
     print(f"server RSS MiB: after load {rss_load:.0f}, after the followed run {rss_ws:.0f}")
 
 

@@ -1,4 +1,5 @@
-"""Helpers for the platform's API tests: an app on a fresh data folder, users and tokens."""
+"""Helpers for the platform's API tests: an app on a fresh data folder, users, tokens and
+stored runs."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from redfl.platform.api.app import create_app
 from redfl.platform.logs import LOG, JsonFormatter
 from redfl.platform.security import hash_password
 from redfl.platform.settings import Settings
-from redfl.platform.store import Store
+from redfl.platform.store import Store, new_run_id
 
 PASSWORD = "correct horse battery"
 _HASH: dict[str, str] = {}
@@ -43,13 +44,45 @@ def bearer(app: FastAPI, name: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture(name="app")
-def app_fixture(tmp_path: Path) -> FastAPI:
-    """An app with an admin ``ada``, a researcher ``rita`` and a viewer ``vic``."""
-    made = make_app(tmp_path / "data")
+def store_run(
+    store: Store,
+    owner_id: int | None,
+    *,
+    project_id: int | None = None,
+    rounds: int = 1,
+    runs_dir: Path | str = "/nowhere",
+    config: str = "",
+    name: str = "demo",
+) -> str:
+    """Add a queued run (TOML ``config``, folder ``<runs_dir>/<id>``, not created) to
+    ``store``; its id."""
+    run_id = new_run_id()
+    store.create_run(
+        run_id=run_id,
+        name=name,
+        owner_id=owner_id,
+        project_id=project_id,
+        config_text=config,
+        config_format="toml",
+        rounds=rounds,
+        run_dir=str(Path(runs_dir) / run_id),
+    )
+    return run_id
+
+
+def make_team_app(data_dir: Path) -> FastAPI:
+    """The app on ``data_dir`` with an admin ``ada``, a researcher ``rita`` and a viewer
+    ``vic``."""
+    made = make_app(data_dir)
     for name, role in (("ada", "admin"), ("rita", "researcher"), ("vic", "viewer")):
         add_user(made, name, role)
     return made
+
+
+@pytest.fixture(name="app")
+def app_fixture(tmp_path: Path) -> FastAPI:
+    """:func:`make_team_app` on a fresh data folder."""
+    return make_team_app(tmp_path / "data")
 
 
 @pytest.fixture(name="client")

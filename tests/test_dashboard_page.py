@@ -22,23 +22,20 @@ from browser import (  # noqa: F401  (fixtures)
 )
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from platform_app import PASSWORD, add_user, make_app
+from platform_app import PASSWORD, make_team_app, store_run
 from playwright.sync_api import Browser, Page
 from stand_in_events import append_failure, append_round, append_status, write_model
 
 from redfl.platform.catalog import examples
 from redfl.platform.security import digest
-from redfl.platform.store import Store, new_run_id
+from redfl.platform.store import Store
 
 DIGITS = next(e for e in examples() if e.name == "digits_fedavg").config
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
-    made = make_app(Path(tmp_path_factory.mktemp("dashboard")))
-    for name, role in (("ada", "admin"), ("rita", "researcher"), ("vic", "viewer")):
-        add_user(made, name, role)
-    return made
+    return make_team_app(Path(tmp_path_factory.mktemp("dashboard")))
 
 
 @pytest.fixture(scope="module")
@@ -59,22 +56,23 @@ def page(browser: Browser) -> Iterator[Page]:
 
 def make_run(app: FastAPI, owner: str, rounds: int = 20) -> str:
     """A queued run of ``owner`` (the digits demo config) in the store; its id."""
-    run_id = new_run_id()
-    folder = app.state.settings.runs_dir / run_id
-    folder.mkdir(parents=True)
+    runs_dir = app.state.settings.runs_dir
     with app.state.sessions() as session:
         store = Store(session)
-        store.create_run(
-            run_id=run_id,
-            name="digits-fedavg",
-            owner_id=store.require_user(owner).id,
-            project_id=None,
-            config_text=DIGITS,
-            config_format="toml",
-            rounds=rounds,
-            run_dir=str(folder),
+        owner_id = store.require_user(owner).id
+        run_id = store_run(
+            store, owner_id, rounds=rounds, runs_dir=runs_dir, config=DIGITS, name="digits-fedavg"
         )
+    (runs_dir / run_id).mkdir(parents=True)
     return run_id
+
+
+def upload(page: Page, base: str, path: Path, config: str) -> None:
+    """Write ``config`` to ``path`` and start it from the runs page's upload form."""
+    path.write_text(config)
+    page.goto(base + "/#/runs")
+    page.set_input_files("#config-file", str(path))
+    page.click("#start-upload button")
 
 
 def last_round(page: Page, chart: str) -> int:
@@ -121,18 +119,10 @@ def test_researcher_starts_an_example_and_an_uploaded_config(
         assert (run.config_text, run.owner.name if run.owner else None) == (DIGITS, "rita")
     assert page.text_content("#run-progress") == "round 0 of 20"
 
-    upload = tmp_path / "mine.toml"
-    upload.write_text(DIGITS.replace('name = "digits-fedavg"', 'name = "uploaded"'))
-    page.goto(base + "/#/runs")
-    page.set_input_files("#config-file", str(upload))
-    page.click("#start-upload button")
+    upload(page, base, tmp_path / "mine.toml", DIGITS.replace("digits-fedavg", "uploaded"))
     page.wait_for_selector("#run-name:text('uploaded')")
 
-    bad = tmp_path / "bad.toml"
-    bad.write_text(DIGITS.replace("rounds = 20", "rounds = 0"))
-    page.goto(base + "/#/runs")
-    page.set_input_files("#config-file", str(bad))
-    page.click("#start-upload button")
+    upload(page, base, tmp_path / "bad.toml", DIGITS.replace("rounds = 20", "rounds = 0"))
     page.wait_for_selector("#notice:has-text('Cannot start the run')")
     assert "rounds" in (page.text_content("#notice") or "")
     page.goto(base + "/#/runs")
@@ -222,6 +212,19 @@ def test_viewer_sees_no_start_or_cancel_and_is_refused_a_forced_start(
 
 def test_admin_adds_a_user_and_changes_a_role(app: FastAPI, base: str, page: Page) -> None:
     log_in(page, base, "ada", PASSWORD)
+    refused = page.evaluate(
+        """async () => {
+            const api = await import("/static/api.js");
+            const body = {name: "nina", role: "viewer", password: "hunter2"};
+            try { await api.request("POST", "/api/users", body); } catch (error) {
+                return [error.status, error.message];
+            }
+        }"""
+    )
+    assert refused == [
+        422,
+        "body.password: String should have at least 8 characters (got a hidden value)",
+    ]
     page.click("[data-nav=users]")
     page.wait_for_selector("#users-table tbody tr")
     page.fill("#user-form input[name=name]", "nina")

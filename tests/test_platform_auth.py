@@ -130,6 +130,75 @@ def test_expired_foreign_and_stale_tokens_are_refused(app: FastAPI, client: Test
     assert client.get("/api/auth/me", headers=headers).status_code == 401  # user gone
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "detail"),
+    [
+        (
+            "/api/users",
+            {"name": "nina", "role": "viewer", "password": "hunter2", "colour": "red"},
+            "body.password: String should have at least 8 characters (got a hidden value); "
+            "body.colour: unknown key",
+        ),
+        (
+            "/api/users",
+            {"name": "ni na", "role": "boss", "password": 12345678},
+            "body.name: String should match pattern '^[A-Za-z0-9_.@-]+$' (got 'ni na'); "
+            "body.role: Input should be 'admin', 'researcher' or 'viewer' (got 'boss'); "
+            "body.password: Input should be a valid string (got a hidden value)",
+        ),
+        (
+            "/api/auth/refresh",
+            {"refresh_token": ["hunter2"]},
+            "body.refresh_token: Input should be a valid string",
+        ),
+        (
+            "/api/projects",
+            {"name": "p", "description": "x" * 10_001},
+            "body.description: String should have at most 10000 characters (got 10001 characters)",
+        ),
+    ],
+)
+def test_invalid_bodies_get_one_line_naming_each_field_without_secrets(
+    app: FastAPI, client: TestClient, path: str, body: dict[str, object], detail: str
+) -> None:
+    response = client.post(path, json=body, headers=bearer(app, "ada"))
+    assert response.status_code == 422
+    assert response.json() == {"detail": detail, "field": detail.split(":", 1)[0]}
+    assert "hunter2" not in response.text and "12345678" not in response.text
+
+
+def test_a_body_sent_as_text_is_not_repeated(client: TestClient) -> None:
+    text = json.dumps({"username": "rita", "password": "hunter2 and more"})
+    response = client.post("/api/auth/login", content=text)  # no JSON content type
+    assert (response.status_code, response.json()["field"]) == (422, "body")
+    assert response.json()["detail"] == (
+        "body: Input should be a valid dictionary or object to extract fields from "
+        "(got a hidden value)"
+    )
+    assert "hunter2" not in response.text
+
+
+def test_invalid_queries_name_the_parameter_and_the_value(app: FastAPI, client: TestClient) -> None:
+    response = client.get("/api/runs", params={"limit": 5000}, headers=bearer(app, "vic"))
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "detail": "query.limit: Input should be less than or equal to 1000 (got '5000')",
+            "field": "query.limit",
+        },
+    )
+
+
+def test_the_schema_documents_the_422_reply_as_it_is(client: TestClient) -> None:
+    schema = client.get("/api/openapi.json").json()
+    login = schema["paths"]["/api/auth/login"]["post"]["responses"]["422"]
+    ref = login["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    reply = schema["components"]["schemas"][ref]
+    assert reply["required"] == ["detail"]
+    assert reply["properties"]["detail"]["type"] == "string"
+    assert "ValidationError" not in schema["components"]["schemas"]
+
+
 def test_the_jwt_secret_is_made_once_with_mode_0600(tmp_path: Path) -> None:
     key = load_or_create_secret(tmp_path / "d")
     path = tmp_path / "d" / "jwt-secret"

@@ -16,7 +16,7 @@ from redfl.platform.settings import Settings
 BLOCKED = """
 import importlib.abc, sys
 PLATFORM = {"fastapi", "starlette", "sqlalchemy", "alembic", "uvicorn", "argon2", "jwt",
-            "prometheus_client", "psycopg"}
+            "prometheus_client", "psycopg", "cachetools"}
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name.split(".")[0] in PLATFORM:

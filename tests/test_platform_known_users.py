@@ -2,6 +2,7 @@
 
 Changes through the API apply at the next request; changes made elsewhere (here: straight
 in the store, as another server on the same database would) within ``user_cache_seconds``.
+The WebSocket checks its token the same way, with the same cache.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from platform_app import add_user, bearer, make_app
+from platform_app import add_user, bearer, make_app, store_run
+from starlette.websockets import WebSocketDisconnect
 
 from redfl.platform import security
 from redfl.platform.api.known_users import KnownUsers
@@ -85,6 +87,43 @@ def test_a_change_made_elsewhere_applies_within_the_bound(tmp_path: Path) -> Non
             Store(session).delete_user("rita")
         clock.now += 5.0
         assert _me(client, rita) == (401, "invalid token")
+
+
+def _follow(client: TestClient, run_id: str, headers: dict[str, str]) -> tuple[int, str]:
+    """Follow the run's WebSocket until the server closes it; the close code and reason."""
+    token = headers["Authorization"].removeprefix("Bearer ")
+    with client.websocket_connect(f"/api/runs/{run_id}/ws?token={token}") as ws:
+        while True:
+            try:
+                ws.receive_json()
+            except WebSocketDisconnect as closed:
+                return closed.code, closed.reason
+
+
+def test_the_websocket_trusts_and_refuses_users_as_the_http_routes_do(tmp_path: Path) -> None:
+    clock = Clock()
+    app = _app(tmp_path, clock, seconds=5.0)
+    add_user(app, "vic", "viewer")
+    add_user(app, "val", "viewer")
+    vic, val, ada = bearer(app, "vic"), bearer(app, "val"), bearer(app, "ada")
+    with app.state.sessions() as session:
+        store = Store(session)
+        run_id = store_run(store, None)
+        store.end_run(run_id, "cancelled")
+    with TestClient(app) as client:
+        assert _me(client, vic) == (200, "viewer")  # now cached
+        assert _follow(client, run_id, vic) == (1000, "")
+        with app.state.sessions() as session:
+            Store(session).delete_user("vic")  # elsewhere: the cached row is still trusted
+        assert _me(client, vic) == (200, "viewer")
+        assert _follow(client, run_id, vic) == (1000, "")
+        clock.now += 5.0
+        assert _me(client, vic) == (401, "invalid token")
+        assert _follow(client, run_id, vic) == (4401, "invalid token")
+        assert _follow(client, run_id, val) == (1000, "")  # cached too
+        assert client.delete("/api/users/val", headers=ada).status_code == 204
+        assert _follow(client, run_id, val) == (4401, "invalid token")  # at once, as on HTTP
+        assert _me(client, val) == (401, "invalid token")
 
 
 def test_a_zero_bound_reads_the_user_on_every_request(tmp_path: Path) -> None:

@@ -133,21 +133,26 @@ def test_late_subscriber_gets_earlier_events_then_live_ones(
     assert [m["seq"] for m in early] + [seq - 1, seq] + [m["seq"] for m in rest] == list(range(7))
 
 
-@pytest.mark.parametrize("identity", ["anonymous", "expired", "foreign"])
-def test_websocket_refuses_bad_tokens_with_4401(
-    app: FastAPI, client: TestClient, identity: str
+@pytest.mark.parametrize(
+    ("identity", "reason"),
+    [
+        ("anonymous", "not authenticated"),
+        ("expired", "token expired"),
+        ("foreign", "invalid token"),
+    ],
+)
+def test_websocket_refuses_bad_tokens_with_4401_as_http_does(
+    app: FastAPI, client: TestClient, identity: str, reason: str
 ) -> None:
     run_id = _queue(app, client)
-    token = _headers(app, identity).get("Authorization", "Bearer ").removeprefix("Bearer ")
+    headers = _headers(app, identity)
+    token = headers.get("Authorization", "Bearer ").removeprefix("Bearer ")
     url = f"/api/runs/{run_id}/ws?token={token}"
     with client.websocket_connect(url) as ws, pytest.raises(WebSocketDisconnect) as closed:
         ws.receive_json()
-    assert closed.value.code == 4401
-    assert closed.value.reason in (
-        "not authenticated: pass ?token=<access token>",
-        "token expired",
-        "invalid token",
-    )
+    assert (closed.value.code, closed.value.reason) == (4401, reason)
+    refused = client.get(f"/api/runs/{run_id}/events", headers=headers)
+    assert (refused.status_code, refused.json()["detail"]) == (401, reason)
 
 
 def test_websocket_of_an_unknown_run_closes_with_4404(app: FastAPI, client: TestClient) -> None:

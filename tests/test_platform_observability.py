@@ -22,13 +22,14 @@ from platform_app import (  # noqa: F401  (fixtures)
     client_fixture,
     log_lines_fixture,
     make_app,
+    store_run,
 )
 from waiting import free_port, wait_until
 
 from redfl.platform.api.health import ray_status
 from redfl.platform.api.middleware import SECURITY_HEADERS
 from redfl.platform.db import make_engine
-from redfl.platform.store import Store, new_run_id
+from redfl.platform.store import Store
 
 CONFIG = '[client]\ntarget = "redfl.examples.echo:EchoClient"\nnum_clients = 2\n'
 
@@ -185,18 +186,8 @@ def test_redfl_serve_runs_uvicorn_on_the_data_folder(tmp_path: Path) -> None:
 def test_runs_by_status_follow_the_store(app: FastAPI, client: TestClient) -> None:
     with app.state.sessions() as session:
         store = Store(session)
-        for _ in range(3):
-            store.create_run(
-                run_id=(run_id := new_run_id()),
-                name="r",
-                owner_id=None,
-                project_id=None,
-                config_text="",
-                config_format="toml",
-                rounds=1,
-                run_dir="/nowhere",
-            )
-        store.set_status(run_id, "running")
+        run_ids = [store_run(store, None) for _ in range(3)]
+        store.set_status(run_ids[-1], "running")
     text = client.get("/metrics").text
     assert _sample(text, "redfl_runs", 'status="queued"') == 2.0
     assert _sample(text, "redfl_runs", 'status="running"') == 1.0

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from platform_app import add_user, make_app
+from platform_app import add_user, make_app, store_run
 from starlette.websockets import WebSocketDisconnect
 
 from redfl.platform.security import TokenService
-from redfl.platform.store import Store, new_run_id
+from redfl.platform.store import Store
 from redfl.run.folder import save_parameters
 
 IDENTITIES = ("anonymous", "expired", "foreign", "viewer", "researcher", "admin")
@@ -39,24 +39,14 @@ def _none(_: FastAPI) -> tuple[dict[str, Any], Any]:
 
 
 def _fresh_run(app: FastAPI, with_model: bool = False) -> str:
-    run_id = new_run_id()
-    folder = app.state.settings.runs_dir / run_id
+    runs_dir = app.state.settings.runs_dir
+    with app.state.sessions() as session:
+        store = Store(session)
+        run_id = store_run(store, store.require_user("researcher").id, runs_dir=runs_dir)
+    folder = runs_dir / run_id
     folder.mkdir(parents=True)
     if with_model:
         save_parameters(folder / "model.safetensors", {"w": np.zeros(2)}, {})
-    with app.state.sessions() as session:
-        store = Store(session)
-        owner = store.require_user("researcher").id
-        store.create_run(
-            run_id=run_id,
-            name="demo",
-            owner_id=owner,
-            project_id=None,
-            config_text="",
-            config_format="toml",
-            rounds=1,
-            run_dir=str(folder),
-        )
     return run_id
 
 

@@ -10,6 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from pg_server import create_database, postgres_server_fixture  # noqa: F401  (session fixture)
+from platform_app import store_run
 from sqlalchemy import Engine, inspect
 
 from redfl.platform.api.schemas import RunOut
@@ -25,7 +26,7 @@ from redfl.platform.db import (
     upgrade,
 )
 from redfl.platform.models import Base, RefreshToken
-from redfl.platform.store import Conflict, NotFound, Store, new_run_id
+from redfl.platform.store import Conflict, NotFound, Store
 
 TABLES = {
     "users",
@@ -61,18 +62,7 @@ def store(engine: Engine) -> Iterator[Store]:
 
 
 def _run(store: Store, owner_id: int | None, project_id: int | None = None) -> str:
-    run_id = new_run_id()
-    store.create_run(
-        run_id=run_id,
-        name="demo",
-        owner_id=owner_id,
-        project_id=project_id,
-        config_text="[client]\n",
-        config_format="toml",
-        rounds=3,
-        run_dir=f"/data/runs/{run_id}",
-    )
-    return run_id
+    return store_run(store, owner_id, project_id=project_id, rounds=3, config="[client]\n")
 
 
 def test_migrations_build_the_models_schema_and_are_idempotent(engine: Engine) -> None:
@@ -194,8 +184,8 @@ def test_run_status_life_and_cancel(store: Store) -> None:
     assert failed.error == "worker died"
     counts = store.runs_by_status()
     assert counts == {"queued": 0, "running": 0, "succeeded": 1, "failed": 1, "cancelled": 1}
-    assert {r.id for r in store.list_runs(status="failed")} == {third}
-    assert len(store.list_runs(limit=2)) == 2
+    assert {r["id"] for r in store.run_summaries(status="failed")} == {third}
+    assert len(store.run_summaries(limit=2)) == 2
     with pytest.raises(NotFound, match="run 'nope' does not exist"):
         store.request_cancel("nope")
 
@@ -225,7 +215,7 @@ def test_metrics_failures_and_events_round_trip(store: Store) -> None:
     assert store.append_event(other, "run_started", {}) == 0
 
 
-def test_run_summaries_are_the_list_view_of_list_runs(store: Store) -> None:
+def test_run_summaries_are_the_list_view_of_the_runs(store: Store) -> None:
     ada = store.create_user("ada", "researcher", "h")
     bob = store.create_user("bob", "researcher", "h")
     project = store.create_project("mnist", "", ada, [])
@@ -235,14 +225,15 @@ def test_run_summaries_are_the_list_view_of_list_runs(store: Store) -> None:
     store.request_cancel(ids[1])
     store.delete_user("bob")
     store.session.expire_all()
-    for query in (
-        {},
-        {"status": "cancelled"},
-        {"project_id": project.id},
-        {"limit": 2, "offset": 1},
+    newest_first = sorted(ids, key=lambda i: (-store.require_run(i).created_at.timestamp(), i))
+    for query, expected_ids in (
+        ({}, newest_first),
+        ({"status": "cancelled"}, [ids[1]]),
+        ({"project_id": project.id}, [ids[0]]),
+        ({"limit": 2, "offset": 1}, newest_first[1:]),
     ):
-        expected = [RunOut.of(r).model_dump() for r in store.list_runs(**query)]
-        assert store.run_summaries(**query) == expected
+        views = [RunOut.model_validate(store.require_run(i)).model_dump() for i in expected_ids]
+        assert store.run_summaries(**query) == views
     rows = {r["id"]: r for r in store.run_summaries()}
     assert (rows[ids[0]]["project"], rows[ids[0]]["owner"], rows[ids[0]]["error"]) == (
         "mnist",

@@ -37,6 +37,7 @@ def _require_platform() -> None:
     try:
         import alembic  # noqa: F401
         import argon2  # noqa: F401
+        import cachetools  # noqa: F401
         import fastapi  # noqa: F401
         import sqlalchemy  # noqa: F401
     except ImportError as error:

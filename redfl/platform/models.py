@@ -163,36 +163,38 @@ class Run(Base):
     project: Mapped[Project | None] = relationship(lazy="joined")
 
 
-class RoundMetric(Base):
+class _OfRun:
+    """The keys of a row that belongs to a run: its own id, and the run's (deleted with it)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+
+
+class RoundMetric(_OfRun, Base):
     """The record of one finished round of a run (the JSON of a ``RoundRecord``)."""
 
     __tablename__ = "round_metrics"
     __table_args__ = (UniqueConstraint("run_id", "round"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     round: Mapped[int]
     record: Mapped[dict[str, Any]]
 
 
-class Failure(Base):
+class Failure(_OfRun, Base):
     """A client failure of a run: node, round, phase and reason."""
 
     __tablename__ = "failures"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    __table_args__ = (Index("ix_failures_run_id", "run_id"),)
     round: Mapped[int]
     node: Mapped[str] = mapped_column(String(255))
     phase: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text)
 
 
-class Event(Base):
+class Event(_OfRun, Base):
     """An event of a run's stream, numbered by ``seq`` from 0 (replayed to late subscribers)."""
 
     __tablename__ = "events"
     __table_args__ = (UniqueConstraint("run_id", "seq"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     seq: Mapped[int]
     type: Mapped[str] = mapped_column(String(64))
     data: Mapped[dict[str, Any]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,10 +21,12 @@ from functools import lru_cache
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cachetools import LRUCache
 
 ALGORITHM = "HS256"
 MAX_VERIFIED = 10_000
-"""How many verified access tokens :class:`TokenService` remembers; past that it starts again."""
+"""How many verified access tokens :class:`TokenService` remembers; past that the least
+recently used make room."""
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 
@@ -95,7 +98,8 @@ class TokenService:
     def __init__(self, secret: bytes, access_seconds: int) -> None:
         self._secret = secret
         self.access_seconds = access_seconds
-        self._verified: dict[str, AccessClaims] = {}
+        self._verified: LRUCache[str, AccessClaims] = LRUCache(MAX_VERIFIED)
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"TokenService(access_seconds={self.access_seconds})"
@@ -116,18 +120,18 @@ class TokenService:
     def decode_access(self, token: str) -> AccessClaims:
         """The claims of a valid access token; :class:`InvalidToken` says why not.
 
-        A token whose signature was verified once is remembered with its claims (a bounded
-        set); it is refused again as soon as it expires.
+        A token whose signature was verified once is remembered with its claims (the
+        :data:`MAX_VERIFIED` most recently used); it is refused again as soon as it expires.
         """
-        known = self._verified.get(token)
+        with self._lock:
+            known = self._verified.get(token)
         if known is not None:
             if time.time() >= known.expires.timestamp():
                 raise InvalidToken("token expired")
             return known
         claims = self._verify(token)
-        if len(self._verified) >= MAX_VERIFIED:
-            self._verified.clear()
-        self._verified[token] = claims
+        with self._lock:
+            self._verified[token] = claims
         return claims
 
     def _verify(self, token: str) -> AccessClaims:

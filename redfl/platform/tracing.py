@@ -11,6 +11,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redfl.core.events import Event, RoundFinished, RoundStarted
+from redfl.platform.asgi import HttpMiddleware
 from redfl.platform.settings import SettingsError
 from redfl.schemas.callbacks import Callback
 
@@ -41,17 +42,15 @@ def make_tracer(endpoint: str | None, service: str) -> Any | None:
     return provider.get_tracer("redfl.platform")
 
 
-class TracingMiddleware:
+class TracingMiddleware(HttpMiddleware):
     """One span per HTTP request: method, path and status."""
 
     def __init__(self, app: ASGIApp, tracer: Any) -> None:
-        self.app = app
+        super().__init__(app)
         self.tracer = tracer
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request inside a span that records its method, path and status."""
         name = f"{scope['method']} {scope['path']}"
         with self.tracer.start_as_current_span(name) as span:
             span.set_attribute("http.method", scope["method"])

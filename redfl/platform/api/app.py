@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 
 from redfl.platform.api import (
     artifacts,
@@ -21,6 +20,7 @@ from redfl.platform.api import (
     runs,
     users,
 )
+from redfl.platform.api.errors import install_error_handlers
 from redfl.platform.api.known_users import KnownUsers
 from redfl.platform.api.limits import BodyLimit
 from redfl.platform.api.middleware import RequestContext
@@ -29,29 +29,16 @@ from redfl.platform.metrics import PlatformMetrics
 from redfl.platform.metrics_feed import MetricsFeed
 from redfl.platform.security import TokenService
 from redfl.platform.settings import Settings, ensure_data_dir, load_or_create_secret
-from redfl.platform.store import Conflict, NotFound, Store
+from redfl.platform.store import Store
 from redfl.platform.tracing import TracingMiddleware, make_tracer
-from redfl.platform.untrusted import WebConfigError
 
 DESCRIPTION = """The redfl platform: users and roles, projects, runs and their metrics.
 
 Authenticate with `POST /api/auth/login`, then send `Authorization: Bearer <access_token>`.
 Viewers read; researchers create projects and runs and cancel their own runs; admins manage
-users and everything.
+users and everything. An error is a JSON object whose `detail` is one line; a 422 also names
+the first bad `field`.
 """
-
-
-def _not_found(_: Request, error: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(error)}, status_code=404)
-
-
-def _conflict(_: Request, error: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(error)}, status_code=409)
-
-
-def _bad_config(_: Request, error: Exception) -> JSONResponse:
-    field = getattr(error, "field", "") or None
-    return JSONResponse({"detail": str(error), "field": field}, status_code=422)
 
 
 def _runs_by_status(app: FastAPI) -> dict[str, int]:
@@ -105,9 +92,7 @@ def create_app(settings: Settings, execute: bool = False) -> FastAPI:
     app.state.tokens = TokenService(
         load_or_create_secret(settings.data_dir), settings.access_token_seconds
     )
-    app.add_exception_handler(NotFound, _not_found)
-    app.add_exception_handler(Conflict, _conflict)
-    app.add_exception_handler(WebConfigError, _bad_config)
+    install_error_handlers(app)
     app.state.metrics = PlatformMetrics(lambda: _runs_by_status(app))
     # The busiest routes first: a request is matched against the routers in this order.
     for module in (runs, artifacts, auth, users, projects, live, catalog, health, dashboard):

@@ -119,4 +119,4 @@ def logout(body: RefreshRequest, store: StoreDep) -> None:
 @router.get("/me")
 def me(user: Viewer) -> UserOut:
     """The logged-in user."""
-    return UserOut.of(user)
+    return UserOut.model_validate(user)

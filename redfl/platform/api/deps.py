@@ -3,6 +3,9 @@
 They are coroutines: FastAPI runs a plain function dependency in a worker thread, and those
 hops cost more than the work of these functions. Only the endpoints (plain functions, so
 their database calls stay off the event loop) and a user read from the store run in threads.
+
+:func:`authenticate` and :func:`check_role` are the checks of the WebSocket endpoint too, so
+a token is accepted or refused alike on HTTP and on the WebSocket.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from redfl.platform.api.known_users import KnownUsers
 from redfl.platform.models import User
@@ -76,50 +80,62 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 def _read_user(sessions: sessionmaker[Session], known: KnownUsers, user_id: int) -> User | None:
-    generation, read_at = known.generation(), known.clock()
+    generation = known.generation()
     with sessions() as session:
         user = Store(session).get_user(user_id)
     if user is not None:
-        known.put(user, read_at=read_at, generation=generation)
+        known.put(user, generation=generation)
     return user
 
 
-async def current_user(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
-    """The user of the request's bearer token; 401 without a valid token.
+async def authenticate(connection: HTTPConnection, token: str | None) -> User:
+    """The user of the access token ``token``; a 401 :class:`HTTPException` saying why not.
 
-    The user's row (existence, name, role) comes from :class:`KnownUsers`: a change through
-    this server's API takes effect at once, one made elsewhere within
-    ``user_cache_seconds`` (see :mod:`redfl.platform.api.known_users`).
+    The one check of every caller, HTTP request or WebSocket. The user's row (existence,
+    name, role) comes from :class:`KnownUsers`: a change through this server's API takes
+    effect at once, one made elsewhere within ``user_cache_seconds`` (see
+    :mod:`redfl.platform.api.known_users`).
     """
-    if credentials is None or credentials.scheme.lower() != "bearer":
+    if not token:
         raise _unauthorized("not authenticated")
-    tokens: TokenService = request.app.state.tokens
-    known: KnownUsers = request.app.state.known_users
+    tokens: TokenService = connection.app.state.tokens
+    known: KnownUsers = connection.app.state.known_users
     try:
-        claims = tokens.decode_access(credentials.credentials)
+        claims = tokens.decode_access(token)
     except InvalidToken as error:
         raise _unauthorized(str(error)) from None
     user = known.get(claims.user_id)
     if user is None:
         user = await run_in_threadpool(
-            _read_user, request.app.state.sessions, known, claims.user_id
+            _read_user, connection.app.state.sessions, known, claims.user_id
         )
     if user is None or user.name != claims.name:
         raise _unauthorized("invalid token")
     return user
 
 
+def check_role(user: User, role: str) -> None:
+    """Nothing if ``user`` has ``role`` or a higher one; a 403 :class:`HTTPException` if not."""
+    if RANK[user.role] < RANK[role]:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, detail=f"needs role {role!r}, you are {user.role!r}"
+        )
+
+
+async def current_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    """The user of the request's bearer token (:func:`authenticate`); 401 without one (the
+    bearer scheme yields ``None`` for a missing header or another scheme)."""
+    return await authenticate(request, None if credentials is None else credentials.credentials)
+
+
 def require(role: str) -> Callable[[User], Coroutine[Any, Any, User]]:
     """A dependency that lets through users of ``role`` or higher; 403 for the others."""
 
     async def check(user: Annotated[User, Depends(current_user)]) -> User:
-        if RANK[user.role] < RANK[role]:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, detail=f"needs role {role!r}, you are {user.role!r}"
-            )
+        check_role(user, role)
         return user
 
     check.__name__ = f"require_{role}"

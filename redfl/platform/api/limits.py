@@ -13,6 +13,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from redfl.platform.asgi import HttpMiddleware
+
 
 async def _refuse(send: Send, cap: int) -> None:
     body = json.dumps({"detail": f"request body over the {cap}-byte limit"}).encode()
@@ -29,18 +31,15 @@ async def _refuse(send: Send, cap: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """Refuse request bodies larger than ``max_bytes`` with 413."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the declared and the actual size, then call the app."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"").decode("latin-1")
         if declared.isdigit() and int(declared) > self.max_bytes:

@@ -1,9 +1,12 @@
 """``WS /api/runs/{run_id}/ws?token=<access token>``: a run's events, live.
 
 A browser cannot set headers on a WebSocket, so the access token comes as a query
-parameter. A missing, bad or expired token closes the socket with code 4401, an unknown
-run with 4404 (each with a reason), after accepting it so the browser sees the code. Every
-role that may read a run (viewer and up) may follow it.
+parameter. It is checked as the HTTP routes check a bearer token
+(:func:`redfl.platform.api.deps.authenticate`: the same user cache, the same refusals): a
+refusal closes the socket with 4000 plus the HTTP status (4401 for a missing, bad or expired
+token or a deleted user) and the HTTP reply's detail as the reason, an unknown run with
+4404, after accepting it so the browser sees the code. Every role that may read a run
+(viewer and up) may follow it.
 
 The socket first sends every stored event of the run in ``seq`` order, then new ones as the
 run's job stores them (the server polls the store every ``POLL_SECONDS``; the browser never
@@ -18,30 +21,19 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, HTTPException, WebSocket
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.websockets import WebSocketDisconnect
 
+from redfl.platform.api.deps import authenticate, check_role
 from redfl.platform.models import FINAL_STATUSES
-from redfl.platform.security import InvalidToken, TokenService
 from redfl.platform.store import Store
 
 router = APIRouter(tags=["runs"])
 POLL_SECONDS = 0.1
-UNAUTHORIZED, NOT_FOUND = 4401, 4404
-
-
-def _user_ok(sessions: sessionmaker[Session], tokens: TokenService, token: str | None) -> str:
-    """``""`` when the token is a valid access token of an existing user, else why not."""
-    if not token:
-        return "not authenticated: pass ?token=<access token>"
-    try:
-        claims = tokens.decode_access(token)
-    except InvalidToken as error:
-        return str(error)
-    with sessions() as session:
-        user = Store(session).get_user(claims.user_id)
-    return "" if user is not None and user.name == claims.name else "invalid token"
+REFUSED = 4000
+"""A refused token closes the socket with this plus the HTTP status (4401, 4403)."""
+NOT_FOUND = 4404
 
 
 def _read(
@@ -63,9 +55,10 @@ async def run_events(websocket: WebSocket, run_id: str, token: str | None = None
     """Stream the run's events: the stored ones, then live ones, until its final status."""
     sessions: sessionmaker[Session] = websocket.app.state.sessions
     await websocket.accept()
-    reason = await asyncio.to_thread(_user_ok, sessions, websocket.app.state.tokens, token)
-    if reason:
-        await websocket.close(code=UNAUTHORIZED, reason=reason)
+    try:
+        check_role(await authenticate(websocket, token), "viewer")
+    except HTTPException as refused:
+        await websocket.close(code=REFUSED + refused.status_code, reason=refused.detail)
         return
     closed = asyncio.ensure_future(websocket.receive())  # completes when the client leaves
     try:

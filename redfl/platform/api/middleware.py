@@ -13,6 +13,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from redfl.platform.asgi import HttpMiddleware
 from redfl.platform.logs import LOG, REQUEST_ID
 from redfl.platform.metrics import PlatformMetrics
 
@@ -44,18 +45,15 @@ def route_template(scope: Scope) -> str:
     return str(scope["path"]) if "endpoint" in scope else UNMATCHED
 
 
-class RequestContext:
+class RequestContext(HttpMiddleware):
     """Give each request an id, log it, count it and add the security headers."""
 
     def __init__(self, app: ASGIApp, metrics: PlatformMetrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the request with its id set; record status and latency afterwards."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
         given = ""
         for name, value in scope.get("headers") or ():
             if name == b"x-request-id":

@@ -25,20 +25,20 @@ def _check_owner(project: Project, user: User) -> None:
 @router.get("")
 def list_projects(_: Viewer, store: StoreDep) -> list[ProjectOut]:
     """Every project, by name."""
-    return [ProjectOut.of(p) for p in store.list_projects()]
+    return [ProjectOut.model_validate(p) for p in store.list_projects()]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses={409: {"description": "Taken"}})
 def create_project(body: ProjectCreate, user: Researcher, store: StoreDep) -> ProjectOut:
     """Create a project owned by the caller."""
     project = store.create_project(body.name, body.description, user, body.members)
-    return ProjectOut.of(project)
+    return ProjectOut.model_validate(project)
 
 
 @router.get("/{project_id}", responses=NOT_FOUND)
 def get_project(project_id: ProjectId, _: Viewer, store: StoreDep) -> ProjectOut:
     """One project."""
-    return ProjectOut.of(store.require_project(project_id))
+    return ProjectOut.model_validate(store.require_project(project_id))
 
 
 @router.patch("/{project_id}", responses=NOT_FOUND)
@@ -48,7 +48,7 @@ def update_project(
     """Change a project's name, description or members (its owner or an admin)."""
     _check_owner(store.require_project(project_id), user)
     project = store.update_project(project_id, body.name, body.description, body.members)
-    return ProjectOut.of(project)
+    return ProjectOut.model_validate(project)
 
 
 @router.delete("/{project_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)

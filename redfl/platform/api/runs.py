@@ -42,7 +42,7 @@ def detail(run: Run, store: Store) -> RunDetail:
     folder = Path(run.run_dir)
     files = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
     return RunDetail(
-        **RunOut.of(run).model_dump(),
+        **RunOut.model_validate(run).model_dump(),
         config=run.config_text,
         format=run.config_format,
         metrics=store.round_metrics(run.id),
@@ -78,7 +78,7 @@ def create_run(body: RunCreate, user: Researcher, store: StoreDep, settings: Set
         rounds=config.federation.rounds,
         run_dir=str(run_dir),
     )
-    return RunOut.of(run)
+    return RunOut.model_validate(run)
 
 
 def _run_list(rows: list[dict[str, Any]]) -> Response:
@@ -132,4 +132,4 @@ def cancel_run(run_id: RunIdPath, user: Researcher, store: StoreDep) -> RunOut:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, detail="only the run's owner or an admin may cancel it"
         )
-    return RunOut.of(store.cancel_queued(run_id))
+    return RunOut.model_validate(store.cancel_queued(run_id))

@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from redfl.platform.models import Project, Run, User
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Role = Literal["admin", "researcher", "viewer"]
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -18,6 +16,24 @@ Member = Annotated[str, Field(min_length=1, max_length=64, pattern=USER_PATTERN)
 Text = Annotated[str, Field(max_length=10_000, pattern=r"^[^\x00]*$")]
 """Free text (no NUL character: PostgreSQL's text cannot hold it)."""
 Password = Field(min_length=1, max_length=1024)
+
+
+def _name_of(value: Any) -> Any:
+    return getattr(value, "name", value)
+
+
+Name = Annotated[str, BeforeValidator(_name_of)]
+"""A name, or a row (a user, a project) shown by its name."""
+SECRET_FIELDS = frozenset({"password", "refresh_token"})
+"""Body fields whose values an error reply never repeats."""
+
+
+class ErrorOut(BaseModel):
+    """An error reply: one line saying what is wrong; a 422 also names the first bad field
+    (a dotted key such as ``body.password`` or ``client.target``, or ``null``)."""
+
+    detail: str
+    field: str | None = None
 
 
 class _Body(BaseModel):
@@ -48,17 +64,18 @@ class TokenPair(BaseModel):
     role: Role
 
 
-class UserOut(BaseModel):
+class _View(BaseModel):
+    """A response body read from the attributes of a stored row (``model_validate(row)``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class UserOut(_View):
     """A user as the API shows it (never the password hash)."""
 
     name: str
     role: Role
     created_at: datetime
-
-    @classmethod
-    def of(cls, user: User) -> UserOut:
-        """The public view of ``user``."""
-        return cls(name=user.name, role=user.role, created_at=user.created_at)
 
 
 class UserCreate(_Body):
@@ -91,27 +108,15 @@ class ProjectUpdate(_Body):
     members: list[Member] | None = Field(default=None, max_length=1000)
 
 
-class ProjectOut(BaseModel):
+class ProjectOut(_View):
     """A project with its owner and members' names."""
 
     id: int
     name: str
     description: str
-    owner: str | None
-    members: list[str]
+    owner: Name | None
+    members: list[Name]
     created_at: datetime
-
-    @classmethod
-    def of(cls, project: Project) -> ProjectOut:
-        """The API view of ``project``."""
-        return cls(
-            id=project.id,
-            name=project.name,
-            description=project.description,
-            owner=None if project.owner is None else project.owner.name,
-            members=[m.name for m in project.members],
-            created_at=project.created_at,
-        )
 
 
 class RunCreate(_Body):
@@ -131,13 +136,13 @@ class FailureOut(BaseModel):
     reason: str
 
 
-class RunOut(BaseModel):
+class RunOut(_View):
     """A run: who, what, its status and times (the list view)."""
 
     id: str
     name: str
-    project: str | None
-    owner: str | None
+    project: Name | None
+    owner: Name | None
     status: RunStatus
     cancel_requested: bool
     rounds: int
@@ -145,23 +150,6 @@ class RunOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
-
-    @classmethod
-    def of(cls, run: Run) -> RunOut:
-        """The API view of ``run``."""
-        return cls(
-            id=run.id,
-            name=run.name,
-            project=None if run.project is None else run.project.name,
-            owner=None if run.owner is None else run.owner.name,
-            status=run.status,
-            cancel_requested=run.cancel_requested,
-            rounds=run.rounds,
-            created_at=run.created_at,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            error=run.error,
-        )
 
 
 class RunDetail(RunOut):

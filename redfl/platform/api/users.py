@@ -17,7 +17,7 @@ router = APIRouter(prefix="/api/users", tags=["users"])
 @router.get("")
 def list_users(_: Admin, store: StoreDep) -> list[UserOut]:
     """Every user, by name."""
-    return [UserOut.of(u) for u in store.list_users()]
+    return [UserOut.model_validate(u) for u in store.list_users()]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses={409: {"description": "Taken"}})
@@ -25,7 +25,7 @@ def create_user(body: UserCreate, _: Admin, store: StoreDep, known: KnownUsersDe
     """Create a user with a role and an initial password."""
     user = store.create_user(body.name, body.role, hash_password(body.password))
     known.clear()
-    return UserOut.of(user)
+    return UserOut.model_validate(user)
 
 
 @router.patch("/{name}", responses={404: {"description": "No such user"}})
@@ -35,7 +35,7 @@ def change_role(
     """Change a user's role (the last admin keeps theirs: 409)."""
     user = store.set_role(name, body.role)
     known.clear()
-    return UserOut.of(user)
+    return UserOut.model_validate(user)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from redfl.platform.models import Project, User
-from redfl.platform.store.errors import Conflict, NotFound
+from redfl.platform.store.errors import NotFound, commit_or_conflict, require_row
 
 
 class ProjectStore:
@@ -22,13 +21,6 @@ class ProjectStore:
             raise NotFound(f"members: no such user {missing[0]!r}")
         return [found[n] for n in dict.fromkeys(names)]
 
-    def _commit_named(self, name: str) -> None:
-        try:
-            self.session.commit()
-        except IntegrityError:
-            self.session.rollback()
-            raise Conflict(f"project {name!r} already exists") from None
-
     def create_project(
         self, name: str, description: str, owner: User | None, members: list[str]
     ) -> Project:
@@ -41,20 +33,13 @@ class ProjectStore:
             members=self._members(members),
         )
         self.session.add(project)
-        self._commit_named(name)
+        commit_or_conflict(self.session, f"project {name!r} already exists")
         self.session.refresh(project)
         return project
 
-    def get_project(self, project_id: int) -> Project | None:
-        """The project with ``project_id``, or ``None``."""
-        return self.session.get(Project, project_id)
-
     def require_project(self, project_id: int) -> Project:
         """The project with ``project_id``; a :class:`NotFound` if there is none."""
-        project = self.get_project(project_id)
-        if project is None:
-            raise NotFound(f"project {project_id} does not exist")
-        return project
+        return require_row(self.session, Project, project_id, f"project {project_id}")
 
     def project_by_name(self, name: str) -> Project | None:
         """The project called ``name``, or ``None``."""
@@ -79,7 +64,7 @@ class ProjectStore:
             project.description = description
         if members is not None:
             project.members = self._members(members)
-        self._commit_named(project.name)
+        commit_or_conflict(self.session, f"project {project.name!r} already exists")
         return project
 
     def delete_project(self, project_id: int) -> None:

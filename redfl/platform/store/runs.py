@@ -20,7 +20,7 @@ from redfl.platform.models import (
     User,
     utcnow,
 )
-from redfl.platform.store.errors import Conflict, NotFound
+from redfl.platform.store.errors import Conflict, NotFound, commit_or_conflict, require_row
 
 TRANSITIONS = {
     "queued": {"running", "failed", "cancelled"},
@@ -120,10 +120,7 @@ class RunStore:
 
     def require_run(self, run_id: str) -> Run:
         """The run with ``run_id``; a :class:`NotFound` if there is none."""
-        run = self.get_run(run_id)
-        if run is None:
-            raise NotFound(f"run {run_id!r} does not exist")
-        return run
+        return require_row(self.session, Run, run_id, f"run {run_id!r}")
 
     def check_run(self, run_id: str) -> None:
         """Nothing if run ``run_id`` exists; a :class:`NotFound` if not (reads its id only)."""
@@ -137,9 +134,10 @@ class RunStore:
         limit: int = 100,
         offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """What :meth:`list_runs` finds, as rows of the list view: ``id``, ``name``,
-        ``project`` and ``owner`` (names), ``status``, ``cancel_requested``, ``rounds``,
-        ``created_at``, ``started_at``, ``finished_at``, ``error``.
+        """Runs, newest first (ties by id), optionally of one status or project, as rows of
+        the list view: ``id``, ``name``, ``project`` and ``owner`` (names), ``status``,
+        ``cancel_requested``, ``rounds``, ``created_at``, ``started_at``, ``finished_at``,
+        ``error``.
 
         One query of those columns on the session's connection (no config text, no ORM
         objects).
@@ -151,21 +149,6 @@ class RunStore:
             query = query.where(Run.project_id == project_id)
         rows = self.session.connection().execute(query.limit(limit).offset(offset))
         return [dict(zip(SUMMARY_FIELDS, row, strict=True)) for row in rows]
-
-    def list_runs(
-        self,
-        status: str | None = None,
-        project_id: int | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Run]:
-        """Runs, newest first, optionally of one status or project."""
-        query = select(Run).order_by(Run.created_at.desc(), Run.id)
-        if status is not None:
-            query = query.where(Run.status == status)
-        if project_id is not None:
-            query = query.where(Run.project_id == project_id)
-        return list(self.session.scalars(query.limit(limit).offset(offset)))
 
     def runs_by_status(self) -> dict[str, int]:
         """How many runs have each status (every status present, 0 included)."""
@@ -218,11 +201,7 @@ class RunStore:
         """Store the record of round ``rnd``; a second record of one round is a
         :class:`Conflict`."""
         self.session.add(RoundMetric(run_id=run_id, round=rnd, record=record))
-        try:
-            self.session.commit()
-        except IntegrityError:
-            self.session.rollback()
-            raise Conflict(f"run {run_id!r} already has round {rnd}") from None
+        commit_or_conflict(self.session, f"run {run_id!r} already has round {rnd}")
 
     def round_metrics(self, run_id: str) -> list[dict[str, Any]]:
         """The run's round records, by round."""

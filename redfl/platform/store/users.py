@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from redfl.platform.models import ROLES, LoginAttempt, RefreshToken, User, utcnow
-from redfl.platform.store.errors import Conflict, NotFound
+from redfl.platform.store.errors import Conflict, NotFound, commit_or_conflict
 
 
 def _check_role(role: str) -> None:
@@ -27,11 +26,7 @@ class UserStore:
         _check_role(role)
         user = User(name=name, role=role, password_hash=password_hash)
         self.session.add(user)
-        try:
-            self.session.commit()
-        except IntegrityError:
-            self.session.rollback()
-            raise Conflict(f"user {name!r} already exists") from None
+        commit_or_conflict(self.session, f"user {name!r} already exists")
         return user
 
     def get_user(self, user_id: int) -> User | None:

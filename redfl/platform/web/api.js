@@ -46,7 +46,6 @@ export function can(role) {
 
 function detail(body, status) {
   const text = body && body.detail;
-  if (Array.isArray(text)) return text.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
   return text ? String(text) : `HTTP ${status}`;
 }
 
