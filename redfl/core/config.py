@@ -39,8 +39,9 @@ SERVER_FILE: dict[str, Any] = {"server_file": True}
 """``json_schema_extra`` marking a config field whose value is a path on the machine that
 runs the federation (an untrusted config may not name one)."""
 
-SECRET_FIELDS = frozenset({"password", "new_password", "secret", "token", "refresh_token"})
-"""Field names whose values an error message never repeats."""
+SECRET_FIELDS = frozenset({"password", "secret", "token", "refresh_token"})
+"""Field names whose values an error message never repeats (a config's, or a platform
+request's)."""
 
 
 class ConfigError(ValueError):
@@ -84,8 +85,12 @@ def describe_errors(error: ValidationError, prefix: str = "") -> str:
         else:
             message = item["msg"].removeprefix("Value error, ")
             got: Any = item.get("input")
-            hidden = bool(loc) and loc[-1] in SECRET_FIELDS
-            shown = "" if hidden or isinstance(got, dict | list) else f" (got {_shown(got)})"
+            if isinstance(got, dict | list):
+                shown = ""
+            elif bool(loc) and loc[-1] in SECRET_FIELDS:
+                shown = " (got a hidden value)"
+            else:
+                shown = f" (got {_shown(got)})"
             parts.append(f"{where}: {message}{shown}")
     return "; ".join(parts)
 

@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from redfl.core.config import describe_errors
-from redfl.platform.api.schemas import SECRET_FIELDS, ErrorOut
+from redfl.core.config import SECRET_FIELDS, describe_errors
+from redfl.platform.api.schemas import ErrorOut
 from redfl.platform.store import Conflict, NotFound
 from redfl.platform.untrusted import WebConfigError
 

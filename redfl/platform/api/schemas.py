@@ -24,8 +24,6 @@ def _name_of(value: Any) -> Any:
 
 Name = Annotated[str, BeforeValidator(_name_of)]
 """A name, or a row (a user, a project) shown by its name."""
-SECRET_FIELDS = frozenset({"password", "refresh_token"})
-"""Body fields whose values an error reply never repeats."""
 
 
 class ErrorOut(BaseModel):
