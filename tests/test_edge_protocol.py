@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import jwt
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -80,16 +81,24 @@ def test_tokens_bind_the_device_and_expire() -> None:
     token, expires = signer.issue("dev-1")
     assert expires == 1_010.0
     assert signer.verify(token) == "dev-1"
-    payload = token.partition(".")[0]
+    claims = token.rpartition(".")[0]
     other, _ = signer.issue("dev-2")
     with pytest.raises(TokenError, match="bad signature"):  # dev-1's claims, dev-2's signature
-        signer.verify(f"{payload}.{other.partition('.')[2]}")
+        signer.verify(f"{claims}.{other.rpartition('.')[2]}")
     with pytest.raises(TokenError, match="bad signature"):
         TokenSigner(b"x" * 32, clock=clock).verify(token)
     with pytest.raises(TokenError, match="malformed token"):
         signer.verify("no-dot")
+    unsigned = jwt.encode({"sub": "dev-1", "exp": 2_000.0}, key="", algorithm="none")
+    with pytest.raises(TokenError, match="malformed token"):  # the "none" algorithm is refused
+        signer.verify(unsigned)
+    no_expiry = jwt.encode({"sub": "dev-1"}, b"s" * 32, algorithm="HS256")
+    with pytest.raises(TokenError, match="malformed token"):
+        signer.verify(no_expiry)
+    clock.now = 1_009.9
+    assert signer.verify(token) == "dev-1"  # remembered, still valid
     clock.now = 1_010.0
-    with pytest.raises(TokenError, match="token expired"):
+    with pytest.raises(TokenError, match="token expired"):  # remembered tokens expire too
         signer.verify(token)
 
 
@@ -99,5 +108,7 @@ def test_bearer_header_and_secret() -> None:
         with pytest.raises(TokenError, match="missing token"):
             bearer_token(header)
     assert secret_matches("s3cret", "s3cret") and not secret_matches("s3cret", "s3cre")
-    with pytest.raises(ValueError, match="at least 16 bytes, got 3"):
-        TokenSigner(b"abc")
+    with pytest.raises(ValueError, match="at least 32 bytes, got 16"):
+        TokenSigner(b"a" * 16)
+    with pytest.raises(ValueError, match="cache_size must be >= 1, got 0"):
+        TokenSigner(b"a" * 32, cache_size=0)

@@ -126,5 +126,20 @@ def test_openapi_schema_lists_the_device_routes(edge: ThreadedDeployment) -> Non
     schema = httpx.get(f"{edge.url['proxy']}/openapi.json").json()
     assert {"/enroll", "/job", "/task", "/result", "/selection"} <= set(schema["paths"])
     result = schema["paths"]["/result"]["post"]
-    assert {"200", "400", "401"} <= set(result["responses"])
-    assert "ResultRequest" in schema["components"]["schemas"]
+    assert set(result["responses"]) == {"200", "400", "401"}  # the fast path never answers 422
+    body = result["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/ResultRequest"}
+    reply = result["responses"]["200"]["content"]["application/json"]["schema"]
+    assert reply == {"$ref": "#/components/schemas/ResultReply"}
+    assert result["security"] == [{"HTTPBearer": []}]
+    enroll = schema["paths"]["/enroll"]["post"]
+    assert "security" not in enroll and enroll["responses"]["401"]["description"] == (
+        "Bad enrollment secret"
+    )
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+def test_another_method_on_a_device_route_gets_405(edge: ThreadedDeployment) -> None:
+    reply = httpx.get(f"{edge.url['proxy']}/task", headers=edge.token("d1"))
+    assert reply.status_code == 405 and reply.headers["allow"] == "POST"
+    assert reply.json() == {"status": "ERROR", "reason": "method GET not allowed: /task takes POST"}

@@ -13,8 +13,9 @@ import pytest
 
 from redfl.edge.jobs import JobSpec
 from redfl.edge.lcp import LcpService
-from redfl.edge.lcp_app import DEVICE_HEADER, lcp_app
-from redfl.edge.protocol import encode_arrays
+from redfl.edge.lcp_app import lcp_app
+from redfl.edge.protocol import FORWARDED_ROUTES, encode_arrays
+from redfl.edge.routes import DEVICE_HEADER
 from redfl.edge.server import EdgeServer, server_app
 from redfl.edge.wire import PartialMsg, SyncRequest
 
@@ -221,3 +222,17 @@ async def test_sync_refuses_a_malformed_body_with_the_field() -> None:
         }
         good = await client.post("/sync", json={"lcp": "lcp-a", "boot": "b", "seq": 0})
     assert good.status_code == 200 and good.json()["job_name"] == "numeric-job"
+
+
+def test_the_lcp_serves_and_describes_every_route_the_proxy_forwards() -> None:
+    schema = lcp_app(LcpService("lcp-a", "http://server")).openapi()
+    for path, (request, reply) in FORWARDED_ROUTES.items():
+        operation = schema["paths"][path]["post"]
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": f"#/components/schemas/{request.__name__}"}, path
+        answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        assert answer == {"$ref": f"#/components/schemas/{reply.__name__}"}, path
+        assert set(operation["responses"]) == {"200", "400", "401"}, path
+        assert operation["security"] == [{"APIKeyHeader": []}], path
+    sync = server_app(SPEC).openapi()["paths"]["/sync"]["post"]
+    assert set(sync["responses"]) == {"200", "400"} and "security" not in sync

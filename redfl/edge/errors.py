@@ -1,61 +1,45 @@
-"""Error replies shared by the routing proxy and the LCPs: 400 and 401, never a 500.
+"""Refusals of the device routes (and of the server's ``/sync``): 400 and 401, never a 500.
 
-FastAPI answers a body that fails validation with 422; here it is 400 with status
-``INVALID_REQUEST`` and a one-line reason naming the field. A missing, bad or expired token
-is 401 with status ``ERROR`` and the reason.
+A body that fails validation is answered with 400, status ``INVALID_REQUEST`` and a one-line
+reason naming the field (not FastAPI's 422); so is a body that parses but is unusable
+(:class:`InvalidRequest`). A caller that cannot be identified (a missing, bad or expired token,
+say) is answered with 401, status ``ERROR`` and the reason (:class:`Unauthorized`).
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 
 from redfl.edge.protocol import ErrorReply, Status
 
-__all__ = ["InvalidRequest", "install_error_handlers", "invalid", "unauthorized"]
-
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    400: {"model": ErrorReply, "description": "Malformed body: status INVALID_REQUEST"},
-    401: {"model": ErrorReply, "description": "Missing, bad or expired token"},
-}
-"""OpenAPI ``responses`` of every device route."""
+__all__ = ["InvalidRequest", "Unauthorized", "describe", "error_body"]
 
 
 class InvalidRequest(ValueError):
     """A request whose body parsed but whose content is unusable (answered with 400)."""
 
 
-def invalid(reason: str) -> JSONResponse:
-    """A 400 reply with status ``INVALID_REQUEST``."""
-    body = ErrorReply(status=Status.INVALID_REQUEST, reason=reason)
-    return JSONResponse(body.model_dump(mode="json"), status_code=400)
+class Unauthorized(ValueError):
+    """A request whose caller is not identified (answered with 401); the message is why."""
 
 
-def unauthorized(reason: str) -> JSONResponse:
-    """A 401 reply with status ``ERROR``."""
-    body = ErrorReply(status=Status.ERROR, reason=reason)
-    return JSONResponse(body.model_dump(mode="json"), status_code=401)
+def describe(exc: ValidationError) -> str:
+    """One line: the location and message of each of the first five errors.
 
-
-def _describe(exc: RequestValidationError) -> str:
-    """One line: each error's location and message."""
+    >>> from redfl.edge.protocol import JobRequest
+    >>> try:
+    ...     JobRequest.model_validate_json('{"job_name": ""}')
+    ... except ValidationError as exc:
+    ...     print(describe(exc))
+    job_name: String should have at least 1 character
+    """
     parts = []
     for error in exc.errors()[:5]:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        where = ".".join(str(p) for p in error.get("loc", ())) or "body"
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request body"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Answer validation errors and :class:`InvalidRequest` with 400 ``INVALID_REQUEST``."""
-
-    async def on_validation(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        return invalid(_describe(exc))
-
-    async def on_invalid(request: Request, exc: Exception) -> Response:
-        return invalid(str(exc))
-
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(InvalidRequest, on_invalid)
+def error_body(status: Status, reason: str) -> bytes:
+    """The JSON body of a refusal: ``{"status": ..., "reason": ...}``."""
+    return ErrorReply(status=status, reason=reason).model_dump_json().encode()

@@ -1,124 +1,81 @@
-"""The device routes on a fast path: a plain ASGI middleware for the proxy and the LCPs.
+"""The fast path: a plain ASGI middleware that answers a service's table of routes.
 
-FastAPI describes ``/job``, ``/task``, ``/result`` and ``/selection`` (the OpenAPI schema,
-the docs), but its per-request machinery (routing, dependency solving, a JSON parse into
-Python objects, validation, a response class) costs several times the work of a forward.
-This middleware answers those four routes itself (and the proxy's ``/enroll``), with the
-same checks in the same order: the identity first (401; not for a public route such as
-``/enroll``), then the body, validated by the route's pydantic model straight from the bytes
-(400 ``INVALID_REQUEST``), then the handler. Other requests go to FastAPI.
+FastAPI's per-request machinery (routing, dependency solving, a JSON parse into Python
+objects, validation, a response class) costs several times the work of a forward, so the
+device routes of the proxy and of the LCPs, and the server's ``/sync``, are answered here
+instead, from their :class:`redfl.edge.routes.Route` table: the caller's identity first (401),
+then the body, validated by the route's pydantic model straight from the bytes (400
+``INVALID_REQUEST``), then the handler. Another method on a route's path gets 405; every other
+request goes on to FastAPI (``/health``, ``/stats``, the OpenAPI schema and docs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from collections.abc import Sequence
 from typing import Any
 
+from fastapi import FastAPI
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from redfl.edge.errors import InvalidRequest
-from redfl.edge.protocol import ErrorReply, Status
-from redfl.edge.tokens import TokenError, TokenSigner, bearer_token
+from redfl.edge.errors import InvalidRequest, Unauthorized, describe, error_body
+from redfl.edge.protocol import Status
+from redfl.edge.routes import Route, document
 
-__all__ = ["FastPath", "header_identity", "token_identity"]
+__all__ = ["FastPath", "serve_routes"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _JSON = (b"content-type", b"application/json")
-DEVICE_HEADER = b"x-redfl-device"
-
-
-def describe(exc: ValidationError) -> str:
-    """One line: each error's location and message (as FastAPI's handler reports them)."""
-    parts = []
-    for error in exc.errors()[:5]:
-        where = ".".join(str(p) for p in error.get("loc", ())) or "body"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request body"
-
-
-Identify = Callable[[str | None, str | None], str]
-"""``(authorization header, x-redfl-device header) -> device id``; raises TokenError."""
-Handle = Callable[[str, bytes, Any, str], Awaitable[tuple[int, bytes]]]
-"""``(path, body, validated request, device) -> (status, reply body)``."""
+_ALLOW = (b"allow", b"POST")
 
 
 class FastPath:
-    """ASGI middleware answering the device routes of the proxy or of an LCP.
+    """ASGI middleware answering the routes of a table.
 
     Parameters
     ----------
     app : ASGIApp
         The FastAPI app (everything else).
-    identify : Identify
-        Returns the device id from the request's headers, or raises ``TokenError`` (401).
-    handle : Handle
-        Answers a validated request.
-    requests : dict[str, type]
-        Route path -> pydantic request model.
-    public : Collection[str], default ()
-        Paths answered without an identity (the handler gets ``""`` as the device).
+    routes : Sequence[Route]
+        The routes to answer, each at its own path.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        identify: Identify,
-        handle: Handle,
-        requests: dict[str, Any],
-        public: Collection[str] = (),
-    ) -> None:
-        self.app, self.identify, self.handle, self.requests = app, identify, handle, requests
-        self.public = frozenset(public)
+    def __init__(self, app: ASGIApp, routes: Sequence[Route[Any]]) -> None:
+        self.app = app
+        self.routes = {route.path: route for route in routes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle a device route, or pass the request on."""
-        model = self.requests.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if model is None or scope["method"] != "POST":
+        """Answer a route of the table, or pass the request on."""
+        route = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if route is None:
             await self.app(scope, receive, send)
             return
-        authorization = device_header = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == DEVICE_HEADER:
-                device_header = value.decode("latin-1")
+        if scope["method"] != "POST":
+            reason = f"method {scope['method']} not allowed: {route.path} takes POST"
+            await _reply(send, 405, error_body(Status.ERROR, reason), _ALLOW)
+            return
         body = await _read_body(receive)
         try:
-            public = scope["path"] in self.public
-            device = "" if public else self.identify(authorization, device_header)
-        except TokenError as exc:
-            await _reply(send, 401, _error(Status.ERROR, str(exc)))
+            caller = route.auth.identify(scope)
+        except Unauthorized as exc:
+            await _reply(send, 401, error_body(Status.ERROR, str(exc)))
             return
         try:
-            request = model.model_validate_json(body)
+            request = route.request.model_validate_json(body)
         except ValidationError as exc:
-            await _reply(send, 400, _error(Status.INVALID_REQUEST, describe(exc)))
+            await _reply(send, 400, error_body(Status.INVALID_REQUEST, describe(exc)))
             return
         try:
-            status, content = await self.handle(scope["path"], body, request, device)
+            status, content = await route.handler(request, caller, body)
         except InvalidRequest as exc:
-            status, content = 400, _error(Status.INVALID_REQUEST, str(exc))
+            status, content = 400, error_body(Status.INVALID_REQUEST, str(exc))
         await _reply(send, status, content)
 
 
-def token_identity(signer: TokenSigner) -> Identify:
-    """The proxy's identity: the device id of a verified bearer token."""
-
-    def identify(authorization: str | None, device_header: str | None) -> str:
-        return signer.verify(bearer_token(authorization))
-
-    return identify
-
-
-def header_identity(authorization: str | None, device_header: str | None) -> str:
-    """An LCP's identity: the device id the proxy passed in ``x-redfl-device``."""
-    if not device_header:
-        raise TokenError("no device identity: reach LCPs through the routing proxy")
-    return device_header
+def serve_routes(app: FastAPI, routes: Sequence[Route[Any]]) -> None:
+    """Answer ``routes`` on the fast path in front of ``app``, and describe them in its
+    OpenAPI schema (:func:`redfl.edge.routes.document`)."""
+    app.add_middleware(FastPath, routes=routes)
+    document(app, routes)
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -130,11 +87,7 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def _error(status: Status, reason: str) -> bytes:
-    return ErrorReply(status=status, reason=reason).model_dump_json().encode()
-
-
-async def _reply(send: Send, status: int, content: bytes) -> None:
-    headers = [_JSON, (b"content-length", str(len(content)).encode("ascii"))]
+async def _reply(send: Send, status: int, content: bytes, *extra: tuple[bytes, bytes]) -> None:
+    headers = [_JSON, (b"content-length", str(len(content)).encode("ascii")), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content})

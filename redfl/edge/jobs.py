@@ -1,9 +1,9 @@
 """Edge jobs: the job file's fields and the two tasks a simulated device can run.
 
 * ``digits``: softmax regression on scikit-learn's digits (:mod:`redfl.models.softmax`). The
-  server holds out 20 % of the images (seed 0) and reports accuracy on them after every
-  version; the devices share the other 80 % (tiled so each device has about
-  ``samples_per_device`` of them) through a Dirichlet(``dirichlet_alpha``) split.
+  server holds out 20 % of the images (split with ``seed=0``) and reports accuracy on them
+  after every version; the devices share the other 80 % (tiled so each device has about
+  ``samples_per_device`` of them) through a Dirichlet split (:class:`DigitsShards`).
 * ``numeric``: a vector of ``num_parameters`` floats; a device returns ``value + 1`` after a
   random delay, so every update is a vector of ones (a pure orchestration load).
 """
@@ -106,7 +106,7 @@ def initial_parameters(spec: JobSpec) -> Arrays:
 
 @lru_cache(maxsize=1)
 def digits_test_set() -> tuple[np.ndarray, np.ndarray]:
-    """The held-out 20 % of the digits (seed 0)."""
+    """The held-out 20 % of the digits (split with ``seed=0``)."""
     x, y = load_digits_arrays()
     return train_test_split(x, y, 0.2, seed=0)[2:]
 

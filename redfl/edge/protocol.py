@@ -31,6 +31,7 @@ __all__ = [
     "EnrollReply",
     "EnrollRequest",
     "ErrorReply",
+    "FORWARDED_ROUTES",
     "JobReply",
     "JobRequest",
     "Name",
@@ -154,6 +155,15 @@ class SelectionReply(_Reply):
 
 class ErrorReply(_Reply):
     """A refused request: 400 ``INVALID_REQUEST`` or 401 ``ERROR``, with the reason."""
+
+
+FORWARDED_ROUTES: dict[str, tuple[type[_Request], type[_Reply]]] = {
+    "/job": (JobRequest, JobReply),
+    "/task": (TaskRequest, TaskReply),
+    "/result": (ResultRequest, ResultReply),
+    "/selection": (SelectionRequest, SelectionReply),
+}
+"""The routes a device reaches at its LCP through the proxy: path -> request and reply models."""
 
 
 def encode_arrays(arrays: dict[str, np.ndarray], dtype: type[np.floating] = np.float32) -> str:

@@ -35,11 +35,11 @@ class LcpAddress(BaseModel):
 
 
 class EdgeSecrets(BaseModel):
-    """The token secret (hex, >= 16 bytes) and the enrollment secret."""
+    """The token secret (hex, >= 32 bytes) and the enrollment secret."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    token_secret: str = Field(min_length=32, pattern=r"^[0-9a-f]+$")
+    token_secret: str = Field(min_length=64, pattern=r"^([0-9a-f]{2})+$")
     enroll_secret: str = Field(min_length=8)
 
 

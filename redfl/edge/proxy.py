@@ -17,59 +17,28 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
-from fastapi import Depends, FastAPI, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import FastAPI
+from pydantic import BaseModel
 
-from redfl.edge.errors import ERROR_RESPONSES, install_error_handlers, unauthorized
-from redfl.edge.fastpath import FastPath, token_identity
+from redfl.edge.errors import error_body
+from redfl.edge.fastpath import serve_routes
 from redfl.edge.forward import ForwardError, LcpConnections
 from redfl.edge.hashing import choose
-from redfl.edge.lcp_app import DEVICE_HEADER
-from redfl.edge.protocol import (
-    EnrollReply,
-    EnrollRequest,
-    ErrorReply,
-    JobReply,
-    JobRequest,
-    ResultReply,
-    ResultRequest,
-    SelectionReply,
-    SelectionRequest,
-    Status,
-    TaskReply,
-    TaskRequest,
-)
+from redfl.edge.protocol import FORWARDED_ROUTES, EnrollReply, EnrollRequest, Status
+from redfl.edge.routes import DEVICE_HEADER, Answer, DeviceToken, Handler, Public, Route, ok
 from redfl.edge.timing import summary
-from redfl.edge.tokens import TokenError, TokenSigner, secret_matches
+from redfl.edge.tokens import TokenSigner, secret_matches
 
 __all__ = ["Router", "proxy_app"]
-
-REPLIES: dict[str, type[JobReply | TaskReply | ResultReply | SelectionReply]] = {
-    "/job": JobReply,
-    "/task": TaskReply,
-    "/result": ResultReply,
-    "/selection": SelectionReply,
-}
-"""Reply model of each forwarded route."""
-REQUESTS: dict[str, type[JobRequest | TaskRequest | ResultRequest | SelectionRequest]] = {
-    "/job": JobRequest,
-    "/task": TaskRequest,
-    "/result": ResultRequest,
-    "/selection": SelectionRequest,
-}
-"""Request model of each forwarded route."""
 
 
 def _host_port(url: str) -> tuple[str, int]:
     """``http://host:port`` -> ``(host, port)``."""
     parsed = httpx.URL(url)
     return parsed.host, parsed.port or 80
-
-
-class Unauthorized(Exception):
-    """A request without a valid token (answered with 401)."""
 
 
 class Router:
@@ -108,26 +77,33 @@ class Router:
         """The device's LCPs that are up, best first."""
         return [lcp for lcp in self.ranked(device) if self.up[lcp]]
 
-    async def forward(self, path: str, body: bytes, device: str) -> tuple[int, bytes]:
-        """Send a device request to its first LCP that answers; ``RETRY`` when none does."""
+    async def forward(self, path: str, body: bytes, device: str) -> Answer | None:
+        """Send a device request to its first LCP that answers; None when none does."""
         start = time.perf_counter()
         headers = {DEVICE_HEADER: device, "content-type": "application/json"}
         home = self.ranked(device)[0]
         for lcp in self.candidates(device):
             try:
-                status, content = await self.pools[lcp].post(path, body, headers)
+                answer = await self.pools[lcp].post(path, body, headers)
             except ForwardError:
                 self.up[lcp] = False  # until the next health check says otherwise
                 continue
             self.forwards[lcp] += 1
             self.failovers += lcp != home
             self.latency[path].append(time.perf_counter() - start)
-            return status, content
-        model = REPLIES[path]
-        extra = {"retry_wait": self.retry_wait} if "retry_wait" in model.model_fields else {}
-        return 200, model(
-            status=Status.RETRY, reason="no LCP is reachable", **extra
-        ).model_dump_json().encode()
+            return answer
+        return None
+
+    def forwarding(self, path: str, reply: type[BaseModel]) -> Handler[BaseModel]:
+        """The handler of a forwarded route: the LCP's answer, or ``RETRY`` (with
+        ``retry_wait`` when the reply has it) when no LCP answers."""
+        extra = {"retry_wait": self.retry_wait} if "retry_wait" in reply.model_fields else {}
+        retry = ok(reply(status=Status.RETRY, reason="no LCP is reachable", **extra))
+
+        async def forward(request: BaseModel, device: str, body: bytes) -> Answer:
+            return await self.forward(path, body, device) or retry
+
+        return forward
 
     async def check(self, client: httpx.AsyncClient, timeout: float) -> None:
         """Health-check every LCP once (``GET /health`` must answer 200 and be synced)."""
@@ -140,11 +116,11 @@ class Router:
                 return False
 
         results = await asyncio.gather(*(one(lcp) for lcp in self.urls))
-        for lcp, ok in zip(self.urls, results, strict=True):
-            self.misses[lcp] = 0 if ok else self.misses[lcp] + 1
+        for lcp, healthy in zip(self.urls, results, strict=True):
+            self.misses[lcp] = 0 if healthy else self.misses[lcp] + 1
             # up again at the first answer; down after `max_misses` checks in a row (a busy
             # LCP that answers late is not dropped at once; a refused forward drops it at once)
-            self.up[lcp] = ok or (self.up[lcp] and self.misses[lcp] < self.max_misses)
+            self.up[lcp] = healthy or (self.up[lcp] and self.misses[lcp] < self.max_misses)
 
 
 def proxy_app(
@@ -190,83 +166,26 @@ def proxy_app(
                 for pool in router.pools.values():
                     pool.close()
 
-    app = FastAPI(
-        title="redfl edge routing proxy",
-        description=__doc__,
-        lifespan=lifespan,
-        responses=ERROR_RESPONSES,
-    )
+    app = FastAPI(title="redfl edge routing proxy", description=__doc__, lifespan=lifespan)
     app.state.router = router
 
-    async def handle(path: str, body: bytes, request: object, device: str) -> tuple[int, bytes]:
-        if isinstance(request, EnrollRequest):
-            return enroll_device(request)
-        return await router.forward(path, body, device)
-
-    def enroll_device(body: EnrollRequest) -> tuple[int, bytes]:
+    async def enroll(body: EnrollRequest, caller: str, raw: bytes) -> Answer:
         if not secret_matches(body.secret, enroll_secret):
-            refused = ErrorReply(status=Status.ERROR, reason="bad enrollment secret")
-            return 401, refused.model_dump_json().encode()
+            return 401, error_body(Status.ERROR, "bad enrollment secret")
         token, expires = signer.issue(body.device_id)
-        reply = EnrollReply(status=Status.OK, token=token, expires_at=expires)
-        return 200, reply.model_dump_json().encode()
+        return ok(EnrollReply(status=Status.OK, token=token, expires_at=expires))
 
-    identify = token_identity(signer)
-    routes = {**REQUESTS, "/enroll": EnrollRequest}
-    app.add_middleware(
-        FastPath, identify=identify, handle=handle, requests=routes, public={"/enroll"}
-    )
-    install_error_handlers(app)
-
-    async def on_unauthorized(request: Request, exc: Exception) -> Response:
-        return unauthorized(str(exc))
-
-    app.add_exception_handler(Unauthorized, on_unauthorized)
-    bearer = Depends(HTTPBearer(auto_error=False))
-
-    async def device_of(credentials: HTTPAuthorizationCredentials | None = bearer) -> str:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Unauthorized("missing token: send 'Authorization: Bearer <token>' from /enroll")
-        try:
-            return signer.verify(credentials.credentials)
-        except TokenError as exc:
-            raise Unauthorized(str(exc)) from None
-
-    authenticated = Depends(device_of)
-
-    async def forward(path: str, request: Request, device: str) -> Response:
-        status, content = await router.forward(path, await request.body(), device)
-        return Response(content, status, media_type="application/json")
-
-    @app.post("/enroll", response_model=EnrollReply)
-    async def enroll(body: EnrollRequest) -> Response:
-        """Exchange the enrollment secret for a token bound to ``device_id``."""
-        status, content = enroll_device(body)
-        return Response(content, status, media_type="application/json")
-
-    @app.post("/job", response_model=JobReply)
-    async def job(body: JobRequest, request: Request, device: str = authenticated) -> Response:
-        """Ask for a job by name: its id, or ``NO_JOB``."""
-        return await forward("/job", request, device)
-
-    @app.post("/task", response_model=TaskReply)
-    async def task(body: TaskRequest, request: Request, device: str = authenticated) -> Response:
-        """Ask for a task: parameters and config, ``NO_TASK``/``RETRY``, or ``DONE``."""
-        return await forward("/task", request, device)
-
-    @app.post("/result", response_model=ResultReply)
-    async def result(
-        body: ResultRequest, request: Request, device: str = authenticated
-    ) -> Response:
-        """Report a task's update (local model minus the task's model)."""
-        return await forward("/result", request, device)
-
-    @app.post("/selection", response_model=SelectionReply)
-    async def selection(
-        body: SelectionRequest, request: Request, device: str = authenticated
-    ) -> Response:
-        """The devices selected now, the model version, and whether the job is done."""
-        return await forward("/selection", request, device)
+    device_token = DeviceToken(signer.verify)
+    forwarded = [
+        Route(path, request, reply, router.forwarding(path, reply), device_token)
+        for path, (request, reply) in FORWARDED_ROUTES.items()
+    ]
+    refusal = {401: "Bad enrollment secret"}
+    routes: list[Route[Any]] = [
+        Route("/enroll", EnrollRequest, EnrollReply, enroll, Public(), refusal),
+        *forwarded,
+    ]
+    serve_routes(app, routes)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI
 
-from redfl.edge.fastpath import FastPath
+from redfl.edge.fastpath import serve_routes
 from redfl.edge.fedbuff import FedBuff, PartialSum
 from redfl.edge.jobs import JobSpec, evaluate, initial_parameters
 from redfl.edge.protocol import decode_arrays, encode_arrays
+from redfl.edge.routes import Answer, Public, Route, ok
 from redfl.edge.selection import Selector
 from redfl.edge.timing import Samples, summary
 from redfl.edge.wire import SyncReply, SyncRequest, VerdictMsg
@@ -146,19 +147,10 @@ def server_app(spec: JobSpec) -> FastAPI:
     # handled on the event loop, one at a time, no locks needed; on the fast path (the body
     # parsed and the reply written by pydantic straight from and to bytes), since FastAPI's
     # per-request machinery costs more than the sync itself. A malformed body gets 400.
-    async def handle(path: str, body: bytes, request: Any, lcp: str) -> tuple[int, bytes]:
-        return 200, server.sync(request).model_dump_json().encode()
+    async def sync(request: SyncRequest, caller: str, body: bytes) -> Answer:
+        return ok(server.sync(request))
 
-    def no_identity(authorization: str | None, device_header: str | None) -> str:
-        return ""
-
-    fast = {"/sync": SyncRequest}
-    app.add_middleware(FastPath, identify=no_identity, handle=handle, requests=fast, public=fast)
-
-    @app.post("/sync", response_model=SyncReply)
-    async def sync(request: SyncRequest) -> SyncReply:
-        """Take an LCP's candidates and partial sums (answered by the fast path)."""
-        return server.sync(request)
+    serve_routes(app, [Route("/sync", SyncRequest, SyncReply, sync, Public())])
 
     @app.get("/status")
     async def status(ids: bool = False) -> dict[str, Any]:

@@ -1,9 +1,21 @@
-"""Device tokens: HMAC-SHA256 signed, bound to a device id, with an expiry.
+"""Device tokens: JSON Web Tokens (HS256, PyJWT) bound to a device id, with an expiry.
 
-A token is ``base64url(payload) "." base64url(hmac_sha256(secret, base64url(payload)))`` with
-the JSON payload ``{"sub": device_id, "exp": unix_seconds}``. Only the holder of the server
-secret can make one; the routing proxy reads the device id from a verified token, never from
-anything the device asserts.
+A token's claims are ``{"sub": device_id, "exp": unix_seconds}``, signed with HMAC-SHA256
+under the server secret: only its holder can make one, and the routing proxy reads the device
+id from a verified token, never from anything the device asserts. Expiry is checked against
+the signer's clock (injectable, for tests), not PyJWT's own.
+
+The proxy verifies a token on every device request. PyJWT's full check (its strict base64
+and header parsing, then the signature) costs ~30 us of CPU per token, against ~5.5 us for the
+hand-written HMAC token this module used before and ~7 us for all the rest of the proxy's fast
+path of a request (measured in-process with ``time.process_time``). So a verified token is
+remembered until it expires, in a bounded least-recently-used cache
+(``cachetools.TLRUCache``): a device's later requests cost one lookup (~1.5 us) and only a
+token never seen, or pushed out of the cache, is checked in full. Only a token that passed the
+full check enters the cache, keyed by its exact text, so the cache cannot vouch for a forged
+or altered token.
+
+This module imports no web framework and no other redfl module.
 
 >>> signer = TokenSigner(b"k" * 32, ttl=60.0, clock=lambda: 1000.0)
 >>> token, expires = signer.issue("device-1")
@@ -13,28 +25,23 @@ anything the device asserts.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import hmac
-import json
 import math
+import threading
 import time
 from collections.abc import Callable
 
+import jwt
+from cachetools import TLRUCache
+
 __all__ = ["TokenError", "TokenSigner", "bearer_token", "secret_matches"]
+
+_ALGORITHM = "HS256"
+_MIN_SECRET = 32  # bytes: RFC 7518 asks an HS256 key to be at least as long as the hash
 
 
 class TokenError(ValueError):
     """A token is missing, malformed, forged or expired; the message is the reason."""
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 class TokenSigner:
@@ -43,32 +50,44 @@ class TokenSigner:
     Parameters
     ----------
     secret : bytes
-        Server secret, at least 16 bytes.
+        Server secret, at least 32 bytes.
     ttl : float, default 86400
         Token lifetime in seconds, > 0.
     clock : Callable[[], float], default time.time
         Source of Unix time.
+    cache_size : int, default 65536
+        Verified tokens remembered until they expire (least recently used first out), >= 1;
+        about 0.5 kB each.
     """
 
     def __init__(
-        self, secret: bytes, ttl: float = 86_400.0, clock: Callable[[], float] = time.time
+        self,
+        secret: bytes,
+        ttl: float = 86_400.0,
+        clock: Callable[[], float] = time.time,
+        cache_size: int = 65_536,
     ) -> None:
-        if len(secret) < 16:
-            raise ValueError(f"token secret must be at least 16 bytes, got {len(secret)}")
+        if len(secret) < _MIN_SECRET:
+            raise ValueError(
+                f"token secret must be at least {_MIN_SECRET} bytes, got {len(secret)}"
+            )
         if not 0 < ttl < math.inf:
             raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be >= 1, got {cache_size}")
         self._secret = secret
         self.ttl = ttl
         self.clock = clock
-
-    def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest())
+        self._verified: TLRUCache[str, tuple[str, float], float] = TLRUCache(
+            cache_size, ttu=lambda token, claims, now: claims[1], timer=clock
+        )
+        self._lock = threading.Lock()  # the cache is not thread-safe
 
     def issue(self, device_id: str) -> tuple[str, float]:
         """Return a token for ``device_id`` and its expiry (Unix seconds)."""
         expires = self.clock() + self.ttl
-        payload = _b64(json.dumps({"sub": device_id, "exp": expires}).encode())
-        return f"{payload}.{self._sign(payload)}", expires
+        claims = {"sub": device_id, "exp": expires}
+        return jwt.encode(claims, self._secret, algorithm=_ALGORITHM), expires
 
     def verify(self, token: str) -> str:
         """Return the device id of a valid token.
@@ -78,18 +97,26 @@ class TokenSigner:
         TokenError
             ``malformed token``, ``bad signature`` or ``token expired``.
         """
-        payload, _, signature = token.partition(".")
-        if not payload or not signature:
-            raise TokenError("malformed token")
-        if not hmac.compare_digest(signature, self._sign(payload)):
-            raise TokenError("bad signature")
+        with self._lock:
+            known = self._verified.get(token)
+        if known is not None:
+            return known[0]
         try:
-            claims = json.loads(_unb64(payload))
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[_ALGORITHM],
+                options={"require": ["sub", "exp"], "verify_exp": False},  # exp: our clock's
+            )
             device, expires = str(claims["sub"]), float(claims["exp"])
-        except (binascii.Error, ValueError, KeyError, TypeError):
+        except jwt.InvalidSignatureError:
+            raise TokenError("bad signature") from None
+        except (jwt.InvalidTokenError, ValueError, TypeError):
             raise TokenError("malformed token") from None
         if expires <= self.clock():
             raise TokenError("token expired")
+        with self._lock:
+            self._verified[token] = (device, expires)
         return device
 
 
