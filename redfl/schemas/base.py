@@ -267,7 +267,7 @@ class Federation:
                     self.seed,
                     self.nodes,
                     self.topology,
-                    self.resources,
+                    self._worker_resources(backend),
                     backend.available_resources(),
                     backend.machine_resources(),
                     check=self._runtime.supervised,
@@ -276,6 +276,11 @@ class Federation:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+    def _worker_resources(self, backend: Backend) -> ResourcesConfig:
+        """The ``[resources]`` the shared workers are planned with (a schema that adds
+        workers of its own narrows them)."""
+        return self.resources
 
     def worker_of(self, node_id: str) -> int:
         """The index of the worker that hosts ``node_id`` (after start)."""

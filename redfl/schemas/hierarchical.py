@@ -65,7 +65,7 @@ from redfl.runtime.backend import Backend, Plan, WorkerSpec
 from redfl.runtime.dispatch import Calls, WorkerRound, run_round
 from redfl.runtime.protocol import Outcome, Pending
 from redfl.runtime.replies import FitBatch
-from redfl.runtime.resources import check_capacity
+from redfl.runtime.resources import ResourcesConfig, check_capacity, worker_bundles
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.tree_runner import FoldSubtrees, ReleaseUnits, TreeBatch, UnitPlan, UnitResult
 from redfl.runtime.virtual import VirtualNode
@@ -179,6 +179,21 @@ class HierarchicalFederation(StarFederation):
         if self._layout is None:
             raise RuntimeError("the federation has not started")
         return self._layout
+
+    def _worker_resources(self, backend: Backend) -> ResourcesConfig:
+        """With pins and no ``num_workers``: as many shared workers as the resources left
+        beside the pinned workers allow (by default they would take every CPU, and the
+        pinned workers would find none)."""
+        spec = self.resources
+        if not self.pin or spec.num_workers is not None or spec.split != "uniform":
+            return spec
+        if not self._runtime.supervised:
+            return spec
+        left = dict(backend.available_resources())
+        for key, value in spec.worker.items():
+            left[key] = float(left.get(key, 0.0)) - float(value) * len(self.pin)
+        shared = len(worker_bundles(spec, left, len(self.nodes)))
+        return spec.model_copy(update={"num_workers": shared})
 
     def _plan(self, backend: Backend) -> Plan:
         """The star's plan, re-placed so that every unit's clients share one worker."""
