@@ -241,7 +241,7 @@ def test_an_update_crosses_every_hop_and_is_folded(edge: ThreadedDeployment) -> 
             task.update(
                 client.post(f"{base}/task", json={"job_id": job_id}, headers=headers).json()
             )
-            return task["status"] == "OK"
+            return bool(task["status"] == "OK")
 
         assert wait_until(selected, 20), task
         body = {"job_id": job_id, "task_id": task["task_id"], "parameters": task["parameters"]}
