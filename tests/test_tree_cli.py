@@ -276,16 +276,16 @@ def test_start_scripts(tmp_path: Path) -> None:
     start = (scripts / "start_local.sh").read_text(encoding="utf-8")
     assert "redfl" not in start.replace("redfl.edge.cli", "").replace("redfl tree", "")
     assert (
-        'run "${EDGE[@]}" proxy --tree "$DIR" --tls --host 127.0.0.1 --port 9100' in start
+        'run proxy "${EDGE[@]}" proxy --tree "$DIR" --tls --host 127.0.0.1 --port 9100' in start
     )  # the tree's ports: the proxy on --rp, the server on its site's port
     assert '--job "$DIR/edge_job.json" --host 127.0.0.1 --port 9101' in start
     assert (
-        'run "${EDGE[@]}" lcp --tree "$DIR" --name lcp-2-2-3 --server https://127.0.0.1:9112 '
-        "--host 127.0.0.1 --port 9125" in start
+        'run lcp-2-2-3 "${EDGE[@]}" lcp --tree "$DIR" --name lcp-2-2-3 '
+        "--server https://127.0.0.1:9112 --host 127.0.0.1 --port 9125" in start
     )  # an LCP syncs through its leaf relay (relay-2-2, site 11, on 9112)
     assert (
-        'run "${EDGE[@]}" relay --tree "$DIR" --name relay-2-2 --upstream https://127.0.0.1:9104 '
-        "--host 127.0.0.1 --port 9112" in start
+        'run relay-2-2 "${EDGE[@]}" relay --tree "$DIR" --name relay-2-2 '
+        "--upstream https://127.0.0.1:9104 --host 127.0.0.1 --port 9112" in start
     )  # and that relay through its parent relay (relay-2, site 3)
     assert "--head --port 6379 --include-dashboard false" in start
     run = (scripts / "run_hierarchy.sh").read_text(encoding="utf-8")

@@ -226,10 +226,13 @@ _START = """\
 # Start what host {host} ({address}) runs: {summary}.
 # Usage: start_{host}.sh [PART ...]   PART: {parts} (default: all of them).
 # Written by `redfl tree`. It stays in the foreground; SIGTERM or Ctrl-C stops every process
-# it started, and it stops them all when one of them ends.{head_note}
+# it started, and it stops them all when one of them ends. Each process writes its output to
+# logs/<name>.log in the folder. Ray comes first: the rest starts once its node is up.{head_note}
 set -uo pipefail
 source "$(dirname "${{BASH_SOURCE[0]}}")/env.sh"
 NAME="start_{host}.sh"
+LOGS="$DIR/logs"
+mkdir -p "$LOGS"
 PARTS=("$@")
 [ ${{#PARTS[@]}} -eq 0 ] && PARTS=({parts})
 for part in "${{PARTS[@]}}"; do
@@ -244,9 +247,26 @@ want() {{
   return 1
 }}
 PIDS=()
-run() {{ "$@" & PIDS+=($!); }}
+run() {{  # run LOG COMMAND...: in the background, its output in logs/LOG.log
+  local log="$LOGS/$1.log"
+  shift
+  "$@" >"$log" 2>&1 &
+  PIDS+=($!)
+  echo "$NAME: started $(basename "$log" .log) (pid $!, log $log)" >&2
+}}
 stop() {{ trap - TERM INT; kill -TERM "${{PIDS[@]}}" 2>/dev/null; wait; }}
 trap 'stop; exit 0' TERM INT
+ray_up() {{  # wait until `ray start` says the node is up (it may take a while on a busy host)
+  local log="$LOGS/ray-{host}.log" pid="${{PIDS[-1]}}" tries
+  for tries in $(seq 1 600); do
+    grep -q "Ray runtime started" "$log" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  echo "$NAME: the Ray node did not start (see $log)" >&2
+  stop
+  exit 1
+}}
 EDGE=("$PY" -m redfl.edge.cli)
 {body}
 wait -n
@@ -287,7 +307,7 @@ def _ray_command(placement: Placement, host: str) -> list[str]:
             ("--max-worker-port", RAY_PORTS - 1),
         ]
         if config.head:
-            ports.append(("--ray-client-server-port", 6))
+            ports += [("--ray-client-server-port", 6), ("--dashboard-port", 7)]
         for option, offset in ports:
             args += [option, str(base + offset)]
     return args
@@ -317,17 +337,17 @@ def scripts(tree_file: TreeFile, placement: Placement, python: str) -> dict[str,
         address = config.address
         blocks: dict[str, list[str]] = {part: [] for part in PARTS}
         ray = _line('"$PY"', "-m", "ray.scripts.scripts", *_ray_command(placement, name))
-        blocks["ray"].append(f"  run {ray}")
+        blocks["ray"] += [f"  run ray-{name} {ray}", "  ray_up"]
         if config.head:
             server = tree.site("server")
             blocks["server"].append(
-                "  run "
+                "  run server "
                 + _line('"${EDGE[@]}"', "server", "--tree", '"$DIR"', "--job")
                 + ' "$DIR/edge_job.json" '
                 + _line("--host", address, "--port", str(server.port))
             )
             blocks["proxy"].append(
-                "  run "
+                "  run proxy "
                 + _line('"${EDGE[@]}"', "proxy", "--tree", '"$DIR"', "--tls")
                 + " "
                 + _line("--host", address, "--port", str(tree_file.rp_port))
@@ -335,7 +355,7 @@ def scripts(tree_file: TreeFile, placement: Placement, python: str) -> dict[str,
         for relay in placement.on(name, "relay"):
             parent = tree.site(relay).parent or "server"
             blocks["relays"].append(
-                "  run "
+                f"  run {relay} "
                 + _line('"${EDGE[@]}"', "relay", "--tree", '"$DIR"', "--name", relay)
                 + " "
                 + _line("--upstream", url(parent), "--host", address)
@@ -346,7 +366,7 @@ def scripts(tree_file: TreeFile, placement: Placement, python: str) -> dict[str,
             site = tree.site(lcp)
             upstream = url(site.relay) if site.relay is not None else url("server")
             blocks["lcps"].append(
-                "  run "
+                f"  run {lcp} "
                 + _line('"${EDGE[@]}"', "lcp", "--tree", '"$DIR"', "--name", lcp)
                 + " "
                 + _line("--server", upstream, "--host", address, "--port", str(site.port))
