@@ -21,8 +21,8 @@ LCP whose messages cross it runs, or on the head when they are spread over sever
 
 Exactly one host is the head. ``ray_ports`` gives the host's Ray node fixed ports (its node
 manager, object manager, agents, metrics and workers take ``ray_ports`` to
-``ray_ports + 199``; the head's client server and dashboard too), so that several nodes can share one
-machine or a firewall can be opened for them; without it Ray picks its own.
+``ray_ports + 199``; the head's client server and dashboard too), so that several nodes can
+share one machine or a firewall can be opened for them; without it Ray picks its own.
 """
 
 from __future__ import annotations
