@@ -36,7 +36,7 @@ def main(folder: Path, address: str) -> None:
         federation.stop()
     resources = {
         node["NodeID"]: sorted(k for k in node["Resources"] if k.startswith("redfl-site-"))
-        for node in ray.nodes()
+        for node in ray.nodes()  # type: ignore[no-untyped-call]
         if node["Alive"]
     }
     record = result.history[-1]

@@ -7,6 +7,7 @@ children) are ended, by pid."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -172,8 +173,8 @@ def test_the_host_scripts_start_a_cluster_and_an_edge_tree_that_hold(kit: Kit) -
     kit.alive()
     kit.start("beta")  # its Ray node joins the head; its relay and LCPs reach the server
     for lcp in ("lcp-1-1", "lcp-1-2", "lcp-2-1", "lcp-2-2"):
-        url = f"https://127.0.0.1:{port[lcp]}"
-        assert wait_until(lambda url=url: healthy(url, operator), START_S), kit.logs()
+        up = functools.partial(healthy, f"https://127.0.0.1:{port[lcp]}", operator)
+        assert wait_until(up, START_S), kit.logs()
     kit.alive()
     kit.remember()
     assert placed["hosts"]["beta"]["sites"] == ["relay-2", "agg-2", "lcp-2-1", "lcp-2-2"]
