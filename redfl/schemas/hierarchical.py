@@ -13,8 +13,9 @@ tree at the shallowest tier that has at least as many folding sites as there are
 (the top tier whenever ``width >= workers``), so the global model goes down once per worker,
 one partial sum per unit comes up, and the root's traffic grows with its children, not with
 clients. A *pinned* site is a unit of its own, on a worker of its own that asks for the
-custom resource :func:`~redfl.topology.tree.site_resource` (a machine joined with
-``start_site.sh SITE ADDRESS`` offers it). The sites above the units (the server and any
+custom resource :func:`~redfl.topology.tree.site_resource` (the Ray node of the host that
+``redfl tree --hosts`` gives the site offers it). With pins and no ``num_workers``, the
+shared workers take what the pinned ones leave. The sites above the units (the server and any
 aggregator whose subtree spans several units) are folded by the driver, children first, in
 site order, so the sum does not depend on the cut. Units that are not pinned go to the
 shared workers round-robin, in site order.
