@@ -54,30 +54,35 @@ class FastPath:
         if route is None:
             await self.app(scope, receive, send)
             return
-        if scope["method"] != "POST":
-            reason = f"method {scope['method']} not allowed: {route.path} takes POST"
-            await _reply(send, 405, error_body(Status.ERROR, reason), _ALLOW)
-            return
-        try:
-            caller = route.auth.identify(scope)
-        except Unauthorized as exc:
-            await _reply(send, 401, error_body(Status.ERROR, str(exc)), _CLOSE)
-            return
-        body = await _read_body(scope, receive, route.max_body)
-        if body is None:
-            reason = f"body too large: {route.path} takes at most {route.max_body:,} bytes"
-            await _reply(send, 413, error_body(Status.INVALID_REQUEST, reason), _CLOSE)
-            return
-        try:
-            request = route.request.model_validate_json(body)
-        except ValidationError as exc:
-            await _reply(send, 400, error_body(Status.INVALID_REQUEST, describe(exc)))
-            return
-        try:
-            status, content = await route.handler(request, caller, body)
-        except InvalidRequest as exc:
-            status, content = 400, error_body(Status.INVALID_REQUEST, str(exc))
-        await _reply(send, status, content)
+        status, content, extra = await _answer(route, scope, receive)
+        await _reply(send, status, content, *extra)
+
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+async def _answer(route: Route[Any], scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
+    """The status, body and extra headers of the reply to a request of ``route``: the checks
+    in their order (method, caller, body size, body), then the handler."""
+    if scope["method"] != "POST":
+        reason = f"method {scope['method']} not allowed: {route.path} takes POST"
+        return 405, error_body(Status.ERROR, reason), (_ALLOW,)
+    try:
+        caller = route.auth.identify(scope)
+    except Unauthorized as exc:
+        return 401, error_body(Status.ERROR, str(exc)), (_CLOSE,)
+    body = await _read_body(scope, receive, route.max_body)
+    if body is None:
+        reason = f"body too large: {route.path} takes at most {route.max_body:,} bytes"
+        return 413, error_body(Status.INVALID_REQUEST, reason), (_CLOSE,)
+    try:
+        request = route.request.model_validate_json(body)
+        status, content = await route.handler(request, caller, body)
+    except ValidationError as exc:
+        return 400, error_body(Status.INVALID_REQUEST, describe(exc)), ()
+    except InvalidRequest as exc:
+        return 400, error_body(Status.INVALID_REQUEST, str(exc)), ()
+    return status, content, ()
 
 
 def serve_routes(app: FastAPI, routes: Sequence[Route[Any]]) -> None:

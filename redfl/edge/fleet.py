@@ -42,16 +42,15 @@ import logging
 import os
 import threading
 import time
-import tomllib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from redfl.core.config import IMPORT_TARGET, TARGET_PATTERN, ConfigError, Strict, describe_errors
+from redfl.core.config import IMPORT_TARGET, TARGET_PATTERN, ConfigError, Strict, load_toml
 from redfl.core.imports import resolve
 from redfl.edge.errors import Unauthorized
 from redfl.edge.provision import load_or_create_secrets
@@ -119,16 +118,9 @@ def load_edge_config(tree_dir: Path) -> EdgeConfig:
         Naming the file and the field at fault, and what is allowed.
     """
     path = Path(tree_dir) / EDGE_CONFIG
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
         return EdgeConfig()
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    try:
-        return EdgeConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {describe_errors(exc)}") from None
+    return load_toml(path, EdgeConfig, str(path))
 
 
 @dataclass(frozen=True)

@@ -222,12 +222,9 @@ class ProxiedDevice(PeerCertificate):
 
     def security(self) -> list[params.Depends]:
         """The device's id in the ``x-redfl-device`` header (with the proxy's certificate)."""
-        scheme = APIKeyHeader(
-            name=DEVICE_HEADER,
-            auto_error=False,
-            description="Set by the routing proxy, on its mutually authenticated connection.",
+        return _api_key(
+            DEVICE_HEADER, "Set by the routing proxy, on its mutually authenticated connection."
         )
-        return [Security(scheme)]
 
 
 class Operator(Auth):
@@ -264,12 +261,12 @@ class Operator(Auth):
 
     def security(self) -> list[params.Depends]:
         """An operator token in the ``x-redfl-operator`` header."""
-        scheme = APIKeyHeader(
-            name=OPERATOR_HEADER,
-            auto_error=False,
-            description="An operator token signed with the operator bundle's key.",
-        )
-        return [Security(scheme)]
+        return _api_key(OPERATOR_HEADER, "An operator token signed with the operator bundle's key.")
+
+
+def _api_key(name: str, description: str) -> list[params.Depends]:
+    """The OpenAPI scheme of a credential in header ``name``."""
+    return [Security(APIKeyHeader(name=name, auto_error=False, description=description))]
 
 
 def guard(app: FastAPI, auth: Auth) -> params.Depends:

@@ -28,13 +28,12 @@ share one machine or a firewall can be opened for them; without it Ray picks its
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from redfl.core.config import ConfigError, Strict, describe_errors
+from redfl.core.config import ConfigError, Strict, load_toml
 from redfl.topology.tree import RelayTree, SiteKind
 
 __all__ = ["HostConfig", "HostsConfig", "Placement", "load_hosts", "local_hosts", "place"]
@@ -107,16 +106,7 @@ def load_hosts(path: Path) -> HostsConfig:
     ConfigError
         Naming the file, the field at fault and what is allowed.
     """
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"--hosts {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"--hosts {path}: {exc}") from None
-    try:
-        return HostsConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"--hosts {path}: {describe_errors(exc)}") from None
+    return load_toml(path, HostsConfig, f"--hosts {path}")
 
 
 def local_hosts(address: str = "127.0.0.1") -> HostsConfig:

@@ -73,7 +73,7 @@ from redfl.runtime.virtual import VirtualNode
 from redfl.runtime.watch import Watch
 from redfl.schemas.base import check_timeout
 from redfl.schemas.registry import SCHEMAS, FederationParts, SchemaSpec, TopologyTable
-from redfl.schemas.star import RoundTally, StarFederation, StarSettings
+from redfl.schemas.star import RoundTally, StarFederation, StarSettings, star_settings
 from redfl.topology.assign import Assignment, assign_clients
 from redfl.topology.tree import RelayTree, SiteKind, relay_tree
 from redfl.topology.tree_file import load_tree
@@ -632,11 +632,7 @@ def hierarchy_from_parts(
         min_coverage=table.min_coverage,
         pin=tuple(table.pin),
         subtree_timeout=table.subtree_timeout,
-        strategy=parts.strategy(),
-        options=parts.options,
-        roles=parts.roles,
-        evaluate_fn=parts.evaluate_fn(),
-        **parts.settings,
+        **star_settings(parts),
     )
 
 

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Unpack
+from typing import Any, Literal, Unpack, cast
 
 from pydantic import Field
 
@@ -413,17 +413,25 @@ class StarTopology(TopologyTable):
     schema_: Literal["star"] = Field(default="star", alias="schema")
 
 
+def star_settings(parts: FederationParts) -> StarSettings:
+    """The star's arguments a config gives (strategy, client options and roles, central
+    evaluation) and the federation's settings, for any schema built on the star."""
+    star = {
+        "strategy": parts.strategy(),
+        "options": parts.options,
+        "roles": parts.roles,
+        "evaluate_fn": parts.evaluate_fn(),
+    }
+    return cast(StarSettings, {**star, **parts.settings})
+
+
 def star_from_parts(table: StarTopology, parts: FederationParts) -> StarFederation:
     """The star federation a config describes."""
     return StarFederation(
         parts.client(),
         parts.num_nodes,
         initial_parameters=parts.initial_parameters(),
-        strategy=parts.strategy(),
-        options=parts.options,
-        roles=parts.roles,
-        evaluate_fn=parts.evaluate_fn(),
-        **parts.settings,
+        **star_settings(parts),
     )
 
 
