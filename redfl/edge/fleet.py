@@ -359,7 +359,7 @@ class Fleet:
                 return []
             return [{"op": "bind", "device": device, "credential": digest, "at": now}]
 
-        self.register.append(bind)
+        await asyncio.to_thread(self.register.append, bind)  # a locked, synced write
         return self.signer.issue(device)
 
     def _standing(self, record: DeviceRecord | None, device: str, digest: str | None) -> None:
