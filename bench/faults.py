@@ -1,6 +1,6 @@
 """Faults: raising clients, SIGKILLed workers and a hung client, against an undisturbed run.
 
-Workload: digits softmax (ARCHITECTURE.md: tiled 4 times, IID, lr 0.1, 5 epochs, batch
+Workload: digits softmax (docs/benchmarks.md: tiled 4 times, IID, lr 0.1, 5 epochs, batch
 32), 100 clients all sampled every round, 20 rounds, 2 workers, FedAvg, central
 evaluation on the held-out 20 %; ``runtime="ray"``. Runs:
 

@@ -45,8 +45,8 @@ import tempfile
 from pathlib import Path
 
 from redfl.provision.hosts import RAY_PORTS, HostsConfig, Placement, local_hosts, place
+from redfl.topology.tree import site_resource
 from redfl.topology.tree_file import TreeFile, save_tree
-from redfl.topology.tree_shape import site_resource
 from redfl.trust.files import PRIVATE, write_atomic
 from redfl.trust.identity import Kind
 from redfl.trust.layout import provision_members
