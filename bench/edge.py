@@ -306,7 +306,7 @@ def run_job(
 FIGURES = {
     "req/s": r"throughput at the proxy (\d+) req/s",
     "/task p99 ms": r"p99 at the proxy /task ([\d.]+) ms",
-    "wall s": r"wall time of the simulation ([\d.]+) s",
+    "wall s": r"\d+ requests in ([\d.]+) s",
     "peak MB": r"peak memory of all processes \(server, 4 LCPs, proxy, simulator\): (\d+) MB",
     "proxy CPU ms/req": r"CPU per request: proxy ([\d.]+) ms",
     "LCP CPU ms/req": r"CPU per request: proxy [\d.]+ ms, LCPs ([\d.]+) ms",

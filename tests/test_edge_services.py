@@ -21,7 +21,7 @@ from redfl.edge.protocol import FORWARDED_ROUTES, encode_arrays
 from redfl.edge.provision import Member
 from redfl.edge.routes import DEVICE_HEADER
 from redfl.edge.server import EdgeServer, server_app
-from redfl.edge.wire import PartialMsg, SyncRequest
+from redfl.edge.wire import PartialMsg, SyncRequest, speaks_for
 
 SPEC = JobSpec(
     name="numeric-job",
@@ -309,3 +309,21 @@ def test_the_server_refuses_a_partial_sum_over_the_sample_cap() -> None:
     assert not verdict.accepted
     assert verdict.reason == "over the cap: weight 21 for 2 updates (at most 20)"
     assert server.fedbuff.accepted == 0 and server.fedbuff.rejected["over the cap"] == 2
+
+
+@pytest.mark.parametrize(
+    ("caller", "lcp", "refusal"),
+    [
+        ("lcp-1-1", "lcp-1-1", ""),
+        ("relay-1", "lcp-1-2", ""),
+        ("relay-1", "lcp-2-1", "relay-1 may not sync for lcp-2-1: not an LCP below it"),
+        ("relay-1", "relay-1", "relay-1 may not sync for relay-1: not an LCP below it"),
+        ("lcp-2-2", "lcp-2-1", "lcp-2-2 may not sync for lcp-2-1: an LCP syncs for itself only"),
+        ("agg-1", "lcp-1-1", "agg-1 (aggregator) may not sync: only LCPs and relays do"),
+        ("stranger", "lcp-1-1", "stranger is not a site of this tree"),
+    ],
+)
+def test_a_sync_speaks_only_for_its_caller_or_the_lcps_below_it(
+    caller: str, lcp: str, refusal: str
+) -> None:
+    assert speaks_for(TREE, caller, lcp) == refusal

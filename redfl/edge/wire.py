@@ -91,12 +91,13 @@ def speaks_for(tree: RelayTree, caller: str, lcp: str) -> str:
     """
     if caller not in tree:
         return f"{caller} is not a site of this tree"
-    if tree.site(caller).kind == "lcp":
-        return (
-            ""
-            if caller == lcp
-            else f"{caller} may not sync for {lcp}: an LCP syncs for itself only"
-        )
+    kind = tree.site(caller).kind
+    if kind == "lcp" and caller != lcp:
+        return f"{caller} may not sync for {lcp}: an LCP syncs for itself only"
+    if kind == "lcp":
+        return ""
+    if kind != "relay":
+        return f"{caller} ({kind}) may not sync: only LCPs and relays do"
     if lcp in tree and tree.site(lcp).kind == "lcp" and lcp in tree.lcps_under(caller):
         return ""
     return f"{caller} may not sync for {lcp}: not an LCP below it"
