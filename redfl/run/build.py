@@ -87,6 +87,7 @@ class ConfigParts:
         self.num_nodes = config.client.num_clients
         self.roles = config.client.roles
         self.central = config.evaluation.central
+        self.secure_aggregation = config.secure_aggregation
         run = config.federation
         self.settings: FederationSettings = {
             "seed": run.seed,
