@@ -87,17 +87,22 @@ class Prepared:
         }
 
     def secure_summary(self, final: RoundRecord | None) -> dict[str, Any]:
-        """Whether secure aggregation was on and with which parameters: the table's, and
-        the graph degree and threshold of the last round (chosen from its clients)."""
+        """Whether secure aggregation was on and with which parameters: the table's (with
+        the bits used), and the graph degree and threshold of the last round (chosen from
+        its clients)."""
         table = self.config.secure_aggregation
         if table is None:
             return {"enabled": False}
         chosen = {} if final is None else final.metrics
+        picked = {
+            key: int(chosen[f"secagg/{name}"]) if f"secagg/{name}" in chosen else None
+            for key, name in (("round_neighbours", "neighbours"), ("round_threshold", "threshold"))
+        }
         return {
             "enabled": True,
             **table.model_dump(mode="json"),
-            "round_neighbours": chosen.get("secagg/neighbours"),
-            "round_threshold": chosen.get("secagg/threshold"),
+            "bits": table.entry_bits,
+            **picked,
         }
 
     def model_metadata(self, history: list[RoundRecord]) -> dict[str, Any]:

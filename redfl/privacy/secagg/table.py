@@ -67,7 +67,8 @@ class SecureAggregationConfig(Strict):
         c: each coordinate of an update (new minus global parameters) is clipped to
         ``[-clip, clip]`` before it is encoded.
     bits, modulus_bits:
-        Bits of an encoded entry (sign included) and of the ring (32 or 64).
+        Bits of an encoded entry (sign included; default 32, or 20 with noise) and of the
+        ring (32 or 64).
     max_weight:
         The largest weight (number of examples) a client may have.
     noise_multiplier, l2_clip, honest_clients, delta:
@@ -86,7 +87,7 @@ class SecureAggregationConfig(Strict):
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     corrupted: float = Field(default=0.05, ge=0.0, lt=1.0)
     clip: float = Field(default=8.0, gt=0.0, allow_inf_nan=False)
-    bits: int = Field(default=32, ge=2, le=63)
+    bits: int | None = Field(default=None, ge=2, le=63)
     modulus_bits: Literal[32, 64] = 64
     max_weight: float = Field(default=1000.0, gt=0.0, allow_inf_nan=False)
     noise_multiplier: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
@@ -97,9 +98,10 @@ class SecureAggregationConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> SecureAggregationConfig:
-        if self.bits > self.modulus_bits - 1:
+        if self.entry_bits > self.modulus_bits - 1:
             raise ValueError(
-                f"bits ({self.bits}) must be at most modulus_bits - 1 ({self.modulus_bits - 1})"
+                f"bits ({self.entry_bits}) must be at most modulus_bits - 1 "
+                f"({self.modulus_bits - 1})"
             )
         if (
             self.neighbours is not None
@@ -110,6 +112,15 @@ class SecureAggregationConfig(Strict):
                 f"threshold ({self.threshold}) must be at most neighbours ({self.neighbours})"
             )
         return self
+
+    @property
+    def entry_bits(self) -> int:
+        """The bits of an encoded entry: ``bits``, or by default 32 (20 with noise, whose
+        spread dwarfs the rounding and whose draws must stay below
+        :data:`~redfl.privacy.secagg.dp.MAX_VARIANCE`)."""
+        if self.bits is not None:
+            return self.bits
+        return min(20 if self.noisy else 32, self.modulus_bits - 1)
 
     @property
     def noisy(self) -> bool:
@@ -154,7 +165,7 @@ class SecureAggregationConfig(Strict):
             threshold=self.threshold,
             min_survivors=min_survivors,
             clip=self.clip,
-            bits=self.bits,
+            bits=self.entry_bits,
             modulus_bits=self.modulus_bits,
             max_weight=1.0 if self.noisy else self.max_weight,
             noise=noise,
