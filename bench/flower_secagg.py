@@ -95,7 +95,7 @@ def main() -> None:
         else:
             DefaultWorkflow()(grid, legacy)
 
-    mods = [secaggplus_mod] if args.secure else []
+    mods: list[Any] = [secaggplus_mod] if args.secure else []
     run_simulation(
         server_app=server,
         client_app=ClientApp(client_fn=client_fn, mods=mods),

@@ -6,6 +6,7 @@ run folder, the hierarchy per subtree."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ class Events(Callback):
     """Keeps every event."""
 
     def __init__(self) -> None:
-        self.events: list = []
+        self.events: list[Any] = []
 
     def on_event(self, event):
         self.events.append(event)
@@ -76,7 +77,7 @@ def train(fed: StarFederation, rounds: int = 1) -> np.ndarray:
     with fed:
         result = fed.train(rounds)
     assert result.parameters is not None
-    return result.parameters["w"]
+    return np.asarray(result.parameters["w"])
 
 
 def mean_bound(quantizer: Quantizer, weights: np.ndarray, sums: np.ndarray, current) -> np.ndarray:
@@ -87,7 +88,7 @@ def mean_bound(quantizer: Quantizer, weights: np.ndarray, sums: np.ndarray, curr
     weight_error = n * quantizer.max_weight / (2 * quantizer.levels)
     mean = current + sums / total
     spread = sum_error / total + np.abs(sums) * weight_error / (total * (total - weight_error))
-    return spread + 2 * np.spacing(np.abs(mean).astype(np.float32)) + 1e-12
+    return np.asarray(spread + 2 * np.spacing(np.abs(mean).astype(np.float32)) + 1e-12)
 
 
 @settings(max_examples=12, deadline=None)
@@ -196,8 +197,8 @@ def test_a_client_whose_fit_fails_drops_before_advertising() -> None:
     assert result.history[0].succeeded == 12 - len(heavy)
 
 
-def secure_config(strategy: str | None = None, **table) -> dict:
-    config: dict = {
+def secure_config(strategy: str | None = None, **table: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
         "federation": {"rounds": 2, "runtime": "local"},
         "client": {"target": JITTER, "num_clients": 8, "options": {"size": 30}},
         "secure_aggregation": table,
@@ -329,7 +330,9 @@ def test_events_and_summary_of_a_secure_run(tmp_path) -> None:
 
 
 def test_a_hierarchy_sums_each_lcp_securely_within_the_bound() -> None:
-    def hierarchy(secure, clients=16, lcps=2):
+    def hierarchy(
+        secure: SecureAggregationConfig | None, clients: int = 16, lcps: int = 2
+    ) -> HierarchicalFederation:
         return HierarchicalFederation(
             JitterClient,
             clients,

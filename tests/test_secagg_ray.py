@@ -15,7 +15,7 @@ from redfl.privacy import secagg
 from redfl.privacy.secagg import SecAggServer, SecureAggregationConfig, UnmaskRequest
 from redfl.runtime.host import Probe
 from redfl.runtime.resources import ResourcesConfig
-from redfl.runtime.secagg_runner import MaskInputs, SecureFit, ShareKeys, Unmask
+from redfl.runtime.secagg_runner import MaskInputs, SecureFit, SecureFitBatch, ShareKeys, Unmask
 
 
 def star(runtime: str, clients: int = 12, workers: int = 3) -> StarFederation:
@@ -72,6 +72,7 @@ def test_an_honest_client_refuses_both_shares_of_one_neighbour_through_its_worke
             ids=ids,
         )
         batch = backend.gather([backend.call(0, request)])[0].result()
+        assert isinstance(batch, SecureFitBatch)
         assert not hasattr(batch.adverts[0], "private") and len(batch.adverts) == 5
         server = SecAggServer(config)
         keys = server.collect_keys(batch.adverts)
