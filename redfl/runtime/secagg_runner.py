@@ -23,6 +23,7 @@ in the reply with its reason and counts as dropped from that stage on.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -41,6 +42,7 @@ from redfl.privacy.secagg import (
     SecAggError,
     SecureAggregationConfig,
     ShareBundle,
+    Stage,
     UnmaskReply,
     UnmaskRequest,
 )
@@ -123,6 +125,7 @@ class SecureAggregationRunner(Runner):
         self._rounds: dict[int, _Round] = {}
         self._lock = threading.Lock()
         self._made = 0
+        self._seconds: dict[str, float] = {}
 
     def register(self, handlers: Handlers) -> None:
         """Answer :class:`SecureFit`, :class:`ShareKeys`, :class:`MaskInputs` and
@@ -134,10 +137,12 @@ class SecureAggregationRunner(Runner):
 
     def stats(self) -> dict[str, float]:
         """``secagg_clients``: the protocol clients made on this worker (their keys drawn
-        here); ``secagg_held``: those still held."""
+        here); ``secagg_held``: those still held; ``secagg_<stage>_seconds``: the time
+        spent in each stage's client work (the fit excluded)."""
         with self._lock:
             held = sum(len(r.held) for r in self._rounds.values())
-        return {"secagg_clients": self._made, "secagg_held": held}
+            spent = {f"secagg_{stage}_seconds": s for stage, s in self._seconds.items()}
+        return {"secagg_clients": self._made, "secagg_held": held, **spent}
 
     def close(self) -> None:
         """Forget every round."""
@@ -169,6 +174,7 @@ class SecureAggregationRunner(Runner):
         batch.failures.extend(fitted.failures)
         batch.segments_run = fitted.segments_run
         equal = request.policy is not None and request.policy.equal_weights
+        started = time.perf_counter()
         kept = set()
         for update in fitted.updates:
             weight = request.table.weight(1.0 if equal else update.num_examples)
@@ -197,17 +203,27 @@ class SecureAggregationRunner(Runner):
             batch.adverts.append(advert)
             kept.add(update.node_id)
         batch.succeeded = [n for n in batch.succeeded if n in kept]
+        self._spent("advertise_keys", started)
         return batch
+
+    def _spent(self, stage: Stage, since: float) -> None:
+        """Count the time since ``since`` to ``stage``."""
+        with self._lock:
+            self._seconds[stage] = self._seconds.get(stage, 0.0) + time.perf_counter() - since
 
     def share_keys(self, request: ShareKeys) -> StageReply[ShareBundle]:
         """Stage 2: each named client's shares, encrypted for its neighbours."""
         return self._each(
-            request.round, request.keys, lambda held, keys: held.client.share_keys(keys)
+            "share_keys",
+            request.round,
+            request.keys,
+            lambda held, keys: held.client.share_keys(keys),
         )
 
     def mask_inputs(self, request: MaskInputs) -> MaskedReply:
         """Stage 3: each named client's masked update, folded into one sum."""
         reply = self._each(
+            "masked_input",
             request.round,
             request.shares,
             lambda held, shares: held.client.mask_input(shares, held.update, held.weight),
@@ -226,7 +242,10 @@ class SecureAggregationRunner(Runner):
     def unmask(self, request: Unmask) -> StageReply[UnmaskReply]:
         """Stage 4: each named client's shares for the sum; then its state is dropped."""
         reply = self._each(
-            request.round, request.requests, lambda held, asked: held.client.unmask(asked)
+            "unmasking",
+            request.round,
+            request.requests,
+            lambda held, asked: held.client.unmask(asked),
         )
         with self._lock:
             state = self._rounds.get(request.round)
@@ -238,10 +257,11 @@ class SecureAggregationRunner(Runner):
         return reply
 
     def _each(
-        self, rnd: int, inbox: Mapping[int, M], step: Callable[[_Held, M], R]
+        self, stage: Stage, rnd: int, inbox: Mapping[int, M], step: Callable[[_Held, M], R]
     ) -> StageReply[R]:
         """Run ``step`` for each client of ``inbox`` held for round ``rnd``; a client that
         raises, or that this worker does not hold, fails with the reason."""
+        started = time.perf_counter()
         reply: StageReply[R] = StageReply()
         state = self._rounds.get(rnd)
         for client, message in sorted(inbox.items()):
@@ -257,6 +277,7 @@ class SecureAggregationRunner(Runner):
                     held_now = self._rounds.get(rnd)
                     if held_now is not None:
                         held_now.held.pop(client, None)
+        self._spent(stage, started)
         return reply
 
 
