@@ -29,7 +29,7 @@ from redfl.nodes.client import Client
 from redfl.privacy.clipping import private
 from redfl.run.config import FederationConfig
 from redfl.schemas import SCHEMAS
-from redfl.schemas.base import Federation, FederationSettings
+from redfl.schemas.base import Federation, FederationSettings, StarSettings
 from redfl.schemas.callbacks import Callback
 
 __all__ = [
@@ -87,7 +87,6 @@ class ConfigParts:
         self.num_nodes = config.client.num_clients
         self.roles = config.client.roles
         self.central = config.evaluation.central
-        self.secure_aggregation = config.secure_aggregation
         run = config.federation
         self.settings: FederationSettings = {
             "seed": run.seed,
@@ -164,6 +163,19 @@ class ConfigParts:
         except ValueError as error:
             raise ConfigError(f"evaluation.central: {error}") from None
         return evaluate
+
+    def star_settings(self) -> StarSettings:
+        """The strategy, options, roles, central evaluation, secure aggregation and the
+        settings."""
+        return StarSettings(
+            strategy=self.strategy(),
+            options=self.options,
+            roles=self.roles,
+            evaluate_fn=self.evaluate_fn(),
+            client_ids=None,
+            secure_aggregation=self.config.secure_aggregation,
+            **self.settings,
+        )
 
 
 def attackers_from_config(config: FederationConfig) -> list[str]:

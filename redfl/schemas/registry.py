@@ -22,8 +22,7 @@ from redfl.core.config import Strict
 from redfl.core.registry import Registry
 from redfl.core.result import EvaluateFn
 from redfl.nodes.client import Client
-from redfl.privacy.secagg import SecureAggregationConfig
-from redfl.schemas.base import Federation, FederationSettings
+from redfl.schemas.base import Federation, FederationSettings, StarSettings
 
 
 class TopologyTable(Strict):
@@ -40,8 +39,8 @@ class FederationParts(Protocol):
 
     The run layer resolves these from ``[client]``, ``[federation]``, ``[resources]``,
     ``[strategy]``, ``[privacy]``, ``[attack]``, ``[evaluation]`` and
-    ``[secure_aggregation]``; what needs the user's
-    code or builds a strategy is done on request, so a schema that does not use it (a
+    ``[secure_aggregation]``; what needs the user's code or builds a strategy is done on
+    request, so a schema that does not use it (a
     decentralised graph has no strategy) never pays for it. Every method raises
     :class:`~redfl.core.config.ConfigError` naming the field at fault.
     """
@@ -54,8 +53,6 @@ class FederationParts(Protocol):
     """Seed, runtime, address, resources, timeouts, restarts and callbacks."""
     central: str | None
     """``evaluation.central`` as written (``None``: no central evaluation)."""
-    secure_aggregation: SecureAggregationConfig | None
-    """The ``[secure_aggregation]`` table (``None``: absent, updates arrive in the clear)."""
 
     @property
     def options(self) -> dict[str, Any]:
@@ -82,6 +79,12 @@ class FederationParts(Protocol):
 
     def evaluate_fn(self) -> EvaluateFn | None:
         """The central evaluation ``evaluation.central(options)``, or ``None``."""
+        ...
+
+    def star_settings(self) -> StarSettings:
+        """What a round-driven schema's class takes beside the client, its number and the
+        initial parameters: the strategy, options, roles, central evaluation and the
+        settings."""
         ...
 
 

@@ -54,7 +54,7 @@ from redfl.privacy.secagg import (
 )
 from redfl.privacy.secagg.table import parameters_sum
 from redfl.runtime.backend import Backend
-from redfl.runtime.dispatch import WorkerRound
+from redfl.runtime.dispatch import WorkerRound, run_round
 from redfl.runtime.protocol import Outcome, Request, Unfinished
 from redfl.runtime.replies import FitBatch
 from redfl.runtime.secagg_runner import (
@@ -69,7 +69,7 @@ from redfl.runtime.secagg_runner import (
 from redfl.runtime.supervisor import Supervisor
 from redfl.runtime.virtual import VirtualNode
 from redfl.runtime.watch import Watch
-from redfl.schemas.star_collect import collect, fit_round
+from redfl.schemas.star_collect import collect, fit_calls
 
 SEED_STREAM = 0x5EC
 """The stream of :func:`~redfl.core.seeding.round_rng` that draws a round's public seed."""
@@ -207,7 +207,8 @@ class SecureRounds:
             table=self.table,
             ids=ids,
         )
-        fit_round(backend, shares, request, specs, progress, steal, watch)
+        calls = fit_calls(backend, request, specs)
+        run_round(backend, shares, calls, progress, steal=steal, watch=watch)
         _, _, fitted, failures = collect(rnd, shares)
         adverts: list[KeyAdvertisement] = []
         for share in shares:

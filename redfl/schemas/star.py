@@ -35,7 +35,7 @@ from redfl.core.server_state import ServerState
 from redfl.nodes.client import Client
 from redfl.privacy.secagg import SecureAggregationConfig
 from redfl.runtime.backend import Backend
-from redfl.runtime.dispatch import WorkerRound, segments_of
+from redfl.runtime.dispatch import WorkerRound, run_round, segments_of
 from redfl.runtime.replies import FitBatch
 from redfl.runtime.star_runner import FitSegments
 from redfl.runtime.state_runner import ExportClientStates, ImportClientStates
@@ -44,24 +44,12 @@ from redfl.schemas.base import Federation, FederationSettings, virtual_nodes
 from redfl.schemas.callbacks import emit
 from redfl.schemas.registry import SCHEMAS, FederationParts, SchemaSpec, TopologyTable
 from redfl.schemas.secure_round import SecureRounds, refuse_strategy
-from redfl.schemas.star_collect import collect, evaluate, evaluation, fit_round
+from redfl.schemas.star_collect import collect, evaluate, evaluation, fit_calls
 
 CLIENT_STATES = "client_states"
 """The key of stateful clients' states in :attr:`ServerState.extra`."""
 SECURE_STATE = "secure_aggregation"
 """The key of secure aggregation's privacy accountant in :attr:`ServerState.extra`."""
-
-
-class StarSettings(FederationSettings, total=False):
-    """The star's optional arguments and the federation's settings: what a schema built on
-    the star (the hierarchy) passes through to it."""
-
-    strategy: Strategy | None
-    options: Mapping[str, Any] | None
-    client_ids: Sequence[str] | None
-    roles: str
-    evaluate_fn: EvaluateFn | None
-    secure_aggregation: SecureAggregationConfig | None
 
 
 @dataclass
@@ -372,7 +360,8 @@ class StarFederation(Federation):
             return RoundTally(secure[0], [], secure[1], secure[2], secure[3])
         fold = self.strategy.weighted_sum
         request = FitSegments(backend.put(self.parameters), [], config, fold, policy)
-        fit_round(backend, shares, request, self._spec, progress, self._stealable, watch)
+        calls = fit_calls(backend, request, self._spec)
+        run_round(backend, shares, calls, progress, steal=self._stealable, watch=watch)
         total, updates, fitted, failures = collect(rnd, shares)
         return RoundTally(total, updates, fitted, failures)
 
@@ -460,12 +449,7 @@ def star_from_parts(table: StarTopology, parts: FederationParts) -> StarFederati
         parts.client(),
         parts.num_nodes,
         initial_parameters=parts.initial_parameters(),
-        strategy=parts.strategy(),
-        options=parts.options,
-        roles=parts.roles,
-        evaluate_fn=parts.evaluate_fn(),
-        secure_aggregation=parts.secure_aggregation,
-        **parts.settings,
+        **parts.star_settings(),
     )
 
 
