@@ -22,6 +22,7 @@ from redfl.core.result import FederationError
 from redfl.examples.echo import JitterClient
 from redfl.nodes.node import NodeContext
 from redfl.privacy.secagg import SecAggServer, SecureAggregationConfig, Stage
+from redfl.privacy.secagg import client as secagg_client
 from redfl.privacy.secagg.quantize import Quantizer
 from redfl.run.api import run
 from redfl.run.build import federation_from_config
@@ -356,3 +357,32 @@ def test_a_hierarchy_sums_each_lcp_securely_within_the_bound() -> None:
         result = fed.train(1)
     lone = [f for f in result.failures if "at least 2 clients' updates under an LCP" in f.reason]
     assert len(lone) == 1
+
+
+def test_a_client_keeps_its_cipher_key_across_rounds_but_never_its_mask_key(monkeypatch):
+    adverts: list[dict[int, Any]] = []
+    collect = SecAggServer.collect_keys
+
+    def spy(self, messages):
+        kept = list(messages)
+        adverts.append({m.client: m for m in kept})
+        return collect(self, kept)
+
+    monkeypatch.setattr(SecAggServer, "collect_keys", spy)
+    exchanges = []
+    agree = secagg_client.agree
+
+    def counted(private, peers):
+        exchanges.append(len(peers))
+        return agree(private, peers)
+
+    monkeypatch.setattr(secagg_client, "agree", counted)
+    secure = train(star(10, secure=SecureAggregationConfig()), rounds=3)
+    plain = train(star(10, secure=None), rounds=3)
+    assert np.abs(secure - plain).max() < 1e-6
+    first, second, third = adverts
+    assert all(first[c].cipher_key == second[c].cipher_key == third[c].cipher_key for c in first)
+    assert all(len({a[c].mask_key for a in adverts}) == 3 for c in first)
+    # Each round: one mask agreement per client and neighbour; cipher ones in round 1 only.
+    per_round = 10 * 4
+    assert sum(exchanges) == per_round * 3 + per_round

@@ -6,8 +6,9 @@ request per worker, carrying the server's messages for that worker's clients:
 1. :class:`SecureFit`: fit the clients (the star batch runner, in-process: the same
    per-client ``try``, update checks, update policy, probes and work stealing), keep each
    successful client's update (new minus global parameters) and weight here, make its
-   :class:`~redfl.privacy.secagg.SecAggClient` (its X25519 keys and self-mask seed are
-   drawn here) and answer with its public keys only.
+   :class:`~redfl.privacy.secagg.SecAggClient` (its mask key pair and self-mask seed are
+   drawn here each round; its cipher key pair is drawn here once and kept, with the
+   secrets agreed under it) and answer with its public keys only.
 2. :class:`ShareKeys`: each client's encrypted shares for its neighbours.
 3. :class:`MaskInputs`: each client masks its update; the worker folds its clients'
    masked vectors modulo ``2^m`` into one :class:`~redfl.privacy.secagg.MaskedSum`.
@@ -46,6 +47,7 @@ from redfl.privacy.secagg import (
     UnmaskReply,
     UnmaskRequest,
 )
+from redfl.privacy.secagg.keys import KeyPair
 from redfl.privacy.secagg.quantize import ring_sum
 from redfl.runtime.protocol import Handlers, NodeHost, Request, Runner
 from redfl.runtime.replies import FitBatch
@@ -117,12 +119,27 @@ class _Round:
     held: dict[int, _Held] = field(default_factory=dict)
 
 
+@dataclass
+class _Identity:
+    """What a client keeps from round to round: its cipher key pair and the secrets it
+    agreed with peers' cipher keys (at most :data:`AGREED_KEPT`; the protocol never
+    reveals a cipher key, see :mod:`redfl.privacy.secagg.client`)."""
+
+    cipher: KeyPair
+    agreed: dict[bytes, bytes] = field(default_factory=dict)
+
+
+AGREED_KEPT = 4096
+"""Secrets a client keeps agreed with peers' cipher keys; past it, it forgets them all."""
+
+
 class SecureAggregationRunner(Runner):
     """Keeps each client's update and protocol state between the stages of a round."""
 
     def __init__(self, host: NodeHost) -> None:
         super().__init__(host)
         self._rounds: dict[int, _Round] = {}
+        self._identities: dict[str, _Identity] = {}
         self._lock = threading.Lock()
         self._made = 0
         self._seconds: dict[str, float] = {}
@@ -145,9 +162,10 @@ class SecureAggregationRunner(Runner):
         return {"secagg_clients": self._made, "secagg_held": held, **spent}
 
     def close(self) -> None:
-        """Forget every round."""
+        """Forget every round and every client's cipher keys."""
         with self._lock:
             self._rounds.clear()
+            self._identities.clear()
 
     def fit(self, request: SecureFit) -> SecureFitBatch:
         """Stage 1: fit the clients, keep their updates, advertise their keys."""
@@ -190,7 +208,9 @@ class SecureAggregationRunner(Runner):
                         k: np.subtract(v, request.parameters[k], dtype=np.float64)
                         for k, v in update.parameters.items()
                     }
-                    client = SecAggClient(config, request.ids[update.node_id])
+                    identity = self._identity(update.node_id)
+                    number = request.ids[update.node_id]
+                    client = SecAggClient(config, number, identity.cipher, identity.agreed)
                     advert = client.advertise_keys()
                 except (SecAggError, ValueError, KeyError) as error:
                     reason = describe(error)
@@ -210,6 +230,16 @@ class SecureAggregationRunner(Runner):
         """Count the time since ``since`` to ``stage``."""
         with self._lock:
             self._seconds[stage] = self._seconds.get(stage, 0.0) + time.perf_counter() - since
+
+    def _identity(self, node_id: str) -> _Identity:
+        """The cipher keys ``node_id`` keeps on this worker (made on first use)."""
+        with self._lock:
+            identity = self._identities.get(node_id)
+            if identity is None:
+                identity = self._identities[node_id] = _Identity(KeyPair.generate())
+            if len(identity.agreed) > AGREED_KEPT:
+                identity.agreed.clear()
+            return identity
 
     def share_keys(self, request: ShareKeys) -> StageReply[ShareBundle]:
         """Stage 2: each named client's shares, encrypted for its neighbours."""

@@ -72,7 +72,7 @@ from redfl.runtime.watch import Watch
 from redfl.schemas.star_collect import collect, fit_calls
 
 SEED_STREAM = 0x5EC
-"""The stream of :func:`~redfl.core.seeding.round_rng` that draws a round's public seed."""
+"""The stream of :func:`~redfl.core.seeding.round_rng` that draws the run's public seed."""
 
 M = TypeVar("M")
 R = TypeVar("R")
@@ -153,8 +153,15 @@ class SecureRounds:
             ) from None
 
     def config(self, clients: range | list[int], parameters: Parameters, rnd: int) -> SecAggConfig:
-        """The public parameters of round ``rnd`` for these integer client ids."""
-        seed = round_rng(self.seed, rnd, SEED_STREAM).bytes(32)
+        """The public parameters of round ``rnd`` for these integer client ids.
+
+        The public seed is the run's, not the round's: the same clients get the same graph
+        every round, so a client's cipher secrets agreed with its neighbours serve again
+        (:mod:`redfl.runtime.secagg_runner`). Every derived key still differs per round
+        (the round number is bound into each), and a graph drawn once for the run meets
+        the graph's bounds once, instead of once per round.
+        """
+        seed = round_rng(self.seed, 0, SEED_STREAM).bytes(32)
         return self.table.round_config(sorted(clients), layout_of(parameters), rnd, seed)
 
     def state(self) -> dict[str, Any]:
