@@ -22,7 +22,7 @@ from redfl.core.result import FederationError
 from redfl.examples.echo import JitterClient
 from redfl.nodes.node import NodeContext
 from redfl.privacy.secagg import SecAggServer, SecureAggregationConfig, Stage
-from redfl.privacy.secagg import client as secagg_client
+from redfl.privacy.secagg.keys import agree
 from redfl.privacy.secagg.quantize import Quantizer
 from redfl.run.api import run
 from redfl.run.build import federation_from_config
@@ -370,13 +370,12 @@ def test_a_client_keeps_its_cipher_key_across_rounds_but_never_its_mask_key(monk
 
     monkeypatch.setattr(SecAggServer, "collect_keys", spy)
     exchanges = []
-    agree = secagg_client.agree
 
     def counted(private, peers):
         exchanges.append(len(peers))
         return agree(private, peers)
 
-    monkeypatch.setattr(secagg_client, "agree", counted)
+    monkeypatch.setattr("redfl.privacy.secagg.client.agree", counted)
     secure = train(star(10, secure=SecureAggregationConfig()), rounds=3)
     plain = train(star(10, secure=None), rounds=3)
     assert np.abs(secure - plain).max() < 1e-6
