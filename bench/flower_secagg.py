@@ -29,12 +29,11 @@ import zlib
 from typing import Any
 
 import numpy as np
+from flower_side import every_client_fedavg
 from flwr.app import Context
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
-from flwr.common import ndarrays_to_parameters
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
-from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.simulation import run_simulation
 
@@ -70,16 +69,7 @@ def main() -> None:
         final["w"] = np.array(parameters[0])
         return None
 
-    strategy = FedAvg(
-        fraction_fit=1.0,
-        fraction_evaluate=0.0,
-        min_fit_clients=args.clients,
-        min_evaluate_clients=0,
-        min_available_clients=args.clients,
-        initial_parameters=ndarrays_to_parameters([np.zeros(args.size, np.float32)]),
-        evaluate_fn=evaluate,
-        on_fit_config_fn=lambda rnd: {"round": rnd},
-    )
+    strategy = every_client_fedavg(args.clients, [np.zeros(args.size, np.float32)], evaluate)
     server = ServerApp()
 
     @server.main()
