@@ -19,6 +19,7 @@ from redfl.algorithms.fedopt import FedAdam
 from redfl.core.config import ConfigError
 from redfl.core.instructions import Instructions
 from redfl.core.result import FederationError
+from redfl.core.server_state import load_state, save_state
 from redfl.examples.echo import JitterClient
 from redfl.nodes.node import NodeContext
 from redfl.privacy.secagg import SecAggServer, SecureAggregationConfig, Stage
@@ -385,3 +386,18 @@ def test_a_client_keeps_its_cipher_key_across_rounds_but_never_its_mask_key(monk
     # Each round: one mask agreement per client and neighbour; cipher ones in round 1 only.
     per_round = 10 * 4
     assert sum(exchanges) == per_round * 3 + per_round
+
+
+def test_the_privacy_spent_by_distributed_noise_survives_a_saved_state(tmp_path) -> None:
+    table = SecureAggregationConfig(noise_multiplier=1.0, min_survivors=8)
+    with star(8, secure=table) as fed:
+        first = fed.train(2)
+        save_state(fed.server_state(), tmp_path / "state")
+    with star(8, secure=table) as fed:
+        fed.load_server_state(load_state(tmp_path / "state"))
+        resumed = fed.train(1)
+    with star(8, secure=table) as fed:
+        straight = fed.train(3)
+    epsilons = [r.metrics["epsilon"] for r in (*first.history, *resumed.history[2:])]
+    assert epsilons == [r.metrics["epsilon"] for r in straight.history]
+    assert epsilons[0] < epsilons[1] < epsilons[2]
