@@ -41,9 +41,11 @@ import numpy as np
 from common import machine
 
 from redfl import FedAvg, StarFederation
+from redfl.core.events import Event, SecureAggregationStage
 from redfl.core.result import FederationResult
 from redfl.examples.echo import JitterClient
-from redfl.privacy.secagg import SecureAggregationConfig
+from redfl.privacy.secagg import STAGES, SecureAggregationConfig
+from redfl.schemas.callbacks import Callback
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOWER_PYTHON = ROOT / ".bench" / "flower-venv" / "bin" / "python"
@@ -67,18 +69,40 @@ def federation(clients: int, size: int, secure: bool, runtime: str = "ray") -> S
     )
 
 
+class Stages(Callback):
+    """Each secure stage's seconds (as the driver saw them), by stage, round after round."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, list[float]] = {}
+
+    def on_event(self, event: Event) -> bool | None:
+        if isinstance(event, SecureAggregationStage) and event.round > 1:
+            self.seconds.setdefault(event.stage, []).append(event.seconds)
+        return None
+
+
 def redfl_rounds(
     clients: int, size: int, rounds: int, secure: bool, silent: int = 0
 ) -> tuple[float, FederationResult, dict[str, float]]:
-    """Median seconds of rounds 2..``rounds``, the result and the last round's metrics;
+    """Median seconds of rounds 2..``rounds``, the result and the last round's metrics
+    (with, secure, ``stage/<stage>``: the median seconds of each stage from round 2 on,
+    and ``worker/<stage>``: the workers' summed seconds of client work per round);
     ``silent`` clients stop answering after masking (secure only)."""
     fed = federation(clients, size, secure)
+    stages = Stages()
+    fed.callbacks.append(stages)
     if silent and fed.secure is not None:
         fed.secure.silent = {"unmasking": frozenset(f"client-{i}" for i in range(silent))}
     with fed:
         result = fed.train(rounds)
+        work = fed.worker_stats()
     seconds = [r.seconds for r in result.history[1:]] or [result.history[0].seconds]
-    return statistics.median(seconds), result, dict(result.history[-1].metrics)
+    metrics = dict(result.history[-1].metrics)
+    for stage, spent in stages.seconds.items():
+        metrics[f"stage/{stage}"] = statistics.median(spent)
+        total = sum(w.get(f"secagg_{stage}_seconds", 0.0) for w in work)
+        metrics[f"worker/{stage}"] = total / rounds
+    return statistics.median(seconds), result, metrics
 
 
 def flower_round(
@@ -127,6 +151,7 @@ def main() -> None:
         f"{'overhead':>9} {'flower ms':>10} {'speed-up':>9} {'max|d| redfl':>13} "
         f"{'max|d| flower':>14}  verdict"
     )
+    splits: list[tuple[str, dict[str, float]]] = []
     for case in args.cases:
         clients, size = (int(v) for v in case.split("x"))
         plain, reference, _ = redfl_rounds(clients, size, args.rounds, False)
@@ -153,6 +178,15 @@ def main() -> None:
             f"{flower_diff:>14}  {', '.join(verdicts) or '-'}",
             flush=True,
         )
+        splits.append((case, metrics))
+    print("where a secure round's time goes (driver's wall ms per stage, median from round 2;")
+    print("  in brackets the workers' summed ms of client work; advertise_keys includes the fit):")
+    for case, metrics in splits:
+        parts = [
+            f"{s} {metrics[f'stage/{s}'] * 1e3:.1f} ({metrics[f'worker/{s}'] * 1e3:.1f})"
+            for s in STAGES
+        ]
+        print(f"  {case:>9}: " + ", ".join(parts))
     clients, size = OVERHEAD_CASE
     silent = clients // 10
     plain, reference, _ = redfl_rounds(clients, size, args.rounds, False)
