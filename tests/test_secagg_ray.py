@@ -16,6 +16,8 @@ from redfl.privacy.secagg import SecAggServer, SecureAggregationConfig, UnmaskRe
 from redfl.runtime.host import Probe
 from redfl.runtime.resources import ResourcesConfig
 from redfl.runtime.secagg_runner import MaskInputs, SecureFit, SecureFitBatch, ShareKeys, Unmask
+from redfl.schemas.hierarchical import HierarchicalFederation
+from redfl.topology import relay_tree
 
 
 def star(runtime: str, clients: int = 12, workers: int = 3) -> StarFederation:
@@ -106,3 +108,26 @@ def test_dropouts_on_ray_leave_the_sum_of_the_clients_whose_input_arrived(ray_se
         result = fed.train(1)
     assert result.history[0].metrics["secagg/survivors"] == (18 if stage == "masked_input" else 20)
     assert {f.node_id for f in result.failures} == (silent if stage == "masked_input" else set())
+
+
+def test_a_hierarchy_on_ray_sums_each_lcp_securely_as_in_process(ray_session):
+    def hierarchy(runtime: str) -> HierarchicalFederation:
+        return HierarchicalFederation(
+            JitterClient,
+            16,
+            initial_parameters=JitterClient.initial_parameters(50),
+            options={"size": 50},
+            tree=relay_tree(1, 2, 2),
+            secure_aggregation=SecureAggregationConfig(),
+            runtime=runtime,
+            resources=ResourcesConfig(num_workers=2, worker={"CPU": 0.5}),
+        )
+
+    with hierarchy("local") as fed:
+        local = fed.train(2)
+    with hierarchy("ray") as fed:
+        remote = fed.train(2)
+        stats = fed.worker_stats()
+    assert not remote.failures
+    assert local.parameters_equal(remote)
+    assert sum(s["tree_units"] for s in stats) == 2 * 2
