@@ -13,9 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
+from typer.testing import CliRunner
 
 from redfl import FedAvg, StarFederation
 from redfl.algorithms.fedopt import FedAdam
+from redfl.cli import app
 from redfl.core.config import ConfigError
 from redfl.core.instructions import Instructions
 from redfl.core.result import FederationError
@@ -401,3 +403,22 @@ def test_the_privacy_spent_by_distributed_noise_survives_a_saved_state(tmp_path)
     epsilons = [r.metrics["epsilon"] for r in (*first.history, *resumed.history[2:])]
     assert epsilons == [r.metrics["epsilon"] for r in straight.history]
     assert epsilons[0] < epsilons[1] < epsilons[2]
+
+
+def test_the_cli_refuses_a_robust_strategy_with_secure_aggregation_in_one_line(tmp_path):
+    path = tmp_path / "krum.toml"
+    path.write_text(
+        '[federation]\nruntime = "local"\nrounds = 1\n'
+        f'[client]\ntarget = "{JITTER}"\nnum_clients = 8\n'
+        '[strategy]\nname = "krum"\nmin_fit_clients = 8\n'
+        "[secure_aggregation]\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "redfl: error: invalid config: secure_aggregation"
+    )
+    assert "Krum needs every client's update" in lines[0]
+    assert not (tmp_path / "run").exists()
