@@ -30,6 +30,7 @@ from redfl.privacy.secagg.quantize import Quantizer
 from redfl.run.api import run
 from redfl.run.build import federation_from_config
 from redfl.run.config import parse_config
+from redfl.run.digest import config_diff, config_digest, digest_fields
 from redfl.runtime.resources import ResourcesConfig
 from redfl.schemas.callbacks import Callback
 from redfl.schemas.hierarchical import HierarchicalFederation
@@ -422,3 +423,15 @@ def test_the_cli_refuses_a_robust_strategy_with_secure_aggregation_in_one_line(t
     )
     assert "Krum needs every client's update" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_the_table_enters_the_config_digest_only_when_present() -> None:
+    base = {"client": {"target": JITTER, "num_clients": 4}}
+    absent = parse_config(base)
+    empty = parse_config({**base, "secure_aggregation": {}})
+    other = parse_config({**base, "secure_aggregation": {"clip": 2.0}})
+    # Absent: no field at all, so configs written before the table existed keep their digest.
+    everything = config_diff(absent, empty, everything=True)
+    assert everything and all(f.startswith("secure_aggregation.") for f in everything)
+    assert not any(key.startswith("secure_aggregation") for key in digest_fields(absent, True))
+    assert len({config_digest(absent), config_digest(empty), config_digest(other)}) == 3
