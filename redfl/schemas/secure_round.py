@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -265,32 +266,35 @@ def _messages(replies: list[Any]) -> list[Any]:
     return [m for reply in replies for _, m in sorted(reply.messages.items())]
 
 
+@dataclass
 class _Exchange:
     """One round's traffic between the server and the workers after the fit: who holds
-    which client, the stage calls, the dropouts and their reasons, the stage events."""
+    which client, the stage calls, the dropouts and their reasons, the stage events.
 
-    def __init__(
-        self,
-        backend: Backend,
-        rnd: int,
-        names: Mapping[int, str],
-        silent: Mapping[Stage, frozenset[str]],
-        timeout: float | None,
-        supervisor: Supervisor | None,
-        emit: Callable[[Event], object],
-    ) -> None:
-        self.backend = backend
-        self.round = rnd
-        self.names = names
-        self.silent = silent
-        self.timeout = timeout
-        self.supervisor = supervisor
-        self.emit = emit
-        self.holders: dict[int, int] = {}
-        """Client id -> the worker that holds its state."""
-        self.lost: dict[int, str] = {}
-        """Client id -> why it dropped after its fit."""
-        self.started = time.perf_counter()
+    Attributes
+    ----------
+    names:
+        Client id -> node id, for the round's clients.
+    silent:
+        Stage -> node ids that send nothing from it on (injected dropouts).
+    timeout:
+        Seconds a worker may take to answer a stage (``None``: no limit).
+    holders:
+        Client id -> the worker that holds its state.
+    lost:
+        Client id -> why it dropped after its fit.
+    """
+
+    backend: Backend
+    round: int
+    names: Mapping[int, str]
+    silent: Mapping[Stage, frozenset[str]]
+    timeout: float | None
+    supervisor: Supervisor | None
+    emit: Callable[[Event], object]
+    holders: dict[int, int] = field(default_factory=dict)
+    lost: dict[int, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
 
     def keep(self, stage: Stage, messages: list[KeyAdvertisement]) -> list[KeyAdvertisement]:
         """The first stage's messages without those of clients silent from it on."""
