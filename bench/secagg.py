@@ -55,15 +55,16 @@ OVERHEAD_TARGET = 3.0
 OVERHEAD_CASE = (100, 10_000)
 
 
-def federation(clients: int, size: int, secure: bool, runtime: str = "ray") -> StarFederation:
-    """The bench's star: every client every round."""
+def federation(clients: int, size: int, secure: int, runtime: str = "ray") -> StarFederation:
+    """The bench's star: every client every round; ``secure``: the bits of the secure
+    ring (0: plain rounds)."""
     return StarFederation(
         JitterClient,
         clients,
         initial_parameters=JitterClient.initial_parameters(size),
         strategy=FedAvg(min_fit_clients=clients),
         options={"size": size},
-        secure_aggregation=SecureAggregationConfig() if secure else None,
+        secure_aggregation=SecureAggregationConfig(modulus_bits=secure) if secure else None,
         seed=0,
         runtime=runtime,
     )
@@ -82,12 +83,13 @@ class Stages(Callback):
 
 
 def redfl_rounds(
-    clients: int, size: int, rounds: int, secure: bool, silent: int = 0
+    clients: int, size: int, rounds: int, secure: int, silent: int = 0
 ) -> tuple[float, FederationResult, dict[str, float]]:
     """Median seconds of rounds 2..``rounds``, the result and the last round's metrics
     (with, secure, ``stage/<stage>``: the median seconds of each stage from round 2 on,
     and ``worker/<stage>``: the workers' summed seconds of client work per round);
-    ``silent`` clients stop answering after masking (secure only)."""
+    ``secure``: the bits of the secure ring (0: plain); ``silent`` clients stop
+    answering after masking (secure only)."""
     fed = federation(clients, size, secure)
     stages = Stages()
     fed.callbacks.append(stages)
@@ -138,6 +140,9 @@ def main() -> None:
     parser.add_argument("--flower-rounds", type=int, default=3, help="Flower rounds")
     parser.add_argument("--no-flower", action="store_true", help="redfl alone")
     parser.add_argument("--cases", nargs="+", default=[f"{c}x{s}" for c, s in CASES])
+    parser.add_argument(
+        "--modulus-bits", type=int, choices=[32, 64], default=64, help="the secure ring"
+    )
     args = parser.parse_args()
     if not args.no_flower and not FLOWER_PYTHON.exists():
         raise SystemExit("no Flower environment: run python bench/vs_flower.py --setup first")
@@ -145,6 +150,7 @@ def main() -> None:
 
     ray.init(include_dashboard=False, logging_level=logging.WARNING)
     print(machine())
+    print(f"secure rounds modulo 2^{args.modulus_bits}")
     print(load())
     print(
         f"{'clients x params':>17} {'k':>3} {'t':>3} {'plain ms':>9} {'secure ms':>10} "
@@ -154,8 +160,8 @@ def main() -> None:
     splits: list[tuple[str, dict[str, float]]] = []
     for case in args.cases:
         clients, size = (int(v) for v in case.split("x"))
-        plain, reference, _ = redfl_rounds(clients, size, args.rounds, False)
-        secure, result, metrics = redfl_rounds(clients, size, args.rounds, True)
+        plain, reference, _ = redfl_rounds(clients, size, args.rounds, 0)
+        secure, result, metrics = redfl_rounds(clients, size, args.rounds, args.modulus_bits)
         assert reference.parameters is not None and result.parameters is not None
         k, t = int(metrics["secagg/neighbours"]), int(metrics["secagg/threshold"])
         ours_diff = float(np.abs(result.parameters["w"] - reference.parameters["w"]).max())
@@ -189,8 +195,8 @@ def main() -> None:
         print(f"  {case:>9}: " + ", ".join(parts))
     clients, size = OVERHEAD_CASE
     silent = clients // 10
-    plain, reference, _ = redfl_rounds(clients, size, args.rounds, False)
-    secure, result, metrics = redfl_rounds(clients, size, args.rounds, True, silent)
+    plain, reference, _ = redfl_rounds(clients, size, args.rounds, 0)
+    secure, result, metrics = redfl_rounds(clients, size, args.rounds, args.modulus_bits, silent)
     assert reference.parameters is not None and result.parameters is not None
     diff = float(np.abs(result.parameters["w"] - reference.parameters["w"]).max())
     print(
@@ -203,7 +209,7 @@ def main() -> None:
 
 def _plain_after(clients: int, size: int, rounds: int) -> np.ndarray:
     """redfl's plain FedAvg model after ``rounds`` rounds, in-process (the oracle)."""
-    with federation(clients, size, False, "local") as fed:
+    with federation(clients, size, 0, "local") as fed:
         result = fed.train(rounds)
     assert result.parameters is not None
     return result.parameters["w"]

@@ -435,3 +435,14 @@ def test_the_table_enters_the_config_digest_only_when_present() -> None:
     assert everything and all(f.startswith("secure_aggregation.") for f in everything)
     assert not any(key.startswith("secure_aggregation") for key in digest_fields(absent, True))
     assert len({config_digest(absent), config_digest(empty), config_digest(other)}) == 3
+
+
+def test_a_32_bit_ring_takes_20_bits_by_default_and_sums_within_its_bound() -> None:
+    table = SecureAggregationConfig(modulus_bits=32)
+    assert table.entry_bits == 20
+    secure = train(star(12, secure=table, scale=0.1))
+    plain = train(star(12, secure=None, scale=0.1))
+    quantizer = table.round_config(range(12), (("w", (40,)),), 1, bytes(32)).quantizer
+    assert quantizer.modulus_bits == 32 and quantizer.dtype == np.uint32
+    # Each coordinate of the mean is within the rounding of 12 weighted entries.
+    assert 0 < np.abs(secure - plain).max() <= 12 * 1000.0 * 8.0 / (2 * quantizer.levels)

@@ -67,8 +67,8 @@ class SecureAggregationConfig(Strict):
         c: each coordinate of an update (new minus global parameters) is clipped to
         ``[-clip, clip]`` before it is encoded.
     bits, modulus_bits:
-        Bits of an encoded entry (sign included; default 32, or 20 with noise) and of the
-        ring (32 or 64).
+        Bits of an encoded entry (sign included; default 32, or 20 with noise or modulo
+        ``2^32``) and of the ring (32 or 64).
     max_weight:
         The largest weight (number of examples) a client may have.
     noise_multiplier, l2_clip, honest_clients, delta:
@@ -115,12 +115,13 @@ class SecureAggregationConfig(Strict):
 
     @property
     def entry_bits(self) -> int:
-        """The bits of an encoded entry: ``bits``, or by default 32 (20 with noise, whose
-        spread dwarfs the rounding and whose draws must stay below
+        """The bits of an encoded entry: ``bits``, or by default 32 modulo ``2^64`` and 20
+        modulo ``2^32`` (whose sum then holds 4,095 clients) or with noise (whose spread
+        dwarfs the rounding, and whose draws must stay below
         :data:`~redfl.privacy.secagg.dp.MAX_VARIANCE`)."""
         if self.bits is not None:
             return self.bits
-        return min(20 if self.noisy else 32, self.modulus_bits - 1)
+        return 20 if self.noisy or self.modulus_bits == 32 else 32
 
     @property
     def noisy(self) -> bool:
