@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 
 from redfl import FedAvg, StarFederation
+from redfl.core.events import Event, SecureAggregationStage
 from redfl.core.instructions import Instructions
+from redfl.core.result import FederationError
 from redfl.examples.echo import JitterClient
 from redfl.privacy import secagg
 from redfl.privacy.secagg import SecAggServer, SecureAggregationConfig, UnmaskRequest
 from redfl.runtime.host import Probe
 from redfl.runtime.resources import ResourcesConfig
 from redfl.runtime.secagg_runner import MaskInputs, SecureFit, SecureFitBatch, ShareKeys, Unmask
+from redfl.schemas.callbacks import Callback
 from redfl.schemas.hierarchical import HierarchicalFederation
 from redfl.topology import relay_tree
 
@@ -131,3 +134,34 @@ def test_a_hierarchy_on_ray_sums_each_lcp_securely_as_in_process(ray_session):
     assert not remote.failures
     assert local.parameters_equal(remote)
     assert sum(s["tree_units"] for s in stats) == 2 * 2
+
+
+class KillAfter(Callback):
+    """Ends worker 1's process once ``stage`` has been collected."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.federation: StarFederation | None = None
+
+    def on_event(self, event: Event) -> bool | None:
+        if isinstance(event, SecureAggregationStage) and event.stage == self.stage:
+            assert self.federation is not None
+            self.federation._start().kill(1)
+        return None
+
+
+def test_a_worker_lost_between_stages_drops_its_clients_and_fails_the_round_clearly(
+    ray_session,
+):
+    killer = KillAfter("share_keys")
+    fed = star("ray", clients=20, workers=2)
+    fed.strategy = FedAvg(min_fit_clients=2)
+    fed.callbacks.append(killer)
+    killer.federation = fed
+    with fed, pytest.raises(FederationError) as caught:
+        fed.train(1)
+    text = str(caught.value)
+    assert "round 1" in text and "failed at stage masked_input" in text
+    assert "nothing was revealed" in text
+    lost = [f for f in caught.value.failures if "masked_input: worker 1 lost" in f.reason]
+    assert len(lost) == 10

@@ -196,7 +196,8 @@ class SecureRounds:
         Raises
         ------
         FederationError
-            If the protocol cannot finish (too many dropouts at a stage), with its reason.
+            If the protocol cannot finish (too many dropouts at a stage), with its reason
+            and, among its failures, every client that dropped after its fit and why.
         """
         ids = {node_id: self.index[node_id] for node_id in sampled}
         names = {number: node_id for node_id, number in ids.items()}
@@ -240,7 +241,10 @@ class SecureRounds:
             result = server.collect_unmask(_messages(replies))
             exchange.report(server, "unmasking")
         except RoundFailed as error:
-            raise FederationError(f"round {rnd}: {error}", failures) from None
+            dropped = [
+                secure_failure(names[c], rnd, why) for c, why in sorted(exchange.lost.items())
+            ]
+            raise FederationError(f"round {rnd}: {error}", failures + dropped) from None
         total = parameters_sum(result, parameters)
         survivors = {names[c] for c in result.survivors}
         for client, reason in sorted(exchange.lost.items()):
