@@ -156,6 +156,7 @@ def test_a_worker_lost_between_stages_drops_its_clients_and_fails_the_round_clea
     killer = KillAfter("share_keys")
     fed = star("ray", clients=20, workers=2)
     fed.strategy = FedAvg(min_fit_clients=2)
+    fed._stealable = False  # each worker fits (and so holds) its own 10 clients
     fed.callbacks.append(killer)
     killer.federation = fed
     with fed, pytest.raises(FederationError) as caught:
