@@ -47,6 +47,9 @@ of served models are told from others on the cluster)."""
 HEALTH_CHECK_S = 2.0
 """Seconds between Ray Serve's checks of each replica (its default is 10): a replica whose
 process died is replaced that much sooner."""
+LOGGING = {"log_level": "WARNING", "enable_access_log": False}
+"""Ray Serve's logging for the proxies and the replicas: warnings and errors only, no line
+per request (an access log line costs more CPU than answering a small model's request)."""
 CONSTRUCTOR_RETRIES = 3
 """Times Ray Serve retries a replica whose constructor fails (the model was checked before
 it was deployed, so a failure here is the cluster's: code that does not import there)."""
@@ -125,7 +128,7 @@ def start_http(options: HttpOptions) -> str:
     http: dict[str, Any] = {"host": options.host, "port": options.port}
     if options.tls_cert is not None:
         http |= {"ssl_certfile": options.tls_cert, "ssl_keyfile": options.tls_key}
-    _serve().start(http_options=http)
+    _serve().start(http_options=http, logging_config=LOGGING)
     actual = _http_options()
     host = str(actual.get("host") or options.host)
     if host in ("0.0.0.0", "::"):
@@ -185,6 +188,7 @@ def deploy(
         "max_ongoing_requests": max(8, 2 * settings.max_batch),
         "max_constructor_retry_count": CONSTRUCTOR_RETRIES,
         "health_check_period_s": HEALTH_CHECK_S,
+        "logging_config": LOGGING,
     }
     if scaling.autoscale is None:
         options["num_replicas"] = scaling.replicas
