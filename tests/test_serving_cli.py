@@ -50,11 +50,14 @@ def error_line(result: Result) -> str:
     [
         (["--autoscale", "4:2"], "autoscale: must be MIN:MAX with 0 <= MIN <= MAX"),
         (["--autoscale", "x"], "autoscale: String should match pattern"),
-        (["--replicas", "2", "--autoscale", "1:3"], "give replicas or autoscale, not both"),
+        (
+            ["--replicas", "2", "--autoscale", "1:3"],
+            "autoscale: give replicas or autoscale, not both",
+        ),
         (["--replicas", "0"], "replicas: Input should be greater than or equal to 1 (got 0)"),
         (["--max-batch", "0"], "max_batch: Input should be greater than or equal to 1"),
         (["--name", "no/slash"], "name: String should match pattern"),
-        (["--tls-cert", "/etc/hostname"], "tls_cert and tls_key go together"),
+        (["--tls-cert", "/etc/hostname"], "tls_key: tls_cert and tls_key go together"),
         (["--address", "no where"], "address: must be 'auto', 'local'"),
     ],
 )

@@ -323,6 +323,24 @@ def test_serve_on_a_cluster_prints_its_url_and_token_and_returns(
     )
 
 
+def test_revoking_every_token_makes_a_new_key_and_prints_a_new_token(served: Served) -> None:
+    rows = digits_rows(1).tolist()
+    result = CliRunner().invoke(
+        app, ["model", "revoke", "cnn", "--all", "--home", str(served.home)]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "revoked every token of cnn" in lines
+    announced = next(i for i, line in enumerate(lines) if line.startswith("token "))
+    new = lines[announced + 1]
+    old = post(served.cnn, rows)
+    assert (old.status_code, old.json()) == (401, {"detail": "bad signature"})
+    assert post(served.cnn, rows, new).status_code == 200
+    record = DeploymentStore(served.home).load("cnn")
+    assert [t.revoked for t in record.tokens] == [True, False]
+    assert lines[announced].split()[1] == record.tokens[1].id
+
+
 def test_stop_removes_the_model_and_its_record(served: Served) -> None:
     assert stop_deployment("cnn", served.home) == "stopped cnn"
     assert "cnn" not in deployment_states()

@@ -234,7 +234,7 @@ def test_an_allow_list_is_checked_before_the_class_is_imported(digits_run: Path)
     ("values", "message"),
     [
         ({"replicas": 0}, "replicas: Input should be greater than or equal to 1 (got 0)"),
-        ({"replicas": 2, "autoscale": "1:3"}, "give replicas or autoscale, not both"),
+        ({"replicas": 2, "autoscale": "1:3"}, "autoscale: give replicas or autoscale, not both"),
         ({"autoscale": "3:2"}, "autoscale: must be MIN:MAX with 0 <= MIN <= MAX"),
         ({"autoscale": "0:0"}, "autoscale: must be MIN:MAX"),
         ({"autoscale": "two"}, "autoscale: String should match pattern"),
@@ -242,8 +242,8 @@ def test_an_allow_list_is_checked_before_the_class_is_imported(digits_run: Path)
         ({"name": "a/b"}, "name: String should match pattern"),
         ({"port": 70000}, "port: Input should be less than or equal to 65535"),
         ({"address": "nowhere"}, "address: must be 'auto', 'local', 'ray://host:port'"),
-        ({"tls_cert": "/etc/hostname"}, "tls_cert and tls_key go together"),
-        ({"tls_cert": "/no/cert", "tls_key": "/no/key"}, "TLS file not found: /no/cert"),
+        ({"tls_cert": "/etc/hostname"}, "tls_key: tls_cert and tls_key go together"),
+        ({"tls_cert": "/no/cert", "tls_key": "/no/key"}, "tls_cert: no such file (got '/no/cert')"),
         ({"replica_cpus": 0}, "replica_cpus: Input should be greater than 0"),
     ],
 )

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from redfl.core.arrays import Parameters
 from redfl.core.config import ConfigError, Strict, describe_errors
@@ -107,7 +107,7 @@ class ServeOptions(Strict):
     port: int = Field(default=8000, ge=1, le=65535)
     tls_cert: str | None = None
     """PEM certificate (and ``tls_key``) for HTTPS."""
-    tls_key: str | None = None
+    tls_key: str | None = Field(default=None, validate_default=True)
     http: bool = True
     """Serve over HTTP with tokens; ``False``: only from inside the cluster (:func:`predict`)."""
     address: str | None = None
@@ -125,23 +125,26 @@ class ServeOptions(Strict):
             raise ValueError(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self) -> ServeOptions:
-        if self.replicas is not None and self.autoscale is not None:
+    @field_validator("autoscale")
+    @classmethod
+    def _autoscale(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if info.data.get("replicas") is not None:
             raise ValueError("give replicas or autoscale, not both")
-        if self.autoscale is not None:
-            low, high = (int(n) for n in self.autoscale.split(":"))
-            if not 1 <= high <= 1024 or low > high:
-                raise ValueError(
-                    f"autoscale: must be MIN:MAX with 0 <= MIN <= MAX, 1 <= MAX <= 1024 "
-                    f"(got {self.autoscale})"
-                )
-        if (self.tls_cert is None) != (self.tls_key is None):
+        low, high = (int(n) for n in value.split(":"))
+        if not 1 <= high <= 1024 or low > high:
+            raise ValueError("must be MIN:MAX with 0 <= MIN <= MAX and 1 <= MAX <= 1024")
+        return value
+
+    @field_validator("tls_cert", "tls_key")
+    @classmethod
+    def _tls_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError("no such file")
+        if info.field_name == "tls_key" and (value is None) != (info.data.get("tls_cert") is None):
             raise ValueError("tls_cert and tls_key go together")
-        for path in (self.tls_cert, self.tls_key):
-            if path is not None and not Path(path).is_file():
-                raise ValueError(f"TLS file not found: {path}")
-        return self
+        return value
 
     @classmethod
     def of(cls, **values: Any) -> ServeOptions:

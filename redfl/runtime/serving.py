@@ -282,13 +282,21 @@ def join(address: str | None, timeout: float, local: bool = False) -> bool:
     from redfl.runtime.connect import ensure_ray
 
     if local:
+        _local_cluster_auth()
+    ensure_ray(address, timeout)
+    return (address or os.environ.get("RAY_ADDRESS") or "local") == "local"
+
+
+def _local_cluster_auth() -> None:
+    """Ray's own rule for joining a local cluster it finds: token authentication when this
+    machine has a Ray token (a Ray without token authentication has no such rule)."""
+    try:
         from ray._private.authentication.authentication_token_setup import (
             maybe_enable_token_auth_if_token_available,
         )
-
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-    ensure_ray(address, timeout)
-    return (address or os.environ.get("RAY_ADDRESS") or "local") == "local"
+    except ImportError:
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def cluster_address() -> str:
