@@ -16,6 +16,7 @@ import uvicorn
 from waiting import free_port
 
 from redfl.edge.fleet import DeviceRegister, EnrollmentConfig, Fleet
+from redfl.edge.job import EdgeJob
 from redfl.edge.jobs import JobSpec
 from redfl.edge.lcp import LcpService
 from redfl.edge.lcp_app import lcp_app
@@ -33,6 +34,8 @@ from redfl.topology.tree import relay_tree
 from redfl.topology.tree_file import TreeFile
 
 SECRET = "enrol-me-please"
+NUMERIC = "redfl.examples.edge:NumericDevice"
+"""The device class whose update is a vector of ones."""
 TREE = relay_tree(1, 2, 2)
 """lcp-1-1, lcp-1-2 under relay-1; lcp-2-1, lcp-2-2 under relay-2."""
 
@@ -65,7 +68,7 @@ class ThreadedDeployment:
     Parameters
     ----------
     spec : JobSpec
-        The job.
+        The job, submitted at start (``job``; the server's jobs go to ``folder/jobs-<port>``).
     lcps : list[str]
         LCPs of :data:`TREE` to run.
     folder : Path
@@ -105,8 +108,9 @@ class ThreadedDeployment:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        app = server_app(spec, TREE, self.member["server"])
-        self.server: EdgeServer = app.state.server
+        self.server = EdgeServer(folder / f"jobs-{self.ports['server']}")
+        self.job: EdgeJob = self.server.submit(spec)
+        app = server_app(self.server, TREE, self.member["server"])
         self._serve("server", app, self.member["server"].server_tls())
         for relay in used:
             member = self.member[relay]

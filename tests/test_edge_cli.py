@@ -19,25 +19,35 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_simulate_refuses_an_unknown_task() -> None:
-    code, out = run("simulate", "--proxy", "http://127.0.0.1:1", "--job", "j", "--task", "x")
-    assert code == 2 and "redfl: error: --task must be 'digits' or 'numeric', got 'x'" in out
+NUMERIC = ("--client", "redfl.examples.edge:NumericDevice")
+
+
+def test_simulate_refuses_a_device_class_it_cannot_import() -> None:
+    code, out = run(
+        "simulate", "--proxy", "http://127.0.0.1:1", "--job", "j", "--enroll-secret", "s",
+        "--client", "no_such_module_here:Device",
+    )  # fmt: skip
+    assert code == 2 and out.startswith("redfl: error: "), out
+    assert "no_such_module_here" in out and len(out.splitlines()) == 1
 
 
 def test_simulate_refuses_a_proxy_url_it_cannot_reach_safely() -> None:
-    code, out = run("simulate", "--proxy", "ftp://proxy:21", "--job", "j", "--enroll-secret", "s")
+    code, out = run(
+        "simulate", "--proxy", "ftp://proxy:21", "--job", "j", "--enroll-secret", "s", *NUMERIC
+    )
     assert code == 2
     assert "redfl: error: --proxy must be an http(s)://host:port URL, got 'ftp://proxy:21'" in out
     code, out = run(
-        "simulate", "--proxy", "https://proxy:8443", "--job", "j", "--enroll-secret", "s"
-    )
+        "simulate", "--proxy", "https://proxy:8443", "--job", "j", "--enroll-secret", "s",
+        *NUMERIC,
+    )  # fmt: skip
     assert code == 2
     assert "an https proxy needs --ca FILE or --tree DIR (the CA its certificate chains to)" in out
 
 
 def test_simulate_needs_the_enrollment_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REDFL_EDGE_ENROLL_SECRET", raising=False)
-    code, out = run("simulate", "--proxy", "http://127.0.0.1:1", "--job", "j")
+    code, out = run("simulate", "--proxy", "http://127.0.0.1:1", "--job", "j", *NUMERIC)
     assert code == 2 and "--enroll-secret (or REDFL_EDGE_ENROLL_SECRET, or --tree)" in out
 
 
@@ -54,12 +64,12 @@ def test_server_names_the_bad_job_field(tmp_path: Path) -> None:
     job.write_text(json.dumps({"name": "j", "num_updates_for_model": 0}))
     tree = ("--tree", str(tmp_path))
     code, out = run("server", *tree, "--job", str(job))
-    assert code == 2
-    assert "redfl: error: --job" in out and "field num_updates_for_model = 0" in out
+    assert code == 2 and out.startswith(f"redfl: error: --job {job}: client: Field required; ")
+    assert "num_updates_for_model: Input should be greater than or equal to 1 (got 0)" in out
     job.write_text("{")
     assert "not valid JSON" in run("server", *tree, "--job", str(job))[1]
     assert "No such file" in run("server", *tree, "--job", str(tmp_path / "none.json"))[1]
-    job.write_text("{}")
+    job.write_text(json.dumps({"client": "redfl.examples.edge:NumericDevice"}))
     code, out = run("server", *tree, "--job", str(job))  # a folder without credentials
     assert code == 2
     assert f"no credential for 'server': {tmp_path}/credentials/server.json is missing" in out

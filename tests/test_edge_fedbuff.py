@@ -59,13 +59,15 @@ def test_stale_unknown_duplicate_and_shape_are_rejected_with_reasons() -> None:
     assert not stale.accepted and stale.reason.startswith("stale: base version 2")
     assert fb.submit(part(3, 1.0, 1.0, ("ok",))).accepted  # 5 - 3 = 2 is within history
     assert fb.submit(part(6, 1.0, 1.0, ("x",))).reason == "unknown version: 6 (current 5)"
-    assert fb.submit(part(5, 1.0, 1.0, ("ok",))).reason.startswith("duplicate task ids")
+    again = fb.submit(part(5, 1.0, 1.0, ("ok",)))  # a retry: acknowledged, not folded twice
+    assert again.accepted and again.reason == "already folded"
+    assert fb.submit(part(5, 1.0, 1.0, ("ok", "new"))).reason.startswith("duplicate task ids")
     bad = PartialSum(5, {"w": np.zeros(3)}, 1.0, ("y",))
     assert fb.submit(bad).reason.startswith("shape mismatch")
     assert fb.rejected == {
         "stale": 2,
         "unknown version": 1,
-        "duplicate task ids": 1,
+        "duplicate task ids": 2,  # both updates of the partial sum that repeats one id
         "shape mismatch": 1,
     }
     assert fb.accepted == 1

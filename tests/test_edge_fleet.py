@@ -13,7 +13,7 @@ from pathlib import Path
 import fleet_verifier
 import httpx
 import pytest
-from edge_rig import ThreadedDeployment, provision
+from edge_rig import NUMERIC, ThreadedDeployment, provision
 from typer.testing import CliRunner
 
 from redfl.core.config import IMPORT_TARGET, ConfigError
@@ -24,7 +24,7 @@ from redfl.edge.fleet import EdgeConfig, EnrollmentConfig, Fleet, load_edge_conf
 from redfl.edge.jobs import JobSpec
 from redfl.edge.tokens import TokenError
 
-SPEC = JobSpec(name="job", task="numeric", num_parameters=4, num_updates_for_model=100)
+SPEC = JobSpec(name="job", client=NUMERIC, options={"num_parameters": 4}, num_updates_for_model=100)
 runner = CliRunner()
 
 

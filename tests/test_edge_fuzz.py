@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from edge_rig import ThreadedDeployment, dev_fleet, provision
+from edge_rig import NUMERIC, ThreadedDeployment, dev_fleet, provision
 from hypothesis import HealthCheck, settings
 
 from redfl.edge.jobs import JobSpec
@@ -18,7 +18,11 @@ from redfl.edge.provision import Member
 from redfl.edge.proxy import proxy_app
 from redfl.edge.tokens import TokenSigner
 
-SPEC = JobSpec(name="job", task="numeric", num_parameters=4)
+SPEC = JobSpec(
+    name="job",
+    client=NUMERIC,
+    options={"num_parameters": 4},
+)
 SIGNER = TokenSigner(b"f" * 32)
 FOLDER = provision(Path(tempfile.mkdtemp(prefix="redfl-fuzz-")) / "tree")
 schema = schemathesis.openapi.from_dict(

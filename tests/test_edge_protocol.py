@@ -50,16 +50,21 @@ def test_codec_refuses_bad_parameters(text: str, message: str) -> None:
 
 
 def test_requests_refuse_unknown_fields_and_bad_names() -> None:
-    ok = ResultRequest(job_id="j", task_id="lcp-1:b:1", parameters="")
+    ok = ResultRequest(job_id="j", task_id="lcp-1:b:1", parameters="AAAA")
     assert ok.num_samples == 1
+    failed = ResultRequest(job_id="j", task_id="lcp-1:b:1", error="fit raised")
+    assert failed.error == "fit raised"
+    for both_or_neither in ({"parameters": "AAAA", "error": "x"}, {}):
+        with pytest.raises(ValidationError, match=r"give parameters .the update. or error"):
+            ResultRequest.model_validate({"job_id": "j", "task_id": "t", **both_or_neither})
     with pytest.raises(ValidationError, match="device_id"):
         ResultRequest.model_validate(
-            {"job_id": "j", "task_id": "t", "parameters": "", "device_id": "other"}
+            {"job_id": "j", "task_id": "t", "parameters": "AAAA", "device_id": "other"}
         )
     with pytest.raises(ValidationError, match="job_id"):
-        ResultRequest(job_id="bad id/../", task_id="t", parameters="")
+        ResultRequest(job_id="bad id/../", task_id="t", parameters="AAAA")
     with pytest.raises(ValidationError, match="num_samples"):
-        ResultRequest(job_id="j", task_id="t", parameters="", num_samples=0)
+        ResultRequest(job_id="j", task_id="t", parameters="AAAA", num_samples=0)
 
 
 def test_reply_json_uses_status_strings() -> None:

@@ -8,14 +8,14 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from edge_rig import ThreadedDeployment, provision, wait_until
+from edge_rig import NUMERIC, ThreadedDeployment, provision, wait_until
 
 from redfl.edge.hashing import choose
 from redfl.edge.jobs import JobSpec
 from redfl.edge.protocol import encode_arrays
 from redfl.edge.tokens import TokenSigner
 
-SPEC = JobSpec(name="job", task="numeric", num_parameters=4, num_updates_for_model=100)
+SPEC = JobSpec(name="job", client=NUMERIC, options={"num_parameters": 4}, num_updates_for_model=100)
 LCPS = ["lcp-1-1", "lcp-1-2", "lcp-2-1"]
 
 
@@ -54,7 +54,7 @@ def test_enrolment_and_tokens(edge: ThreadedDeployment) -> None:
     )
     assert old.status_code == 401 and old.json()["reason"] == "token expired"
     ok = post(edge, "/job", {"job_name": "job"}, device="d1")
-    assert ok.status_code == 200 and ok.json()["job_id"] == edge.server.job_id
+    assert ok.status_code == 200 and ok.json()["job_id"] == edge.job.job_id
 
 
 def test_malformed_bodies_get_400(edge: ThreadedDeployment) -> None:
@@ -75,7 +75,7 @@ def test_malformed_bodies_get_400(edge: ThreadedDeployment) -> None:
 
 
 def test_the_device_id_comes_from_the_token_only(edge: ThreadedDeployment) -> None:
-    job_id = edge.server.job_id
+    job_id = edge.job.job_id
     alice = {**edge.token("alice"), "x-redfl-device": "mallory"}  # a forged identity header
     tasks: list[dict[str, object]] = []
 
@@ -93,9 +93,9 @@ def test_the_device_id_comes_from_the_token_only(edge: ThreadedDeployment) -> No
     url = f"{edge.url['proxy']}/result"
     stolen = httpx.post(url, json=body, headers=edge.token("mallory")).json()
     assert stolen["status"] == "ERROR" and "not issued to this device" in stolen["reason"]
-    accepted = edge.server.fedbuff.accepted
+    accepted = edge.job.fedbuff.accepted
     assert httpx.post(url, json=body, headers=alice).json() == {"status": "OK", "reason": ""}
-    assert edge.server.fedbuff.accepted == accepted + 1
+    assert edge.job.fedbuff.accepted == accepted + 1
 
 
 def test_a_device_fails_over_and_comes_home(edge: ThreadedDeployment) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from edge_rig import TREE, ThreadedDeployment, provision
+from edge_rig import NUMERIC, TREE, ThreadedDeployment, provision
 from waiting import free_port, wait_until
 
 from redfl.edge.forward import ForwardError, LcpConnections
@@ -28,8 +28,8 @@ from redfl.edge.routes import DEVICE_HEADER, OPERATOR_HEADER
 from redfl.trust import Bundle, TrustHome, UntrustedError
 from redfl.trust.layout import register_path
 
-SPEC = JobSpec(name="job", task="numeric", num_parameters=4, num_updates_for_model=100)
-SYNC_AS = {"lcp-1-1": {"lcp": "lcp-1-1", "boot": "t", "seq": 0}}
+SPEC = JobSpec(name="job", client=NUMERIC, options={"num_parameters": 4}, num_updates_for_model=100)
+SYNC_AS = {"lcp-1-1": {"sender": "lcp-1-1", "boot": "t", "seq": 0}}
 
 # endpoint -> (service, method, path, body, the good caller)
 ENDPOINTS: dict[str, tuple[str, str, str, dict[str, Any] | None, str]] = {
@@ -38,6 +38,10 @@ ENDPOINTS: dict[str, tuple[str, str, str, dict[str, Any] | None, str]] = {
     "lcp /task": ("lcp-1-1", "POST", "/task", {"job_id": "none"}, "proxy"),
     "lcp /result": ("lcp-1-1", "POST", "/result", None, "proxy"),
     "server /status": ("server", "GET", "/status", None, "operator"),
+    "server GET /jobs": ("server", "GET", "/jobs", None, "operator"),
+    "server GET /jobs/ID": ("server", "GET", "/jobs/none", None, "operator"),
+    "server POST /jobs": ("server", "POST", "/jobs", {"job": {"name": "x"}}, "operator"),
+    "server /jobs/abort": ("server", "POST", "/jobs/abort", {"job_id": "none"}, "operator"),
     "relay /stats": ("relay-1", "GET", "/stats", None, "operator"),
     "lcp /stats": ("lcp-1-1", "GET", "/stats", None, "operator"),
     "server /health": ("server", "GET", "/health", None, "lcp-1-1"),
@@ -112,7 +116,9 @@ def test_each_endpoint_answers_its_own_caller(
     edge: ThreadedDeployment, creds: Creds, endpoint: str
 ) -> None:
     reply = call(edge, endpoint, creds.context(good_caller(creds, endpoint)))
-    expected = 400 if endpoint == "lcp /result" else 200  # no body: the caller got past auth
+    # past authentication: no body (400), a job without its class (400), no such job (404)
+    expected = {"lcp /result": 400, "server POST /jobs": 400, "server GET /jobs/ID": 404,
+                "server /jobs/abort": 404}.get(endpoint, 200)  # fmt: skip
     assert reply.status_code == expected, reply.text
 
 
@@ -137,6 +143,9 @@ def test_no_forged_or_expired_certificate_gets_past_the_handshake(
         ("lcp /task", "lcp-2-1", "lcp 'lcp-2-1': kind 'lcp' is not accepted here"),
         ("lcp /stats", "proxy", "proxy 'proxy': kind 'proxy' is not accepted here"),
         ("server /status", "lcp-1-1", "lcp 'lcp-1-1': kind 'lcp' is not accepted here"),
+        ("server POST /jobs", "lcp-1-1", "lcp 'lcp-1-1': kind 'lcp' is not accepted here"),
+        ("server /jobs/abort", "proxy", "proxy 'proxy': kind 'proxy' is not accepted here"),
+        ("server GET /jobs", "lcp-1-1", "lcp 'lcp-1-1': kind 'lcp' is not accepted here"),
     ],
 )
 def test_a_member_of_another_kind_or_place_is_refused_naming_why(
@@ -193,7 +202,7 @@ def test_a_revoked_credential_is_refused_at_its_next_request(
     edge: ThreadedDeployment, creds: Creds
 ) -> None:
     lcp = creds.own("lcp-1-2")  # a provisioned LCP that does not run here
-    as_lcp = {"lcp": "lcp-1-2", "boot": "t", "seq": 0}
+    as_lcp = {"sender": "lcp-1-2", "boot": "t", "seq": 0}
     with httpx.Client(verify=creds.context(lcp)) as client:
         for service in ("server", "relay-1"):
             assert client.post(f"{edge.url[service]}/sync", json=as_lcp).status_code == 200
@@ -214,7 +223,9 @@ def test_a_revoked_credential_is_refused_at_its_next_request(
             assert refused.status_code == 401
             assert "lcp 'lcp-1-2'" in refused.json()["reason"]
             assert refused.json()["reason"].endswith("laptop stolen")
-    for endpoint, bundle in (("lcp /task", proxy), ("server /status", operator)):
+    jobs = ("server GET /jobs", "server POST /jobs", "server /jobs/abort")
+    for endpoint, bundle in (("lcp /task", proxy), ("server /status", operator),
+                             *((e, operator) for e in jobs)):  # fmt: skip
         refused = call(edge, endpoint, creds.context(bundle))
         assert refused.status_code == 401 and "was revoked at" in refused.json()["reason"]
     with edge.client() as client:
@@ -232,8 +243,8 @@ def test_an_update_crosses_every_hop_and_is_folded(edge: ThreadedDeployment) -> 
     # device --TLS--> proxy --mTLS--> LCP --mTLS--> relay --mTLS--> server, and back
     headers = edge.token("walker")
     base = edge.url["proxy"]
-    job_id = edge.server.job_id
-    accepted = edge.server.fedbuff.accepted
+    job_id = edge.job.job_id
+    accepted = edge.job.fedbuff.accepted
     with edge.client() as client:
         task: dict[str, Any] = {}
 
@@ -247,7 +258,7 @@ def test_an_update_crosses_every_hop_and_is_folded(edge: ThreadedDeployment) -> 
         body = {"job_id": job_id, "task_id": task["task_id"], "parameters": task["parameters"]}
         reply = client.post(f"{base}/result", json=body, headers=headers)
     assert reply.json() == {"status": "OK", "reason": ""}
-    assert edge.server.fedbuff.accepted == accepted + 1
+    assert edge.job.fedbuff.accepted == accepted + 1
     relay = TREE.site(task["task_id"].split(".")[0]).relay
     with httpx.Client(verify=edge.member["operator"].client_tls()) as client:
         stats = client.get(f"{edge.url[relay or '']}/stats").json()

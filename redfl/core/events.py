@@ -4,7 +4,9 @@ Schemas emit the round-level events (:class:`RoundStarted`, :class:`ClientsProgr
 :class:`RoundFinished`, :class:`FailureRecorded`); the run API (:func:`redfl.run`) adds the
 run-level ones (:class:`RunStarted`, :class:`CheckpointSaved`, :class:`RunFinished`,
 :class:`RunFailed`, :class:`RunCancelled`); the runtime reports :class:`WorkerRestarted`;
-a round with secure aggregation reports each of its stages (:class:`SecureAggregationStage`).
+a round with secure aggregation reports each of its stages (:class:`SecureAggregationStage`);
+an edge job, whose rounds are its model versions, adds :class:`JobResumed` (its server
+restarted) and :class:`JobStalled` (no device is left to select).
 Each event serialises to one JSON object whose ``type`` names it, and back
 (:func:`event_from_json`): ``events.jsonl`` in the run folder, the CLI's console, the
 platform's WebSocket and Tune's reports all read this one stream.
@@ -38,6 +40,8 @@ EventType = Literal[
     "checkpoint_saved",
     "worker_restarted",
     "secagg_stage",
+    "job_resumed",
+    "job_stalled",
     "run_finished",
     "run_failed",
     "run_cancelled",
@@ -147,6 +151,27 @@ class SecureAggregationStage(Event):
 
 
 @dataclass(frozen=True)
+class JobResumed(Event):
+    """An edge job's server restarted and took the job back at model version ``version``:
+    ``replayed`` syncs of its journal folded again, in ``seconds``."""
+
+    type: ClassVar[EventType] = "job_resumed"
+    version: int
+    replayed: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class JobStalled(Event):
+    """An edge job at model version ``version`` cannot go on until something changes:
+    ``reason`` says what (no device left to select, say)."""
+
+    type: ClassVar[EventType] = "job_stalled"
+    version: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class RunFinished(Event):
     """The run completed ``rounds`` rounds."""
 
@@ -183,6 +208,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CheckpointSaved,
         WorkerRestarted,
         SecureAggregationStage,
+        JobResumed,
+        JobStalled,
         RunFinished,
         RunFailed,
         RunCancelled,

@@ -1,5 +1,6 @@
-"""``redfl edge``: the routing proxy, the server, relays and LCPs of an edge job, the fleet's
-device credentials, operators' stats, and the simulator.
+"""``redfl edge``: the routing proxy, the server, relays and LCPs of a standing edge deployment
+(``up`` starts and supervises them), its jobs (submit, list, abort), the fleet's device
+credentials, operators' stats, one real device, and the simulator.
 
 Bad input exits with status 2 and one line ``redfl: error: ...`` on stderr.
 """
@@ -11,12 +12,13 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 
-from redfl.edge.jobs import JobSpec
+if TYPE_CHECKING:
+    from redfl.edge.jobs import JobSpec
 
 __all__ = ["edge_app", "register"]
 
@@ -35,18 +37,48 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def read_job(path: Path) -> JobSpec:
-    """Read a job file (JSON object of :class:`JobSpec` fields); exit 2 when invalid."""
+def read_job(path: Path, option: str = "--job") -> tuple[JobSpec, dict[str, Any] | None]:
+    """Read a job file (a JSON object of :class:`redfl.edge.jobs.JobSpec` fields) and its
+    initial model file, if it names one; exit 2 naming the field when invalid."""
+    from redfl.core.config import ConfigError
+    from redfl.edge.jobs import read_job_file
+
     try:
-        return JobSpec.model_validate(json.loads(path.read_text()))
+        return read_job_file(path)
+    except ConfigError as exc:
+        _fail(f"{option} {exc}")
+
+
+def _read_options(path: Path | None) -> dict[str, Any]:
+    """A device's own options: a JSON or TOML object (by the file's suffix); exit 2 when
+    unusable."""
+    if path is None:
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".toml":
+            import tomllib
+
+            data: object = tomllib.loads(text)
+        else:
+            data = json.loads(text)
     except OSError as exc:
-        _fail(f"--job {path}: {exc.strerror}")
-    except json.JSONDecodeError as exc:
-        _fail(f"--job {path}: not valid JSON: {exc}")
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        _fail(f"--job {path}: field {field} = {first.get('input')!r}: {first['msg']}")
+        _fail(f"--options {path}: {exc.strerror or exc}")
+    except ValueError as exc:  # JSON and TOML decode errors are ValueErrors
+        _fail(f"--options {path}: {exc}")
+    if not isinstance(data, dict):
+        _fail(f"--options {path}: expected an object of option names to values")
+    return data
+
+
+Server = Annotated[str, typer.Option("--server", help="The edge server, https://HOST:PORT.")]
+AllowImport = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-import",
+        help="A module prefix a submitted job may import (repeatable; default: any).",
+    ),
+]
 
 
 def _check_member(tree: Path, name: str) -> None:
@@ -100,17 +132,50 @@ def proxy(
 @edge_app.command()
 def server(
     tree: Tree,
-    job: Annotated[Path, typer.Option(help="Job file (JSON).")],
+    jobs: Annotated[
+        Path | None, typer.Option(help="The jobs' run folders (default TREE/jobs).")
+    ] = None,
+    job: Annotated[
+        Path | None,
+        typer.Option(help="A job file to submit at start, unless a job of its name exists."),
+    ] = None,
     port: int = 8100,
     host: Host = "127.0.0.1",
+    allow_import: AllowImport = None,
+    fsync: Annotated[
+        bool, typer.Option("--fsync", help="Sync each journal line to disk (slower).")
+    ] = False,
 ) -> None:
-    """Serve the edge server (global model, FedBuff, selection) of one job, for the LCPs
-    and relays of TREE."""
+    """Serve the edge server: the jobs of a standing deployment (global models, FedBuff,
+    selection), for the LCPs and relays of TREE. Jobs that had not ended are taken back."""
+    from redfl.core.config import ConfigError
     from redfl.edge.serve import serve_server
+    from redfl.edge.server import EdgeServer
 
-    spec = read_job(job)
+    first = read_job(job) if job is not None else None
     _check_member(tree, "server")
-    serve_server(tree, spec, host, port)
+    try:
+        edge = EdgeServer(jobs or tree / "jobs", allowed_prefixes=allow_import, fsync=fsync)
+    except OSError as exc:
+        _fail(f"--jobs {jobs or tree / 'jobs'}: {exc}")
+    for job_id in edge.resumed:
+        typer.echo(f"redfl edge server: took back job {job_id}", err=True)
+    if first is not None:
+        spec, model = first
+        known = [s for s in edge.listing() if s["name"] == spec.name]
+        if known:
+            typer.echo(
+                f"redfl edge server: a job named {spec.name!r} exists ({known[-1]['job_id']}, "
+                f"{known[-1]['status']}): --job not submitted again",
+                err=True,
+            )
+        else:
+            try:
+                started = edge.submit(spec, model)
+            except ConfigError as exc:
+                _fail(f"--job {job}: {exc}")
+            typer.echo(f"redfl edge server: job {started.job_id} submitted", err=True)
+    serve_server(tree, edge, host, port)
 
 
 @edge_app.command()
@@ -154,17 +219,41 @@ def relay(
 @edge_app.command()
 def up(
     tree: Tree,
-    job: Annotated[Path, typer.Option(help="Job file (JSON).")],
+    job: Annotated[
+        Path | None, typer.Option(help="A job file the server submits at its first start.")
+    ] = None,
     port: int = 8000,
     server_port: int = 8100,
     tls: Annotated[bool, typer.Option("--tls", help="TLS on the proxy's port.")] = False,
+    jobs: Annotated[
+        Path | None, typer.Option(help="The server's jobs folder (default TREE/jobs).")
+    ] = None,
+    relays: Annotated[
+        bool,
+        typer.Option(
+            "--relays", help="Start the tree's relays; LCPs sync through them (else directly)."
+        ),
+    ] = False,
+    max_restarts: Annotated[
+        int, typer.Option(min=0, help="Restarts of one process allowed within a minute.")
+    ] = 5,
+    allow_import: AllowImport = None,
 ) -> None:
-    """Start the server, every LCP of TREE/lcp_map.json and the proxy on this host."""
+    """Start the server, every LCP of TREE/lcp_map.json (and, with --relays, the tree's
+    relays) and the proxy on this host, and keep them up: a process that dies is restarted
+    (with backoff; each restart logged), one that keeps dying is left down, and the rest
+    keeps running. Ctrl-C or SIGTERM stops them all."""
     from redfl.edge.launch import EdgeProcesses
+    from redfl.edge.supervisor import Supervisor
 
-    read_job(job)
+    if job is not None:
+        read_job(job)
+    extra = [a for prefix in allow_import or [] for a in ("--allow-import", prefix)]
     try:
-        deployment = EdgeProcesses(tree, job, port, server_port, proxy_tls=tls)
+        deployment = EdgeProcesses(
+            tree, job, port, server_port, proxy_tls=tls, jobs_dir=jobs, relays=relays,
+            supervisor=Supervisor(max_restarts=max_restarts), server_args=extra,
+        )  # fmt: skip
     except ValueError as exc:
         _fail(str(exc))
 
@@ -173,14 +262,28 @@ def up(
 
     signal.signal(signal.SIGTERM, stop_on_term)  # stop the children on a plain `kill` too
     try:
-        deployment.start()
+        deployment.start(watch=False)  # supervised from this thread
+        for name, pid in sorted((n, p.pid) for n, p in deployment.procs.items()):
+            typer.echo(f"redfl edge up: {name} pid {pid}", err=True)
         typer.echo(f"proxy on {deployment.proxy_url}; server on {deployment.server_url}")
-        while all(p.poll() is None for p in deployment.procs.values()):
-            time.sleep(0.5)
+        while True:
+            deployment.supervisor.poll()
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
+    except RuntimeError as exc:
+        _fail(str(exc))
     finally:
         deployment.stop()
+
+
+def _operator(tree: Path) -> Any:
+    from redfl.edge.control import Operator
+
+    try:
+        return Operator.of_tree(tree)
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 @edge_app.command()
@@ -189,33 +292,149 @@ def stats(
     tree: Annotated[Path, typer.Option("--tree", help="Folder with the operator credential.")],
 ) -> None:
     """GET a service's /stats (or the server's /status) as the tree's operator; print it."""
-    import httpx
-
-    from redfl.edge.peers import operator_token
-    from redfl.edge.provision import Member
-    from redfl.edge.routes import OPERATOR_HEADER
+    from redfl.edge.control import ControlError
 
     try:
-        member = Member.load(tree, "operator")
-    except ValueError as exc:
+        typer.echo(json.dumps(_operator(tree).get(url), indent=1))
+    except ControlError as exc:
         _fail(str(exc))
-    headers = {OPERATOR_HEADER: operator_token(member.bundle)}
+
+
+jobs_app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="The jobs of a standing deployment: submit, list, abort (as the tree's operator).",
+)
+edge_app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("submit")
+def jobs_submit(
+    job: Annotated[Path, typer.Argument(help="The job file (JSON).")],
+    server: Server,
+    tree: Annotated[Path, typer.Option("--tree", help="Folder with the operator credential.")],
+) -> None:
+    """Submit a job; print its id. Its initial_parameters file, if any, is read here."""
+    from redfl.edge.control import ControlError
+
+    spec, model = read_job(job, "JOB")
     try:
-        reply = httpx.get(url, headers=headers, verify=member.client_tls(), timeout=10.0)
-    except httpx.HTTPError as exc:
-        _fail(f"{url}: {exc}")
-    if reply.status_code != 200:
-        _fail(f"{url}: {reply.status_code} {reply.text[:200]}")
-    typer.echo(json.dumps(reply.json(), indent=1))
+        summary = _operator(tree).submit_spec(_https(server, "--server"), spec, model)
+    except ControlError as exc:
+        _fail(str(exc))
+    typer.echo(f"{summary['job_id']}  {summary['folder']}")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    server: Server,
+    tree: Annotated[Path, typer.Option("--tree", help="Folder with the operator credential.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List every job of the server: id, status, version, updates accepted."""
+    from redfl.edge.control import ControlError
+
+    try:
+        jobs = _operator(tree).jobs(_https(server, "--server"))
+    except ControlError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(jobs, indent=1))
+        return
+    typer.echo(f"{'job':32} {'status':10} {'version':>9} {'accepted':>9}  client")
+    for one in jobs:
+        version = f"{one['version']}/{one['rounds_planned']}"
+        typer.echo(
+            f"{one['job_id']:32} {one['status']:10} {version:>9} {one['accepted']:>9}  "
+            f"{one['client']}"
+        )
+
+
+@jobs_app.command("abort")
+def jobs_abort(
+    job_id: Annotated[str, typer.Argument(help="The job's id (jobs list).")],
+    server: Server,
+    tree: Annotated[Path, typer.Option("--tree", help="Folder with the operator credential.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in its folder).")] = "",
+) -> None:
+    """Abort a running job: it takes no more updates; its folder says cancelled."""
+    from redfl.edge.control import ControlError
+
+    try:
+        summary = _operator(tree).abort(_https(server, "--server"), job_id, reason)
+    except ControlError as exc:
+        _fail(str(exc))
+    typer.echo(f"{summary['job_id']} {summary['status']} at version {summary['version']}")
+
+
+ClientOption = Annotated[
+    str, typer.Option("--client", help="The device class, MODULE:CLASS (the job's).")
+]
+
+
+@edge_app.command()
+def device(
+    proxy: Annotated[str, typer.Option(help="Routing proxy URL (http:// or https://).")],
+    credentials: Annotated[
+        Path, typer.Option(help="JSON: {device_id, token} or {device_id, secret}.")
+    ],
+    client: ClientOption,
+    job: Annotated[str, typer.Option(help="Job name.")],
+    options: Annotated[
+        Path | None, typer.Option(help="The device's own options (JSON or TOML), over the job's.")
+    ] = None,
+    ca: Annotated[Path | None, typer.Option(help="CA to trust for an https proxy.")] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
+    max_tasks: Annotated[int | None, typer.Option(min=1, help="Stop after N tasks.")] = None,
+    index: Annotated[int, typer.Option(min=0, help="This device's index in the fleet.")] = 0,
+    devices: Annotated[int, typer.Option(min=1, help="The fleet's size (with --index).")] = 1,
+) -> None:
+    """Run one device: its class trains each task of the job until the job ends."""
+    from redfl.core.config import ConfigError
+    from redfl.edge.device import Credentials, DeviceError, run
+
+    scheme = proxy.split("://", 1)[0]
+    if scheme not in ("http", "https") or len(proxy) <= len(scheme) + 3:
+        _fail(f"--proxy must be an http(s)://host:port URL, got {proxy!r}")
+    if index >= devices:
+        _fail(f"--index {index} must be below --devices {devices}")
+    try:
+        creds = Credentials.read(credentials)
+    except ValueError as exc:
+        _fail(f"--credentials {exc}")
+    own = _read_options(options)
+    try:
+        outcome = run(
+            proxy, creds, client, job, own, ca=str(ca) if ca else None, timeout=timeout,
+            max_tasks=max_tasks, index=index, num_devices=devices,
+        )  # fmt: skip
+    except ConfigError as exc:
+        _fail(str(exc))
+    except DeviceError as exc:
+        typer.echo(f"redfl: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"{outcome.device_id}: {outcome.tasks} tasks, {outcome.accepted} accepted, "
+        f"{len(outcome.rejected)} rejected, {len(outcome.failed)} failed; job {outcome.job_id} "
+        f"{'ended' if outcome.done else 'running'} at version {outcome.version}"
+        + (f" ({outcome.reason})" if outcome.reason else "")
+    )
 
 
 @edge_app.command()
 def simulate(
     proxy: Annotated[str, typer.Option(help="Routing proxy URL (http:// or https://).")],
     job: Annotated[str, typer.Option(help="Job name.")],
+    client: ClientOption,
     devices: Annotated[int, typer.Option(min=1, help="Simulated devices.")] = 10_000,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at most.")] = 64,
-    task: Annotated[str, typer.Option(help="digits or numeric.")] = "digits",
+    options: Annotated[
+        Path | None, typer.Option(help="The devices' own options (JSON or TOML), over the job's.")
+    ] = None,
+    delay: Annotated[
+        float, typer.Option(min=0.0, help="A device waits up to this many seconds to report.")
+    ] = 0.0,
     enroll_secret: Annotated[
         str,
         typer.Option(
@@ -233,13 +452,16 @@ def simulate(
         Path | None, typer.Option(help="CA to trust for an https proxy (default: the tree's).")
     ] = None,
     seed: int = 0,
-    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
+    timeout: Annotated[
+        float, typer.Option(help="Give up after this many seconds (a dead proxy too).")
+    ] = 600.0,
 ) -> None:
-    """Simulate devices against a proxy until the job is done; print a summary."""
+    """Simulate devices running the class --client against a proxy until the job ends;
+    print a summary (exit 1 if it did not end)."""
+    from redfl.core.config import ConfigError
+    from redfl.edge.device import JobMismatch
     from redfl.edge.simulator import SimulatorConfig, print_summary, run_simulation
 
-    if task not in ("digits", "numeric"):
-        _fail(f"--task must be 'digits' or 'numeric', got {task!r}")
     scheme = proxy.split("://", 1)[0]
     if scheme not in ("http", "https") or len(proxy) <= len(scheme) + 3:
         _fail(f"--proxy must be an http(s)://host:port URL, got {proxy!r}")
@@ -261,14 +483,22 @@ def simulate(
         _fail("an https proxy needs --ca FILE or --tree DIR (the CA its certificate chains to)")
     if scheme == "https" and ca is not None and not ca.is_file():
         _fail(f"--ca {ca}: no such file")
-    kind: Literal["digits", "numeric"] = "digits" if task == "digits" else "numeric"
+    own = _read_options(options)
     config = SimulatorConfig(
-        proxy, job, devices, concurrency, kind, enroll_secret, seed, timeout,
+        proxy, job, client, devices, concurrency, enroll_secret, seed, timeout,
         tokens=issued, ca=str(ca) if scheme == "https" and ca is not None else None,
+        options=own, delay=delay,
     )  # fmt: skip
-    summary = run_simulation(config, progress=sys.stderr.isatty())
+    try:
+        summary = run_simulation(config, progress=sys.stderr.isatty())
+    except JobMismatch as exc:
+        _fail(str(exc))
+    except ConfigError as exc:
+        _fail(str(exc))
     print_summary(summary)
     if not summary.done:
+        if summary.error:
+            typer.echo(f"redfl: error: {summary.error}", err=True)
         raise typer.Exit(1)
 
 
@@ -340,6 +570,13 @@ def devices_issue(
     days: Annotated[
         float | None, typer.Option(min=0.001, help="Token lifetime (edge.toml's issued_days).")
     ] = None,
+    each: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write DIR/<id>.json per device ({device_id, token}, mode 0600): the "
+            "--credentials of 'redfl edge device'."
+        ),
+    ] = None,
 ) -> None:
     """Issue a token in advance to each device id and record the ids in the register; an id
     that already holds a credential is refused (revoke it first)."""
@@ -349,15 +586,25 @@ def devices_issue(
         _fail("give exactly one of --ids FILE and --count N")
     if out.exists():
         _fail(f"--out {out} exists; refusing to overwrite tokens")
+    if each is not None and each.exists() and any(each.iterdir()):
+        _fail(f"--each {each} exists and is not empty; refusing to overwrite credentials")
     names = _id_list(ids) if ids is not None else [f"{prefix}{i:05d}" for i in range(count or 0)]
     fleet = _fleet(tree)
     try:
         tokens = fleet.issue(names, days)
     except ValueError as exc:
         _fail(str(exc))
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(tokens, handle, indent=1)
+
+    def private(path: Path, data: object) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+
+    private(out, tokens)
+    if each is not None:
+        each.mkdir(parents=True, exist_ok=True)
+        for device_id, token in tokens.items():
+            private(each / f"{device_id}.json", {"device_id": device_id, "token": token})
     typer.echo(f"issued {len(tokens)} device tokens to {out}")
 
 

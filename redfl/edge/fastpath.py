@@ -9,13 +9,14 @@ route's cap (413: a declared length over it is refused before a byte is read, an
 that grows past it while being read is refused at that point and never kept; the connection
 is then closed, so the rest is not read either), then the body, validated by the route's
 pydantic model straight from the bytes (400 ``INVALID_REQUEST``), then the handler. Another
-method on a route's path gets 405; every other request goes on to FastAPI (``/health``,
+method on a route's path goes on to FastAPI when the app serves that path too (``GET /jobs``
+beside ``POST /jobs``), else gets 405; every other request goes on to FastAPI (``/health``,
 ``/stats``, the OpenAPI schema and docs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -42,15 +43,25 @@ class FastPath:
         The FastAPI app (everything else).
     routes : Sequence[Route]
         The routes to answer, each at its own path.
+    served : Callable[[], Collection[str]], default none
+        The paths the app serves itself (asked when another method comes to a route's path).
     """
 
-    def __init__(self, app: ASGIApp, routes: Sequence[Route[Any]]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Sequence[Route[Any]],
+        served: Callable[[], Collection[str]] = frozenset,
+    ) -> None:
         self.app = app
         self.routes = {route.path: route for route in routes}
+        self.served = served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer a route of the table, or pass the request on."""
         route = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if route is not None and scope["method"] != "POST" and route.path in self.served():
+            route = None
         if route is None:
             await self.app(scope, receive, send)
             return
@@ -88,7 +99,9 @@ async def _answer(route: Route[Any], scope: Scope, receive: Receive) -> tuple[in
 def serve_routes(app: FastAPI, routes: Sequence[Route[Any]]) -> None:
     """Answer ``routes`` on the fast path in front of ``app``, and describe them in its
     OpenAPI schema (:func:`redfl.edge.routes.document`)."""
-    app.add_middleware(FastPath, routes=routes)
+    app.add_middleware(
+        FastPath, routes=routes, served=lambda: {getattr(r, "path", "") for r in app.routes}
+    )
     document(app, routes)
 
 

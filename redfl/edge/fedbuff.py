@@ -15,7 +15,10 @@ never split, so a version may fold a few more than ``num_updates_for_model`` upd
 division uses the true total). Updates based on a version older than
 ``current - max_model_history`` are rejected on arrival with a reason; the job ends when the
 version reaches ``max_model_version``. Every update carries a task id; an id is folded at
-most once (LCPs de-duplicate retries, the server refuses a partial sum that repeats an id).
+most once: a partial sum whose ids were all folded before is acknowledged again without being
+folded (a retry whose first answer was lost), one that repeats only some of them is refused.
+The state (model, version, buffer, counters) can be taken out and put back
+(:meth:`FedBuff.state`, :meth:`FedBuff.restore`) to persist a job.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -168,14 +172,27 @@ class FedBuff:
         self._sums: dict[int, Arrays] = {}
         self._weights: dict[int, float] = {}
         self._count = 0
+        self.stopped = ""  # why no more updates are taken (an aborted job), if so
+        self.folded_last = 0  # updates the last version folded
 
     @property
     def done(self) -> bool:
         """True once the version has reached ``max_model_version``."""
         return self.version >= self.config.max_model_version
 
+    @property
+    def buffered(self) -> int:
+        """Updates in the buffer, waiting for the next version."""
+        return self._count
+
+    def stop(self, reason: str) -> None:
+        """Take no more updates: every later one is refused with ``reason``."""
+        self.stopped = reason
+
     def submit(self, partial: PartialSum) -> Verdict:
         """Check a partial sum, buffer it, and make a new version when the buffer is full."""
+        if partial.task_ids and self.accepted_ids.issuperset(partial.task_ids):
+            return Verdict(True, "already folded")
         reason = self._check(partial)
         if reason:
             self.rejected[reason.split(":")[0]] += partial.count
@@ -196,6 +213,8 @@ class FedBuff:
     def _check(self, partial: PartialSum) -> str:
         """Return why ``partial`` is refused, or "" when it is acceptable."""
         v, current = partial.base_version, self.version
+        if self.stopped:
+            return self.stopped
         if self.done:
             return f"job done: version {current} reached max_model_version"
         if v < 0 or v > current:
@@ -222,5 +241,42 @@ class FedBuff:
                 for v, sums in self._sums.items()
             )
             self.parameters[name] = (param + cfg.global_lr * step / total).astype(np.float32)
+        self.folded_last = self._count
         self._sums, self._weights, self._count = {}, {}, 0
         self.version += 1
+
+    def state(self) -> tuple[dict[str, Any], Arrays]:
+        """The state as JSON-ready figures and named arrays (``model/<name>`` float32,
+        ``buffer/<version>/<name>`` float64); the folded ids are the caller's to keep."""
+        arrays = {f"model/{k}": v for k, v in self.parameters.items()}
+        for version, sums in self._sums.items():
+            arrays.update({f"buffer/{version}/{k}": v for k, v in sums.items()})
+        meta = {
+            "version": self.version,
+            "accepted": self.accepted,
+            "rejected": dict(self.rejected),
+            "weights": {str(v): w for v, w in self._weights.items()},
+            "count": self._count,
+            "stopped": self.stopped,
+        }
+        return meta, arrays
+
+    def restore(self, meta: dict[str, Any], arrays: Arrays, accepted_ids: set[str]) -> None:
+        """Take back a :meth:`state` and the folded ids."""
+        self.parameters = {
+            k.removeprefix("model/"): np.array(v, np.float32)
+            for k, v in arrays.items()
+            if k.startswith("model/")
+        }
+        self._sums = {}
+        for key, value in arrays.items():
+            if key.startswith("buffer/"):
+                _, version, name = key.split("/", 2)
+                self._sums.setdefault(int(version), {})[name] = np.array(value, np.float64)
+        self.version = int(meta["version"])
+        self.accepted = int(meta["accepted"])
+        self.rejected = Counter(meta["rejected"])
+        self._weights = {int(v): float(w) for v, w in meta["weights"].items()}
+        self._count = int(meta["count"])
+        self.stopped = str(meta.get("stopped", ""))
+        self.accepted_ids = set(accepted_ids)

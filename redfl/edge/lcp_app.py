@@ -1,10 +1,11 @@
 """The LCP's ASGI app: the device routes behind the routing proxy, ``GET /health``, ``/stats``.
 
-The LCP listens with mutual TLS. The proxy verifies the device's token and passes the device
-id in the ``x-redfl-device`` header, on a connection it opened with its own credential; the
-LCP takes the header from that caller only (:class:`redfl.edge.routes.ProxiedDevice`: the
-client certificate must be the tree's proxy's, not revoked), so a request without the
-proxy's certificate, or without the header, gets a 401. Bodies are validated again here.
+The LCP listens with mutual TLS and serves every job of the server. The proxy verifies the
+device's token and passes the device id in the ``x-redfl-device`` header, on a connection it
+opened with its own credential; the LCP takes the header from that caller only
+(:class:`redfl.edge.routes.ProxiedDevice`: the client certificate must be the tree's
+proxy's, not revoked), so a request without the proxy's certificate, or without the header,
+gets a 401. Bodies are validated again here.
 The device routes are one table (:class:`redfl.edge.routes.Route`), answered on the fast path
 of :mod:`redfl.edge.fastpath` and described in the app's OpenAPI schema. ``/stats`` needs an
 operator's credential; ``/health`` answers any member of the tree (the proxy checks it).
@@ -70,7 +71,7 @@ def lcp_app(service: LcpService) -> FastAPI:
         return ok(await service.result(device, request))
 
     async def selection(request: SelectionRequest, device: str, body: bytes) -> Answer:
-        return ok(service.selection())
+        return ok(service.selection(request.job_id))
 
     if service.member is None:
         raise ValueError(f"LCP {service.name} needs its credential to serve its routes")
@@ -90,18 +91,19 @@ def lcp_app(service: LcpService) -> FastAPI:
 
     @app.get("/health", dependencies=[anyone])
     async def health() -> dict[str, object]:
-        job = service.job
-        return {"status": "OK", "lcp": service.name, "synced": job is not None}
+        return {"status": "OK", "lcp": service.name, "synced": service.synced}
 
     @app.get("/stats", dependencies=[operator])
     async def stats() -> dict[str, object]:
-        """Syncs with the server, results they carried, updates capped or clipped, and time
-        per sync and per verdict."""
+        """Syncs with the server, results they carried, updates capped or clipped, tasks that
+        failed, the jobs it knows, and time per sync and per verdict."""
         return {
             "syncs": service.seq,
             "results": service.synced_results,
             "capped": service.capped,
             "clipped": service.clipped,
+            "failed": service.failed,
+            "jobs": {job_id: job.version for job_id, job in service.jobs.items()},
             **{name: summary(v) for name, v in service.timings.items()},
         }
 

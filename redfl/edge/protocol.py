@@ -19,10 +19,10 @@ from __future__ import annotations
 import base64
 import binascii
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from safetensors import SafetensorError
 from safetensors.numpy import load, save
 
@@ -101,15 +101,21 @@ class EnrollReply(_Reply):
 
 
 class JobRequest(_Request):
-    """``POST /job``: ask for a running job by name."""
+    """``POST /job``: ask for a job by name (the running one, else the last that ended)."""
 
     job_name: Name
 
 
 class JobReply(_Reply):
-    """The job id (``OK``), ``NO_JOB``, or ``RETRY`` after ``retry_wait`` seconds."""
+    """The job (``OK``): its id, the device class it runs (``MODULE:CLASS``: a device
+    running another class must not take its tasks), the options given to that class and the
+    job's seed; ``NO_JOB`` (none of that name now: ask again after ``retry_wait``), or
+    ``RETRY`` after ``retry_wait`` seconds."""
 
     job_id: str = ""
+    client: str = ""
+    options: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
     retry_wait: float = 0.0
 
 
@@ -120,8 +126,10 @@ class TaskRequest(_Request):
 
 
 class TaskReply(_Reply):
-    """A task (``OK``), ``NO_TASK``/``RETRY`` (ask again after ``retry_wait``), or ``DONE``
-    (with the final model's version and parameters)."""
+    """A task (``OK``: ``config`` goes to the device's ``fit`` with ``round`` set to
+    ``model_version``), ``NO_TASK``/``RETRY`` (ask again after ``retry_wait``), or ``DONE``
+    (the job ended: the final model's version and parameters, and ``reason`` when it was
+    aborted)."""
 
     task_id: str = ""
     model_version: int = 0
@@ -131,17 +139,26 @@ class TaskReply(_Reply):
 
 
 class ResultRequest(_Request):
-    """``POST /result``: the update of a task, ``parameters`` = local model minus the task's."""
+    """``POST /result``: the update of a task, ``parameters`` = local model minus the task's;
+    or, when the device's training failed, ``error`` (why) and no parameters."""
 
     job_id: Name
     task_id: Name
-    parameters: Parameters
+    parameters: Parameters = ""
     num_samples: Annotated[int, Field(ge=1, le=2**31)] = 1
     metrics: dict[str, float] = Field(default_factory=dict)
+    error: Annotated[str, Field(max_length=2_000)] = ""
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ResultRequest:
+        if bool(self.parameters) == bool(self.error):
+            raise ValueError("give parameters (the update) or error (why training failed)")
+        return self
 
 
 class ResultReply(_Reply):
-    """``OK`` (the update is folded; a retry of the same task gets ``OK`` again), ``ERROR``."""
+    """``OK`` (the update is folded, or the failure recorded; a retry of the same task gets
+    ``OK`` again), ``ERROR`` with the reason, ``RETRY``."""
 
 
 class SelectionRequest(_Request):

@@ -12,7 +12,9 @@ body unchanged over a kept-alive, mutually authenticated TLS connection made wit
 own credential (the LCP must be that LCP of the tree). A device whose LCP is down goes to its
 next choice (at once, when a forward fails, and for everyone after the next health check),
 and returns home when its LCP is back. When no LCP answers, the device is told to ``RETRY``.
-``GET /stats`` needs an operator's credential; ``GET /health`` is public (liveness only).
+``/selection`` (for simulators) is answered by every LCP that is up, each for the devices it
+holds selected, and the answers merged. ``GET /stats`` needs an operator's credential;
+``GET /health`` is public (liveness only).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from redfl.edge.protocol import (
     MAX_RESULT_BYTES,
     EnrollReply,
     EnrollRequest,
+    SelectionReply,
     Status,
 )
 from redfl.edge.provision import Member
@@ -133,6 +136,34 @@ class Router:
             return answer
         return None
 
+    async def selection(self, body: bytes, device: str) -> Answer | None:
+        """``/selection`` from every LCP that is up, merged: each holds its own devices."""
+        start = time.perf_counter()
+        headers = {DEVICE_HEADER: device, "content-type": "application/json"}
+        lcps = [lcp for lcp in self.urls if self.up[lcp]]
+        answers = await asyncio.gather(
+            *(self.pools[lcp].post("/selection", body, headers) for lcp in lcps),
+            return_exceptions=True,
+        )
+        replies = []
+        for lcp, answer in zip(lcps, answers, strict=True):
+            if isinstance(answer, BaseException):
+                self.up[lcp] = False
+                continue
+            if answer[0] == 200:
+                replies.append(SelectionReply.model_validate_json(answer[1]))
+        usable = [r for r in replies if r.status == Status.OK]
+        if not usable:
+            return (200, replies[0].model_dump_json().encode()) if replies else None
+        merged = SelectionReply(
+            status=Status.OK,
+            selected=sorted(d for r in usable for d in r.selected),
+            model_version=max(r.model_version for r in usable),
+            done=any(r.done for r in usable),
+        )
+        self.latency["/selection"].append(time.perf_counter() - start)
+        return ok(merged)
+
     def forwarding(self, path: str, reply: type[BaseModel]) -> Handler[BaseModel]:
         """The handler of a forwarded route: the LCP's answer, or ``RETRY`` (with
         ``retry_wait`` when the reply has it) when no LCP answers."""
@@ -140,6 +171,8 @@ class Router:
         retry = ok(reply(status=Status.RETRY, reason="no LCP is reachable", **extra))
 
         async def forward(request: BaseModel, device: str, body: bytes) -> Answer:
+            if path == "/selection":
+                return await self.selection(body, device) or retry
             return await self.forward(path, body, device) or retry
 
         return forward

@@ -21,13 +21,12 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from redfl.edge.fleet import Fleet
-from redfl.edge.jobs import JobSpec
 from redfl.edge.lcp import LcpService
 from redfl.edge.lcp_app import lcp_app
 from redfl.edge.provision import Member, read_lcp_map
 from redfl.edge.proxy import proxy_app
 from redfl.edge.relay import relay_app
-from redfl.edge.server import server_app
+from redfl.edge.server import EdgeServer, server_app
 from redfl.topology.tree_file import load_tree
 from redfl.trust import server_context
 
@@ -175,8 +174,17 @@ def serve_relay(
     _run(relay_app(name, tree, upstream.rstrip("/"), member), host, port, member.server_tls())
 
 
-def serve_server(tree_dir: Path, job: JobSpec, host: str = "127.0.0.1", port: int = 8100) -> None:
-    """Serve the edge server of one job, for the LCPs and relays of ``tree_dir``'s tree."""
+def serve_server(
+    tree_dir: Path,
+    server: EdgeServer,
+    host: str = "127.0.0.1",
+    port: int = 8100,
+) -> None:
+    """Serve the edge server's jobs for the LCPs and relays of ``tree_dir``'s tree until
+    interrupted; then write what is pending."""
     member = Member.load(tree_dir, "server")
     tree = load_tree(tree_dir).tree
-    _run(server_app(job, tree, member), host, port, member.server_tls())
+    try:
+        _run(server_app(server, tree, member), host, port, member.server_tls())
+    finally:
+        server.close()

@@ -1,176 +1,315 @@
-"""The edge server: the global model of one FedBuff job, its versions and device selection.
+"""The edge server: the jobs of a standing deployment, their global models and selections.
 
-LCPs reach it over mutually authenticated TLS (``POST /sync``, see :mod:`redfl.edge.wire`),
-directly or through the relays above them (a relay passes a sync on unchanged: a sum of sums
-is the same sum). ``/sync`` is answered only for a provisioned component of the server's
-tree: the client certificate must be an LCP of the tree, or a relay whose parent is the
-server, checked against the tree's register (a revoked one is refused at its next request),
-and the ``lcp`` a sync names must be its caller or below the calling relay (403 otherwise).
-A partial sum whose weight exceeds ``max_samples_per_update`` per folded update is refused.
-``GET /status`` (an operator's credential) reports the version, the counters and the
-evaluation history; with ``?ids=true`` it lists every folded task id (the end-to-end test
-checks that nothing acknowledged is lost or counted twice). ``GET /health`` answers any
-member of the tree.
+The server holds several jobs at once (:class:`EdgeServer`); each is a run with its own
+folder under the server's jobs folder (:mod:`redfl.edge.job`). LCPs and relays stay up across
+jobs: every sync carries all the jobs its sender knows, and its reply all the jobs the
+server holds (a new job reaches every LCP at their next sync; devices ask for a job by name).
+The server's state survives it: started again on the same jobs folder, it takes back every job
+that had not ended, from its last snapshot and journal, before it answers anyone.
+
+Routes (every one authenticated):
+
+* ``POST /sync`` (the fast path): a provisioned LCP of the server's tree, or a relay whose
+  parent is the server, checked against the tree's register (a revoked one is refused at its
+  next request); a sync must be the caller's own or, through a relay that passes syncs on,
+  an LCP's below it (403 otherwise, :func:`redfl.edge.wire.speaks_for`), and a partial sum
+  may hold only task ids of LCPs at or below its sender. A partial sum whose weight exceeds
+  ``max_samples_per_update`` per folded update is refused.
+* ``POST /jobs`` (submit), ``POST /jobs/abort``, ``GET /jobs``, ``GET /jobs/{id}`` (with
+  ``?ids=true`` every folded task id: the tests check that nothing acknowledged is lost or
+  counted twice) and ``GET /status``: an operator's credential (certificate or token).
+* ``GET /health``: any member of the tree.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
 
-import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
 
-from redfl.edge.errors import error_body
+from redfl.core.config import ConfigError
+from redfl.edge.errors import InvalidRequest, error_body
 from redfl.edge.fastpath import serve_routes
-from redfl.edge.fedbuff import FedBuff, PartialSum
-from redfl.edge.jobs import JobSpec, evaluate, initial_parameters
-from redfl.edge.protocol import Status, decode_arrays, encode_arrays
+from redfl.edge.job import EdgeJob, job_summary
+from redfl.edge.jobs import JobSpec, build_job, check_arrays
+from redfl.edge.protocol import MAX_PARAMETERS_CHARS, Name, Status, decode_arrays
 from redfl.edge.provision import Member
 from redfl.edge.routes import Answer, Operator, PeerCertificate, Route, guard, ok
-from redfl.edge.selection import Selector
+from redfl.edge.state import StateError
 from redfl.edge.timing import Samples, summary
 from redfl.edge.wire import SyncReply, SyncRequest, VerdictMsg, speaks_for
 from redfl.topology.tree import RelayTree
 from redfl.trust import KINDS
 
-__all__ = ["MAX_SYNC_BYTES", "EdgeServer", "server_app"]
+__all__ = [
+    "MAX_JOB_BYTES",
+    "MAX_SYNC_BYTES",
+    "AbortRequest",
+    "EdgeServer",
+    "JobConflict",
+    "JobList",
+    "JobSummary",
+    "SubmitRequest",
+    "server_app",
+]
+
+log = logging.getLogger(__name__)
+
+
+class JobConflict(ValueError):
+    """A job of that name is running already (answered with 409)."""
+
+
+class SubmitRequest(BaseModel):
+    """``POST /jobs``: a job, and its initial model when the job file named one (the base64
+    text of a safetensors file of float arrays)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: JobSpec
+    model: Annotated[str, Field(max_length=MAX_PARAMETERS_CHARS)] = ""
+
+
+class AbortRequest(BaseModel):
+    """``POST /jobs/abort``: end a running job now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: Name
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
+class JobSummary(BaseModel):
+    """A job as ``GET /jobs`` lists it (and as ``summary.json`` holds it once it ended)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    job_id: str
+    name: str
+    client: str
+    status: str
+    error: str | None = None
+    version: int
+    rounds_planned: int
+    accepted: int
+    failures: int
+    folder: str
+
+
+class JobList(BaseModel):
+    """``GET /jobs``: every job, the oldest first."""
+
+    jobs: list[dict[str, Any]]
 
 
 class EdgeServer:
-    """State of one job: FedBuff, the selector, history and counters.
+    """The jobs of one server, and its syncs.
 
     Parameters
     ----------
-    spec : JobSpec
-        The job.
+    jobs_dir : Path
+        Where the jobs' run folders go (created if missing); the jobs found there that had
+        not ended are taken back.
     clock : Callable[[], float], default time.monotonic
-        Time source of the selector (device timeouts) and of the history.
+        Time source of the selections (device timeouts) and of the jobs' time.
+    allowed_prefixes : Sequence[str] | None, default None
+        Modules a submitted job may import (None: any).
+    fsync : bool, default False
+        Sync each journal line to disk (survives the machine, not only the process).
+    retain : float, default 600.0
+        Seconds an ended job stays in the syncs (devices asking for it get ``DONE`` and its
+        final model); it is listed for ever.
+    snapshot_interval : float, default 2.0
+        Seconds between a job's snapshots while only its buffer or selection changes.
     """
 
-    def __init__(self, spec: JobSpec, clock: Callable[[], float] = time.monotonic) -> None:
-        self.spec = spec
+    def __init__(
+        self,
+        jobs_dir: Path,
+        clock: Callable[[], float] = time.monotonic,
+        allowed_prefixes: Sequence[str] | None = None,
+        fsync: bool = False,
+        retain: float = 600.0,
+        snapshot_interval: float = 2.0,
+    ) -> None:
+        self.jobs_dir = Path(jobs_dir)
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.clock = clock
-        self.job_id = f"{spec.name}-{uuid.uuid4().hex[:8]}"
-        self.fedbuff = FedBuff(spec.fedbuff(), initial_parameters(spec))
-        self.selector = Selector(spec.selection(), clock)
-        self.started = clock()
-        self.history: list[dict[str, float]] = [self._record()]
-        self.last: dict[str, tuple[str, int, list[VerdictMsg]]] = {}  # lcp -> boot, seq, verdicts
+        self.allowed_prefixes = allowed_prefixes
+        self.fsync, self.retain, self.snapshot_interval = fsync, retain, snapshot_interval
+        self.boot = uuid.uuid4().hex[:8]
+        self.jobs: dict[str, EdgeJob] = {}  # live: running, or ended within `retain`
+        self.ended: dict[str, dict[str, Any]] = {}  # summaries of the jobs that ended
         self.syncs = 0
         self.sync_seconds: Samples = deque(maxlen=100_000)  # time in sync(), per request
-        self._encoded = (0, encode_arrays(self.fedbuff.parameters))
+        self.resumed: list[str] = []
+        self._load()
 
-    def _record(self) -> dict[str, float]:
-        """The current version's evaluation, with the time since the start."""
-        metrics = evaluate(self.spec, self.fedbuff.parameters)
-        return {"version": self.fedbuff.version, "time": self.clock() - self.started, **metrics}
+    def _load(self) -> None:
+        """Take back the jobs of ``jobs_dir`` that had not ended; list the others."""
+        folders = [f for f in self.jobs_dir.iterdir() if (f / "config.json").is_file()]
+        for folder in sorted(folders, key=lambda f: f.stat().st_mtime):
+            ended = job_summary(folder)
+            if ended is not None:
+                self.ended[folder.name] = ended
+                continue
+            try:
+                job = EdgeJob.resume(folder, self.clock, self.allowed_prefixes, self.fsync,
+                                     self.snapshot_interval)  # fmt: skip
+            except (StateError, ConfigError, OSError, ValueError) as exc:
+                log.error("edge job %s cannot be taken back: %s", folder.name, exc)
+                self.ended[folder.name] = {
+                    "job_id": folder.name, "name": folder.name, "client": "", "status": "failed",
+                    "error": f"cannot be taken back: {exc}", "version": 0, "rounds_planned": 0,
+                    "accepted": 0, "failures": 0, "folder": str(folder),
+                }  # fmt: skip
+                continue
+            self.jobs[job.job_id] = job
+            self.resumed.append(job.job_id)
 
-    def parameters_text(self) -> str:
-        """The current parameters, encoded once per version."""
-        if self._encoded[0] != self.fedbuff.version:
-            self._encoded = (self.fedbuff.version, encode_arrays(self.fedbuff.parameters))
-        return self._encoded[1]
+    # -- operator's actions ------------------------------------------------------------
 
-    def sync(self, request: SyncRequest) -> SyncReply:
-        """Take an LCP's candidates and partial sums; return the job's state and verdicts."""
+    def submit(self, spec: JobSpec, model: dict[str, Any] | None = None) -> EdgeJob:
+        """Start a job.
+
+        Raises
+        ------
+        JobConflict
+            If a job of that name is running.
+        ConfigError
+            For a job that does not build (naming the field).
+        """
+        for job in self.jobs.values():
+            if job.running and job.spec.name == spec.name:
+                raise JobConflict(f"a job named {spec.name!r} is running: {job.job_id}")
+        arrays = None if model is None else check_arrays(model, "model")
+        built = build_job(spec, arrays, self.allowed_prefixes)
+        job = EdgeJob.create(built, self.jobs_dir, self.clock, self.fsync, self.snapshot_interval)
+        self.jobs[job.job_id] = job
+        return job
+
+    def abort(self, job_id: str, reason: str = "") -> dict[str, Any]:
+        """End a running job now; its summary.
+
+        Raises
+        ------
+        KeyError
+            If the server holds no job of that id.
+        """
+        job = self.jobs.get(job_id)
+        if job is None:
+            if job_id in self.ended:
+                return self.ended[job_id]
+            raise KeyError(job_id)
+        job.abort(reason)
+        return job.summary()
+
+    def by_name(self, name: str) -> EdgeJob | None:
+        """The running job of that name, else the latest that ended (while it is retained)."""
+        found = [job for job in self.jobs.values() if job.spec.name == name]
+        running = [job for job in found if job.running]
+        chosen = running or found
+        return chosen[-1] if chosen else None
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every job's summary, ended ones first, in the order they came."""
+        live = {job_id: job.summary() for job_id, job in self.jobs.items()}
+        return [*(v for k, v in self.ended.items() if k not in live), *live.values()]
+
+    def job_status(self, job_id: str, ids: bool = False) -> dict[str, Any]:
+        """One job's status with its history (and folded ids).
+
+        Raises
+        ------
+        KeyError
+            If the server holds no job of that id.
+        """
+        job = self.jobs.get(job_id)
+        if job is not None:
+            return job.status_report(ids)
+        return self.ended[job_id]
+
+    def status(self) -> dict[str, Any]:
+        """The server's boot, its syncs, and every job's summary."""
+        return {
+            "boot": self.boot,
+            "syncs": self.syncs,
+            "sync": summary(self.sync_seconds),
+            "resumed": self.resumed,
+            "jobs": self.listing(),
+        }
+
+    # -- syncs -------------------------------------------------------------------------
+
+    def sync(self, request: SyncRequest, lcps: frozenset[str] | None = None) -> SyncReply:
+        """Take a sender's report for every job it knows; return every job for it.
+
+        ``lcps`` are the LCPs at or below the sender (default: the sender alone).
+        """
         start = time.perf_counter()
         try:
-            return self._sync(request)
+            return self._sync(request, lcps if lcps is not None else frozenset({request.sender}))
         finally:
             self.sync_seconds.append(time.perf_counter() - start)
 
-    def _sync(self, request: SyncRequest) -> SyncReply:
+    def _sync(self, request: SyncRequest, lcps: frozenset[str]) -> SyncReply:
         self.syncs += 1
-        previous = self.last.get(request.lcp)
-        if previous is not None and previous[:2] == (request.boot, request.seq):
-            verdicts = previous[2]  # a repeated request: the same verdicts, nothing re-folded
-        else:
-            verdicts = [self._fold(p.base_version, p.sums, p.weight, p.task_ids, p.devices)
-                        for p in request.partials]  # fmt: skip
-            self.last[request.lcp] = (request.boot, request.seq, verdicts)
-        for device in request.offered:
-            self.selector.offer(device, request.lcp)
-        if not self.fedbuff.done:
-            self.selector.tick()
-        fb, sel = self.fedbuff, self.selector
-        changed = request.selection_epoch != sel.epoch
-        return SyncReply(
-            job_id=self.job_id,
-            job_name=self.spec.name,
-            version=fb.version,
-            done=fb.done,
-            parameters="" if request.known_version == fb.version else self.parameters_text(),
-            selection_epoch=sel.epoch,
-            selected=list(sel.selected) if changed else None,  # any order: LCPs keep a set
-            verdicts=verdicts,
-            config=self.spec.device_config(),
-            limits=self.spec.limits(),
-        )
+        verdicts: dict[str, list[VerdictMsg]] = {}
+        for job_id, part in request.jobs.items():
+            job = self.jobs.get(job_id)
+            if job is not None:
+                verdicts[job_id] = job.take(request.sender, request.boot, request.seq, part, lcps)
+        now = self.clock()
+        for job_id, job in list(self.jobs.items()):
+            job.tick()
+            if job.ended_at is not None and now - job.ended_at > self.retain:
+                self.ended[job_id] = job.summary()
+                job.close()
+                del self.jobs[job_id]
+        fresh = request.server_boot != self.boot
+        ordered = sorted(lcps)
+        states = [
+            job.state_for(request.jobs.get(job_id), ordered, fresh, verdicts.get(job_id, []))
+            for job_id, job in self.jobs.items()
+        ]
+        return SyncReply(server_boot=self.boot, jobs=states)
 
-    def _fold(
-        self, base: int, sums: str, weight: float, task_ids: list[str], devices: list[str]
-    ) -> VerdictMsg:
-        """Submit one partial sum to FedBuff and free its devices' slots."""
-        for device in devices:
-            self.selector.reported(device)
-        cap = self.spec.max_samples_per_update * len(task_ids)
-        if weight > cap:
-            self.fedbuff.rejected["over the cap"] += len(task_ids)
-            reason = f"over the cap: weight {weight:g} for {len(task_ids)} updates (at most {cap})"
-            return VerdictMsg(accepted=False, reason=reason)
-        try:
-            arrays = decode_arrays(sums, dtype=np.float64)
-        except ValueError as exc:
-            self.fedbuff.rejected["invalid"] += len(task_ids)
-            return VerdictMsg(accepted=False, reason=f"invalid: {exc}")
-        verdict = self.fedbuff.submit(PartialSum(base, arrays, weight, tuple(task_ids)))
-        if verdict.new_version:
-            self.history.append(self._record())
-        return VerdictMsg(accepted=verdict.accepted, reason=verdict.reason)
-
-    def status(self, ids: bool = False) -> dict[str, Any]:
-        """Version, counters and history (and the folded task ids when ``ids``)."""
-        fb = self.fedbuff
-        out: dict[str, Any] = {
-            "job_id": self.job_id,
-            "job_name": self.spec.name,
-            "version": fb.version,
-            "done": fb.done,
-            "accepted": fb.accepted,
-            "accepted_unique": len(fb.accepted_ids),
-            "rejected": dict(fb.rejected),
-            "evicted": self.selector.evicted,
-            "selected": len(self.selector.selected),
-            "syncs": self.syncs,
-            "sync": summary(self.sync_seconds),
-            "history": self.history,
-        }
-        if ids:
-            out["task_ids"] = sorted(fb.accepted_ids)
-        return out
+    def close(self) -> None:
+        """Write what is pending (the server stops)."""
+        for job in self.jobs.values():
+            job.close()
 
 
 MAX_SYNC_BYTES = 512 * 1024 * 1024
 """The largest ``/sync`` body: a sync carries a partial sum (float64, base64) per version."""
+MAX_JOB_BYTES = MAX_PARAMETERS_CHARS + 1024 * 1024
+"""The largest ``POST /jobs`` body: a job and its initial model."""
 
 
-def server_app(spec: JobSpec, tree: RelayTree, member: Member) -> FastAPI:
-    """The server's ASGI app: ``POST /sync``, ``GET /status``, ``GET /health``.
+def _body(data: object, status: int = 200) -> Answer:
+    return status, json.dumps(data).encode()
+
+
+def server_app(server: EdgeServer, tree: RelayTree, member: Member) -> FastAPI:
+    """The server's ASGI app (see the module docstring for its routes).
 
     Parameters
     ----------
-    spec : JobSpec
-        The job.
+    server : EdgeServer
+        The jobs.
     tree : RelayTree
         The tree whose LCPs (and top relays) may sync.
     member : Member
         The server's credential and the verifier of its callers.
     """
-    server = EdgeServer(spec)
     app = FastAPI(title="redfl edge server", docs_url=None, redoc_url=None)
     app.state.server = server
     callers = PeerCertificate(
@@ -180,28 +319,78 @@ def server_app(spec: JobSpec, tree: RelayTree, member: Member) -> FastAPI:
             "relay": frozenset(s.name for s in tree.children("server", ["relay"])),
         },
     )
+    below: dict[str, frozenset[str]] = {}
 
     # handled on the event loop, one at a time, no locks needed; on the fast path (the body
     # parsed and the reply written by pydantic straight from and to bytes), since FastAPI's
     # per-request machinery costs more than the sync itself. A malformed body gets 400.
     async def sync(request: SyncRequest, caller: str, body: bytes) -> Answer:
-        refusal = speaks_for(tree, caller, request.lcp)
+        refusal = speaks_for(tree, caller, request.sender)
         if refusal:
             return 403, error_body(Status.ERROR, refusal)
-        return ok(server.sync(request))
+        lcps = below.get(request.sender)
+        if lcps is None:
+            lcps = below[request.sender] = frozenset(tree.lcps_under(request.sender))
+        return ok(server.sync(request, lcps))
 
-    forbidden = {403: "The caller may not sync for the LCP the body names"}
-    route = Route("/sync", SyncRequest, SyncReply, sync, callers, forbidden, MAX_SYNC_BYTES)
-    serve_routes(app, [route])
-    operator = guard(app, Operator(member.peers))
+    async def submit(request: SubmitRequest, caller: str, body: bytes) -> Answer:
+        model = None
+        if request.model:
+            try:
+                model = decode_arrays(request.model)
+            except ValueError as exc:
+                raise InvalidRequest(f"model: {exc}") from None
+        try:
+            job = server.submit(request.job, model)
+        except JobConflict as exc:
+            return 409, error_body(Status.ERROR, str(exc))
+        except ConfigError as exc:
+            raise InvalidRequest(str(exc)) from None
+        log.info("edge job %s submitted by %s", job.job_id, caller)
+        return _body(job.summary())
+
+    async def abort(request: AbortRequest, caller: str, body: bytes) -> Answer:
+        try:
+            ended = server.abort(request.job_id, request.reason)
+        except KeyError:
+            return 404, error_body(Status.NO_JOB, f"no job with id {request.job_id!r}")
+        log.info("edge job %s aborted by %s", request.job_id, caller)
+        return _body(ended)
+
+    operator_auth = Operator(member.peers)
+    sync_meaning = {403: "The caller may not sync for the sender the body names"}
+    serve_routes(
+        app,
+        [
+            Route("/sync", SyncRequest, SyncReply, sync, callers, sync_meaning, MAX_SYNC_BYTES),
+            Route("/jobs", SubmitRequest, JobSummary, submit, operator_auth,
+                  {409: "A job of that name is running"}, MAX_JOB_BYTES),
+            Route("/jobs/abort", AbortRequest, JobSummary, abort, operator_auth,
+                  {404: "No job of that id"}),
+        ],
+    )  # fmt: skip
+    operator = guard(app, operator_auth)
     anyone = guard(app, PeerCertificate(member.peers, dict.fromkeys(KINDS)))
 
+    @app.get("/jobs", dependencies=[operator], response_model=JobList)
+    async def jobs() -> dict[str, Any]:
+        """Every job's summary."""
+        return {"jobs": server.listing()}
+
+    @app.get("/jobs/{job_id}", dependencies=[operator])
+    async def job(job_id: str, ids: bool = False) -> dict[str, Any]:
+        """One job: its summary and the history of its versions."""
+        try:
+            return server.job_status(job_id, ids)
+        except KeyError:
+            raise HTTPException(404, f"no job with id {job_id!r}") from None
+
     @app.get("/status", dependencies=[operator])
-    async def status(ids: bool = False) -> dict[str, Any]:
-        return server.status(ids)
+    async def status() -> dict[str, Any]:
+        return server.status()
 
     @app.get("/health", dependencies=[anyone])
     async def health() -> dict[str, str]:
-        return {"status": "OK"}
+        return {"status": "OK", "boot": server.boot}
 
     return app

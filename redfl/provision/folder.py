@@ -13,7 +13,8 @@
   (digits softmax clients, FedAvg, :data:`CLIENTS_PER_LCP` clients under every LCP), with
   the sites ``HOSTS.toml`` lists pinned to their hosts;
 - ``edge.toml`` (the edge deployment's settings: device enrolment, tokens issued in advance
-  by default) and ``edge_job.json`` (the edge server's job: digits, FedBuff);
+  by default) and ``edge_job.json`` (a job the edge server submits at its first start: the
+  digits device class of :mod:`redfl.examples.edge`, FedBuff);
 - ``trust/`` and ``credentials/``: the tree's CA and a credential for the server, the
   routing proxy, every relay and LCP (for the address of its host) and an operator
   (:mod:`redfl.trust.layout`): every hop of the edge deployment is mutual TLS;
@@ -166,7 +167,8 @@ token_hours = 24         # lifetime of a token from /enroll
 
 EDGE_JOB = {
     "name": "edge-job",
-    "task": "digits",
+    "client": "redfl.examples.edge:DigitsDevice",
+    "evaluate": "redfl.examples.edge:digits_evaluation",
     "num_updates_for_model": 50,
     "max_model_version": 20,
     "device_selection_size": 50,

@@ -11,7 +11,7 @@ error is a :class:`~redfl.core.config.ConfigError` naming the field.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -35,8 +35,12 @@ from redfl.schemas.callbacks import Callback
 __all__ = [
     "ConfigParts",
     "attackers_from_config",
+    "central_evaluation",
+    "client_class",
     "federation_from_config",
+    "initial_parameters_of",
     "strategy_from_config",
+    "validated_options",
 ]
 
 
@@ -105,22 +109,12 @@ class ConfigParts:
 
     @cached_property
     def _template(self) -> type[Any]:
-        found = resolve(self.config.client.target, "client.target", self.allowed_prefixes)
-        if not isinstance(found, type):
-            raise ConfigError(f"client.target: {self.config.client.target} is not a class")
-        return found
+        return client_class(self.config.client.target, "client.target", self.allowed_prefixes)
 
     @cached_property
     def _options(self) -> Any:
         """The options as the class's ``Options`` model validates them (else the dict)."""
-        model = getattr(self._template, "Options", None)
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            try:
-                return model.model_validate(self.config.client.options)
-            except ValidationError as error:
-                where = describe_errors(error, "client.options")
-                raise ConfigError(f"invalid config: {where}") from None
-        return dict(self.config.client.options)
+        return validated_options(self._template, self.config.client.options, "client.options")
 
     @property
     def options(self) -> dict[str, Any]:
@@ -145,24 +139,15 @@ class ConfigParts:
 
     def initial_parameters(self) -> Parameters:
         """The client class's ``initial_parameters(options)``."""
-        make = getattr(self._template, "initial_parameters", None)
-        if make is None:
-            raise ConfigError(
-                f"client.target: {self.config.client.target} has no initial_parameters(options)"
-            )
-        parameters: Parameters = make(self._options)
-        return parameters
+        return initial_parameters_of(self._template, self._options, "client.target")
 
     def evaluate_fn(self) -> EvaluateFn | None:
         """The central evaluation ``evaluation.central(options)``, or ``None``."""
         if self.central is None:
             return None
-        factory = resolve(self.central, "evaluation.central", self.allowed_prefixes)
-        try:
-            evaluate: EvaluateFn = factory(self._options)
-        except ValueError as error:
-            raise ConfigError(f"evaluation.central: {error}") from None
-        return evaluate
+        return central_evaluation(
+            self.central, self._options, "evaluation.central", self.allowed_prefixes
+        )
 
     def star_settings(self) -> StarSettings:
         """The strategy, options, roles, central evaluation, secure aggregation and the
@@ -176,6 +161,79 @@ class ConfigParts:
             secure_aggregation=self.config.secure_aggregation,
             **self.settings,
         )
+
+
+def client_class(
+    target: str, field: str, allowed_prefixes: Sequence[str] | None = None
+) -> type[Any]:
+    """The class ``target`` (``MODULE:CLASS``) names, imported (checked against
+    ``allowed_prefixes`` first when given).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``field``: not allowed, not importable, or not a class.
+    """
+    found = resolve(target, field, allowed_prefixes)
+    if not isinstance(found, type):
+        raise ConfigError(f"{field}: {target} is not a class")
+    return found
+
+
+def validated_options(template: type[Any], options: Mapping[str, Any], field: str) -> Any:
+    """``options`` as the class's ``Options`` pydantic model validates them (with its
+    defaults filled in), or a plain dict when the class has no such model.
+
+    Raises
+    ------
+    ConfigError
+        Naming each bad option as ``field.name`` and what is allowed.
+    """
+    model = getattr(template, "Options", None)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        try:
+            return model.model_validate(dict(options))
+        except ValidationError as error:
+            raise ConfigError(f"invalid config: {describe_errors(error, field)}") from None
+    return dict(options)
+
+
+def initial_parameters_of(template: type[Any], options: Any, field: str) -> Parameters:
+    """The class's ``initial_parameters(options)`` (``options`` as
+    :func:`validated_options` returned them).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``field`` when the class has no ``initial_parameters``.
+    """
+    make = getattr(template, "initial_parameters", None)
+    if make is None:
+        name = f"{template.__module__}:{template.__qualname__}"
+        raise ConfigError(f"{field}: {name} has no initial_parameters(options)")
+    parameters: Parameters = make(options)
+    return parameters
+
+
+def central_evaluation(
+    target: str, options: Any, field: str, allowed_prefixes: Sequence[str] | None = None
+) -> EvaluateFn:
+    """The evaluation ``target`` (``MODULE:FUNCTION``) makes from the client's options:
+    ``FUNCTION(options)`` returns ``evaluate(parameters) -> (loss, metrics)``.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``field``: not allowed, not importable, or refusing the options.
+    """
+    factory = resolve(target, field, allowed_prefixes)
+    if not callable(factory):
+        raise ConfigError(f"{field}: {target} is not a function")
+    try:
+        evaluate: EvaluateFn = factory(options)
+    except ValueError as error:
+        raise ConfigError(f"{field}: {error}") from None
+    return evaluate
 
 
 def attackers_from_config(config: FederationConfig) -> list[str]:
