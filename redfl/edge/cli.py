@@ -392,7 +392,7 @@ def device(
 ) -> None:
     """Run one device: its class trains each task of the job until the job ends."""
     from redfl.core.config import ConfigError
-    from redfl.edge.device import Credentials, DeviceError, run
+    from redfl.edge.device import Credentials, DeviceError, JobMismatch, run
 
     scheme = proxy.split("://", 1)[0]
     if scheme not in ("http", "https") or len(proxy) <= len(scheme) + 3:
@@ -409,7 +409,7 @@ def device(
             proxy, creds, client, job, own, ca=str(ca) if ca else None, timeout=timeout,
             max_tasks=max_tasks, index=index, num_devices=devices,
         )  # fmt: skip
-    except ConfigError as exc:
+    except (ConfigError, JobMismatch) as exc:  # the device's own class or options
         _fail(str(exc))
     except DeviceError as exc:
         typer.echo(f"redfl: error: {exc}", err=True)

@@ -434,7 +434,7 @@ async def _find_job(proxy: ProxyClient, token: str, job: str, deadline: float) -
         found = JobReply.model_validate(reply)
         if found.status == "OK":
             return found
-        await _pause(found.retry_wait or 0.5, deadline, job)
+        await _pause(found.retry_wait or 0.5, deadline, f"{job} ({found.reason or found.status})")
 
 
 async def _report(

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from redfl.edge.control import Operator
+from redfl.edge.control import ControlError, Operator
 from redfl.edge.provision import read_lcp_map
 from redfl.edge.supervisor import Supervisor
 from redfl.topology.tree_file import load_tree
@@ -208,8 +208,8 @@ class EdgeProcesses:
 
         Raises
         ------
-        httpx.HTTPStatusError
-            For a reply that is not 2xx.
+        ControlError
+            When the service cannot be reached or answers with an error.
         """
         return self.operator.get(url, **params)
 
@@ -238,7 +238,7 @@ class EdgeProcesses:
                 status = self.job(job_id)
                 if check(status):
                     return status
-            except httpx.HTTPError:
+            except ControlError:
                 pass  # the server is being restarted
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id}: not there within {timeout} s")
