@@ -19,12 +19,15 @@ import numpy as np
 import pytest
 from edge_devices import BrokenDevice, StepDevice
 from edge_rig import NUMERIC, SECRET, ThreadedDeployment, provision, wait_until
+from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
+from redfl.core.config import ConfigError
 from redfl.edge.cli import edge_app
-from redfl.edge.device import Credentials, DeviceError, JobMismatch, run
+from redfl.edge.device import Credentials, DeviceError, JobMismatch, Trainer, run
 from redfl.edge.job import EdgeJob
-from redfl.edge.jobs import JobSpec
+from redfl.edge.jobs import JobSpec, build_job, read_job_file
+from redfl.edge.protocol import JobReply, Status, decode_arrays, encode_arrays
 from redfl.edge.server import EdgeServer
 from redfl.edge.simulator import SimulatorConfig, Summary, run_simulation
 from redfl.edge.wire import JobSync, SyncRequest
@@ -266,3 +269,73 @@ def test_direct_lcps_give_the_same_model_as_aggregating_relays(
         np.testing.assert_allclose(direct.job.fedbuff.parameters["w"], 1.5, rtol=1e-6)
     finally:
         direct.close()
+
+
+def test_a_job_is_built_as_a_run_config_is_and_bad_fields_are_named(tmp_path: Path) -> None:
+    built = build_job(step_job("b", options={"step": 2.0}))
+    # the class's Options fill in the default size; its initial_parameters make version 0
+    assert built.template is StepDevice and built.options == {"size": 3, "step": 2.0}
+    np.testing.assert_array_equal(built.initial["w"], np.zeros(3, np.float32))
+    with pytest.raises(ConfigError, match=r"options\.size: Input should be greater than or"):
+        build_job(step_job("b", options={"size": 0}))
+    with pytest.raises(ConfigError, match=r"invalid config: options\.colour: unknown key"):
+        build_job(step_job("b", options={"colour": "red"}))
+    with pytest.raises(ConfigError, match=r"client: redfl\.examples\.edge:digits_evaluation is"):
+        build_job(step_job("b", client="redfl.examples.edge:digits_evaluation"))
+    with pytest.raises(
+        ConfigError,
+        match="client: 'edge_devices:StepDevice': module edge_devices is not under an allowed",
+    ):
+        build_job(step_job("b"), allowed_prefixes=["redfl.examples"])
+    refused = EdgeServer(tmp_path / "jobs", allowed_prefixes=["redfl."])
+    with pytest.raises(
+        ConfigError,
+        match="evaluate: 'edge_devices:mean_of_w': module edge_devices is not under an allowed",
+    ):
+        refused.submit(step_job("b", client=NUMERIC, options={}))
+    assert refused.listing() == []  # nothing was started
+
+
+def test_a_job_file_may_name_its_initial_model(tmp_path: Path) -> None:
+    save_file({"w": np.full(4, 7.0, np.float32)}, str(tmp_path / "start.safetensors"))
+    job = step_job("m").model_dump(exclude_none=True)
+    (tmp_path / "job.json").write_text(
+        json.dumps({**job, "initial_parameters": "start.safetensors"})
+    )
+    spec, model = read_job_file(tmp_path / "job.json")
+    assert spec.initial_parameters is None and model is not None
+    submitted = EdgeServer(tmp_path / "jobs").submit(spec, model)
+    np.testing.assert_array_equal(submitted.fedbuff.parameters["w"], np.full(4, 7.0))
+    (tmp_path / "job.json").write_text(json.dumps({**job, "initial_parameters": "none.st"}))
+    with pytest.raises(ConfigError, match=r"job.json: initial_parameters: .*none.st"):
+        read_job_file(tmp_path / "job.json")
+    save_file({"w": np.full(4, np.nan, np.float32)}, str(tmp_path / "nan.safetensors"))
+    (tmp_path / "job.json").write_text(json.dumps({**job, "initial_parameters": "nan.safetensors"}))
+    with pytest.raises(ConfigError, match="'w' holds a NaN or infinite value"):
+        read_job_file(tmp_path / "job.json")
+
+
+def test_the_example_job_file_builds_and_its_device_class_learns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    examples = Path(__file__).parent.parent / "examples"
+    monkeypatch.syspath_prepend(str(examples))
+    spec, model = read_job_file(examples / "edge_job.json")
+    built = build_job(spec, model)
+    assert built.evaluate is not None and spec.client == "edge_device:LinearDevice"
+    reply = JobReply(status=Status.OK, job_id="j", client=spec.client, options=built.options)
+    devices = [Trainer(built.template, reply, f"d{i}", None, i, 8) for i in range(8)]
+    parameters = built.initial
+    before = built.evaluate(parameters)[0]
+    for version in range(10):  # what the devices' fit and a plain mean of their updates do
+        task = {"task_id": "t", "model_version": version, "config": spec.config,
+                "parameters": encode_arrays(parameters)}  # fmt: skip
+        updates = [decode_arrays(device.train(task)["parameters"]) for device in devices]
+        parameters = {
+            k: v + np.mean([u[k] for u in updates], axis=0) for k, v in parameters.items()
+        }
+    assert built.evaluate(parameters)[0] < before / 10
+    failed = Trainer(built.template, reply, "d9", {"epochs": 1}, 0, 8).train(
+        {**task, "config": {"lr": "x"}}
+    )
+    assert failed["error"].startswith("ValueError: could not convert string to float")
