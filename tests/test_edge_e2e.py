@@ -16,6 +16,7 @@ from waiting import free_port
 from redfl.edge.fleet import Fleet
 from redfl.edge.launch import EdgeProcesses
 from redfl.edge.simulator import SimulatorConfig, Summary, run_simulation
+from redfl.edge.supervisor import Supervisor
 
 LCPS = ["lcp-1-1", "lcp-1-2", "lcp-2-1", "lcp-2-2"]
 JOB = {
@@ -36,7 +37,12 @@ def test_digits_job_survives_the_loss_of_an_lcp(tmp_path: Path) -> None:
     (folder / "lcp_map.json").write_text(json.dumps(lcp_map))
     (tmp_path / "job.json").write_text(json.dumps(JOB))
     tokens = Fleet.of_tree(folder).issue(f"phone-{i:04d}" for i in range(1_000))
-    edge = EdgeProcesses(folder, tmp_path / "job.json", free_port(), free_port(), proxy_tls=True)
+    # the victim stays down 3 s before its restart: its devices must fail over meanwhile
+    supervisor = Supervisor(backoff=3.0)
+    edge = EdgeProcesses(
+        folder, tmp_path / "job.json", free_port(), free_port(), proxy_tls=True,
+        supervisor=supervisor,
+    )  # fmt: skip
     edge.start(timeout=120)
     try:
         ca = str(folder / "trust" / "ca.pem")
