@@ -1,7 +1,8 @@
 """An edge deployment that outlives its parts, with real processes: the supervisor's backoff
 and limit; ``redfl edge up`` with an LCP SIGKILLed (started again, the job finishes); the edge
 server SIGKILLed mid-job (it takes the job back: no acknowledged update lost, none counted
-twice); the simulator against a proxy that is not there (it gives up at its timeout)."""
+twice); an aggregating relay SIGKILLed mid-job (the same); the simulator against a proxy
+that is not there (it gives up at its timeout)."""
 
 from __future__ import annotations
 
@@ -202,3 +203,38 @@ def test_a_sigkilled_server_takes_its_job_back_with_nothing_lost_or_counted_twic
     [resumed] = [e for e in events if e["type"] == "job_resumed"]
     assert resumed["version"] >= 4
     assert [e["type"] for e in events].count("run_finished") == 1
+
+
+def test_a_killed_aggregating_relay_loses_nothing_and_counts_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    folder = deployment_folder(tmp_path)
+    tokens = Fleet.of_tree(folder).issue(f"phone-{i:03d}" for i in range(200))
+    relays = {"relay-1": free_port(), "relay-2": free_port()}
+    edge = EdgeProcesses(folder, tmp_path / "job.json", free_port(), free_port(), relays=True,
+                         relay_ports=relays)  # fmt: skip
+    edge.start(timeout=120)
+    try:
+        [job] = edge.get(f"{edge.server_url}/jobs")["jobs"]
+        config = SimulatorConfig(edge.proxy_url, "survivor", NUMERIC, 200, 16, tokens=tokens,
+                                 timeout=240)  # fmt: skip
+        out: list[Summary] = []
+        sim = threading.Thread(target=lambda: out.append(run_simulation(config)))
+        sim.start()
+        edge.wait_job(job["job_id"], 120, until=lambda s: s["version"] >= 4)
+        edge.kill("relay-1")  # SIGKILL, by pid; its LCPs' syncs wait until it is back
+        sim.join(timeout=300)
+        assert not sim.is_alive() and out, "the simulation did not finish"
+        final = edge.job(job["job_id"], ids=True)
+        relay = edge.get(f"{edge.url_of('relay-2')}/stats")
+        restarts = list(edge.supervisor.restarts)
+    finally:
+        edge.stop()
+    assert out[0].done and final["status"] == "succeeded" and final["version"] == 12
+    assert [(r.name, r.code) for r in restarts] == [("relay-1", -9)]
+    assert final["accepted"] == final["accepted_unique"] == len(final["task_ids"])
+    assert out[0].acked and out[0].acked <= set(final["task_ids"])
+    parameters, _ = load_parameters(Path(final["folder"]) / "model.safetensors")
+    np.testing.assert_array_equal(parameters["value"], np.full(100, 12.0, np.float32))
+    # the relay summed its two LCPs' partial sums: fewer went up than came in
+    assert relay["aggregates"] and 0 < relay["partials_out"] < relay["partials_in"]
