@@ -22,6 +22,7 @@ federation.rounds: Input should be greater than or equal to 1 (got 0); federatio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -102,3 +103,21 @@ def _shown(value: Any) -> str:
     if len(text) > 80:
         text = text[:77] + "..."
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def node_options(template: Any, options: Mapping[str, Any], where: str) -> Any:
+    """A node class's options as its ``Options`` model validates them (with defaults filled
+    in), or a plain dict of them when the class has no such model.
+
+    Raises
+    ------
+    ConfigError
+        ``invalid config: <where>.<field>: ...`` naming each bad option.
+    """
+    model = getattr(template, "Options", None)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        try:
+            return model.model_validate(dict(options))
+        except ValidationError as error:
+            raise ConfigError(f"invalid config: {describe_errors(error, where)}") from None
+    return dict(options)

@@ -3,7 +3,9 @@
 Schemas emit the round-level events (:class:`RoundStarted`, :class:`ClientsProgress`,
 :class:`RoundFinished`, :class:`FailureRecorded`); the run API (:func:`redfl.run`) adds the
 run-level ones (:class:`RunStarted`, :class:`CheckpointSaved`, :class:`RunFinished`,
-:class:`RunFailed`, :class:`RunCancelled`); the runtime reports :class:`WorkerRestarted`.
+:class:`RunFailed`, :class:`RunCancelled`); the runtime reports :class:`WorkerRestarted`
+and, when clients run at sites, :class:`SiteJoined`, :class:`SiteRound` and
+:class:`SiteLeft`.
 Each event serialises to one JSON object whose ``type`` names it, and back
 (:func:`event_from_json`): ``events.jsonl`` in the run folder, the CLI's console, the
 platform's WebSocket and Tune's reports all read this one stream.
@@ -112,6 +114,34 @@ class WorkerRestarted(Event):
 
 
 @dataclass(frozen=True)
+class SiteJoined(Event):
+    """Site ``site`` connected from ``address`` and serves its client."""
+
+    type: ClassVar[str] = "site_joined"
+    site: str
+    address: str
+
+
+@dataclass(frozen=True)
+class SiteRound(Event):
+    """Site ``site`` took part in round ``round``: its fit result was accepted."""
+
+    type: ClassVar[str] = "site_round"
+    site: str
+    round: int
+
+
+@dataclass(frozen=True)
+class SiteLeft(Event):
+    """Site ``site`` is gone (``reason``: its connection closed, it stopped polling, the
+    run ended); it may join again."""
+
+    type: ClassVar[str] = "site_left"
+    site: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class RunFinished(Event):
     """The run completed ``rounds`` rounds."""
 
@@ -147,6 +177,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         FailureRecorded,
         CheckpointSaved,
         WorkerRestarted,
+        SiteJoined,
+        SiteRound,
+        SiteLeft,
         RunFinished,
         RunFailed,
         RunCancelled,

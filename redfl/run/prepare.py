@@ -23,6 +23,7 @@ from redfl.core.result import RoundRecord
 from redfl.run.build import federation_from_config
 from redfl.run.config import FederationConfig, load_config, parse_config
 from redfl.run.digest import config_digest
+from redfl.runtime.registry import RUNTIMES, RuntimeOptions
 from redfl.schemas.base import Federation
 
 
@@ -35,12 +36,28 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
 
     def connect(self) -> None:
-        """Join Ray now (bounded by ``federation.connect_timeout``) for the ray runtime."""
+        """Join Ray now (bounded by ``federation.connect_timeout``) for the ray runtime;
+        check what another runtime needs (the sites extra and trust home).
+
+        Raises
+        ------
+        ConfigError
+            Naming what the runtime lacks.
+        ConnectionError
+            If the Ray cluster cannot be joined in time.
+        """
         run = self.config.federation
         if run.runtime == "ray":
             from redfl.runtime.connect import ensure_ray
 
             ensure_ray(run.address, run.connect_timeout)
+        check = RUNTIMES.get(run.runtime).check
+        if check is not None:
+            options = RuntimeOptions(run.address, self.config.resources, self.config.sites)
+            try:
+                check(options)
+            except ValueError as error:
+                raise ConfigError(f"federation.runtime: {error}") from None
 
     def history(self) -> list[RoundRecord]:
         """The rounds the federation completed so far."""
