@@ -77,6 +77,7 @@ class Job(Generic[B]):
         self.chunks = task_frame(task, shared)
         self.limit = limit
         self.queued = time.monotonic()
+        """When the job was queued for its site (the roster's clock)."""
         self.future: Future[B] = Future()
         self._lock = threading.Lock()
 

@@ -192,6 +192,7 @@ class Listener:
             self.service,
             http=protocol,  # type: ignore[arg-type]  # a factory, as uvicorn calls it
             lifespan="off",
+            ws="none",
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=2,

@@ -224,6 +224,7 @@ class Roster:
                 job.fail(f"site {slot.name!r} is not connected")
                 self._account(slot, job)
                 return
+            job.queued = self._clock()
             session.jobs[job.id] = job
             self._wake(session)
 
