@@ -145,8 +145,13 @@ class SiteProcess:
 def start_sites(
     names: Sequence[str], folder: Path, client: str, stay: bool = False
 ) -> list[SiteProcess]:
-    """One site process per name, each in ``folder/<name>`` with its credentials there."""
-    return [
-        SiteProcess(folder / name / "credentials.json", client, folder / name, stay=stay)
-        for name in names
-    ]
+    """One site process per name, each in ``folder/<name>`` with its credentials there (and
+    its ``options.toml``, if there is one)."""
+    sites = []
+    for name in names:
+        options: Path | None = folder / name / "options.toml"
+        if options is not None and not options.is_file():
+            options = None
+        credentials = folder / name / "credentials.json"
+        sites.append(SiteProcess(credentials, client, folder / name, options, stay))
+    return sites
