@@ -69,7 +69,7 @@ def deploy(folder: Path) -> Deployment:
 
 def parameters(outcome: RunOutcome) -> dict[str, bytes]:
     assert outcome.status == "succeeded", outcome.error
-    assert outcome.result is not None
+    assert outcome.result is not None and outcome.result.parameters is not None
     return {k: v.tobytes() for k, v in outcome.result.parameters.items()}
 
 
