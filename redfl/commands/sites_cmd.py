@@ -79,8 +79,11 @@ def add(
     """Issue site NAME's credential bundle (its key, its certificate, the CA, the server's
     URL); send the file to the site out of band."""
     trust = _home(home)
+    if out.exists():  # before issuing: no credential is registered without its file
+        raise fail(EXIT_BAD_INPUT, f"--out: {out} exists; choose another file")
     try:
         bundle = issue_site(trust, name, server_url, days)
+        out.parent.mkdir(parents=True, exist_ok=True)
         bundle.write(out)
     except FileExistsError:
         raise fail(EXIT_BAD_INPUT, f"--out: {out} exists; choose another file") from None
