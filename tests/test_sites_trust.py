@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from sites_rig import RawSite, credential, expired, forged, tls_context
 from waiting import free_port, wait_until
 
@@ -24,10 +26,11 @@ from redfl.runtime.plan import make_plan
 from redfl.runtime.resources import ResourcesConfig
 from redfl.runtime.sites.backend import SitesBackend
 from redfl.runtime.sites.config import SitesConfig
+from redfl.runtime.sites.service import Peers
 from redfl.runtime.sites.wire import FitReply, read_task, reply_frame
 from redfl.runtime.star_runner import FitSegments
 from redfl.schemas.base import virtual_nodes
-from redfl.trust import Bundle, TrustHome
+from redfl.trust import Bundle, Identity, TrustHome, UntrustedError, Verifier
 
 NAMES = ["a", "b"]
 ENDPOINTS = [("POST", "/v1/join"), ("GET", "/v1/work"), ("POST", "/v1/reply")]
@@ -179,3 +182,31 @@ def test_a_session_belongs_to_its_site_and_a_job_to_the_site_it_was_given_to(
     assert other.status_code == 409
     assert f"job {job_id!r} is not awaited from site 'b'" in other.json()["error"]
     assert served.backend.states()[0].failures == 0  # a's job still waits for a
+
+
+class Counting(Verifier):
+    """A verifier that counts its full checks."""
+
+    calls = 0
+
+    def identity(self, peer_cert_der: bytes) -> Identity:
+        self.calls += 1
+        return super().identity(peer_cert_der)
+
+
+def test_a_remembered_certificate_is_checked_again_once_the_register_changes(
+    tmp_path: Path,
+) -> None:
+    home = TrustHome.init(tmp_path / "home")
+    der = x509.load_pem_x509_certificate(home.issue("a", "site").cert_pem.encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+    verifier = Counting(home.ca_pem, home.register_path, kinds=["site"], names=["a", "b"])
+    peers = Peers(verifier, home.register_path)
+    assert peers.identity(der).name == "a" and peers.identity(der).name == "a"
+    assert verifier.calls == 1  # the second request needed no full check
+    home.issue("b", "site")  # any change of the register: a full check again
+    assert peers.identity(der).name == "a" and verifier.calls == 2
+    home.revoke("a", "stolen")
+    with pytest.raises(UntrustedError, match=r"was revoked at .*: stolen"):
+        peers.identity(der)

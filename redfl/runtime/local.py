@@ -102,9 +102,10 @@ def finished_futures(
     first (``None``: no limit)."""
     futures: list[Future[R]] = [p.handle for p in pending]
     wait(futures, timeout, FIRST_COMPLETED)
-    return [(i, _outcome(future)) for i, future in enumerate(futures) if future.done()]
+    return [(i, outcome(future)) for i, future in enumerate(futures) if future.done()]
 
 
-def _outcome(future: Future[R]) -> Outcome[R]:
+def outcome(future: Future[R]) -> Outcome[R]:
+    """The outcome of a finished future: its result, or the error it holds."""
     error = future.exception()
     return Outcome(None, error) if error else Outcome(future.result())

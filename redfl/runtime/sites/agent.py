@@ -14,17 +14,19 @@ with the star runner a simulated worker uses, and then:
   node) and posts the client's answer, printing one line per task.
 
 A network loss or a server restart is retried with backoff (at most :data:`BACKOFF_MAX_S`
-seconds apart) until the server answers again; a session the server no longer knows is
-joined again. A new run (a new run id) builds the client afresh. A refusal of the site's
-credential (revoked, unknown, expired, another CA) or a server the CA did not certify ends
-the site with :class:`SiteRefused`; the end of the run ends it normally unless it stays for
-the next run.
+seconds apart, each wait cut by a random part of up to a half so that many sites do not
+come back at the same instant) until the server answers again; a session the server no
+longer knows is joined again. A new run (a new run id) builds the client afresh. A refusal
+of the site's credential (revoked, unknown, expired, another CA) or a server the CA did not
+certify ends the site with :class:`SiteRefused`; the end of the run ends it normally unless
+it stays for the next run.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import random
 import ssl
 import sys
 import threading
@@ -136,6 +138,7 @@ class SiteAgent:
         self._run: str | None = None
         self._host: Host | None = None
         self._backoff = BACKOFF_START_S
+        self._jitter = random.Random()
         self._outage: str | None = None
 
     def run(self) -> None:
@@ -362,7 +365,7 @@ class SiteAgent:
         if why is not None and why != self._outage:
             self.echo(f"site {self.name}: {why}; retrying")
             self._outage = why
-        self.stop.wait(self._backoff)
+        self.stop.wait(self._backoff * self._jitter.uniform(0.5, 1.0))  # no herd of retries
         self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
 
 

@@ -182,7 +182,17 @@ class Listener:
             If the server did not start in time.
         """
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.create_server((self.host, self.port), family=family)
+        # IPPROTO_TCP named, so that asyncio turns Nagle's algorithm off on every accepted
+        # connection (it does for TCP sockets only): else each small write of a reply waits
+        # for the peer's delayed ACK (40 ms).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(socket.SOMAXCONN)
+        except OSError:
+            sock.close()
+            raise
         sock.setblocking(False)
 
         def protocol(**kwargs: Any) -> TlsFirst:

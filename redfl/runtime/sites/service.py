@@ -4,8 +4,9 @@ Every request comes over a mutually authenticated TLS connection
 (:mod:`redfl.runtime.sites.listener` puts the peer's certificate in the scope) and is
 checked by the run's :class:`~redfl.trust.Verifier` before anything else: signed by the
 federation's CA, in its validity period, in the register and not revoked (a revocation is
-seen by the very next request), of kind ``site`` and named in ``expected``. A refusal is
-``403`` with the reason, and logged. Then:
+seen by the very next request), of kind ``site`` and named in ``expected`` (:class:`Peers`
+remembers a verified certificate until the register changes). A refusal is ``403`` with the
+reason, and logged. Then:
 
 ``POST /v1/join``
     Opens the site's session (:meth:`Roster.join`): ``200`` with the
@@ -32,14 +33,20 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from cryptography import x509
+
 from redfl.runtime.sites.roster import Roster, RunOver, Session, SiteBusy
 from redfl.runtime.sites.wire import VERSION
-from redfl.trust import UntrustedError, Verifier
+from redfl.trust import Identity, UntrustedError, Verifier
 
 LOG = logging.getLogger("redfl.sites")
 
@@ -56,6 +63,8 @@ OFFLOAD_BYTES = 1 << 20
 """Replies larger than this are checked off the event loop (in a thread)."""
 EXPIRE_EVERY_S = 0.25
 """How often ended leases are looked for."""
+MAX_PEERS = 100_000
+"""The most verified certificates remembered (all are forgotten past it)."""
 
 
 class TooLarge(Exception):
@@ -66,6 +75,56 @@ class Gone(Exception):
     """The connection closed before the body was read."""
 
 
+class Peers:
+    """The verifier's answers, remembered until the register changes.
+
+    A full check (:meth:`Verifier.identity`: parse the certificate, verify its signature,
+    its validity, the register) costs about a quarter of a millisecond; a site makes several
+    requests per round. So a certificate that passed is remembered with the register file's
+    state at that check (inode, size, modification time) and its expiry; a later request
+    with it passes without a new check while the file is unchanged and the certificate has
+    not expired. Any change of the register (a revocation) makes every certificate checked
+    in full again, so a revocation is still seen by the very next request.
+
+    Parameters
+    ----------
+    verifier:
+        The endpoint's verifier (its CA, register, kinds and names).
+    register:
+        The register file it reads.
+    """
+
+    def __init__(self, verifier: Verifier, register: Path) -> None:
+        self.verifier = verifier
+        self.register = register
+        self._known: dict[bytes, tuple[Identity, tuple[int, int, int], datetime]] = {}
+
+    def identity(self, der: bytes) -> Identity:
+        """Who ``der`` identifies (as :meth:`Verifier.identity`).
+
+        Raises
+        ------
+        UntrustedError
+            As :meth:`Verifier.identity`, or if the register cannot be examined.
+        """
+        try:
+            info = os.stat(self.register)
+        except OSError as error:
+            raise UntrustedError(
+                f"the register cannot be read, refusing everyone: {error}"
+            ) from None
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+        known = self._known.get(der)
+        if known is not None and known[1] == stamp and datetime.now(UTC) <= known[2]:
+            return known[0]
+        who = self.verifier.identity(der)
+        expiry = x509.load_der_x509_certificate(der).not_valid_after_utc
+        if len(self._known) >= MAX_PEERS:
+            self._known.clear()
+        self._known[der] = (who, stamp, expiry)
+        return who
+
+
 class SiteService:
     """The ASGI app the sites talk to.
 
@@ -73,16 +132,18 @@ class SiteService:
     ----------
     roster:
         The run's sites and sessions.
-    verifier:
+    peers:
         Checks each request's certificate (the trust home's CA and register; kind
         ``site``; the expected names).
     """
 
-    def __init__(self, roster: Roster, verifier: Verifier) -> None:
+    def __init__(self, roster: Roster, peers: Peers) -> None:
         self.roster = roster
-        self.verifier = verifier
+        self.peers = peers
         self.loop: asyncio.AbstractEventLoop | None = None
         self._wakes: dict[int, asyncio.Event] = {}
+        self._waking: set[int] = set()
+        self._waking_lock = threading.Lock()
         self._reaper: asyncio.Task[None] | None = None
 
     # -- the event loop's side -----------------------------------------------------------
@@ -103,15 +164,26 @@ class SiteService:
         self.loop = None
 
     def wake(self, session: Session) -> None:
-        """Make ``session``'s open poll look again (from any thread, never blocking)."""
+        """Make ``session``'s open poll look again (from any thread, never blocking).
+
+        Wakes are gathered: a round queues a job per site from the driver's thread, and one
+        call into the loop wakes every poll concerned.
+        """
         loop = self.loop
         if loop is None:
             return
-        with contextlib.suppress(RuntimeError):  # the loop closed: no poll is open
-            loop.call_soon_threadsafe(self._set, session.number)
+        with self._waking_lock:
+            first = not self._waking
+            self._waking.add(session.number)
+        if first:
+            with contextlib.suppress(RuntimeError):  # the loop closed: no poll is open
+                loop.call_soon_threadsafe(self._wake_all)
 
-    def _set(self, number: int) -> None:
-        self._wake_event(number).set()
+    def _wake_all(self) -> None:
+        with self._waking_lock:
+            numbers, self._waking = self._waking, set()
+        for number in numbers:
+            self._wake_event(number).set()
 
     def _wake_event(self, number: int) -> asyncio.Event:
         event = self._wakes.get(number)
@@ -128,7 +200,7 @@ class SiteService:
         try:
             if not der:
                 raise UntrustedError("the peer presented no certificate")
-            who = self.verifier.identity(der)
+            who = self.peers.identity(der)
         except UntrustedError as error:
             LOG.warning("sites: refused %s %s from %s: %s", *_line(scope), address, error.reason)
             await _json(send, 403, {"error": f"refused: {error.reason}"})
@@ -299,15 +371,12 @@ async def _body(receive: Receive, limit: int) -> bytes:
 
 
 async def _send(send: Send, status: int, kind: str | None, chunks: list[bytes]) -> None:
-    size = sum(len(chunk) for chunk in chunks)
-    headers = [(b"content-length", str(size).encode())]
+    body = b"".join(chunks)  # one write (one TLS record run) rather than one per chunk
+    headers = [(b"content-length", str(len(body)).encode())]
     if kind is not None:
         headers.append((b"content-type", kind.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    for i, chunk in enumerate(chunks):
-        await send({"type": "http.response.body", "body": chunk, "more_body": i < len(chunks) - 1})
-    if not chunks:
-        await send({"type": "http.response.body", "body": b""})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
