@@ -38,7 +38,7 @@ from common import REPO, machine
 
 from redfl import StarFederation
 from redfl.algorithms.fedavg import FedAvg
-from redfl.core.events import Event, SiteJoined
+from redfl.core.events import Event, SiteJoined, SiteLeft
 from redfl.examples.echo import EchoClient
 from redfl.runtime.connect import ensure_ray
 from redfl.runtime.resources import ResourcesConfig
@@ -251,12 +251,17 @@ def run_load(folder: Path, port: int, names: list[str]) -> None:
 
 # -- (c) ---------------------------------------------------------------------------------
 class Joins(Callback):
+    """When each site joined, and when each left."""
+
     def __init__(self) -> None:
         self.times: dict[str, list[float]] = {}
+        self.left: dict[str, list[float]] = {}
 
     def on_event(self, event: Event) -> bool | None:
         if isinstance(event, SiteJoined):
             self.times.setdefault(event.site, []).append(time.monotonic())
+        elif isinstance(event, SiteLeft):
+            self.left.setdefault(event.site, []).append(time.monotonic())
         return None
 
 
@@ -280,7 +285,8 @@ def part_c(folder: Path, times: int = 5) -> None:
 
     runner = threading.Thread(target=train, daemon=True)
     runner.start()
-    seconds = []
+    seconds: list[float] = []
+    gone: list[float] = []
     try:
         deadline = time.monotonic() + 300
         while len(joins.times.get("site-b", [])) < 1 and time.monotonic() < deadline:
@@ -294,6 +300,7 @@ def part_c(folder: Path, times: int = 5) -> None:
             while len(joins.times["site-b"]) == before and time.monotonic() < deadline:
                 time.sleep(0.01)
             seconds.append(joins.times["site-b"][-1] - killed)
+            gone.append(joins.left["site-b"][-1] - killed)
             time.sleep(1.0)
     finally:
         done.set()
@@ -304,7 +311,8 @@ def part_c(folder: Path, times: int = 5) -> None:
     text = ", ".join(f"{s:.2f}" for s in seconds)
     print(
         f"(c) SIGKILL to rejoined (a new process started at once): median "
-        f"{statistics.median(seconds):.2f} s ({text}); {load()}"
+        f"{statistics.median(seconds):.2f} s ({text}); the old session ended after "
+        f"{statistics.median(gone):.2f} s (median); {load()}"
     )
 
 

@@ -299,6 +299,22 @@ def test_a_session_ends_when_its_lease_runs_out(closed: bool, after: float, reas
     assert sites.events()[-1] == SiteLeft("a", reason)
 
 
+def test_a_closed_connection_between_two_polls_ends_the_session_and_frees_the_name() -> None:
+    clock = Clock()
+    sites = roster(clock)
+    session, _ = sites.join("a", "x")
+    sites.poll_begin(session)
+    sites.poll_end(session, closed=False)  # a task went out; the site died before polling
+    sites.connection_closed(session)
+    second, _ = sites.join("a", "y")  # its restart is let in at once
+    assert session.ended == "replaced by a new connection of the same site"
+    sites.poll_begin(second)
+    sites.connection_closed(second)  # with a poll open, the poll itself says it closed
+    clock.now += 10
+    sites.expire()
+    assert second.ended is None
+
+
 def test_work_for_an_absent_site_fails_at_once_and_is_counted() -> None:
     sites = roster(Clock())
     sites.submit(job := fit_job("j1", 1, "b"))

@@ -6,12 +6,15 @@ only then hands it to uvicorn's HTTP protocol. So a refused handshake (no certif
 from another CA, an expired one) is caught here and logged with its reason and the peer's
 address, which a listening TLS socket would drop silently; and the peer's certificate goes
 into every request's scope (``scope["extensions"]["tls"]["client_cert_der"]``) for the app
-to verify. A handshake has :data:`HANDSHAKE_TIMEOUT_S` seconds.
+to verify, with the connection's number (``["connection"]``), which the app is told again
+when the connection closes (``closed``), so that it knows a site's connection is gone even
+when no request was open on it. A handshake has :data:`HANDSHAKE_TIMEOUT_S` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import socket
 import ssl
@@ -37,15 +40,17 @@ STOP_TIMEOUT_S = 5.0
 
 
 class _WithPeer:
-    """The app, with the peer's certificate (DER) in each request's scope."""
+    """The app, with the peer's certificate (DER) and the connection's number in each
+    request's scope."""
 
-    def __init__(self, app: Any, der: bytes) -> None:
+    def __init__(self, app: Any, der: bytes, number: int) -> None:
         self.app = app
         self.der = der
+        self.number = number
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         extensions = dict(scope.get("extensions") or {})
-        extensions["tls"] = {"client_cert_der": self.der}
+        extensions["tls"] = {"client_cert_der": self.der, "connection": self.number}
         await self.app({**scope, "extensions": extensions}, receive, send)
 
 
@@ -53,7 +58,8 @@ class TlsFirst(asyncio.Protocol):
     """A connection's protocol: the TLS handshake, then uvicorn's HTTP protocol behind it.
 
     Built by uvicorn for each connection (``config``, ``server_state``, ``app_state``,
-    ``_loop``); ``context`` is the server's TLS context (it requires a client certificate).
+    ``_loop``); ``context`` is the server's TLS context (it requires a client certificate),
+    ``number`` the connection's number and ``closed`` is told it when the connection closes.
     After the handshake it stays the TLS layer's protocol and passes everything on to
     uvicorn's, holding what arrives before that one is connected.
     """
@@ -66,10 +72,14 @@ class TlsFirst(asyncio.Protocol):
         _loop: asyncio.AbstractEventLoop | None = None,
         *,
         context: ssl.SSLContext,
+        number: int = 0,
+        closed: Callable[[int], None] = lambda number: None,
     ) -> None:
         self._loop = _loop or asyncio.get_event_loop()
         self._http = HttpToolsProtocol(config, server_state, app_state, self._loop)
         self._context = context
+        self._number = number
+        self._closed = closed
         self._upgrade: asyncio.Task[None] | None = None
         self._ready = False
         self._early: list[bytes] = []
@@ -100,7 +110,7 @@ class TlsFirst(asyncio.Protocol):
             return
         ssl_object = tls.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        self._http.app = _WithPeer(self._http.app, der or b"")
+        self._http.app = _WithPeer(self._http.app, der or b"", self._number)
         self._http.connection_made(tls)
         self._ready = True
         for data in self._early:
@@ -135,9 +145,11 @@ class TlsFirst(asyncio.Protocol):
             self._http.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """The connection closed (after the handshake: uvicorn's protocol is told)."""
+        """The connection closed (after the handshake: uvicorn's protocol and the app's
+        ``closed`` are told)."""
         if self._ready:
             self._http.connection_lost(exc)
+            self._closed(self._number)
 
 
 def _reason(error: BaseException) -> str:
@@ -195,8 +207,13 @@ class Listener:
             raise
         sock.setblocking(False)
 
+        numbers = itertools.count(1)
+
         def protocol(**kwargs: Any) -> TlsFirst:
-            return TlsFirst(**kwargs, context=self._context)
+            number = next(numbers)
+            return TlsFirst(
+                **kwargs, context=self._context, number=number, closed=self.service.closed
+            )
 
         config = uvicorn.Config(
             self.service,

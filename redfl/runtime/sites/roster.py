@@ -7,10 +7,10 @@ without a network.
 A site *joins* and gets a *session* (a token its later requests carry with its
 certificate). It then keeps a long *poll* open for work, also while its client runs, so its
 session lives as long as it polls: a session whose poll connection closed (the process died,
-the network went) ends :data:`CLOSED_GRACE_S` seconds later unless the site polls again, and
-one that stopped polling (a frozen process) :data:`IDLE_GRACE_S` seconds after its last poll
-ended. A session that ends fails the jobs it held (the site's client fails, the round goes
-on) and the site may join again.
+the network went; seen during a poll or between two) ends :data:`CLOSED_GRACE_S` seconds
+later unless the site polls again, and one that stopped polling (a frozen process)
+:data:`IDLE_GRACE_S` seconds after its last poll ended. A session that ends fails the jobs
+it held (the site's client fails, the round goes on) and the site may join again.
 
 Who may replace a connected site's session: the credential proves the name, but a second
 process holding the same credential (a site started twice) must not take over a site that
@@ -296,6 +296,14 @@ class Roster:
             session.polls -= 1
             session.closed = closed
             self._touch(session)
+
+    def connection_closed(self, session: Session) -> None:
+        """The connection of ``session``'s last poll closed: with no poll open, the site
+        is gone unless it polls again within :data:`CLOSED_GRACE_S` (and another
+        connection of the site may replace it at once)."""
+        with self._lock:
+            if session.polls == 0 and session.ended is None:
+                session.closed = True
 
     def expire(self) -> None:
         """End the sessions whose site is gone (connection closed, or no poll)."""

@@ -143,6 +143,7 @@ class SiteService:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._wakes: dict[int, asyncio.Event] = {}
         self._waking: set[int] = set()
+        self._pollers: dict[int, Session] = {}
         self._waking_lock = threading.Lock()
         self._reaper: asyncio.Task[None] | None = None
 
@@ -178,6 +179,13 @@ class SiteService:
         if first:
             with contextlib.suppress(RuntimeError):  # the loop closed: no poll is open
                 loop.call_soon_threadsafe(self._wake_all)
+
+    def closed(self, number: int) -> None:
+        """Connection ``number`` closed (on the serving loop): a session whose last poll came
+        on it is gone unless its site polls again soon."""
+        session = self._pollers.pop(number, None)
+        if session is not None:
+            self.roster.connection_closed(session)
 
     def _wake_all(self) -> None:
         with self._waking_lock:
@@ -256,6 +264,7 @@ class SiteService:
         except (TooLarge, Gone):
             return
         wake = self._wake_event(session.number)
+        self._pollers[scope.get("extensions", {}).get("tls", {}).get("connection", 0)] = session
         closed = asyncio.ensure_future(receive())  # done when the connection closes
         deadline = time.monotonic() + self.roster.info.poll_seconds
         self.roster.poll_begin(session)
