@@ -16,13 +16,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from redfl.runtime.sites.config import SITE_EXTRA, require_extra
 from redfl.runtime.virtual import NodeFactory
 from redfl.trust import Bundle
 
-__all__ = ["run"]
+__all__ = ["SiteSettings", "run"]
+
+
+class SiteSettings(TypedDict, total=False):
+    """How a site runs: its folder, whether it stays for the next run, where its lines go,
+    and what stops it (see :func:`redfl.runtime.sites.agent.run_site`)."""
+
+    workdir: str | Path | None
+    stay: bool
+    echo: Callable[[str], None]
+    stop: threading.Event | None
 
 
 def run(
@@ -30,39 +40,17 @@ def run(
     *,
     client: NodeFactory | str,
     options: Mapping[str, Any] | str | Path | None = None,
-    workdir: str | Path | None = None,
-    stay: bool = False,
-    echo: Callable[[str], None] = print,
-    stop: threading.Event | None = None,
+    **settings: Unpack[SiteSettings],
 ) -> None:
-    """Run a site until the run ends (or, with ``stay``, until ``stop`` is set).
-
-    Parameters
-    ----------
-    credentials:
-        The site's credential bundle (the file ``redfl sites add`` wrote, or the loaded
-        :class:`~redfl.trust.Bundle`).
-    client:
-        The client class or ``module:Class``, the very class simulated.
-    options:
-        The client's options (this site's own), a mapping or a TOML file.
-    workdir:
-        The folder to run in (relative paths in the options are read from it).
-    stay:
-        Serve the next run when one ends.
-    echo:
-        Where the one-line reports go.
-    stop:
-        Set it to make the site return.
+    """Run a site until the run ends: :func:`redfl.runtime.sites.agent.run_site` (its
+    parameters and errors), after checking that the ``sites`` extra is installed.
 
     Raises
     ------
     ValueError
-        A bad credential, options file, option or client, or the sites extra missing.
-    redfl.runtime.sites.agent.SiteRefused
-        The server refused the credential, or is not the federation's.
+        If the ``sites`` extra is missing, or as :func:`~redfl.runtime.sites.agent.run_site`.
     """
     require_extra(SITE_EXTRA, "redfl.site.run")
     from redfl.runtime.sites.agent import run_site
 
-    run_site(credentials, client, options, workdir=workdir, stay=stay, echo=echo, stop=stop)
+    run_site(credentials, client, options, **settings)

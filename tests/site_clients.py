@@ -7,30 +7,31 @@ import time
 from pathlib import Path
 from typing import Any
 
+from redfl import Client
 from redfl.core.arrays import Parameters
 from redfl.core.instructions import Instructions
 from redfl.examples.digits_files import FileDigitsClient, FileDigitsOptions
 from redfl.examples.echo import EchoClient
 
 
-def mark_and_pause(config: Instructions, pause: float) -> None:
-    """Touch ``started-<round>`` in the working folder, then sleep ``pause`` seconds."""
-    Path(f"started-{config.round}").touch()
-    time.sleep(pause)
+class Pausing(Client):
+    """Touches ``started-<round>`` in the working folder, sleeps ``pause`` seconds, then
+    fits as the next class of the subclass does."""
+
+    pause: float = 0.0
+
+    def fit(self, parameters: Parameters, config: Instructions) -> Any:
+        Path(f"started-{config.round}").touch()
+        time.sleep(self.pause)
+        return super().fit(parameters, config)
 
 
-class PausingEcho(EchoClient):
+class PausingEcho(Pausing, EchoClient):
     """Echo, ``pause`` seconds per fit."""
 
     def __init__(self, size: int = 16, pause: float = 0.0) -> None:
         super().__init__(size)
         self.pause = pause
-
-    def fit(
-        self, parameters: Parameters, config: Instructions
-    ) -> tuple[Parameters, int, dict[str, float]]:
-        mark_and_pause(config, self.pause)
-        return super().fit(parameters, config)
 
 
 class PausingDigitsOptions(FileDigitsOptions):
@@ -39,7 +40,7 @@ class PausingDigitsOptions(FileDigitsOptions):
     pause: float = 0.0
 
 
-class PausingDigits(FileDigitsClient):
+class PausingDigits(Pausing, FileDigitsClient):
     """The digits client of a file, ``pause`` seconds per fit."""
 
     Options = PausingDigitsOptions
@@ -47,9 +48,3 @@ class PausingDigits(FileDigitsClient):
     def __init__(self, pause: float = 0.0, **options: Any) -> None:
         super().__init__(**options)
         self.pause = pause
-
-    def fit(
-        self, parameters: Parameters, config: Instructions
-    ) -> tuple[Parameters, int, dict[str, float]]:
-        mark_and_pause(config, self.pause)
-        return super().fit(parameters, config)

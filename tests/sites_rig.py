@@ -17,9 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from waiting import wait_until
+from waiting import free_port, wait_until
 
+from redfl.examples.echo import EchoClient
+from redfl.runtime.plan import make_plan
+from redfl.runtime.resources import ResourcesConfig
 from redfl.runtime.sites.admin import issue_site
+from redfl.runtime.sites.backend import SitesBackend
+from redfl.runtime.sites.config import SitesConfig
+from redfl.schemas.base import virtual_nodes
 from redfl.trust import Bundle, TrustHome
 from redfl.trust.files import PRIVATE, write_atomic
 
@@ -155,3 +161,21 @@ def start_sites(
         credentials = folder / name / "credentials.json"
         sites.append(SiteProcess(credentials, client, folder / name, options, stay))
     return sites
+
+
+def serve(home: TrustHome, names: Sequence[str]) -> tuple[SitesBackend, int]:
+    """A started sites backend for echo clients named ``names``, on a free port."""
+    port = free_port()
+    table = SitesConfig(home=str(home.path), listen=f"127.0.0.1:{port}", expected=list(names))
+    backend = SitesBackend(table)
+    plan = make_plan(
+        "fed",
+        0,
+        virtual_nodes(EchoClient, names),
+        None,
+        backend.plan_resources(ResourcesConfig()),
+        backend.available_resources(),
+        backend.machine_resources(),
+    )
+    backend.start(plan)
+    return backend, port

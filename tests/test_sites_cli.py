@@ -11,17 +11,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
+from sites_rig import serve
 from typer.testing import CliRunner
-from waiting import free_port
 
 from redfl.cli import app
-from redfl.examples.echo import EchoClient
-from redfl.runtime.plan import make_plan
-from redfl.runtime.resources import ResourcesConfig
-from redfl.runtime.sites.backend import SitesBackend
-from redfl.runtime.sites.config import SitesConfig, require_extra
-from redfl.schemas.base import virtual_nodes
-from redfl.trust import Bundle
+from redfl.runtime.sites.config import require_extra
+from redfl.trust import Bundle, TrustHome
 
 
 def redfl(*args: str) -> Result:
@@ -155,19 +150,7 @@ def test_the_missing_extra_is_named_in_one_line() -> None:
 # -- redfl site run ----------------------------------------------------------------------
 @pytest.fixture
 def server(home: Path) -> Iterator[tuple[int, Path]]:
-    port = free_port()
-    table = SitesConfig(home=str(home), listen=f"127.0.0.1:{port}", expected=["a"])
-    backend = SitesBackend(table)
-    plan = make_plan(
-        "fed",
-        0,
-        virtual_nodes(EchoClient, ["a"]),
-        None,
-        backend.plan_resources(ResourcesConfig()),
-        backend.available_resources(),
-        backend.machine_resources(),
-    )
-    backend.start(plan)
+    backend, port = serve(TrustHome(home), ["a"])
     try:
         yield port, home
     finally:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,28 +159,29 @@ def joined(seen: list[dict[str, Any]], site: str) -> list[int]:
     return [e["seq"] for e in seen if e["type"] == "site_joined" and e["site"] == site]
 
 
-def echo_sites(deployment: Deployment, pause: float) -> list[SiteProcess]:
+@contextmanager
+def echo_run(folder: Path, **federation: Any) -> Iterator[tuple[list[SiteProcess], Background]]:
+    """Three echo sites pausing 0.3 s per fit and a long run of them (2 must succeed), which
+    the test cancels by leaving the block (then the sites are stopped)."""
+    deployment = deploy(folder)
     for name in NAMES:
-        deployment.options_file(name, size=16, pause=pause)
-    return [
-        SiteProcess(
-            deployment.folder / name / "credentials.json",
-            "site_clients:PausingEcho",
-            deployment.folder / name,
-            deployment.folder / name / "options.toml",
-        )
-        for name in NAMES
-    ]
+        deployment.options_file(name, size=16, pause=0.3)
+    sites = start_sites(NAMES, folder, "site_clients:PausingEcho")
+    config = deployment.config("site_clients:PausingEcho", {"size": 16}, rounds=200, **federation)
+    config["strategy"].update(fraction_evaluate=0.0, min_fit_clients=2)
+    server = Background(config, folder / "run")
+    try:
+        yield sites, server
+        assert server.finish().status == "cancelled"
+    finally:
+        server.cancel.set()
+        for site in sites:
+            site.stop()
 
 
 def test_a_site_killed_mid_round_fails_the_round_goes_on_and_it_rejoins(tmp_path: Path) -> None:
-    deployment = deploy(tmp_path)
-    sites = echo_sites(deployment, pause=0.3)
-    config = deployment.config("site_clients:PausingEcho", {"size": 16}, rounds=200)
-    config["strategy"].update(fraction_evaluate=0.0, min_fit_clients=2)
-    server = Background(config, tmp_path / "run")
     victim = tmp_path / "hospital-b"
-    try:
+    with echo_run(tmp_path) as (sites, server):
         assert wait_until(lambda: (victim / "started-2").exists(), 120)
         sites[1].signal(signal.SIGKILL)  # in the middle of its round-2 fit
         sites[1].process.wait(30)
@@ -193,11 +195,6 @@ def test_a_site_killed_mid_round_fails_the_round_goes_on_and_it_rejoins(tmp_path
             return len(joins) == 2 and len(site_rounds(seen, "hospital-b", joins[1])) >= 2
 
         assert wait_until(rejoined, 120), server.events()[-5:]
-        outcome = server.finish()
-    finally:
-        for site in sites:
-            site.stop()
-    assert outcome.status == "cancelled"
     seen = events(tmp_path / "run")
     failures = [e["failure"] for e in seen if e["type"] == "failure"]
     gone = {  # the lease ran out, or the restarted site came back first and replaced it
@@ -222,25 +219,14 @@ def test_a_site_killed_mid_round_fails_the_round_goes_on_and_it_rejoins(tmp_path
 
 
 def test_a_site_that_stops_answering_times_out_within_client_timeout(tmp_path: Path) -> None:
-    deployment = deploy(tmp_path)
-    sites = echo_sites(deployment, pause=0.3)
-    config = deployment.config(
-        "site_clients:PausingEcho", {"size": 16}, rounds=200, client_timeout=1.0
-    )
-    config["strategy"].update(fraction_evaluate=0.0, min_fit_clients=2)
-    server = Background(config, tmp_path / "run")
     frozen = tmp_path / "clinic-c"
-    try:
+    with echo_run(tmp_path, client_timeout=1.0) as (sites, server):
         assert wait_until(lambda: (frozen / "started-3").exists(), 120)
         sites[2].signal(signal.SIGSTOP)  # in the middle of its round-3 fit
         assert wait_until(lambda: any(e["type"] == "failure" for e in server.events()), 60)
         sites[2].signal(signal.SIGCONT)
         assert wait_until(lambda: len(site_rounds(server.events(), "clinic-c")) >= 4, 120)
-        outcome = server.finish()
-    finally:
-        for site in sites:
-            site.stop()
-    assert outcome.status == "cancelled"
+        late = sites[2]
     seen = events(tmp_path / "run")
     failure = next(e for e in seen if e["type"] == "failure")
     assert failure["failure"] == {
@@ -252,7 +238,7 @@ def test_a_site_that_stops_answering_times_out_within_client_timeout(tmp_path: P
     began = next(e["time"] for e in seen if e["type"] == "round_started" and e["round"] == 3)
     assert failure["time"] - began <= 1.0 + 1.0
     assert 3 not in site_rounds(seen, "clinic-c") and max(site_rounds(seen, "clinic-c")) > 3
-    assert "the server did not take the reply: job" in sites[2].output()
+    assert "the server did not take the reply: job" in late.output()
 
 
 def test_a_killed_server_resumes_and_the_sites_come_back_by_themselves(

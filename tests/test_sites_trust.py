@@ -17,19 +17,14 @@ import numpy as np
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sites_rig import RawSite, credential, expired, forged, tls_context
-from waiting import free_port, wait_until
+from sites_rig import RawSite, credential, expired, forged, serve, tls_context
+from waiting import wait_until
 
 from redfl.core.instructions import Instructions
-from redfl.examples.echo import EchoClient
-from redfl.runtime.plan import make_plan
-from redfl.runtime.resources import ResourcesConfig
 from redfl.runtime.sites.backend import SitesBackend
-from redfl.runtime.sites.config import SitesConfig
 from redfl.runtime.sites.service import Peers
 from redfl.runtime.sites.wire import FitReply, read_task, reply_frame
 from redfl.runtime.star_runner import FitSegments
-from redfl.schemas.base import virtual_nodes
 from redfl.trust import Bundle, Identity, TrustHome, UntrustedError, Verifier
 
 NAMES = ["a", "b"]
@@ -53,19 +48,7 @@ class Served:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     home = TrustHome.init(tmp_path / "home")
-    port = free_port()
-    table = SitesConfig(home=str(home.path), listen=f"127.0.0.1:{port}", expected=NAMES)
-    backend = SitesBackend(table)
-    plan = make_plan(
-        "fed",
-        0,
-        virtual_nodes(EchoClient, NAMES),
-        None,
-        backend.plan_resources(ResourcesConfig()),
-        backend.available_resources(),
-        backend.machine_resources(),
-    )
-    backend.start(plan)
+    backend, port = serve(home, NAMES)
     try:
         yield Served(home, port, backend, tmp_path)
     finally:
