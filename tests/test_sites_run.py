@@ -26,6 +26,7 @@ from waiting import free_port, wait_until
 
 from redfl.examples.digits_files import write_site_data
 from redfl.run.api import RunOutcome, run
+from redfl.run.site_states import site_states
 from redfl.trust import TrustHome
 
 NAMES = ["hospital-a", "hospital-b", "clinic-c"]
@@ -114,6 +115,11 @@ def test_sites_give_the_bits_of_the_same_config_on_ray_and_in_process(
     assert history["rounds"] == 3 and history["accuracy"] is not None and history["failures"] == 0
     kinds = [e["type"] for e in events(out)]
     assert kinds.count("site_joined") == 3 and kinds.count("site_round") == 9
+    states = site_states(out)
+    assert [(st.name, st.connected, st.rounds, st.failures, st.left) for st in states] == [
+        (name, False, 3, 0, "the run ended") for name in NAMES
+    ]
+    assert all(st.address.startswith("127.0.0.1:") for st in states)
     log = (staying.folder / "clinic-c" / "site.log").read_text()
     assert f"site clinic-c: joined run {at_sites.summary['federation_id']}" in log
     assert "site clinic-c: round 3: fit 479 examples, loss" in log
@@ -214,6 +220,10 @@ def test_a_site_killed_mid_round_fails_the_round_goes_on_and_it_rejoins(tmp_path
     took_part = set(site_rounds(seen, "hospital-b", rejoin))
     assert [r for r in started_after if r in finished and r not in took_part] == []
     assert all(f["round"] < min(took_part) for f in failures)
+    victim_state = site_states(tmp_path / "run")[1]
+    assert victim_state.failures == len(failures) and victim_state.rounds == len(
+        site_rounds(seen, "hospital-b")
+    )
     records = [e["record"] for e in seen if e["type"] == "round_finished"]
     assert all(r["succeeded"] >= 2 for r in records) and records[1]["failed"] == 1
 
