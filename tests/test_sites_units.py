@@ -18,6 +18,7 @@ from redfl.core.arrays import Parameters
 from redfl.core.config import ConfigError
 from redfl.core.events import SiteJoined, SiteLeft, SiteRound
 from redfl.core.instructions import Instructions
+from redfl.core.roles import Role
 from redfl.run.build import attackers_from_config, federation_from_config
 from redfl.run.config import load_config, parse_config
 from redfl.run.digest import config_digest
@@ -233,7 +234,7 @@ class Clock:
 
 
 def roster(clock: Clock) -> Roster:
-    sites = [("a", ("eval", "train")), ("b", ("train",))]
+    sites: list[tuple[str, tuple[Role, ...]]] = [("a", ("eval", "train")), ("b", ("train",))]
     return Roster(sites, RunInfo("run-1", 7, 2, 15.0), clock=clock, closed_grace=2, idle_grace=5)
 
 

@@ -29,7 +29,7 @@ from redfl.nodes.client import Client
 from redfl.privacy.clipping import private
 from redfl.run.config import FederationConfig
 from redfl.schemas import SCHEMAS
-from redfl.schemas.base import Federation, FederationSettings
+from redfl.schemas.base import Federation, FederationSettings, StarSettings
 from redfl.schemas.callbacks import Callback
 
 __all__ = [
@@ -168,6 +168,18 @@ class ConfigParts:
         except ValueError as error:
             raise ConfigError(f"evaluation.central: {error}") from None
         return evaluate
+
+    def star_settings(self) -> StarSettings:
+        """The strategy, options, client ids (the sites'), roles, central evaluation and
+        the settings."""
+        return StarSettings(
+            strategy=self.strategy(),
+            options=self.options,
+            roles=self.roles,
+            evaluate_fn=self.evaluate_fn(),
+            client_ids=self.node_ids,
+            **self.settings,
+        )
 
 
 def node_ids(config: FederationConfig) -> list[str] | None:

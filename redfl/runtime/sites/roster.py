@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redfl.core.events import Event, SiteJoined, SiteLeft, SiteRound
+from redfl.core.roles import Role
 from redfl.runtime.sites.jobs import Job
 from redfl.runtime.sites.wire import Welcome
 
@@ -66,7 +67,7 @@ class Slot:
 
     index: int
     name: str
-    roles: tuple[str, ...]
+    roles: tuple[Role, ...]
     session: Session | None = None
     rounds: int = 0
     failures: int = 0
@@ -134,7 +135,7 @@ class Roster:
 
     def __init__(
         self,
-        sites: Sequence[tuple[str, tuple[str, ...]]],
+        sites: Sequence[tuple[str, tuple[Role, ...]]],
         info: RunInfo,
         wake: Callable[[Session], None] = lambda session: None,
         clock: Callable[[], float] = time.monotonic,

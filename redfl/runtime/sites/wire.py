@@ -24,6 +24,7 @@ Examples
 --------
 >>> import numpy as np
 >>> from redfl.core.instructions import Instructions
+from redfl.core.roles import Role
 >>> shared = Broadcast({"w": np.arange(3, dtype=np.float32)})
 >>> task = Task("fit", "job-1", "site-a", Instructions.make(2, {"lr": 0.1}), shared.parameters)
 >>> back = read_task(b"".join(task_frame(task, shared)))
@@ -50,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from redfl.core.arrays import Parameters
 from redfl.core.config import describe_errors
 from redfl.core.instructions import Instructions
+from redfl.core.roles import Role
 
 VERSION = 1
 """The version of the messages (every header carries it)."""
@@ -162,7 +164,7 @@ class Welcome:
     index: int
     num_nodes: int
     node_id: str
-    roles: tuple[str, ...]
+    roles: tuple[Role, ...]
     poll_seconds: float
 
     def to_json(self) -> dict[str, Any]:
@@ -187,7 +189,7 @@ class _WelcomeModel(_Message):
     index: int = Field(ge=0)
     num_nodes: int = Field(ge=1)
     node_id: Name
-    roles: list[Name]
+    roles: list[Role] = Field(min_length=1, max_length=3)
     poll_seconds: float = Field(gt=0)
 
 
