@@ -104,10 +104,16 @@ class Prepared:
         }
 
     def model_metadata(self, history: list[RoundRecord]) -> dict[str, Any]:
-        """The model file's metadata: only what the same config and seed reproduce."""
+        """The model file's metadata: only what the same config and seed reproduce.
+
+        ``client`` names the class that trained the model and its options, so that the
+        file alone is enough to serve it (:mod:`redfl.run.serving`).
+        """
         final = history[-1] if history else None
+        client = self.config.client
         return {
             "name": self.config.federation.name,
+            "client": {"target": client.target, "options": client.options},
             "rounds": len(history),
             "clients": self.config.client.num_clients,
             "seed": self.config.federation.seed,
