@@ -319,8 +319,15 @@ class SiteAgent:
         return EvaluateReply(task.job, False, reason=reason)
 
     def _send(self, http: httpx.Client, session: _Session, reply: Reply) -> None:
-        """Post ``reply`` until the server has it, refuses it or the session ends."""
-        body = reply_frame(reply)
+        """Post ``reply`` until the server has it, refuses it or the session ends (an update
+        that cannot travel, an array of complex numbers say, is sent as the failure)."""
+        try:
+            body = reply_frame(reply)
+        except WireError as error:
+            reason = f"the client's answer cannot be sent: {error}"
+            self.echo(f"site {self.name}: {reason}")
+            kind = FitReply if isinstance(reply, FitReply) else EvaluateReply
+            body = reply_frame(kind(reply.job, False, reason=reason))
         headers = {"x-redfl-session": session.welcome.session, "x-redfl-job": reply.job}
         try:
             while session.ended is None and not self.stop.is_set():

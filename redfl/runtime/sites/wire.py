@@ -24,7 +24,6 @@ Examples
 --------
 >>> import numpy as np
 >>> from redfl.core.instructions import Instructions
-from redfl.core.roles import Role
 >>> shared = Broadcast({"w": np.arange(3, dtype=np.float32)})
 >>> task = Task("fit", "job-1", "site-a", Instructions.make(2, {"lr": 0.1}), shared.parameters)
 >>> back = read_task(b"".join(task_frame(task, shared)))
