@@ -378,6 +378,10 @@ def sites_config(**changes: Any) -> dict[str, Any]:
         ({"sites": {"listen": "0.0.0.0"}}, "sites.listen: must be host:port"),
         ({"sites": {"listen": "h:70000"}}, "sites.listen: must be host:port"),
         ({"sites": {"join_timeout": 0}}, "sites.join_timeout: Input should be greater than 0"),
+        (
+            {"federation": {"runtime": "sites"}, "sites": {"home": "h"}, "secure_aggregation": {}},
+            "secure_aggregation: runtime 'sites' sends sites fit and evaluate tasks only",
+        ),
     ],
 )
 def test_a_bad_sites_table_names_the_field(changes: dict[str, Any], message: str) -> None:

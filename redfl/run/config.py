@@ -2,8 +2,9 @@
 
 A TOML file (or a dict of the same tables) validates into :class:`FederationConfig`:
 ``[federation]`` (:class:`RunConfig`), ``[client]``, ``[strategy]``, ``[privacy]``,
-``[attack]``, ``[evaluation]``, ``[resources]``, ``[topology]`` and ``[sites]``. Each table
-lives with what it configures; ``[topology]`` is a discriminated union of the registered schemas'
+``[attack]``, ``[evaluation]``, ``[resources]``, ``[topology]`` and, when present,
+``[secure_aggregation]`` and ``[sites]``. Each table lives with
+what it configures; ``[topology]`` is a discriminated union of the registered schemas'
 tables, told apart by its ``schema`` key (default ``"star"``), so each schema's table holds
 only its own keys, typed and bounded.
 A bad value raises :class:`~redfl.core.config.ConfigError` whose message names the field
@@ -46,6 +47,7 @@ from redfl.attacks.registry import AttackConfig
 from redfl.core.config import IMPORT_TARGET, TARGET_PATTERN, ConfigError, Strict, describe_errors
 from redfl.core.roles import parse_roles
 from redfl.privacy.clipping import PrivacyConfig
+from redfl.privacy.secagg import SecureAggregationConfig
 from redfl.runtime.registry import RUNTIMES
 from redfl.runtime.resources import ResourcesConfig
 from redfl.runtime.sites.config import SitesConfig
@@ -165,6 +167,8 @@ class FederationConfig(Strict):
     sites: SitesConfig | None = None
     """The sites that host the clients (``runtime = "sites"``); with another runtime, only
     ``expected`` is used: the clients' node ids."""
+    secure_aggregation: SecureAggregationConfig | None = None
+    """Present (even empty): the server learns only the sum of the clients' updates."""
 
     @model_validator(mode="after")
     def _enough_clients(self) -> FederationConfig:
@@ -172,6 +176,12 @@ class FederationConfig(Strict):
             raise ValueError(
                 f"strategy.min_fit_clients ({self.strategy.min_fit_clients}) exceeds "
                 f"client.num_clients ({self.client.num_clients})"
+            )
+        name = self.topology.schema_
+        if self.secure_aggregation is not None and not SCHEMAS.get(name).round_driven:
+            raise ValueError(
+                f"secure_aggregation: the {name} schema has no server to aggregate for; "
+                "secure aggregation needs a round-driven schema (star or hierarchical)"
             )
         return self
 
@@ -182,6 +192,11 @@ class FederationConfig(Strict):
             raise ValueError(
                 "runtime 'sites' needs a [sites] table with home (the federation home of "
                 "'redfl sites init'), listen and expected"
+            )
+        if self.federation.runtime == "sites" and self.secure_aggregation is not None:
+            raise ValueError(
+                "secure_aggregation: runtime 'sites' sends sites fit and evaluate tasks only; "
+                "secure aggregation runs on the ray and local runtimes"
             )
         if sites is None:
             return self

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -177,7 +177,7 @@ class FitSegments(OfRound, Request[FitBatch]):
         Return one sum per segment (``segment_totals``) instead of one in total.
     """
 
-    runner = StarRunner
+    runner: ClassVar[type[Runner] | None] = StarRunner  # a subclass may name its own
 
     parameters: Parameters
     segments: Sequence[Sequence[str]]

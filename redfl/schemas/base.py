@@ -15,6 +15,7 @@ from redfl.core.events import Event, WorkerRestarted
 from redfl.core.result import EvaluateFn, FederationResult, RoundRecord
 from redfl.core.roles import parse_roles
 from redfl.core.server_state import ServerState
+from redfl.privacy.secagg import SecureAggregationConfig
 from redfl.runtime.backend import Backend, Plan
 from redfl.runtime.host import PullVersion, Stats
 from redfl.runtime.plan import make_plan
@@ -87,6 +88,7 @@ class StarSettings(FederationSettings, total=False):
     client_ids: Sequence[str] | None
     roles: str
     evaluate_fn: EvaluateFn | None
+    secure_aggregation: SecureAggregationConfig | None
 
 
 class Federation:

@@ -30,6 +30,13 @@ its process would kill every worker it were re-run on), and the worker is re-cre
 ``max_worker_restarts``) for the next round. A pinned subtree runs only on its own worker,
 which folds nothing else.
 
+**Secure aggregation.** With ``secure_aggregation``, each LCP sums its sampled clients'
+updates by a SecAgg+ round among them (:func:`~redfl.privacy.secagg.table.secure_sum`), so
+each LCP, and each aggregator above it, learns only its subtree's sum; an LCP with fewer
+than 2 updates fails (a sum of one is that update). The LCP runs on the same worker as its
+clients here, so this protects the sums that leave the worker; the sites runtime, where
+an LCP is a process of its own, is where it protects a client from its LCP.
+
 **Failures.** A failed LCP or aggregator (a leaf strategy that refuses the round, a worker
 that dies, a subtree unfinished at ``round_timeout``) is one recorded failure of its subtree,
 with the subtree's sites; the round goes on while the coverage (the fraction of sampled
@@ -142,6 +149,13 @@ class HierarchicalFederation(StarFederation):
             raise ValueError(f"min_coverage {min_coverage} is out of range (0, 1]")
         if any(n.dedicated for n in self.nodes):
             raise ValueError("a hierarchy's clients live on its workers; @remote clients are not")
+        if self.secure is not None and leaf_strategy is not None:
+            raise ValueError(
+                f"invalid config: secure_aggregation: the leaf strategy "
+                f"{type(leaf_strategy).__name__} needs every client's update, but with secure "
+                "aggregation each LCP learns only its clients' sum; remove leaf_strategy or "
+                "[secure_aggregation]"
+            )
         self.tree = tree
         self.assignment = assign_clients(
             [n.node_id for n in self.nodes], [s.name for s in tree.lcps], clients_per_lcp
@@ -199,7 +213,14 @@ class HierarchicalFederation(StarFederation):
             plan = unit_plan(self.tree, unit, self.assignment, chosen)
             plans.setdefault(self.layout.worker[unit], []).append(plan)
         shares = shares_of(plans, frozenset(self.layout.worker[u] for u in self.layout.pinned))
-        request = FoldSubtrees(backend.put(self.parameters), [], config, policy, self.leaf_strategy)
+        request = FoldSubtrees(
+            backend.put(self.parameters),
+            [],
+            config,
+            policy,
+            self.leaf_strategy,
+            secure=None if self.secure is None else self.secure.table,
+        )
         watch = Watch(
             self._supervisor, self.client_timeout, self.round_timeout, rnd, rerun_lost=False
         )
