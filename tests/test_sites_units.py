@@ -296,6 +296,9 @@ def test_a_session_ends_when_its_lease_runs_out(closed: bool, after: float, reas
     clock.now += 0.6
     sites.expire()
     assert session.ended == reason and sites.missing() == ["a", "b"]
+    state = sites.states()[0]
+    assert (state.connected, state.left, state.address) == (False, reason, "x")
+    assert state.last_seen is not None and sites.states()[1].last_seen is None
     assert job.future.result().failures[0].reason == f"site 'a' left: {reason}"
     assert sites.events()[-1] == SiteLeft("a", reason)
 

@@ -3,8 +3,9 @@
 The server's runtime reports ``site_joined``, ``site_round`` (a site's fit result was
 accepted for that round) and ``site_left`` events, and every failure is a ``failure``
 event naming its node, which is the site's name; :func:`site_states` folds them, in
-order, into one :class:`SiteState` per expected site (``[sites] expected`` of the run's
-config). A run folder being written can be read at any time.
+order, into one :class:`~redfl.runtime.sites.roster.SiteState` per expected site (``[sites]
+expected`` of the run's config), the type the running server's backend reports too. A run
+folder being written can be read at any time.
 
 Examples
 --------
@@ -23,42 +24,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from redfl.run.prepare import saved_config
-
-
-@dataclass(frozen=True)
-class SiteState:
-    """One site as a run's events tell it.
-
-    Attributes
-    ----------
-    name:
-        The site's name (its client's node id).
-    connected:
-        Whether its last event says it is connected.
-    address:
-        Where it last joined from (``""``: never joined).
-    last_seen:
-        The time (Unix seconds) of its last join, round or leave (``None``: never).
-    rounds:
-        Rounds it took part in (fit results accepted).
-    failures:
-        Failures of its client (fit or evaluate, its absence included).
-    left:
-        Why it last left (``None`` while connected or never joined).
-    """
-
-    name: str
-    connected: bool = False
-    address: str = ""
-    last_seen: float | None = None
-    rounds: int = 0
-    failures: int = 0
-    left: str | None = None
+from redfl.runtime.sites.roster import SiteState
 
 
 def fold(names: Sequence[str], events: Iterable[Mapping[str, Any]]) -> list[SiteState]:

@@ -72,6 +72,9 @@ class Slot:
     rounds: int = 0
     failures: int = 0
     address: str = ""
+    seen: float | None = None
+    """When the site was last heard from (Unix seconds)."""
+    left: str | None = None
 
 
 @dataclass(eq=False)
@@ -91,7 +94,8 @@ class Session:
 
 @dataclass(frozen=True)
 class SiteState:
-    """A site as the server sees it now.
+    """A site's state: as the server sees it now (:meth:`Roster.states`), or as a run
+    folder's events tell it (:func:`redfl.run.site_states.site_states`).
 
     Attributes
     ----------
@@ -100,21 +104,24 @@ class SiteState:
     connected:
         Whether it has a session.
     address:
-        Where its last session came from (``""`` if it never joined).
-    seen_seconds_ago:
-        Seconds since it was last heard from (``None`` if never).
+        Where its last session came from (``""``: it never joined).
+    last_seen:
+        When it was last heard from, in Unix seconds (``None``: never).
     rounds:
         Rounds it took part in (fit results accepted).
     failures:
-        Failures of its client (fit or evaluate).
+        Failures of its client (fit or evaluate, its absence included).
+    left:
+        Why its last session ended (``None`` while connected, or if it never joined).
     """
 
     name: str
-    connected: bool
-    address: str
-    seen_seconds_ago: float | None
-    rounds: int
-    failures: int
+    connected: bool = False
+    address: str = ""
+    last_seen: float | None = None
+    rounds: int = 0
+    failures: int = 0
+    left: str | None = None
 
 
 class Roster:
@@ -152,7 +159,6 @@ class Roster:
         self._lock = threading.Lock()
         self._events: list[Event] = []
         self._sessions = 0
-        self._seen: dict[str, float] = {}
         self.finished = False
 
     # -- joining -------------------------------------------------------------------------
@@ -185,8 +191,8 @@ class Roster:
             self._sessions += 1
             token = secrets.token_urlsafe(24)
             session = Session(self._sessions, token, slot, address, now)
-            slot.session, slot.address = session, address
-            self._seen[name] = now
+            slot.session, slot.address, slot.left = session, address, None
+            slot.seen = time.time()
             self._events.append(SiteJoined(name, address))
             info = self.info
             welcome = Welcome(
@@ -353,15 +359,15 @@ class Roster:
     def states(self) -> list[SiteState]:
         """Every site's state now, in order."""
         with self._lock:
-            now = self._clock()
             return [
                 SiteState(
                     slot.name,
                     slot.session is not None,
                     slot.address,
-                    None if slot.name not in self._seen else round(now - self._seen[slot.name], 3),
+                    slot.seen,
                     slot.rounds,
                     slot.failures,
+                    slot.left,
                 )
                 for slot in self.slots
             ]
@@ -369,13 +375,13 @@ class Roster:
     # -- under the lock ------------------------------------------------------------------
     def _touch(self, session: Session) -> None:
         session.seen = self._clock()
-        self._seen[session.slot.name] = session.seen
+        session.slot.seen = time.time()
 
     def _end(self, session: Session, reason: str) -> None:
         slot = session.slot
         session.ended = reason
         if slot.session is session:
-            slot.session = None
+            slot.session, slot.left = None, reason
         for job in list(session.jobs.values()):
             job.fail(f"site {slot.name!r} left: {reason}")
             self._account(slot, job)
