@@ -19,7 +19,9 @@ the units in turn; for each it
 
 While it runs, :class:`ReleaseUnits` may take the units not yet started (work stealing
 between subtrees, :mod:`redfl.runtime.dispatch`); an idle worker then folds them as guests.
-A unit's sum depends only on its clients, so who folds it never changes the result.
+A unit's sum depends only on its clients, so who folds it never changes the result. The
+host's ``piece`` names the unit being folded and since when, so a probe finds a subtree
+past its timeout (:class:`~redfl.runtime.watch.Watch`).
 
 An LCP or aggregator that fails (its leaf strategy refuses the round, say) is a value: the
 site is listed in :attr:`UnitResult.failed` with its reason and contributes nothing; the
@@ -28,6 +30,7 @@ rest of the unit folds on. Client failures come back as in the star.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -121,7 +124,11 @@ class TreeRunner(Runner):
         self.host.add_guests(request.guests)
         batch = TreeBatch(total=None)
         for index in self._queue.run(len(request.units)):
-            batch.units.append(self._unit(request.units[index], request, batch))
+            self.host.piece = (index, time.monotonic())  # probed for the subtree timeout
+            try:
+                batch.units.append(self._unit(request.units[index], request, batch))
+            finally:
+                self.host.piece = None
             self._folded += 1
             self._guest_units += 1 if request.guests else 0
         return batch
