@@ -3,8 +3,9 @@
 Schemas emit the round-level events (:class:`RoundStarted`, :class:`ClientsProgress`,
 :class:`RoundFinished`, :class:`FailureRecorded`); the run API (:func:`redfl.run`) adds the
 run-level ones (:class:`RunStarted`, :class:`CheckpointSaved`, :class:`RunFinished`,
-:class:`RunFailed`, :class:`RunCancelled`); the runtime reports :class:`WorkerRestarted`.
-Each event serialises to one JSON object whose ``type`` names it, and back
+:class:`RunFailed`, :class:`RunCancelled`, :class:`RunStopped`); the runtime reports
+:class:`WorkerRestarted`. Each event serialises to one JSON object whose ``type`` names it,
+and back
 (:func:`event_from_json`): ``events.jsonl`` in the run folder, the CLI's console, the
 platform's WebSocket and Tune's reports all read this one stream.
 
@@ -25,7 +26,8 @@ from typing import Any, ClassVar
 from redfl.core.result import Failure, RoundRecord
 
 RunStatus = str
-"""``"succeeded"``, ``"failed"`` or ``"cancelled"`` (a finished run's status)."""
+"""``"succeeded"``, ``"failed"``, ``"cancelled"`` or ``"stopped"`` (a finished run's
+status)."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,16 @@ class RunCancelled(Event):
     rounds: int
 
 
+@dataclass(frozen=True)
+class RunStopped(Event):
+    """The run was stopped at once, mid-round, for ``reason`` (a force-stop, a time
+    limit); ``rounds`` rounds had completed, the one in progress was dropped."""
+
+    type: ClassVar[str] = "run_stopped"
+    rounds: int
+    reason: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -150,6 +162,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunFinished,
         RunFailed,
         RunCancelled,
+        RunStopped,
     )
 }
 """Every event class by its JSON ``type``."""

@@ -13,6 +13,7 @@ A run folder holds ``config.json``, ``events.jsonl``, ``metrics.jsonl``,
 
 from __future__ import annotations
 
+import _thread
 import threading
 import time
 import traceback
@@ -21,14 +22,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from redfl.core.arrays import Parameters
 from redfl.core.config import ConfigError
 from redfl.core.events import (
     Event,
     FailureRecorded,
+    RoundFinished,
     RunCancelled,
     RunFailed,
     RunFinished,
     RunStarted,
+    RunStopped,
 )
 from redfl.core.result import FederationError, FederationResult
 from redfl.core.server_state import CheckpointError, ServerState, save_state
@@ -45,6 +49,26 @@ RUN_ERRORS = (FederationError, ResourceError, ConnectionError)
 """Errors that end a run with a one-line reason (anything else also logs a traceback)."""
 
 
+class StopRequest:
+    """Ends a :func:`run` at once, mid-round, from another thread (a force-stop, a time
+    limit): :meth:`stop` records the reason and interrupts the main thread, where the run
+    must be running, as a Ctrl-C would (Ray's waits give way to it too).
+
+    The round in progress is dropped; the model and records of the last completed round
+    are written, with status ``"stopped"`` and the reason. The server state is not saved
+    then (it may hold half a round): the run's checkpoints so far stay.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def stop(self, reason: str) -> None:
+        """Stop the run now for ``reason`` (the first reason given is kept)."""
+        if self.reason is None:
+            self.reason = " ".join(reason.split()) or "stopped"
+            _thread.interrupt_main()
+
+
 @dataclass
 class RunOutcome:
     """What :func:`run` produced.
@@ -54,13 +78,13 @@ class RunOutcome:
     folder:
         The run folder.
     status:
-        ``"succeeded"``, ``"failed"`` or ``"cancelled"``.
+        ``"succeeded"``, ``"failed"``, ``"cancelled"`` or ``"stopped"``.
     summary:
         What ``summary.json`` holds.
     result:
-        The federation's result (``None`` if it failed).
+        The federation's result (``None`` if it failed or was stopped).
     error:
-        The one-line reason of a failed run.
+        The one-line reason of a failed (or stopped) run.
     """
 
     folder: Path
@@ -69,6 +93,24 @@ class RunOutcome:
     result: FederationResult | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+
+
+class _LastRound(Callback):
+    """Keeps the global model of the last completed round (the parameters a schema hands
+    to ``on_aggregate``, taken when its round finishes; no copy: a new round makes a new
+    model)."""
+
+    def __init__(self) -> None:
+        self.pending: Parameters | None = None
+        self.parameters: Parameters | None = None
+
+    def on_aggregate(self, rnd: int, parameters: Parameters) -> None:
+        self.pending = parameters
+
+    def on_event(self, event: Event) -> bool | None:
+        if isinstance(event, RoundFinished) and self.pending is not None:
+            self.parameters = self.pending
+        return None
 
 
 class _Stopper(Callback):
@@ -95,6 +137,7 @@ def run(
     resume: str | Path | None = None,
     runs_root: str | Path = "runs",
     start: ServerState | None = None,
+    stop: StopRequest | None = None,
 ) -> RunOutcome:
     """Run the federation ``config`` describes and write its run folder.
 
@@ -110,6 +153,9 @@ def run(
     cancel:
         Set it (from any thread) to stop the run at the next round boundary: the model,
         the server state and ``summary.json`` are written with status ``"cancelled"``.
+    stop:
+        Call its :meth:`~StopRequest.stop` (from another thread) to end the run at once,
+        mid-round, with status ``"stopped"``.
     overrides:
         ``federation`` values to override (``rounds``, ``seed``, ``address``, ...).
     resume:
@@ -144,7 +190,7 @@ def run(
     if resume is not None:
         if start is not None:
             raise ConfigError("start: a resumed run continues from its own checkpoint; give one")
-        return _resume(Path(resume), config, callbacks, cancel, overrides)
+        return _resume(Path(resume), config, callbacks, cancel, overrides, stop)
     if config is None:
         raise ConfigError("config: a config is needed (or resume= a run folder)")
     prepared = prepare(config, overrides)
@@ -162,7 +208,7 @@ def run(
     if start is not None:  # the folder's own first checkpoint, as if this run had made it
         start = replace(start, config_digest=prepared.digest())
         save_state(start, checkpoint_path(folder, start.round))
-    return _execute(prepared, folder, callbacks, cancel, start)
+    return _execute(prepared, folder, callbacks, cancel, start, stop)
 
 
 def _resume(
@@ -171,6 +217,7 @@ def _resume(
     callbacks: Sequence[Callback],
     cancel: threading.Event | None,
     overrides: Mapping[str, Any] | None,
+    stop: StopRequest | None,
 ) -> RunOutcome:
     """Continue the run of ``folder`` from its newest checkpoint."""
     saved = saved_config(folder)
@@ -188,7 +235,7 @@ def _resume(
     if state.config_digest != prepared.digest():
         raise ConfigError(f"resume: the checkpoint of {folder} was made with another config")
     prepared.connect()
-    return _execute(prepared, folder, callbacks, cancel, state)
+    return _execute(prepared, folder, callbacks, cancel, state, stop)
 
 
 def _execute(
@@ -197,6 +244,7 @@ def _execute(
     callbacks: Sequence[Callback],
     cancel: threading.Event | None,
     state: ServerState | None,
+    stop: StopRequest | None,
 ) -> RunOutcome:
     cfg, federation = prepared.config, prepared.federation
     first = 1 if state is None else state.round + 1
@@ -204,7 +252,8 @@ def _execute(
     if state is not None:
         recorder.rewrite(state.history, state.failures)  # drop rounds after the checkpoint
     stopper = _Stopper(cancel)
-    sinks: list[Callback] = [recorder, *callbacks]
+    last_round = _LastRound()
+    sinks: list[Callback] = [last_round, recorder, *callbacks]
     every = cfg.federation.checkpoint_every
     checkpointer = Checkpointer(federation, folder, every, prepared.digest(), sinks)
     checkpointer.saved_round = -1 if state is None else state.round  # on disk already
@@ -228,6 +277,8 @@ def _execute(
         for item in getattr(failure, "failures", []):
             emit(sinks, FailureRecorded(item))
     except KeyboardInterrupt:
+        if stop is not None and stop.reason is not None:
+            return _stopped(prepared, folder, sinks, recorder, stop.reason, started, last_round)
         error = "aborted (interrupted twice)"
         _finish(prepared, folder, sinks, recorder, None, error, started, False, checkpointer)
         raise
@@ -237,6 +288,31 @@ def _execute(
     return _finish(
         prepared, folder, sinks, recorder, result, error, started, stopper.fired, checkpointer
     )
+
+
+def _stopped(
+    prepared: Prepared,
+    folder: Path,
+    sinks: list[Callback],
+    recorder: RunRecorder,
+    reason: str,
+    started: float,
+    last_round: _LastRound,
+) -> RunOutcome:
+    """End a run stopped mid-round: stop the federation, write the last completed round's
+    model and the summary, emit :class:`RunStopped`."""
+    history = prepared.history()
+    parameters = last_round.parameters
+    if parameters is None and history:  # a schema that hands no model to on_aggregate
+        parameters = prepared.last_parameters()
+    prepared.federation.stop()
+    summary = prepared.summary(history, time.perf_counter() - started, "stopped", reason)
+    write_summary(folder / "summary.json", summary)
+    if parameters is not None:
+        save_parameters(folder / "model.safetensors", parameters, prepared.model_metadata(history))
+    emit(sinks, RunStopped(len(history), reason))
+    recorder.close()
+    return RunOutcome(folder, "stopped", summary, None, reason, list(prepared.notes))
 
 
 def _finish(

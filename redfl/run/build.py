@@ -11,7 +11,7 @@ error is a :class:`~redfl.core.config.ConfigError` naming the field.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -34,10 +34,48 @@ from redfl.schemas.callbacks import Callback
 
 __all__ = [
     "ConfigParts",
+    "OptionsError",
     "attackers_from_config",
     "federation_from_config",
+    "options_model",
     "strategy_from_config",
+    "validate_options",
 ]
+
+
+class OptionsError(ConfigError):
+    """Client options their class's ``Options`` model refuses; ``field`` names the first."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def options_model(template: Any) -> type[BaseModel] | None:
+    """The pydantic model a client (or node) class declares for its ``client.options``
+    (its ``Options`` attribute), or ``None`` when it declares none."""
+    model = getattr(template, "Options", None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def validate_options(template: Any, options: Mapping[str, Any]) -> Any:
+    """``options`` as ``template``'s ``Options`` model validates them (defaults filled in),
+    or as a plain dict when the class declares no model.
+
+    Raises
+    ------
+    OptionsError
+        Naming each bad option (``client.options.lr: ...``) and, as ``field``, the first.
+    """
+    model = options_model(template)
+    if model is None:
+        return dict(options)
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as error:
+        first = ".".join(["client.options", *(str(p) for p in error.errors()[0]["loc"])])
+        where = describe_errors(error, "client.options")
+        raise OptionsError(first, f"invalid config: {where}") from None
 
 
 def federation_from_config(
@@ -113,14 +151,7 @@ class ConfigParts:
     @cached_property
     def _options(self) -> Any:
         """The options as the class's ``Options`` model validates them (else the dict)."""
-        model = getattr(self._template, "Options", None)
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            try:
-                return model.model_validate(self.config.client.options)
-            except ValidationError as error:
-                where = describe_errors(error, "client.options")
-                raise ConfigError(f"invalid config: {where}") from None
-        return dict(self.config.client.options)
+        return validate_options(self._template, self.config.client.options)
 
     @property
     def options(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from redfl.core.result import RoundRecord
 from redfl.run.build import federation_from_config
 from redfl.run.config import FederationConfig, load_config, parse_config
 from redfl.run.digest import config_digest
+from redfl.runtime.resources import ResourceError, check_cluster_fit
 from redfl.schemas.base import Federation
 
 
@@ -35,12 +36,25 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
 
     def connect(self) -> None:
-        """Join Ray now (bounded by ``federation.connect_timeout``) for the ray runtime."""
+        """Join Ray now (bounded by ``federation.connect_timeout``) for the ray runtime,
+        and check that ``[resources]`` fits the joined cluster's machines.
+
+        Raises
+        ------
+        ConfigError
+            Naming the ``[resources]`` key no machine of the cluster can ever satisfy (a GPU
+            on a cluster without one), before the run folder exists.
+        """
         run = self.config.federation
         if run.runtime == "ray":
-            from redfl.runtime.connect import ensure_ray
+            from redfl.runtime.connect import cluster_machines, ensure_ray
 
             ensure_ray(run.address, run.connect_timeout)
+            spec, nodes = self.config.resources, self.config.client.num_clients
+            try:
+                check_cluster_fit(spec, nodes, cluster_machines())
+            except ResourceError as error:
+                raise ConfigError(f"invalid config: {error.field}: {error}") from None
 
     def history(self) -> list[RoundRecord]:
         """The rounds the federation completed so far."""
