@@ -49,21 +49,21 @@ LOG_FILE = "run.log"
 
 class StoreSink(Callback):
     """Writes each event of a run into the store; sets ``cancel`` when the run's cancel flag
-    is set (read at each round's end). A stop never lands inside a write: it is given under
-    :attr:`lock`, which a write holds."""
+    is set (read at each round's end). (A stop never lands inside a write: the run holds
+    stops while its callbacks take an event.)"""
 
     def __init__(self, sessions: sessionmaker[Session], run_id: str, cancel: threading.Event):
         self.sessions = sessions
         self.run_id = run_id
         self.cancel = cancel
-        self.lock = threading.Lock()
+        self._lock = threading.Lock()
 
     def on_event(self, event: Event) -> bool | None:
         """Store ``event`` (and its round record or failure) in one go."""
         body = event.to_json()
         kind = body.pop("type")
         body["time"] = round(time.time(), 6)
-        with self.lock, self.sessions() as session:
+        with self._lock, self.sessions() as session:
             store = Store(session)
             if isinstance(event, RoundFinished):
                 store.add_round_metric(self.run_id, event.record.round, event.record.to_json())
@@ -84,14 +84,12 @@ class StopWatcher(threading.Thread):
         self,
         sessions: sessionmaker[Session],
         run_id: str,
-        sink: StoreSink,
         stop: StopRequest,
         limit_seconds: int | None,
     ) -> None:
         super().__init__(name="redfl-stop-watcher", daemon=True)
         self.sessions = sessions
         self.run_id = run_id
-        self.sink = sink
         self.stop = stop
         self.deadline = None if limit_seconds is None else time.monotonic() + limit_seconds
         self.limit_seconds = limit_seconds
@@ -112,9 +110,7 @@ class StopWatcher(threading.Thread):
             except Exception:  # a database hiccup: ask again
                 continue
             if reason is not None:
-                with self.sink.lock:  # never mid-write
-                    if not self.done.is_set():
-                        self.stop.stop(reason)
+                self.stop.stop(reason)  # a no-op once the run has ended
                 return
 
 
@@ -159,24 +155,17 @@ def execute(run_id: str, settings: Settings) -> str:
     tracer = make_tracer(settings.otlp_endpoint, "redfl-job")
     if tracer is not None:
         callbacks.append(RoundSpans(tracer, run_id))
-    watcher = StopWatcher(sessions, run_id, sink, stop, settings.max_run_seconds)
-    outcome = None
+    watcher = StopWatcher(sessions, run_id, stop, settings.max_run_seconds)
     try:
-        try:
-            config = parse_web_config(text, fmt, settings)
-            watcher.start()
-            outcome = run_federation(
-                config, out=folder, callbacks=callbacks, cancel=cancel, stop=stop
-            )
-        finally:  # the watcher stops only while this is unset (it holds the lock to stop)
-            with sink.lock:
-                watcher.done.set()
+        config = parse_web_config(text, fmt, settings)
+        watcher.start()
+        outcome = run_federation(config, out=folder, callbacks=callbacks, cancel=cancel, stop=stop)
     except ConfigError as failure:  # refused before the first round: nothing ran
         return _end(sessions, run_id, "failed", " ".join(str(failure).split()))
-    except KeyboardInterrupt:  # stopped before the run got going (or as it returned)
-        if outcome is None:
-            return _end(sessions, run_id, "stopped", stop.reason or "stopped")
-    assert outcome is not None
+    except KeyboardInterrupt:  # stopped before the run got going
+        return _end(sessions, run_id, "stopped", stop.reason or "stopped")
+    finally:
+        watcher.done.set()
     with sessions() as session:
         Store(session).record_status(run_id, outcome.status, outcome.error)
     return outcome.status

@@ -17,7 +17,8 @@ import _thread
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,11 @@ from redfl.core.result import FederationError, FederationResult
 from redfl.core.server_state import CheckpointError, ServerState, save_state
 from redfl.run.checkpoints import Checkpointer, checkpoint_path, load_latest
 from redfl.run.config import FederationConfig
-from redfl.run.digest import config_diff
+from redfl.run.digest import config_diff, config_fields
 from redfl.run.folder import new_run_dir, save_parameters, write_summary
 from redfl.run.prepare import Prepared, prepare, saved_config
 from redfl.run.recorder import RunRecorder
+from redfl.run.tracking import tracking_callbacks
 from redfl.runtime.resources import ResourceError
 from redfl.schemas.callbacks import Callback, emit
 
@@ -57,16 +59,77 @@ class StopRequest:
     The round in progress is dropped; the model and records of the last completed round
     are written, with status ``"stopped"`` and the reason. The server state is not saved
     then (it may hold half a round): the run's checkpoints so far stay.
+
+    A stop never lands while an event is being handed to the run's callbacks: every
+    callback sees an event, or none does. Asked from another thread meanwhile, it waits for
+    the event to be handed on; asked by a callback, it takes effect once every callback has
+    the event. Once the run has ended, a stop does nothing.
     """
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self._lock = threading.RLock()
+        self._guarded = 0
+        self._deferred = False
+        self._closed = False
 
     def stop(self, reason: str) -> None:
         """Stop the run now for ``reason`` (the first reason given is kept)."""
-        if self.reason is None:
+        with self._lock:
+            if self.reason is not None or self._closed:
+                return
             self.reason = " ".join(reason.split()) or "stopped"
-            _thread.interrupt_main()
+            if self._guarded:  # asked by a callback, in the run's own thread
+                self._deferred = True
+            else:
+                _thread.interrupt_main()
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Hold stops while the run's thread hands an event to its callbacks."""
+        with self._lock:
+            self._guarded += 1
+            try:
+                yield
+            finally:
+                self._guarded -= 1
+        if self._deferred and not self._guarded:
+            self._deferred = False
+            raise KeyboardInterrupt
+
+    def close(self) -> None:
+        """The run has ended: later stops do nothing."""
+        with self._lock:
+            self._closed = True
+
+
+class _Sinks(Callback):
+    """The run's callbacks as one: each event goes to all of them in order, guarded from
+    stops (:meth:`StopRequest.guard`); the direct calls of schemas go to each."""
+
+    def __init__(self, sinks: list[Callback], stop: StopRequest | None) -> None:
+        self.sinks = sinks
+        self.stop = stop
+
+    def on_event(self, event: Event) -> bool | None:
+        with self.stop.guard() if self.stop is not None else nullcontext():
+            return True if emit(self.sinks, event) else None
+
+    def on_train_begin(self, rounds: int) -> None:
+        for sink in self.sinks:
+            sink.on_train_begin(rounds)
+
+    def on_aggregate(self, rnd: int, parameters: Parameters) -> None:
+        for sink in self.sinks:
+            sink.on_aggregate(rnd, parameters)
+
+    def on_metrics(self, rnd: int, metrics: Mapping[str, float]) -> None:
+        for sink in self.sinks:
+            sink.on_metrics(rnd, metrics)
+
+    def on_train_end(self, result: FederationResult) -> None:
+        for sink in self.sinks:
+            sink.on_train_end(result)
 
 
 @dataclass
@@ -253,19 +316,23 @@ def _execute(
         recorder.rewrite(state.history, state.failures)  # drop rounds after the checkpoint
     stopper = _Stopper(cancel)
     last_round = _LastRound()
-    sinks: list[Callback] = [last_round, recorder, *callbacks]
+    trackers = tracking_callbacks(cfg.tracking, config_fields(cfg), folder, cfg.federation.name)
+    sinks: list[Callback] = [last_round, recorder, *callbacks, *trackers]
     every = cfg.federation.checkpoint_every
     checkpointer = Checkpointer(federation, folder, every, prepared.digest(), sinks)
     checkpointer.saved_round = -1 if state is None else state.round  # on disk already
     sinks.append(checkpointer)
     sinks.append(stopper)
-    federation.callbacks = sinks
+    every_sink = _Sinks(sinks, stop)
+    federation.callbacks = [every_sink]
     rounds = cfg.federation.rounds
-    emit(sinks, RunStarted(folder.name, cfg.topology.schema_, rounds, first, tuple(prepared.notes)))
     started = time.perf_counter()
     result: FederationResult | None = None
     error: str | None = None
     try:
+        every_sink.on_event(
+            RunStarted(folder.name, cfg.topology.schema_, rounds, first, tuple(prepared.notes))
+        )
         if state is not None:
             federation.load_server_state(state)
         if first <= rounds:
@@ -275,19 +342,32 @@ def _execute(
     except RUN_ERRORS as failure:
         error = " ".join(str(failure).split())
         for item in getattr(failure, "failures", []):
-            emit(sinks, FailureRecorded(item))
+            every_sink.on_event(FailureRecorded(item))
     except KeyboardInterrupt:
         if stop is not None and stop.reason is not None:
-            return _stopped(prepared, folder, sinks, recorder, stop.reason, started, last_round)
+            with _closing(stop):
+                return _stopped(prepared, folder, sinks, recorder, stop.reason, started, last_round)
         error = "aborted (interrupted twice)"
         _finish(prepared, folder, sinks, recorder, None, error, started, False, checkpointer)
         raise
     except Exception as failure:  # an unexpected error: one line here, traceback in the log
         error = f"{type(failure).__name__}: {' '.join(str(failure).split())}"
         (folder / "redfl.log").write_text(traceback.format_exc(), encoding="utf-8")
-    return _finish(
-        prepared, folder, sinks, recorder, result, error, started, stopper.fired, checkpointer
-    )
+    with _closing(stop):
+        return _finish(
+            prepared, folder, sinks, recorder, result, error, started, stopper.fired, checkpointer
+        )
+
+
+@contextmanager
+def _closing(stop: StopRequest | None) -> Iterator[None]:
+    """The run's end: no stop lands in it, and none is taken after it."""
+    if stop is None:
+        yield
+        return
+    with stop.guard():
+        stop.close()
+        yield
 
 
 def _stopped(

@@ -2,7 +2,8 @@
 
 A TOML file (or a dict of the same tables) validates into :class:`FederationConfig`:
 ``[federation]`` (:class:`RunConfig`), ``[client]``, ``[strategy]``, ``[privacy]``,
-``[attack]``, ``[evaluation]``, ``[resources]`` and ``[topology]``. Each table lives with
+``[attack]``, ``[evaluation]``, ``[resources]``, ``[topology]`` and ``[tracking]``
+(:mod:`redfl.run.tracking`). Each table lives with
 what it configures; ``[topology]`` is a discriminated union of the registered schemas'
 tables, told apart by its ``schema`` key (default ``"star"``), so each schema's table holds
 only its own keys, typed and bounded.
@@ -45,6 +46,7 @@ from redfl.attacks.registry import AttackConfig
 from redfl.core.config import IMPORT_TARGET, TARGET_PATTERN, ConfigError, Strict, describe_errors
 from redfl.core.roles import parse_roles
 from redfl.privacy.clipping import PrivacyConfig
+from redfl.run.tracking import TrackingConfig
 from redfl.runtime.registry import RUNTIMES
 from redfl.runtime.resources import ResourcesConfig
 from redfl.schemas import SCHEMAS
@@ -165,6 +167,7 @@ class FederationConfig(Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     topology: TopologyConfig = Field(default_factory=StarTopology)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _enough_clients(self) -> FederationConfig:

@@ -23,6 +23,7 @@ from redfl.core.result import RoundRecord
 from redfl.run.build import federation_from_config
 from redfl.run.config import FederationConfig, load_config, parse_config
 from redfl.run.digest import config_digest
+from redfl.run.tracking import check_tracking
 from redfl.runtime.resources import ResourceError, check_cluster_fit
 from redfl.schemas.base import Federation
 
@@ -122,7 +123,8 @@ def prepare(
     ------
     ConfigError
         Naming the field: a bad value, a target that does not import, a strategy
-        parameter out of bounds, a bad topology file, a node option its class refuses.
+        parameter out of bounds, a bad topology file, a node option its class refuses, a
+        tracker whose package is missing.
     """
     _importable_here()
     if isinstance(config, FederationConfig):
@@ -131,6 +133,7 @@ def prepare(
         cfg = parse_config(dict(config), dict(overrides or {}))
     else:
         cfg = load_config(config, dict(overrides or {}))
+    check_tracking(cfg.tracking)
     federation = federation_from_config(cfg)
     federation.checkpoint_every = cfg.federation.checkpoint_every
     return Prepared(cfg, federation, federation.notes())
