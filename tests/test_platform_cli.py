@@ -66,7 +66,19 @@ def test_settings_file_in_the_data_folder(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "ray_address" in bad.output and "ray://host:port" in bad.output
 
 
-DASHBOARD_FILES = ("index.html", "app.js", "api.js", "chart.js", "style.css", "icon.svg")
+DASHBOARD_FILES = (
+    "index.html",
+    "app.js",
+    "api.js",
+    "chart.js",
+    "compare.js",
+    "docs.js",
+    "run.js",
+    "runs.js",
+    "users.js",
+    "style.css",
+    "icon.svg",
+)
 
 
 def test_the_wheel_ships_migrations_and_example_configs(tmp_path: Path) -> None:
@@ -90,6 +102,7 @@ def test_the_wheel_ships_migrations_and_example_configs(tmp_path: Path) -> None:
         "redfl/platform/migrations/env.py",
         "redfl/platform/migrations/script.py.mako",
         "redfl/platform/migrations/versions/0001_initial.py",
+        "redfl/platform/migrations/versions/0002_tracker.py",
         "redfl/platform/examples/digits_fedavg.toml",
         "redfl/platform/examples/ring_dsgd.toml",
         *(f"redfl/platform/web/{n}" for n in DASHBOARD_FILES),
