@@ -61,6 +61,16 @@ def test_settings_file_in_the_data_folder(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "max_workers: Input should be greater than or equal to 1 (got 0)" in result.output
     assert "colour: unknown key" in result.output
+    (tmp_path / "platform.toml").write_text(
+        'trusted_proxies = ["10.0.0.0/8", "proxy.local"]\noption_limits = { "a.b" = 1 }\n',
+        encoding="utf-8",
+    )
+    refused = CliRunner().invoke(cli_app, ["db", "upgrade", "--data", str(tmp_path)])
+    assert refused.exit_code == 2
+    assert "trusted_proxies: 'proxy.local' does not appear to be an IPv4 or IPv6 network" in (
+        refused.output
+    )
+    assert "option_limits: not an option name: 'a.b'" in refused.output
     (tmp_path / "platform.toml").unlink()
     bad = CliRunner().invoke(cli_app, ["serve", "--data", str(tmp_path), "--ray-address", "x y"])
     assert bad.exit_code == 2 and "ray_address" in bad.output and "ray://host:port" in bad.output

@@ -16,7 +16,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from redfl.core.config import describe_errors
 from redfl.platform.db import sqlite_url
@@ -26,6 +33,13 @@ SETTINGS_FILE = "platform.toml"
 SECRET_FILE = "jwt-secret"
 BUNDLED_PACKAGE = "redfl.examples"
 """Client code of the bundled examples: always allowed in web configs."""
+
+
+NAME_RULES = {
+    "allowed_packages": (r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", "a dotted package name"),
+    "option_limits": (r"[A-Za-z_]\w*", "an option name"),
+}
+"""What the names in a setting must look like, by setting."""
 
 
 class SettingsError(ValueError):
@@ -97,12 +111,13 @@ class Settings(BaseModel):
     earlier request; changes through this server's API apply at once, others within this
     bound. 0: read the user on every request."""
 
-    @field_validator("allowed_packages")
+    @field_validator("allowed_packages", "option_limits")
     @classmethod
-    def _packages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _names(cls, value: Any, info: ValidationInfo) -> Any:
+        pattern, what = NAME_RULES[str(info.field_name)]
         for name in value:
-            if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
-                raise ValueError(f"not a dotted package name: {name!r}")
+            if not re.fullmatch(pattern, name):
+                raise ValueError(f"not {what}: {name!r}")
         return value
 
     @field_validator("trusted_proxies")
@@ -110,14 +125,6 @@ class Settings(BaseModel):
     def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for entry in value:
             ipaddress.ip_network(entry, strict=False)  # ValueError names the entry
-        return value
-
-    @field_validator("option_limits")
-    @classmethod
-    def _limits(cls, value: dict[str, float]) -> dict[str, float]:
-        for name in value:
-            if not re.fullmatch(r"[A-Za-z_]\w*", name):
-                raise ValueError(f"not an option name: {name!r}")
         return value
 
     @field_validator("ray_address")
