@@ -256,15 +256,27 @@ def training_config(rounds: int) -> str:
     )
 
 
+def measured(base: str, token: str, users: int, seconds: float, pid: int) -> dict[str, Any]:
+    """``users`` closed-loop users for ``seconds``; with the CPU ms per request of the server
+    (process ``pid``) and of this load generator, and the load average after."""
+    server = psutil.Process(pid)
+    server_cpu, own_cpu = sum(server.cpu_times()[:2]), time.process_time()
+    result = asyncio.run(load(base, token, users, seconds, 0.0))
+    done = max(1, len(result["latency"]))
+    result["server_ms"] = (sum(server.cpu_times()[:2]) - server_cpu) / done * 1000
+    result["client_ms"] = (time.process_time() - own_cpu) / done * 1000
+    result["load"] = load_average()
+    return result
+
+
 def while_training(users: int, seconds: float, nice: int) -> dict[str, Any]:
     """Phase 3 on a server of its own: ``users`` closed-loop users with no run, then while
-    a run trains; the run's rounds and CPU share; the run stopped at the end."""
+    a run trains; the run's rounds; the run stopped at the end."""
     data = prepare(20, settings=f"ray_nice = {nice}\n")
     server, base, token = start([REDFL, "serve", "--data", str(data), "--port"], data, "ok")
     headers = {"Authorization": f"Bearer {token}"}
     try:
-        idle = asyncio.run(load(base, token, users, seconds, 0.0))
-        idle["load"] = load_average()
+        idle = measured(base, token, users, seconds, server.pid)
         made = httpx.post(
             base + "/api/runs", json={"config": training_config(1000)}, headers=headers
         )
@@ -281,8 +293,7 @@ def while_training(users: int, seconds: float, nice: int) -> dict[str, Any]:
                 raise RuntimeError(f"the training run did not get going: {training()}")
             time.sleep(0.5)
         before = training()["rounds_done"]
-        busy = asyncio.run(load(base, token, users, seconds, 0.0))
-        busy["load"] = load_average()
+        busy = measured(base, token, users, seconds, server.pid)
         busy["rounds"] = training()["rounds_done"] - before
         httpx.post(f"{base}/api/runs/{run_id}/stop", headers=headers).raise_for_status()
         deadline = time.monotonic() + 60
@@ -383,9 +394,24 @@ def main() -> None:
     parser.add_argument(
         "--replicas", type=int, default=20, help="phase 4's users over 1 then 2 servers (0: skip)"
     )
+    parser.add_argument(
+        "--phases", default="load,train,replicas", help="which to run: load (1, 2), train, replicas"
+    )
     args = parser.parse_args()
     if args.compare:
         return compare(args.compare, args.stored, args.cost or 1000, args.repeats)
+    phases = args.phases.split(",")
+    if "load" in phases:
+        load_phases(args)
+    if "train" in phases and args.train_users:
+        for nice in [args.ray_nice, *([0] if args.compare_nice and args.ray_nice else [])]:
+            report_training(while_training(args.train_users, args.train_seconds, nice), nice, args)
+    if "replicas" in phases and args.replicas:
+        report_replicas(replicas(args.replicas, args.train_seconds, args.stored), args)
+
+
+def load_phases(args: argparse.Namespace) -> None:
+    """Phases 1 and 2 (and the CPU per request) on one server; their lines."""
     data = prepare(args.stored)
     server, base, token = start([REDFL, "serve", "--data", str(data), "--port"], data)
     try:
@@ -440,19 +466,20 @@ def main() -> None:
         f"median {statistics.median(ws):.1f}  max {max(ws):.1f} ({load_average()})"
     )
     print(f"server RSS MiB: after load {rss_load:.0f}, after the followed run {rss_ws:.0f}")
-    if args.train_users:
-        for nice in [args.ray_nice, *([0] if args.compare_nice and args.ray_nice else [])]:
-            report_training(while_training(args.train_users, args.train_seconds, nice), nice, args)
-    if args.replicas:
-        report_replicas(replicas(args.replicas, args.train_seconds, args.stored), args)
 
 
 def _figures(result: dict[str, Any], seconds: float) -> str:
     p50, p95, p99 = percentiles(result)
     rate = len(result["latency"]) / seconds
+    cpu = (
+        f"; CPU ms/request: server {result['server_ms']:.2f}, load generator "
+        f"{result['client_ms']:.2f}"
+        if "server_ms" in result
+        else ""
+    )
     return (
         f"p50 {p50:.1f} p95 {p95:.1f} p99 {p99:.1f} ms, {rate:.0f} req/s, "
-        f"errors {result['errors']} ({result['load']})"
+        f"errors {result['errors']} ({result['load']}){cpu}"
     )
 
 

@@ -53,6 +53,8 @@ LEASE = "executor"
 LEASE_SECONDS = 15.0
 """How long the executor lease lasts unless renewed: a server that died is replaced by
 another within this."""
+RENEW_SECONDS = 5.0
+"""How often the holder renews the lease (a write); in between it knows it holds it."""
 
 
 def job_id_of(run_id: str) -> str:
@@ -84,14 +86,21 @@ class Executor:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._client: JobClient | None = None
         self._stop_seen: dict[str, float] = {}
+        self._renewed = -RENEW_SECONDS
 
     def lead(self) -> bool:
-        """Take or renew the executor lease; whether this server executes runs now."""
+        """Take or renew the executor lease (at most every ``RENEW_SECONDS`` while held);
+        whether this server executes runs now."""
+        if time.monotonic() - self._renewed < RENEW_SECONDS:
+            return True
         with self.sessions() as session:
-            return Store(session).hold_lease(LEASE, self.holder, LEASE_SECONDS)
+            held = Store(session).hold_lease(LEASE, self.holder, LEASE_SECONDS)
+        self._renewed = time.monotonic() if held else -RENEW_SECONDS
+        return held
 
     def release(self) -> None:
         """Give the lease up (a server that stops lets another take over at once)."""
+        self._renewed = -RENEW_SECONDS
         with self.sessions() as session:
             Store(session).release_lease(LEASE, self.holder)
 

@@ -41,6 +41,7 @@ from redfl.platform.tracing import RoundSpans, make_tracer
 from redfl.platform.untrusted import parse_web_config
 from redfl.run.api import StopRequest
 from redfl.run.api import run as run_federation
+from redfl.runtime.jobs import lower_priority
 from redfl.schemas.callbacks import Callback
 
 WATCH_SECONDS = 0.5
@@ -188,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {"database_url": args.database_url}
     settings = Settings.load(args.data, **overrides)
+    if settings.ray_nice > 0 and settings.ray_address in (None, "local"):
+        lower_priority(os.getpid(), settings.ray_nice)  # Ray starts jobs in sessions of their own
     signal.signal(signal.SIGINT, signal.default_int_handler)  # what StopRequest raises
     streams = sys.stdout, sys.stderr
     with (Path.cwd() / LOG_FILE).open("a", encoding="utf-8", errors="replace") as log:

@@ -1,12 +1,16 @@
 """Ray jobs for the platform: a Ray head that outlives the web server, and its job server.
 
 The embedded default is a local Ray head started as a process of its own (``ray start
---head --block``, in a new session), so killing or restarting ``redfl serve`` leaves it and
-its jobs running. Its process id and addresses are kept in ``<data>/ray-head.json``; a
-restarted server finds the head there and reuses it. The head keeps its files in a temp
-folder of its own (never ``/tmp/ray``), so other Ray programs on the machine never join it,
-and uses Ray's token authentication with a token of its own (``<data>/ray-auth-token``,
-mode 0600), which its jobs inherit and the job client sends.
+--head --block``, in a process group of its own), so killing or restarting ``redfl serve``
+leaves it and its jobs running. It stays in the server's session: Linux schedules each
+session as one group (autogroups), so the head's lower priority (``nice``) counts against
+the server's own processes, while the session as a whole keeps its fair share of the
+machine (its Ray services are never starved by other sessions). Its process id and
+addresses are kept in ``<data>/ray-head.json``; a restarted server finds the head there and
+reuses it. The head keeps its files in a temp folder of its own (never ``/tmp/ray``), so
+other Ray programs on the machine never join it, and uses Ray's token authentication with a
+token of its own (``<data>/ray-auth-token``, mode 0600), which its jobs inherit and the job
+client sends.
 
 Runs are submitted as jobs (:class:`JobClient`, over Ray's ``JobSubmissionClient``): the
 entrypoint is a shell command the job server runs; Ray sets ``RAY_ADDRESS`` for it.
@@ -71,6 +75,23 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def lower_priority(pid: int, nice: int) -> None:
+    """Run process ``pid`` and its session at scheduling priority ``nice``.
+
+    Besides the process's own nice value, this sets the nice value of its autogroup (Linux
+    schedules each session as one group, fairly against the others, whatever the nice values
+    inside it: a session of niced processes would still get a full share of the CPU);
+    without autogroups only the nice value counts. For a process alone in its session (a Ray
+    job's driver), not for a session that holds Ray's own services.
+    """
+    try:
+        if os.getpriority(os.PRIO_PROCESS, pid) < nice:
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice), encoding="ascii")
+    except OSError:  # no such process any more, or no autogroups here
+        pass
+
+
 def _head_temp_dir(data_dir: Path) -> str:
     key = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:10]
     return str(Path(tempfile.gettempdir()) / f"redfl-ray-{key}")  # short: Ray's sockets
@@ -119,7 +140,7 @@ def start_head(
 
     Its output goes to ``<data>/ray-head.log``; its pid and addresses to ``<data>/ray-head.json``.
     With ``nice`` > 0 the head and everything it starts (jobs, workers) run at that lower
-    scheduling priority.
+    scheduling priority (a job, in a session of its own, lowers its own: :func:`lower_priority`).
 
     Raises
     ------
@@ -160,7 +181,7 @@ def start_head(
         env.pop(name, None)
     with (folder / "ray-head.log").open("ab") as log:
         process = subprocess.Popen(
-            args, cwd=home, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            args, cwd=home, stdout=log, stderr=subprocess.STDOUT, env=env, process_group=0
         )
     info = HeadInfo(process.pid, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir)
     (folder / HEAD_FILE).write_text(json.dumps(asdict(info)), encoding="utf-8")
