@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -64,7 +64,8 @@ def housekeeping(app: FastAPI) -> int:
         return Store(session).prune(now - timedelta(seconds=settings.login_retention_seconds), now)
 
 
-async def _every(seconds: float, work: Any, app: FastAPI) -> None:
+async def _every(seconds: float, work: Callable[[FastAPI], Any], app: FastAPI) -> None:
+    """``work(app)`` in a thread every ``seconds`` until cancelled."""
     while True:
         try:
             await asyncio.to_thread(work, app)
