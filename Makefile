@@ -57,6 +57,8 @@ bench: install-dev
 	$(BIN)/python bench/platform_load.py
 	test -x .bench/flower-venv/bin/python || $(BIN)/python bench/vs_flower.py --setup
 	$(BIN)/python bench/vs_flower.py
+	$(BIN)/python bench/secagg_math.py
+	$(BIN)/python bench/secagg.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

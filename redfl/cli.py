@@ -13,7 +13,7 @@ import typer
 
 import redfl
 from redfl.algorithms.registry import STRATEGIES
-from redfl.commands import run_cmd, tune_cmd
+from redfl.commands import model_cmd, run_cmd, tune_cmd
 from redfl.edge import cli as edge_cli
 from redfl.platform import cli as platform_cli
 from redfl.provision import tree_cli
@@ -48,6 +48,7 @@ tree_cli.register(app)
 platform_cli.register(app)
 edge_cli.register(app)
 app.command()(tune_cmd.tune)
+app.add_typer(model_cmd.app, name="model")
 
 
 @app.command()

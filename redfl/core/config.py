@@ -22,7 +22,9 @@ federation.rounds: Input should be greater than or equal to 1 (got 0); federatio
 
 from __future__ import annotations
 
-from typing import Any
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -42,6 +44,9 @@ runs the federation (an untrusted config may not name one)."""
 SECRET_FIELDS = frozenset({"password", "secret", "token", "refresh_token"})
 """Field names whose values an error message never repeats (a config's, or a platform
 request's)."""
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -93,6 +98,27 @@ def describe_errors(error: ValidationError, prefix: str = "") -> str:
                 shown = f" (got {_shown(got)})"
             parts.append(f"{where}: {message}{shown}")
     return "; ".join(parts)
+
+
+def load_toml(path: Path, model: type[M], label: str) -> M:
+    """Read the TOML file ``path`` into ``model``.
+
+    Raises
+    ------
+    ConfigError
+        One line starting with ``label`` (the file as the user named it): the file is
+        missing or unreadable, is not TOML, or a field is bad (named with its path).
+    """
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{label}: no such file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{label}: {describe_errors(exc)}") from None
 
 
 def _shown(value: Any) -> str:

@@ -4,8 +4,9 @@ Schemas emit the round-level events (:class:`RoundStarted`, :class:`ClientsProgr
 :class:`RoundFinished`, :class:`FailureRecorded`); the run API (:func:`redfl.run`) adds the
 run-level ones (:class:`RunStarted`, :class:`CheckpointSaved`, :class:`RunFinished`,
 :class:`RunFailed`, :class:`RunCancelled`, :class:`RunStopped`); the runtime reports
-:class:`WorkerRestarted`. Each event serialises to one JSON object whose ``type`` names it,
-and back
+:class:`WorkerRestarted`; a round with secure aggregation reports each of its stages
+(:class:`SecureAggregationStage`). Each event serialises to one JSON object whose ``type``
+names it, and back
 (:func:`event_from_json`): ``events.jsonl`` in the run folder, the CLI's console, the
 platform's WebSocket and Tune's reports all read this one stream.
 
@@ -37,6 +38,7 @@ EventType = Literal[
     "failure",
     "checkpoint_saved",
     "worker_restarted",
+    "secagg_stage",
     "run_finished",
     "run_failed",
     "run_cancelled",
@@ -129,6 +131,24 @@ class WorkerRestarted(Event):
 
 
 @dataclass(frozen=True)
+class SecureAggregationStage(Event):
+    """A stage of round ``round``'s secure aggregation ended.
+
+    ``stage`` is ``"advertise_keys"`` (keys advertised), ``"share_keys"`` (encrypted
+    shares sent), ``"masked_input"`` (masked inputs collected) or ``"unmasking"`` (the sum
+    unmasked); ``clients`` sent their message in it, ``dropped`` (node ids) had sent in
+    the stage before but not in this one (for the first stage: their fit failed).
+    """
+
+    type: ClassVar[EventType] = "secagg_stage"
+    round: int
+    stage: str
+    clients: int
+    dropped: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class RunFinished(Event):
     """The run completed ``rounds`` rounds."""
 
@@ -174,6 +194,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         FailureRecorded,
         CheckpointSaved,
         WorkerRestarted,
+        SecureAggregationStage,
         RunFinished,
         RunFailed,
         RunCancelled,
@@ -204,4 +225,6 @@ def event_from_json(body: dict[str, Any]) -> Event:
         values["failure"] = Failure(**values["failure"])
     elif cls is RunStarted:
         values["notes"] = tuple(values.get("notes", ()))
+    elif cls is SecureAggregationStage:
+        values["dropped"] = tuple(values.get("dropped", ()))
     return cls(**values)

@@ -196,13 +196,15 @@ class ConfigParts:
         return evaluate
 
     def star_settings(self) -> StarSettings:
-        """The strategy, options, roles, central evaluation and the settings."""
+        """The strategy, options, roles, central evaluation, secure aggregation and the
+        settings."""
         return StarSettings(
             strategy=self.strategy(),
             options=self.options,
             roles=self.roles,
             evaluate_fn=self.evaluate_fn(),
             client_ids=None,
+            secure_aggregation=self.config.secure_aggregation,
             **self.settings,
         )
 

@@ -2,8 +2,8 @@
 
 A TOML file (or a dict of the same tables) validates into :class:`FederationConfig`:
 ``[federation]`` (:class:`RunConfig`), ``[client]``, ``[strategy]``, ``[privacy]``,
-``[attack]``, ``[evaluation]``, ``[resources]``, ``[topology]`` and ``[tracking]``
-(:mod:`redfl.run.tracking`). Each table lives with
+``[attack]``, ``[evaluation]``, ``[resources]``, ``[topology]``, ``[tracking]``
+(:mod:`redfl.run.tracking`) and, when present, ``[secure_aggregation]``. Each table lives with
 what it configures; ``[topology]`` is a discriminated union of the registered schemas'
 tables, told apart by its ``schema`` key (default ``"star"``), so each schema's table holds
 only its own keys, typed and bounded.
@@ -47,6 +47,7 @@ from redfl.attacks.registry import AttackConfig
 from redfl.core.config import IMPORT_TARGET, TARGET_PATTERN, ConfigError, Strict, describe_errors
 from redfl.core.roles import parse_roles
 from redfl.privacy.clipping import PrivacyConfig
+from redfl.privacy.secagg import SecureAggregationConfig
 from redfl.run.tracking import TrackingConfig
 from redfl.runtime.registry import RUNTIMES
 from redfl.runtime.resources import ResourcesConfig
@@ -164,6 +165,8 @@ class FederationConfig(Strict):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     topology: TopologyConfig = Field(default_factory=StarTopology)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    secure_aggregation: SecureAggregationConfig | None = None
+    """Present (even empty): the server learns only the sum of the clients' updates."""
 
     @model_validator(mode="after")
     def _enough_clients(self) -> FederationConfig:
@@ -171,6 +174,12 @@ class FederationConfig(Strict):
             raise ValueError(
                 f"strategy.min_fit_clients ({self.strategy.min_fit_clients}) exceeds "
                 f"client.num_clients ({self.client.num_clients})"
+            )
+        name = self.topology.schema_
+        if self.secure_aggregation is not None and not SCHEMAS.get(name).round_driven:
+            raise ValueError(
+                f"secure_aggregation: the {name} schema has no server to aggregate for; "
+                "secure aggregation needs a round-driven schema (star or hierarchical)"
             )
         return self
 

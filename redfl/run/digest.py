@@ -61,8 +61,20 @@ def config_fields(config: FederationConfig) -> dict[str, Any]:
     return flatten(config.model_dump(mode="json", by_alias=True))
 
 
-def _fields(config: FederationConfig, everything: bool) -> dict[str, Any]:
-    flat = config_fields(config)
+OPTIONAL_TABLES: tuple[str, ...] = ("secure_aggregation",)
+"""Tables whose absence (``None``) leaves no field: a config without one has the digest it
+had before the table existed, so its checkpoints still resume."""
+
+
+def digest_fields(config: FederationConfig, everything: bool = False) -> dict[str, Any]:
+    """Every field of ``config`` by its dotted path, as the digest reads them (without
+    :data:`NOT_IN_DIGEST` and :data:`NOT_IN_DIGEST_TABLES` unless ``everything``; an absent
+    optional table has none)."""
+    dumped = config.model_dump(mode="json", by_alias=True)
+    for table in OPTIONAL_TABLES:
+        if dumped.get(table) is None:
+            dumped.pop(table, None)
+    flat = flatten(dumped)
     if everything:
         return flat
     return {
@@ -78,7 +90,7 @@ def config_digest(config: FederationConfig) -> str:
     Canonical: every field (defaults included) by its dotted path, sorted, floats as their
     shortest repr; two configs that validate to the same values have the same digest.
     """
-    text = json.dumps(_fields(config, False), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(digest_fields(config, False), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -96,7 +108,7 @@ def config_diff(a: FederationConfig, b: FederationConfig, *, everything: bool = 
     >>> config_diff(a, b), config_diff(a, b, everything=True)
     (['federation.seed'], ['federation.rounds', 'federation.seed'])
     """
-    left, right = _fields(a, everything), _fields(b, everything)
+    left, right = digest_fields(a, everything), digest_fields(b, everything)
 
     def text(fields: dict[str, Any], key: str) -> str | None:
         return json.dumps(fields[key], sort_keys=True) if key in fields else None

@@ -97,15 +97,41 @@ class Prepared:
             "wall_seconds": round(wall, 3),
             "seconds_per_round": round(sum(seconds) / len(seconds), 4) if seconds else None,
             "epsilon": None if final is None else final.metrics.get("epsilon"),
+            "secure_aggregation": self.secure_summary(final),
             "config_digest": self.digest(),
             "notes": list(self.notes),
         }
 
+    def secure_summary(self, final: RoundRecord | None) -> dict[str, Any]:
+        """Whether secure aggregation was on and with which parameters: the table's (with
+        the bits used), and the graph degree and threshold of the last round (chosen from
+        its clients)."""
+        table = self.config.secure_aggregation
+        if table is None:
+            return {"enabled": False}
+        chosen = {} if final is None else final.metrics
+        picked = {
+            key: int(chosen[f"secagg/{name}"]) if f"secagg/{name}" in chosen else None
+            for key, name in (("round_neighbours", "neighbours"), ("round_threshold", "threshold"))
+        }
+        return {
+            "enabled": True,
+            **table.model_dump(mode="json"),
+            "bits": table.entry_bits,
+            **picked,
+        }
+
     def model_metadata(self, history: list[RoundRecord]) -> dict[str, Any]:
-        """The model file's metadata: only what the same config and seed reproduce."""
+        """The model file's metadata: only what the same config and seed reproduce.
+
+        ``client`` names the class that trained the model and its options, so that the
+        file alone is enough to serve it (:mod:`redfl.run.serving`).
+        """
         final = history[-1] if history else None
+        client = self.config.client
         return {
             "name": self.config.federation.name,
+            "client": {"target": client.target, "options": client.options},
             "rounds": len(history),
             "clients": self.config.client.num_clients,
             "seed": self.config.federation.seed,

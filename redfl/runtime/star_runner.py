@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -207,7 +208,7 @@ class FitSegments(OfRound, Request[FitBatch]):
         Return one sum per segment (``segment_totals``) instead of one in total.
     """
 
-    runner = StarRunner
+    runner: ClassVar[type[Runner] | None] = StarRunner  # a subclass may name its own
 
     parameters: Parameters
     segments: Sequence[Sequence[str]]

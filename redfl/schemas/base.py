@@ -15,6 +15,7 @@ from redfl.core.events import Event, WorkerRestarted
 from redfl.core.result import EvaluateFn, FederationResult, RoundRecord
 from redfl.core.roles import parse_roles
 from redfl.core.server_state import ServerState
+from redfl.privacy.secagg import SecureAggregationConfig
 from redfl.runtime.backend import Backend, Plan
 from redfl.runtime.host import PullVersion, Stats
 from redfl.runtime.plan import make_plan
@@ -34,6 +35,22 @@ DEFAULT_MAX_WORKER_RESTARTS = 3
 """How many times each worker may be re-created by default."""
 
 
+def check_timeout(name: str, value: float | None) -> None:
+    """Refuse a timeout that is not a finite number of seconds > 0 (or ``None``).
+
+    Raises
+    ------
+    ValueError
+        Naming the setting, its value and what is allowed.
+    """
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0 (or None), got {value!r}")
+    if value == float("inf"):
+        raise ValueError(f"{name} must be finite (use None for no timeout), got {value!r}")
+
+
 def check_fault_settings(
     client_timeout: float | None, round_timeout: float | None, max_worker_restarts: int
 ) -> None:
@@ -46,12 +63,7 @@ def check_fault_settings(
         limit that is not an int >= 0.
     """
     for name, value in (("client_timeout", client_timeout), ("round_timeout", round_timeout)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{name} must be a number of seconds > 0 (or None), got {value!r}")
-        if value == float("inf"):
-            raise ValueError(f"{name} must be finite (use None for no timeout), got {value!r}")
+        check_timeout(name, value)
     if (
         isinstance(max_worker_restarts, bool)
         or not isinstance(max_worker_restarts, int)
@@ -85,6 +97,7 @@ class StarSettings(FederationSettings, total=False):
     client_ids: Sequence[str] | None
     roles: str
     evaluate_fn: EvaluateFn | None
+    secure_aggregation: SecureAggregationConfig | None
 
 
 class Federation:
@@ -269,7 +282,7 @@ class Federation:
                     self.seed,
                     self.nodes,
                     self.topology,
-                    self.resources,
+                    self._worker_resources(backend),
                     backend.available_resources(),
                     backend.machine_resources(),
                     check=self._runtime.supervised,
@@ -278,6 +291,11 @@ class Federation:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+    def _worker_resources(self, backend: Backend) -> ResourcesConfig:
+        """The ``[resources]`` the shared workers are planned with (a schema that adds
+        workers of its own narrows them)."""
+        return self.resources
 
     def worker_of(self, node_id: str) -> int:
         """The index of the worker that hosts ``node_id`` (after start)."""

@@ -38,8 +38,9 @@ class FederationParts(Protocol):
     """What a schema's builder takes from a config besides its ``[topology]`` table.
 
     The run layer resolves these from ``[client]``, ``[federation]``, ``[resources]``,
-    ``[strategy]``, ``[privacy]``, ``[attack]`` and ``[evaluation]``; what needs the user's
-    code or builds a strategy is done on request, so a schema that does not use it (a
+    ``[strategy]``, ``[privacy]``, ``[attack]``, ``[evaluation]`` and
+    ``[secure_aggregation]``; what needs the user's code or builds a strategy is done on
+    request, so a schema that does not use it (a
     decentralised graph has no strategy) never pays for it. Every method raises
     :class:`~redfl.core.config.ConfigError` naming the field at fault.
     """

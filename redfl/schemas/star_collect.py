@@ -59,7 +59,7 @@ def collect(
     failures: list[Failure] = []
     for share in shares:
         failures.extend(share.failures)
-        for index, reason in share.timed_out.items():
+        for index, reason in share.given_up.items():
             failures.extend(Failure(n, rnd, "fit", reason) for n in share.segment(index))
         replies: list[tuple[list[list[str]], Outcome[FitBatch]]] = []
         if share.home is not None:
