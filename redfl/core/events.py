@@ -4,9 +4,10 @@ Schemas emit the round-level events (:class:`RoundStarted`, :class:`ClientsProgr
 :class:`RoundFinished`, :class:`FailureRecorded`); the run API (:func:`redfl.run`) adds the
 run-level ones (:class:`RunStarted`, :class:`CheckpointSaved`, :class:`RunFinished`,
 :class:`RunFailed`, :class:`RunCancelled`, :class:`RunStopped`); the runtime reports
-:class:`WorkerRestarted`; a round with secure aggregation reports each of its stages
-(:class:`SecureAggregationStage`). Each event serialises to one JSON object whose ``type``
-names it, and back
+:class:`WorkerRestarted` and, when clients run at sites, :class:`SiteJoined`,
+:class:`SiteRound` and :class:`SiteLeft`; a round with secure aggregation reports each of its
+stages (:class:`SecureAggregationStage`).
+Each event serialises to one JSON object whose ``type`` names it, and back
 (:func:`event_from_json`): ``events.jsonl`` in the run folder, the CLI's console, the
 platform's WebSocket and Tune's reports all read this one stream.
 
@@ -38,6 +39,9 @@ EventType = Literal[
     "failure",
     "checkpoint_saved",
     "worker_restarted",
+    "site_joined",
+    "site_round",
+    "site_left",
     "secagg_stage",
     "run_finished",
     "run_failed",
@@ -131,6 +135,34 @@ class WorkerRestarted(Event):
 
 
 @dataclass(frozen=True)
+class SiteJoined(Event):
+    """Site ``site`` connected from ``address`` and serves its client."""
+
+    type: ClassVar[EventType] = "site_joined"
+    site: str
+    address: str
+
+
+@dataclass(frozen=True)
+class SiteRound(Event):
+    """Site ``site`` took part in round ``round``: its fit result was accepted."""
+
+    type: ClassVar[EventType] = "site_round"
+    site: str
+    round: int
+
+
+@dataclass(frozen=True)
+class SiteLeft(Event):
+    """Site ``site`` is gone (``reason``: its connection closed, it stopped polling, the
+    run ended); it may join again."""
+
+    type: ClassVar[EventType] = "site_left"
+    site: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class SecureAggregationStage(Event):
     """A stage of round ``round``'s secure aggregation ended.
 
@@ -194,6 +226,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         FailureRecorded,
         CheckpointSaved,
         WorkerRestarted,
+        SiteJoined,
+        SiteRound,
+        SiteLeft,
         SecureAggregationStage,
         RunFinished,
         RunFailed,

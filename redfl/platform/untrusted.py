@@ -44,7 +44,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from redfl.core.config import ConfigError
+from redfl.core.config import ConfigError, OptionsError, node_options
 from redfl.core.imports import (
     ImportNotAllowedError,
     check_import_allowed,
@@ -53,7 +53,7 @@ from redfl.core.imports import (
     resolve,
 )
 from redfl.platform.settings import BUNDLED_PACKAGE, Settings
-from redfl.run.build import OptionsError, strategy_from_config, validate_options
+from redfl.run.build import strategy_from_config
 from redfl.run.config import FederationConfig, parse_config
 from redfl.runtime.registry import RUNTIMES
 from redfl.runtime.resources import ResourceError, check_cluster_fit
@@ -139,7 +139,7 @@ def _check_options(config: FederationConfig, settings: Settings) -> None:
     if _bundled(target) or settings.check_allowed_options:
         try:
             template = resolve(target, "client.target", settings.client_packages)
-            checked = validate_options(template, config.client.options)
+            checked = node_options(template, config.client.options, "client.options")
         except OptionsError as error:
             detail = str(error).removeprefix("invalid config: ")
             raise WebConfigError(error.field, detail, named=True) from None

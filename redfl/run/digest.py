@@ -11,6 +11,8 @@ change results (:data:`NOT_IN_DIGEST`):
 - ``federation.checkpoint_every``: how often the state is saved;
 - ``resources.placement_strategy`` and ``resources.client_state_mb``: where workers go and
   when client state spills to disk;
+- ``sites.home``, ``sites.listen`` and ``sites.join_timeout``: how the server reaches the
+  sites (``sites.expected``, the clients' node ids, stays in);
 - ``[tracking]``: where the run is also logged (MLflow, TensorBoard, W&B).
 
 The number and sizing of workers (the rest of ``[resources]``) stays in: workers'
@@ -34,6 +36,9 @@ NOT_IN_DIGEST: tuple[str, ...] = (
     "federation.checkpoint_every",
     "resources.placement_strategy",
     "resources.client_state_mb",
+    "sites.home",
+    "sites.listen",
+    "sites.join_timeout",
 )
 """Dotted fields that do not change a run's results."""
 NOT_IN_DIGEST_TABLES: tuple[str, ...] = ("tracking",)

@@ -25,6 +25,7 @@ from redfl.run.build import federation_from_config
 from redfl.run.config import FederationConfig, load_config, parse_config
 from redfl.run.digest import config_digest
 from redfl.run.tracking import check_tracking
+from redfl.runtime.registry import RUNTIMES, RuntimeOptions
 from redfl.runtime.resources import ResourceError, check_cluster_fit
 from redfl.schemas.base import Federation
 
@@ -38,14 +39,18 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
 
     def connect(self) -> None:
-        """Join Ray now (bounded by ``federation.connect_timeout``) for the ray runtime,
-        and check that ``[resources]`` fits the joined cluster's machines.
+        """Join Ray now (bounded by ``federation.connect_timeout``) for the ray runtime and
+        check that ``[resources]`` fits the joined cluster's machines; check what another
+        runtime needs (the sites extra and trust home).
 
         Raises
         ------
         ConfigError
             Naming the ``[resources]`` key no machine of the cluster can ever satisfy (a GPU
-            on a cluster without one), before the run folder exists.
+            on a cluster without one), or what the runtime lacks, before the run folder
+            exists.
+        ConnectionError
+            If the Ray cluster cannot be joined in time.
         """
         run = self.config.federation
         if run.runtime == "ray":
@@ -57,6 +62,13 @@ class Prepared:
                 check_cluster_fit(spec, nodes, cluster_machines())
             except ResourceError as error:
                 raise ConfigError(f"invalid config: {error.field}: {error}") from None
+        check = RUNTIMES.get(run.runtime).check
+        if check is not None:
+            options = RuntimeOptions(run.address, self.config.resources, self.config.sites)
+            try:
+                check(options)
+            except ValueError as error:
+                raise ConfigError(f"federation.runtime: {error}") from None
 
     def history(self) -> list[RoundRecord]:
         """The rounds the federation completed so far."""
