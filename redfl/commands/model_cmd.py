@@ -12,24 +12,17 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from redfl.commands.run_cmd import EXIT_BAD_INPUT, EXIT_FAILED, AddressOption, fail
 from redfl.core.config import ConfigError
 from redfl.run.deployments import TOKEN_FILE, DeploymentStore
-from redfl.run.serving import (
-    DeploymentView,
-    ServeOptions,
-    deploy_run,
-    issue_token,
-    list_deployments,
-    revoke_tokens,
-    stop_deployment,
-    wait_while_served,
-)
-from redfl.runtime.serving_tokens import IssuedToken
+
+if TYPE_CHECKING:  # the serving modules need the `serve` extra: each command imports them
+    from redfl.run.serving import DeploymentView
+    from redfl.runtime.serving_tokens import IssuedToken
 
 app = typer.Typer(
     add_completion=False,
@@ -74,6 +67,8 @@ def serve(
 
     Serving a folder imports and runs the code of the client class that trained it.
     """
+    from redfl.run.serving import ServeOptions, deploy_run, stop_deployment, wait_while_served
+
     try:
         options = ServeOptions.of(
             name=name,
@@ -143,6 +138,8 @@ def list_(
     home: HomeOption = None,
 ) -> None:
     """List the served models: status, replicas, URL, run folder, tokens."""
+    from redfl.run.serving import list_deployments
+
     try:
         views = list_deployments(home, address)
     except ConfigError as error:
@@ -177,6 +174,8 @@ def stop(
     home: HomeOption = None,
 ) -> None:
     """Stop a served model and remove its record."""
+    from redfl.run.serving import stop_deployment
+
     try:
         typer.echo(stop_deployment(name, home, address))
     except ConfigError as error:
@@ -192,6 +191,8 @@ def token(
     home: HomeOption = None,
 ) -> None:
     """Issue another token for a served model (printed once)."""
+    from redfl.run.serving import issue_token
+
     try:
         issued = issue_token(name, days, home)
     except ConfigError as error:
@@ -210,6 +211,8 @@ def revoke(
     home: HomeOption = None,
 ) -> None:
     """Revoke tokens of a served model; returns once every replica refuses them."""
+    from redfl.run.serving import revoke_tokens
+
     try:
         issued = revoke_tokens(name, token_ids or [], every=every, days=days, home=home)
     except ConfigError as error:

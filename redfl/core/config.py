@@ -23,6 +23,7 @@ federation.rounds: Input should be greater than or equal to 1 (got 0); federatio
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -128,3 +129,31 @@ def _shown(value: Any) -> str:
     if len(text) > 80:
         text = text[:77] + "..."
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class OptionsError(ConfigError):
+    """Node options their class's ``Options`` model refuses; ``field`` names the first."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def node_options(template: Any, options: Mapping[str, Any], where: str) -> Any:
+    """A node class's options as its ``Options`` model validates them (with defaults filled
+    in), or a plain dict of them when the class has no such model.
+
+    Raises
+    ------
+    OptionsError
+        ``invalid config: <where>.<field>: ...`` naming each bad option; its ``field`` is the
+        first one's dotted path.
+    """
+    model = getattr(template, "Options", None)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        try:
+            return model.model_validate(dict(options))
+        except ValidationError as error:
+            first = ".".join([where, *(str(p) for p in error.errors()[0]["loc"])])
+            raise OptionsError(first, f"invalid config: {describe_errors(error, where)}") from None
+    return dict(options)

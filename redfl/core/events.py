@@ -3,10 +3,12 @@
 Schemas emit the round-level events (:class:`RoundStarted`, :class:`ClientsProgress`,
 :class:`RoundFinished`, :class:`FailureRecorded`); the run API (:func:`redfl.run`) adds the
 run-level ones (:class:`RunStarted`, :class:`CheckpointSaved`, :class:`RunFinished`,
-:class:`RunFailed`, :class:`RunCancelled`); the runtime reports :class:`WorkerRestarted`;
-a round with secure aggregation reports each of its stages (:class:`SecureAggregationStage`);
-an edge job, whose rounds are its model versions, adds :class:`JobResumed` (its server
-restarted) and :class:`JobStalled` (no device is left to select).
+:class:`RunFailed`, :class:`RunCancelled`, :class:`RunStopped`); the runtime reports
+:class:`WorkerRestarted` and, when clients run at sites, :class:`SiteJoined`,
+:class:`SiteRound` and :class:`SiteLeft`; a round with secure aggregation reports each of its
+stages (:class:`SecureAggregationStage`); an edge job, whose rounds are its model versions,
+adds :class:`JobResumed` (its server restarted) and :class:`JobStalled` (no device is left to
+select).
 Each event serialises to one JSON object whose ``type`` names it, and back
 (:func:`event_from_json`): ``events.jsonl`` in the run folder, the CLI's console, the
 platform's WebSocket and Tune's reports all read this one stream.
@@ -27,7 +29,7 @@ from typing import Any, ClassVar, Literal, get_args
 
 from redfl.core.result import Failure, RoundRecord
 
-RunStatus = Literal["succeeded", "failed", "cancelled"]
+RunStatus = Literal["succeeded", "failed", "cancelled", "stopped"]
 """A finished run's status."""
 
 EventType = Literal[
@@ -39,12 +41,16 @@ EventType = Literal[
     "failure",
     "checkpoint_saved",
     "worker_restarted",
+    "site_joined",
+    "site_round",
+    "site_left",
     "secagg_stage",
     "job_resumed",
     "job_stalled",
     "run_finished",
     "run_failed",
     "run_cancelled",
+    "run_stopped",
 ]
 """The ``type`` of every event in JSON (``"event"``: the base class)."""
 
@@ -133,6 +139,34 @@ class WorkerRestarted(Event):
 
 
 @dataclass(frozen=True)
+class SiteJoined(Event):
+    """Site ``site`` connected from ``address`` and serves its client."""
+
+    type: ClassVar[EventType] = "site_joined"
+    site: str
+    address: str
+
+
+@dataclass(frozen=True)
+class SiteRound(Event):
+    """Site ``site`` took part in round ``round``: its fit result was accepted."""
+
+    type: ClassVar[EventType] = "site_round"
+    site: str
+    round: int
+
+
+@dataclass(frozen=True)
+class SiteLeft(Event):
+    """Site ``site`` is gone (``reason``: its connection closed, it stopped polling, the
+    run ended); it may join again."""
+
+    type: ClassVar[EventType] = "site_left"
+    site: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class SecureAggregationStage(Event):
     """A stage of round ``round``'s secure aggregation ended.
 
@@ -197,6 +231,16 @@ class RunCancelled(Event):
     rounds: int
 
 
+@dataclass(frozen=True)
+class RunStopped(Event):
+    """The run was stopped at once, mid-round, for ``reason`` (a force-stop, a time
+    limit); ``rounds`` rounds had completed, the one in progress was dropped."""
+
+    type: ClassVar[EventType] = "run_stopped"
+    rounds: int
+    reason: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -207,12 +251,16 @@ EVENT_TYPES: dict[str, type[Event]] = {
         FailureRecorded,
         CheckpointSaved,
         WorkerRestarted,
+        SiteJoined,
+        SiteRound,
+        SiteLeft,
         SecureAggregationStage,
         JobResumed,
         JobStalled,
         RunFinished,
         RunFailed,
         RunCancelled,
+        RunStopped,
     )
 }
 """Every event class by its JSON ``type``."""

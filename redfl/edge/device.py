@@ -35,14 +35,14 @@ import numpy as np
 from pydantic import BaseModel
 
 from redfl.core.arrays import check_update
-from redfl.core.config import ConfigError
+from redfl.core.config import ConfigError, node_options
 from redfl.core.instructions import Instructions
 from redfl.core.roles import Role
 from redfl.edge.forward import ForwardError, LcpConnections
 from redfl.edge.protocol import JobReply, decode_arrays, encode_arrays
 from redfl.nodes.client import Client
 from redfl.nodes.node import NodeContext
-from redfl.run.build import client_class, validated_options
+from redfl.run.build import client_class
 
 __all__ = [
     "Credentials",
@@ -163,7 +163,7 @@ class Trainer:
         if not (isinstance(template, type) and issubclass(template, Client)):
             raise ConfigError(f"client: {client_name(template)} is not a redfl Client")
         merged = {**job.options, **(options or {})}
-        checked = validated_options(template, merged, "options")
+        checked = node_options(template, merged, "options")
         kwargs = checked.model_dump() if isinstance(checked, BaseModel) else dict(checked)
         self.client: Client = template(**kwargs)
         roles: frozenset[Role] = frozenset({"train"})

@@ -40,6 +40,7 @@ from redfl.core.config import (
     ConfigError,
     Strict,
     describe_errors,
+    node_options,
 )
 from redfl.core.imports import check_config_imports
 from redfl.core.result import EvaluateFn
@@ -52,7 +53,6 @@ from redfl.run.build import (
     central_evaluation,
     client_class,
     initial_parameters_of,
-    validated_options,
 )
 
 __all__ = ["BuiltJob", "JobSpec", "build_job", "check_arrays", "read_job_file"]
@@ -234,7 +234,7 @@ def build_job(
     template = client_class(spec.client, "client", allowed_prefixes)
     if not issubclass(template, Client):
         raise ConfigError(f"client: {spec.client} is not a redfl Client (fit on devices)")
-    options = validated_options(template, spec.options, "options")
+    options = node_options(template, spec.options, "options")
     dumped = options.model_dump(mode="json") if hasattr(options, "model_dump") else options
     try:
         json.dumps(dumped)

@@ -11,18 +11,18 @@ error is a :class:`~redfl.core.config.ConfigError` naming the field.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from redfl.algorithms.registry import SAMPLING, make_strategy
 from redfl.algorithms.strategy import ParameterError, Strategy
 from redfl.attacks import Attacked, choose_attackers
 from redfl.attacks.registry import ATTACKS
 from redfl.core.arrays import Parameters
-from redfl.core.config import ConfigError, describe_errors
+from redfl.core.config import ConfigError, node_options
 from redfl.core.imports import check_config_imports, resolve
 from redfl.core.result import EvaluateFn
 from redfl.nodes.client import Client
@@ -40,7 +40,6 @@ __all__ = [
     "federation_from_config",
     "initial_parameters_of",
     "strategy_from_config",
-    "validated_options",
 ]
 
 
@@ -62,9 +61,16 @@ def federation_from_config(
     """
     if allowed_prefixes is not None:
         check_config_imports(config, allowed_prefixes)
+    spec = SCHEMAS.get(config.topology.schema_)
+    if config.sites is not None and not spec.sites:
+        able = [name for name, other in SCHEMAS.items() if other.sites]
+        raise ConfigError(
+            f"sites: the {config.topology.schema_!r} schema cannot run its clients at sites "
+            f"(schemas that can: {', '.join(able)})"
+        )
     parts = ConfigParts(config, callbacks, allowed_prefixes)
     try:
-        return SCHEMAS.get(config.topology.schema_).build(config.topology, parts)
+        return spec.build(config.topology, parts)
     except ConfigError:
         raise
     except ParameterError as error:
@@ -89,18 +95,23 @@ class ConfigParts:
         self.config = config
         self.allowed_prefixes = allowed_prefixes
         self.num_nodes = config.client.num_clients
+        self.node_ids = node_ids(config)
         self.roles = config.client.roles
         self.central = config.evaluation.central
         run = config.federation
+        resources = config.resources
+        if config.sites is not None:  # one worker per site's client, in every runtime
+            resources = resources.model_copy(update={"num_workers": len(config.sites.expected)})
         self.settings: FederationSettings = {
             "seed": run.seed,
             "runtime": run.runtime,
             "address": run.address,
-            "resources": config.resources,
+            "resources": resources,
             "callbacks": callbacks,
             "client_timeout": run.client_timeout,
             "round_timeout": run.round_timeout,
             "max_worker_restarts": run.max_worker_restarts,
+            "sites": config.sites,
         }
 
     def template(self) -> type[Any]:
@@ -114,7 +125,7 @@ class ConfigParts:
     @cached_property
     def _options(self) -> Any:
         """The options as the class's ``Options`` model validates them (else the dict)."""
-        return validated_options(self._template, self.config.client.options, "client.options")
+        return node_options(self._template, self.config.client.options, "client.options")
 
     @property
     def options(self) -> dict[str, Any]:
@@ -150,17 +161,22 @@ class ConfigParts:
         )
 
     def star_settings(self) -> StarSettings:
-        """The strategy, options, roles, central evaluation, secure aggregation and the
-        settings."""
+        """The strategy, options, client ids (the sites'), roles, central evaluation, secure
+        aggregation and the settings."""
         return StarSettings(
             strategy=self.strategy(),
             options=self.options,
             roles=self.roles,
             evaluate_fn=self.evaluate_fn(),
-            client_ids=None,
+            client_ids=self.node_ids,
             secure_aggregation=self.config.secure_aggregation,
             **self.settings,
         )
+
+
+def node_ids(config: FederationConfig) -> list[str] | None:
+    """The clients' node ids a config names: its sites' (``None``: the schema's own)."""
+    return None if config.sites is None else list(config.sites.expected)
 
 
 def client_class(
@@ -180,27 +196,9 @@ def client_class(
     return found
 
 
-def validated_options(template: type[Any], options: Mapping[str, Any], field: str) -> Any:
-    """``options`` as the class's ``Options`` pydantic model validates them (with its
-    defaults filled in), or a plain dict when the class has no such model.
-
-    Raises
-    ------
-    ConfigError
-        Naming each bad option as ``field.name`` and what is allowed.
-    """
-    model = getattr(template, "Options", None)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        try:
-            return model.model_validate(dict(options))
-        except ValidationError as error:
-            raise ConfigError(f"invalid config: {describe_errors(error, field)}") from None
-    return dict(options)
-
-
 def initial_parameters_of(template: type[Any], options: Any, field: str) -> Parameters:
     """The class's ``initial_parameters(options)`` (``options`` as
-    :func:`validated_options` returned them).
+    :func:`redfl.core.config.node_options` returned them).
 
     Raises
     ------
@@ -238,7 +236,7 @@ def central_evaluation(
 
 def attackers_from_config(config: FederationConfig) -> list[str]:
     """The malicious client ids: a seeded choice of ``attack.malicious_fraction``."""
-    ids = [f"client-{i}" for i in range(config.client.num_clients)]
+    ids = node_ids(config) or [f"client-{i}" for i in range(config.client.num_clients)]
     return choose_attackers(ids, config.attack.malicious_fraction, config.federation.seed)
 
 

@@ -99,3 +99,9 @@ def _check_reachable(address: str, timeout: float) -> None:
         raise ConnectionError(
             f"cannot reach the Ray cluster at {address}: {error.strerror or error}"
         ) from None
+
+
+def cluster_machines() -> list[dict[str, float]]:
+    """Each live machine's total resources in the cluster this process has joined."""
+    nodes = ray.nodes()  # type: ignore[no-untyped-call]
+    return [{k: float(v) for k, v in n["Resources"].items()} for n in nodes if n.get("Alive")]

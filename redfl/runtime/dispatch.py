@@ -151,30 +151,15 @@ def run_round(
         if rerun:
             orphans.append((share, rerun))
 
-    while running or orphans:
-        _adopt(backend, running, orphans, calls, steal, watch, closed)
-        if watch.overdue():
-            _give_up(running, orphans, watch)
-            return
-        if not running:
-            watch.idle()
-            continue
-        runners = list(running)
-        got = backend.wait_next([running[r].pending for r in runners], watch.wait_time(orphans))
-        watch.drain()
-        if got is None:
-            for job in watch.overrun(backend, running):
-                orphan(job)
-            continue
-        position, outcome = got
-        runner = runners[position]
+    def settle(runner: int, outcome: Outcome[FitBatch]) -> None:
+        """Take in ``runner``'s finished call; an idle runner may steal segments."""
         job = running.pop(runner)
         share = job.share
         reason = backend.lost(outcome.error) if outcome.error is not None else None
         if reason is not None and watch.supervisor is not None:
             watch.supervisor.lost(runner, f"round {watch.round}: {reason}")
             orphan(job, f"round {watch.round}: {reason}")
-            continue
+            return
         if job.indices is None:
             share.home = outcome
             drained.add(share.worker)
@@ -185,7 +170,7 @@ def run_round(
         if on_done is not None:
             on_done(size)
         if not steal or outcome.error is not None or orphans or runner in closed:
-            continue
+            return
         for victim in sorted(
             (s for s in shares if s.home is None and s.worker not in drained and s.movable),
             key=lambda s: -len(s.segments),
@@ -201,6 +186,24 @@ def run_round(
             victim.released.extend(indices)
             running[runner] = Job(victim, indices, calls.guest(runner, victim, indices))
             break
+
+    while running or orphans:
+        _adopt(backend, running, orphans, calls, steal, watch, closed)
+        if watch.overdue():
+            _give_up(running, orphans, watch)
+            return
+        if not running:
+            watch.idle()
+            continue
+        runners = list(running)
+        done = backend.finished([running[r].pending for r in runners], watch.wait_time(orphans))
+        watch.drain()
+        if not done:
+            for job in watch.overrun(backend, running):
+                orphan(job)
+            continue
+        for position, outcome in done:  # every call found finished, in worker order
+            settle(runners[position], outcome)
 
 
 def _adopt(

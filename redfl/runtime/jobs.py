@@ -1,12 +1,16 @@
 """Ray jobs for the platform: a Ray head that outlives the web server, and its job server.
 
 The embedded default is a local Ray head started as a process of its own (``ray start
---head --block``, in a new session), so killing or restarting ``redfl serve`` leaves it and
-its jobs running. Its process id and addresses are kept in ``<data>/ray-head.json``; a
-restarted server finds the head there and reuses it. The head keeps its files in a temp
-folder of its own (never ``/tmp/ray``), so other Ray programs on the machine never join it,
-and uses Ray's token authentication with a token of its own (``<data>/ray-auth-token``,
-mode 0600), which its jobs inherit and the job client sends.
+--head --block``, in a process group of its own), so killing or restarting ``redfl serve``
+leaves it and its jobs running. It stays in the server's session: Linux schedules each
+session as one group (autogroups), so the head's lower priority (``nice``) counts against
+the server's own processes, while the session as a whole keeps its fair share of the
+machine (its Ray services are never starved by other sessions). Its process id and
+addresses are kept in ``<data>/ray-head.json``; a restarted server finds the head there and
+reuses it. The head keeps its files in a temp folder of its own (never ``/tmp/ray``), so
+other Ray programs on the machine never join it, and uses Ray's token authentication with a
+token of its own (``<data>/ray-auth-token``, mode 0600), which its jobs inherit and the job
+client sends.
 
 Runs are submitted as jobs (:class:`JobClient`, over Ray's ``JobSubmissionClient``): the
 entrypoint is a shell command the job server runs; Ray sets ``RAY_ADDRESS`` for it.
@@ -24,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,6 +75,23 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def lower_priority(pid: int, nice: int) -> None:
+    """Run process ``pid`` and its session at scheduling priority ``nice``.
+
+    Besides the process's own nice value, this sets the nice value of its autogroup (Linux
+    schedules each session as one group, fairly against the others, whatever the nice values
+    inside it: a session of niced processes would still get a full share of the CPU);
+    without autogroups only the nice value counts. For a process alone in its session (a Ray
+    job's driver), not for a session that holds Ray's own services.
+    """
+    try:
+        if os.getpriority(os.PRIO_PROCESS, pid) < nice:
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice), encoding="ascii")
+    except OSError:  # no such process any more, or no autogroups here
+        pass
+
+
 def _head_temp_dir(data_dir: Path) -> str:
     key = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:10]
     return str(Path(tempfile.gettempdir()) / f"redfl-ray-{key}")  # short: Ray's sockets
@@ -111,11 +134,13 @@ def _job_server_up(url: str, token: str | None) -> bool:
 
 
 def start_head(
-    data_dir: str | Path, num_cpus: int | None = None, timeout: float = 120.0
+    data_dir: str | Path, num_cpus: int | None = None, timeout: float = 120.0, nice: int = 0
 ) -> HeadInfo:
     """Start a local Ray head with its job server as a process of its own.
 
     Its output goes to ``<data>/ray-head.log``; its pid and addresses to ``<data>/ray-head.json``.
+    With ``nice`` > 0 the head and everything it starts (jobs, workers) run at that lower
+    scheduling priority (a job, in a session of its own, lowers its own: :func:`lower_priority`).
 
     Raises
     ------
@@ -147,6 +172,8 @@ def start_head(
     ]
     if num_cpus is not None:
         args.append(f"--num-cpus={num_cpus}")
+    if nice > 0:
+        args = ["nice", "-n", str(nice), *args]  # nice execs ray: the pid stays the head's
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     env["RAY_AUTH_TOKEN_PATH"] = str(folder / TOKEN_FILE)
     auth_token(folder)
@@ -154,7 +181,7 @@ def start_head(
         env.pop(name, None)
     with (folder / "ray-head.log").open("ab") as log:
         process = subprocess.Popen(
-            args, cwd=home, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            args, cwd=home, stdout=log, stderr=subprocess.STDOUT, env=env, process_group=0
         )
     info = HeadInfo(process.pid, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir)
     (folder / HEAD_FILE).write_text(json.dumps(asdict(info)), encoding="utf-8")
@@ -170,18 +197,32 @@ def start_head(
     return info
 
 
-def ensure_head(data_dir: str | Path, num_cpus: int | None = None) -> HeadInfo:
-    """The head recorded in ``data_dir`` if it is alive, else a newly started one."""
-    found = read_head(data_dir)
-    if found is not None and _job_server_up(found.job_server, auth_token(data_dir)):
-        return found
-    if found is not None:
-        stop_head(found.pid)
-    return start_head(data_dir, num_cpus)
+def ensure_head(data_dir: str | Path, num_cpus: int | None = None, nice: int = 0) -> HeadInfo:
+    """The head recorded in ``data_dir`` if it is alive, else a newly started one.
+
+    Servers sharing the data folder take turns (a lock file, ``ray-head.lock``), so two of
+    them never start two heads.
+    """
+    import fcntl
+
+    folder = Path(data_dir)
+    with (folder / "ray-head.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = read_head(folder)
+        if found is not None and _job_server_up(found.job_server, auth_token(folder)):
+            return found
+        if found is not None:
+            stop_head(found.pid)
+        return start_head(folder, num_cpus, nice=nice)
 
 
-def stop_head(pid: int, timeout: float = 30.0) -> None:
-    """Stop a head started by :func:`start_head` (its process group), by its ``pid``."""
+def stop_head(pid: int, timeout: float = 3.0) -> None:
+    """Stop a head started by :func:`start_head` (its process group), by its ``pid``.
+
+    SIGTERM first; what is still alive ``timeout`` seconds later gets SIGKILL. (Ray drains
+    for about 30 s on SIGTERM; the platform's head holds nothing worth the wait: a run's
+    state is in its folder and the store.)
+    """
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pid, sig)
@@ -192,6 +233,34 @@ def stop_head(pid: int, timeout: float = 30.0) -> None:
             time.sleep(0.1)
         if not pid_alive(pid):
             return
+
+
+def cluster_nodes(
+    url: str, token: str | None = None, timeout: float = 2.0
+) -> list[dict[str, float]]:
+    """The total resources of each live machine of the cluster whose job server (dashboard)
+    is at ``url`` (Ray's state API, over HTTP: no Ray client); ``[]`` while none has
+    registered yet.
+
+    Raises
+    ------
+    JobError
+        If the job server does not answer, or answers something else.
+    """
+    request = urllib.request.Request(
+        url.rstrip("/") + "/api/v0/nodes?detail=true&limit=10000", headers=_headers(token) or {}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = json.loads(response.read().decode("utf-8"))
+        nodes = body["data"]["result"]["result"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise JobError(f"cannot read the cluster's machines from {url}: {error}") from None
+    return [
+        {k: float(v) for k, v in (node.get("resources_total") or {}).items()}
+        for node in nodes
+        if node.get("state") == "ALIVE"
+    ]
 
 
 def job_server_url(address: str) -> str:

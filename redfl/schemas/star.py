@@ -159,9 +159,11 @@ class StarFederation(Federation):
         self._failures: list[Failure] = []
         self._spec = {n.node_id: n for n in nodes}
         # Idle workers may run other workers' clients unless clients keep state on their
-        # worker or need a dedicated actor.
+        # worker, need a dedicated actor, or run only where they are (at their site).
         self._stateful = bool(getattr(client, "stateful", False))
-        self._stealable = not self._stateful and not any(n.dedicated for n in nodes)
+        self._stealable = (
+            not self._stateful and not any(n.dedicated for n in nodes) and self._runtime.movable
+        )
         self.secure: SecureRounds | None = None
         """The driver's side of secure aggregation (``None``: updates arrive in the clear)."""
         if secure_aggregation is not None:
@@ -455,6 +457,6 @@ def star_from_parts(table: StarTopology, parts: FederationParts) -> StarFederati
 
 SCHEMAS.register(
     "star",
-    SchemaSpec(StarTopology, star_from_parts, round_driven=True),
+    SchemaSpec(StarTopology, star_from_parts, round_driven=True, sites=True),
     description="clients around a server strategy",
 )
