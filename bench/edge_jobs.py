@@ -1,7 +1,8 @@
 """Edge jobs benchmark: the server's fan-in with aggregating relays against LCPs syncing
 directly; a job running a user-supplied numpy device class of 100k parameters through 1,000
 simulated devices; the time a SIGKILLed edge server takes to serve again; and, toward fleets
-of millions (in-process, no HTTP), the server's memory per enrolled device and time per sync.
+of millions (in-process, no HTTP), the server's memory per enrolled device, its time per
+sync, and one LCP's memory.
 
     python bench/edge_jobs.py [--runs fanin,user,restart,fleet] [--fleet-max 1000000]
 
@@ -33,10 +34,11 @@ from edge import Memory, cpu_seconds, free_port, provisioned  # noqa: E402
 from redfl.edge.fleet import Fleet  # noqa: E402
 from redfl.edge.jobs import JobSpec  # noqa: E402
 from redfl.edge.launch import EdgeProcesses  # noqa: E402
+from redfl.edge.lcp import LcpService  # noqa: E402
 from redfl.edge.protocol import encode_arrays  # noqa: E402
 from redfl.edge.server import EdgeServer  # noqa: E402
 from redfl.edge.simulator import SimulatorConfig, Summary, print_summary, run_simulation  # noqa: E402
-from redfl.edge.wire import JobSync, PartialMsg, SyncRequest  # noqa: E402
+from redfl.edge.wire import JobSync, PartialMsg, SyncReply, SyncRequest  # noqa: E402
 from redfl.topology.tree import relay_tree  # noqa: E402
 
 NUMERIC = "redfl.examples.edge:NumericDevice"
@@ -190,13 +192,33 @@ def restart(devices: int = 200) -> None:
           f"simulation done {bool(out and out[0].done)}")  # fmt: skip
 
 
+def one_lcp(server: EdgeServer, name: str) -> tuple[int, int]:
+    """Bytes one LCP holds for the job after its first sync, and its share of the selection
+    (the devices it holds selected)."""
+    wire = server.sync(SyncRequest(sender=name, boot="lcp", seq=0)).model_dump_json()
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    service = LcpService(name, "https://127.0.0.1:1")
+    reply = SyncReply.model_validate_json(wire)  # as it arrives: the LCP's own strings
+    selected = sum(len(v) for state in reply.jobs for v in state.selected.values())
+    service.apply(reply, {})
+    del reply
+    gc.collect()
+    used = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert service.jobs, "the LCP did not take the job"
+    return used, selected
+
+
 def fleet(max_enrolled: int = 1_000_000) -> None:
     """In-process: the server's memory per enrolled device (devices that asked for a task,
     candidates or selected) and its time per sync, with 10^4 .. 10^6 of them and 10^3 ..
     10^5 selected. Target: under 1 kB per enrolled device, time per sync flat in the number
     enrolled."""
     print(f"\nfleet (in-process, no HTTP; 64 LCPs; {load()})")
-    print(f"  {'enrolled':>10} {'selected':>9} {'server B/device':>16} {'sync ms (p50)':>14}")
+    print(f"  {'enrolled':>10} {'selected':>9} {'server B/device':>16} {'sync ms (p50)':>14} "
+          f"{'one LCP (its selected devices)':>30}")  # fmt: skip
     lcps = [f"lcp-{i}" for i in range(64)]
     for enrolled in (10_000, 100_000, 1_000_000):
         if enrolled > max_enrolled:
@@ -233,8 +255,10 @@ def fleet(max_enrolled: int = 1_000_000) -> None:
                     server.sync(request)
                     times.append(time.perf_counter() - start)
                 per = used / (share * len(lcps))
+                lcp_bytes, lcp_selected = one_lcp(server, lcps[0])
                 print(f"  {enrolled:>10,} {selected:>9,} {per:>16,.0f} "
-                      f"{np.median(times) * 1e3:>14.3f}")  # fmt: skip
+                      f"{np.median(times) * 1e3:>14.3f} {lcp_bytes / 1024:>10,.0f} kB "
+                      f"for {lcp_selected:,}")  # fmt: skip
                 server.close()
     print(
         "  (memory by tracemalloc: the selection's and the job's structures, the id strings "
