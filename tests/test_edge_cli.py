@@ -109,3 +109,20 @@ def test_the_edge_group_is_registered_on_redfl() -> None:
 
     result = runner.invoke(app, ["edge", "--help"])
     assert result.exit_code == 0 and "simulate" in result.output
+
+
+def test_device_names_a_bad_credentials_file_or_index(tmp_path: Path) -> None:
+    creds = tmp_path / "me.json"
+    base = ["device", "--proxy", "http://127.0.0.1:1", "--job", "j", *NUMERIC]
+    for text, reason in (
+        ("{", "not valid JSON"),
+        ('{"token": "t"}', "expected {'device_id': ..., 'token' or 'secret': ...}"),
+        ('{"device_id": "d"}', "needs a 'token' (issued in advance) or a 'secret' (enrol)"),
+    ):
+        creds.write_text(text)
+        code, out = run(*base, "--credentials", str(creds))
+        assert code == 2 and out.startswith(f"redfl: error: --credentials {creds}: {reason}"), out
+    code, out = run(*base, "--credentials", str(tmp_path / "none.json"))
+    assert code == 2 and "No such file or directory" in out
+    code, out = run(*base, "--credentials", str(creds), "--index", "3", "--devices", "2")
+    assert code == 2 and out.strip() == "redfl: error: --index 3 must be below --devices 2"

@@ -39,6 +39,7 @@ from redfl.core.config import ConfigError, node_options
 from redfl.core.instructions import Instructions
 from redfl.core.roles import Role
 from redfl.edge.forward import ForwardError, LcpConnections
+from redfl.edge.jobs import read_json
 from redfl.edge.protocol import JobReply, decode_arrays, encode_arrays
 from redfl.nodes.client import Client
 from redfl.nodes.node import NodeContext
@@ -85,12 +86,7 @@ class Credentials:
         ValueError
             Naming the file and what is wrong.
         """
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ValueError(f"{path}: {exc.strerror or exc}") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        data = read_json(path)  # a ConfigError is a ValueError
         if not isinstance(data, dict) or not isinstance(data.get("device_id"), str):
             raise ValueError(f"{path}: expected {{'device_id': ..., 'token' or 'secret': ...}}")
         token, secret = data.get("token", ""), data.get("secret", "")

@@ -55,7 +55,7 @@ from redfl.run.build import (
     initial_parameters_of,
 )
 
-__all__ = ["BuiltJob", "JobSpec", "build_job", "check_arrays", "read_job_file"]
+__all__ = ["BuiltJob", "JobSpec", "build_job", "check_arrays", "read_job_file", "read_json"]
 
 Arrays = dict[str, np.ndarray]
 
@@ -151,6 +151,22 @@ def check_arrays(arrays: object, where: str) -> Arrays:
     return out
 
 
+def read_json(path: Path) -> object:
+    """The JSON value of a file.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file: unreadable, or not JSON.
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+
+
 def read_job_file(path: Path) -> tuple[JobSpec, Arrays | None]:
     """Read a job file and, when it names ``initial_parameters``, that safetensors file
     (relative to the job file); the spec comes back without that field.
@@ -161,12 +177,7 @@ def read_job_file(path: Path) -> tuple[JobSpec, Arrays | None]:
         Naming the file (and the field): unreadable, not JSON, a bad value, a model file
         that is missing or is not safetensors of float arrays.
     """
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    data = read_json(path)
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
