@@ -110,7 +110,7 @@ class ThreadedDeployment:
         self.thread.start()
         self.server = EdgeServer(folder / f"jobs-{self.ports['server']}")
         self.job: EdgeJob = self.server.submit(spec)
-        app = server_app(self.server, TREE, self.member["server"])
+        app = self.server_app = server_app(self.server, TREE, self.member["server"])
         self._serve("server", app, self.member["server"].server_tls())
         for relay in used:
             member = self.member[relay]

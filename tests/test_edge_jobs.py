@@ -28,7 +28,7 @@ from redfl.edge.device import Credentials, DeviceError, JobMismatch, Trainer, ru
 from redfl.edge.job import EdgeJob
 from redfl.edge.jobs import JobSpec, build_job, read_job_file
 from redfl.edge.protocol import JobReply, Status, decode_arrays, encode_arrays
-from redfl.edge.server import EdgeServer
+from redfl.edge.server import MAX_JOB_BYTES, EdgeServer
 from redfl.edge.simulator import SimulatorConfig, Summary, run_simulation
 from redfl.edge.wire import JobSync, SyncRequest
 from redfl.run.folder import load_parameters
@@ -339,3 +339,25 @@ def test_the_example_job_file_builds_and_its_device_class_learns(
         {**task, "config": {"lr": "x"}}
     )
     assert failed["error"].startswith("ValueError: could not convert string to float")
+
+
+def test_the_jobs_routes_check_the_caller_then_the_length_before_the_body(
+    edge: ThreadedDeployment,
+) -> None:
+    big = b"{" + b" " * 70_000 + b"}"
+    url = f"{edge.url['server']}/jobs/abort"
+    with edge.client("lcp-1-1") as client:  # a member of the tree, but not the operator
+        refused = client.post(url, content=big, headers={"content-type": "application/json"})
+    assert refused.status_code == 401
+    assert (
+        refused.json()["reason"]
+        == "lcp 'lcp-1-1': kind 'lcp' is not accepted here (accepted: operator)"
+    )
+    with edge.client("operator") as client:
+        too_big = client.post(url, content=big, headers={"content-type": "application/json"})
+    assert too_big.status_code == 413 and too_big.json() == {
+        "status": "INVALID_REQUEST",
+        "reason": "body too large: /jobs/abort takes at most 65,536 bytes",
+    }
+    schema = edge.server_app.openapi()["paths"]["/jobs"]["post"]["responses"]
+    assert schema["413"]["description"] == f"A body over {MAX_JOB_BYTES:,} bytes (not read)"
