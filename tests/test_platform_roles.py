@@ -66,6 +66,16 @@ def _run_with_model(app: FastAPI) -> tuple[dict[str, Any], Any]:
     return {"run_id": _fresh_run(app, with_model=True)}, None
 
 
+def _failed_deployment(app: FastAPI) -> tuple[dict[str, Any], Any]:
+    """A deployment (of the researcher) that failed: nothing of it is on Ray Serve."""
+    run_id = _fresh_run(app, with_model=True)
+    with app.state.sessions() as session:
+        store = Store(session)
+        made = store.create_deployment(run_id, store.require_user("researcher").id, 1, 1)
+        store.set_deployment_status(made.id, "failed", "for the matrix")
+    return {"deployment_id": made.id}, {"inputs": [[0.0, 0.0]]}
+
+
 def _tagged_run(app: FastAPI) -> tuple[dict[str, Any], Any]:
     return {"run_id": _fresh_run(app)}, {"tags": ["checked"]}
 
@@ -152,6 +162,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/runs/{run_id}/log"): Rule("viewer", 200, _run),
     ("WEBSOCKET", "/api/runs/{run_id}/ws"): Rule("viewer", 1000, _finished_run),
     ("WEBSOCKET", "/api/live/runs"): Rule("viewer", STREAMS),
+    # a queued run: 409 once the caller may deploy (deploying itself is in
+    # test_platform_deployments.py, on Ray Serve)
+    ("POST", "/api/runs/{run_id}/deployments"): Rule("researcher", 409, _run_with_model),
+    ("GET", "/api/deployments"): Rule("viewer", 200),
+    ("GET", "/api/deployments/{deployment_id}"): Rule("viewer", 200, _failed_deployment),
+    ("DELETE", "/api/deployments/{deployment_id}"): Rule("researcher", 204, _failed_deployment),
+    # a failed deployment: 409 once the caller may predict
+    ("POST", "/api/deployments/{deployment_id}/predict"): Rule("viewer", 409, _failed_deployment),
     ("GET", "/api/strategies"): Rule("viewer", 200),
     ("GET", "/api/examples"): Rule("viewer", 200),
     ("GET", "/api/health"): Rule("public", 200),

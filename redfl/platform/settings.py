@@ -106,6 +106,12 @@ class Settings(BaseModel):
     """CPUs of the embedded Ray head (default: Ray's, all of the machine's)."""
     otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://\S+$")
     """OTLP/HTTP endpoint for traces (``http://host:4318``); ``None``: no tracing."""
+    serving_replica_cpus: float = Field(default=1.0, gt=0, le=256)
+    """CPUs each replica of a served model reserves."""
+    serving_max_replicas: int = Field(default=4, ge=1, le=1024)
+    """The most replicas one deployment may ask for."""
+    serving_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """How long joining the cluster, and a prediction, may take."""
     user_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     """How long an authenticated request trusts a user's row (role, existence) read by an
     earlier request; changes through this server's API apply at once, others within this

@@ -239,3 +239,48 @@ class ExampleOut(BaseModel):
     name: str
     description: str
     config: str
+
+
+DeploymentStatus = Literal["deploying", "running", "failed", "lost"]
+
+
+class DeploymentCreate(_Body):
+    """How to serve a run's model: replicas (at most the operator's
+    ``serving_max_replicas``) and how many requests a replica predicts together."""
+
+    replicas: int = Field(default=1, ge=1, le=1024)
+    max_batch: int = Field(default=16, ge=1, le=1024)
+
+
+class DeploymentOut(_View):
+    """A run's model served on Ray Serve.
+
+    ``status``: ``deploying`` until its replicas run, then ``running``; ``failed`` (deploying
+    failed, ``error`` says why); ``lost`` (Ray Serve no longer had it when the platform
+    restarted, and deploying it again failed). Ask it with
+    ``POST /api/deployments/{id}/predict``.
+    """
+
+    id: str
+    name: str
+    """Its application name on Ray Serve."""
+    run_id: str
+    owner: Name | None
+    status: DeploymentStatus
+    replicas: int
+    max_batch: int
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PredictIn(_Body):
+    """Rows of numbers to predict (each row one input of the model's shape)."""
+
+    inputs: list[list[float]]
+
+
+class PredictOut(BaseModel):
+    """The model's outputs, one row per input row."""
+
+    outputs: list[list[float]]
