@@ -7,6 +7,7 @@
 
 import { can, login, logout, user } from "./api.js";
 import { showCompare } from "./compare.js";
+import { initDeployment } from "./deploy.js";
 import { $, el, notice } from "./dom.js";
 import { initRun, leaveRun, showRun } from "./run.js";
 import { initRuns, leaveRuns, showRuns } from "./runs.js";
@@ -77,6 +78,7 @@ function init() {
   window.addEventListener("hashchange", () => route());
   initRuns();
   initRun();
+  initDeployment();
   initUsers();
   route();
 }

@@ -1,4 +1,4 @@
-// The run page: status, tags, cancel and stop, downloads; tabs for live charts (any metric
+// The run page: status, tags, cancel and stop, downloads, its served model (deploy.js); tabs for live charts (any metric
 // of the round records, chosen from a list), the config as submitted, the summary, the
 // failures and events (paged) and the log.
 //
@@ -9,6 +9,7 @@
 
 import { ApiError, can, download, logout, refresh, request, socketUrl, user } from "./api.js";
 import { PALETTE, drawChart, metricNames, metricValue } from "./chart.js";
+import { leaveDeployment, showDeployment } from "./deploy.js";
 import { $, badge, el, notice, parseTags, tagChip, when } from "./dom.js";
 
 const FINAL = new Set(["succeeded", "failed", "cancelled", "stopped"]);
@@ -23,6 +24,7 @@ let view = null;
 export function leaveRun() {
   if (view && view.socket) view.socket.close(1000);
   if (view) clearInterval(view.logTimer);
+  leaveDeployment();
   view = null;
 }
 
@@ -65,6 +67,7 @@ export async function showRun(id) {
   showTags(run.tags);
   showArtifacts(run);
   showSummary(run.summary);
+  showDeployment(run).catch((error) => notice(error.message));
   $("#failure-count").textContent = String(view.failureCount);
   openTab("charts");
   draw();
@@ -166,6 +169,8 @@ async function ended() {
   showArtifacts(run);
   showSummary(run.summary);
   setStatus(run.status);
+  view.run.artifacts = run.artifacts;
+  showDeployment(view.run).catch(() => null);
 }
 
 function scheduleDraw() {
