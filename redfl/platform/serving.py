@@ -15,8 +15,8 @@ longer has (its Ray head was restarted, say) is **deployed again** from its run 
 marked ``lost`` with the reason if that fails.
 
 The server joins Ray as a driver on first use: the cluster of ``ray_address`` (a GCS address,
-``host:port``), or the data folder's embedded head (started if need be, with its
-authentication token).
+``host:port``), or the data folder's embedded head (started if need be), authenticating with
+the head's token (:func:`use_head_token`, which ``redfl serve`` calls as it starts).
 """
 
 from __future__ import annotations
@@ -46,6 +46,19 @@ MODELS_DIR = "models"
 class ServingError(RuntimeError):
     """The platform cannot reach Ray Serve (its cluster is not reachable or not
     joinable)."""
+
+
+def use_head_token(settings: Settings) -> None:
+    """Make this process authenticate to the data folder's embedded Ray head (with its
+    token) when it joins it as a driver; a no-op with ``ray_address`` set.
+
+    Ray reads its authentication settings once per process, from the environment: call this
+    before anything in the process uses Ray (``redfl serve`` does, as it starts).
+    """
+    if settings.ray_address in (None, "local"):
+        data = Path(settings.data_dir).resolve()
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(data / TOKEN_FILE)
 
 
 class ModelServer:
@@ -89,9 +102,6 @@ class ModelServer:
             if address in (None, "local"):
                 data = Path(self.settings.data_dir).resolve()
                 head = ensure_head(data, self.settings.ray_num_cpus, nice=self.settings.ray_nice)
-                # the embedded head authenticates its drivers with the data folder's token
-                os.environ["RAY_AUTH_MODE"] = "token"
-                os.environ["RAY_AUTH_TOKEN_PATH"] = str(data / TOKEN_FILE)
                 address = head.address
             try:
                 join(address, self.settings.serving_timeout_seconds)
