@@ -23,6 +23,7 @@ from redfl.platform.api import (
     live,
     projects,
     runs,
+    sites,
     users,
 )
 from redfl.platform.api.errors import SafeJSONResponse, install_error_handlers
@@ -38,6 +39,7 @@ from redfl.platform.models import utcnow
 from redfl.platform.security import TokenService
 from redfl.platform.serving import ModelServer
 from redfl.platform.settings import Settings, ensure_data_dir, load_or_create_secret
+from redfl.platform.sites import ensure_sites_home
 from redfl.platform.store import Store
 from redfl.platform.tracing import TracingMiddleware, make_tracer
 
@@ -143,6 +145,7 @@ def create_app(settings: Settings, execute: bool = False) -> FastAPI:
     app.state.revoked.load(app.state.sessions)
     app.state.cluster = ClusterView(settings)
     app.state.models = ModelServer(settings, app.state.sessions)
+    ensure_sites_home(settings)
     app.state.tokens = TokenService(
         load_or_create_secret(settings.data_dir), settings.access_token_seconds
     )
@@ -156,6 +159,7 @@ def create_app(settings: Settings, execute: bool = False) -> FastAPI:
         users,
         projects,
         deployments,
+        sites,
         live,
         catalog,
         health,
