@@ -1,6 +1,6 @@
-// The run page: status, tags, cancel and stop, downloads, its served model (deploy.js); tabs for live charts (any metric
-// of the round records, chosen from a list), the config as submitted, the summary, the
-// failures and events (paged) and the log.
+// The run page: status, tags, cancel and stop, downloads, its served model (deploy.js), its
+// sites (run_sites.js); tabs for live charts (any metric of the round records, chosen from a
+// list), the config as submitted, the summary, the failures and events (paged) and the log.
 //
 // Everything that changes while the run goes on arrives over the run's WebSocket: first
 // every stored event, then the live ones (the charts never poll). A dropped connection is
@@ -11,6 +11,7 @@ import { ApiError, can, download, logout, refresh, request, socketUrl, user } fr
 import { PALETTE, drawChart, metricNames, metricValue } from "./chart.js";
 import { leaveDeployment, showDeployment } from "./deploy.js";
 import { $, badge, el, notice, parseTags, tagChip, when } from "./dom.js";
+import { leaveRunSites, showRunSites } from "./run_sites.js";
 
 const FINAL = new Set(["succeeded", "failed", "cancelled", "stopped"]);
 const TERMINAL = { run_finished: "succeeded", run_failed: "failed", run_cancelled: "cancelled", run_stopped: "stopped" };
@@ -25,6 +26,7 @@ export function leaveRun() {
   if (view && view.socket) view.socket.close(1000);
   if (view) clearInterval(view.logTimer);
   leaveDeployment();
+  leaveRunSites();
   view = null;
 }
 
@@ -68,6 +70,8 @@ export async function showRun(id) {
   showArtifacts(run);
   showSummary(run.summary);
   showDeployment(run).catch((error) => notice(error.message));
+  const shown = view;
+  showRunSites(run, () => shown.run.status);
   $("#failure-count").textContent = String(view.failureCount);
   openTab("charts");
   draw();
