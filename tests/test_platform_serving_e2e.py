@@ -6,21 +6,16 @@ everything) and the restarted server deploys the model again on the new head.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from waiting import free_port, wait_until
+from platform_server import Server, make_server
+from waiting import wait_until
 
 from redfl.runtime.jobs import read_head, stop_head
 
-REDFL = str(Path(sys.executable).parent / "redfl")
-PASSWORDS = {"rita": "researcher password", "vic": "viewer password"}
 CONFIG = """[federation]
 name = "digits"
 rounds = 2
@@ -31,70 +26,9 @@ options = {epochs = 2, lr = 0.3}
 """
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url + "/api/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-@dataclass
-class Server:
-    data: Path
-    folder: Path
-    url: str = ""
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        port = free_port()
-        settings = self.data / "platform.toml"
-        settings.write_text("serving_replica_cpus = 0.25\nray_num_cpus = 2\n", encoding="utf-8")
-        with (self.folder / "serve.log").open("ab") as log:
-            process = subprocess.Popen(
-                [REDFL, "serve", "--port", str(port), "--data", str(self.data)],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        self.process, self.url = process, f"http://127.0.0.1:{port}"
-        assert wait_until(lambda: process.poll() is not None or _healthy(self.url), 90.0)
-        assert process.poll() is None, (self.folder / "serve.log").read_text()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(60)
-
-    def login(self, name: str) -> dict[str, str]:
-        reply = httpx.post(
-            self.url + "/api/auth/login",
-            json={"username": name, "password": PASSWORDS[name]},
-            timeout=30,
-        )
-        return {"Authorization": f"Bearer {reply.json()['access_token']}"}
-
-    def get(self, path: str, who: str) -> Any:
-        return httpx.get(self.url + path, headers=self.login(who), timeout=60).json()
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    data = tmp_path / "data"
-    for name, role in (("rita", "researcher"), ("vic", "viewer")):
-        created = subprocess.run(
-            [REDFL, "users", "create", name, "--role", role, "--data", str(data)],
-            input=(PASSWORDS[name] + "\n").encode(),
-            capture_output=True,
-            check=False,
-        )
-        assert created.returncode == 0, created.stderr.decode()
-    made = Server(data, tmp_path)
-    try:
-        yield made
-    finally:
-        made.stop()
-        head = read_head(data)
-        if head is not None:
-            stop_head(head.pid, timeout=5)
+    yield from make_server(tmp_path, {"serving_replica_cpus": 0.25, "ray_num_cpus": 2})
 
 
 def _status(server: Server, deployment_id: str) -> str:
