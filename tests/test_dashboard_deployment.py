@@ -20,28 +20,17 @@ from browser import (  # noqa: F401  (fixtures)
     PageErrors,
     browser_fixture,
     log_in,
+    page_fixture,
     serve_in_thread,
     wait_for,
 )
 from fastapi import FastAPI
-from platform_app import PASSWORD, add_user, make_app, store_run
+from platform_app import PASSWORD, add_user, make_app, trained_run
 from playwright.sync_api import Browser, Page
-from stand_in_events import append_status
 
 from redfl.data.digits import load_digits_arrays
-from redfl.platform.store import Store
-from redfl.run.api import run
 from redfl.run.serving import load_run
 from redfl.runtime.serving import deployment_states
-
-DIGITS: dict[str, Any] = {
-    "federation": {"rounds": 2, "runtime": "local", "name": "digits"},
-    "client": {
-        "target": "redfl.examples.digits:DigitsClient",
-        "num_clients": 3,
-        "options": {"epochs": 2, "lr": 0.3},
-    },
-}
 
 
 @pytest.fixture(scope="module")
@@ -64,28 +53,6 @@ def app(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def base(app: FastAPI) -> Iterator[str]:
     with serve_in_thread(app) as url:
         yield url
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    opened = context.new_page()
-    errors = PageErrors(opened)
-    yield opened
-    context.close()
-    assert errors.messages == []  # no script error, no CSP violation
-
-
-def trained_run(app: FastAPI, owner: str) -> str:
-    """A digits run of ``owner``, trained for real and stored as succeeded."""
-    runs_dir = app.state.settings.runs_dir
-    with app.state.sessions() as session:
-        store = Store(session)
-        run_id = store_run(store, store.require_user(owner).id, runs_dir=runs_dir, rounds=2)
-    assert run(DIGITS, out=runs_dir / run_id).status == "succeeded"
-    append_status(app, run_id, "running")
-    append_status(app, run_id, "succeeded")
-    return run_id
 
 
 def predict_in_form(page: Page, rows: np.ndarray) -> list[str]:

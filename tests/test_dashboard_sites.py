@@ -14,27 +14,17 @@ from browser import (  # noqa: F401  (fixtures)
     PageErrors,
     browser_fixture,
     log_in,
+    page_fixture,
     serve_in_thread,
 )
 from fastapi import FastAPI
-from platform_app import PASSWORD, make_team_app, store_run
-from playwright.sync_api import Browser, Page
+from platform_app import PASSWORD, SITES_RUN, make_team_app, store_run
+from playwright.sync_api import Page
 from stand_in_events import append_status
 
 from redfl.platform.store import Store
 from redfl.run.api import run
 from redfl.trust import Bundle
-
-SITES_RUN = """[federation]
-name = "two-sites"
-rounds = 2
-runtime = "sites"
-[client]
-target = "redfl.examples.echo:EchoClient"
-num_clients = 2
-[sites]
-expected = ["alpha", "beta"]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +36,6 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
 def base(app: FastAPI) -> Iterator[str]:
     with serve_in_thread(app) as url:
         yield url
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1200, "height": 900}, accept_downloads=True)
-    opened = context.new_page()
-    errors = PageErrors(opened)
-    yield opened
-    context.close()
-    assert errors.messages == []  # no script error, no CSP violation
 
 
 def test_admin_adds_a_site_downloads_its_bundle_once_and_revokes_it(

@@ -15,25 +15,14 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from platform_app import add_user, bearer, make_app, store_run
+from platform_app import add_user, bearer, make_app, store_run, trained_run
 from waiting import wait_until
 
 from redfl.data.digits import load_digits_arrays
-from redfl.platform.models import Run
 from redfl.platform.security import TokenService
 from redfl.platform.store import Store
-from redfl.run.api import run
 from redfl.run.serving import load_run
 from redfl.runtime.serving import deployment_states
-
-DIGITS: dict[str, Any] = {
-    "federation": {"rounds": 2, "runtime": "local", "name": "digits"},
-    "client": {
-        "target": "redfl.examples.digits:DigitsClient",
-        "num_clients": 3,
-        "options": {"epochs": 2, "lr": 0.3},
-    },
-}
 
 
 @dataclass
@@ -43,21 +32,6 @@ class Platform:
     app: FastAPI
     client: TestClient
     run_id: str
-
-
-def _succeeded_run(app: FastAPI, owner: str, train: bool = True) -> str:
-    """A run of ``owner`` stored as succeeded, its folder trained (digits) when ``train``."""
-    runs_dir = app.state.settings.runs_dir
-    with app.state.sessions() as session:
-        store = Store(session)
-        run_id = store_run(store, store.require_user(owner).id, runs_dir=runs_dir)
-        row = session.get(Run, run_id)
-        assert row is not None
-        row.status = "succeeded"
-        session.commit()
-    if train:
-        assert run(DIGITS, out=runs_dir / run_id).status == "succeeded"
-    return run_id
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +45,7 @@ def platform(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     for name, role in (("ada", "admin"), ("rita", "researcher"), ("ron", "researcher")):
         add_user(app, name, role)
     add_user(app, "vic", "viewer")
-    run_id = _succeeded_run(app, "rita")
+    run_id = trained_run(app, "rita")
     with TestClient(app) as client:
         yield Platform(data, settings, app, client, run_id)
     serve.shutdown()  # type: ignore[no-untyped-call]
@@ -220,7 +194,7 @@ def test_deploy_predict_reconcile_and_stop(platform: Platform) -> None:
 
 def test_a_lost_model_that_cannot_be_deployed_again_is_marked_lost(platform: Platform) -> None:
     app = platform.app
-    run_id = _succeeded_run(app, "rita")
+    run_id = trained_run(app, "rita")
     with app.state.sessions() as session:
         made = Store(session).create_deployment(run_id, None, 1, 4)
         Store(session).set_deployment_status(made.id, "running")  # as before a restart
@@ -246,7 +220,7 @@ def test_only_a_succeeded_run_with_a_servable_model_is_deployed(platform: Platfo
         409,
         f"run {queued} is queued: only a succeeded run's model can be deployed",
     )
-    untrained = _succeeded_run(app, "rita", train=False)
+    untrained = trained_run(app, "rita", train=False)
     reply = client.post(f"/api/runs/{untrained}/deployments", headers=bearer(app, "ada"))
     assert reply.status_code == 422
     assert reply.json()["detail"].startswith("run folder: ")

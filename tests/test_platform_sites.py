@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from platform_app import (  # noqa: F401  (fixtures)
+    SITES_RUN,
     app_fixture,
     bearer,
     client_fixture,
@@ -25,18 +26,6 @@ from redfl.platform.store import Store
 from redfl.platform.untrusted import parse_web_config
 from redfl.run.api import run
 from redfl.trust import Bundle, TrustHome, UntrustedError, Verifier
-
-SITES_RUN = """[federation]
-name = "two-sites"
-rounds = 2
-runtime = "sites"
-[client]
-target = "redfl.examples.echo:EchoClient"
-num_clients = 2
-[sites]
-expected = ["alpha", "beta"]
-join_timeout = 30
-"""
 
 
 def _add(client: TestClient, app: FastAPI, name: str, who: str = "ada") -> Any:
@@ -123,10 +112,10 @@ def test_a_sites_run_is_submitted_on_the_platforms_home_and_listen(
     assert config.sites.listen == settings.sites_listen
     assert config.federation.runtime == "sites"
     for extra, field in (('home = "/etc"', "sites.home"), ('listen = "0.0.0.0:9"', "sites.listen")):
-        text = SITES_RUN.replace("join_timeout = 30", f"join_timeout = 30\n{extra}")
+        text = f"{SITES_RUN}{extra}\n"
         refused = client.post("/api/runs", json={"config": text}, headers=bearer(app, "rita"))
         assert (refused.status_code, refused.json()["field"]) == (422, field), refused.text
-    listen = SITES_RUN.replace("join_timeout = 30", 'join_timeout = 30\nlisten = "127.0.0.1:8443"')
+    listen = SITES_RUN + 'listen = "127.0.0.1:8443"\n'
     same = client.post("/api/runs", json={"config": listen}, headers=bearer(app, "rita"))
     assert same.status_code == 201
 

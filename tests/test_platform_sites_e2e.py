@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from platform_app import SITES_RUN
 from platform_server import Server, make_server
 from sites_rig import SiteProcess
 from waiting import free_port, wait_until
@@ -16,17 +17,7 @@ from waiting import free_port, wait_until
 from redfl.trust import Bundle
 
 NAMES = ("alpha", "beta")
-CONFIG = """[federation]
-name = "two-sites"
-rounds = 3
-runtime = "sites"
-[client]
-target = "redfl.examples.echo:EchoClient"
-num_clients = 2
-[sites]
-expected = ["alpha", "beta"]
-join_timeout = 120
-"""
+CONFIG = SITES_RUN + "join_timeout = 120\n"
 
 
 @pytest.fixture
@@ -69,11 +60,11 @@ def test_a_sites_run_from_the_platform_with_real_site_processes(
         assert shown["status"] == "succeeded", (shown["error"], [s.output()[-500:] for s in sites])
         states = server.get(f"/api/runs/{run_id}/sites", "vic")
         assert [(s["name"], s["rounds"], s["failures"]) for s in states] == [
-            ("alpha", 3, 0),
-            ("beta", 3, 0),
+            ("alpha", 2, 0),
+            ("beta", 2, 0),
         ]
         assert all(s["address"].startswith("127.0.0.1:") for s in states)
-        assert shown["rounds_done"] == 3
+        assert shown["rounds_done"] == 2
     finally:
         for site in sites:
             site.stop()

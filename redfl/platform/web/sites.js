@@ -3,19 +3,13 @@
 // keeps no copy of its key).
 
 import { request } from "./api.js";
-import { $, el, notice, when } from "./dom.js";
+import { $, armedButton, el, notice, when } from "./dom.js";
 
 let issued = null;
 
 function revokeButton(site) {
   if (site.state !== "valid") return el("span", { class: "muted" }, "");
-  const button = el("button", { type: "button", class: "danger small", "data-revoke": site.name }, "Revoke");
-  button.addEventListener("click", async () => {
-    if (button.dataset.armed !== "yes") {
-      button.dataset.armed = "yes";
-      button.textContent = `Revoke ${site.name}?`;
-      return;
-    }
+  return armedButton("Revoke", site.name, { "data-revoke": site.name }, async () => {
     try {
       await request("DELETE", `/api/sites/${encodeURIComponent(site.name)}`, { reason: "revoked from the dashboard" });
       notice(`Revoked ${site.name}: it is refused from now on.`, "info");
@@ -24,7 +18,6 @@ function revokeButton(site) {
       notice(error.message);
     }
   });
-  return button;
 }
 
 /** Show the sites page. */
