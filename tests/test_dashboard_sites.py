@@ -20,7 +20,7 @@ from browser import (  # noqa: F401  (fixtures)
 from fastapi import FastAPI
 from platform_app import PASSWORD, SITES_RUN, make_team_app, store_run
 from playwright.sync_api import Page
-from stand_in_events import append_status
+from stand_in_events import append_status, site_failure, write_event
 
 from redfl.platform.store import Store
 from redfl.run.api import run
@@ -74,11 +74,6 @@ def test_a_researcher_has_no_sites_page(base: str, page: Page) -> None:
     assert page.is_hidden("#sites-view")
 
 
-def _event(folder: Path, **event: object) -> None:
-    with (folder / "events.jsonl").open("a", encoding="utf-8") as stream:
-        stream.write(json.dumps(event) + "\n")
-
-
 def test_the_run_page_shows_and_follows_each_sites_state(
     app: FastAPI, base: str, page: Page
 ) -> None:
@@ -91,8 +86,8 @@ def test_the_run_page_shows_and_follows_each_sites_state(
     folder = runs_dir / run_id
     local = tomllib.loads(SITES_RUN.replace('runtime = "sites"', 'runtime = "local"'))
     assert run(local, out=folder).status == "succeeded"  # the folder a sites run writes
-    _event(folder, type="site_joined", time=100.0, site="alpha", address="10.0.0.1:5000")
-    _event(folder, type="site_round", time=101.0, site="alpha", round=1)
+    write_event(folder, type="site_joined", time=100.0, site="alpha", address="10.0.0.1:5000")
+    write_event(folder, type="site_round", time=101.0, site="alpha", round=1)
     append_status(app, run_id, "running")
     log_in(page, base, "vic", PASSWORD)
     page.goto(f"{base}/#/runs/{run_id}")
@@ -101,12 +96,7 @@ def test_the_run_page_shows_and_follows_each_sites_state(
     assert page.inner_text("#run-sites tr[data-site=alpha] td.rounds") == "1"
     assert page.inner_text("#run-sites tr[data-site=beta] td.connected") == "no"
     assert page.inner_text("#run-sites-count") == "1 of 2 connected"
-    _event(folder, type="site_round", time=102.0, site="alpha", round=2)
-    _event(
-        folder,
-        type="failure",
-        time=102.5,
-        failure={"node_id": "beta", "round": 2, "phase": "fit", "reason": "not connected"},
-    )
+    write_event(folder, type="site_round", time=102.0, site="alpha", round=2)
+    site_failure(folder, "beta", 2, 102.5)
     page.wait_for_selector("#run-sites tr[data-site=alpha] td.rounds:text('2')")
     page.wait_for_selector("#run-sites tr[data-site=beta] td.failures:text('1')")

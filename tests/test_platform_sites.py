@@ -4,7 +4,6 @@ that home; each site's state in a run, read from the run folder's events."""
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from platform_app import (  # noqa: F401  (fixtures)
     client_fixture,
     store_run,
 )
+from stand_in_events import site_failure, write_event
 
 from redfl.platform.store import Store
 from redfl.platform.untrusted import parse_web_config
@@ -120,11 +120,6 @@ def test_a_sites_run_is_submitted_on_the_platforms_home_and_listen(
     assert same.status_code == 201
 
 
-def _event(folder: Path, **event: Any) -> None:
-    with (folder / "events.jsonl").open("a", encoding="utf-8") as stream:
-        stream.write(json.dumps(event) + "\n")
-
-
 def test_each_sites_state_in_a_run_is_read_from_its_events(
     app: FastAPI, client: TestClient
 ) -> None:
@@ -143,15 +138,10 @@ def test_each_sites_state_in_a_run_is_read_from_its_events(
     local = SITES_RUN.replace('runtime = "sites"', 'runtime = "local"')
     folder = runs_dir / queued
     assert run(tomllib.loads(local), out=folder).status == "succeeded"
-    _event(folder, type="site_joined", time=100.0, site="alpha", address="10.0.0.1:5000")
-    _event(folder, type="site_round", time=101.0, site="alpha", round=1)
-    _event(folder, type="site_round", time=102.0, site="alpha", round=2)
-    _event(
-        folder,
-        type="failure",
-        time=102.5,
-        failure={"node_id": "beta", "round": 1, "phase": "fit", "reason": "not connected"},
-    )
+    write_event(folder, type="site_joined", time=100.0, site="alpha", address="10.0.0.1:5000")
+    write_event(folder, type="site_round", time=101.0, site="alpha", round=1)
+    write_event(folder, type="site_round", time=102.0, site="alpha", round=2)
+    site_failure(folder, "beta", 1, 102.5)
     states = client.get(f"/api/runs/{queued}/sites", headers=bearer(app, "vic")).json()
     assert states == [
         {
