@@ -199,6 +199,12 @@ def test_a_lost_model_that_cannot_be_deployed_again_is_marked_lost(platform: Pla
         made = Store(session).create_deployment(run_id, None, 1, 4)
         Store(session).set_deployment_status(made.id, "running")  # as before a restart
     shutil.rmtree(app.state.settings.runs_dir / run_id, ignore_errors=True)
+    with app.state.sessions() as session:  # another server reconciling: this one leaves it
+        assert Store(session).hold_lease("deployments", "another server", 60.0)
+    assert app.state.models.reconcile() == {}
+    with app.state.sessions() as session:
+        assert Store(session).require_deployment(made.id).status == "running"
+        Store(session).release_lease("deployments", "another server")
     assert app.state.models.reconcile() == {made.id: "lost"}
     reply = platform.client.get(f"/api/deployments/{made.id}", headers=bearer(app, "vic"))
     assert reply.json()["status"] == "lost"

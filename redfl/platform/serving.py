@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,6 +38,9 @@ from redfl.runtime.jobs import TOKEN_FILE, ensure_head
 from redfl.runtime.serving_requests import Answer
 
 LOG = logging.getLogger("redfl.platform")
+RECONCILE_LEASE = "deployments"
+RECONCILE_SECONDS = 900.0
+"""How long one server may take to reconcile the deployments before another may."""
 SERVING = ("RUNNING", "DEPLOYING", "UPDATING")
 """Ray Serve's statuses of an application that serves, or is about to."""
 MODELS_DIR = "models"
@@ -205,7 +209,22 @@ class ModelServer:
     def reconcile(self) -> dict[str, str]:
         """Compare the deployments meant to be served with Ray Serve: those it runs are
         ``running``; the others are deployed again (``lost`` if that fails). The status of
-        each deployment looked at, by id."""
+        each deployment looked at, by id.
+
+        Servers sharing the database take turns (a lease): one that starts while another
+        reconciles leaves it to that one (and returns nothing).
+        """
+        holder = uuid.uuid4().hex
+        with self.sessions() as session:
+            if not Store(session).hold_lease(RECONCILE_LEASE, holder, RECONCILE_SECONDS):
+                return {}
+        try:
+            return self._reconcile()
+        finally:
+            with self.sessions() as session:
+                Store(session).release_lease(RECONCILE_LEASE, holder)
+
+    def _reconcile(self) -> dict[str, str]:
         with self.sessions() as session:
             wanted = [(d.id, d.name) for d in Store(session).list_deployments(ACTIVE)]
         if not wanted:
