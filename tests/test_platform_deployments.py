@@ -232,5 +232,12 @@ def test_only_a_succeeded_run_with_a_servable_model_is_deployed(platform: Platfo
     assert reply.json()["detail"].startswith("run folder: ")
     missing = client.post("/api/runs/nope/deployments", headers=bearer(app, "ada"))
     assert missing.status_code == 404
+    cap = app.state.settings.max_upload_bytes  # checked before the body is read
+    big = client.post(
+        "/api/deployments/0123abcd/predict",
+        content=b"[" * (cap + 1),
+        headers={**bearer(app, "vic"), "content-type": "application/json"},
+    )
+    assert big.status_code == 413
     with app.state.sessions() as session:
         assert Store(session).list_deployments() == []
