@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 the run failed (its reason is in the run folder's summary.
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Annotated
 
@@ -13,7 +14,7 @@ import typer
 
 import redfl
 from redfl.algorithms.registry import STRATEGIES
-from redfl.commands import run_cmd, tune_cmd
+from redfl.commands import head_cmd, run_cmd, tune_cmd
 from redfl.edge import cli as edge_cli
 from redfl.platform import cli as platform_cli
 from redfl.provision import tree_cli
@@ -44,6 +45,7 @@ def _root(
 
 
 app.command()(run_cmd.run)
+head_cmd.register(app)
 tree_cli.register(app)
 platform_cli.register(app)
 edge_cli.register(app)
@@ -65,7 +67,13 @@ def strategies() -> None:
 
 
 def main() -> None:
-    """Console-script entry point: any unexpected error is one line on stderr (exit 1)."""
+    """Console-script entry point: any unexpected error is one line on stderr (exit 1).
+
+    The objects created while importing are frozen out of the garbage collector's sweeps
+    (``gc.freeze``): they live until the process ends, and the sweep over them at
+    interpreter exit alone took 0.2-0.3 s.
+    """
+    gc.freeze()
     try:
         app(standalone_mode=True)
     except SystemExit:

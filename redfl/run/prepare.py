@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redfl.core.arrays import Parameters
 from redfl.core.config import ConfigError
@@ -25,6 +25,9 @@ from redfl.run.config import FederationConfig, load_config, parse_config
 from redfl.run.digest import config_digest
 from redfl.schemas.base import Federation
 
+if TYPE_CHECKING:
+    from redfl.runtime.connect import RayConnection
+
 
 @dataclass
 class Prepared:
@@ -33,14 +36,21 @@ class Prepared:
     config: FederationConfig
     federation: Federation
     notes: list[str] = field(default_factory=list)
+    connection: RayConnection | None = None
+    """What :meth:`connect` joined (``None`` before, and for runtimes other than ray)."""
 
     def connect(self) -> None:
-        """Join Ray now (bounded by ``federation.connect_timeout``) for the ray runtime."""
+        """Join Ray now (bounded by ``federation.connect_timeout``) for the ray runtime; a
+        warm head joined becomes a note."""
         run = self.config.federation
-        if run.runtime == "ray":
-            from redfl.runtime.connect import ensure_ray
+        if run.runtime != "ray":
+            return
+        from redfl.runtime.connect import ensure_ray
 
-            ensure_ray(run.address, run.connect_timeout)
+        self.connection = ensure_ray(run.address, run.connect_timeout)
+        note = self.connection.note()
+        if note is not None:
+            self.notes.append(note)
 
     def history(self) -> list[RoundRecord]:
         """The rounds the federation completed so far."""
@@ -62,6 +72,7 @@ class Prepared:
 
         ``seconds_per_round`` is the mean of the rounds' own ``seconds`` (the per-round
         lines); ``wall_seconds`` also counts starting the workers and stopping them.
+        ``ray_session`` is the Ray session folder that holds Ray's full logs of the run.
         """
         final = history[-1] if history else None
         seconds = [r.seconds for r in history]
@@ -83,6 +94,7 @@ class Prepared:
             "epsilon": None if final is None else final.metrics.get("epsilon"),
             "config_digest": self.digest(),
             "notes": list(self.notes),
+            "ray_session": None if self.connection is None else self.connection.session_dir,
         }
 
     def model_metadata(self, history: list[RoundRecord]) -> dict[str, Any]:
@@ -140,7 +152,7 @@ def saved_config(folder: Path) -> FederationConfig:
 
 def _importable_here() -> None:
     """Let ``client.target = "mymodule:Class"`` import from the current folder, as on the
-    workers (:func:`redfl.runtime.connect.worker_env`)."""
+    workers (:func:`redfl.runtime.connect.worker_path`)."""
     here = os.getcwd()
     if here not in sys.path:
         sys.path.append(here)

@@ -8,6 +8,9 @@ folder of its own (never ``/tmp/ray``), so other Ray programs on the machine nev
 and uses Ray's token authentication with a token of its own (``<data>/ray-auth-token``,
 mode 0600), which its jobs inherit and the job client sends.
 
+``redfl head start`` starts the same kind of head without a job server, kept warm between
+runs (``jobs=False``, with redfl's folder on its workers' ``PYTHONPATH``).
+
 Runs are submitted as jobs (:class:`JobClient`, over Ray's ``JobSubmissionClient``): the
 entrypoint is a shell command the job server runs; Ray sets ``RAY_ADDRESS`` for it.
 """
@@ -39,12 +42,14 @@ class JobError(RuntimeError):
 
 @dataclass(frozen=True)
 class HeadInfo:
-    """A local Ray head started by the platform: its process, GCS address and job server."""
+    """A local Ray head started by :func:`start_head`: its process, GCS address, job server
+    (empty without one), temp folder, and the ``PYTHONPATH`` its workers start with."""
 
     pid: int
     address: str
     job_server: str
     temp_dir: str
+    worker_path: str = ""
 
 
 def free_port() -> int:
@@ -111,16 +116,23 @@ def _job_server_up(url: str, token: str | None) -> bool:
 
 
 def start_head(
-    data_dir: str | Path, num_cpus: int | None = None, timeout: float = 120.0
+    data_dir: str | Path,
+    num_cpus: int | None = None,
+    timeout: float = 120.0,
+    *,
+    jobs: bool = True,
+    worker_path: str | None = None,
 ) -> HeadInfo:
-    """Start a local Ray head with its job server as a process of its own.
+    """Start a local Ray head as a process of its own, with its job server when ``jobs``.
 
     Its output goes to ``<data>/ray-head.log``; its pid and addresses to ``<data>/ray-head.json``.
+    ``worker_path`` becomes its workers' ``PYTHONPATH``. Ready when the job server answers
+    (``jobs``), else when ``ray start`` reports the runtime started.
 
     Raises
     ------
     JobError
-        If the job server does not answer within ``timeout`` seconds (the head is stopped).
+        If the head is not ready within ``timeout`` seconds (the head is stopped).
     """
     folder = Path(data_dir).resolve()
     home = folder / "ray-head"  # an empty working folder: no package-named folder in it
@@ -133,7 +145,7 @@ def start_head(
         "--head",
         "--block",
         f"--port={port}",
-        "--include-dashboard=true",
+        f"--include-dashboard={'true' if jobs else 'false'}",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dash}",
         f"--temp-dir={temp_dir}",
@@ -149,25 +161,45 @@ def start_head(
         args.append(f"--num-cpus={num_cpus}")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     env["RAY_AUTH_TOKEN_PATH"] = str(folder / TOKEN_FILE)
+    if worker_path is not None:
+        env["PYTHONPATH"] = worker_path
     auth_token(folder)
     for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
         env.pop(name, None)
-    with (folder / "ray-head.log").open("ab") as log:
+    log_path = folder / "ray-head.log"
+    with log_path.open("ab") as log:
+        offset = log.tell()
         process = subprocess.Popen(
             args, cwd=home, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-    info = HeadInfo(process.pid, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir)
+    info = HeadInfo(
+        process.pid,
+        f"127.0.0.1:{port}",
+        f"http://127.0.0.1:{dash}" if jobs else "",
+        temp_dir,
+        worker_path or "",
+    )
     (folder / HEAD_FILE).write_text(json.dumps(asdict(info)), encoding="utf-8")
     deadline = time.monotonic() + timeout
-    while not _job_server_up(info.job_server, auth_token(folder)):
+    while not (
+        _job_server_up(info.job_server, auth_token(folder))
+        if jobs
+        else _reported_started(log_path, offset)
+    ):
         if process.poll() is not None or time.monotonic() > deadline:
             stop_head(info.pid)
             raise JobError(
-                f"the local Ray head did not start within {timeout:g} s "
-                f"(see {folder / 'ray-head.log'})"
+                f"the local Ray head did not start within {timeout:g} s (see {log_path})"
             )
-        time.sleep(0.5)
+        time.sleep(0.5 if jobs else 0.1)
     return info
+
+
+def _reported_started(log: Path, offset: int) -> bool:
+    """Whether ``ray start`` wrote, past ``offset`` of its log, that the runtime started."""
+    with log.open("rb") as stream:
+        stream.seek(offset)
+        return b"Ray runtime started." in stream.read()
 
 
 def ensure_head(data_dir: str | Path, num_cpus: int | None = None) -> HeadInfo:
@@ -181,17 +213,35 @@ def ensure_head(data_dir: str | Path, num_cpus: int | None = None) -> HeadInfo:
 
 
 def stop_head(pid: int, timeout: float = 30.0) -> None:
-    """Stop a head started by :func:`start_head` (its process group), by its ``pid``."""
+    """Stop a head started by :func:`start_head` (its process group), by its ``pid``.
+
+    Returns once no process of the group is left: SIGTERM first, SIGKILL after ``timeout``
+    seconds (Ray's head may drain that long).
+    """
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + wait
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not pid_alive(pid):
+        while group_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not group_alive(pid):
             return
+
+
+def group_alive(group: int) -> bool:
+    """Whether a process of process group ``group`` is alive (zombies do not count)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
 
 
 def job_server_url(address: str) -> str:
