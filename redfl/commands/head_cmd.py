@@ -5,6 +5,7 @@ runs, so a run pays no Ray start; without one, each run starts and stops its own
 instance. The head lives in ``$REDFL_HEAD_DIR`` (default ``~/.redfl/head``): its pid and
 address (``ray-head.json``), its authentication token (``ray-auth-token``, mode 0600) and
 the output of ``ray start`` (``ray-head.log``); Ray's own logs are in its session folder.
+Each start makes a new token, so a token of an earlier head is refused.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def start(
 ) -> None:
     """Start the warm head (nothing to do when it already runs)."""
     from redfl.runtime.connect import worker_path
-    from redfl.runtime.jobs import JobError, read_head, start_head
+    from redfl.runtime.jobs import TOKEN_FILE, JobError, read_head, start_head
 
     home = _folder(folder)
     found = read_head(home)
@@ -54,6 +55,7 @@ def start(
     try:
         home.mkdir(parents=True, exist_ok=True)
         home.chmod(0o700)
+        (home / TOKEN_FILE).unlink(missing_ok=True)  # a new head, a new token
     except OSError as error:
         raise fail(EXIT_BAD_INPUT, f"--dir: cannot use {home}: {error}") from None
     try:

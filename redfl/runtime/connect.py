@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +134,7 @@ def ensure_ray(address: str | None, timeout: float = DEFAULT_CONNECT_TIMEOUT_S) 
     assert address is not None
     _check_reachable(address, timeout)
     _check_token(address, timeout, _token_sent())
-    session = _join(address, timeout, {}, worker_env())
+    session = _join(address, {}, worker_env())
     return RayConnection("cluster", address, session)
 
 
@@ -153,38 +152,27 @@ def _join_head(head: HeadInfo, timeout: float) -> RayConnection:
             f"'redfl head stop' ends it"
         ) from None
     auth = {AUTH_MODE: "token", AUTH_TOKEN: token}
-    session = _join(head.address, timeout, auth, None if same else worker_env())
+    session = _join(head.address, auth, None if same else worker_env())
     return RayConnection("head", head.address, session)
 
 
-def _join(
-    address: str, timeout: float, env: Mapping[str, str], runtime_env: dict[str, Any] | None
-) -> str | None:
-    """``ray.init(address)`` within ``timeout`` seconds; the session folder on this
-    machine, if any."""
-    box: dict[str, Any] = {}
+def _join(address: str, env: Mapping[str, str], runtime_env: dict[str, Any] | None) -> str | None:
+    """``ray.init(address)``; the session folder on this machine, if any.
 
-    def join() -> None:
+    The cluster has answered :func:`_check_token` (for ``host:port`` addresses), so this
+    runs on the calling thread, where Ray sets its SIGTERM handler (an orderly exit).
+    """
+    with launch_environment(env):
         try:
-            box["context"] = ray.init(
+            context = ray.init(
                 address=address, logging_level=logging.WARNING, runtime_env=runtime_env
             )
-        except BaseException as error:  # reported to the caller below
-            box["error"] = error
-
-    with launch_environment(env):
-        thread = threading.Thread(target=join, name="redfl-ray-connect", daemon=True)
-        thread.start()
-        thread.join(timeout)
-    if thread.is_alive():
-        raise ConnectionError(
-            f"could not join the Ray cluster at {address} within {timeout:g} s "
-            f"(is a Ray head running there? start one with 'ray start --head')"
-        )
-    if "error" in box:
-        error = box["error"]
-        raise ConnectionError(f"could not join the Ray cluster at {address}: {error}") from error
-    return session_dir(box["context"])
+        except Exception as error:  # Ray raises ConnectionError, RuntimeError, ValueError
+            message = " ".join(str(error).split())
+            raise ConnectionError(
+                f"could not join the Ray cluster at {address}: {message}"
+            ) from error
+    return session_dir(context)
 
 
 def _check_reachable(address: str, timeout: float) -> None:
@@ -227,13 +215,14 @@ def _token_sent() -> str | None:
 
 
 def _check_token(address: str, timeout: float, token: str | None) -> None:
-    """Ask the GCS at ``address`` once whether it accepts ``token`` (or no token).
+    """Ask the GCS at ``address`` once, within ``timeout`` seconds, whether it accepts
+    ``token`` (or no token).
 
     Raises
     ------
     ConnectionError
-        Saying how to give the cluster's token when it wants one that was not given or
-        refuses the one given.
+        When no Ray GCS answers there, or (saying how to give the cluster's token) when it
+        wants a token that was not given or refuses the one given.
     """
     import grpc
 
@@ -243,10 +232,19 @@ def _check_token(address: str, timeout: float, token: str | None) -> None:
     metadata = None if token is None else [("authorization", f"Bearer {token}")]
     with grpc.insecure_channel(f"{target[0]}:{target[1]}") as channel:
         try:
-            channel.unary_unary(AUTH_PROBE)(b"", timeout=min(timeout, 10), metadata=metadata)
+            channel.unary_unary(AUTH_PROBE)(b"", timeout=timeout, metadata=metadata)
         except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.UNAUTHENTICATED:
-                return  # anything else is Ray's to report while joining
+            code = error.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise ConnectionError(
+                    f"could not join the Ray cluster at {address} within {timeout:g} s "
+                    f"(is a Ray head running there? start one with 'ray start --head')"
+                ) from None
+            if code != grpc.StatusCode.UNAUTHENTICATED:
+                raise ConnectionError(
+                    f"the service at {address} does not answer as a Ray cluster's GCS "
+                    f"({code.name}: {' '.join(str(error.details()).split())})"
+                ) from None
             if token is None:
                 raise ConnectionError(
                     f"the Ray cluster at {address} uses token authentication: {GIVE_TOKEN}"

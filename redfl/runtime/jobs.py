@@ -159,6 +159,8 @@ def start_head(
     ]
     if num_cpus is not None:
         args.append(f"--num-cpus={num_cpus}")
+    if not jobs:  # Ray's fixed default (10001) would collide with another head's
+        args.append(f"--ray-client-server-port={free_port()}")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     env["RAY_AUTH_TOKEN_PATH"] = str(folder / TOKEN_FILE)
     if worker_path is not None:
