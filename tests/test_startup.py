@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 import pytest
+from test_cli_process import user_folder as cli_user_folder
 from waiting import wait_until
 
 from redfl.runtime import connect, embedded
@@ -33,26 +34,6 @@ from redfl.runtime.jobs import HEAD_FILE, TOKEN_FILE, group_alive, read_head
 REPO = Path(__file__).resolve().parents[1]
 REAPER = str(REPO / "tests" / "reaper.py")
 REDFL = str(Path(sys.executable).parent / "redfl")
-
-CLIENT = """
-import time
-
-import numpy as np
-from redfl import Client
-
-
-class MyClient(Client):
-    def __init__(self, delay=0.0):
-        self.delay = delay
-
-    def fit(self, parameters, config):
-        time.sleep(self.delay)
-        return {"w": parameters["w"] + 1.0}, 1, {"loss": 1.0}
-
-    @staticmethod
-    def initial_parameters(options):
-        return {"w": np.zeros(2)}
-"""
 
 SCRIPT = """
 import numpy as np
@@ -72,16 +53,11 @@ print("final", outcome.status, len(result.history), result.parameters["w"].tolis
 
 
 def user_folder(tmp_path: Path, rounds: int, delay: float = 0.0) -> Path:
-    """A folder with a client module and a config for the ray runtime."""
-    (tmp_path / "myclient.py").write_text(CLIENT, encoding="utf-8")
-    (tmp_path / "run.toml").write_text(
-        f'[federation]\nname = "mine"\nrounds = {rounds}\nruntime = "ray"\n'
-        f'[client]\ntarget = "myclient:MyClient"\nnum_clients = 3\n'
-        f"[client.options]\ndelay = {delay}\n",
-        encoding="utf-8",
-    )
-    (tmp_path / "home").mkdir()
-    return tmp_path
+    """The user's folder of ``test_cli_process`` (client module, config on the ray runtime)
+    and a home folder."""
+    folder = cli_user_folder(tmp_path, "ray", rounds, delay)
+    (folder / "home").mkdir()
+    return folder
 
 
 def environment(folder: Path, **extra: str) -> dict[str, str]:
@@ -175,7 +151,7 @@ def test_a_script_with_redfl_run_and_a_federation_context_leaves_no_process(
     (folder / "script.py").write_text(SCRIPT, encoding="utf-8")
     out, err, report = reaped(folder, [sys.executable, "script.py"], environment(folder))
     assert report["code"] == 0, err
-    assert out.strip().splitlines()[-1] == "final succeeded 2 [2.0, 2.0]"
+    assert out.strip().splitlines()[-1] == "final succeeded 2 [3.0, 3.0]"  # w + 1 + 2
     assert report["at_exit"] == {} and report["later"] == {}, report
     assert ray_lines(out + err) == [], err
 
