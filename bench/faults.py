@@ -1,6 +1,6 @@
 """Faults: raising clients, SIGKILLed workers and a hung client, against an undisturbed run.
 
-Workload: digits softmax (ARCHITECTURE.md: tiled 4 times, IID, lr 0.1, 5 epochs, batch
+Workload: digits softmax (docs/benchmarks.md: tiled 4 times, IID, lr 0.1, 5 epochs, batch
 32), 100 clients all sampled every round, 20 rounds, 2 workers, FedAvg, central
 evaluation on the held-out 20 %; ``runtime="ray"``. Runs:
 
@@ -15,7 +15,7 @@ and waits for them count) and the sum of the rounds' own seconds against the und
 run (the second of two, after a warm-up), each restart (worker, reason, seconds from the loss
 being seen to the new process answering) and the extra seconds the kill rounds took,
 round 3's seconds, the final accuracy and whether the final parameters are bit-identical
-to the undisturbed run's. Targets (issue 10): restart < 3 s per worker; (b) total <=
+to the undisturbed run's. Targets: restart < 3 s per worker; (b) total <=
 undisturbed + 4 x restart; (c) round 3 <= client_timeout + 1 s; (b) bit-identical.
 
 Run: ``python bench/faults.py`` (about two minutes on 2 cores).

@@ -2,10 +2,11 @@
 
 Runs in its own virtual environment (``.bench/flower-venv`` with ``flwr[simulation]``,
 which pins its own Ray); it never imports redfl. Same workload and math as redfl's
-``DigitsClient`` (ARCHITECTURE.md "digits softmax"): pixels / 16 tiled 4 times, shuffled
-with seed 0, N IID parts (a seeded permutation cut by ``array_split``), softmax regression
-from zeros, 5 epochs of SGD, lr 0.1, batch 32, per-client generator seeded by (seed,
-round, CRC-32 of ``client-i``), FedAvg weighted by examples, all clients every round.
+``DigitsClient`` (the "digits softmax" workload of docs/benchmarks.md): pixels / 16 tiled
+4 times, shuffled with seed 0, N IID parts (a seeded permutation cut by ``array_split``),
+softmax regression from zeros, 5 epochs of SGD, lr 0.1, batch 32, per-client generator
+seeded by (seed, round, CRC-32 of ``client-i``), FedAvg weighted by examples, all clients
+every round.
 
 Prints one JSON line: ``train_seconds`` (from the server's first evaluation, after Ray has
 started, to the last round's evaluation) and ``accuracy`` (final model on all the data).

@@ -1,6 +1,6 @@
 """Lazy virtual nodes: creation cost, and memory that follows workers, not nodes.
 
-Workload "population" (ARCHITECTURE.md): N registered echo clients (N up to 100,000),
+Workload "population" (docs/benchmarks.md): N registered echo clients (N up to 100,000),
 100 sampled per round. Prints, per N: seconds to create the federation (no process
 starts), seconds of the first round (starts the workers), steady seconds per round, and the
 peak RSS of the workers. "1st train" is a first ``train(1)``: start the workers, build the

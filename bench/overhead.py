@@ -1,6 +1,6 @@
 """Orchestration overhead: echo clients on redfl against a plain serial loop.
 
-Workload "echo" (ARCHITECTURE.md): 1,000 registered clients return the parameters
+Workload "echo" (docs/benchmarks.md): 1,000 registered clients return the parameters
 unchanged, 100 sampled per round, 20 rounds, FedAvg; with 10k and 1.6M float32 parameters.
 The plain loop does the same weighted sums (float64, one client after another) in this
 process. Prints the median round, the overhead per client update (median round / 100) and

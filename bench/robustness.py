@@ -1,10 +1,10 @@
 """Strategies under attack: final accuracy on digits, and the cost of robust aggregation.
 
-Workload: digits softmax (ARCHITECTURE.md: tiled 4 times, IID, lr 0.1, 5 epochs, batch
+Workload: digits softmax (docs/benchmarks.md: tiled 4 times, IID, lr 0.1, 5 epochs, batch
 32), 50 clients all sampled every round, 20 rounds, 20 % of the clients malicious (seeded
 choice), central evaluation on the held-out 20 %; ``runtime="local"``. Attacks: none,
 sign flip (scale 10), Gaussian noise (std 1), label flip, "a little is enough".
-Target (issue 4): under sign flip, FedAvg ends below 0.5 while Krum, FedMedian and
+Target: under sign flip, FedAvg ends below 0.5 while Krum, FedMedian and
 FedTrimmedAvg(0.2) end at >= 0.85. Also prints the driver's aggregation milliseconds per
 round for each strategy (mean over the no-attack run).
 

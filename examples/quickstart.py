@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from redfl import Callback, Client, FedAvg, Parameters, RoundRecord, StarFederation
+from redfl import (
+    Callback,
+    Client,
+    EvaluateResult,
+    FedAvg,
+    FitResult,
+    Parameters,
+    RoundRecord,
+    StarFederation,
+)
 from redfl.core.instructions import Instructions
 from redfl.data import DirichletPartitioner, load_digits_arrays
 from redfl.models import SoftmaxRegression
@@ -21,17 +30,13 @@ class DigitsClient(Client):
         mine = parts[self.context.index]
         self.x, self.y = x[mine], y[mine]
 
-    def fit(
-        self, parameters: Parameters, config: Instructions
-    ) -> tuple[Parameters, int, dict[str, float]]:
+    def fit(self, parameters: Parameters, config: Instructions) -> FitResult:
         new, loss = MODEL.fit(parameters, self.x, self.y, self.rng(config))
-        return new, len(self.y), {"loss": loss}
+        return FitResult(new, num_examples=len(self.y), metrics={"loss": loss})
 
-    def evaluate(
-        self, parameters: Parameters, config: Instructions
-    ) -> tuple[float, int, dict[str, float]]:
+    def evaluate(self, parameters: Parameters, config: Instructions) -> EvaluateResult:
         loss, accuracy = MODEL.evaluate(parameters, self.x, self.y)
-        return loss, len(self.y), {"accuracy": accuracy}
+        return EvaluateResult(loss, num_examples=len(self.y), metrics={"accuracy": accuracy})
 
 
 class Printer(Callback):

@@ -13,7 +13,7 @@ from redfl.nodes import FederatedNode
 from redfl.runtime.mailbox import FederationStopped
 from redfl.runtime.resources import ResourcesConfig
 from redfl.schemas import GraphFederation, virtual_nodes
-from redfl.topology import Topology
+from redfl.topology import Topology, builders
 
 IDS = ["n0", "n1", "n2", "n3", "n4"]
 DEADLINE_S = 20.0
@@ -41,7 +41,7 @@ class Gossip(FederatedNode):
 def test_ring_neighbours_exchange_messages_across_workers() -> None:
     fed = GraphFederation(
         virtual_nodes(Gossip, IDS),
-        Topology.ring(IDS),
+        builders.ring(IDS),
         runtime="local",
         resources=ResourcesConfig(num_workers=2),
     )
@@ -80,7 +80,7 @@ class Relay(FederatedNode):
 
 def test_token_goes_around_a_directed_ring() -> None:
     laps = 3
-    fed = graph(Relay, Topology.ring(IDS, bidirectional=False), options={"laps": laps})
+    fed = graph(Relay, builders.ring(IDS, directed=True), options={"laps": laps})
     with fed:
         outputs = fed.train().outputs
     # Every lap each node adds its index once; node 0 adds 0 for the final receive.
@@ -104,7 +104,7 @@ class HeaderOrder(FederatedNode):
 
 def test_receive_by_header_keeps_other_messages() -> None:
     ids = ["n0", "n1"]
-    fed = graph(HeaderOrder, Topology.mesh(ids), ids)
+    fed = graph(HeaderOrder, builders.mesh(ids), ids)
     with fed:
         assert fed.train().outputs["n1"] == (2, 1, None)
 
@@ -117,7 +117,7 @@ class Trespasser(FederatedNode):
 
 
 def test_send_to_non_neighbour_fails_the_federation() -> None:
-    fed = graph(Trespasser, Topology.ring(IDS))
+    fed = graph(Trespasser, builders.ring(IDS))
     with fed, pytest.raises(FederationError) as info:
         fed.train()
     message = str(info.value)
@@ -162,7 +162,7 @@ def test_failing_node_stops_a_node_blocked_in_receive() -> None:
     FailsWhileOtherWaits.waiting.clear()
     FailsWhileOtherWaits.woken.clear()
     ids = ["n0", "n1"]
-    fed = graph(FailsWhileOtherWaits, Topology.mesh(ids), ids)
+    fed = graph(FailsWhileOtherWaits, builders.mesh(ids), ids)
     thread, box = run_in_thread(fed)
     thread.join(DEADLINE_S)
     assert not thread.is_alive(), "train() hung although a node failed"
@@ -187,7 +187,7 @@ class TimesOut(FederatedNode):
 
 def test_receive_timeout_fails_the_federation_naming_the_node() -> None:
     ids = ["n0", "n1"]
-    fed = graph(TimesOut, Topology.mesh(ids), ids)
+    fed = graph(TimesOut, builders.mesh(ids), ids)
     with fed, pytest.raises(FederationError) as info:
         fed.train()
     message = str(info.value)
@@ -211,7 +211,7 @@ class Versioned(FederatedNode):
 
 def test_update_version_and_pull_version_round_trip() -> None:
     ids = ["n0", "n1", "n2"]
-    fed = graph(Versioned, Topology.ring(ids, bidirectional=False), ids)
+    fed = graph(Versioned, builders.ring(ids, directed=True), ids)
     with fed:
         outputs = fed.train().outputs
         for node_id in ids:
@@ -228,7 +228,7 @@ class Quiet(FederatedNode):
 
 
 def test_pull_version_of_a_node_that_never_published() -> None:
-    fed = graph(Quiet, Topology.mesh(IDS))
+    fed = graph(Quiet, builders.mesh(IDS))
     with fed:
         assert fed.pull_version("n3") == (0, {})
 
@@ -237,7 +237,7 @@ def test_only_train_role_nodes_run() -> None:
     nodes = virtual_nodes(Quiet, ["t0", "t1"], roles="train") + virtual_nodes(
         Quiet, ["e0"], roles="eval", start=2
     )
-    fed = GraphFederation(nodes, Topology.mesh(["t0", "t1", "e0"]), runtime="local")
+    fed = GraphFederation(nodes, builders.mesh(["t0", "t1", "e0"]), runtime="local")
     with fed:
         result: FederationResult = fed.train()
     assert result.outputs == {"t0": "ran", "t1": "ran"}
@@ -257,7 +257,7 @@ def test_context_gives_index_and_size() -> None:
 
     fed = GraphFederation(
         virtual_nodes(Who, IDS, roles="train-eval"),
-        Topology.mesh(IDS),
+        builders.mesh(IDS),
         runtime="local",
         federation_id="fed-x",
     )

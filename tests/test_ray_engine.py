@@ -24,6 +24,7 @@ from redfl import (
 )
 from redfl.runtime.host import Stats
 from redfl.schemas.base import Federation
+from redfl.topology import builders
 
 TWO_WORKERS = ResourcesConfig(num_workers=2, worker={"CPU": 0.5})
 
@@ -123,7 +124,7 @@ def test_send_to_a_non_neighbour_is_refused(ray_session):
 def test_a_broadcast_is_serialised_once_and_same_worker_sends_not_at_all(ray_session):
     leaves = ["leaf-1", "leaf-2", "leaf-3"]
     nodes = virtual_nodes(Hub, ["hub"]) + virtual_nodes(Leaf, leaves, start=1)
-    fed = GraphFederation(nodes, Topology.star("hub", leaves), resources=TWO_WORKERS)
+    fed = GraphFederation(nodes, builders.star(["hub", *leaves]), resources=TWO_WORKERS)
     try:
         result = fed.train()
         assert fed.worker_of("hub") == fed.worker_of(ray_nodes.DIRECT_TARGET)
@@ -139,7 +140,7 @@ def test_a_broadcast_is_serialised_once_and_same_worker_sends_not_at_all(ray_ses
 
 def test_a_crashing_node_stops_the_federation_instead_of_hanging(ray_session):
     ids = ["a", "b", "c"]
-    fed = GraphFederation(virtual_nodes(Crasher, ids), Topology.ring(ids), resources=TWO_WORKERS)
+    fed = GraphFederation(virtual_nodes(Crasher, ids), builders.ring(ids), resources=TWO_WORKERS)
     started = time.monotonic()
     try:
         with pytest.raises(FederationError, match=r"(?s)node 'a' failed.*boom in a"):
@@ -151,7 +152,7 @@ def test_a_crashing_node_stops_the_federation_instead_of_hanging(ray_session):
 
 def test_dedicated_nodes_get_named_actors_of_their_own(ray_session):
     nodes = virtual_nodes(Dedicated, ["solo"]) + virtual_nodes(Plain, ["p1", "p2"], start=1)
-    fed = GraphFederation(nodes, Topology.mesh(["solo", "p1", "p2"]), resources=TWO_WORKERS)
+    fed = GraphFederation(nodes, builders.mesh(["solo", "p1", "p2"]), resources=TWO_WORKERS)
     try:
         assert not actor_exists(ray_session, f"{fed.federation_id}/solo")
         outputs = fed.train().outputs

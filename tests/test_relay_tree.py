@@ -18,7 +18,7 @@ from redfl.topology import (
     relay_tree,
     tree_counts,
 )
-from redfl.topology.tree_shape import MAX_BUILT_SITES
+from redfl.topology.tree import MAX_BUILT_SITES
 
 SHAPES = [
     (d, w, c, lcp_only)

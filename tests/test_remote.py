@@ -11,7 +11,7 @@ from redfl.runtime.plan import make_plan
 from redfl.runtime.remote import DEFAULT_MAX_CONCURRENCY, remote, remote_options
 from redfl.runtime.resources import ResourcesConfig
 from redfl.schemas import GraphFederation, virtual_nodes
-from redfl.topology import Topology
+from redfl.topology import builders
 
 
 class Plain(FederatedNode):
@@ -143,7 +143,7 @@ def test_plan_gives_each_remote_node_its_own_named_worker() -> None:
         "fed",
         0,
         nodes,
-        Topology.mesh([n.node_id for n in nodes]),
+        builders.mesh([n.node_id for n in nodes]),
         ResourcesConfig(num_workers=2),
         {"CPU": 8.0, "GPU": 1.0},
         [{"CPU": 8.0, "GPU": 1.0}],
@@ -169,7 +169,7 @@ def test_remote_nodes_run_in_process_on_the_local_runtime() -> None:
             return message.body
 
     ids = ["g0", "g1"]
-    federation = GraphFederation(virtual_nodes(Greeter, ids), Topology.mesh(ids), runtime="local")
+    federation = GraphFederation(virtual_nodes(Greeter, ids), builders.mesh(ids), runtime="local")
     with federation:
         result = federation.train()
         assert result.outputs == {"g0": "g1", "g1": "g0"}

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from redfl import FederatedNode, GraphFederation, Topology, virtual_nodes
+from redfl import FederatedNode, GraphFederation, virtual_nodes
 from redfl.core.config import ConfigError
 from redfl.core.events import Event, FailureRecorded, RoundFinished, event_from_json
 from redfl.core.result import FederationError
@@ -18,6 +18,7 @@ from redfl.run.api import run
 from redfl.run.folder import load_parameters
 from redfl.run.recorder import read_events
 from redfl.schemas.callbacks import Callback
+from redfl.topology import builders
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -213,13 +214,13 @@ class Hello(FederatedNode):
 def test_graph_federations_emit_round_and_failure_events() -> None:
     ids = ["a", "b"]
     collect = Collect()
-    fed = GraphFederation(virtual_nodes(Hello, ids), Topology.mesh(ids), runtime="local")
+    fed = GraphFederation(virtual_nodes(Hello, ids), builders.mesh(ids), runtime="local")
     fed.callbacks = [collect]
     with fed:
         fed.train()
     assert [e.type for e in collect.events] == ["round_started", "round_finished"]
     failing = GraphFederation(
-        virtual_nodes(Hello, ["a", "b", "c"]), Topology.mesh(["a", "b", "c"]), runtime="local"
+        virtual_nodes(Hello, ["a", "b", "c"]), builders.mesh(["a", "b", "c"]), runtime="local"
     )
     failing.callbacks = [collect]
     with failing, pytest.raises(FederationError, match="node 'c' failed"):

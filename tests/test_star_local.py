@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -11,7 +12,13 @@ import pytest
 from redfl.algorithms import ClientUpdate, FedAvg, Strategy, sample_clients
 from redfl.core.arrays import Parameters
 from redfl.core.instructions import Instructions
-from redfl.core.result import FederationError, FederationResult, RoundRecord
+from redfl.core.result import (
+    EvaluateResult,
+    FederationError,
+    FederationResult,
+    FitResult,
+    RoundRecord,
+)
 from redfl.core.seeding import round_rng
 from redfl.examples.digits import DigitsClient, DigitsOptions, central_evaluation
 from redfl.nodes import Client
@@ -595,3 +602,42 @@ def test_digits_iid_reaches_good_accuracy() -> None:
     assert final.accuracy > 0.85
     assert final.loss is not None
     assert final.loss < result.history[0].loss  # type: ignore[operator]
+
+
+class TupleClient(Client):
+    def fit(self, parameters, config):
+        return {"w": parameters["w"] + 1}, 3, {"loss": 0.5}
+
+    def evaluate(self, parameters, config):
+        return 0.25, 2, {"accuracy": 0.75}
+
+
+class TypedClient(Client):
+    def fit(self, parameters, config):
+        return FitResult({"w": parameters["w"] + 1}, num_examples=3, metrics={"loss": 0.5})
+
+    def evaluate(self, parameters, config):
+        return EvaluateResult(0.25, num_examples=2, metrics={"accuracy": 0.75})
+
+
+def test_typed_results_and_plain_tuples_give_the_same_run() -> None:
+    runs = []
+    for client in (TupleClient, TypedClient):
+        fed = StarFederation(
+            client,
+            4,
+            initial_parameters={"w": np.zeros(2, np.float32)},
+            strategy=FedAvg(fraction_evaluate=1.0),
+            runtime="local",
+        )
+        runs.append(fed.train(2))
+    plain, typed = runs
+    assert typed.parameters_equal(plain)
+    assert typed.parameters is not None
+    np.testing.assert_array_equal(typed.parameters["w"], np.full(2, 2.0, np.float32))
+    assert [(r.train_loss, r.loss, r.accuracy) for r in typed.history] == [
+        (0.5, 0.25, 0.75),
+        (0.5, 0.25, 0.75),
+    ]
+    timed = zip(plain.history, typed.history, strict=True)
+    assert typed.history == [replace(p, seconds=t.seconds) for p, t in timed]

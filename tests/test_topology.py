@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from redfl.runtime.topology_manager import NotNeighbourError, TopologyManager
+from redfl.topology import builders
 from redfl.topology.graph import Topology
 
 NODES = ["a", "b", "c", "d", "e"]
 
 
 def test_ring_links_each_node_to_previous_and_next() -> None:
-    ring = Topology.ring(NODES)
+    ring = builders.ring(NODES)
     n = len(NODES)
     for i, node in enumerate(NODES):
         assert ring.neighbours(node) == {NODES[(i - 1) % n], NODES[(i + 1) % n]}
@@ -19,7 +20,7 @@ def test_ring_links_each_node_to_previous_and_next() -> None:
 
 
 def test_directed_ring_only_links_to_next() -> None:
-    ring = Topology.ring(NODES, bidirectional=False)
+    ring = builders.ring(NODES, directed=True)
     n = len(NODES)
     for i, node in enumerate(NODES):
         assert ring.neighbours(node) == {NODES[(i + 1) % n]}
@@ -28,34 +29,34 @@ def test_directed_ring_only_links_to_next() -> None:
 
 
 def test_small_rings() -> None:
-    assert Topology.ring(["solo"]).neighbours("solo") == set()
-    pair = Topology.ring(["x", "y"])
+    assert builders.ring(["solo"]).neighbours("solo") == set()
+    pair = builders.ring(["x", "y"])
     assert pair.neighbours("x") == {"y"}
     assert pair.neighbours("y") == {"x"}
 
 
 def test_mesh_links_every_pair() -> None:
-    mesh = Topology.mesh(NODES)
+    mesh = builders.mesh(NODES)
     for node in NODES:
         assert mesh.neighbours(node) == set(NODES) - {node}
 
 
 def test_star_links_center_and_leaves_only() -> None:
-    star = Topology.star("hub", ["l1", "l2", "l3"])
+    star = builders.star(["hub", "l1", "l2", "l3"])
     assert star.neighbours("hub") == {"l1", "l2", "l3"}
     for leaf in ("l1", "l2", "l3"):
         assert star.neighbours(leaf) == {"hub"}
     assert not star.allows("l1", "l2")
 
 
-def test_from_edges_bidirectional_and_directed() -> None:
+def test_from_edges_undirected_and_directed() -> None:
     edges = [("a", "b"), ("b", "c")]
     both = Topology.from_edges(["a", "b", "c", "d"], edges)
     assert both.neighbours("a") == {"b"}
     assert both.neighbours("b") == {"a", "c"}
     assert both.neighbours("c") == {"b"}
     assert both.neighbours("d") == set()
-    one_way = Topology.from_edges(["a", "b", "c"], edges, bidirectional=False)
+    one_way = Topology.from_edges(["a", "b", "c"], edges, directed=True)
     assert one_way.neighbours("a") == {"b"}
     assert one_way.neighbours("b") == {"c"}
     assert one_way.neighbours("c") == set()
@@ -74,8 +75,8 @@ def test_edge_to_unknown_node_is_refused_naming_it(edge: tuple[str, str]) -> Non
 
 def test_neighbours_of_unknown_node_is_an_error() -> None:
     with pytest.raises(KeyError, match="unknown node 'zz'"):
-        Topology.ring(NODES).neighbours("zz")
-    assert not Topology.ring(NODES).allows("zz", "a")
+        builders.ring(NODES).neighbours("zz")
+    assert not builders.ring(NODES).allows("zz", "a")
 
 
 def test_add_node_twice_is_a_no_op() -> None:
@@ -90,7 +91,7 @@ def test_add_node_twice_is_a_no_op() -> None:
 
 def manager() -> TopologyManager:
     placement = {"a": 0, "b": 1, "c": 0, "d": 2, "e": 1}
-    return TopologyManager(Topology.ring(NODES), placement)
+    return TopologyManager(builders.ring(NODES), placement)
 
 
 def test_check_send_to_neighbours_passes() -> None:

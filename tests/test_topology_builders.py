@@ -158,11 +158,11 @@ def test_disconnected_graph_names_the_cut_off_nodes_unless_allowed() -> None:
 
 
 def test_not_strongly_connected_names_the_nodes() -> None:
-    one_way = Topology.from_edges(["a", "b", "c"], [("a", "b"), ("b", "c")], bidirectional=False)
+    one_way = Topology.from_edges(["a", "b", "c"], [("a", "b"), ("b", "c")], directed=True)
     check_topology(one_way)  # weakly connected is enough by default
     with pytest.raises(TopologyError, match=r"not strongly connected: nodes \['b', 'c'\] cannot"):
         check_topology(one_way, strongly_connected=True)
-    back = Topology.from_edges(["a", "b", "c"], [("b", "a"), ("c", "a")], bidirectional=False)
+    back = Topology.from_edges(["a", "b", "c"], [("b", "a"), ("c", "a")], directed=True)
     with pytest.raises(TopologyError, match=r"nodes \['b', 'c'\] cannot be reached from 'a'"):
         check_topology(back, strongly_connected=True)
     check_topology(ring(5, directed=True), strongly_connected=True)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import inspect
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
     create_model,
-    field_validator,
     model_validator,
 )
 
@@ -188,7 +188,7 @@ class StrategyConfig(Strict):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: str = "fedavg"
+    name: Annotated[str, AfterValidator(STRATEGIES.validator())] = "fedavg"
     target: str | None = Field(
         default=None, pattern=TARGET_PATTERN, json_schema_extra=IMPORT_TARGET
     )
@@ -197,11 +197,6 @@ class StrategyConfig(Strict):
     fraction_evaluate: float = Field(default=0.0, ge=0.0, le=1.0)
     min_evaluate_clients: int = Field(default=0, ge=0)
     max_update_norm: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return STRATEGIES.validate(value)
 
     @model_validator(mode="after")
     def _scalar_params(self) -> StrategyConfig:

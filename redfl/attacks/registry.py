@@ -9,40 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from redfl.algorithms.strategy import Strategy
 from redfl.attacks.alie import LittleIsEnough
 from redfl.attacks.clients import Attack, GaussianNoise, LabelFlip, SignFlip
 from redfl.core.config import Strict
 from redfl.core.registry import Registry
-
-
-class AttackConfig(Strict):
-    """The ``[attack]`` table: which attack (a registered kind, or ``"none"``), and the
-    seeded fraction of malicious clients; the other keys parameterise the attacks."""
-
-    kind: str = "none"
-    malicious_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
-    scale: float = Field(default=10.0, gt=0.0, allow_inf_nan=False)
-    std: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
-    num_classes: int = Field(default=10, ge=2)
-    z: float | None = Field(default=None, allow_inf_nan=False)
-
-    @field_validator("kind")
-    @classmethod
-    def _kind(cls, value: str) -> str:
-        return ATTACKS.validate(value, also=("none",))
-
-    @model_validator(mode="after")
-    def _fraction_with_kind(self) -> AttackConfig:
-        if self.kind == "none" and self.malicious_fraction > 0:
-            raise ValueError("malicious_fraction > 0 needs an attack kind")
-        if self.kind != "none" and self.malicious_fraction == 0:
-            raise ValueError(f"attack kind {self.kind!r} needs malicious_fraction > 0")
-        return self
 
 
 @dataclass(frozen=True)
@@ -63,6 +38,26 @@ class AttackSpec:
 
 ATTACKS: Registry[AttackSpec] = Registry("attack")
 """Attack simulations by ``attack.kind`` (``"none"`` is not an attack and not listed)."""
+
+
+class AttackConfig(Strict):
+    """The ``[attack]`` table: which attack (a registered kind, or ``"none"``), and the
+    seeded fraction of malicious clients; the other keys parameterise the attacks."""
+
+    kind: Annotated[str, AfterValidator(ATTACKS.validator(also=("none",)))] = "none"
+    malicious_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    scale: float = Field(default=10.0, gt=0.0, allow_inf_nan=False)
+    std: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
+    num_classes: int = Field(default=10, ge=2)
+    z: float | None = Field(default=None, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _fraction_with_kind(self) -> AttackConfig:
+        if self.kind == "none" and self.malicious_fraction > 0:
+            raise ValueError("malicious_fraction > 0 needs an attack kind")
+        if self.kind != "none" and self.malicious_fraction == 0:
+            raise ValueError(f"attack kind {self.kind!r} needs malicious_fraction > 0")
+        return self
 
 
 def _sign_flip(config: AttackConfig) -> Attack:

@@ -28,6 +28,13 @@ EXIT_CANCELLED = 130
 
 console = Console(stderr=True)
 
+AddressOption = Annotated[
+    str | None, typer.Option(help="Ray cluster to join: auto, host:port or ray://host:port.")
+]
+"""``--address``, as ``redfl run`` and ``redfl tune`` take it."""
+RoundsOption = Annotated[int | None, typer.Option(help="Override federation.rounds.")]
+"""``--rounds``, as ``redfl run`` and ``redfl tune`` take it."""
+
 
 def fail(code: int, message: str) -> typer.Exit:
     """Print ``redfl: error: <one line>`` on stderr; the exit to raise."""
@@ -71,10 +78,8 @@ def run(
     config: Annotated[
         str | None, typer.Argument(help="Federation config (TOML); optional with --resume.")
     ] = None,
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster to join: auto, host:port or ray://host:port.")
-    ] = None,
-    rounds: Annotated[int | None, typer.Option(help="Override federation.rounds.")] = None,
+    address: AddressOption = None,
+    rounds: RoundsOption = None,
     seed: Annotated[int | None, typer.Option(help="Override federation.seed.")] = None,
     out: Annotated[str | None, typer.Option(help="Run folder (default runs/<run-id>).")] = None,
     connect_timeout: Annotated[

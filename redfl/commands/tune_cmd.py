@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from redfl.commands.run_cmd import EXIT_BAD_INPUT, EXIT_FAILED, fail
+from redfl.commands.run_cmd import EXIT_BAD_INPUT, EXIT_FAILED, AddressOption, RoundsOption, fail
 from redfl.core.config import ConfigError
 from redfl.run.search_space import ALLOWED_FORMS, SearchSpaceError
 from redfl.run.tuning import TrialOutcome, TuneOutcome
@@ -33,10 +33,8 @@ def tune(
     out: Annotated[
         str | None, typer.Option(help="Folder of the trials' run folders (default runs/...).")
     ] = None,
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster to join: auto, host:port or ray://host:port.")
-    ] = None,
-    rounds: Annotated[int | None, typer.Option(help="Override federation.rounds.")] = None,
+    address: AddressOption = None,
+    rounds: RoundsOption = None,
     workers: Annotated[int, typer.Option(help="Workers per trial.")] = 1,
     driver_cpus: Annotated[float, typer.Option(help="CPUs of each trial's driver.")] = 1.0,
     max_concurrent: Annotated[

@@ -20,19 +20,34 @@ True
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 from redfl.core.result import Failure, RoundRecord
 
-RunStatus = str
-"""``"succeeded"``, ``"failed"`` or ``"cancelled"`` (a finished run's status)."""
+RunStatus = Literal["succeeded", "failed", "cancelled"]
+"""A finished run's status."""
+
+EventType = Literal[
+    "event",
+    "run_started",
+    "round_started",
+    "clients_progress",
+    "round_finished",
+    "failure",
+    "checkpoint_saved",
+    "worker_restarted",
+    "run_finished",
+    "run_failed",
+    "run_cancelled",
+]
+"""The ``type`` of every event in JSON (``"event"``: the base class)."""
 
 
 @dataclass(frozen=True)
 class Event:
     """Base of every event; ``type`` is the event's name in JSON."""
 
-    type: ClassVar[str] = "event"
+    type: ClassVar[EventType] = "event"
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: ``type`` first, then the fields."""
@@ -49,7 +64,7 @@ class Event:
 class RunStarted(Event):
     """A run began (or resumed at ``first_round``) and will run up to ``rounds`` rounds."""
 
-    type: ClassVar[str] = "run_started"
+    type: ClassVar[EventType] = "run_started"
     run_id: str
     schema: str
     rounds: int
@@ -61,7 +76,7 @@ class RunStarted(Event):
 class RoundStarted(Event):
     """Round ``round`` sampled ``sampled`` clients (or nodes)."""
 
-    type: ClassVar[str] = "round_started"
+    type: ClassVar[EventType] = "round_started"
     round: int
     sampled: int
 
@@ -70,7 +85,7 @@ class RoundStarted(Event):
 class ClientsProgress(Event):
     """``done`` of round ``round``'s ``sampled`` clients have finished."""
 
-    type: ClassVar[str] = "clients_progress"
+    type: ClassVar[EventType] = "clients_progress"
     round: int
     done: int
     sampled: int
@@ -80,7 +95,7 @@ class ClientsProgress(Event):
 class RoundFinished(Event):
     """A round ended; ``record`` is its :class:`~redfl.core.result.RoundRecord`."""
 
-    type: ClassVar[str] = "round_finished"
+    type: ClassVar[EventType] = "round_finished"
     record: RoundRecord
 
 
@@ -88,7 +103,7 @@ class RoundFinished(Event):
 class FailureRecorded(Event):
     """A client or node failed (the run may go on)."""
 
-    type: ClassVar[str] = "failure"
+    type: ClassVar[EventType] = "failure"
     failure: Failure
 
 
@@ -96,7 +111,7 @@ class FailureRecorded(Event):
 class CheckpointSaved(Event):
     """The server state after round ``round`` was saved in ``path``."""
 
-    type: ClassVar[str] = "checkpoint_saved"
+    type: ClassVar[EventType] = "checkpoint_saved"
     round: int
     path: str
 
@@ -105,7 +120,7 @@ class CheckpointSaved(Event):
 class WorkerRestarted(Event):
     """Worker ``worker`` was replaced (``reason``), taking ``seconds``."""
 
-    type: ClassVar[str] = "worker_restarted"
+    type: ClassVar[EventType] = "worker_restarted"
     worker: int
     reason: str
     seconds: float
@@ -115,7 +130,7 @@ class WorkerRestarted(Event):
 class RunFinished(Event):
     """The run completed ``rounds`` rounds."""
 
-    type: ClassVar[str] = "run_finished"
+    type: ClassVar[EventType] = "run_finished"
     rounds: int
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -124,7 +139,7 @@ class RunFinished(Event):
 class RunFailed(Event):
     """The run stopped on an error after ``rounds`` completed rounds."""
 
-    type: ClassVar[str] = "run_failed"
+    type: ClassVar[EventType] = "run_failed"
     rounds: int
     error: str
 
@@ -133,7 +148,7 @@ class RunFailed(Event):
 class RunCancelled(Event):
     """The run was cancelled; it stopped after ``rounds`` completed rounds."""
 
-    type: ClassVar[str] = "run_cancelled"
+    type: ClassVar[EventType] = "run_cancelled"
     rounds: int
 
 
@@ -153,6 +168,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 """Every event class by its JSON ``type``."""
+
+assert set(EVENT_TYPES) == set(get_args(EventType)) - {"event"}, "EventType lists every event"
 
 
 def event_from_json(body: dict[str, Any]) -> Event:

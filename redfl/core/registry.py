@@ -22,7 +22,7 @@ redfl.core.registry.UnknownNameError: unknown colour 'blue'; choose one of ['red
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
@@ -113,6 +113,11 @@ class Registry(Generic[T]):
         if name in also or name in self._values:
             return name
         raise ValueError(f"Input should be {quote_choices([*also, *self.names()])}")
+
+    def validator(self, *, also: tuple[str, ...] = ()) -> Callable[[str], str]:
+        """:meth:`validate` as a config field's check:
+        ``name: Annotated[str, AfterValidator(REGISTRY.validator())]``."""
+        return lambda name: self.validate(name, also=also)
 
     def choices(self) -> str:
         """The names as an error message lists them: ``'a', 'b' or 'c'``."""

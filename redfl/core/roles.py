@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-ROLES = ("train", "eval", "test")
+from collections.abc import Iterable
+from typing import Literal, cast, get_args
+
+Role = Literal["train", "eval", "test"]
+"""What a node does: train (fit, run rounds), eval (federated evaluation), test."""
+
+ROLES: tuple[Role, ...] = get_args(Role)
 
 
-def parse_roles(roles: str | frozenset[str] | set[str] | tuple[str, ...]) -> frozenset[str]:
+def parse_roles(roles: str | Iterable[str]) -> frozenset[Role]:
     """Turn ``"train-eval"`` (or an iterable of role names) into a set of roles.
 
     Raises
     ------
     ValueError
         If a role is not one of ``train``, ``eval``, ``test``, or none is given.
+
+    Examples
+    --------
+    >>> sorted(parse_roles("train-eval"))
+    ['eval', 'train']
     """
     parts = roles.split("-") if isinstance(roles, str) else list(roles)
     bad = [p for p in parts if p not in ROLES]
@@ -20,4 +31,4 @@ def parse_roles(roles: str | frozenset[str] | set[str] | tuple[str, ...]) -> fro
             f"roles must be made of {', '.join(ROLES)} joined by '-' (e.g. 'train-eval'), "
             f"got {roles!r}"
         )
-    return frozenset(parts)
+    return frozenset(cast(Role, p) for p in parts)

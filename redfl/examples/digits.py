@@ -11,21 +11,19 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from redfl.core.arrays import Parameters
 from redfl.core.instructions import Instructions
 from redfl.core.result import EvaluateFn
 from redfl.data.digits import load_digits_arrays, train_test_split
 from redfl.data.partition import partition_by_name
-from redfl.models.softmax import Prepared, SoftmaxRegression
+from redfl.models.softmax import Prepared, SgdOptions
 from redfl.nodes.client import Client
 
 
-class DigitsOptions(BaseModel):
+class DigitsOptions(SgdOptions):
     """Options of the digits task (the ``[client.options]`` table of a config)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     partition: Literal["iid", "dirichlet", "shard"] = "iid"
     alpha: float = Field(default=0.5, gt=0.0, le=1000.0)
@@ -33,14 +31,6 @@ class DigitsOptions(BaseModel):
     shards_per_client: int = Field(default=2, ge=1)
     test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     tile: int = Field(default=1, ge=1, le=100)
-    data_seed: int = Field(default=0, ge=0)
-    lr: float = Field(default=0.1, gt=0.0, le=10.0)
-    epochs: int = Field(default=5, ge=1, le=1000)
-    batch_size: int = Field(default=32, ge=1, le=100_000)
-
-    def model(self) -> SoftmaxRegression:
-        """The softmax-regression model these options describe."""
-        return SoftmaxRegression(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size)
 
 
 @lru_cache(maxsize=4)

@@ -12,26 +12,20 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from redfl.core.arrays import Parameters
 from redfl.core.instructions import Instructions
 from redfl.data.digits import load_digits_arrays
-from redfl.models.softmax import Prepared, SoftmaxRegression
+from redfl.models.softmax import Prepared, SgdOptions
 from redfl.nodes.client import Client
 
 
-class LazyDigitsOptions(BaseModel):
+class LazyDigitsOptions(SgdOptions):
     """Label skew, examples per client and local training of :class:`LazyDigitsClient`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     alpha: float = Field(default=0.5, gt=0.0, le=1000.0)
     size: int = Field(default=20, ge=1, le=10_000)
-    data_seed: int = Field(default=0, ge=0)
-    lr: float = Field(default=0.1, gt=0.0, le=10.0)
-    epochs: int = Field(default=5, ge=1, le=1000)
-    batch_size: int = Field(default=32, ge=1, le=100_000)
 
 
 @lru_cache(maxsize=1)
@@ -65,9 +59,7 @@ class LazyDigitsClient(Client):
 
     def __init__(self, **options: Any) -> None:
         self.options = LazyDigitsOptions(**options)
-        self.model = SoftmaxRegression(
-            lr=self.options.lr, epochs=self.options.epochs, batch_size=self.options.batch_size
-        )
+        self.model = self.options.model()
         self.data: Prepared | None = None
 
     def setup(self) -> None:

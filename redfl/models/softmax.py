@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["Prepared", "SoftmaxRegression"]
 
@@ -242,3 +243,19 @@ class SoftmaxRegression:
                 f"labels must be in [0, {self.num_classes - 1}], got range [{y.min()}, {y.max()}]"
             )
         return x, y
+
+
+class SgdOptions(BaseModel):
+    """The local training of a client's :class:`SoftmaxRegression` (part of its options),
+    and the seed of its data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_seed: int = Field(default=0, ge=0)
+    lr: float = Field(default=0.1, gt=0.0, le=10.0)
+    epochs: int = Field(default=5, ge=1, le=1000)
+    batch_size: int = Field(default=32, ge=1, le=100_000)
+
+    def model(self) -> SoftmaxRegression:
+        """The softmax-regression model these options describe."""
+        return SoftmaxRegression(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size)

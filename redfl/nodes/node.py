@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redfl.core.message import Message
+from redfl.core.roles import Role
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class NodeContext:
     """Who a live node is: its id, roles, position and federation."""
 
     node_id: str
-    roles: frozenset[str]
+    roles: frozenset[Role]
     federation_id: str
     seed: int
     index: int
@@ -101,7 +102,7 @@ class FederatedNode:
         return self.context.node_id
 
     @property
-    def roles(self) -> frozenset[str]:
+    def roles(self) -> frozenset[Role]:
         """The node's roles (a subset of ``train``, ``eval``, ``test``)."""
         return self.context.roles
 

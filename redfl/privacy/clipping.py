@@ -300,25 +300,16 @@ def private(strategy: Strategy, table: PrivacyConfig, seed: int) -> Strategy:
     ParameterError
         Naming the bad parameter.
     """
+    if table.mode == "none":
+        return strategy
+    shared: dict[str, Any] = {
+        "noise_multiplier": table.noise_multiplier,
+        "side": table.side,
+        "delta": table.delta,
+        "seed": seed,
+    }
     if table.mode == "fixed":
-        return DPFixedClipping(
-            strategy,
-            clipping_norm=table.clipping_norm,
-            noise_multiplier=table.noise_multiplier,
-            side=table.side,
-            delta=table.delta,
-            seed=seed,
-        )
-    if table.mode == "adaptive":
-        return DPAdaptiveClipping(
-            strategy,
-            initial_clipping_norm=table.clipping_norm,
-            noise_multiplier=table.noise_multiplier,
-            target_quantile=table.target_quantile,
-            clip_lr=table.clip_lr,
-            clipped_count_stddev=table.clipped_count_stddev,
-            side=table.side,
-            delta=table.delta,
-            seed=seed,
-        )
-    return strategy
+        return DPFixedClipping(strategy, clipping_norm=table.clipping_norm, **shared)
+    adaptive = ("target_quantile", "clip_lr", "clipped_count_stddev")
+    shared.update({name: getattr(table, name) for name in adaptive})
+    return DPAdaptiveClipping(strategy, initial_clipping_norm=table.clipping_norm, **shared)

@@ -10,7 +10,7 @@
   (digits softmax clients, FedAvg, :data:`CLIENTS_PER_LCP` clients under every LCP);
 - ``scripts/``: ``start_server.sh`` (runs the federation), ``start_rp.sh`` (the routing
   proxy on the ``--rp`` port) and ``start_site.sh SITE RAY_ADDRESS`` (joins a machine to the
-  Ray cluster advertising the custom resource :func:`~redfl.topology.tree_shape.site_resource`, so
+  Ray cluster advertising the custom resource :func:`~redfl.topology.tree.site_resource`, so
   that a site's subtree can be pinned to it); each locates the folder from its own path;
 - ``README.md``: these lines, for whoever opens the folder.
 
@@ -32,8 +32,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+from redfl.topology.tree import site_resource
 from redfl.topology.tree_file import TreeFile, save_tree
-from redfl.topology.tree_shape import site_resource
 
 CLIENTS_PER_LCP = 5
 """Clients under every LCP in the written ``hierarchy.toml``."""

@@ -23,10 +23,9 @@ from typing import Annotated
 import typer
 
 from redfl.provision.folder import FolderError, write_folder
-from redfl.topology.tree import relay_tree
+from redfl.topology.tree import CLI_RANGES, TreeCounts, TreeRangeError, check_shape, relay_tree
+from redfl.topology.tree import tree_counts as count_sites
 from redfl.topology.tree_file import TreeFile
-from redfl.topology.tree_shape import CLI_RANGES, TreeCounts, TreeRangeError, check_shape
-from redfl.topology.tree_shape import tree_counts as count_sites
 
 PROJECT_NAME = re.compile(r"^(?!\.+$)[A-Za-z0-9_.-]{1,64}$")
 """Project names: a folder name and a federation name (letters, digits, ``_.-``)."""

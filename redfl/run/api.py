@@ -29,6 +29,7 @@ from redfl.core.events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    RunStatus,
 )
 from redfl.core.result import FederationError, FederationResult
 from redfl.core.server_state import CheckpointError, ServerState, save_state
@@ -64,7 +65,7 @@ class RunOutcome:
     """
 
     folder: Path
-    status: str
+    status: RunStatus
     summary: dict[str, Any]
     result: FederationResult | None = None
     error: str | None = None
@@ -261,7 +262,7 @@ def _finish(
         except Exception as failure:  # the run's own outcome matters more; say it
             error = error or f"saving the final state failed: {failure}"
     federation.stop()
-    status = "failed" if error is not None else "cancelled" if cancelled else "succeeded"
+    status: RunStatus = "failed" if error is not None else "cancelled" if cancelled else "succeeded"
     summary = prepared.summary(history, time.perf_counter() - started, status, error)
     if result is not None:
         summary["failures"] = len(result.failures)

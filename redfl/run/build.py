@@ -29,7 +29,7 @@ from redfl.nodes.client import Client
 from redfl.privacy.clipping import private
 from redfl.run.config import FederationConfig
 from redfl.schemas import SCHEMAS
-from redfl.schemas.base import Federation, FederationSettings
+from redfl.schemas.base import Federation, FederationSettings, StarSettings
 from redfl.schemas.callbacks import Callback
 
 __all__ = [
@@ -163,6 +163,17 @@ class ConfigParts:
         except ValueError as error:
             raise ConfigError(f"evaluation.central: {error}") from None
         return evaluate
+
+    def star_settings(self) -> StarSettings:
+        """The strategy, options, roles, central evaluation and the settings."""
+        return StarSettings(
+            strategy=self.strategy(),
+            options=self.options,
+            roles=self.roles,
+            evaluate_fn=self.evaluate_fn(),
+            client_ids=None,
+            **self.settings,
+        )
 
 
 def attackers_from_config(config: FederationConfig) -> list[str]:

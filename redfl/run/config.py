@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     Field,
     SerializeAsAny,
     ValidationError,
@@ -91,7 +92,7 @@ class RunConfig(Strict):
     name: str = Field(default="federation", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     rounds: int = Field(default=10, ge=1, le=100_000)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    runtime: str = "ray"
+    runtime: Annotated[str, AfterValidator(RUNTIMES.validator())] = "ray"
     address: str | None = None
     connect_timeout: float = Field(default=30.0, gt=0.0, le=3600.0)
     """Seconds joining a Ray cluster (``address``) may take before the run fails."""
@@ -104,11 +105,6 @@ class RunConfig(Strict):
     """Seconds a round may take; past it, unfinished clients fail; unset: no limit."""
     max_worker_restarts: int = Field(default=3, ge=0, le=10_000)
     """How many times each worker may be re-created after it died or was replaced."""
-
-    @field_validator("runtime")
-    @classmethod
-    def _runtime(cls, value: str) -> str:
-        return RUNTIMES.validate(value)
 
     @field_validator("address")
     @classmethod

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from redfl.core.arrays import Parameters
 from redfl.core.config import ConfigError
+from redfl.core.events import RunStatus
 from redfl.core.result import RoundRecord
 from redfl.run.build import federation_from_config
 from redfl.run.config import FederationConfig, load_config, parse_config
@@ -66,7 +67,7 @@ class Prepared:
         return config_digest(self.config)
 
     def summary(
-        self, history: list[RoundRecord], wall: float, status: str, error: str | None
+        self, history: list[RoundRecord], wall: float, status: RunStatus, error: str | None
     ) -> dict[str, Any]:
         """What ``summary.json`` holds.
 

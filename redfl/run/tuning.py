@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from redfl.core.config import ConfigError
 from redfl.run.api import run
@@ -57,14 +57,17 @@ class TrialSettings:
     """The dotted paths PBT may mutate: a restored trial's config may differ there."""
 
 
+TrialStatus = Literal["completed", "stopped", "error"]
+"""How a trial ended: all its rounds, stopped by the scheduler, or an error."""
+
+
 @dataclass
 class TrialOutcome:
     """One trial: its values, how far it got, its last metric, its run folder."""
 
     trial_id: str
     values: dict[str, Any]
-    status: str
-    """``completed`` (all rounds), ``stopped`` (by the scheduler) or ``error``."""
+    status: TrialStatus
     rounds: int
     metric: float | None
     folder: Path
@@ -235,7 +238,7 @@ def _check_options(
 def _outcome(result: Any, rounds: int, metric: str, folder: Path) -> TrialOutcome:
     done = int(result.metrics.get("round", 0))
     value = result.metrics.get(metric)
-    status = "error" if result.error else "completed" if done >= rounds else "stopped"
+    status: TrialStatus = "error" if result.error else "completed" if done >= rounds else "stopped"
     return TrialOutcome(
         result.trial_id,
         result.values,

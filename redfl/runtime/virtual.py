@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from redfl.core.roles import Role
 from redfl.nodes.node import FederatedNode, NodeContext, NodePort
 
 NodeFactory = Callable[..., FederatedNode]
@@ -23,7 +24,7 @@ class VirtualNode:
 
     template: NodeFactory
     node_id: str
-    roles: frozenset[str]
+    roles: frozenset[Role]
     index: int
     options: Mapping[str, Any] = field(default_factory=dict)
     resources: Mapping[str, float] | None = None

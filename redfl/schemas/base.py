@@ -9,9 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Self, TypedDict
 
+from redfl.algorithms.strategy import Strategy
 from redfl.core.arrays import Parameters
 from redfl.core.events import Event, WorkerRestarted
-from redfl.core.result import FederationResult, RoundRecord
+from redfl.core.result import EvaluateFn, FederationResult, RoundRecord
 from redfl.core.roles import parse_roles
 from redfl.core.server_state import ServerState
 from redfl.runtime.backend import Backend, Plan
@@ -72,6 +73,18 @@ class FederationSettings(TypedDict, total=False):
     round_timeout: float | None
     max_worker_restarts: int
     callbacks: Sequence[Callback]
+
+
+class StarSettings(FederationSettings, total=False):
+    """The star's optional arguments and the federation's settings: what a schema built on
+    the star (the hierarchy) passes through to it, and what a config gives a round-driven
+    schema (:meth:`~redfl.schemas.registry.FederationParts.star_settings`)."""
+
+    strategy: Strategy | None
+    options: Mapping[str, Any] | None
+    client_ids: Sequence[str] | None
+    roles: str
+    evaluate_fn: EvaluateFn | None
 
 
 class Federation:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Unpack
+from dataclasses import dataclass, field
+from typing import Any, Literal, Unpack
 
 from redfl.core.arrays import Parameters, WeightedSum, copy_parameters
 from redfl.core.events import RoundFinished, RoundStarted
@@ -28,9 +29,50 @@ from redfl.schemas.base import FederationSettings, virtual_nodes
 from redfl.schemas.callbacks import emit
 from redfl.schemas.graph import GraphFederation
 from redfl.schemas.records import round_record
-from redfl.schemas.rollback import SNAPSHOT_EVERY, Snapshot, roll_back, run_nodes
+from redfl.schemas.rollback import SNAPSHOT_EVERY, Lost, Snapshot, roll_back, run_nodes
 from redfl.topology.graph import Topology
 from redfl.topology.validate import TopologyError, check_topology, check_undirected, shown
+
+State = Literal["fresh", "resuming", "stopped"]
+"""Where a decentralised federation is between ``train`` calls: ``fresh`` (its nodes go on
+from where they are, or start), ``resuming`` (a loaded server state: every node resumes from
+its published state) or ``stopped`` (``stop()`` was called: a worker ended now is not rolled
+back)."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How an attempt calls every node's ``train``: how many rounds, and whether each node
+    resumes from the snapshot's state first."""
+
+    rounds: int
+    resume: bool
+
+
+@dataclass
+class Attempt:
+    """How an attempt at running the nodes' rounds ended.
+
+    Attributes
+    ----------
+    outputs:
+        What each node's ``train`` returned (the attempt finished).
+    lost:
+        The workers lost meanwhile, by index, and why (the federation rolls back).
+    error:
+        A node's failure (the run ends with it).
+    last_end:
+        When the last recorded round ended (``time.time()``).
+    last_round:
+        The last round to run (lower than asked when a callback stopped the run).
+    """
+
+    last_end: float
+    last_round: int
+    outputs: dict[str, Any] = field(default_factory=dict)
+    lost: Lost = field(default_factory=dict)
+    error: BaseException | None = None
+
 
 PROGRESS_POLL_S = 0.2
 """How often the driver asks the workers which rounds every node has finished."""
@@ -112,8 +154,7 @@ class DecentralizedFederation(GraphFederation):
         self._train_nodes = len(self._train_ids)
         self._snapshot = Snapshot()
         self._replay = 0  # after a rollback: the last round recorded before it
-        self._stopping = False
-        self._resuming = False
+        self._state: State = "fresh"
 
     @property
     def train_ids(self) -> list[str]:
@@ -135,70 +176,66 @@ class DecentralizedFederation(GraphFederation):
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         for callback in self.callbacks:
             callback.on_train_begin(rounds)
-        self._stopping = False
+        launch = Launch(rounds, resume=self._state == "resuming")
+        self._state = "fresh"
         backend = self._start()
         backend.call_all(self._limit(self._next_pause(), stop=False))  # lifts a past stop
-        last, previous = self.round + rounds, time.time()
+        attempt = Attempt(time.time(), self.round + rounds)
         emit(self.callbacks, RoundStarted(self.round + 1, self._train_nodes))
-        arguments: dict[str, Any] = {"rounds": rounds, "resume": self._resuming}
-        self._resuming = False
         while True:
-            box, previous, last = self._attempt(backend, arguments, last, previous)
-            if "error" in box:
-                raise box["error"]
-            if not box["lost"]:
+            attempt = self._attempt(backend, launch, attempt.last_round, attempt.last_end)
+            if attempt.error is not None:
+                raise attempt.error
+            if not attempt.lost:
                 break
             rnd = self.round + 1
-            roll_back(backend, self._supervisor, box["lost"], self._snapshot, self.worker_of, rnd)
+            roll_back(backend, self._supervisor, attempt.lost, self._snapshot, self.worker_of, rnd)
             # Back to the snapshot: the rounds recorded since run again, their records kept.
             self._replay, self.round = self.round, self._snapshot.round
-            arguments = {"rounds": last - self.round, "resume": self.round > 0}
+            launch = Launch(attempt.last_round - self.round, resume=self.round > 0)
             backend.call_all(self._limit(self._next_pause(), stop=False))
             emit(self.callbacks, RoundStarted(rnd, self._train_nodes))
-        result = FederationResult(list(self._history), self.final_parameters(), [], box["outputs"])
+        result = FederationResult(list(self._history), self.final_parameters(), [], attempt.outputs)
         for callback in self.callbacks:
             callback.on_train_end(result)
         return result
 
-    def _attempt(
-        self, backend: Backend, arguments: dict[str, Any], last: int, previous: float
-    ) -> tuple[dict[str, Any], float, int]:
-        """Run the nodes (on a thread), recording rounds as every node completes them.
-
-        Returns ``outputs`` and ``lost`` workers, or the ``error``; the last end time; the
-        last round (lower when a callback stopped the run at a round boundary).
-        """
-        box: dict[str, Any] = {}
+    def _attempt(self, backend: Backend, launch: Launch, last: int, previous: float) -> Attempt:
+        """Run the nodes (on a thread), recording rounds as every node completes them, up
+        to round ``last`` (``previous``: when the last recorded round ended)."""
+        attempt = Attempt(previous, last)
 
         def per_node(node_id: str) -> dict[str, Any]:
-            if not arguments.get("resume"):
-                return {"rounds": arguments["rounds"]}
-            return {"rounds": arguments["rounds"], "resume": self._snapshot.states.get(node_id)}
+            if not launch.resume:
+                return {"rounds": launch.rounds}
+            return {"rounds": launch.rounds, "resume": self._snapshot.states.get(node_id)}
 
         def run() -> None:
             try:
-                box["outputs"], box["lost"] = run_nodes(
+                attempt.outputs, attempt.lost = run_nodes(
                     backend,
                     self._train_ids,
                     self.worker_of,
                     per_node,
                     self.round + 1,
-                    lambda: self._stopping,
+                    lambda: self._state == "stopped",
                 )
             except BaseException as error:
-                box["error"] = error
+                attempt.error = error
 
         runner = threading.Thread(target=run, name="redfl-decentralized-train", daemon=True)
         runner.start()
         stopping = False
         while True:  # records go out as rounds complete on every node, not at the end
             finished = not runner.is_alive()
-            previous, stop = self._emit_rounds(backend, last, previous)
+            attempt.last_end, stop = self._emit_rounds(
+                backend, attempt.last_round, attempt.last_end
+            )
             if stop and not stopping:
-                stopping, last = True, self._stop_at_boundary(backend)
+                stopping, attempt.last_round = True, self._stop_at_boundary(backend)
                 continue  # record every round up to the boundary before ending
             if finished:
-                return box, previous, last
+                return attempt
             runner.join(PROGRESS_POLL_S)
 
     def _stop_at_boundary(self, backend: Backend) -> int:
@@ -296,11 +333,11 @@ class DecentralizedFederation(GraphFederation):
             raise ValueError(f"the state's seed is {state.seed}, the federation's {self.seed}")
         self.round, self._history = state.round, list(state.history)
         self._snapshot = Snapshot(state.round, dict(state.extra.get(NODE_STATES) or {}))
-        self._resuming = state.round > 0
+        self._state = "resuming" if state.round > 0 else "fresh"
 
     def stop(self) -> None:
         """Stop the nodes and the workers (a worker ended now is not rolled back)."""
-        self._stopping = True
+        self._state = "stopped"
         super().stop()
 
     def final_parameters(self) -> Parameters | None:

@@ -27,13 +27,14 @@ class GraphFederation(Federation):
 
     Examples
     --------
-    >>> from redfl import FederatedNode, GraphFederation, Topology, virtual_nodes
+    >>> from redfl import FederatedNode, GraphFederation, virtual_nodes
+    >>> from redfl.topology import mesh
     >>> class Hello(FederatedNode):
     ...     def train(self):
     ...         self.send("hi", self.node_id)
     ...         return self.receive("hi", timeout=10).body
     >>> ids = ["a", "b"]
-    >>> fed = GraphFederation(virtual_nodes(Hello, ids), Topology.mesh(ids), runtime="local")
+    >>> fed = GraphFederation(virtual_nodes(Hello, ids), mesh(ids), runtime="local")
     >>> fed.train().outputs
     {'a': 'b', 'b': 'a'}
     >>> fed.stop()

@@ -65,12 +65,12 @@ from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.tree_runner import FoldSubtrees, ReleaseUnits, TreeBatch, UnitPlan, UnitResult
 from redfl.runtime.virtual import VirtualNode
 from redfl.runtime.watch import Watch
+from redfl.schemas.base import StarSettings
 from redfl.schemas.registry import SCHEMAS, FederationParts, SchemaSpec, TopologyTable
-from redfl.schemas.star import RoundTally, StarFederation, StarSettings
+from redfl.schemas.star import RoundTally, StarFederation
 from redfl.topology.assign import Assignment, assign_clients
-from redfl.topology.tree import RelayTree, SiteKind, relay_tree
+from redfl.topology.tree import RelayTree, SiteKind, TreeError, relay_tree, site_resource
 from redfl.topology.tree_file import load_tree
-from redfl.topology.tree_shape import TreeError, site_resource
 
 PerLcp = int | Mapping[str, str] | Sequence[tuple[str, str]] | None
 """Clients per LCP: a count, an explicit client -> LCP map, or ``None`` (spread evenly)."""
@@ -203,7 +203,8 @@ class HierarchicalFederation(StarFederation):
         watch = Watch(
             self._supervisor, self.client_timeout, self.round_timeout, rnd, rerun_lost=False
         )
-        fold_round(backend, shares, plans, request, self._spec, progress, self._stealable, watch)
+        calls = fold_calls(backend, request, plans, self._spec)
+        run_round(backend, shares, calls, progress, steal=self._stealable, watch=watch)
         return fold_shares(self.tree, self.layout, self.assignment, rnd, shares, plans, chosen)
 
     def _check(self, rnd: int, sampled: list[str], tally: RoundTally) -> None:
@@ -364,30 +365,23 @@ def without(plan: UnitPlan, skipped: set[str]) -> UnitPlan:
     return replace(plan, lcps=lcps)
 
 
-def fold_round(
-    backend: Backend,
-    shares: Sequence[WorkerRound],
-    plans: Plans,
-    request: FoldSubtrees,
-    specs: Mapping[str, VirtualNode],
-    progress: Callable[[int], None],
-    steal: bool,
-    watch: Watch,
-) -> None:
-    """Fold every share's units with ``request``'s parameters and instructions, filling
-    each share's ``home``, ``stolen`` and ``timed_out`` (see the module docstring)."""
+def fold_calls(
+    backend: Backend, request: FoldSubtrees, plans: Plans, specs: Mapping[str, VirtualNode]
+) -> Calls:
+    """How the dispatcher (:func:`~redfl.runtime.dispatch.run_round`) reaches the workers
+    to fold every share's units with ``request``'s parameters and instructions (see the
+    module docstring)."""
 
     def guest(worker: int, share: WorkerRound, indices: list[int]) -> Pending[TreeBatch]:
         units = [without(plans[share.worker][i], share.skipped) for i in indices]
         guests = [specs[c] for unit in units for _, clients in unit.lcps for c in clients]
         return backend.call(worker, replace(request, units=units, guests=guests))
 
-    calls = Calls(
+    return Calls(
         home=lambda share: backend.call(share.worker, replace(request, units=plans[share.worker])),
         guest=guest,
         release=lambda worker: backend.call(worker, ReleaseUnits()),
     )
-    run_round(backend, shares, calls, progress, steal=steal, watch=watch)
 
 
 # -- fold: the driver's side of a round -------------------------------------------------
@@ -586,11 +580,7 @@ def hierarchy_from_parts(
         leaf_strategy=table.leaf(),
         min_coverage=table.min_coverage,
         pin=tuple(table.pin),
-        strategy=parts.strategy(),
-        options=parts.options,
-        roles=parts.roles,
-        evaluate_fn=parts.evaluate_fn(),
-        **parts.settings,
+        **parts.star_settings(),
     )
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Unpack
+from typing import Annotated, Any, Literal, Unpack
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from redfl.core.config import SERVER_FILE, ConfigError
 from redfl.nodes.algorithms import ALGORITHMS
@@ -104,13 +104,8 @@ class GraphTopology(TopologyTable):
     class is what ``client.target`` must subclass) and whether the graph may be in several
     pieces."""
 
-    algorithm: str
+    algorithm: Annotated[str, AfterValidator(ALGORITHMS.validator())]
     allow_disconnected: bool = False
-
-    @field_validator("algorithm")
-    @classmethod
-    def _algorithm(cls, value: str) -> str:
-        return ALGORITHMS.validate(value)
 
     @model_validator(mode="after")
     def _algorithm_fits(self) -> GraphTopology:

@@ -22,7 +22,7 @@ from redfl.core.config import Strict
 from redfl.core.registry import Registry
 from redfl.core.result import EvaluateFn
 from redfl.nodes.client import Client
-from redfl.schemas.base import Federation, FederationSettings
+from redfl.schemas.base import Federation, FederationSettings, StarSettings
 
 
 class TopologyTable(Strict):
@@ -78,6 +78,12 @@ class FederationParts(Protocol):
 
     def evaluate_fn(self) -> EvaluateFn | None:
         """The central evaluation ``evaluation.central(options)``, or ``None``."""
+        ...
+
+    def star_settings(self) -> StarSettings:
+        """What a round-driven schema's class takes beside the client, its number and the
+        initial parameters: the strategy, options, roles, central evaluation and the
+        settings."""
         ...
 
 

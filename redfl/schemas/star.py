@@ -34,7 +34,7 @@ from redfl.core.seeding import round_rng
 from redfl.core.server_state import ServerState
 from redfl.nodes.client import Client
 from redfl.runtime.backend import Backend
-from redfl.runtime.dispatch import WorkerRound, segments_of
+from redfl.runtime.dispatch import WorkerRound, run_round, segments_of
 from redfl.runtime.replies import FitBatch
 from redfl.runtime.star_runner import FitSegments
 from redfl.runtime.state_runner import ExportClientStates, ImportClientStates
@@ -42,21 +42,10 @@ from redfl.runtime.watch import Watch
 from redfl.schemas.base import Federation, FederationSettings, virtual_nodes
 from redfl.schemas.callbacks import emit
 from redfl.schemas.registry import SCHEMAS, FederationParts, SchemaSpec, TopologyTable
-from redfl.schemas.star_collect import collect, evaluate, evaluation, fit_round
+from redfl.schemas.star_collect import collect, evaluate, evaluation, fit_calls
 
 CLIENT_STATES = "client_states"
 """The key of stateful clients' states in :attr:`ServerState.extra`."""
-
-
-class StarSettings(FederationSettings, total=False):
-    """The star's optional arguments and the federation's settings: what a schema built on
-    the star (the hierarchy) passes through to it."""
-
-    strategy: Strategy | None
-    options: Mapping[str, Any] | None
-    client_ids: Sequence[str] | None
-    roles: str
-    evaluate_fn: EvaluateFn | None
 
 
 @dataclass
@@ -331,7 +320,8 @@ class StarFederation(Federation):
         fold = self.strategy.weighted_sum
         request = FitSegments(backend.put(self.parameters), [], config, fold, policy)
         watch = Watch(self._supervisor, self.client_timeout, self.round_timeout, rnd)
-        fit_round(backend, shares, request, self._spec, progress, self._stealable, watch)
+        calls = fit_calls(backend, request, self._spec)
+        run_round(backend, shares, calls, progress, steal=self._stealable, watch=watch)
         total, updates, fitted, failures = collect(rnd, shares)
         return RoundTally(total, updates, fitted, failures)
 
@@ -419,11 +409,7 @@ def star_from_parts(table: StarTopology, parts: FederationParts) -> StarFederati
         parts.client(),
         parts.num_nodes,
         initial_parameters=parts.initial_parameters(),
-        strategy=parts.strategy(),
-        options=parts.options,
-        roles=parts.roles,
-        evaluate_fn=parts.evaluate_fn(),
-        **parts.settings,
+        **parts.star_settings(),
     )
 
 

@@ -16,29 +16,21 @@ from redfl.core.arrays import Parameters, WeightedSum
 from redfl.core.instructions import Instructions
 from redfl.core.result import Failure
 from redfl.runtime.backend import Backend
-from redfl.runtime.dispatch import Calls, WorkerRound, run_round
+from redfl.runtime.dispatch import Calls, WorkerRound
 from redfl.runtime.protocol import Outcome, Pending, Unfinished
 from redfl.runtime.replies import FitBatch
 from redfl.runtime.star_runner import EvaluateClients, FitSegments, ReleaseSegments
 from redfl.runtime.supervisor import Supervisor
 from redfl.runtime.virtual import VirtualNode
-from redfl.runtime.watch import Watch
 
 Report = tuple[str, float, int, dict[str, float]]
 """One client's evaluation: (node id, loss, examples, metrics)."""
 
 
-def fit_round(
-    backend: Backend,
-    shares: Sequence[WorkerRound],
-    request: FitSegments,
-    specs: Mapping[str, VirtualNode],
-    progress: Callable[[int], None],
-    steal: bool,
-    watch: Watch,
-) -> None:
-    """Run a round's fit: each share's segments with ``request``'s parameters and
-    instructions, guests (stolen or re-run segments) described by ``specs``."""
+def fit_calls(backend: Backend, request: FitSegments, specs: Mapping[str, VirtualNode]) -> Calls:
+    """How the dispatcher (:func:`~redfl.runtime.dispatch.run_round`) reaches the workers
+    for a round's fit: each share's segments with ``request``'s parameters and instructions,
+    guests (stolen or re-run segments) described by ``specs``."""
 
     def guest(worker: int, share: WorkerRound, indices: list[int]) -> Pending[FitBatch]:
         segments = [share.segment(i) for i in indices]
@@ -47,12 +39,11 @@ def fit_round(
             worker, replace(request, segments=segments, guests=guests, separate=True)
         )
 
-    calls = Calls(
+    return Calls(
         home=lambda share: backend.call(share.worker, replace(request, segments=share.segments)),
         guest=guest,
         release=lambda worker: backend.call(worker, ReleaseSegments()),
     )
-    run_round(backend, shares, calls, progress, steal=steal, watch=watch)
 
 
 def collect(

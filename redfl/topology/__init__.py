@@ -3,17 +3,20 @@
 from redfl.topology.assign import Assignment, assign_clients, lcp_of
 from redfl.topology.builders import custom, k_connect, mesh, ring, star
 from redfl.topology.graph import Topology
-from redfl.topology.tree import RelayTree, Site, SiteKind, relay_tree
-from redfl.topology.tree_file import TreeFile, load_tree, parse_tree, save_tree
-from redfl.topology.tree_shape import (
+from redfl.topology.tree import (
     CLI_RANGES,
+    RelayTree,
+    Site,
+    SiteKind,
     TreeCounts,
     TreeError,
     TreeRangeError,
     check_shape,
+    relay_tree,
     site_resource,
     tree_counts,
 )
+from redfl.topology.tree_file import TreeFile, load_tree, parse_tree, save_tree
 from redfl.topology.validate import TopologyError, check_topology
 
 __all__ = [

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from redfl.topology.tree_shape import TreeError
+from redfl.topology.tree import TreeError
 
 Assignment = dict[str, tuple[str, ...]]
 """LCP name -> its client ids, in sampling order."""

@@ -42,17 +42,21 @@ def node_ids(nodes: Nodes) -> list[str]:
 def star(nodes: Nodes) -> Topology:
     """The first node (the hub) linked both ways to every other node."""
     ids = node_ids(nodes)
-    return Topology.star(ids[0], ids[1:])
+    return Topology.from_edges(ids, ((ids[0], leaf) for leaf in ids[1:]))
 
 
 def ring(nodes: Nodes, *, directed: bool = False) -> Topology:
     """Each node linked to the next (and back, unless ``directed``), the last to the first."""
-    return Topology.ring(node_ids(nodes), bidirectional=not directed)
+    ids = node_ids(nodes)
+    n = len(ids)
+    pairs = [(ids[i], ids[(i + 1) % n]) for i in range(n)] if n > 1 else []
+    return Topology.from_edges(ids, pairs, directed=directed)
 
 
 def mesh(nodes: Nodes) -> Topology:
     """The complete graph: every node linked to every other."""
-    return Topology.mesh(node_ids(nodes))
+    ids = node_ids(nodes)
+    return Topology.from_edges(ids, ((a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]))
 
 
 def k_connect(nodes: Nodes, k: int, *, seed: int = 0) -> Topology:
@@ -249,5 +253,5 @@ def _from_triples(
     for node_id in ids:
         topology.add_node(node_id)
     for a, b, w in triples:
-        topology.add_edge(a, b, bidirectional=both, weight=w if weighted else None)
+        topology.add_edge(a, b, directed=not both, weight=w if weighted else None)
     return topology

@@ -1,4 +1,9 @@
-"""A directed graph of node ids; an undirected edge is two directed ones."""
+"""A directed graph of node ids; an undirected edge is two directed ones.
+
+The graphs a federation uses are built by :mod:`redfl.topology.builders` (``ring``,
+``mesh``, ``star``, ``k_connect``, ``custom``; exported by :mod:`redfl.topology`): the one
+factory, where ``directed`` says whether edges go one way.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,9 @@ class Topology:
 
     Examples
     --------
-    >>> t = Topology.ring(["a", "b", "c"])
-    >>> sorted(t.neighbours("a"))
-    ['b', 'c']
-    >>> t.allows("a", "b"), Topology.ring(["a", "b", "c"], bidirectional=False).allows("b", "a")
-    (True, False)
+    >>> t = Topology.from_edges(["a", "b", "c"], [("a", "b"), ("b", "c")], directed=True)
+    >>> sorted(t.neighbours("b")), t.allows("a", "b"), t.allows("b", "a")
+    (['c'], True, False)
     """
 
     nodes: list[str] = field(default_factory=list)
@@ -35,12 +38,12 @@ class Topology:
         source: str,
         target: str,
         *,
-        bidirectional: bool = True,
+        directed: bool = False,
         weight: float | None = None,
     ) -> None:
-        """Allow ``source`` to send to ``target`` (and back when bidirectional).
+        """Allow ``source`` to send to ``target`` (and back unless ``directed``).
 
-        ``weight``, when given, is stored for the edge (and its reverse when bidirectional).
+        ``weight``, when given, is stored for the edge (and its reverse unless ``directed``).
         """
         for node_id in (source, target):
             if node_id not in self.edges:
@@ -48,11 +51,11 @@ class Topology:
         if source == target:
             raise ValueError(f"self-loop on {source!r} is not allowed")
         self.edges[source].add(target)
-        if bidirectional:
+        if not directed:
             self.edges[target].add(source)
         if weight is not None:
             self.weights[(source, target)] = float(weight)
-            if bidirectional:
+            if not directed:
                 self.weights[(target, source)] = float(weight)
 
     def neighbours(self, node_id: str) -> set[str]:
@@ -91,30 +94,12 @@ class Topology:
 
     @classmethod
     def from_edges(
-        cls, nodes: Sequence[str], edges: Iterable[tuple[str, str]], *, bidirectional: bool = True
+        cls, nodes: Sequence[str], edges: Iterable[tuple[str, str]], *, directed: bool = False
     ) -> Topology:
-        """A custom graph from a node list and an edge list."""
+        """A graph from a node list and an edge list (one-way edges when ``directed``)."""
         topology = cls()
         for node_id in nodes:
             topology.add_node(node_id)
         for source, target in edges:
-            topology.add_edge(source, target, bidirectional=bidirectional)
+            topology.add_edge(source, target, directed=directed)
         return topology
-
-    @classmethod
-    def star(cls, center: str, leaves: Sequence[str]) -> Topology:
-        """A hub connected both ways to every leaf."""
-        return cls.from_edges([center, *leaves], ((center, leaf) for leaf in leaves))
-
-    @classmethod
-    def ring(cls, nodes: Sequence[str], *, bidirectional: bool = True) -> Topology:
-        """Each node linked to the next, the last to the first."""
-        n = len(nodes)
-        pairs = [(nodes[i], nodes[(i + 1) % n]) for i in range(n)] if n > 1 else []
-        return cls.from_edges(nodes, pairs, bidirectional=bidirectional)
-
-    @classmethod
-    def mesh(cls, nodes: Sequence[str]) -> Topology:
-        """Every node linked to every other."""
-        pairs = [(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1 :]]
-        return cls.from_edges(nodes, pairs)

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redfl.topology.tree import RelayTree, relay_tree
-from redfl.topology.tree_shape import TreeError
+from redfl.topology.tree import RelayTree, TreeError, relay_tree
 
 SITE_KEYS = ("name", "kind", "parent", "port")
 HEADER_KEYS = ("project", "depth", "width", "clients", "lcp_only", "rp_port")
