@@ -419,3 +419,9 @@ def test_the_reaper_sees_a_process_left_behind(tmp_path: Path) -> None:
     _, _, report = reaped(tmp_path, [sys.executable, "-c", leave], dict(os.environ))
     assert report["code"] == 0
     assert list(report["later"].values()) == ["sleep 30"]  # orphaned, still listed
+
+
+def test_a_recorded_head_whose_pid_now_runs_something_else_is_not_a_head(tmp_path: Path) -> None:
+    record = {"pid": os.getpid(), "address": "127.0.0.1:1", "job_server": "", "temp_dir": "/t"}
+    (tmp_path / HEAD_FILE).write_text(json.dumps(record))
+    assert read_head(tmp_path) is None  # alive, but pytest, not `ray start --head`

@@ -80,12 +80,22 @@ def _head_temp_dir(data_dir: Path) -> str:
 
 
 def read_head(data_dir: str | Path) -> HeadInfo | None:
-    """The head recorded in ``data_dir`` if its process is alive, else ``None``."""
+    """The head recorded in ``data_dir`` if its process is alive and still ``ray start``
+    (not another process that got its pid since), else ``None``."""
     try:
         info = HeadInfo(**json.loads((Path(data_dir) / HEAD_FILE).read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
-    return info if pid_alive(info.pid) else None
+    return info if pid_alive(info.pid) and _runs_ray_start(info.pid) else None
+
+
+def _runs_ray_start(pid: int) -> bool:
+    """Whether process ``pid`` runs ``ray start --head`` (true where ``/proc`` is missing)."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return not Path("/proc").is_dir()
+    return b"start" in words and b"--head" in words
 
 
 def auth_token(data_dir: str | Path) -> str:
