@@ -36,6 +36,7 @@ from redfl.runtime.embedded import (
     AUTH_TOKEN,
     AUTH_TOKEN_PATH,
     launch_environment,
+    leave_at_exit,
     session_dir,
     start_embedded,
 )
@@ -113,7 +114,8 @@ def ensure_ray(address: str | None, timeout: float = DEFAULT_CONNECT_TIMEOUT_S) 
     """Join the cluster at ``address`` (default ``$RAY_ADDRESS``), else the warm head, else
     start the embedded instance (see the module doc).
 
-    Nothing is done when Ray is already initialised in this process.
+    When Ray is already initialised in this process, it is used as it is; only its exit is
+    made fast (:func:`redfl.runtime.embedded.leave_at_exit`).
 
     Raises
     ------
@@ -122,6 +124,7 @@ def ensure_ray(address: str | None, timeout: float = DEFAULT_CONNECT_TIMEOUT_S) 
         wants an authentication token that was not given or that it refuses.
     """
     if ray.is_initialized():
+        leave_at_exit()
         return RayConnection("existing")
     address = address or os.environ.get("RAY_ADDRESS")
     if address is None or address == "":

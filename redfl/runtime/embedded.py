@@ -22,7 +22,8 @@ its last line. :func:`leave_ray` kills the helpers that no run needs (the autosc
 monitor, the dashboard without its web front end) at once, then lets ``ray.shutdown``
 disconnect the driver and end the raylet (which ends its workers and agents first) and the
 GCS. It runs at interpreter exit, before Ray's handler (which then has nothing left to do),
-or when a caller that owns the process calls it (``redfl run`` does, after the run).
+also for an instance the user started with ``ray.init`` before the first federation, or
+when a caller that owns the process calls it (``redfl run`` does, after the run).
 
 This module reads two things Ray does not publish: the local node's processes
 (``ray._private.worker._global_node.all_processes``) and the cached settings it refreshes
@@ -105,10 +106,16 @@ def start_embedded(worker_path: str, system_config: Mapping[str, Any]) -> str | 
             logging_level=logging.WARNING,
             _system_config=dict(system_config),
         )
-    # Unregistering first keeps one registration and puts it last, so that it runs first.
+    leave_at_exit()
+    return session_dir(context)
+
+
+def leave_at_exit() -> None:
+    """Run :func:`leave_ray` at interpreter exit, before Ray's own exit handler (registered
+    when Ray was imported). Unregistering first keeps one registration and puts it last, so
+    that it runs first."""
     atexit.unregister(leave_ray)
     atexit.register(leave_ray)
-    return session_dir(context)
 
 
 def session_dir(context: object) -> str | None:
