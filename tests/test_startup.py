@@ -425,3 +425,10 @@ def test_a_recorded_head_whose_pid_now_runs_something_else_is_not_a_head(tmp_pat
     record = {"pid": os.getpid(), "address": "127.0.0.1:1", "job_server": "", "temp_dir": "/t"}
     (tmp_path / HEAD_FILE).write_text(json.dumps(record))
     assert read_head(tmp_path) is None  # alive, but pytest, not `ray start --head`
+
+
+def test_which_addresses_are_asked_for_a_token() -> None:
+    assert connect._gcs_target("10.0.0.1:6379") == ("10.0.0.1", 6379)
+    assert connect._gcs_target("[::1]:6379") == ("::1", 6379)
+    assert connect._gcs_target("auto") is None  # Ray finds the cluster and its token itself
+    assert connect._gcs_target("ray://10.0.0.1:10001") is None  # Ray Client: Ray's own check

@@ -233,7 +233,8 @@ def _check_token(address: str, timeout: float, token: str | None) -> None:
     if target is None:
         return
     metadata = None if token is None else [("authorization", f"Bearer {token}")]
-    with grpc.insecure_channel(f"{target[0]}:{target[1]}") as channel:
+    host, port = target
+    with grpc.insecure_channel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}") as channel:
         try:
             channel.unary_unary(AUTH_PROBE)(b"", timeout=timeout, metadata=metadata)
         except grpc.RpcError as error:
