@@ -432,3 +432,13 @@ def test_which_addresses_are_asked_for_a_token() -> None:
     assert connect._gcs_target("[::1]:6379") == ("::1", 6379)
     assert connect._gcs_target("auto") is None  # Ray finds the cluster and its token itself
     assert connect._gcs_target("ray://10.0.0.1:10001") is None  # Ray Client: Ray's own check
+
+
+def test_inside_the_start_ray_finds_the_dashboard_extras_missing_and_after_as_before() -> None:
+    from ray._private.utils import get_dashboard_dependency_error
+
+    before = get_dashboard_dependency_error() is None  # installed here (the platform extra)
+    with embedded.minimal_dashboard():
+        assert get_dashboard_dependency_error() is not None  # Ray starts its minimal agent
+    assert (get_dashboard_dependency_error() is None) == before
+    assert sys.modules.get(embedded.DASHBOARD_EXTRAS, "absent") is not None

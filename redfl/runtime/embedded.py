@@ -9,6 +9,13 @@ from ``os.environ`` again once Ray has started (a subprocess the user starts lat
 inherit it). Nothing is written to the home folder and Ray prints no warning. A
 ``RAY_AUTH_MODE`` the user set is left as it is.
 
+Ray's dashboard head and agent start as a minimal Ray installation starts them (the one
+``make run`` installs: no metrics, no web front end), also where the dashboard's extra
+packages are installed (the platform extra brings them): the raylet waits for the agent
+before it registers, and the full agent, which loads the metrics and web packages, comes up
+later (``docs/benchmarks.md``). Ray decides by importing ``ray.dashboard.optional_deps``;
+that import fails while the instance starts.
+
 Workers find redfl and the user's modules through ``PYTHONPATH`` in the instance's
 environment rather than through a runtime environment: the workers that Ray starts in
 advance with a new instance (one per CPU) can then host the federation's actors at once,
@@ -25,10 +32,11 @@ GCS. It runs at interpreter exit, before Ray's handler (which then has nothing l
 also for an instance the user started with ``ray.init`` before the first federation, or
 when a caller that owns the process calls it (``redfl run`` does, after the run).
 
-This module reads two things Ray does not publish: the local node's processes
-(``ray._private.worker._global_node.all_processes``) and the cached settings it refreshes
-when the token mode changes (``ray._raylet.Config``, ``AuthenticationTokenLoader``), the way
-Ray's own token set-up does. ``tests/test_startup.py`` fails if either changes.
+This module relies on three things Ray does not publish: the local node's processes
+(``ray._private.worker._global_node.all_processes``), the cached settings it refreshes when
+the token mode changes (``ray._raylet.Config``, ``AuthenticationTokenLoader``), the way Ray's
+own token set-up does, and the module whose import tells Ray that the dashboard's extras
+are installed. ``tests/test_startup.py`` fails if one of them changes.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import contextlib
 import logging
 import os
 import secrets
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -46,6 +55,9 @@ import ray
 AUTH_MODE = "RAY_AUTH_MODE"
 AUTH_TOKEN = "RAY_AUTH_TOKEN"
 AUTH_TOKEN_PATH = "RAY_AUTH_TOKEN_PATH"
+DASHBOARD_EXTRAS = "ray.dashboard.optional_deps"
+"""The module whose import tells Ray that the dashboard's extra packages are installed."""
+_ABSENT = object()
 IDLE_HELPERS = ("monitor", "dashboard", "ray_client_server")
 """Process kinds of a local Ray node that serve no federation (the autoscaler's monitor,
 the dashboard without its web front end, the Ray Client server): killed at once when the
@@ -83,6 +95,21 @@ def _refresh_auth() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
+@contextlib.contextmanager
+def minimal_dashboard() -> Iterator[None]:
+    """Inside the block, Ray finds the dashboard's extra packages missing (its dashboard
+    head and agent start minimal); outside, nothing changes."""
+    previous = sys.modules.get(DASHBOARD_EXTRAS, _ABSENT)
+    sys.modules[DASHBOARD_EXTRAS] = None  # type: ignore[assignment]  # import now fails
+    try:
+        yield
+    finally:
+        if previous is _ABSENT:
+            sys.modules.pop(DASHBOARD_EXTRAS, None)
+        else:
+            sys.modules[DASHBOARD_EXTRAS] = previous  # type: ignore[assignment]
+
+
 def embedded_auth() -> dict[str, str]:
     """The token settings of a new embedded instance: a fresh token in token mode, unless
     the user chose a mode (``RAY_AUTH_MODE``) or gave a token of their own."""
@@ -100,7 +127,7 @@ def start_embedded(worker_path: str, system_config: Mapping[str, Any]) -> str | 
     ``worker_path`` becomes the ``PYTHONPATH`` of its workers. :func:`leave_ray` is
     registered to run at interpreter exit, before Ray's own exit handler.
     """
-    with launch_environment({"PYTHONPATH": worker_path, **embedded_auth()}):
+    with launch_environment({"PYTHONPATH": worker_path, **embedded_auth()}), minimal_dashboard():
         context = ray.init(
             include_dashboard=False,
             logging_level=logging.WARNING,
