@@ -114,8 +114,9 @@ def ensure_ray(address: str | None, timeout: float = DEFAULT_CONNECT_TIMEOUT_S) 
     """Join the cluster at ``address`` (default ``$RAY_ADDRESS``), else the warm head, else
     start the embedded instance (see the module doc).
 
-    When Ray is already initialised in this process, it is used as it is; only its exit is
-    made fast (:func:`redfl.runtime.embedded.leave_at_exit`).
+    When Ray is already initialised in this process, it is used as it is. Whatever was
+    joined or started, leaving it at interpreter exit is made fast
+    (:func:`redfl.runtime.embedded.leave_at_exit`): Ray's own exit handler sleeps 0.5 s first.
 
     Raises
     ------
@@ -123,8 +124,14 @@ def ensure_ray(address: str | None, timeout: float = DEFAULT_CONNECT_TIMEOUT_S) 
         If the cluster (or warm head) cannot be reached within ``timeout`` seconds, or it
         wants an authentication token that was not given or that it refuses.
     """
+    connection = _connect(address, timeout)
+    leave_at_exit()
+    return connection
+
+
+def _connect(address: str | None, timeout: float) -> RayConnection:
+    """What :func:`ensure_ray` joins or starts (see there)."""
     if ray.is_initialized():
-        leave_at_exit()
         return RayConnection("existing")
     address = address or os.environ.get("RAY_ADDRESS")
     if address is None or address == "":

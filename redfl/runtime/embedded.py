@@ -124,8 +124,7 @@ def start_embedded(worker_path: str, system_config: Mapping[str, Any]) -> str | 
     """Start the embedded Ray instance; return its session folder (where Ray keeps its
     logs).
 
-    ``worker_path`` becomes the ``PYTHONPATH`` of its workers. :func:`leave_ray` is
-    registered to run at interpreter exit, before Ray's own exit handler.
+    ``worker_path`` becomes the ``PYTHONPATH`` of its workers.
     """
     with launch_environment({"PYTHONPATH": worker_path, **embedded_auth()}), minimal_dashboard():
         context = ray.init(
@@ -133,7 +132,6 @@ def start_embedded(worker_path: str, system_config: Mapping[str, Any]) -> str | 
             logging_level=logging.WARNING,
             _system_config=dict(system_config),
         )
-    leave_at_exit()
     return session_dir(context)
 
 
