@@ -15,18 +15,21 @@ exit; and a worker's own imports, timed in a fresh process.
 
 Targets (this machine, 2 cores, quiet): the demo's whole process <= 4.5 s cold and <= 2 s
 warm; teardown after the final line <= 0.3 s. ``--baseline REF`` also times the cold demo
-at revision ``REF`` (a detached worktree in /tmp). The load average (1 min) is printed
-beside every figure: take figures when it is low.
+at revision ``REF`` (a detached worktree in /tmp), alternating with this code's. The load
+average (1 min) is printed beside every figure: take figures when it is low.
 
 Run: ``python bench/startup.py [--repeat 5] [--baseline ff6d616]``.
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import itertools
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -203,13 +206,18 @@ def main() -> None:
         return whole_process([sys.executable, "script.py"], env, work, "round 1 ", "final ")
 
     results: list[tuple[str, list[Timing], float | None]] = []
-    if args.baseline:
+    cold: list[Timing] = []
+    if args.baseline:  # alternating processes: both sides see the same load
         sha, tree = baseline_tree(args.baseline)
         base_env = environment(tree, work / "no-head")
-        results.append(
-            (f"demo cold @{sha}", [demo(base_env, tree) for _ in range(args.repeat)], None)
-        )
-    results.append(("demo cold", [demo(cold_env) for _ in range(args.repeat)], TARGET_COLD_S))
+        before: list[Timing] = []
+        for _ in range(args.repeat):
+            before.append(demo(base_env, tree))
+            cold.append(demo(cold_env))
+        results.append((f"demo cold @{sha}", before, None))
+    else:
+        cold = [demo(cold_env) for _ in range(args.repeat)]
+    results.append(("demo cold", cold, TARGET_COLD_S))
     results.append(("script 300x10 cold", [script(cold_env) for _ in range(args.repeat)], None))
     head("start", warm_env, warm_dir)
     try:
