@@ -245,9 +245,9 @@ def main() -> None:
     print(f"\ndemo steps, median of {args.repeat} (seconds)")
     print(f"{'step':<20} {'cold':>7} {'warm':>7}")
     for name in cold_steps[0]:
-        cold = statistics.median(s[name] for s in cold_steps)
-        warm = statistics.median(s[name] for s in warm_steps)
-        print(f"{name:<20} {cold:7.3f} {warm:7.3f}")
+        cold_s = statistics.median(s[name] for s in cold_steps)
+        warm_s = statistics.median(s[name] for s in warm_steps)
+        print(f"{name:<20} {cold_s:7.3f} {warm_s:7.3f}")
     print(
         f"{'total':<20} {statistics.median(sum(s.values()) for s in cold_steps):7.3f} "
         f"{statistics.median(sum(s.values()) for s in warm_steps):7.3f}"
