@@ -58,6 +58,8 @@ bench: install-dev
 	$(BIN)/python bench/startup.py
 	test -x .bench/flower-venv/bin/python || $(BIN)/python bench/vs_flower.py --setup
 	$(BIN)/python bench/vs_flower.py
+	$(BIN)/python bench/secagg_math.py
+	$(BIN)/python bench/secagg.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,10 +1,15 @@
 """Edge benchmark: routing stability, wire cost, proxy throughput, time to 20 versions and
-NVFlare's job shape, with the memory of every process.
+NVFlare's job shape, with the memory of every process; each run with internal
+authentication (every hop mutual TLS, credentials from a provisioned folder) and again with
+TLS on the proxy's port too, against the code before (``--compare REF``: the same runs of
+that revision's own bench script, in a worktree of it), and the cost of each.
 
     python bench/edge.py [--devices 10000] [--concurrency 64] [--skip-load]
+                         [--runs nvflare,load] [--compare REF | --compare none]
 
 Figures are printed next to their targets. Processes: the server, 4 LCPs and the proxy run as
-separate processes (``redfl edge ...``); the simulator runs in this process.
+separate processes (``redfl edge ...``); the simulator runs in this process (devices enrol
+with the development secret, as before, so the request mix is the same).
 """
 
 from __future__ import annotations
@@ -14,20 +19,32 @@ import base64
 import contextlib
 import json
 import os
+import re
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import psutil
+from common import baseline_tree
 
+from redfl.edge.fleet import Fleet
 from redfl.edge.hashing import score
 from redfl.edge.launch import EdgeProcesses
+from redfl.edge.peers import Peers
 from redfl.edge.protocol import ResultRequest, Status, TaskReply, decode_arrays, encode_arrays
-from redfl.edge.provision import load_or_create_secrets
+from redfl.edge.provision import Member, load_or_create_secrets
 from redfl.edge.simulator import SimulatorConfig, Summary, print_summary, run_simulation
+from redfl.provision.folder import write_folder
+from redfl.topology.tree import relay_tree
+from redfl.topology.tree_file import TreeFile
+from redfl.trust import Kind
 
 LCPS = ["lcp-1-1", "lcp-1-2", "lcp-2-1", "lcp-2-2"]
 
@@ -54,6 +71,69 @@ def moved_fractions(num_ids: int = 100_000) -> None:
         removed = float(np.mean(before != homes(lcps[1:])))
         print(f"  N={n:2d}: add one {added:.4f} (1/(N+1) = {1 / (n + 1):.4f}), "
               f"remove one {removed:.4f} (1/N = {1 / n:.4f})")  # fmt: skip
+
+
+def auth_cost() -> None:
+    """CPU per request of the checks authentication adds, in-process: a device token (first
+    sight and remembered) with the register lookup, a peer certificate (first sight and
+    remembered), and a TLS handshake with client certificates (once per connection)."""
+    import ssl
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = provisioned(Path(tmp), {})  # development enrolment: any id
+        fleet = Fleet.of_tree(folder)
+        reps = 2_000
+        tokens = [fleet.signer.issue(f"device-{i}")[0] for i in range(reps)]
+        proxy = Member.load(folder, "proxy")
+        lcp = Member.load(folder, "lcp-1-1")
+        pem = proxy.bundle.cert_pem
+        accepted: dict[Kind, None] = {"proxy": None}
+
+        def per_call(calls: list[Callable[[], object]]) -> float:
+            start = time.process_time()
+            for call in calls:
+                call()
+            return (time.process_time() - start) / len(calls) * 1e6
+
+        first_token = per_call([partial(fleet.verify, t) for t in tokens])  # each one new
+        known_token = per_call([partial(fleet.verify, tokens[0])] * reps)
+
+        def fresh_peers() -> object:  # a verifier that has seen nothing yet
+            return Peers(lcp.bundle.ca_pem, lcp.peers.register_path).accept(pem, accepted)
+
+        first_cert = per_call([fresh_peers] * 200)
+        known_cert = per_call([partial(lcp.peers.accept, pem, accepted)] * reps)
+        server_ctx, client_ctx = lcp.server_tls(), proxy.client_tls()
+        start = time.process_time()
+        for _ in range(200):
+            one, two = socket.socketpair()
+            server = server_ctx.wrap_socket(one, server_side=True, do_handshake_on_connect=False)
+            client = client_ctx.wrap_socket(
+                two, server_hostname="127.0.0.1", do_handshake_on_connect=False
+            )
+            server.setblocking(False)
+            client.setblocking(False)
+            done = {server: False, client: False}
+            while not all(done.values()):
+                for side in done:
+                    if done[side]:
+                        continue
+                    try:
+                        side.do_handshake()
+                        done[side] = True
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        pass
+            server.close()
+            client.close()
+        handshake = (time.process_time() - start) / 200 * 1e3
+    print("CPU of the checks authentication adds (in-process, per call)")
+    print(f"  device token + register: first sight {first_token:.0f} us, remembered "
+          f"{known_token:.1f} us")  # fmt: skip
+    print(f"  peer certificate (CA, register, kind): first sight (a new verifier) "
+          f"{first_cert:.0f} us, "
+          f"remembered {known_cert:.1f} us")  # fmt: skip
+    print(f"  mutual TLS handshake (both sides, P-256): {handshake:.2f} ms, once per kept-alive "
+          "connection")  # fmt: skip
 
 
 def wire_cost() -> None:
@@ -127,17 +207,30 @@ def load() -> str:
     return f"load {os.getloadavg()[0]:.1f}"
 
 
-def run_job(
-    title: str, job: dict[str, object], devices: int, concurrency: int, wall_target: bool = False
-) -> None:
-    import httpx
+def provisioned(root: Path, job: dict[str, object]) -> Path:
+    """A provisioned folder for the 4 LCPs (free ports), the job, development enrolment."""
+    folder = root / "tree"
+    write_folder(folder, TreeFile("bench", 9000, relay_tree(1, 2, 2)))
+    lcp_map = {n: {"host": "127.0.0.1", "port": free_port()} for n in LCPS}
+    (folder / "lcp_map.json").write_text(json.dumps(lcp_map))
+    (folder / "edge.toml").write_text('[enrollment]\nmode = "shared-secret"\n')
+    (root / "job.json").write_text(json.dumps(job))
+    return folder
 
+
+def run_job(
+    title: str,
+    job: dict[str, object],
+    devices: int,
+    concurrency: int,
+    wall_target: bool = False,
+    proxy_tls: bool = False,
+) -> dict[str, float]:
+    """Run one job against a fresh deployment; print its figures and return the main ones."""
     with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp)
-        lcp_map = {n: {"host": "127.0.0.1", "port": free_port()} for n in LCPS}
-        (tree / "lcp_map.json").write_text(json.dumps(lcp_map))
-        (tree / "job.json").write_text(json.dumps(job))
-        edge = EdgeProcesses(tree, tree / "job.json", free_port(), free_port())
+        tree = provisioned(Path(tmp), job)
+        edge = EdgeProcesses(tree, Path(tmp) / "job.json", free_port(), free_port(),
+                             proxy_tls=proxy_tls)  # fmt: skip
         start = time.perf_counter()
         edge.start(timeout=180)
         startup = time.perf_counter() - start
@@ -147,12 +240,13 @@ def run_job(
         load_start = load()
         try:
             secret = load_or_create_secrets(tree).enroll_secret
+            ca = str(tree / "trust" / "ca.pem") if proxy_tls else None
             config = SimulatorConfig(edge.proxy_url, str(job["name"]), devices, concurrency,
-                                     "numeric", secret, timeout=1_200)  # fmt: skip
+                                     "numeric", secret, timeout=1_200, ca=ca)  # fmt: skip
             summary: Summary = run_simulation(config)
-            stats = httpx.get(f"{edge.proxy_url}/stats").json()
-            status = httpx.get(f"{edge.server_url}/status").json()
-            lcps = {n: httpx.get(f"{a.url}/stats").json() for n, a in edge.lcps.items()}
+            stats = edge.get(f"{edge.proxy_url}/stats")
+            status = edge.get(f"{edge.server_url}/status")
+            lcps = {n: edge.get(f"{a.url}/stats") for n, a in edge.lcps.items()}
             cpu1 = cpu_seconds(edge)
             own = sum(psutil.Process().cpu_times()[:2]) - own0
             load_end = load()
@@ -204,6 +298,60 @@ def run_job(
               f"{load_end}")  # fmt: skip
     print(f"  peak memory of all processes (server, 4 LCPs, proxy, simulator): {peak:.0f} MB: "
           f"{ratio(peak, 1024, True)} (< 1 GB)")  # fmt: skip
+    task_p99 = stats["latency"].get("/task", {}).get("p99_ms", float("nan"))
+    return {"req/s": rps, "/task p99 ms": task_p99, "wall s": wall, "peak MB": peak,
+            "proxy CPU ms/req": proxy_cpu, "LCP CPU ms/req": lcp_cpu}  # fmt: skip
+
+
+FIGURES = {
+    "req/s": r"throughput at the proxy (\d+) req/s",
+    "/task p99 ms": r"p99 at the proxy /task ([\d.]+) ms",
+    "wall s": r"\d+ requests in ([\d.]+) s",
+    "peak MB": r"peak memory of all processes \(server, 4 LCPs, proxy, simulator\): (\d+) MB",
+    "proxy CPU ms/req": r"CPU per request: proxy ([\d.]+) ms",
+    "LCP CPU ms/req": r"CPU per request: proxy [\d.]+ ms, LCPs ([\d.]+) ms",
+}
+"""How the figures read in the bench's own output (the baseline prints the same lines)."""
+
+
+def baseline(ref: str, runs: str, devices: int, concurrency: int) -> dict[str, dict[str, float]]:
+    """Run revision ``ref``'s own ``bench/edge.py`` (the code before) on the same runs; its
+    output goes through, its figures are returned per run."""
+    sha, tree = baseline_tree(ref)
+    print(f"\n== before: {ref} ({sha}), its own bench/edge.py, load {os.getloadavg()[0]:.1f} ==")
+    command = [sys.executable, "bench/edge.py", "--runs", runs, "--devices", str(devices),
+               "--concurrency", str(concurrency)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    print(done.stdout[done.stdout.find("\nNVFlare") if "\nNVFlare" in done.stdout else 0 :])
+    if done.returncode != 0:
+        print(f"  (the baseline failed: {done.stderr[-500:]})")
+    out: dict[str, dict[str, float]] = {}
+    for run, text in zip(("nvflare", "load"), re.split(r"\nLoad: ", done.stdout), strict=False):
+        figures = {k: float(m.group(1)) for k, p in FIGURES.items() if (m := re.search(p, text))}
+        out[run] = figures
+    return out
+
+
+def cost_table(rows: dict[str, dict[str, dict[str, float]]]) -> None:
+    """Before, with internal authentication, with TLS on the proxy's port too, and the cost
+    (after / before) of each figure, per run."""
+    print("\ncost of authentication and TLS (after / before; targets unchanged):")
+    for run in ("nvflare", "load"):
+        if not any(run in r for r in rows.values()):
+            continue
+        print(f"  {run}:")
+        for figure in FIGURES:
+            cells = []
+            base = rows.get("before", {}).get(run, {}).get(figure)
+            for name in ("before", "internal auth", "internal auth + proxy TLS"):
+                value = rows.get(name, {}).get(run, {}).get(figure)
+                if value is None:
+                    cells.append(f"{name} -")
+                    continue
+                cost = f" ({value / base:.2f} x)" if base and name != "before" else ""
+                cells.append(f"{name} {value:,.2f}{cost}")
+            print(f"    {figure:18} " + "; ".join(cells))
 
 
 def main() -> None:
@@ -212,24 +360,35 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--skip-load", action="store_true", help="only the pure figures")
     parser.add_argument("--runs", default="nvflare,load", help="which runs: nvflare, load")
+    parser.add_argument(
+        "--compare", default="9e1dd99", help="revision of the code before ('none': no baseline)"
+    )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     moved_fractions()
     wire_cost()
+    auth_cost()
     if args.skip_load:
         return
     nvflare = {"name": "nvflare-shape", "task": "numeric", "num_parameters": 10_000,
                "device_selection_size": 50, "num_updates_for_model": 50, "max_model_version": 5,
                "max_delay": 0.1}  # fmt: skip
-    if "nvflare" in args.runs:
-        title = "NVFlare's job shape (target: wall < 10 s, peak memory < 1 GB)"
-        run_job(title, nvflare, 1_000, 32, wall_target=True)
-    if "load" not in args.runs:
-        return
     load = {"name": "load", "task": "numeric", "num_parameters": 10_000,
             "device_selection_size": 1_000, "num_updates_for_model": 200,
             "max_model_version": 20, "max_delay": 0.0}  # fmt: skip
-    run_job("Load: 10k-parameter model, 20 versions", load, args.devices, args.concurrency)
+    rows: dict[str, dict[str, dict[str, float]]] = {}
+    if args.compare != "none":
+        rows["before"] = baseline(args.compare, args.runs, args.devices, args.concurrency)
+    for name, tls in (("internal auth", False), ("internal auth + proxy TLS", True)):
+        print(f"\n== {name} ==")
+        got = rows.setdefault(name, {})
+        if "nvflare" in args.runs:
+            title = f"NVFlare's job shape, {name} (target: wall < 10 s, peak memory < 1 GB)"
+            got["nvflare"] = run_job(title, nvflare, 1_000, 32, True, tls)
+        if "load" in args.runs:
+            title = f"Load: 10k-parameter model, 20 versions, {name}"
+            got["load"] = run_job(title, load, args.devices, args.concurrency, False, tls)
+    cost_table(rows)
     print(f"load average at the end {os.getloadavg()[0]:.1f} (2 cores shared with others)")
 
 

@@ -8,17 +8,22 @@ evaluation on the held-out 20 %; ``runtime="ray"``. Runs:
 - (a) 10 % of the clients (a seeded choice) raise in every round;
 - (b) one worker SIGKILLed every 5 rounds (rounds 5, 10, 15, 20; the workers take turns):
   a client in the middle of its worker's share kills its own process, once per round;
-- (c) one client hangs 60 s in round 3, with ``client_timeout = 2``.
+- (c) one client hangs 60 s in round 3, with ``client_timeout = 2``;
+- (d) the same 100 clients in a hierarchy (``relay_tree(1, 4, 5)``: 4 top subtrees of 25
+  clients, 2 per worker), undisturbed and with one worker SIGKILLed every 5 rounds (a client
+  in the middle of a subtree kills its process, once per round; the workers take turns): the
+  lost subtrees are folded again within the round.
 
 Prints the wall time of ``train(20)`` (the workers are started before the clock; restarts
 and waits for them count) and the sum of the rounds' own seconds against the undisturbed
 run (the second of two, after a warm-up), each restart (worker, reason, seconds from the loss
 being seen to the new process answering) and the extra seconds the kill rounds took,
 round 3's seconds, the final accuracy and whether the final parameters are bit-identical
-to the undisturbed run's. Targets: restart < 3 s per worker; (b) total <=
-undisturbed + 4 x restart; (c) round 3 <= client_timeout + 1 s; (b) bit-identical.
+to the undisturbed run's. Targets: restart < 3 s per worker; (b) total <= undisturbed + 4 x
+restart; (c) round 3 <= client_timeout + 1 s; (b) and (d) bit-identical to their undisturbed
+runs.
 
-Run: ``python bench/faults.py`` (about two minutes on 2 cores).
+Run: ``python bench/faults.py`` (about three minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import signal
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from redfl import StarFederation
+from redfl import HierarchicalFederation, StarFederation
 from redfl.attacks import choose_attackers
 from redfl.core.arrays import Parameters
 from redfl.core.events import Event, WorkerRestarted
@@ -43,6 +49,7 @@ from redfl.examples.digits import DigitsClient, DigitsOptions, central_evaluatio
 from redfl.runtime.connect import ensure_ray
 from redfl.runtime.resources import ResourcesConfig
 from redfl.schemas.callbacks import Callback
+from redfl.topology import relay_tree
 
 CLIENTS, ROUNDS, WORKERS = 100, 20, 2
 OPTIONS = DigitsOptions(partition="iid", test_fraction=0.2, tile=4)
@@ -82,6 +89,22 @@ class KillingClient(DigitsClient):
         return super().fit(parameters, config)
 
 
+class TreeKillingClient(KillingClient):
+    """In the hierarchy: kills the worker folding agg-3 (rounds 5, 15) or agg-2 (10, 20)."""
+
+    def fit(
+        self, parameters: Parameters, config: Instructions
+    ) -> tuple[Parameters, int, dict[str, float]]:
+        """Kill the worker once in a kill round (the re-run does not), else train."""
+        rnd = config.round
+        victim = ("client-62", "client-37")[(rnd // KILL_EVERY) % 2]  # mid-subtree
+        marker = self.marker_dir / f"tree-round-{rnd}"
+        if rnd % KILL_EVERY == 0 and self.node_id == victim and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return DigitsClient.fit(self, parameters, config)
+
+
 class HangingClient(DigitsClient):
     """client-7 sleeps 60 s in round 3."""
 
@@ -108,10 +131,16 @@ class Restarts(Callback):
         return super().on_event(event)
 
 
-def run(client: Any, extra: dict[str, Any] | None = None, **kw: Any) -> tuple[Any, ...]:
-    """Train 20 rounds; (result, wall seconds, restart events)."""
+def run(
+    client: Any, extra: dict[str, Any] | None = None, tree: bool = False, **kw: Any
+) -> tuple[Any, ...]:
+    """Train 20 rounds (a star, or with ``tree`` the hierarchy of (d)); (result, wall
+    seconds, restart events, their arrival times)."""
     restarts = Restarts()
-    fed = StarFederation(
+    kind: Any = StarFederation
+    if tree:
+        kind = partial(HierarchicalFederation, tree=relay_tree(1, 4, 5), clients_per_lcp=5)
+    fed = kind(
         client,
         CLIENTS,
         initial_parameters=DigitsClient.initial_parameters(OPTIONS),
@@ -155,6 +184,10 @@ def main() -> None:
             ),
             "(c) hang 60 s, timeout 2 s": run(HangingClient, client_timeout=CLIENT_TIMEOUT),
         }
+        tree_base = run(DigitsClient, tree=True)
+        tree_killed = run(
+            TreeKillingClient, {"marker_dir": markers}, tree=True, max_worker_restarts=ROUNDS
+        )
         _, _, events, arrived = runs["(b) SIGKILL every 5 rounds"]
         kill_to_back = [
             at - (Path(markers) / f"round-{event.reason.split(':')[0].split()[1]}").stat().st_mtime
@@ -198,6 +231,25 @@ def main() -> None:
         f"{runs['(c) hang 60 s, timeout 2 s'][0].history[2].seconds <= CLIENT_TIMEOUT + 1}"
     )
     print(f"undisturbed rounds total {base_rounds:.2f} s")
+    print("\n(d) hierarchy, relay_tree(1, 4, 5): 4 subtrees of 25 clients, 2 per worker")
+    for name, (result, wall, events, _) in (
+        ("undisturbed", tree_base),
+        ("SIGKILL every 5 rounds", tree_killed),
+    ):
+        rounds = sum(r.seconds for r in result.history)
+        print(
+            f"  {name:24} wall {wall:6.2f} s, rounds {rounds:6.2f} s, accuracy "
+            f"{result.history[-1].accuracy:.4f}, failures {len(result.failures)}, restarts "
+            f"{len(events)} (workers {[e.worker for e in events]}), bit-identical to the "
+            f"undisturbed hierarchy: {identical(result, tree_base[0])}"
+        )
+    extra_tree = tree_killed[1] - tree_base[1]
+    print(
+        f"(d) total {tree_killed[1]:.2f} s vs undisturbed {tree_base[1]:.2f} s: extra "
+        f"{extra_tree:.2f} s for {len(tree_killed[2])} restarts; restart seconds "
+        + ", ".join(f"{e.seconds:.2f}" for e in tree_killed[2])
+    )
+    print(f"target (d) bit-identical: {identical(tree_killed[0], tree_base[0])}")
     for name, (result, _, _, _) in rows:
         print(f"{name:28} rounds: " + " ".join(f"{r.seconds:.2f}" for r in result.history))
 

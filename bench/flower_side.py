@@ -68,6 +68,21 @@ def train(theta: np.ndarray, xa: np.ndarray, onehot: np.ndarray, rng: Any) -> np
     return theta
 
 
+def every_client_fedavg(clients: int, initial: list[np.ndarray], evaluate: Any) -> FedAvg:
+    """Flower's FedAvg with every one of ``clients`` clients every round, no federated
+    evaluation, ``evaluate`` on the server and the round number in the fit config."""
+    return FedAvg(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=clients,
+        min_evaluate_clients=0,
+        min_available_clients=clients,
+        initial_parameters=ndarrays_to_parameters(initial),
+        evaluate_fn=evaluate,
+        on_fit_config_fn=lambda rnd: {"round": rnd},
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, required=True)
@@ -105,16 +120,7 @@ def main() -> None:
 
     def server_fn(context: Context) -> ServerAppComponents:
         zero = [np.zeros((64, 10), np.float32), np.zeros(10, np.float32)]
-        strategy = FedAvg(
-            fraction_fit=1.0,
-            fraction_evaluate=0.0,
-            min_fit_clients=args.clients,
-            min_evaluate_clients=0,
-            min_available_clients=args.clients,
-            initial_parameters=ndarrays_to_parameters(zero),
-            evaluate_fn=evaluate,
-            on_fit_config_fn=lambda rnd: {"round": rnd},
-        )
+        strategy = every_client_fedavg(args.clients, zero, evaluate)
         return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=args.rounds))
 
     run_simulation(

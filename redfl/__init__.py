@@ -65,6 +65,7 @@ _HOMES: dict[str, str] = {
     "Bulyan": "redfl.algorithms.robust",
     "DPFixedClipping": "redfl.privacy.clipping",
     "DPAdaptiveClipping": "redfl.privacy.clipping",
+    "SecureAggregationConfig": "redfl.privacy.secagg.table",
     # results and events
     "FederationResult": "redfl.core.result",
     "RoundRecord": "redfl.core.result",
@@ -127,6 +128,7 @@ __all__ = [
     "RoundRecord",
     "run",
     "RunOutcome",
+    "SecureAggregationConfig",
     "StarFederation",
     "Strategy",
     "Topology",
@@ -190,6 +192,7 @@ if TYPE_CHECKING:
     )
     from redfl.nodes.node import FederatedNode
     from redfl.privacy.clipping import DPAdaptiveClipping, DPFixedClipping
+    from redfl.privacy.secagg.table import SecureAggregationConfig
     from redfl.run.api import RunOutcome, run
     from redfl.run.config import FederationConfig, load_config
     from redfl.run.tuning import TuneOutcome, tune

@@ -1,4 +1,5 @@
-"""The redfl command line: run a federation, tune its hyper-parameters, list strategies.
+"""The redfl command line: run a federation, tune its hyper-parameters, list strategies, run
+and provision sites.
 
 Exit codes: 0 done, 1 the run failed (its reason is in the run folder's summary.json),
 2 bad input (config, file, option), 130 cancelled; errors are one line on stderr.
@@ -14,7 +15,7 @@ import typer
 
 import redfl
 from redfl.algorithms.registry import STRATEGIES
-from redfl.commands import head_cmd, run_cmd, tune_cmd
+from redfl.commands import head_cmd, model_cmd, run_cmd, sites_cmd, tune_cmd
 from redfl.edge import cli as edge_cli
 from redfl.platform import cli as platform_cli
 from redfl.provision import tree_cli
@@ -46,10 +47,12 @@ def _root(
 
 app.command()(run_cmd.run)
 head_cmd.register(app)
+sites_cmd.register(app)
 tree_cli.register(app)
 platform_cli.register(app)
 edge_cli.register(app)
 app.command()(tune_cmd.tune)
+app.add_typer(model_cmd.app, name="model")
 
 
 @app.command()

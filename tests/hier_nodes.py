@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,13 +26,13 @@ class Noisy(Client):
 
 
 class Failing(Noisy):
-    """Raises in ``fit`` when its id is in ``bad``."""
+    """Raises in ``fit`` when its id is in ``bad`` (in round ``when`` only, if given)."""
 
-    def __init__(self, bad: tuple[str, ...] = ()) -> None:
-        self.bad = bad
+    def __init__(self, bad: tuple[str, ...] = (), when: int | None = None) -> None:
+        self.bad, self.when = tuple(bad), when
 
     def fit(self, parameters: Any, config: Any) -> tuple[Any, int, dict[str, float]]:
-        if self.node_id in self.bad:
+        if self.node_id in self.bad and self.when in (None, config.round):
             raise RuntimeError(f"{self.node_id} is broken")
         return super().fit(parameters, config)
 
@@ -45,6 +46,21 @@ class WorkerKiller(Noisy):
 
     def fit(self, parameters: Any, config: Any) -> tuple[Any, int, dict[str, float]]:
         if self.node_id == self.killer and config.round == self.kill_round:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().fit(parameters, config)
+
+
+class KillOnce(Noisy):
+    """In round ``kill_round``, the client ``killer`` kills its own worker process once (the
+    ``marker`` file remembers it), then behaves as :class:`Noisy`."""
+
+    def __init__(self, marker: str = "", killer: str = "", kill_round: int = 2) -> None:
+        self.marker, self.killer, self.kill_round = Path(marker), killer, kill_round
+
+    def fit(self, parameters: Any, config: Any) -> tuple[Any, int, dict[str, float]]:
+        mine = self.node_id == self.killer and config.round == self.kill_round
+        if mine and not self.marker.exists():
+            self.marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
         return super().fit(parameters, config)
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from edge_rig import provision
 from typer.testing import CliRunner
 
 from redfl.edge.cli import edge_app
@@ -15,7 +16,7 @@ runner = CliRunner()
 
 def run(*args: str) -> tuple[int, str]:
     result = runner.invoke(edge_app, list(args))
-    return result.exit_code, result.output + (result.stderr if result.stderr_bytes else "")
+    return result.exit_code, result.output
 
 
 def test_simulate_refuses_an_unknown_task() -> None:
@@ -23,12 +24,15 @@ def test_simulate_refuses_an_unknown_task() -> None:
     assert code == 2 and "redfl: error: --task must be 'digits' or 'numeric', got 'x'" in out
 
 
-def test_simulate_refuses_a_proxy_that_is_not_plain_http() -> None:
+def test_simulate_refuses_a_proxy_url_it_cannot_reach_safely() -> None:
+    code, out = run("simulate", "--proxy", "ftp://proxy:21", "--job", "j", "--enroll-secret", "s")
+    assert code == 2
+    assert "redfl: error: --proxy must be an http(s)://host:port URL, got 'ftp://proxy:21'" in out
     code, out = run(
         "simulate", "--proxy", "https://proxy:8443", "--job", "j", "--enroll-secret", "s"
     )
     assert code == 2
-    assert "redfl: error: --proxy must be an http://host:port URL, got 'https://proxy:8443'" in out
+    assert "an https proxy needs --ca FILE or --tree DIR (the CA its certificate chains to)" in out
 
 
 def test_simulate_needs_the_enrollment_secret(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,12 +52,46 @@ def test_proxy_needs_an_lcp_map(tmp_path: Path) -> None:
 def test_server_names_the_bad_job_field(tmp_path: Path) -> None:
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"name": "j", "num_updates_for_model": 0}))
-    code, out = run("server", "--job", str(job))
+    tree = ("--tree", str(tmp_path))
+    code, out = run("server", *tree, "--job", str(job))
     assert code == 2
     assert "redfl: error: --job" in out and "field num_updates_for_model = 0" in out
     job.write_text("{")
-    assert "not valid JSON" in run("server", "--job", str(job))[1]
-    assert "No such file" in run("server", "--job", str(tmp_path / "none.json"))[1]
+    assert "not valid JSON" in run("server", *tree, "--job", str(job))[1]
+    assert "No such file" in run("server", *tree, "--job", str(tmp_path / "none.json"))[1]
+    job.write_text("{}")
+    code, out = run("server", *tree, "--job", str(job))  # a folder without credentials
+    assert code == 2
+    assert f"no credential for 'server': {tmp_path}/credentials/server.json is missing" in out
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return provision(tmp_path_factory.mktemp("tree"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["lcp", "--name", "lcp-1-1", "--server", "http://127.0.0.1:1"],
+         "--server must be an https://host:port URL (edge hops use TLS), got 'http://127.0.0.1:1'"),
+        (["lcp", "--name", "lcp-9", "--server", "https://127.0.0.1:1"],
+         "no credential for 'lcp-9'"),
+        (["relay", "--name", "agg-1", "--upstream", "https://127.0.0.1:1"],
+         "no credential for 'agg-1'"),
+        (["relay", "--name", "lcp-1-1", "--upstream", "https://127.0.0.1:1"],
+         "--name 'lcp-1-1' is a lcp, not a relay"),
+        (["proxy", "--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
+        (["proxy", "--tls-cert", "/none/c.pem", "--tls-key", "/none/k.pem"],
+         "--tls-cert /none/c.pem / --tls-key /none/k.pem: [Errno 2] No such file or directory"),
+    ],
+)  # fmt: skip
+def test_components_refuse_bad_options_with_one_line(
+    tree: Path, args: list[str], message: str
+) -> None:
+    code, out = run(args[0], "--tree", str(tree), *args[1:])
+    assert code == 2 and out.startswith(f"redfl: error: {message}"), out
+    assert len(out.splitlines()) == 1
 
 
 def test_the_edge_group_is_registered_on_redfl() -> None:

@@ -1,4 +1,5 @@
-"""The routing proxy over real sockets: enrolment, tokens, routing, failover, errors."""
+"""The routing proxy over real sockets (its LCPs and the server over mutual TLS): enrolment,
+tokens, routing, failover, errors."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from edge_rig import ThreadedDeployment, wait_until
+from edge_rig import ThreadedDeployment, provision, wait_until
 
 from redfl.edge.hashing import choose
 from redfl.edge.jobs import JobSpec
@@ -15,12 +16,12 @@ from redfl.edge.protocol import encode_arrays
 from redfl.edge.tokens import TokenSigner
 
 SPEC = JobSpec(name="job", task="numeric", num_parameters=4, num_updates_for_model=100)
-LCPS = ["lcp-a", "lcp-b", "lcp-c"]
+LCPS = ["lcp-1-1", "lcp-1-2", "lcp-2-1"]
 
 
 @pytest.fixture(scope="module")
-def edge() -> Iterator[ThreadedDeployment]:
-    deployment = ThreadedDeployment(SPEC, LCPS)
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedDeployment]:
+    deployment = ThreadedDeployment(SPEC, LCPS, provision(tmp_path_factory.mktemp("tree")))
     yield deployment
     deployment.close()
 
@@ -126,7 +127,7 @@ def test_openapi_schema_lists_the_device_routes(edge: ThreadedDeployment) -> Non
     schema = httpx.get(f"{edge.url['proxy']}/openapi.json").json()
     assert {"/enroll", "/job", "/task", "/result", "/selection"} <= set(schema["paths"])
     result = schema["paths"]["/result"]["post"]
-    assert set(result["responses"]) == {"200", "400", "401"}  # the fast path never answers 422
+    assert set(result["responses"]) == {"200", "400", "401", "413"}  # never 422
     body = result["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/ResultRequest"}
     reply = result["responses"]["200"]["content"]["application/json"]["schema"]
@@ -134,8 +135,9 @@ def test_openapi_schema_lists_the_device_routes(edge: ThreadedDeployment) -> Non
     assert result["security"] == [{"HTTPBearer": []}]
     enroll = schema["paths"]["/enroll"]["post"]
     assert "security" not in enroll and enroll["responses"]["401"]["description"] == (
-        "Bad enrollment secret"
+        "Enrolment closed, a bad credential, an id bound to another, or revoked"
     )
+    assert enroll["responses"]["413"]["description"] == "A body over 8,192 bytes (not read)"
     assert "HTTPValidationError" not in schema["components"]["schemas"]
 
 

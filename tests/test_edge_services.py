@@ -1,23 +1,27 @@
-"""The LCP and server services in one process (ASGI transports, no sockets)."""
+"""The LCP and server services in one process (ASGI transports, no sockets; each transport
+presents its caller's certificate as a TLS connection would)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from edge_rig import TREE, provision
 
 from redfl.edge.jobs import JobSpec
 from redfl.edge.lcp import LcpService
 from redfl.edge.lcp_app import lcp_app
 from redfl.edge.protocol import FORWARDED_ROUTES, encode_arrays
+from redfl.edge.provision import Member
 from redfl.edge.routes import DEVICE_HEADER
 from redfl.edge.server import EdgeServer, server_app
-from redfl.edge.wire import PartialMsg, SyncRequest
+from redfl.edge.wire import PartialMsg, SyncRequest, speaks_for
 
 SPEC = JobSpec(
     name="numeric-job",
@@ -28,18 +32,43 @@ SPEC = JobSpec(
     max_model_history=1,
     device_selection_size=3,
 )
+LCP = "lcp-1-1"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return provision(tmp_path_factory.mktemp("tree"))
+
+
+def as_peer(app: Any, member: Member | None) -> Any:
+    """``app`` as reached over a TLS connection on which ``member`` presented its certificate
+    (the ASGI TLS extension the edge servers fill); ``None``: no certificate."""
+    chain = [member.bundle.cert_pem] if member is not None else []
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "extensions": {"tls": {"client_cert_chain": chain}}}
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+def asgi_client(app: Any, member: Member | None, base_url: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=as_peer(app, member)), base_url=base_url
+    )
 
 
 class Rig:
     """One server and one LCP wired through ASGI transports, the LCP's sync loop running."""
 
-    def __init__(self, spec: JobSpec) -> None:
-        self.server_asgi = server_app(spec)
+    def __init__(self, spec: JobSpec, folder: Path) -> None:
+        self.server_asgi = server_app(spec, TREE, Member.load(folder, "server"))
         self.server: EdgeServer = self.server_asgi.state.server
-        self.service = LcpService("lcp-a", "http://server", sync_interval=0.01)
-        self.lcp = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=lcp_app(self.service)), base_url="http://lcp"
-        )
+        self.member = Member.load(folder, LCP)
+        self.service = LcpService(LCP, "https://server", self.member, sync_interval=0.01)
+        self.app = lcp_app(self.service)
+        self.lcp = asgi_client(self.app, Member.load(folder, "proxy"), "https://lcp")
 
     async def post(self, path: str, device: str, body: dict[str, Any]) -> httpx.Response:
         return await self.lcp.post(path, json=body, headers={DEVICE_HEADER: device})
@@ -60,11 +89,14 @@ class Rig:
             await asyncio.sleep(0.01)
         raise AssertionError(f"{device} was never selected")
 
-    async def result(self, device: str, task_id: str, value: float = 1.0) -> dict[str, Any]:
+    async def result(
+        self, device: str, task_id: str, value: float = 1.0, **extra: Any
+    ) -> dict[str, Any]:
         body = {
             "job_id": self.server.job_id,
             "task_id": task_id,
             "parameters": encode_arrays({"value": np.full(3, value, np.float32)}),
+            **extra,
         }
         return dict((await self.post("/result", device, body)).json())
 
@@ -76,20 +108,24 @@ class AsgiPoster:
         self.client = client
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        reply = await self.client.post(f"http://server{path}", content=body, headers=headers)
+        reply = await self.client.post(f"https://server{path}", content=body, headers=headers)
         return reply.status_code, reply.content
 
 
-@pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
-    rig = Rig(SPEC)
-    transport = httpx.ASGITransport(app=rig.server_asgi)
-    async with httpx.AsyncClient(transport=transport) as client:
+async def running(spec: JobSpec, folder: Path) -> AsyncIterator[Rig]:
+    rig = Rig(spec, folder)
+    async with asgi_client(rig.server_asgi, rig.member, "https://server") as client:
         loop_task = asyncio.create_task(rig.service.run(AsgiPoster(client)))
         await rig.until(lambda: rig.service.job is not None)
         yield rig
         loop_task.cancel()
     await rig.lcp.aclose()
+
+
+@pytest.fixture
+async def rig(folder: Path) -> AsyncIterator[Rig]:
+    async for one in running(SPEC, folder):
+        yield one
 
 
 @pytest.fixture
@@ -134,7 +170,7 @@ async def test_a_device_cannot_report_for_another(rig: Rig) -> None:
     t1 = await rig.task("d1")
     stolen = await rig.result("d2", t1["task_id"])
     assert stolen["status"] == "ERROR"
-    expected = f"not issued: task {t1['task_id']!r} was not issued to this device by lcp-a"
+    expected = f"not issued: task {t1['task_id']!r} was not issued to this device by lcp-1-1"
     assert stolen["reason"] == expected
     assert rig.server.fedbuff.accepted == 0
 
@@ -153,7 +189,10 @@ async def test_stale_updates_are_refused_with_the_reason(rig: Rig) -> None:
 async def test_bad_requests_get_400_or_401(rig: Rig) -> None:
     job_id = rig.server.job_id
     no_device = await rig.lcp.post("/task", json={"job_id": job_id})
-    assert no_device.status_code == 401 and no_device.json()["status"] == "ERROR"
+    assert no_device.status_code == 401 and no_device.json() == {
+        "status": "ERROR",
+        "reason": "no device identity: the proxy names the device in x-redfl-device",
+    }
     for body in (b"{", b'{"job_id": 5}', b'{"job_id": "j", "extra": 1}'):
         bad = await rig.lcp.post("/task", content=body, headers={DEVICE_HEADER: "d1"})
         assert bad.status_code == 400 and bad.json()["status"] == "INVALID_REQUEST"
@@ -212,27 +251,79 @@ def test_a_silent_device_is_evicted_by_the_server() -> None:
     assert reply.selected == ["d3"] and server.selector.evicted == 2
 
 
-async def test_sync_refuses_a_malformed_body_with_the_field() -> None:
-    transport = httpx.ASGITransport(app=server_app(SPEC))
-    async with httpx.AsyncClient(transport=transport, base_url="http://server") as client:
-        bad = await client.post("/sync", json={"lcp": "lcp-a", "boot": "b", "seq": "x"})
+async def test_sync_refuses_a_malformed_body_with_the_field(folder: Path) -> None:
+    app = server_app(SPEC, TREE, Member.load(folder, "server"))
+    async with asgi_client(app, Member.load(folder, LCP), "https://server") as client:
+        bad = await client.post("/sync", json={"lcp": LCP, "boot": "b", "seq": "x"})
         assert bad.status_code == 400 and bad.json() == {
             "status": "INVALID_REQUEST",
             "reason": "seq: Input should be a valid integer, unable to parse string as an integer",
         }
-        good = await client.post("/sync", json={"lcp": "lcp-a", "boot": "b", "seq": 0})
+        good = await client.post("/sync", json={"lcp": LCP, "boot": "b", "seq": 0})
     assert good.status_code == 200 and good.json()["job_name"] == "numeric-job"
+    assert good.json()["limits"] == {"max_samples_per_update": 1000, "clip_norm": None}
 
 
-def test_the_lcp_serves_and_describes_every_route_the_proxy_forwards() -> None:
-    schema = lcp_app(LcpService("lcp-a", "http://server")).openapi()
+def test_the_lcp_serves_and_describes_every_route_the_proxy_forwards(folder: Path) -> None:
+    service = LcpService(LCP, "https://server", Member.load(folder, LCP))
+    schema = lcp_app(service).openapi()
     for path, (request, reply) in FORWARDED_ROUTES.items():
         operation = schema["paths"][path]["post"]
         body = operation["requestBody"]["content"]["application/json"]["schema"]
         assert body == {"$ref": f"#/components/schemas/{request.__name__}"}, path
         answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
         assert answer == {"$ref": f"#/components/schemas/{reply.__name__}"}, path
-        assert set(operation["responses"]) == {"200", "400", "401"}, path
+        assert set(operation["responses"]) == {"200", "400", "401", "413"}, path
         assert operation["security"] == [{"APIKeyHeader": []}], path
-    sync = server_app(SPEC).openapi()["paths"]["/sync"]["post"]
-    assert set(sync["responses"]) == {"200", "400"} and "security" not in sync
+    sync = server_app(SPEC, TREE, Member.load(folder, "server")).openapi()["paths"]["/sync"]
+    responses = sync["post"]["responses"]
+    assert set(responses) == {"200", "400", "401", "403", "413"}
+    assert responses["413"]["description"] == "A body over 536,870,912 bytes (not read)"
+
+
+async def test_one_device_can_neither_outweigh_nor_overpower_the_others(folder: Path) -> None:
+    # d1 claims 2**31 samples and sends an update of norm sqrt(3): it counts as 10 samples
+    # and is scaled to norm 1; d2's update (norm 0.87, 10 samples) is folded as it is
+    spec = SPEC.model_copy(update={"max_samples_per_update": 10, "clip_norm": 1.0})
+    async for rig in running(spec, folder):
+        t1, t2 = await rig.task("d1"), await rig.task("d2")
+        r1, r2 = await asyncio.gather(
+            rig.result("d1", t1["task_id"], 1.0, num_samples=2**31),
+            rig.result("d2", t2["task_id"], 0.5, num_samples=10),
+        )
+        assert r1["status"] == r2["status"] == "OK"
+        assert rig.server.fedbuff.version == 1
+        expected = (10 * (1 / np.sqrt(3)) + 10 * 0.5) / 20  # 0.539, not ~1.0 (d1's own value)
+        np.testing.assert_allclose(rig.server.fedbuff.parameters["value"], expected, rtol=1e-6)
+        assert (rig.service.capped, rig.service.clipped) == (1, 1)
+
+
+def test_the_server_refuses_a_partial_sum_over_the_sample_cap() -> None:
+    server = EdgeServer(SPEC.model_copy(update={"max_samples_per_update": 10}))
+    sums = encode_arrays({"value": np.ones(3)}, np.float64)
+    partial = PartialMsg(
+        base_version=0, sums=sums, weight=21.0, task_ids=["t1", "t2"], devices=["d1", "d2"]
+    )
+    reply = server.sync(SyncRequest(lcp="a", boot="b", seq=0, partials=[partial]))
+    [verdict] = reply.verdicts
+    assert not verdict.accepted
+    assert verdict.reason == "over the cap: weight 21 for 2 updates (at most 20)"
+    assert server.fedbuff.accepted == 0 and server.fedbuff.rejected["over the cap"] == 2
+
+
+@pytest.mark.parametrize(
+    ("caller", "lcp", "refusal"),
+    [
+        ("lcp-1-1", "lcp-1-1", ""),
+        ("relay-1", "lcp-1-2", ""),
+        ("relay-1", "lcp-2-1", "relay-1 may not sync for lcp-2-1: not an LCP below it"),
+        ("relay-1", "relay-1", "relay-1 may not sync for relay-1: not an LCP below it"),
+        ("lcp-2-2", "lcp-2-1", "lcp-2-2 may not sync for lcp-2-1: an LCP syncs for itself only"),
+        ("agg-1", "lcp-1-1", "agg-1 (aggregator) may not sync: only LCPs and relays do"),
+        ("stranger", "lcp-1-1", "stranger is not a site of this tree"),
+    ],
+)
+def test_a_sync_speaks_only_for_its_caller_or_the_lcps_below_it(
+    caller: str, lcp: str, refusal: str
+) -> None:
+    assert speaks_for(TREE, caller, lcp) == refusal

@@ -76,6 +76,17 @@ def test_timeouts_in_the_federation_table_reach_the_hierarchy() -> None:
     assert isinstance(federation, HierarchicalFederation)
     assert (federation.client_timeout, federation.round_timeout) == (2.5, 30.0)
     assert federation.max_worker_restarts == 1
+    assert federation.subtree_timeout is None
+
+
+def test_subtree_timeout_reaches_the_hierarchy_and_needs_a_runtime_that_interrupts() -> None:
+    data = base(depth=1, width=2, lcps=2, subtree_timeout=12.5)
+    federation = prepare(data).federation
+    assert isinstance(federation, HierarchicalFederation)
+    assert federation.subtree_timeout == 12.5
+    data["federation"] = {"runtime": "local"}
+    with pytest.raises(ConfigError, match="subtree_timeout needs a runtime that can interrupt"):
+        prepare(data)
 
 
 @pytest.mark.parametrize(
@@ -88,6 +99,9 @@ def test_timeouts_in_the_federation_table_reach_the_hierarchy() -> None:
         ({"tree_file": "t.json", "depth": 2, "width": 2, "lcps": 2}, "needs either"),
         ({"depth": 6, "width": 2, "lcps": 2}, "topology.depth: Input should be less than"),
         ({"depth": 1, "width": 2, "lcps": 2, "min_coverage": 0}, "topology.min_coverage"),
+        ({"depth": 1, "width": 2, "lcps": 2, "subtree_timeout": 0},
+         r"topology.subtree_timeout: Input should be greater than 0 \(got 0\)"),
+        ({"schema": "star", "subtree_timeout": 5}, "topology.subtree_timeout: unknown key"),
         ({"depth": 1, "width": 2, "lcps": 2, "leaf_strategy": "nope"}, "topology.leaf_strategy"),
         ({"depth": 1, "width": 2, "lcps": 2, "leaf_strategy": "fedavg"},
          "topology.leaf_strategy: Input should be 'fedmedian', 'fedtrimmedavg', 'krum', "

@@ -14,7 +14,7 @@ from redfl.core.registry import Registry, UnknownNameError
 from redfl.nodes.algorithms import ALGORITHMS
 from redfl.run.build import federation_from_config
 from redfl.run.config import parse_config
-from redfl.runtime.registry import RUNTIMES
+from redfl.runtime.registry import RUNTIMES, RuntimeOptions
 from redfl.runtime.resources import ResourcesConfig
 from redfl.schemas import SCHEMAS
 from redfl.schemas.named import GraphTopology, graph_from_parts
@@ -61,7 +61,7 @@ def test_the_shipped_registries_hold_the_shipped_names() -> None:
     assert ATTACKS.names() == ["sign_flip", "gaussian", "label_flip", "alie"]
     assert ALGORITHMS.names() == ["gossip", "dsgd", "ring_sequential"]
     assert SCHEMAS.names() == ["star", "hierarchical", "ring", "mesh", "k_connect", "custom"]
-    assert RUNTIMES.names() == ["ray", "local"]
+    assert RUNTIMES.names() == ["ray", "local", "sites"]
 
 
 def base(**tables: Any) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def base(**tables: Any) -> dict[str, Any]:
         ),
         (
             {"federation": {"runtime": "dask"}},
-            "federation.runtime: Input should be 'ray' or 'local' (got 'dask')",
+            "federation.runtime: Input should be 'ray', 'local' or 'sites' (got 'dask')",
         ),
         (
             {"topology": {"schema": "mesh", "algorithm": "gossip", "k": 2}},
@@ -155,10 +155,13 @@ def test_registered_runtimes_and_algorithms_are_what_they_claim() -> None:
     from redfl.nodes.decentralized import DecentralizedNode
     from redfl.runtime.backend import Backend
 
-    resources = ResourcesConfig()
-    local = RUNTIMES.get("local").make(None, resources)
+    local = RUNTIMES.get("local").make(RuntimeOptions(resources=ResourcesConfig()))
     assert isinstance(local, Backend) and not RUNTIMES.get("local").supervised
-    assert RUNTIMES.get("ray").supervised
+    assert RUNTIMES.get("ray").supervised and RUNTIMES.get("ray").recreates
+    sites = RUNTIMES.get("sites")
+    assert sites.supervised and not sites.recreates and not sites.movable
+    with pytest.raises(ValueError, match=r"runtime 'sites' needs a \[sites\] table"):
+        sites.make(RuntimeOptions())
     for name, node in ALGORITHMS.items():
         assert issubclass(node, DecentralizedNode), name
     assert ALGORITHMS.meta("ring_sequential")["schemas"] == ("ring", "custom")

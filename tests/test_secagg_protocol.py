@@ -188,7 +188,11 @@ def test_one_dropout_too_many_fails_the_round_naming_the_stage(stage) -> None:
 
 
 def test_secagg_plus_tolerates_dropouts_per_neighbourhood() -> None:
-    config = SecAggConfig.create(range(30), TEMPLATE, neighbours=6, threshold=4, rnd=2)
+    # A fixed public seed: with a random one, another client losing as many neighbours
+    # and sorting first would be the one the failure names.
+    config = SecAggConfig.create(
+        range(30), TEMPLATE, neighbours=6, threshold=4, rnd=2, seed=bytes(range(32))
+    )
     graph = config.graph()
     updates = make_updates(config.clients, 6)
     victim = 17

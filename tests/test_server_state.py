@@ -149,7 +149,8 @@ def config(**tables: Any) -> FederationConfig:
 
 
 def test_the_digest_ignores_only_fields_that_do_not_change_results() -> None:
-    base = config()
+    sites = {"expected": [f"site-{i}" for i in range(8)]}
+    base = config(sites=sites)
     same = config(
         federation={
             "name": "other",
@@ -160,6 +161,7 @@ def test_the_digest_ignores_only_fields_that_do_not_change_results() -> None:
             "checkpoint_every": 3,
         },
         resources={"placement_strategy": "SPREAD", "client_state_mb": 1.0},
+        sites={**sites, "home": "/srv/fed-home", "listen": "0.0.0.0:9443", "join_timeout": 9.0},
     )
     assert config_digest(base) == config_digest(same)
     assert config_diff(base, same) == []
@@ -169,8 +171,9 @@ def test_the_digest_ignores_only_fields_that_do_not_change_results() -> None:
         strategy={"name": "fedprox", "proximal_mu": 0.5},
         resources={"num_workers": 3},
     )
-    assert config_digest(changed) != config_digest(base)
-    assert config_diff(base, changed) == [
+    plain = config()
+    assert config_digest(changed) != config_digest(plain)
+    assert config_diff(plain, changed) == [
         "federation.seed",
         "resources.num_workers",
         "strategy.name",

@@ -1,4 +1,5 @@
-"""What ``redfl run`` shows on the terminal: a progress bar, a line per round, failures."""
+"""What ``redfl run`` shows on the terminal: a progress bar, a line per round, failures,
+restarts, sites joining and leaving."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from redfl.core.events import (
     FailureRecorded,
     RoundFinished,
     RunStarted,
+    SiteJoined,
+    SiteLeft,
     WorkerRestarted,
 )
 from redfl.core.result import RoundRecord
@@ -51,6 +54,10 @@ class ConsoleReporter(Callback):
         elif isinstance(event, FailureRecorded):
             failure = event.failure
             self._reasons.append(f"{failure.node_id} ({failure.phase}): {failure.reason}")
+        elif isinstance(event, SiteJoined):
+            self.console.print(f"redfl: site {event.site} joined from {event.address}")
+        elif isinstance(event, SiteLeft):
+            self.console.print(f"redfl: site {event.site} left: {event.reason}")
         elif isinstance(event, WorkerRestarted):
             self.console.print(
                 f"redfl: worker {event.worker} restarted in {event.seconds:.1f} s: {event.reason}"

@@ -22,7 +22,10 @@ federation.rounds: Input should be greater than or equal to 1 (got 0); federatio
 
 from __future__ import annotations
 
-from typing import Any
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -42,6 +45,9 @@ runs the federation (an untrusted config may not name one)."""
 SECRET_FIELDS = frozenset({"password", "secret", "token", "refresh_token"})
 """Field names whose values an error message never repeats (a config's, or a platform
 request's)."""
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -95,6 +101,27 @@ def describe_errors(error: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
+def load_toml(path: Path, model: type[M], label: str) -> M:
+    """Read the TOML file ``path`` into ``model``.
+
+    Raises
+    ------
+    ConfigError
+        One line starting with ``label`` (the file as the user named it): the file is
+        missing or unreadable, is not TOML, or a field is bad (named with its path).
+    """
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{label}: no such file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{label}: {describe_errors(exc)}") from None
+
+
 def _shown(value: Any) -> str:
     """``repr(value)``, cut to 80 characters and safe to encode (a lone surrogate shows as
     its escape)."""
@@ -102,3 +129,21 @@ def _shown(value: Any) -> str:
     if len(text) > 80:
         text = text[:77] + "..."
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def node_options(template: Any, options: Mapping[str, Any], where: str) -> Any:
+    """A node class's options as its ``Options`` model validates them (with defaults filled
+    in), or a plain dict of them when the class has no such model.
+
+    Raises
+    ------
+    ConfigError
+        ``invalid config: <where>.<field>: ...`` naming each bad option.
+    """
+    model = getattr(template, "Options", None)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        try:
+            return model.model_validate(dict(options))
+        except ValidationError as error:
+            raise ConfigError(f"invalid config: {describe_errors(error, where)}") from None
+    return dict(options)

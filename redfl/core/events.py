@@ -3,7 +3,10 @@
 Schemas emit the round-level events (:class:`RoundStarted`, :class:`ClientsProgress`,
 :class:`RoundFinished`, :class:`FailureRecorded`); the run API (:func:`redfl.run`) adds the
 run-level ones (:class:`RunStarted`, :class:`CheckpointSaved`, :class:`RunFinished`,
-:class:`RunFailed`, :class:`RunCancelled`); the runtime reports :class:`WorkerRestarted`.
+:class:`RunFailed`, :class:`RunCancelled`); the runtime reports :class:`WorkerRestarted`
+and, when clients run at sites, :class:`SiteJoined`, :class:`SiteRound` and
+:class:`SiteLeft`; a round with secure aggregation reports each of its stages
+(:class:`SecureAggregationStage`).
 Each event serialises to one JSON object whose ``type`` names it, and back
 (:func:`event_from_json`): ``events.jsonl`` in the run folder, the CLI's console, the
 platform's WebSocket and Tune's reports all read this one stream.
@@ -36,6 +39,10 @@ EventType = Literal[
     "failure",
     "checkpoint_saved",
     "worker_restarted",
+    "site_joined",
+    "site_round",
+    "site_left",
+    "secagg_stage",
     "run_finished",
     "run_failed",
     "run_cancelled",
@@ -127,6 +134,52 @@ class WorkerRestarted(Event):
 
 
 @dataclass(frozen=True)
+class SiteJoined(Event):
+    """Site ``site`` connected from ``address`` and serves its client."""
+
+    type: ClassVar[EventType] = "site_joined"
+    site: str
+    address: str
+
+
+@dataclass(frozen=True)
+class SiteRound(Event):
+    """Site ``site`` took part in round ``round``: its fit result was accepted."""
+
+    type: ClassVar[EventType] = "site_round"
+    site: str
+    round: int
+
+
+@dataclass(frozen=True)
+class SiteLeft(Event):
+    """Site ``site`` is gone (``reason``: its connection closed, it stopped polling, the
+    run ended); it may join again."""
+
+    type: ClassVar[EventType] = "site_left"
+    site: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SecureAggregationStage(Event):
+    """A stage of round ``round``'s secure aggregation ended.
+
+    ``stage`` is ``"advertise_keys"`` (keys advertised), ``"share_keys"`` (encrypted
+    shares sent), ``"masked_input"`` (masked inputs collected) or ``"unmasking"`` (the sum
+    unmasked); ``clients`` sent their message in it, ``dropped`` (node ids) had sent in
+    the stage before but not in this one (for the first stage: their fit failed).
+    """
+
+    type: ClassVar[EventType] = "secagg_stage"
+    round: int
+    stage: str
+    clients: int
+    dropped: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class RunFinished(Event):
     """The run completed ``rounds`` rounds."""
 
@@ -162,6 +215,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         FailureRecorded,
         CheckpointSaved,
         WorkerRestarted,
+        SiteJoined,
+        SiteRound,
+        SiteLeft,
+        SecureAggregationStage,
         RunFinished,
         RunFailed,
         RunCancelled,
@@ -191,4 +248,6 @@ def event_from_json(body: dict[str, Any]) -> Event:
         values["failure"] = Failure(**values["failure"])
     elif cls is RunStarted:
         values["notes"] = tuple(values.get("notes", ()))
+    elif cls is SecureAggregationStage:
+        values["dropped"] = tuple(values.get("dropped", ()))
     return cls(**values)

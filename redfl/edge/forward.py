@@ -1,9 +1,14 @@
-"""A lean HTTP/1.1 client for the proxy -> LCP hop: kept-alive asyncio streams.
+"""A lean HTTP/1.1 client for the hops between edge components: kept-alive asyncio streams,
+over mutually authenticated TLS.
 
 The proxy forwards every device request to an LCP, so this hop is on the hot path; a
 general client (httpx) spends several times more CPU per request than the proxy's own work.
-LCPs are our own uvicorn servers on the loopback, answering with ``Content-Length`` bodies,
-which is all this client handles. A reused connection that fails (the LCP closed an idle
+The peers are our own uvicorn servers, answering with ``Content-Length`` bodies, which is all
+this client handles. With an ``ssl`` context (:func:`redfl.trust.client_context` of the
+caller's bundle) every new connection presents the caller's certificate and checks the
+service's certificate and host name in the handshake, then ``expect`` checks the member it
+reached (an LCP of that name, the server): once per connection, so kept-alive requests cost
+only the TLS record layer. A reused connection that fails (the peer closed an idle
 keep-alive) is retried once on a fresh one; forwarded requests are idempotent (a result is
 de-duplicated by task id), so the retry is safe.
 """
@@ -11,7 +16,11 @@ de-duplicated by task id), so the retry is safe.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from ssl import SSLContext
 from typing import Protocol
+
+from redfl.trust import UntrustedError
 
 __all__ = ["ForwardError", "LcpConnections", "Poster"]
 
@@ -41,10 +50,24 @@ class LcpConnections:
         Idle connections kept for reuse.
     timeout : float, default 30.0
         Seconds an exchange may take before the LCP counts as unreachable.
+    ssl : ssl.SSLContext | None, default None
+        TLS for every connection (None: plain HTTP, e.g. to a proxy without TLS).
+    expect : Callable[[bytes | None], None] | None, default None
+        Checks the peer's certificate (DER) of each new TLS connection, raising when it is
+        not the member expected (:meth:`redfl.edge.peers.Peers.acceptor`).
     """
 
-    def __init__(self, host: str, port: int, max_idle: int = 128, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        max_idle: int = 128,
+        timeout: float = 30.0,
+        ssl: SSLContext | None = None,
+        expect: Callable[[bytes | None], None] | None = None,
+    ) -> None:
         self.host, self.port, self.max_idle, self.timeout = host, port, max_idle, timeout
+        self.ssl, self.expect = ssl, expect
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -65,11 +88,29 @@ class LcpConnections:
                 return await self._exchange(stream, request)
             except ForwardError:
                 continue  # a stale keep-alive connection: try another, then a fresh one
+        return await self._exchange(await self._connect(), request)
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A fresh connection (TLS handshake and peer check included)."""
+        where = f"{self.host}:{self.port}"
         try:
-            stream = await asyncio.open_connection(self.host, self.port)
-        except OSError as exc:
-            raise ForwardError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
-        return await self._exchange(stream, request)
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_connection(
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl is not None else None,
+                )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            raise ForwardError(f"cannot connect to {where}: {exc}") from None
+        if self.ssl is not None and self.expect is not None:
+            tls = writer.get_extra_info("ssl_object")
+            try:
+                self.expect(tls.getpeercert(binary_form=True) if tls is not None else None)
+            except UntrustedError as exc:
+                writer.close()
+                raise ForwardError(f"{where} is not the member expected: {exc.reason}") from None
+        return reader, writer
 
     async def _exchange(
         self, stream: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes

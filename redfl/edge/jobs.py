@@ -21,6 +21,7 @@ from redfl.data import DirichletPartitioner, load_digits_arrays, train_test_spli
 from redfl.edge.fedbuff import FedBuffConfig
 from redfl.edge.protocol import ConfigValue, Name
 from redfl.edge.selection import SelectionConfig
+from redfl.edge.wire import Limits
 from redfl.models.softmax import SoftmaxRegression
 
 __all__ = [
@@ -40,7 +41,10 @@ class JobSpec(BaseModel):
     """An edge job (read from a JSON file by ``redfl edge server --job``).
 
     FedBuff's and selection's fields are documented on :class:`FedBuffConfig` and
-    :class:`SelectionConfig`; ``local_*`` go to devices in each task's config.
+    :class:`SelectionConfig`; ``local_*`` go to devices in each task's config. Against
+    poisoning, every update is weighted by at most ``max_samples_per_update`` samples (one
+    device claiming ``num_samples = 2**31`` counts as that many) and, with ``clip_norm``,
+    scaled down to that L2 norm before its LCP folds it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -63,6 +67,14 @@ class JobSpec(BaseModel):
     local_lr: float = Field(0.1, gt=0)
     local_batch_size: int = Field(32, ge=1)
     max_delay: float = Field(0.0, ge=0)
+    max_samples_per_update: int = Field(1_000, ge=1, le=2**31)
+    """The weight one update can carry: a larger ``num_samples`` counts as this many."""
+    clip_norm: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Each update is scaled down to this L2 norm (over all its arrays) at the LCP."""
+
+    def limits(self) -> Limits:
+        """What LCPs enforce on each device update."""
+        return Limits(max_samples_per_update=self.max_samples_per_update, clip_norm=self.clip_norm)
 
     def fedbuff(self) -> FedBuffConfig:
         """FedBuff's parameters."""

@@ -12,6 +12,13 @@ server. One background loop syncs with the server; while one sync is in flight t
 results gather, so the batch grows with the load and the latency stays one server round trip.
 An acknowledged update is therefore never lost when an LCP dies, and a retried result gets
 the same verdict without being folded again (idempotent by task id).
+
+Before it folds an update the LCP applies the job's limits (:class:`redfl.edge.wire.Limits`):
+the update's weight is at most ``max_samples_per_update`` samples, and with ``clip_norm`` the
+update is scaled down to that L2 norm (over all its arrays, in float64), so one device can
+neither outweigh the others by claiming more samples nor by sending a huge update. The sync
+loop reaches the server (or the relay above the LCP) over mutually authenticated TLS with
+the LCP's own credential, and checks that it reached the server or a relay of the tree.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import time
 import uuid
 from collections import deque
@@ -39,6 +47,7 @@ from redfl.edge.protocol import (
     decode_arrays,
     encode_arrays,
 )
+from redfl.edge.provision import Member
 from redfl.edge.timing import Samples
 from redfl.edge.wire import PartialMsg, SyncReply, SyncRequest
 
@@ -55,7 +64,10 @@ class LcpService:
     name : str
         LCP name (as in ``lcp_map.json``).
     server_url : str
-        Base URL of the edge server.
+        Base URL of the edge server, or of the relay the LCP syncs through.
+    member : Member | None, default None
+        The LCP's credential (TLS to ``server_url``); needed unless :meth:`run` gets a
+        client.
     sync_interval : float, default 0.05
         Seconds candidates gather before a sync (a result triggers one at once).
     max_idle : float, default 0.4
@@ -70,6 +82,7 @@ class LcpService:
         self,
         name: str,
         server_url: str,
+        member: Member | None = None,
         sync_interval: float = 0.05,
         max_idle: float = 0.4,
         retry_wait: float = 0.5,
@@ -77,6 +90,7 @@ class LcpService:
     ) -> None:
         self.name = name
         self.server_url = server_url
+        self.member = member
         self.sync_interval = sync_interval
         self.max_idle = max_idle
         self.retry_wait = retry_wait
@@ -103,6 +117,8 @@ class LcpService:
             "queued": deque(maxlen=100_000),  # a result's fold -> the sync that carries it
         }
         self.synced_results = 0
+        self.capped = 0  # updates whose num_samples was over max_samples_per_update
+        self.clipped = 0  # updates scaled down to clip_norm
 
     def job_reply(self, job_name: str) -> JobReply:
         """``/job``: the job id when the name matches the running job."""
@@ -179,7 +195,19 @@ class LcpService:
             raise InvalidRequest(
                 f"parameters must have the model's arrays {self.shapes}, got {shapes}"
             )
-        self.buffer.add(task_id, version, delta, float(request.num_samples))
+        assert self.job is not None
+        limits = self.job.limits
+        samples = min(request.num_samples, limits.max_samples_per_update)
+        self.capped += samples < request.num_samples
+        if limits.clip_norm is not None:
+            norm = math.sqrt(
+                sum(float(np.sum(np.square(v, dtype=np.float64))) for v in delta.values())
+            )
+            if norm > limits.clip_norm:
+                scale = limits.clip_norm / norm
+                delta = {k: v.astype(np.float64) * scale for k, v in delta.items()}
+                self.clipped += 1
+        self.buffer.add(task_id, version, delta, float(samples))
         future: asyncio.Future[ResultReply] = asyncio.get_running_loop().create_future()
         self.pending[task_id] = future
         self.folded_at[task_id] = time.perf_counter()
@@ -253,6 +281,20 @@ class LcpService:
             reply = reply.model_copy(update={"selection_epoch": self.job.selection_epoch})
         self.job = reply.model_copy(update={"parameters": "", "verdicts": [], "selected": None})
 
+    def _upstream(self) -> LcpConnections:
+        """Kept-alive TLS connections to ``server_url`` with the LCP's credential, checked to
+        reach the tree's server or one of its relays."""
+        if self.member is None:
+            raise ValueError(f"LCP {self.name} needs its credential to reach {self.server_url}")
+        url = httpx.URL(self.server_url)
+        return LcpConnections(
+            url.host,
+            url.port or 443,
+            timeout=30.0,
+            ssl=self.member.client_tls(),
+            expect=self.member.peers.acceptor({"server": ("server",), "relay": None}),
+        )
+
     async def run(self, client: Poster | None = None) -> None:
         """Sync with the server for ever: at once while results wait for their verdict;
         candidates gather for ``sync_interval`` (a result cuts that short), so a result rarely
@@ -263,8 +305,7 @@ class LcpService:
         ``client`` defaults to kept-alive connections to ``server_url``
         (:class:`redfl.edge.forward.LcpConnections`, much cheaper per call than httpx).
         """
-        url = httpx.URL(self.server_url)
-        poster: Poster = client or LcpConnections(url.host, url.port or 80, timeout=30.0)
+        poster: Poster = client or self._upstream()
         headers = {"content-type": "application/json"}
         idle = self.sync_interval
         while True:

@@ -32,6 +32,7 @@ __all__ = [
     "EnrollRequest",
     "ErrorReply",
     "FORWARDED_ROUTES",
+    "MAX_RESULT_BYTES",
     "JobReply",
     "JobRequest",
     "Name",
@@ -48,6 +49,9 @@ __all__ = [
 
 MAX_PARAMETERS_CHARS = 64 * 1024 * 1024
 """Largest accepted base64 parameters text (64 MiB)."""
+MAX_RESULT_BYTES = MAX_PARAMETERS_CHARS + 64 * 1024
+"""Largest ``/result`` body: the parameters text and room for the other fields; a larger
+body gets 413 before it is read."""
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\w.:@-]+$")]
 """A device id, job name, job id or task id: 1-128 letters, digits and ``_ . : @ -``."""
@@ -82,10 +86,11 @@ class _Reply(BaseModel):
 
 
 class EnrollRequest(_Request):
-    """``POST /enroll``: a device proves the project's enrollment secret."""
+    """``POST /enroll``: a device asks for a token with its enrolment credential (what the
+    operator's verifier checks; the shared secret in development mode)."""
 
     device_id: DeviceId
-    secret: Annotated[str, Field(min_length=1, max_length=256)]
+    secret: Annotated[str, Field(min_length=1, max_length=4096)]
 
 
 class EnrollReply(_Reply):

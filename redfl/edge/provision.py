@@ -1,8 +1,11 @@
-"""What the proxy reads from a provisioning folder: ``lcp_map.json`` and the edge secrets.
+"""What the edge services read from a provisioning folder: ``lcp_map.json``, the edge
+secrets and each component's credential.
 
-``lcp_map.json`` (written by ``redfl tree``) maps each LCP name to ``{"host", "port"}``.
-``edge_secrets.json`` holds the token-signing secret and the project's enrollment secret; it
-is created (mode 0600) on first use when missing, never rewritten.
+``lcp_map.json`` (written by ``redfl tree``) maps each LCP name to ``{"host", "port"}``; LCPs
+are reached over TLS (``https://host:port``). ``edge_secrets.json`` holds the token-signing
+secret and the development enrolment secret; it is created (mode 0600) on first use when
+missing, never rewritten. A component's credential is its bundle in ``credentials/`` and the
+tree's register (:mod:`redfl.trust.layout`): :class:`Member`.
 """
 
 from __future__ import annotations
@@ -10,11 +13,17 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import ssl
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["EdgeSecrets", "LcpAddress", "load_or_create_secrets", "read_lcp_map"]
+from redfl.edge.peers import Peers
+from redfl.trust import Bundle, client_context, server_context
+from redfl.trust.layout import load_member, register_path
+
+__all__ = ["EdgeSecrets", "LcpAddress", "Member", "load_or_create_secrets", "read_lcp_map"]
 
 LCP_MAP = "lcp_map.json"
 SECRETS = "edge_secrets.json"
@@ -30,8 +39,8 @@ class LcpAddress(BaseModel):
 
     @property
     def url(self) -> str:
-        """Base URL of the LCP."""
-        return f"http://{self.host}:{self.port}"
+        """Base URL of the LCP (TLS)."""
+        return f"https://{self.host}:{self.port}"
 
 
 class EdgeSecrets(BaseModel):
@@ -83,3 +92,44 @@ def load_or_create_secrets(tree_dir: Path) -> EdgeSecrets:
         return EdgeSecrets.model_validate_json(path.read_text())
     except ValidationError as exc:
         raise ValueError(f"{path}: {exc.errors()[0]['msg']}") from None
+
+
+@dataclass(frozen=True)
+class Member:
+    """An edge component's credential and the verifier of its peers.
+
+    Attributes
+    ----------
+    name : str
+        The member's name (``server``, ``proxy``, an LCP's or relay's site name).
+    bundle : Bundle
+        Its key, certificate and the tree's CA.
+    peers : Peers
+        Checks the certificates of the members it meets against the CA and the tree's
+        register.
+    """
+
+    name: str
+    bundle: Bundle
+    peers: Peers
+
+    @classmethod
+    def load(cls, tree_dir: Path, name: str) -> Member:
+        """Member ``name`` of the folder ``tree_dir``.
+
+        Raises
+        ------
+        ValueError
+            If its bundle is missing, unsafe or malformed (a :class:`redfl.trust.BundleError`
+            naming the file).
+        """
+        bundle = load_member(tree_dir, name)
+        return cls(name, bundle, Peers.of(bundle, register_path(tree_dir)))
+
+    def server_tls(self) -> ssl.SSLContext:
+        """TLS for the member's listener: its certificate, a client certificate required."""
+        return server_context(self.bundle)
+
+    def client_tls(self) -> ssl.SSLContext:
+        """TLS for the member's calls: its certificate, the service's checked."""
+        return client_context(self.bundle)

@@ -1,12 +1,18 @@
 """The routing proxy: the devices' HTTP entry, an ASGI app served by uvicorn.
 
-It enrols devices (``POST /enroll`` with the project's enrollment secret returns a signed
-token), verifies the token on every other request and takes the device id from it (never from
-a header or body the device controls), picks the device's LCP by rendezvous hashing
+It enrols devices as the tree's enrolment mode says (``POST /enroll``, see
+:mod:`redfl.edge.fleet`: tokens issued in advance, the operator's verifier, or the shared
+secret of development mode), verifies the token on every other request against the device
+register (a revoked device is refused at its next request) and takes the device id from it
+(never from a header or body the device controls). Every request is identified from its
+headers before its body is read, and a body over the route's cap is refused with 413 before
+it is buffered. The proxy picks the device's LCP by rendezvous hashing
 (:mod:`redfl.edge.hashing`) among the LCPs that pass their health check, and forwards the
-body unchanged over a kept-alive connection. A device whose LCP is down goes to its next
-choice (at once, when a forward fails, and for everyone after the next health check), and
-returns home when its LCP is back. When no LCP answers, the device is told to ``RETRY``.
+body unchanged over a kept-alive, mutually authenticated TLS connection made with the proxy's
+own credential (the LCP must be that LCP of the tree). A device whose LCP is down goes to its
+next choice (at once, when a forward fails, and for everyone after the next health check),
+and returns home when its LCP is back. When no LCP answers, the device is told to ``RETRY``.
+``GET /stats`` needs an operator's credential; ``GET /health`` is public (liveness only).
 """
 
 from __future__ import annotations
@@ -23,22 +29,40 @@ import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from redfl.edge.errors import error_body
+from redfl.edge.errors import Unauthorized, error_body
 from redfl.edge.fastpath import serve_routes
+from redfl.edge.fleet import Fleet
 from redfl.edge.forward import ForwardError, LcpConnections
 from redfl.edge.hashing import choose
-from redfl.edge.protocol import FORWARDED_ROUTES, EnrollReply, EnrollRequest, Status
-from redfl.edge.routes import DEVICE_HEADER, Answer, DeviceToken, Handler, Public, Route, ok
+from redfl.edge.protocol import (
+    FORWARDED_ROUTES,
+    MAX_RESULT_BYTES,
+    EnrollReply,
+    EnrollRequest,
+    Status,
+)
+from redfl.edge.provision import Member
+from redfl.edge.routes import (
+    DEVICE_HEADER,
+    MAX_BODY,
+    Answer,
+    DeviceToken,
+    Handler,
+    Operator,
+    Public,
+    Route,
+    guard,
+    ok,
+)
 from redfl.edge.timing import summary
-from redfl.edge.tokens import TokenSigner, secret_matches
 
 __all__ = ["Router", "proxy_app"]
 
 
 def _host_port(url: str) -> tuple[str, int]:
-    """``http://host:port`` -> ``(host, port)``."""
+    """``https://host:port`` -> ``(host, port)``."""
     parsed = httpx.URL(url)
-    return parsed.host, parsed.port or 80
+    return parsed.host, parsed.port or 443
 
 
 class Router:
@@ -47,18 +71,33 @@ class Router:
     Parameters
     ----------
     lcps : dict[str, str]
-        LCP name -> base URL.
+        LCP name -> base URL (``https://``).
+    member : Member
+        The proxy's credential (TLS to the LCPs) and the verifier of the LCPs.
     retry_wait : float, default 1.0
         ``retry_wait`` told to devices when no LCP answers.
     max_misses : int, default 2
         Failed health checks in a row that mark an LCP down.
     """
 
-    def __init__(self, lcps: dict[str, str], retry_wait: float = 1.0, max_misses: int = 2) -> None:
+    def __init__(
+        self,
+        lcps: dict[str, str],
+        member: Member,
+        retry_wait: float = 1.0,
+        max_misses: int = 2,
+    ) -> None:
         self.urls = dict(lcps)
+        self.member = member
         self.max_misses = max_misses
         self.misses: Counter[str] = Counter()
-        self.pools = {name: LcpConnections(*_host_port(url)) for name, url in lcps.items()}
+        tls = member.client_tls()
+        self.pools = {
+            name: LcpConnections(
+                *_host_port(url), ssl=tls, expect=member.peers.acceptor({"lcp": (name,)})
+            )
+            for name, url in lcps.items()
+        }
         self.retry_wait = retry_wait
         self.up = dict.fromkeys(lcps, True)
         self._ranked: dict[str, list[str]] = {}
@@ -125,8 +164,8 @@ class Router:
 
 def proxy_app(
     lcps: dict[str, str],
-    signer: TokenSigner,
-    enroll_secret: str,
+    fleet: Fleet,
+    member: Member,
     health_interval: float = 0.5,
     retry_wait: float = 1.0,
 ) -> FastAPI:
@@ -135,21 +174,21 @@ def proxy_app(
     Parameters
     ----------
     lcps : dict[str, str]
-        LCP name -> base URL.
-    signer : TokenSigner
-        Issues and verifies device tokens.
-    enroll_secret : str
-        The project's enrollment secret.
+        LCP name -> base URL (``https://``).
+    fleet : Fleet
+        Enrols devices and verifies their tokens against the device register.
+    member : Member
+        The proxy's credential and the verifier of the LCPs and of operators.
     health_interval : float, default 0.5
         Seconds between health checks of the LCPs.
     retry_wait : float, default 1.0
         ``retry_wait`` told to devices when no LCP answers.
     """
-    router = Router(lcps, retry_wait)
+    router = Router(lcps, member, retry_wait)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=5.0) as client:
+        async with httpx.AsyncClient(timeout=5.0, verify=member.client_tls()) as client:
 
             async def watch() -> None:
                 while True:
@@ -168,31 +207,41 @@ def proxy_app(
 
     app = FastAPI(title="redfl edge routing proxy", description=__doc__, lifespan=lifespan)
     app.state.router = router
+    app.state.fleet = fleet
 
     async def enroll(body: EnrollRequest, caller: str, raw: bytes) -> Answer:
-        if not secret_matches(body.secret, enroll_secret):
-            return 401, error_body(Status.ERROR, "bad enrollment secret")
-        token, expires = signer.issue(body.device_id)
+        try:
+            token, expires = await fleet.enroll(body.device_id, body.secret)
+        except Unauthorized as exc:
+            return 401, error_body(Status.ERROR, str(exc))
         return ok(EnrollReply(status=Status.OK, token=token, expires_at=expires))
 
-    device_token = DeviceToken(signer.verify)
+    device_token = DeviceToken(fleet.verify)
     forwarded = [
-        Route(path, request, reply, router.forwarding(path, reply), device_token)
+        Route(
+            path,
+            request,
+            reply,
+            router.forwarding(path, reply),
+            device_token,
+            max_body=MAX_RESULT_BYTES if path == "/result" else MAX_BODY,
+        )
         for path, (request, reply) in FORWARDED_ROUTES.items()
     ]
-    refusal = {401: "Bad enrollment secret"}
+    refusal = {401: "Enrolment closed, a bad credential, an id bound to another, or revoked"}
     routes: list[Route[Any]] = [
-        Route("/enroll", EnrollRequest, EnrollReply, enroll, Public(), refusal),
+        Route("/enroll", EnrollRequest, EnrollReply, enroll, Public(), refusal, 8 * 1024),
         *forwarded,
     ]
     serve_routes(app, routes)
+    operator = guard(app, Operator(member.peers))
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         """Liveness of the proxy itself."""
         return {"status": "OK"}
 
-    @app.get("/stats")
+    @app.get("/stats", dependencies=[operator])
     async def stats() -> dict[str, object]:
         """LCP health, forwards per LCP, failovers, and time spent per route in the proxy
         (from the body read to the LCP's answer)."""

@@ -1,10 +1,16 @@
 """The edge server: the global model of one FedBuff job, its versions and device selection.
 
-LCPs reach it over HTTP (``POST /sync``, see :mod:`redfl.edge.wire`); partial sums go from
-each LCP straight to the server (the tree's intermediate aggregators are not a hop: a sum of
-sums is the same sum, and an extra hop would only add latency). ``GET /status`` reports the
-version, the counters and the evaluation history; with ``?ids=true`` it lists every folded
-task id (the end-to-end test checks that nothing acknowledged is lost or counted twice).
+LCPs reach it over mutually authenticated TLS (``POST /sync``, see :mod:`redfl.edge.wire`),
+directly or through the relays above them (a relay passes a sync on unchanged: a sum of sums
+is the same sum). ``/sync`` is answered only for a provisioned component of the server's
+tree: the client certificate must be an LCP of the tree, or a relay whose parent is the
+server, checked against the tree's register (a revoked one is refused at its next request),
+and the ``lcp`` a sync names must be its caller or below the calling relay (403 otherwise).
+A partial sum whose weight exceeds ``max_samples_per_update`` per folded update is refused.
+``GET /status`` (an operator's credential) reports the version, the counters and the
+evaluation history; with ``?ids=true`` it lists every folded task id (the end-to-end test
+checks that nothing acknowledged is lost or counted twice). ``GET /health`` answers any
+member of the tree.
 """
 
 from __future__ import annotations
@@ -18,16 +24,20 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI
 
+from redfl.edge.errors import error_body
 from redfl.edge.fastpath import serve_routes
 from redfl.edge.fedbuff import FedBuff, PartialSum
 from redfl.edge.jobs import JobSpec, evaluate, initial_parameters
-from redfl.edge.protocol import decode_arrays, encode_arrays
-from redfl.edge.routes import Answer, Public, Route, ok
+from redfl.edge.protocol import Status, decode_arrays, encode_arrays
+from redfl.edge.provision import Member
+from redfl.edge.routes import Answer, Operator, PeerCertificate, Route, guard, ok
 from redfl.edge.selection import Selector
 from redfl.edge.timing import Samples, summary
-from redfl.edge.wire import SyncReply, SyncRequest, VerdictMsg
+from redfl.edge.wire import SyncReply, SyncRequest, VerdictMsg, speaks_for
+from redfl.topology.tree import RelayTree
+from redfl.trust import KINDS
 
-__all__ = ["EdgeServer", "server_app"]
+__all__ = ["MAX_SYNC_BYTES", "EdgeServer", "server_app"]
 
 
 class EdgeServer:
@@ -98,6 +108,7 @@ class EdgeServer:
             selected=list(sel.selected) if changed else None,  # any order: LCPs keep a set
             verdicts=verdicts,
             config=self.spec.device_config(),
+            limits=self.spec.limits(),
         )
 
     def _fold(
@@ -106,6 +117,11 @@ class EdgeServer:
         """Submit one partial sum to FedBuff and free its devices' slots."""
         for device in devices:
             self.selector.reported(device)
+        cap = self.spec.max_samples_per_update * len(task_ids)
+        if weight > cap:
+            self.fedbuff.rejected["over the cap"] += len(task_ids)
+            reason = f"over the cap: weight {weight:g} for {len(task_ids)} updates (at most {cap})"
+            return VerdictMsg(accepted=False, reason=reason)
         try:
             arrays = decode_arrays(sums, dtype=np.float64)
         except ValueError as exc:
@@ -138,25 +154,53 @@ class EdgeServer:
         return out
 
 
-def server_app(spec: JobSpec) -> FastAPI:
-    """The server's ASGI app: ``POST /sync``, ``GET /status``, ``GET /health``."""
+MAX_SYNC_BYTES = 512 * 1024 * 1024
+"""The largest ``/sync`` body: a sync carries a partial sum (float64, base64) per version."""
+
+
+def server_app(spec: JobSpec, tree: RelayTree, member: Member) -> FastAPI:
+    """The server's ASGI app: ``POST /sync``, ``GET /status``, ``GET /health``.
+
+    Parameters
+    ----------
+    spec : JobSpec
+        The job.
+    tree : RelayTree
+        The tree whose LCPs (and top relays) may sync.
+    member : Member
+        The server's credential and the verifier of its callers.
+    """
     server = EdgeServer(spec)
     app = FastAPI(title="redfl edge server", docs_url=None, redoc_url=None)
     app.state.server = server
+    callers = PeerCertificate(
+        member.peers,
+        {
+            "lcp": frozenset(s.name for s in tree.lcps),
+            "relay": frozenset(s.name for s in tree.children("server", ["relay"])),
+        },
+    )
 
     # handled on the event loop, one at a time, no locks needed; on the fast path (the body
     # parsed and the reply written by pydantic straight from and to bytes), since FastAPI's
     # per-request machinery costs more than the sync itself. A malformed body gets 400.
     async def sync(request: SyncRequest, caller: str, body: bytes) -> Answer:
+        refusal = speaks_for(tree, caller, request.lcp)
+        if refusal:
+            return 403, error_body(Status.ERROR, refusal)
         return ok(server.sync(request))
 
-    serve_routes(app, [Route("/sync", SyncRequest, SyncReply, sync, Public())])
+    forbidden = {403: "The caller may not sync for the LCP the body names"}
+    route = Route("/sync", SyncRequest, SyncReply, sync, callers, forbidden, MAX_SYNC_BYTES)
+    serve_routes(app, [route])
+    operator = guard(app, Operator(member.peers))
+    anyone = guard(app, PeerCertificate(member.peers, dict.fromkeys(KINDS)))
 
-    @app.get("/status")
+    @app.get("/status", dependencies=[operator])
     async def status(ids: bool = False) -> dict[str, Any]:
         return server.status(ids)
 
-    @app.get("/health")
+    @app.get("/health", dependencies=[anyone])
     async def health() -> dict[str, str]:
         return {"status": "OK"}
 

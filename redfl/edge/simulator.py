@@ -1,6 +1,7 @@
 """Simulate many edge devices against a routing proxy (asyncio, HTTP/1.1 keep-alive).
 
-Every device enrols for its own token, asks for the job and then for a task once, which
+Every device enrols for its own token (or uses the one issued to it in advance: ``tokens``),
+asks for the job and then for a task once, which
 makes it a candidate for selection. A coordinator polls ``/selection``; each selected device
 asks for its task, trains (``digits``: softmax regression on its own Dirichlet shard;
 ``numeric``: ``value + 1`` after a random delay up to the job's ``max_delay``), reports the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import ssl
 import time
 import zlib
 from collections import Counter, defaultdict
@@ -52,6 +54,11 @@ class SimulatorConfig:
     seed: int = 0
     timeout: float = 600.0
     poll: float = 0.1
+    tokens: dict[str, str] = field(default_factory=dict)
+    """Device id -> token issued in advance; when given, the devices are these (the first
+    ``devices`` of them) and none enrols."""
+    ca: str | None = None
+    """The CA file a device trusts for an ``https://`` proxy."""
 
 
 @dataclass
@@ -87,15 +94,18 @@ class _Sim:
         self.c, self.client, self.s = config, client, summary
         self.gate = asyncio.Semaphore(config.concurrency)
         # the coordinator's own connection: its polls do not queue behind the devices'
-        self.control = LcpConnections(client.host, client.port, 1, client.timeout)
+        self.control = LcpConnections(client.host, client.port, 1, client.timeout, client.ssl)
         self.control_gate = asyncio.Semaphore(1)
-        self.ids = [f"device-{config.seed}-{i:05d}" for i in range(config.devices)]
+        if config.tokens:
+            self.ids = list(config.tokens)[: config.devices]
+        else:
+            self.ids = [f"device-{config.seed}-{i:05d}" for i in range(config.devices)]
         self.index_of = {device: i for i, device in enumerate(self.ids)}
-        self.tokens: dict[str, str] = {}
+        self.tokens: dict[str, str] = {d: config.tokens[d] for d in self.ids if d in config.tokens}
         self.job_id = ""
         self.busy: set[str] = set()
         self.shards = (
-            DigitsShards(config.devices, seed=config.seed) if config.task == "digits" else None
+            DigitsShards(len(self.ids), seed=config.seed) if config.task == "digits" else None
         )
         self.final: str = ""
         self.ones = ("", "")  # numeric task: the last model text and its update
@@ -129,12 +139,13 @@ class _Sim:
 
     async def join(self, index: int) -> None:
         device = self.ids[index]
-        reply = await self.post(
-            "/enroll", device, {"device_id": device, "secret": self.c.enroll_secret}
-        )
-        if reply.get("status") != "OK":
-            raise RuntimeError(f"enrolment of {device} failed: {reply.get('reason')}")
-        self.tokens[device] = reply["token"]
+        if device not in self.tokens:
+            reply = await self.post(
+                "/enroll", device, {"device_id": device, "secret": self.c.enroll_secret}
+            )
+            if reply.get("status") != "OK":
+                raise RuntimeError(f"enrolment of {device} failed: {reply.get('reason')}")
+            self.tokens[device] = reply["token"]
         while not self.job_id:
             job = await self.post("/job", device, {"job_name": self.c.job})
             if job["status"] not in ("OK", "RETRY"):
@@ -226,9 +237,13 @@ async def simulate(config: SimulatorConfig, progress: bool = False) -> Summary:
     """Run the simulation and return its summary."""
     summary = Summary()
     url = urlsplit(config.proxy)
-    if url.scheme != "http" or not url.hostname:
-        raise ValueError(f"proxy must be an http://host:port URL, got {config.proxy!r}")
-    client = LcpConnections(url.hostname, url.port or 80, config.concurrency, timeout=60.0)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"proxy must be an http(s)://host:port URL, got {config.proxy!r}")
+    tls = None
+    if url.scheme == "https":
+        tls = ssl.create_default_context(cafile=config.ca)  # what a device trusts
+    port = url.port or (443 if tls else 80)
+    client = LcpConnections(url.hostname, port, config.concurrency, timeout=60.0, ssl=tls)
     sim = _Sim(config, client, summary)
     try:
         start = sim.start = time.perf_counter()
@@ -239,7 +254,7 @@ async def simulate(config: SimulatorConfig, progress: bool = False) -> Summary:
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
-            await asyncio.gather(*(sim.join(i) for i in range(config.devices)))
+            await asyncio.gather(*(sim.join(i) for i in range(len(sim.ids))))
             sim.mark("joined")
             await sim.coordinate(bar if progress else None)
         summary.seconds = time.perf_counter() - start

@@ -1,9 +1,12 @@
 """Device tokens: JSON Web Tokens (HS256, PyJWT) bound to a device id, with an expiry.
 
-A token's claims are ``{"sub": device_id, "exp": unix_seconds}``, signed with HMAC-SHA256
-under the server secret: only its holder can make one, and the routing proxy reads the device
-id from a verified token, never from anything the device asserts. Expiry is checked against
-the signer's clock (injectable, for tests), not PyJWT's own.
+A token's claims are ``{"sub": device_id, "iat": unix_seconds, "exp": unix_seconds}``,
+signed with HMAC-SHA256 under the server secret: only its holder can make one, and the routing
+proxy reads the device id from a verified token, never from anything the device asserts.
+Expiry is checked against the signer's clock (injectable, for tests), not PyJWT's own. The
+issue time lets a device's register refuse the tokens issued before a revocation or a new
+credential (:mod:`redfl.edge.fleet`); it is a float, so two tokens issued in the same second
+still differ.
 
 The proxy verifies a token on every device request. PyJWT's full check (its strict base64
 and header parsing, then the signature) costs ~30 us of CPU per token, against ~5.5 us for the
@@ -21,6 +24,8 @@ This module imports no web framework and no other redfl module.
 >>> token, expires = signer.issue("device-1")
 >>> signer.verify(token), expires
 ('device-1', 1060.0)
+>>> signer.claims(token)
+Claims(device='device-1', issued=1000.0, expires=1060.0)
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jwt
 from cachetools import TLRUCache
 
-__all__ = ["TokenError", "TokenSigner", "bearer_token", "secret_matches"]
+__all__ = ["Claims", "TokenError", "TokenSigner", "bearer_token", "secret_matches"]
 
 _ALGORITHM = "HS256"
 _MIN_SECRET = 32  # bytes: RFC 7518 asks an HS256 key to be at least as long as the hash
@@ -42,6 +48,15 @@ _MIN_SECRET = 32  # bytes: RFC 7518 asks an HS256 key to be at least as long as 
 
 class TokenError(ValueError):
     """A token is missing, malformed, forged or expired; the message is the reason."""
+
+
+class Claims(NamedTuple):
+    """What a verified token says: the device id, when it was issued and when it expires
+    (Unix seconds)."""
+
+    device: str
+    issued: float
+    expires: float
 
 
 class TokenSigner:
@@ -78,16 +93,25 @@ class TokenSigner:
         self._secret = secret
         self.ttl = ttl
         self.clock = clock
-        self._verified: TLRUCache[str, tuple[str, float], float] = TLRUCache(
-            cache_size, ttu=lambda token, claims, now: claims[1], timer=clock
+        self._verified: TLRUCache[str, Claims, float] = TLRUCache(
+            cache_size, ttu=lambda token, claims, now: claims.expires, timer=clock
         )
         self._lock = threading.Lock()  # the cache is not thread-safe
 
-    def issue(self, device_id: str) -> tuple[str, float]:
-        """Return a token for ``device_id`` and its expiry (Unix seconds)."""
-        expires = self.clock() + self.ttl
-        claims = {"sub": device_id, "exp": expires}
-        return jwt.encode(claims, self._secret, algorithm=_ALGORITHM), expires
+    def derive_key(self, label: bytes) -> bytes:
+        """A 32-byte key for another purpose, derived from the secret (HMAC-SHA256 of
+        ``label``): the secret itself never leaves the signer."""
+        return hmac.new(self._secret, label, "sha256").digest()
+
+    def issue(self, device_id: str, ttl: float | None = None) -> tuple[str, float]:
+        """Return a token for ``device_id`` and its expiry (Unix seconds); ``ttl`` (seconds,
+        > 0) overrides the signer's lifetime, e.g. for tokens issued in advance."""
+        lifetime = self.ttl if ttl is None else ttl
+        if not 0 < lifetime < math.inf:
+            raise ValueError(f"ttl must be > 0 seconds, got {lifetime}")
+        now = self.clock()
+        claims = {"sub": device_id, "iat": now, "exp": now + lifetime}
+        return jwt.encode(claims, self._secret, algorithm=_ALGORITHM), now + lifetime
 
     def verify(self, token: str) -> str:
         """Return the device id of a valid token.
@@ -97,27 +121,41 @@ class TokenSigner:
         TokenError
             ``malformed token``, ``bad signature`` or ``token expired``.
         """
+        return self.claims(token).device
+
+    def claims(self, token: str) -> Claims:
+        """Return the claims of a valid token (remembered until it expires).
+
+        Raises
+        ------
+        TokenError
+            ``malformed token``, ``bad signature`` or ``token expired``.
+        """
         with self._lock:
             known = self._verified.get(token)
         if known is not None:
-            return known[0]
+            return known
         try:
-            claims = jwt.decode(
+            decoded = jwt.decode(
                 token,
                 self._secret,
                 algorithms=[_ALGORITHM],
-                options={"require": ["sub", "exp"], "verify_exp": False},  # exp: our clock's
-            )
-            device, expires = str(claims["sub"]), float(claims["exp"])
+                options={
+                    "require": ["sub", "iat", "exp"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
+            )  # exp and iat: our clock's
+            claims = Claims(str(decoded["sub"]), float(decoded["iat"]), float(decoded["exp"]))
         except jwt.InvalidSignatureError:
             raise TokenError("bad signature") from None
         except (jwt.InvalidTokenError, ValueError, TypeError):
             raise TokenError("malformed token") from None
-        if expires <= self.clock():
+        if claims.expires <= self.clock():
             raise TokenError("token expired")
         with self._lock:
-            self._verified[token] = (device, expires)
-        return device
+            self._verified[token] = claims
+        return claims
 
 
 def bearer_token(header: str | None) -> str:

@@ -65,3 +65,10 @@ class TorchDigitsClient(Client):
         """Loss and accuracy on this client's examples."""
         loss, accuracy = TorchTrainer.evaluate(self.model, parameters, self.x, self.y)
         return loss, len(self.y), {"accuracy": accuracy}
+
+    @staticmethod
+    def initial_parameters(options: TorchDigitsOptions) -> Parameters:
+        """Torch's default initialisation of the CNN, seeded by ``options.data_seed`` (so a
+        config can run it: ``client.target = "redfl.examples.torch_digits:TorchDigitsClient"``).
+        """
+        return TorchTrainer.init_parameters(seed=options.data_seed)

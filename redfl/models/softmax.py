@@ -215,6 +215,41 @@ class SoftmaxRegression:
         loss = float(np.mean(log_norm - z[np.arange(len(y)), y]))
         return loss, float(np.mean(correct))
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example: ``(num_features,)``."""
+        return (self.num_features,)
+
+    def predict(self, parameters: Mapping[str, np.ndarray], inputs: np.ndarray) -> np.ndarray:
+        """Class probabilities ``softmax(inputs @ weight + bias)``, one row per example.
+
+        Parameters
+        ----------
+        parameters : Mapping[str, np.ndarray]
+            ``weight`` and ``bias`` as for :meth:`fit` (nothing is modified).
+        inputs : np.ndarray
+            Features, shape ``(n, num_features)``; converted to float32.
+
+        Returns
+        -------
+        np.ndarray
+            float32 ``(n, num_classes)``; each row sums to 1.
+
+        Raises
+        ------
+        ValueError
+            If ``inputs`` or the parameters have the wrong shape.
+        """
+        weight, bias = self._view_parameters(parameters)
+        x = np.asarray(inputs, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"inputs must have shape (n, {self.num_features}), got {x.shape}")
+        z: np.ndarray = x @ weight + bias
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+        return z
+
     def _view_parameters(self, parameters: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         """Return ``(weight, bias)`` as float32 arrays (no copy if already float32)."""
         weight = np.asarray(parameters["weight"], dtype=np.float32)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ __all__ = ["DigitsCNN", "TorchTrainer"]
 class DigitsCNN(nn.Module):
     """conv(1->8) -> pool -> conv(8->16) -> linear(256->10), for 1x8x8 images."""
 
+    input_shape: ClassVar[tuple[int, ...]] = (64,)
+    """The shape of one example given to :meth:`predict`: an 8x8 image, flattened."""
+
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
@@ -33,6 +37,26 @@ class DigitsCNN(nn.Module):
         x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
         x = torch.relu(self.conv2(x))
         return self.fc(x.flatten(1))  # type: ignore[no-any-return]
+
+    def predict(self, parameters: Mapping[str, np.ndarray], inputs: np.ndarray) -> np.ndarray:
+        """Class probabilities of ``parameters`` for ``inputs``, one row per example.
+
+        ``inputs`` is (n, 64): each row an 8x8 image flattened, as the training data is.
+        The parameters are loaded into this module first. Returns float32 (n, 10).
+
+        Raises
+        ------
+        ValueError
+            If ``inputs`` is not (n, 64).
+        """
+        x = np.require(inputs, np.float32, ["C", "W"])
+        if x.ndim != 2 or x.shape[1:] != self.input_shape:
+            raise ValueError(f"inputs must have shape (n, {self.input_shape[0]}), got {x.shape}")
+        load_arrays(self, parameters)
+        self.eval()
+        with torch.no_grad():
+            logits = self(torch.from_numpy(x).reshape(-1, 1, 8, 8))
+            return torch.softmax(logits, dim=1).numpy()
 
 
 @dataclass(frozen=True)

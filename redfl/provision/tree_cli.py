@@ -3,7 +3,8 @@
 The options are those of NVIDIA FLARE's ``tree_prov``: ``-d/--depth`` (1..5), ``-w/--width``
 (2..9), ``-c/--clients`` (2..9 LCPs per leaf relay), ``-l/--lcp-only``, ``-a/--analyze``,
 ``-m/--max-sites`` (default 100), ``-r/--root-dir``, ``-p/--project-name``, ``--rp`` (the
-routing proxy's port; the sites take the ports after it) and ``--json``.
+routing proxy's port; the sites take the ports after it), ``--hosts HOSTS.toml`` (which
+machine runs which subtree, :mod:`redfl.provision.hosts`) and ``--json``.
 
 ``--analyze`` prints three lines (or one JSON object with ``--json``) and writes nothing; it
 works for any size and ignores ``--max-sites``. Otherwise the folder
@@ -22,7 +23,9 @@ from typing import Annotated
 
 import typer
 
+from redfl.core.config import ConfigError
 from redfl.provision.folder import FolderError, write_folder
+from redfl.provision.hosts import load_hosts
 from redfl.topology.tree import CLI_RANGES, TreeCounts, TreeRangeError, check_shape, relay_tree
 from redfl.topology.tree import tree_counts as count_sites
 from redfl.topology.tree_file import TreeFile
@@ -109,11 +112,22 @@ def tree(
     rp: Annotated[
         int, typer.Option("--rp", help="Routing proxy port; sites take the next ports.")
     ] = DEFAULT_RP_PORT,
+    hosts: Annotated[
+        Path | None,
+        typer.Option("--hosts", help="HOSTS.toml: each host's address and the subtrees it runs."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Analyse a relay tree (-a), or write its provisioning folder: tree.json, lcp_map.json,
-    hierarchy.toml and start scripts."""
+    """Analyse a relay tree (-a), or write its provisioning folder: tree.json, hosts.json,
+    lcp_map.json, hierarchy.toml, edge settings, credentials, Ray's token and a start script
+    per host."""
     shape = _check_options(depth, width, clients, max_sites, rp, project_name)
+    placed = None
+    if hosts is not None and not analyze:
+        try:
+            placed = load_hosts(hosts)
+        except ConfigError as error:
+            raise _fail(str(error)) from None
     counts = count_sites(*shape, lcp_only=lcp_only)
     if analyze:
         if json_output:
@@ -129,7 +143,9 @@ def tree(
     tree_file = TreeFile(project_name, rp, relay_tree(*shape, lcp_only, base_port=rp + 1))
     target = root_dir / project_name
     try:
-        files = write_folder(target, tree_file)
+        files = write_folder(target, tree_file, placed)
+    except ConfigError as error:
+        raise _fail(f"--hosts {hosts}: {error}") from None
     except FolderError as error:
         raise _fail(str(error)) from None
     if json_output:

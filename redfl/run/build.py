@@ -15,14 +15,14 @@ from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from redfl.algorithms.registry import SAMPLING, make_strategy
 from redfl.algorithms.strategy import ParameterError, Strategy
 from redfl.attacks import Attacked, choose_attackers
 from redfl.attacks.registry import ATTACKS
 from redfl.core.arrays import Parameters
-from redfl.core.config import ConfigError, describe_errors
+from redfl.core.config import ConfigError, node_options
 from redfl.core.imports import check_config_imports, resolve
 from redfl.core.result import EvaluateFn
 from redfl.nodes.client import Client
@@ -58,9 +58,16 @@ def federation_from_config(
     """
     if allowed_prefixes is not None:
         check_config_imports(config, allowed_prefixes)
+    spec = SCHEMAS.get(config.topology.schema_)
+    if config.sites is not None and not spec.sites:
+        able = [name for name, other in SCHEMAS.items() if other.sites]
+        raise ConfigError(
+            f"sites: the {config.topology.schema_!r} schema cannot run its clients at sites "
+            f"(schemas that can: {', '.join(able)})"
+        )
     parts = ConfigParts(config, callbacks, allowed_prefixes)
     try:
-        return SCHEMAS.get(config.topology.schema_).build(config.topology, parts)
+        return spec.build(config.topology, parts)
     except ConfigError:
         raise
     except ParameterError as error:
@@ -85,18 +92,23 @@ class ConfigParts:
         self.config = config
         self.allowed_prefixes = allowed_prefixes
         self.num_nodes = config.client.num_clients
+        self.node_ids = node_ids(config)
         self.roles = config.client.roles
         self.central = config.evaluation.central
         run = config.federation
+        resources = config.resources
+        if config.sites is not None:  # one worker per site's client, in every runtime
+            resources = resources.model_copy(update={"num_workers": len(config.sites.expected)})
         self.settings: FederationSettings = {
             "seed": run.seed,
             "runtime": run.runtime,
             "address": run.address,
-            "resources": config.resources,
+            "resources": resources,
             "callbacks": callbacks,
             "client_timeout": run.client_timeout,
             "round_timeout": run.round_timeout,
             "max_worker_restarts": run.max_worker_restarts,
+            "sites": config.sites,
         }
 
     def template(self) -> type[Any]:
@@ -113,14 +125,7 @@ class ConfigParts:
     @cached_property
     def _options(self) -> Any:
         """The options as the class's ``Options`` model validates them (else the dict)."""
-        model = getattr(self._template, "Options", None)
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            try:
-                return model.model_validate(self.config.client.options)
-            except ValidationError as error:
-                where = describe_errors(error, "client.options")
-                raise ConfigError(f"invalid config: {where}") from None
-        return dict(self.config.client.options)
+        return node_options(self._template, self.config.client.options, "client.options")
 
     @property
     def options(self) -> dict[str, Any]:
@@ -165,20 +170,27 @@ class ConfigParts:
         return evaluate
 
     def star_settings(self) -> StarSettings:
-        """The strategy, options, roles, central evaluation and the settings."""
+        """The strategy, options, client ids (the sites'), roles, central evaluation, secure
+        aggregation and the settings."""
         return StarSettings(
             strategy=self.strategy(),
             options=self.options,
             roles=self.roles,
             evaluate_fn=self.evaluate_fn(),
-            client_ids=None,
+            client_ids=self.node_ids,
+            secure_aggregation=self.config.secure_aggregation,
             **self.settings,
         )
 
 
+def node_ids(config: FederationConfig) -> list[str] | None:
+    """The clients' node ids a config names: its sites' (``None``: the schema's own)."""
+    return None if config.sites is None else list(config.sites.expected)
+
+
 def attackers_from_config(config: FederationConfig) -> list[str]:
     """The malicious client ids: a seeded choice of ``attack.malicious_fraction``."""
-    ids = [f"client-{i}" for i in range(config.client.num_clients)]
+    ids = node_ids(config) or [f"client-{i}" for i in range(config.client.num_clients)]
     return choose_attackers(ids, config.attack.malicious_fraction, config.federation.seed)
 
 

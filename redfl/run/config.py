@@ -2,7 +2,8 @@
 
 A TOML file (or a dict of the same tables) validates into :class:`FederationConfig`:
 ``[federation]`` (:class:`RunConfig`), ``[client]``, ``[strategy]``, ``[privacy]``,
-``[attack]``, ``[evaluation]``, ``[resources]`` and ``[topology]``. Each table lives with
+``[attack]``, ``[evaluation]``, ``[resources]``, ``[topology]`` and, when present,
+``[secure_aggregation]`` and ``[sites]``. Each table lives with
 what it configures; ``[topology]`` is a discriminated union of the registered schemas'
 tables, told apart by its ``schema`` key (default ``"star"``), so each schema's table holds
 only its own keys, typed and bounded.
@@ -46,8 +47,10 @@ from redfl.attacks.registry import AttackConfig
 from redfl.core.config import IMPORT_TARGET, TARGET_PATTERN, ConfigError, Strict, describe_errors
 from redfl.core.roles import parse_roles
 from redfl.privacy.clipping import PrivacyConfig
+from redfl.privacy.secagg import SecureAggregationConfig
 from redfl.runtime.registry import RUNTIMES
 from redfl.runtime.resources import ResourcesConfig
+from redfl.runtime.sites.config import SitesConfig
 from redfl.schemas import SCHEMAS
 from redfl.schemas.registry import TopologyTable
 from redfl.schemas.star import StarTopology
@@ -161,6 +164,11 @@ class FederationConfig(Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     topology: TopologyConfig = Field(default_factory=StarTopology)
+    sites: SitesConfig | None = None
+    """The sites that host the clients (``runtime = "sites"``); with another runtime, only
+    ``expected`` is used: the clients' node ids."""
+    secure_aggregation: SecureAggregationConfig | None = None
+    """Present (even empty): the server learns only the sum of the clients' updates."""
 
     @model_validator(mode="after")
     def _enough_clients(self) -> FederationConfig:
@@ -168,6 +176,42 @@ class FederationConfig(Strict):
             raise ValueError(
                 f"strategy.min_fit_clients ({self.strategy.min_fit_clients}) exceeds "
                 f"client.num_clients ({self.client.num_clients})"
+            )
+        name = self.topology.schema_
+        if self.secure_aggregation is not None and not SCHEMAS.get(name).round_driven:
+            raise ValueError(
+                f"secure_aggregation: the {name} schema has no server to aggregate for; "
+                "secure aggregation needs a round-driven schema (star or hierarchical)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sites_host_the_clients(self) -> FederationConfig:
+        sites, resources = self.sites, self.resources
+        if self.federation.runtime == "sites" and (sites is None or sites.home is None):
+            raise ValueError(
+                "runtime 'sites' needs a [sites] table with home (the federation home of "
+                "'redfl sites init'), listen and expected"
+            )
+        if self.federation.runtime == "sites" and self.secure_aggregation is not None:
+            raise ValueError(
+                "secure_aggregation: runtime 'sites' sends sites fit and evaluate tasks only; "
+                "secure aggregation runs on the ray and local runtimes"
+            )
+        if sites is None:
+            return self
+        count = len(sites.expected)
+        if self.client.num_clients != count:
+            raise ValueError(
+                f"client.num_clients ({self.client.num_clients}) must equal the number of "
+                f"sites.expected ({count}): site i hosts client i"
+            )
+        workers = len(resources.bundles) if resources.split == "explicit" else None
+        workers = resources.num_workers if workers is None else workers
+        if workers not in (None, count):
+            raise ValueError(
+                f"resources: {workers} workers for {count} sites; each site's client runs on "
+                "a worker of its own in every runtime (leave resources.num_workers out)"
             )
         return self
 
@@ -214,13 +258,19 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Fe
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
     topology = data.get("topology")
     if isinstance(topology, dict) and schema(topology) in SCHEMAS:
-        fields = SCHEMAS.get(schema(topology)).config.model_fields
-        for key, info in fields.items():
-            extra = info.json_schema_extra
-            name = topology.get(info.alias or key)
-            if isinstance(extra, dict) and extra.get("server_file") and isinstance(name, str):
-                topology = data["topology"] = {
-                    **topology,
-                    info.alias or key: str(path.parent / name) if name else name,
-                }
+        table = SCHEMAS.get(schema(topology)).config
+        data["topology"] = _from_folder(topology, table, path.parent)
+    if isinstance(data.get("sites"), dict):
+        data["sites"] = _from_folder(data["sites"], SitesConfig, path.parent)
     return parse_config(data, overrides)
+
+
+def _from_folder(table: dict[str, Any], model: type[Strict], folder: Path) -> dict[str, Any]:
+    """``table`` with each relative path in a field ``model`` marks as a server file read
+    from ``folder`` (the config file's)."""
+    for key, info in model.model_fields.items():
+        extra = info.json_schema_extra
+        name = table.get(info.alias or key)
+        if isinstance(extra, dict) and extra.get("server_file") and isinstance(name, str):
+            table = {**table, info.alias or key: str(folder / name) if name else name}
+    return table

@@ -10,7 +10,9 @@ change results (:data:`NOT_IN_DIGEST`):
   it runs (``ray`` and ``local`` give the same bits);
 - ``federation.checkpoint_every``: how often the state is saved;
 - ``resources.placement_strategy`` and ``resources.client_state_mb``: where workers go and
-  when client state spills to disk.
+  when client state spills to disk;
+- ``sites.home``, ``sites.listen`` and ``sites.join_timeout``: how the server reaches the
+  sites (``sites.expected``, the clients' node ids, stays in).
 
 The number and sizing of workers (the rest of ``[resources]``) stays in: workers'
 partial sums fold in worker order, so another split can change the last bits.
@@ -33,6 +35,9 @@ NOT_IN_DIGEST: tuple[str, ...] = (
     "federation.checkpoint_every",
     "resources.placement_strategy",
     "resources.client_state_mb",
+    "sites.home",
+    "sites.listen",
+    "sites.join_timeout",
 )
 """Dotted fields that do not change a run's results."""
 
@@ -46,8 +51,19 @@ def _flat(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _fields(config: FederationConfig, everything: bool) -> dict[str, Any]:
-    flat = _flat(config.model_dump(mode="json", by_alias=True), "", {})
+OPTIONAL_TABLES: tuple[str, ...] = ("secure_aggregation",)
+"""Tables whose absence (``None``) leaves no field: a config without one has the digest it
+had before the table existed, so its checkpoints still resume."""
+
+
+def digest_fields(config: FederationConfig, everything: bool = False) -> dict[str, Any]:
+    """Every field of ``config`` by its dotted path, as the digest reads them (without
+    :data:`NOT_IN_DIGEST` unless ``everything``; an absent optional table has none)."""
+    dumped = config.model_dump(mode="json", by_alias=True)
+    for table in OPTIONAL_TABLES:
+        if dumped.get(table) is None:
+            dumped.pop(table, None)
+    flat = _flat(dumped, "", {})
     if everything:
         return flat
     return {k: v for k, v in flat.items() if k not in NOT_IN_DIGEST}
@@ -59,7 +75,7 @@ def config_digest(config: FederationConfig) -> str:
     Canonical: every field (defaults included) by its dotted path, sorted, floats as their
     shortest repr; two configs that validate to the same values have the same digest.
     """
-    text = json.dumps(_fields(config, False), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(digest_fields(config, False), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -77,7 +93,7 @@ def config_diff(a: FederationConfig, b: FederationConfig, *, everything: bool = 
     >>> config_diff(a, b), config_diff(a, b, everything=True)
     (['federation.seed'], ['federation.rounds', 'federation.seed'])
     """
-    left, right = _fields(a, everything), _fields(b, everything)
+    left, right = digest_fields(a, everything), digest_fields(b, everything)
 
     def text(fields: dict[str, Any], key: str) -> str | None:
         return json.dumps(fields[key], sort_keys=True) if key in fields else None

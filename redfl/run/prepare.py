@@ -24,6 +24,7 @@ from redfl.core.result import RoundRecord
 from redfl.run.build import federation_from_config
 from redfl.run.config import FederationConfig, load_config, parse_config
 from redfl.run.digest import config_digest
+from redfl.runtime.registry import RUNTIMES, RuntimeOptions
 from redfl.schemas.base import Federation
 
 if TYPE_CHECKING:
@@ -41,17 +42,32 @@ class Prepared:
     """What :meth:`connect` joined (``None`` before, and for runtimes other than ray)."""
 
     def connect(self) -> None:
-        """Join Ray now (bounded by ``federation.connect_timeout``) for the ray runtime; a
-        warm head joined becomes a note."""
-        run = self.config.federation
-        if run.runtime != "ray":
-            return
-        from redfl.runtime.connect import ensure_ray
+        """Join Ray now (bounded by ``federation.connect_timeout``) for the ray runtime (a
+        warm head joined becomes a note); check what another runtime needs (the sites extra
+        and trust home).
 
-        self.connection = ensure_ray(run.address, run.connect_timeout)
-        note = self.connection.note()
-        if note is not None:
-            self.notes.append(note)
+        Raises
+        ------
+        ConfigError
+            Naming what the runtime lacks.
+        ConnectionError
+            If the Ray cluster cannot be joined in time.
+        """
+        run = self.config.federation
+        if run.runtime == "ray":
+            from redfl.runtime.connect import ensure_ray
+
+            self.connection = ensure_ray(run.address, run.connect_timeout)
+            note = self.connection.note()
+            if note is not None:
+                self.notes.append(note)
+        check = RUNTIMES.get(run.runtime).check
+        if check is not None:
+            options = RuntimeOptions(run.address, self.config.resources, self.config.sites)
+            try:
+                check(options)
+            except ValueError as error:
+                raise ConfigError(f"federation.runtime: {error}") from None
 
     def history(self) -> list[RoundRecord]:
         """The rounds the federation completed so far."""
@@ -93,16 +109,42 @@ class Prepared:
             "wall_seconds": round(wall, 3),
             "seconds_per_round": round(sum(seconds) / len(seconds), 4) if seconds else None,
             "epsilon": None if final is None else final.metrics.get("epsilon"),
+            "secure_aggregation": self.secure_summary(final),
             "config_digest": self.digest(),
             "notes": list(self.notes),
             "ray_session": None if self.connection is None else self.connection.session_dir,
         }
 
+    def secure_summary(self, final: RoundRecord | None) -> dict[str, Any]:
+        """Whether secure aggregation was on and with which parameters: the table's (with
+        the bits used), and the graph degree and threshold of the last round (chosen from
+        its clients)."""
+        table = self.config.secure_aggregation
+        if table is None:
+            return {"enabled": False}
+        chosen = {} if final is None else final.metrics
+        picked = {
+            key: int(chosen[f"secagg/{name}"]) if f"secagg/{name}" in chosen else None
+            for key, name in (("round_neighbours", "neighbours"), ("round_threshold", "threshold"))
+        }
+        return {
+            "enabled": True,
+            **table.model_dump(mode="json"),
+            "bits": table.entry_bits,
+            **picked,
+        }
+
     def model_metadata(self, history: list[RoundRecord]) -> dict[str, Any]:
-        """The model file's metadata: only what the same config and seed reproduce."""
+        """The model file's metadata: only what the same config and seed reproduce.
+
+        ``client`` names the class that trained the model and its options, so that the
+        file alone is enough to serve it (:mod:`redfl.run.serving`).
+        """
         final = history[-1] if history else None
+        client = self.config.client
         return {
             "name": self.config.federation.name,
+            "client": {"target": client.target, "options": client.options},
             "rounds": len(history),
             "clients": self.config.client.num_clients,
             "seed": self.config.federation.seed,

@@ -1,6 +1,7 @@
 """Where nodes run: workers, placement, topology manager; ``local`` and ``ray`` runtimes.
 
-Only this package imports Ray (and only in :mod:`redfl.runtime.ray_backend`).
+Only this package imports Ray: its backend, its connection and the served models on Ray
+Serve (:mod:`redfl.runtime.serving`).
 """
 
 from redfl.runtime.remote import remote

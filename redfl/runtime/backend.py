@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from redfl.core.events import Event
 from redfl.runtime.host import DEFAULT_RUNNERS
 from redfl.runtime.protocol import Outcome, Pending, R, Request, Runner, Unfinished
-from redfl.runtime.resources import Bundle
+from redfl.runtime.resources import Bundle, ResourcesConfig
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.virtual import VirtualNode
 
@@ -74,7 +75,22 @@ class Plan:
 
 
 class Backend(ABC):
-    """A runtime: ``local`` (in-process) or ``ray``."""
+    """A runtime: ``local`` (in-process), ``ray`` or ``sites``."""
+
+    def plan_resources(self, asked: ResourcesConfig) -> ResourcesConfig:
+        """The resources a federation's plan is made with: ``asked`` (the ``[resources]``
+        table), unless the runtime's workers are given (one per site)."""
+        return asked
+
+    def wait_for_workers(self, notify: Callable[[Event], None]) -> None:
+        """Return once the started workers can take calls (the ``sites`` runtime waits
+        for its sites to join), passing the runtime's events to ``notify`` meanwhile."""
+        return None
+
+    def events(self) -> list[Event]:
+        """What happened in the runtime since the last call (sites joining, leaving), for
+        the federation's callbacks; read on the driver's thread."""
+        return []
 
     @abstractmethod
     def available_resources(self) -> Mapping[str, float]:

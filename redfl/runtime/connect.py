@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -78,11 +78,15 @@ class RayConnection:
     session_dir:
         The Ray session folder on this machine, where Ray keeps its full logs (``None``
         when Ray was already initialised).
+    token:
+        The token another process joins it with, when redfl chose it: the embedded
+        instance's own and the warm head's (``None`` else: the user's, or none).
     """
 
     kind: Literal["embedded", "head", "cluster", "existing"]
     address: str | None = None
     session_dir: str | None = None
+    token: str | None = field(default=None, repr=False)
 
     def note(self) -> str | None:
         """What a user should be told about it: joining the warm head (``None`` else)."""
@@ -139,8 +143,8 @@ def _connect(address: str | None, timeout: float) -> RayConnection:
         if head is not None:
             return _join_head(head, timeout)
     if address in (None, "", "local"):
-        session = start_embedded(worker_path(), FAULT_DETECTION)
-        return RayConnection("embedded", None, session)
+        session, token = start_embedded(worker_path(), FAULT_DETECTION)
+        return RayConnection("embedded", None, session, token)
     assert address is not None
     _check_reachable(address, timeout)
     _check_token(address, timeout, _token_sent())
@@ -163,7 +167,7 @@ def _join_head(head: HeadInfo, timeout: float) -> RayConnection:
         ) from None
     auth = {AUTH_MODE: "token", AUTH_TOKEN: token}
     session = _join(head.address, auth, None if same else worker_env())
-    return RayConnection("head", head.address, session)
+    return RayConnection("head", head.address, session, token)
 
 
 def _join(address: str, env: Mapping[str, str], runtime_env: dict[str, Any] | None) -> str | None:

@@ -10,13 +10,14 @@ busy worker would have made alone. So stealing changes who runs a client, never 
 and the common case costs one call per worker.
 
 Faults (:class:`Watch`) reuse the same fold. A worker lost mid-call (its process died or its
-machine was lost) or ended by the driver (one of its clients ran past ``client_timeout``,
-found by probing the worker while waiting) leaves its call's segments *orphaned*: they are
-re-run, one sum per segment, by the first idle worker (or, when clients may not move, by
-the re-created worker), and fold exactly as the lost call would have (unless the watch says
-not to re-run a lost worker's segments: its call then fails as a whole). A round that starts
-while a worker is still being re-created treats its whole share so. A client past its
-timeout becomes a failure and is left out of the re-run, as a client that raised would be.
+machine was lost) or ended by the driver (one of its clients, or the subtree it folds, ran
+past its timeout, found by probing the worker while waiting) leaves its call's segments
+*orphaned*: they are re-run, one sum per segment, by the first idle worker (or, when clients
+may not move, by the re-created worker), and fold exactly as the lost call would have. A
+round that starts while a worker is still being re-created treats its whole share so. A
+client past its timeout becomes a failure and is left out of the re-run, as a client that
+raised would be; a segment past its own timeout, or lost with its worker more often than the
+watch re-runs it (``Watch.reruns``), is *given up*: a failure with its cause, never re-run.
 """
 
 from __future__ import annotations
@@ -57,10 +58,12 @@ class WorkerRound:
     """One worker's share of a round: its segments, its own reply and what others ran.
 
     ``skipped`` clients (past their timeout) are left out of re-runs; ``failures`` holds
-    the failures the driver recorded for them. ``timed_out`` maps the segments still
-    unfinished at the round's deadline to the reason (the caller records them: a failure
-    per client in the star, per subtree in a hierarchy). A share that is not ``movable``
-    (a pinned subtree) runs only on its own worker, and that worker runs no other share.
+    the failures the driver recorded for them. ``given_up`` maps the segments that will not
+    run to the reason: unfinished at the round's deadline, past their own timeout, or lost
+    with their worker more often than the watch re-runs them (the caller records them: a
+    failure per client in the star, per subtree in a hierarchy). A share that is not
+    ``movable`` (a pinned subtree) runs only on its own worker, and that worker runs no other
+    share.
     """
 
     worker: int
@@ -70,7 +73,7 @@ class WorkerRound:
     stolen: list[tuple[list[int], Outcome[FitBatch]]] = field(default_factory=list)
     skipped: set[str] = field(default_factory=set)
     failures: list[Failure] = field(default_factory=list)
-    timed_out: dict[int, str] = field(default_factory=dict)
+    given_up: dict[int, str] = field(default_factory=dict)
     movable: bool = True
 
     def segment(self, index: int) -> list[str]:
@@ -131,39 +134,32 @@ def run_round(
             drained.add(share.worker)
             orphans.append((share, list(range(len(share.segments)))))
 
-    def orphan(job: Job[WorkerRound]) -> None:
+    lost: dict[tuple[int, int], int] = {}  # (share's worker, segment) -> times lost
+
+    def orphan(job: Job[WorkerRound], died: str | None = None) -> None:
+        """Queue the job's unfinished segments for a re-run (``died``: its worker died)."""
         share = job.share
         indices = job.indices if job.indices is not None else share.unreleased()
         if job.indices is None:
             share.released.extend(indices)
             drained.add(share.worker)
-        orphans.append((share, indices))
+        for index in indices if died is not None else ():
+            times = lost[share.worker, index] = lost.get((share.worker, index), 0) + 1
+            if watch.reruns is not None and times > watch.reruns:
+                share.given_up[index] = f"lost with its worker {times} times: {died}"
+        rerun = [i for i in indices if i not in share.given_up]
+        if rerun:
+            orphans.append((share, rerun))
 
-    while running or orphans:
-        _adopt(backend, running, orphans, calls, steal, watch, closed)
-        if watch.overdue():
-            _give_up(running, orphans, watch)
-            return
-        if not running:
-            watch.idle()
-            continue
-        runners = list(running)
-        got = backend.wait_next([running[r].pending for r in runners], watch.wait_time(orphans))
-        watch.drain()
-        if got is None:
-            for job in watch.overrun(backend, running):
-                orphan(job)
-            continue
-        position, outcome = got
-        runner = runners[position]
+    def settle(runner: int, outcome: Outcome[FitBatch]) -> None:
+        """Take in ``runner``'s finished call; an idle runner may steal segments."""
         job = running.pop(runner)
         share = job.share
         reason = backend.lost(outcome.error) if outcome.error is not None else None
         if reason is not None and watch.supervisor is not None:
             watch.supervisor.lost(runner, f"round {watch.round}: {reason}")
-            if watch.rerun_lost:
-                orphan(job)
-                continue
+            orphan(job, f"round {watch.round}: {reason}")
+            return
         if job.indices is None:
             share.home = outcome
             drained.add(share.worker)
@@ -174,7 +170,7 @@ def run_round(
         if on_done is not None:
             on_done(size)
         if not steal or outcome.error is not None or orphans or runner in closed:
-            continue
+            return
         for victim in sorted(
             (s for s in shares if s.home is None and s.worker not in drained and s.movable),
             key=lambda s: -len(s.segments),
@@ -190,6 +186,24 @@ def run_round(
             victim.released.extend(indices)
             running[runner] = Job(victim, indices, calls.guest(runner, victim, indices))
             break
+
+    while running or orphans:
+        _adopt(backend, running, orphans, calls, steal, watch, closed)
+        if watch.overdue():
+            _give_up(running, orphans, watch)
+            return
+        if not running:
+            watch.idle()
+            continue
+        runners = list(running)
+        done = backend.finished([running[r].pending for r in runners], watch.wait_time(orphans))
+        watch.drain()
+        if not done:
+            for job in watch.overrun(backend, running):
+                orphan(job)
+            continue
+        for position, outcome in done:  # every call found finished, in worker order
+            settle(runners[position], outcome)
 
 
 def _adopt(
@@ -223,8 +237,8 @@ def _give_up(
     orphans: list[tuple[WorkerRound, list[int]]],
     watch: Watch,
 ) -> None:
-    """The round is past its deadline: every unfinished segment is ``timed_out``, busy
-    workers are replaced (their calls cannot be interrupted)."""
+    """The round is past its deadline: every unfinished segment is given up, busy workers
+    are replaced (their calls cannot be interrupted)."""
     reason = f"round timeout after {watch.round_timeout:g} s"
     left = [(job.share, job.indices) for job in running.values()]
     for worker in list(running):
@@ -233,6 +247,6 @@ def _give_up(
         if indices is None:
             indices = share.unreleased()
             share.released.extend(indices)
-        share.timed_out.update((i, reason) for i in indices)
+        share.given_up.update((i, reason) for i in indices if i not in share.given_up)
     running.clear()
     orphans.clear()

@@ -120,19 +120,22 @@ def embedded_auth() -> dict[str, str]:
     return {AUTH_MODE: "token", AUTH_TOKEN: secrets.token_hex(32)}
 
 
-def start_embedded(worker_path: str, system_config: Mapping[str, Any]) -> str | None:
+def start_embedded(
+    worker_path: str, system_config: Mapping[str, Any]
+) -> tuple[str | None, str | None]:
     """Start the embedded Ray instance; return its session folder (where Ray keeps its
-    logs).
+    logs) and the token it was given (``None`` when the user chose the mode or the token).
 
     ``worker_path`` becomes the ``PYTHONPATH`` of its workers.
     """
-    with launch_environment({"PYTHONPATH": worker_path, **embedded_auth()}), minimal_dashboard():
+    auth = embedded_auth()
+    with launch_environment({"PYTHONPATH": worker_path, **auth}), minimal_dashboard():
         context = ray.init(
             include_dashboard=False,
             logging_level=logging.WARNING,
             _system_config=dict(system_config),
         )
-    return session_dir(context)
+    return session_dir(context), auth.get(AUTH_TOKEN)
 
 
 def leave_at_exit() -> None:

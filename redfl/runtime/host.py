@@ -114,6 +114,8 @@ class Host:
         """How built nodes reach the federation (set by the message port runner)."""
         self.running: tuple[str, float] | None = None
         """The client a runner runs now and since when (``time.monotonic()``)."""
+        self.piece: tuple[int, float] | None = None
+        """The piece of the running request a runner folds now and since when."""
         self._lock = threading.Lock()
         self._specs = {node.node_id: node for node in nodes}
         self._live: dict[str, FederatedNode] = {}
@@ -177,10 +179,11 @@ class Host:
         self.close()
 
     def _probe(self, request: Probe) -> WorkerProbe:
-        running = self.running
-        if running is None:
-            return WorkerProbe(os.getpid(), None, 0.0)
-        return WorkerProbe(os.getpid(), running[0], time.monotonic() - running[1])
+        running, piece, now = self.running, self.piece, time.monotonic()
+        node_id, elapsed = (None, 0.0) if running is None else (running[0], now - running[1])
+        if piece is None:
+            return WorkerProbe(os.getpid(), node_id, elapsed)
+        return WorkerProbe(os.getpid(), node_id, elapsed, piece[0], now - piece[1])
 
     def _pull_version(self, request: PullVersion) -> Version:
         return self.pull_version(request.node_id)

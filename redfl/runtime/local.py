@@ -81,9 +81,7 @@ class LocalBackend(Backend):
     ) -> list[tuple[int, Outcome[R]]]:
         """Every finished future (most requests are answered at ``call``), waiting up to
         ``timeout`` seconds for the first."""
-        futures: list[Future[R]] = [p.handle for p in pending]
-        wait(futures, timeout, FIRST_COMPLETED)
-        return [(i, _outcome(future)) for i, future in enumerate(futures) if future.done()]
+        return finished_futures(pending, timeout)
 
     def stop(self) -> None:
         """Wake blocked nodes, join their threads, drop the workers."""
@@ -96,6 +94,18 @@ class LocalBackend(Backend):
         self._workers = []
 
 
-def _outcome(future: Future[R]) -> Outcome[R]:
+def finished_futures(
+    pending: Sequence[Pending[R]], timeout: float | None
+) -> list[tuple[int, Outcome[R]]]:
+    """The positions and outcomes of the finished calls among ``pending`` (whose handles
+    are :class:`~concurrent.futures.Future` s), waiting up to ``timeout`` seconds for the
+    first (``None``: no limit)."""
+    futures: list[Future[R]] = [p.handle for p in pending]
+    wait(futures, timeout, FIRST_COMPLETED)
+    return [(i, outcome(future)) for i, future in enumerate(futures) if future.done()]
+
+
+def outcome(future: Future[R]) -> Outcome[R]:
+    """The outcome of a finished future: its result, or the error it holds."""
     error = future.exception()
     return Outcome(None, error) if error else Outcome(future.result())

@@ -144,6 +144,9 @@ class NodeHost(Protocol):
     """How built nodes reach the federation (set by the message port runner)."""
     running: tuple[str, float] | None
     """The client a runner runs now and since when (``time.monotonic()``)."""
+    piece: tuple[int, float] | None
+    """The piece of the running request a runner folds now (its position among the
+    request's subtrees) and since when (``time.monotonic()``)."""
 
     def handle(self, request: Request[R]) -> R:
         """Answer ``request`` on this worker (as if it had come from the driver)."""

@@ -56,15 +56,19 @@ class FitBatch:
 
 @dataclass(frozen=True)
 class WorkerProbe:
-    """A worker's answer to a probe: its process id and the client it runs, if any.
+    """A worker's answer to a probe: its process id, the client it runs and the piece of
+    its batch (a subtree of a hierarchy) it folds, if any.
 
-    ``elapsed`` is how long ``node_id`` has been running, in seconds (measured on the
+    ``elapsed`` is how long ``node_id`` has been running and ``piece_elapsed`` how long
+    piece ``piece`` (its position in the running request) has, in seconds (measured on the
     worker, so clocks of different machines never meet).
     """
 
     pid: int
     node_id: str | None
     elapsed: float
+    piece: int | None = None
+    piece_elapsed: float = 0.0
 
 
 @dataclass

@@ -10,17 +10,24 @@ then runs them for it as *guests*. :class:`EvaluateClients` evaluates a list of 
 A failing client is a value (a :class:`~redfl.core.result.Failure` in the reply), never a
 crash of the worker: everything a client does, its instructions included, happens inside
 the per-client ``try``.
+
+What the runner does with a client's answer is written once, as functions a runtime whose
+clients run elsewhere (sites, :mod:`redfl.runtime.sites`) calls on the answers it receives:
+:func:`check_fit` (shape, finiteness, examples, the update policy), :func:`record_fit` (a
+failure or a folded update), :func:`fold_segments` (segment sums in segment order) and
+:func:`evaluation_report`. The same calls in the same order give the same bits.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
-from redfl.algorithms.strategy import ClientUpdate
+from redfl.algorithms.strategy import ClientUpdate, EvaluateReport
 from redfl.algorithms.updates import UpdatePolicy
 from redfl.core.arrays import Parameters, WeightedSum, check_update
 from redfl.core.instructions import Instructions
@@ -70,19 +77,11 @@ class StarRunner(Runner):
         self.host.add_guests(request.guests)
         self._guests += len(request.guests)
         self._guest_batches += 1 if request.guests else 0
-        batch = FitBatch(total=WeightedSum() if request.fold else None)
-        for index in self._queue.run(len(request.segments)):
-            part = FitBatch(total=WeightedSum() if request.fold else None)
-            self._fit_clients(request, request.segments[index], part)
-            batch.absorb(part)
-            batch.failures.extend(part.failures)
-            batch.updates.extend(part.updates)
-            if part.total is not None and batch.total is not None:
-                if request.separate:
-                    batch.segment_totals.append(part.total)
-                else:
-                    batch.total.merge(part.total)
-            batch.segments_run += 1
+        batch = fold_segments(
+            request,
+            self._queue.run(len(request.segments)),
+            lambda node_ids, part: self._fit_clients(request, node_ids, part),
+        )
         self._busy += time.perf_counter() - started
         return batch
 
@@ -100,35 +99,16 @@ class StarRunner(Runner):
                 client = self._client(node_id)
                 if client.stateful:
                     client.state = self.host.states.get(node_id)
-                own = policy.per_client.get(node_id)
-                instructions = request.instructions.merged(own) if own else request.instructions
-                new, num_examples, metrics = client.fit(parameters, instructions)
-                reason = check_update(new, parameters)
-                if reason is None and (
-                    not isinstance(num_examples, int | np.integer) or num_examples < 1
-                ):
-                    reason = f"num_examples must be a positive int, got {num_examples!r}"
-                count, report = int(num_examples), {k: float(v) for k, v in metrics.items()}
-                if reason is None:
-                    new, weight, stats, reason = policy.apply(new, parameters, count)
-                if reason is None and client.stateful:
+                fitted = client.fit(parameters, client_instructions(request, node_id))
+                checked = check_fit(fitted, parameters, policy)
+                if isinstance(checked, Accepted) and client.stateful:
                     self.host.states.put(node_id, client.state)
             except Exception as error:  # a failing client is a value, not a crash
-                reason = describe(error)
+                checked = describe(error)
             finally:
                 self.host.running = None
                 self._detach_state(node_id)
-            if reason is not None:
-                batch.failures.append(Failure(node_id, request.round, "fit", reason))
-                continue
-            for name, value in stats.items():
-                batch.stats[name] = batch.stats.get(name, 0.0) + value
-            if batch.total is not None:
-                batch.total.add(new, weight)
-            else:
-                batch.updates.append(ClientUpdate(node_id, new, count, report))
-            batch.succeeded.append(node_id)
-            batch.add_metrics(report, count)
+            record_fit(batch, node_id, request.round, checked)
 
     def evaluate(self, request: EvaluateClients) -> EvaluateBatch:
         """Evaluate ``parameters`` on each client in turn."""
@@ -140,18 +120,8 @@ class StarRunner(Runner):
                 client = self._client(node_id)
                 if client.stateful:
                     client.state = self.host.states.get(node_id)
-                loss, num_examples, metrics = client.evaluate(
-                    request.parameters, request.instructions
-                )
-                loss = float(loss)
-                if loss != loss:  # NaN
-                    raise ValueError("evaluation loss is NaN")
-                report = (
-                    node_id,
-                    loss,
-                    int(num_examples),
-                    {k: float(v) for k, v in metrics.items()},
-                )
+                evaluated = client.evaluate(request.parameters, request.instructions)
+                report = evaluation_report(node_id, evaluated)
             except Exception as error:
                 reason = describe(error)
                 batch.failures.append(Failure(node_id, request.round, "evaluate", reason))
@@ -207,7 +177,7 @@ class FitSegments(OfRound, Request[FitBatch]):
         Return one sum per segment (``segment_totals``) instead of one in total.
     """
 
-    runner = StarRunner
+    runner: ClassVar[type[Runner] | None] = StarRunner  # a subclass may name its own
 
     parameters: Parameters
     segments: Sequence[Sequence[str]]
@@ -240,3 +210,116 @@ def describe(error: BaseException) -> str:
     """``TypeName: message`` of a client's error (the reason of its failure)."""
     text = str(error) or "(no message)"
     return f"{type(error).__name__}: {text}"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A client's fit that passed every check, as the batch folds it.
+
+    Attributes
+    ----------
+    parameters:
+        The update (clipped, when the policy clips).
+    weight:
+        Its weight in the sum (its examples, or 1 with equal weights).
+    num_examples:
+        The examples the client reported.
+    metrics:
+        The client's metrics, as floats.
+    stats:
+        The policy's counters for this update (e.g. ``unclipped``).
+    """
+
+    parameters: Parameters
+    weight: float
+    num_examples: int
+    metrics: dict[str, float]
+    stats: dict[str, float]
+
+
+def client_instructions(request: FitSegments, node_id: str) -> Instructions:
+    """The instructions client ``node_id`` gets: the round's, with its own policy entries
+    merged over them."""
+    own = (request.policy or UpdatePolicy()).per_client.get(node_id)
+    return request.instructions.merged(own) if own else request.instructions
+
+
+def check_fit(fitted: Any, reference: Parameters, policy: UpdatePolicy) -> Accepted | str:
+    """Check a client's ``(parameters, num_examples, metrics)`` against the global
+    ``reference`` and apply ``policy``: the update to fold, or why it fails.
+
+    Raises
+    ------
+    Exception
+        Whatever unpacking ``fitted`` or converting its metrics raises (the caller turns it
+        into the client's failure with :func:`describe`).
+    """
+    new, num_examples, metrics = fitted
+    reason = check_update(new, reference)
+    if reason is None and (not isinstance(num_examples, int | np.integer) or num_examples < 1):
+        reason = f"num_examples must be a positive int, got {num_examples!r}"
+    count, report = int(num_examples), {k: float(v) for k, v in metrics.items()}
+    if reason is None:
+        new, weight, stats, reason = policy.apply(new, reference, count)
+    if reason is not None:
+        return reason
+    return Accepted(new, weight, count, report, stats)
+
+
+def record_fit(batch: FitBatch, node_id: str, rnd: int, checked: Accepted | str) -> None:
+    """Record client ``node_id``'s fit in ``batch``: a failure (``checked`` is its reason)
+    or a success (folded into ``total``, else kept in ``updates``)."""
+    if isinstance(checked, str):
+        batch.failures.append(Failure(node_id, rnd, "fit", checked))
+        return
+    for name, value in checked.stats.items():
+        batch.stats[name] = batch.stats.get(name, 0.0) + value
+    if batch.total is not None:
+        batch.total.add(checked.parameters, checked.weight)
+    else:
+        batch.updates.append(
+            ClientUpdate(node_id, checked.parameters, checked.num_examples, checked.metrics)
+        )
+    batch.succeeded.append(node_id)
+    batch.add_metrics(checked.metrics, checked.num_examples)
+
+
+def fold_segments(
+    request: FitSegments,
+    indices: Iterable[int],
+    run_segment: Callable[[Sequence[str], FitBatch], None],
+) -> FitBatch:
+    """The reply to ``request`` for the segments ``indices`` (in order):
+    ``run_segment(node_ids, part)`` records each segment's clients in a part of its own,
+    whose sum is folded into ``total`` (or kept apart, with ``separate``)."""
+    batch = FitBatch(total=WeightedSum() if request.fold else None)
+    for index in indices:
+        part = FitBatch(total=WeightedSum() if request.fold else None)
+        run_segment(request.segments[index], part)
+        batch.absorb(part)
+        batch.failures.extend(part.failures)
+        batch.updates.extend(part.updates)
+        if part.total is not None and batch.total is not None:
+            if request.separate:
+                batch.segment_totals.append(part.total)
+            else:
+                batch.total.merge(part.total)
+        batch.segments_run += 1
+    return batch
+
+
+def evaluation_report(node_id: str, evaluated: Any) -> EvaluateReport:
+    """Client ``node_id``'s ``(loss, num_examples, metrics)`` as a report.
+
+    Raises
+    ------
+    ValueError
+        If the loss is NaN (the client's failure).
+    Exception
+        Whatever unpacking or converting ``evaluated`` raises.
+    """
+    loss, num_examples, metrics = evaluated
+    loss = float(loss)
+    if loss != loss:  # NaN
+        raise ValueError("evaluation loss is NaN")
+    return (node_id, loss, int(num_examples), {k: float(v) for k, v in metrics.items()})

@@ -11,6 +11,14 @@ answered by a process id other than the lost one), sends it the peers again
 :class:`~redfl.core.events.WorkerRestarted` through ``notify``, on the driver's thread
 (:meth:`Supervisor.drain`). A worker lost more than ``max_restarts`` times fails the run
 with a :class:`~redfl.core.result.FederationError` naming the worker and every cause.
+
+A runtime that cannot re-create its workers (``recreates=False``: a site is another
+organisation's process, which reconnects by itself when it can) still has its workers
+ended (a site's work abandoned when a client runs past its timeout) and their losses
+counted, but nothing waits for them and no loss fails the run: a call to a worker that is
+away fails at once and the round goes on without it. The supervisor also passes the
+runtime's own events (:meth:`~redfl.runtime.backend.Backend.events`: sites joining and
+leaving) to ``notify``.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from redfl.core.events import WorkerRestarted
+from redfl.core.events import Event, WorkerRestarted
 from redfl.core.result import FederationError
 from redfl.runtime.backend import Backend
 from redfl.runtime.host import Probe, Stats
@@ -76,7 +84,11 @@ class Supervisor:
     max_restarts:
         How many times each worker may be re-created.
     notify:
-        Receives each :class:`WorkerRestarted`, on the thread that calls :meth:`drain`.
+        Receives each :class:`WorkerRestarted` and the runtime's events, on the thread that
+        calls :meth:`drain`.
+    recreates:
+        Whether the runtime re-creates lost workers (then the supervisor waits for them);
+        ``False``: lost workers come back by themselves, nothing waits for them.
     """
 
     def __init__(
@@ -84,11 +96,13 @@ class Supervisor:
         backend: Backend,
         nodes: Sequence[int],
         max_restarts: int,
-        notify: Callable[[WorkerRestarted], None] | None = None,
+        notify: Callable[[Event], None] | None = None,
+        recreates: bool = True,
     ) -> None:
         self.backend = backend
         self.max_restarts = max_restarts
         self.notify = notify
+        self.recreates = recreates
         self._nodes = list(nodes)
         self._causes: list[list[str]] = [[] for _ in nodes]
         self._restarted = [0 for _ in nodes]
@@ -135,6 +149,8 @@ class Supervisor:
             if worker in self._restarting:  # already being re-created: one loss
                 return
             self._causes[worker].append(reason)
+            if not self.recreates:  # it comes back by itself, if it can: nothing to wait for
+                return
             if len(self._causes[worker]) > self.max_restarts:
                 self._dead[worker] = reason
             else:
@@ -272,9 +288,12 @@ class Supervisor:
         return report
 
     def drain_quietly(self) -> None:
-        """Pass completed restarts to ``notify`` without raising for dead workers."""
+        """Pass completed restarts and the runtime's events to ``notify`` without raising
+        for dead workers."""
         with self._lock:
-            done, self._done = self._done, []
+            done: list[Event] = [*self._done]
+            self._done = []
+        done.extend(self.backend.events())
         for event in done:
             if self.notify is not None:
                 self.notify(event)

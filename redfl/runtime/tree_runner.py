@@ -11,12 +11,17 @@ the units in turn; for each it
    policy as the star, and the same probe of the running client for ``client_timeout``);
 2. folds each LCP into one sample-weighted float64 partial sum
    (:class:`~redfl.core.arrays.WeightedSum`), or applies the ``leaf_strategy`` to that
-   LCP's own updates (:func:`~redfl.algorithms.hierarchy.leaf_sum`);
+   LCP's own updates (:func:`~redfl.algorithms.hierarchy.leaf_sum`), or, with secure
+   aggregation, sums them with a whole SecAgg+ round among the LCP's clients
+   (:func:`~redfl.privacy.secagg.table.secure_sum`: the LCP, hence every site above it,
+   learns only its clients' sum);
 3. folds the unit's aggregators' children in site order, and returns the unit's sum.
 
 While it runs, :class:`ReleaseUnits` may take the units not yet started (work stealing
 between subtrees, :mod:`redfl.runtime.dispatch`); an idle worker then folds them as guests.
-A unit's sum depends only on its clients, so who folds it never changes the result.
+A unit's sum depends only on its clients, so who folds it never changes the result. The
+host's ``piece`` names the unit being folded and since when, so a probe finds a subtree
+past its timeout (:class:`~redfl.runtime.watch.Watch`).
 
 An LCP or aggregator that fails (its leaf strategy refuses the round, say) is a value: the
 site is listed in :attr:`UnitResult.failed` with its reason and contributes nothing; the
@@ -25,6 +30,7 @@ rest of the unit folds on. Client failures come back as in the star.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +39,8 @@ from redfl.algorithms.strategy import ClientUpdate, Strategy
 from redfl.algorithms.updates import UpdatePolicy
 from redfl.core.arrays import Parameters, WeightedSum
 from redfl.core.instructions import Instructions
+from redfl.privacy.secagg import SecureAggregationConfig
+from redfl.privacy.secagg.table import secure_sum
 from redfl.runtime.protocol import Handlers, NodeHost, Request, Runner
 from redfl.runtime.replies import FitBatch
 from redfl.runtime.star_runner import FitSegments, OfRound, describe
@@ -116,7 +124,11 @@ class TreeRunner(Runner):
         self.host.add_guests(request.guests)
         batch = TreeBatch(total=None)
         for index in self._queue.run(len(request.units)):
-            batch.units.append(self._unit(request.units[index], request, batch))
+            self.host.piece = (index, time.monotonic())  # probed for the subtree timeout
+            try:
+                batch.units.append(self._unit(request.units[index], request, batch))
+            finally:
+                self.host.piece = None
             self._folded += 1
             self._guest_units += 1 if request.guests else 0
         return batch
@@ -128,7 +140,7 @@ class TreeRunner(Runner):
     def _unit(self, unit: UnitPlan, request: FoldSubtrees, batch: TreeBatch) -> UnitResult:
         """Fit one unit's LCPs, fold them and the unit's aggregators; add the clients'
         results to ``batch``."""
-        fold = request.leaf_strategy is None
+        fold = request.leaf_strategy is None and request.secure is None
         fit = FitSegments(
             request.parameters,
             [list(clients) for _, clients in unit.lcps],
@@ -155,6 +167,23 @@ class TreeRunner(Runner):
                 self._leaf(lcp, mine, request, sums, arrived, failed)
         return self._fold_unit(unit, sums, arrived, failed)
 
+    @staticmethod
+    def _secure_leaf(updates: Sequence[ClientUpdate], request: FoldSubtrees) -> WeightedSum:
+        """One LCP's sum of its clients' updates by a secure round among them."""
+        if request.secure is None:
+            raise ValueError("no [secure_aggregation] settings")
+        equal = request.policy is not None and request.policy.equal_weights
+        inputs = {
+            i: (u.parameters, 1.0 if equal else float(u.num_examples))
+            for i, u in enumerate(updates)
+        }
+        if len(inputs) < 2:
+            raise ValueError(
+                f"secure aggregation needs at least 2 clients' updates under an LCP, got "
+                f"{len(inputs)} (a sum of one is that client's update)"
+            )
+        return secure_sum(request.secure, request.parameters, inputs, request.round)
+
     def _leaf(
         self,
         lcp: str,
@@ -164,11 +193,15 @@ class TreeRunner(Runner):
         arrived: dict[str, int],
         failed: dict[str, str],
     ) -> None:
-        """Apply the leaf strategy to one LCP's updates; a refusal fails the LCP only."""
+        """Apply the leaf strategy (or a secure round) to one LCP's updates; a refusal
+        fails the LCP only."""
         try:
-            sums[lcp] = leaf_sum(
-                lcp, updates, request.leaf_strategy, request.parameters, request.round
-            )
+            if request.secure is not None:
+                sums[lcp] = self._secure_leaf(updates, request)
+            else:
+                sums[lcp] = leaf_sum(
+                    lcp, updates, request.leaf_strategy, request.parameters, request.round
+                )
             arrived[lcp] = len(updates)
         except Exception as error:  # an LCP that fails is a value, not a crash
             sums[lcp], arrived[lcp] = WeightedSum(), 0
@@ -220,6 +253,8 @@ class FoldSubtrees(OfRound, Request[TreeBatch]):
         sample-weighted sum.
     guests:
         The clients of units another worker hosts, folded here for it (built here).
+    secure:
+        Secure aggregation settings: each LCP sums its clients by a secure round.
     """
 
     runner = TreeRunner
@@ -230,6 +265,7 @@ class FoldSubtrees(OfRound, Request[TreeBatch]):
     policy: UpdatePolicy | None = None
     leaf_strategy: Strategy | None = None
     guests: Sequence[VirtualNode] = ()
+    secure: SecureAggregationConfig | None = None
 
 
 @dataclass(frozen=True)

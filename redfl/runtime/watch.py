@@ -1,11 +1,12 @@
-"""``Watch``: how the driver watches a star round's calls: client timeouts, the round's
-deadline and lost workers.
+"""``Watch``: how the driver watches a round's calls: client and subtree timeouts, the
+round's deadline and lost workers.
 
 While it waits for fit replies, the driver probes the busy workers every
 :data:`POLL_S` seconds (a :class:`~redfl.runtime.host.Probe`, answered on another of the
 actor's threads while the fit runs): a client running longer than ``client_timeout``
 becomes a failure ``timeout after X s`` and its worker is replaced, since a running
-synchronous call cannot be interrupted. Every wait of the round has a deadline: the round's
+synchronous call cannot be interrupted; so does a piece of a batch (a hierarchy's subtree)
+folding longer than ``piece_timeout``. Every wait of the round has a deadline: the round's
 own (``round_timeout``), the probes' and the control calls' (:data:`CONTROL_TIMEOUT_S`).
 """
 
@@ -19,7 +20,7 @@ from redfl.core.result import Failure
 from redfl.runtime.backend import Backend
 from redfl.runtime.host import Probe
 from redfl.runtime.protocol import Pending, Unfinished
-from redfl.runtime.replies import FitBatch
+from redfl.runtime.replies import FitBatch, WorkerProbe
 from redfl.runtime.supervisor import PROBE_TIMEOUT_S, Supervisor
 
 POLL_S = 0.25
@@ -54,17 +55,24 @@ class Watch:
         Seconds the whole round may take; past it, unfinished clients fail.
     round:
         The round watched (for failures and restart reasons).
-    rerun_lost:
-        Re-run the segments of a worker that died (``True``, the star), or let its call
-        fail (a hierarchy records its subtrees as failed); the worker is re-created either
-        way.
+    reruns:
+        How many times, within the round, a segment lost with its worker (a process that
+        died) is run again on a free or re-created worker; past that it is given up, a
+        failure with the cause. ``None``: as often as the supervisor re-creates workers
+        (the star); a hierarchy re-runs a lost subtree once, so that a subtree whose client
+        kills its process costs two workers, not the run.
+    piece_timeout:
+        Seconds a piece of a batch (a subtree) may fold before it is given up (``timeout
+        after X s``) and its worker replaced; the worker's other unfinished pieces run
+        again elsewhere. ``None``: no limit.
     """
 
     supervisor: Supervisor | None = None
     client_timeout: float | None = None
     round_timeout: float | None = None
     round: int = 0
-    rerun_lost: bool = True
+    reruns: int | None = None
+    piece_timeout: float | None = None
     started: float = field(default_factory=time.monotonic)
     control_s: float = CONTROL_TIMEOUT_S
     silent: dict[int, float] = field(default_factory=dict)
@@ -85,11 +93,17 @@ class Watch:
         """Whether ``worker`` can take a call now."""
         return self.supervisor is None or self.supervisor.ready(worker)
 
+    def _timeouts(self) -> list[float]:
+        """The client and piece timeouts that are set (probing needs a supervisor)."""
+        if self.supervisor is None:
+            return []
+        return [t for t in (self.client_timeout, self.piece_timeout) if t is not None]
+
     def wait_time(self, orphans: list[Any]) -> float | None:
         """How long the next wait for a reply may block (``None``: until one arrives)."""
         times: list[float] = []
-        if self.client_timeout is not None and self.supervisor is not None:
-            times.append(min(POLL_S, self.client_timeout / 4))
+        if self._timeouts():
+            times.append(min(POLL_S, min(self._timeouts()) / 4))
         if self.supervisor is not None and (orphans or self.supervisor.restarting):
             times.append(POLL_S)
         left = self.left()
@@ -115,10 +129,12 @@ class Watch:
             self.supervisor.replace(worker, reason, pid)
 
     def overrun(self, backend: Backend, running: dict[int, Job[Any]]) -> list[Job[Any]]:
-        """Probe the busy workers; end the calls of those whose client is past its timeout
-        (or that have not answered probes for longer than that). Returns the ended calls,
-        removed from ``running``."""
-        if self.client_timeout is None or self.supervisor is None or not running:
+        """Probe the busy workers; end the calls of those whose client or piece is past its
+        timeout (or that have not answered probes for longer than that). Returns the ended
+        calls, removed from ``running``; a piece past its timeout is in its share's
+        ``given_up``."""
+        timeouts = self._timeouts()
+        if not timeouts or not running:
             return []
         runners = list(running)
         probes = backend.gather(
@@ -129,18 +145,37 @@ class Watch:
         for worker, probe in zip(runners, probes, strict=True):
             if isinstance(probe.error, Unfinished):  # stuck (holding the GIL?) or just slow
                 silent = now - self.silent.setdefault(worker, now - PROBE_TIMEOUT_S)
-                if silent > self.client_timeout + PROBE_TIMEOUT_S:
+                if silent > min(timeouts) + PROBE_TIMEOUT_S:
                     ended.append(running.pop(worker))
                     self.replace(worker, f"round {self.round}: silent for {silent:.0f} s")
                 continue
             self.silent.pop(worker, None)
             reply = probe.value
-            if reply is None or reply.node_id is None or reply.elapsed <= self.client_timeout:
+            if reply is None:
                 continue  # a lost worker shows in its fit reply
-            job = running.pop(worker)
-            reason = f"timeout after {self.client_timeout:g} s"
-            job.share.skipped.add(reply.node_id)
-            job.share.failures.append(Failure(reply.node_id, self.round, "fit", reason))
-            ended.append(job)
-            self.replace(worker, f"round {self.round}: client {reply.node_id} {reason}", reply.pid)
+            job = running[worker]
+            if self._client_overran(reply):
+                assert reply.node_id is not None and self.client_timeout is not None
+                reason = f"timeout after {self.client_timeout:g} s"
+                job.share.skipped.add(reply.node_id)
+                job.share.failures.append(Failure(reply.node_id, self.round, "fit", reason))
+                what = f"client {reply.node_id} {reason}"
+            elif self._piece_overran(reply):
+                assert reply.piece is not None and self.piece_timeout is not None
+                reason = f"timeout after {self.piece_timeout:g} s"
+                index = reply.piece if job.indices is None else job.indices[reply.piece]
+                job.share.given_up[index] = reason
+                what = f"piece {index} of worker {job.share.worker}'s share {reason}"
+            else:
+                continue
+            ended.append(running.pop(worker))
+            self.replace(worker, f"round {self.round}: {what}", reply.pid)
         return ended
+
+    def _client_overran(self, reply: WorkerProbe) -> bool:
+        timeout = self.client_timeout
+        return timeout is not None and reply.node_id is not None and reply.elapsed > timeout
+
+    def _piece_overran(self, reply: WorkerProbe) -> bool:
+        timeout = self.piece_timeout
+        return timeout is not None and reply.piece is not None and reply.piece_elapsed > timeout

@@ -15,12 +15,14 @@ from redfl.core.events import Event, WorkerRestarted
 from redfl.core.result import EvaluateFn, FederationResult, RoundRecord
 from redfl.core.roles import parse_roles
 from redfl.core.server_state import ServerState
+from redfl.privacy.secagg import SecureAggregationConfig
 from redfl.runtime.backend import Backend, Plan
 from redfl.runtime.host import PullVersion, Stats
 from redfl.runtime.plan import make_plan
-from redfl.runtime.registry import RUNTIMES
+from redfl.runtime.registry import RUNTIMES, RuntimeOptions
 from redfl.runtime.remote import remote_options
 from redfl.runtime.resources import ResourceError, ResourcesConfig
+from redfl.runtime.sites.config import SitesConfig
 from redfl.runtime.supervisor import Supervisor, WorkerHealth
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.virtual import NodeFactory, VirtualNode
@@ -32,6 +34,22 @@ CAPACITY_GRACE_S = 3.0
 """How long a resource shortfall is re-checked before it is reported."""
 DEFAULT_MAX_WORKER_RESTARTS = 3
 """How many times each worker may be re-created by default."""
+
+
+def check_timeout(name: str, value: float | None) -> None:
+    """Refuse a timeout that is not a finite number of seconds > 0 (or ``None``).
+
+    Raises
+    ------
+    ValueError
+        Naming the setting, its value and what is allowed.
+    """
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0 (or None), got {value!r}")
+    if value == float("inf"):
+        raise ValueError(f"{name} must be finite (use None for no timeout), got {value!r}")
 
 
 def check_fault_settings(
@@ -46,12 +64,7 @@ def check_fault_settings(
         limit that is not an int >= 0.
     """
     for name, value in (("client_timeout", client_timeout), ("round_timeout", round_timeout)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{name} must be a number of seconds > 0 (or None), got {value!r}")
-        if value == float("inf"):
-            raise ValueError(f"{name} must be finite (use None for no timeout), got {value!r}")
+        check_timeout(name, value)
     if (
         isinstance(max_worker_restarts, bool)
         or not isinstance(max_worker_restarts, int)
@@ -73,6 +86,7 @@ class FederationSettings(TypedDict, total=False):
     round_timeout: float | None
     max_worker_restarts: int
     callbacks: Sequence[Callback]
+    sites: SitesConfig | None
 
 
 class StarSettings(FederationSettings, total=False):
@@ -85,6 +99,7 @@ class StarSettings(FederationSettings, total=False):
     client_ids: Sequence[str] | None
     roles: str
     evaluate_fn: EvaluateFn | None
+    secure_aggregation: SecureAggregationConfig | None
 
 
 class Federation:
@@ -100,7 +115,8 @@ class Federation:
         Every random draw of the run is a function of it (and of the round and node id).
     runtime:
         A registered runtime (:data:`~redfl.runtime.registry.RUNTIMES`): ``"ray"``
-        (default) or ``"local"`` (in-process, deterministic, debuggable).
+        (default), ``"local"`` (in-process, deterministic, debuggable) or ``"sites"``
+        (each client at its own site, over mutual TLS; ``sites`` says where).
     address:
         Ray address to join (``"auto"``, ``"ray://host:port"``); default: the embedded
         local Ray instance (started if Ray is not initialised).
@@ -118,6 +134,9 @@ class Federation:
         loss more fails the run, naming the worker and the causes.
     callbacks:
         Receive the federation's events (progress, logging, checkpoints, early stopping).
+    sites:
+        The ``[sites]`` table of the ``sites`` runtime: its trust home, listen address and
+        expected sites (site ``i`` hosts node ``i``, whose id is the site's name).
     """
 
     def __init__(
@@ -134,6 +153,7 @@ class Federation:
         round_timeout: float | None = None,
         max_worker_restarts: int = DEFAULT_MAX_WORKER_RESTARTS,
         callbacks: Sequence[Callback] = (),
+        sites: SitesConfig | None = None,
     ) -> None:
         check_fault_settings(client_timeout, round_timeout, max_worker_restarts)
         if runtime not in RUNTIMES:
@@ -158,6 +178,7 @@ class Federation:
         self.client_timeout = client_timeout
         self.round_timeout = round_timeout
         self.max_worker_restarts = max_worker_restarts
+        self.sites = sites
         self.callbacks: list[Callback] = list(callbacks)
         """Receive the federation's events."""
         self.round = 0
@@ -221,15 +242,22 @@ class Federation:
         """Build the plan and start the workers, once."""
         if self._backend is not None:
             return self._backend
-        backend = self._runtime.make(self.address, self.resources)
+        backend = self._runtime.make(RuntimeOptions(self.address, self.resources, self.sites))
         plan = self._plan(backend)
         if self._runtime.supervised:
             plan.max_restarts = self.max_worker_restarts
         backend.start(plan)
+        try:
+            backend.wait_for_workers(self._notify)
+        except BaseException:
+            backend.stop()
+            raise
         self._backend, self._manager = backend, plan.manager
         if self._runtime.supervised:
             nodes = [len(spec.nodes) for spec in plan.workers]
-            self._supervisor = Supervisor(backend, nodes, self.max_worker_restarts, self._notify)
+            self._supervisor = Supervisor(
+                backend, nodes, self.max_worker_restarts, self._notify, self._runtime.recreates
+            )
             self._supervisor.learn()
         return backend
 
@@ -269,7 +297,7 @@ class Federation:
                     self.seed,
                     self.nodes,
                     self.topology,
-                    self.resources,
+                    backend.plan_resources(self._worker_resources(backend)),
                     backend.available_resources(),
                     backend.machine_resources(),
                     check=self._runtime.supervised,
@@ -278,6 +306,11 @@ class Federation:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+    def _worker_resources(self, backend: Backend) -> ResourcesConfig:
+        """The ``[resources]`` the shared workers are planned with (a schema that adds
+        workers of its own narrows them)."""
+        return self.resources
 
     def worker_of(self, node_id: str) -> int:
         """The index of the worker that hosts ``node_id`` (after start)."""
@@ -310,6 +343,8 @@ class Federation:
             self._supervisor.stop()
         if self._backend is not None:
             self._backend.stop()
+        if self._supervisor is not None:
+            self._supervisor.drain_quietly()  # what the runtime reported while stopping
         self._backend = None
         self._manager = None
         self._supervisor = None

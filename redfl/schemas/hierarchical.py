@@ -13,8 +13,9 @@ tree at the shallowest tier that has at least as many folding sites as there are
 (the top tier whenever ``width >= workers``), so the global model goes down once per worker,
 one partial sum per unit comes up, and the root's traffic grows with its children, not with
 clients. A *pinned* site is a unit of its own, on a worker of its own that asks for the
-custom resource :func:`~redfl.topology.tree.site_resource` (a machine joined with
-``start_site.sh SITE ADDRESS`` offers it). The sites above the units (the server and any
+custom resource :func:`~redfl.topology.tree.site_resource` (the Ray node of the host that
+``redfl tree --hosts`` gives the site offers it). With pins and no ``num_workers``, the
+shared workers take what the pinned ones leave. The sites above the units (the server and any
 aggregator whose subtree spans several units) are folded by the driver, children first, in
 site order, so the sum does not depend on the cut. Units that are not pinned go to the
 shared workers round-robin, in site order.
@@ -24,14 +25,26 @@ shared workers round-robin, in site order.
 folds a busy one's unstarted units as guests (:class:`~redfl.runtime.tree_runner.ReleaseUnits`),
 which changes who folds a subtree, never the sum; a client past ``client_timeout`` is a
 failure ``timeout after X s``, its worker is replaced and its unfinished units are folded
-again without it; units unfinished at ``round_timeout`` are failed subtrees. A worker that
-*dies* is not re-run within the round: its units become failed subtrees (a client that kills
-its process would kill every worker it were re-run on), and the worker is re-created (up to
-``max_worker_restarts``) for the next round. A pinned subtree runs only on its own worker,
-which folds nothing else.
+again without it; a subtree folding past ``subtree_timeout`` fails the same way, as a whole
+(one failure of the subtree), and the worker's other unfinished units are folded again
+elsewhere; units unfinished at ``round_timeout`` are failed subtrees. A worker that *dies*
+is re-created (up to ``max_worker_restarts``) and its unfinished units are folded again
+within the round, by a free worker or the re-created one, as the star re-runs a lost share:
+the round's sum is the one the undisturbed run makes, bit for bit. A unit is re-run once: if
+its worker dies again, the unit is a failed subtree (a client that kills its process would
+otherwise take down every worker it is re-run on). A pinned subtree runs only on its own
+worker, which folds nothing else (after a loss, on that worker once re-created).
 
-**Failures.** A failed LCP or aggregator (a leaf strategy that refuses the round, a worker
-that dies, a subtree unfinished at ``round_timeout``) is one recorded failure of its subtree,
+**Secure aggregation.** With ``secure_aggregation``, each LCP sums its sampled clients'
+updates by a SecAgg+ round among them (:func:`~redfl.privacy.secagg.table.secure_sum`), so
+each LCP, and each aggregator above it, learns only its subtree's sum; an LCP with fewer
+than 2 updates fails (a sum of one is that update). The LCP runs on the same worker as its
+clients here, so this protects the sums that leave the worker; the sites runtime, where
+an LCP is a process of its own, is where it protects a client from its LCP.
+
+**Failures.** A failed LCP or aggregator (a leaf strategy that refuses the round, a unit
+lost with its worker twice, a subtree past ``subtree_timeout`` or unfinished at
+``round_timeout``) is one recorded failure of its subtree,
 with the subtree's sites; the round goes on while the coverage (the fraction of sampled
 clients whose updates arrived) is at least ``min_coverage``, otherwise the run fails naming
 the subtrees.
@@ -60,12 +73,12 @@ from redfl.runtime.backend import Backend, Plan, WorkerSpec
 from redfl.runtime.dispatch import Calls, WorkerRound, run_round
 from redfl.runtime.protocol import Outcome, Pending
 from redfl.runtime.replies import FitBatch
-from redfl.runtime.resources import check_capacity
+from redfl.runtime.resources import ResourcesConfig, check_capacity, worker_bundles
 from redfl.runtime.topology_manager import TopologyManager
 from redfl.runtime.tree_runner import FoldSubtrees, ReleaseUnits, TreeBatch, UnitPlan, UnitResult
 from redfl.runtime.virtual import VirtualNode
 from redfl.runtime.watch import Watch
-from redfl.schemas.base import StarSettings
+from redfl.schemas.base import StarSettings, check_timeout
 from redfl.schemas.registry import SCHEMAS, FederationParts, SchemaSpec, TopologyTable
 from redfl.schemas.star import RoundTally, StarFederation
 from redfl.topology.assign import Assignment, assign_clients
@@ -74,6 +87,9 @@ from redfl.topology.tree_file import load_tree
 
 PerLcp = int | Mapping[str, str] | Sequence[tuple[str, str]] | None
 """Clients per LCP: a count, an explicit client -> LCP map, or ``None`` (spread evenly)."""
+
+RERUNS = 1
+"""How many times a subtree lost with its worker is folded again within its round."""
 
 
 class HierarchicalFederation(StarFederation):
@@ -97,6 +113,10 @@ class HierarchicalFederation(StarFederation):
     pin:
         Sites (aggregators or LCPs) whose subtree runs on a worker of its own, placed on
         the machine that offers the custom resource ``site_resource(site)``.
+    subtree_timeout:
+        Seconds a worker may fold one subtree (a unit: its clients' fits and its folds);
+        past it the subtree is a failure ``timeout after X s``, its worker is replaced and
+        the worker's other unfinished subtrees are folded elsewhere. ``None``: no limit.
     star:
         The star's arguments and the federation's settings (timeouts as for the star: a
         subtree unfinished at ``round_timeout`` is a failed subtree).
@@ -127,9 +147,16 @@ class HierarchicalFederation(StarFederation):
         leaf_strategy: Strategy | None = None,
         min_coverage: float = 0.5,
         pin: Sequence[str] = (),
+        subtree_timeout: float | None = None,
         **star: Unpack[StarSettings],
     ) -> None:
+        check_timeout("subtree_timeout", subtree_timeout)
         super().__init__(client, num_clients, initial_parameters=initial_parameters, **star)
+        if subtree_timeout is not None and not self._runtime.supervised:
+            raise ValueError(
+                f"subtree_timeout needs a runtime that can interrupt clients (ray): the "
+                f"{self.runtime} runtime runs clients in the driver's thread"
+            )
         if isinstance(self.strategy, DPFixedClipping):  # the LCPs clip, the root adds noise
             self.strategy = self.strategy.clipping_on_workers()
         if not self.strategy.weighted_sum:
@@ -142,6 +169,13 @@ class HierarchicalFederation(StarFederation):
             raise ValueError(f"min_coverage {min_coverage} is out of range (0, 1]")
         if any(n.dedicated for n in self.nodes):
             raise ValueError("a hierarchy's clients live on its workers; @remote clients are not")
+        if self.secure is not None and leaf_strategy is not None:
+            raise ValueError(
+                f"invalid config: secure_aggregation: the leaf strategy "
+                f"{type(leaf_strategy).__name__} needs every client's update, but with secure "
+                "aggregation each LCP learns only its clients' sum; remove leaf_strategy or "
+                "[secure_aggregation]"
+            )
         self.tree = tree
         self.assignment = assign_clients(
             [n.node_id for n in self.nodes], [s.name for s in tree.lcps], clients_per_lcp
@@ -149,6 +183,7 @@ class HierarchicalFederation(StarFederation):
         self.leaf_strategy = leaf_strategy
         self.min_coverage = min_coverage
         self.pin = tuple(pin)
+        self.subtree_timeout = subtree_timeout
         make_layout(tree, 1, self.pin)  # refuse bad pins now, before anything starts
         self._layout: Layout | None = None
 
@@ -158,6 +193,21 @@ class HierarchicalFederation(StarFederation):
         if self._layout is None:
             raise RuntimeError("the federation has not started")
         return self._layout
+
+    def _worker_resources(self, backend: Backend) -> ResourcesConfig:
+        """With pins and no ``num_workers``: as many shared workers as the resources left
+        beside the pinned workers allow (by default they would take every CPU, and the
+        pinned workers would find none)."""
+        spec = self.resources
+        if not self.pin or spec.num_workers is not None or spec.split != "uniform":
+            return spec
+        if not self._runtime.supervised:
+            return spec
+        left = dict(backend.available_resources())
+        for key, value in spec.worker.items():
+            left[key] = float(left.get(key, 0.0)) - float(value) * len(self.pin)
+        shared = len(worker_bundles(spec, left, len(self.nodes)))
+        return spec.model_copy(update={"num_workers": shared})
 
     def _plan(self, backend: Backend) -> Plan:
         """The star's plan, re-placed so that every unit's clients share one worker."""
@@ -199,9 +249,21 @@ class HierarchicalFederation(StarFederation):
             plan = unit_plan(self.tree, unit, self.assignment, chosen)
             plans.setdefault(self.layout.worker[unit], []).append(plan)
         shares = shares_of(plans, frozenset(self.layout.worker[u] for u in self.layout.pinned))
-        request = FoldSubtrees(backend.put(self.parameters), [], config, policy, self.leaf_strategy)
+        request = FoldSubtrees(
+            backend.put(self.parameters),
+            [],
+            config,
+            policy,
+            self.leaf_strategy,
+            secure=None if self.secure is None else self.secure.table,
+        )
         watch = Watch(
-            self._supervisor, self.client_timeout, self.round_timeout, rnd, rerun_lost=False
+            self._supervisor,
+            self.client_timeout,
+            self.round_timeout,
+            rnd,
+            reruns=RERUNS,
+            piece_timeout=self.subtree_timeout,
         )
         calls = fold_calls(backend, request, plans, self._spec)
         run_round(backend, shares, calls, progress, steal=self._stealable, watch=watch)
@@ -393,7 +455,7 @@ def unit_outcomes(share: WorkerRound) -> dict[int, UnitResult | str]:
     if share.home is not None:
         calls.append((share.unreleased(), share.home, f"worker {share.worker}"))
     calls.extend((indices, outcome, "a guest worker") for indices, outcome in share.stolen)
-    got: dict[int, UnitResult | str] = dict(share.timed_out)
+    got: dict[int, UnitResult | str] = dict(share.given_up)
     for indices, outcome, who in calls:
         if outcome.error is not None:
             text = (str(outcome.error).strip().splitlines() or ["(no message)"])[0]
@@ -486,7 +548,8 @@ class HierarchicalTopology(TopologyTable):
     The tree comes from ``tree_file`` (``redfl tree``'s ``tree.json``; a relative path is
     read beside the config file) or is built from ``depth``, ``width`` and ``lcps`` (LCPs
     per leaf relay); ``clients_per_lcp`` (default: spread evenly), a robust
-    ``leaf_strategy`` with its ``leaf_params``, ``min_coverage`` and the sites to ``pin``.
+    ``leaf_strategy`` with its ``leaf_params``, ``min_coverage``, the sites to ``pin`` and
+    the ``subtree_timeout``.
     """
 
     schema_: Literal["hierarchical"] = Field(default="hierarchical", alias="schema")
@@ -500,6 +563,8 @@ class HierarchicalTopology(TopologyTable):
     min_coverage: float = Field(default=0.5, gt=0.0, le=1.0)
     """The fraction of a round's sampled clients whose updates must arrive."""
     pin: list[str] = Field(default_factory=list, max_length=10_000)
+    subtree_timeout: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    """Seconds a worker may fold one subtree before it fails and the worker is replaced."""
 
     @field_validator("leaf_strategy")
     @classmethod
@@ -580,6 +645,7 @@ def hierarchy_from_parts(
         leaf_strategy=table.leaf(),
         min_coverage=table.min_coverage,
         pin=tuple(table.pin),
+        subtree_timeout=table.subtree_timeout,
         **parts.star_settings(),
     )
 

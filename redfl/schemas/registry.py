@@ -38,14 +38,18 @@ class FederationParts(Protocol):
     """What a schema's builder takes from a config besides its ``[topology]`` table.
 
     The run layer resolves these from ``[client]``, ``[federation]``, ``[resources]``,
-    ``[strategy]``, ``[privacy]``, ``[attack]`` and ``[evaluation]``; what needs the user's
-    code or builds a strategy is done on request, so a schema that does not use it (a
+    ``[strategy]``, ``[privacy]``, ``[attack]``, ``[evaluation]`` and
+    ``[secure_aggregation]``; what needs the user's code or builds a strategy is done on
+    request, so a schema that does not use it (a
     decentralised graph has no strategy) never pays for it. Every method raises
     :class:`~redfl.core.config.ConfigError` naming the field at fault.
     """
 
     num_nodes: int
     """``client.num_clients``."""
+    node_ids: list[str] | None
+    """The clients' node ids when the config names them (``sites.expected``); ``None``: the
+    schema's own (``client-0``, ...)."""
     roles: str
     """``client.roles``."""
     settings: FederationSettings
@@ -82,8 +86,8 @@ class FederationParts(Protocol):
 
     def star_settings(self) -> StarSettings:
         """What a round-driven schema's class takes beside the client, its number and the
-        initial parameters: the strategy, options, roles, central evaluation and the
-        settings."""
+        initial parameters: the strategy, options, client ids (:attr:`node_ids`), roles,
+        central evaluation and the settings."""
         ...
 
 
@@ -101,11 +105,16 @@ class SchemaSpec(Generic[T]):
         Whether clients run in rounds around a server strategy (then ``[strategy]``,
         ``[privacy]``, ``[attack]`` and ``[evaluation]`` apply, and the run has a global
         model after every round).
+    sites:
+        Whether its clients can be sites (``[sites]``): its builder takes the node ids
+        ``FederationParts.node_ids`` and its rounds send clients only fit and evaluate
+        requests.
     """
 
     config: type[T]
     build: Callable[[T, FederationParts], Federation]
     round_driven: bool
+    sites: bool = False
 
 
 SCHEMAS: Registry[SchemaSpec[Any]] = Registry("schema")

@@ -33,6 +33,7 @@ from redfl.core.result import (
 from redfl.core.seeding import round_rng
 from redfl.core.server_state import ServerState
 from redfl.nodes.client import Client
+from redfl.privacy.secagg import SecureAggregationConfig
 from redfl.runtime.backend import Backend
 from redfl.runtime.dispatch import WorkerRound, run_round, segments_of
 from redfl.runtime.replies import FitBatch
@@ -42,10 +43,13 @@ from redfl.runtime.watch import Watch
 from redfl.schemas.base import Federation, FederationSettings, virtual_nodes
 from redfl.schemas.callbacks import emit
 from redfl.schemas.registry import SCHEMAS, FederationParts, SchemaSpec, TopologyTable
+from redfl.schemas.secure_round import SecureRounds, refuse_strategy
 from redfl.schemas.star_collect import collect, evaluate, evaluation, fit_calls
 
 CLIENT_STATES = "client_states"
 """The key of stateful clients' states in :attr:`ServerState.extra`."""
+SECURE_STATE = "secure_aggregation"
+"""The key of secure aggregation's privacy accountant in :attr:`ServerState.extra`."""
 
 
 @dataclass
@@ -95,6 +99,10 @@ class StarFederation(Federation):
         The clients' roles (``train-eval``: trained and evaluated).
     evaluate_fn:
         Optional central evaluation run on the driver after every round.
+    secure_aggregation:
+        Secure aggregation (SecAgg+) of the clients' updates: the driver, which runs the
+        strategy, learns only their sum (:mod:`redfl.schemas.secure_round`); the strategy
+        must aggregate a weighted sum.
     settings:
         Seed, runtime, resources, callbacks, timeouts and restarts
         (:class:`~redfl.schemas.base.FederationSettings`).
@@ -123,6 +131,7 @@ class StarFederation(Federation):
         client_ids: Sequence[str] | None = None,
         roles: str = "train-eval",
         evaluate_fn: EvaluateFn | None = None,
+        secure_aggregation: SecureAggregationConfig | None = None,
         **settings: Unpack[FederationSettings],
     ) -> None:
         if num_clients < 1:
@@ -140,11 +149,7 @@ class StarFederation(Federation):
         self.evaluate_fn = evaluate_fn
         self.parameters = copy_parameters(initial_parameters)
         self._train_ids = [n.node_id for n in nodes if "train" in n.roles]
-        self.strategy.check_round_size(
-            round_size(
-                len(self._train_ids), self.strategy.fraction_fit, self.strategy.min_fit_clients
-            )
-        )
+        self.strategy.check_round_size(self._round_size())
         if len(self._train_ids) < self.strategy.min_fit_clients:
             raise ValueError(
                 f"{len(self._train_ids)} clients have the train role (roles={roles!r}) but "
@@ -154,9 +159,24 @@ class StarFederation(Federation):
         self._failures: list[Failure] = []
         self._spec = {n.node_id: n for n in nodes}
         # Idle workers may run other workers' clients unless clients keep state on their
-        # worker or need a dedicated actor.
+        # worker, need a dedicated actor, or run only where they are (at their site).
         self._stateful = bool(getattr(client, "stateful", False))
-        self._stealable = not self._stateful and not any(n.dedicated for n in nodes)
+        self._stealable = (
+            not self._stateful and not any(n.dedicated for n in nodes) and self._runtime.movable
+        )
+        self.secure: SecureRounds | None = None
+        """The driver's side of secure aggregation (``None``: updates arrive in the clear)."""
+        if secure_aggregation is not None:
+            refuse_strategy(self.strategy, secure_aggregation)
+            self.secure = SecureRounds(
+                secure_aggregation, self.seed, {n.node_id: n.index for n in nodes}
+            )
+            self.secure.check(self._round_size(), self.parameters)
+
+    def _round_size(self) -> int:
+        """How many clients a round samples."""
+        strategy = self.strategy
+        return round_size(len(self._train_ids), strategy.fraction_fit, strategy.min_fit_clients)
 
     @property
     def failures(self) -> list[Failure]:
@@ -185,7 +205,9 @@ class StarFederation(Federation):
         the global parameters, the strategy's state (wrappers included), history,
         failures and, in ``extra["client_states"]``, what stateful clients keep on their
         workers."""
-        extra = {}
+        extra: dict[str, Any] = {}
+        if self.secure is not None:
+            extra[SECURE_STATE] = self.secure.state()
         if self._stateful and self.started:
             states: dict[str, object] = {}
             for outcome in self._start().call_all(ExportClientStates()):
@@ -223,6 +245,8 @@ class StarFederation(Federation):
         self.parameters = copy_parameters(state.parameters)
         self.strategy.load_state(state.strategy_state)
         self._history, self._failures = list(state.history), list(state.failures)
+        if self.secure is not None and SECURE_STATE in state.extra:
+            self.secure.load_state(state.extra[SECURE_STATE])
         states = state.extra.get(CLIENT_STATES) or {}
         if states:
             backend = self._start()
@@ -315,11 +339,29 @@ class StarFederation(Federation):
         progress: Callable[[int], None],
     ) -> RoundTally:
         """Run the sampled clients' fit on their workers (idle workers take unstarted
-        segments of busy ones) and fold the replies in the round's fixed order."""
+        segments of busy ones) and fold the replies in the round's fixed order; with
+        secure aggregation, the workers mask the updates and the driver unmasks their sum."""
         shares = [WorkerRound(w, segments_of(ids)) for w, ids in self._groups(sampled)]
+        watch = Watch(self._supervisor, self.client_timeout, self.round_timeout, rnd)
+        if self.secure is not None:
+            secure = self.secure.fit(
+                backend,
+                rnd,
+                sampled,
+                len(self._train_ids),
+                self.parameters,
+                config,
+                policy,
+                shares,
+                self._spec,
+                progress,
+                self._stealable,
+                watch,
+                lambda event: emit(self.callbacks, event),
+            )
+            return RoundTally(secure[0], [], secure[1], secure[2], secure[3])
         fold = self.strategy.weighted_sum
         request = FitSegments(backend.put(self.parameters), [], config, fold, policy)
-        watch = Watch(self._supervisor, self.client_timeout, self.round_timeout, rnd)
         calls = fit_calls(backend, request, self._spec)
         run_round(backend, shares, calls, progress, steal=self._stealable, watch=watch)
         total, updates, fitted, failures = collect(rnd, shares)
@@ -415,6 +457,6 @@ def star_from_parts(table: StarTopology, parts: FederationParts) -> StarFederati
 
 SCHEMAS.register(
     "star",
-    SchemaSpec(StarTopology, star_from_parts, round_driven=True),
+    SchemaSpec(StarTopology, star_from_parts, round_driven=True, sites=True),
     description="clients around a server strategy",
 )

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from redfl.algorithms.strategy import ClientUpdate
+from redfl.algorithms.strategy import ClientUpdate, EvaluateReport
 from redfl.core.arrays import Parameters, WeightedSum
 from redfl.core.instructions import Instructions
 from redfl.core.result import Failure
@@ -22,9 +22,6 @@ from redfl.runtime.replies import FitBatch
 from redfl.runtime.star_runner import EvaluateClients, FitSegments, ReleaseSegments
 from redfl.runtime.supervisor import Supervisor
 from redfl.runtime.virtual import VirtualNode
-
-Report = tuple[str, float, int, dict[str, float]]
-"""One client's evaluation: (node id, loss, examples, metrics)."""
 
 
 def fit_calls(backend: Backend, request: FitSegments, specs: Mapping[str, VirtualNode]) -> Calls:
@@ -59,7 +56,7 @@ def collect(
     failures: list[Failure] = []
     for share in shares:
         failures.extend(share.failures)
-        for index, reason in share.timed_out.items():
+        for index, reason in share.given_up.items():
             failures.extend(Failure(n, rnd, "fit", reason) for n in share.segment(index))
         replies: list[tuple[list[list[str]], Outcome[FitBatch]]] = []
         if share.home is not None:
@@ -98,7 +95,7 @@ def evaluate(
     instructions: Instructions,
     timeout: float | None = None,
     supervisor: Supervisor | None = None,
-) -> tuple[list[Report], list[Failure]]:
+) -> tuple[list[EvaluateReport], list[Failure]]:
     """Evaluate ``parameters`` (as put by the backend) on each worker's group of clients.
 
     Returns the reports in worker order and the failures; a worker whose call failed, or
@@ -107,7 +104,7 @@ def evaluate(
     """
     rnd = instructions.round
     calls = [backend.call(w, EvaluateClients(parameters, ids, instructions)) for w, ids in groups]
-    reports: list[Report] = []
+    reports: list[EvaluateReport] = []
     failures: list[Failure] = []
     outcomes = backend.gather(calls, timeout=timeout)
     for (worker, ids), outcome in zip(groups, outcomes, strict=True):

@@ -44,7 +44,8 @@ Parameters that matter (:class:`SecAggConfig`): ``neighbours`` k and ``threshold
 (chosen from the number of clients, the dropout and collusion fractions to withstand;
 ``k = n - 1`` is SecAgg), ``min_survivors``, and the encoding's ``clip``, ``bits``,
 ``modulus_bits`` and ``max_weight``, which set the precision and the largest sum.
-Distributed differential privacy: :mod:`~redfl.privacy.secagg.dp`.
+Distributed differential privacy: :mod:`~redfl.privacy.secagg.dp`. The ``[secure_aggregation]``
+table of a run: :class:`SecureAggregationConfig`.
 """
 
 from redfl.privacy.secagg.client import SecAggClient
@@ -62,6 +63,7 @@ from redfl.privacy.secagg.messages import (
     EncryptedShare,
     KeyAdvertisement,
     MaskedInput,
+    MaskedSum,
     NeighbourKeys,
     RoutedShares,
     SecAggResult,
@@ -71,6 +73,7 @@ from redfl.privacy.secagg.messages import (
 )
 from redfl.privacy.secagg.quantize import Layout, Quantizer, layout_of
 from redfl.privacy.secagg.server import SecAggServer
+from redfl.privacy.secagg.table import SecureAggregationConfig
 
 __all__ = [
     "STAGES",
@@ -81,6 +84,7 @@ __all__ = [
     "Layout",
     "LocalRound",
     "MaskedInput",
+    "MaskedSum",
     "NeighbourKeys",
     "Quantizer",
     "RoundFailed",
@@ -90,6 +94,7 @@ __all__ = [
     "SecAggError",
     "SecAggResult",
     "SecAggServer",
+    "SecureAggregationConfig",
     "ShareAuthenticationError",
     "ShareBundle",
     "Stage",

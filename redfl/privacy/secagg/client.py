@@ -16,12 +16,20 @@ server could strip every mask from ``y_j``. It also refuses to unmask a sum of f
 than ``min_survivors`` inputs, or when named dropped itself.
 
 The object holds only bytes, ints and dicts, so it pickles between the stages.
+
+A client's *cipher* key pair may be kept from round to round (``cipher``, with the secrets
+already agreed with peers' cipher keys in ``agreed``): the protocol never reveals it (only
+shares of the mask key and of the self-mask seed are ever rebuilt), and every round's
+share keys are derived afresh from the agreed secret with that round's public seed and
+number, so keeping it saves half of a client's X25519 agreements and tells the server
+nothing more. The *mask* key pair and the self-mask seed are always fresh: a mask key
+rebuilt for a client that dropped would otherwise unmask its inputs of every other round.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 import numpy as np
 
@@ -63,18 +71,31 @@ class SecAggClient:
         The round's public parameters (the server's object).
     client:
         This client's id, one of ``config.clients``.
+    cipher:
+        The client's cipher key pair kept from earlier rounds (default: a fresh one).
+    agreed:
+        Peer cipher public key -> the secret agreed with it under ``cipher``: filled as
+        secrets are agreed, and read before agreeing (pass the same mapping with the same
+        ``cipher`` from round to round).
 
     Its private keys and seed are drawn when it is made and live in its attributes: a
     pickled client carries them, so it must stay where the client's update is.
     """
 
-    def __init__(self, config: SecAggConfig, client: int) -> None:
+    def __init__(
+        self,
+        config: SecAggConfig,
+        client: int,
+        cipher: KeyPair | None = None,
+        agreed: MutableMapping[bytes, bytes] | None = None,
+    ) -> None:
         if client not in config.clients:
             raise ValueError(f"client {client} is not one of the round's clients")
         self.config = config
         self.client = client
         self.neighbours = config.neighbours_of(client)
-        self._cipher = KeyPair.generate()
+        self._cipher = cipher if cipher is not None else KeyPair.generate()
+        self._agreed: MutableMapping[bytes, bytes] = {} if agreed is None else agreed
         self._mask = KeyPair.generate()
         self._seed = os.urandom(KEY_BYTES)
         self._stage = 0
@@ -127,7 +148,10 @@ class SecAggClient:
         points = [holder + 1 for holder in holders]
         key_shares = split(self._mask.private, config.threshold, points)
         seed_shares = split(self._seed, config.threshold, points)
-        secrets = agree(self._cipher.private, [self._peers[h].cipher_key for h in holders])
+        peers = [self._peers[h].cipher_key for h in holders]
+        missing = [peer for peer in peers if peer not in self._agreed]
+        self._agreed.update(zip(missing, agree(self._cipher.private, missing), strict=True))
+        secrets = [self._agreed[peer] for peer in peers]
         sealed = []
         for holder, secret, key_share, seed_share in zip(
             holders, secrets, key_shares, seed_shares, strict=True

@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from redfl.privacy.secagg.dp import DistributedSkellam
+from redfl.privacy.secagg.dp import MAX_VARIANCE, DistributedSkellam
 from redfl.privacy.secagg.graph import (
     check_neighbours,
     choose_neighbourhood,
@@ -90,6 +90,12 @@ class SecAggConfig:
         if not 0 <= self.round <= MAX_ID:
             raise ValueError(f"round must be in [0, {MAX_ID}], got {self.round}")
         variance = 0.0 if self.noise is None else self.noise.client_variance(self.quantizer.scale)
+        if variance > MAX_VARIANCE:
+            raise ValueError(
+                f"the noise needs a variance of {variance:.3g} integers per client and "
+                f"coordinate, above the {MAX_VARIANCE:g} drawn exactly: lower bits "
+                f"({self.quantizer.bits}) or raise clip ({self.quantizer.clip:g})"
+            )
         if self.quantizer.noise_variance != variance:
             raise ValueError(
                 f"the quantizer keeps room for noise of variance {self.quantizer.noise_variance}"

@@ -74,6 +74,20 @@ class MaskedInput:
     vector: np.ndarray
 
 
+@dataclass(frozen=True, eq=False)
+class MaskedSum:
+    """Client side to server, stage 3: the sum modulo ``2^m`` of several clients' masked
+    inputs, folded where they run (one message per worker instead of one per client).
+
+    It tells the server less than the inputs would: pairwise masks between the folded
+    clients cancel, the rest (self masks, masks with clients elsewhere) only in the total.
+    """
+
+    round: int
+    clients: tuple[int, ...]
+    vector: np.ndarray
+
+
 @dataclass(frozen=True)
 class UnmaskRequest:
     """Server to client after stage 3: which of its neighbours sent a masked input

@@ -7,7 +7,8 @@ in the round:
 1. :meth:`SecAggServer.collect_keys`: advertisements in, each client's neighbours' keys
    out.
 2. :meth:`SecAggServer.collect_shares`: encrypted shares in, routed to their recipients.
-3. :meth:`SecAggServer.collect_masked`: masked inputs in, unmasking requests out.
+3. :meth:`SecAggServer.collect_masked`: masked inputs (or sums of several, folded where
+   the clients run) in, unmasking requests out.
 4. :meth:`SecAggServer.collect_unmask`: shares in; the self-mask seeds of the survivors
    and the mask keys of the clients that dropped after sharing are rebuilt, their masks
    removed, and the sum returned.
@@ -23,6 +24,7 @@ counts) while the server still holds fewer than ``threshold`` shares of every se
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -35,6 +37,7 @@ from redfl.privacy.secagg.messages import (
     EncryptedShare,
     KeyAdvertisement,
     MaskedInput,
+    MaskedSum,
     NeighbourKeys,
     RoutedShares,
     SecAggResult,
@@ -53,6 +56,14 @@ class _Message(Protocol):
 
     @property
     def client(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class _Member:
+    """One client's part in a :class:`MaskedSum` (what :meth:`SecAggServer._gather` checks)."""
+
+    round: int
+    client: int
 
 
 _M = TypeVar("_M", bound=_Message)
@@ -79,7 +90,8 @@ class SecAggServer:
         self._stage = 0
         self._keys: dict[int, KeyAdvertisement] = {}
         self._shared: frozenset[int] = frozenset()
-        self._masked: dict[int, np.ndarray] = {}
+        self._survivors: frozenset[int] = frozenset()
+        self._masked: list[np.ndarray] = []
 
     def collect_keys(self, adverts: Iterable[KeyAdvertisement]) -> dict[int, NeighbourKeys]:
         """Stage 1: for each client that advertised, its neighbours' advertisements.
@@ -132,9 +144,10 @@ class SecAggServer:
             for client, shares in sorted(inbox.items())
         }
 
-    def collect_masked(self, inputs: Iterable[MaskedInput]) -> dict[int, UnmaskRequest]:
-        """Stage 3: for each client that sent a masked input, which of its neighbours
-        survived (seed shares wanted) and which dropped after sharing (key shares wanted).
+    def collect_masked(self, inputs: Iterable[MaskedInput | MaskedSum]) -> dict[int, UnmaskRequest]:
+        """Stage 3: for each client whose masked input arrived (alone or in a sum), which
+        of its neighbours survived (seed shares wanted) and which dropped after sharing
+        (key shares wanted).
 
         Raises
         ------
@@ -143,23 +156,30 @@ class SecAggServer:
             fewer than ``threshold`` neighbours with inputs, or the survivors are not
             connected in the graph.
         ValueError
-            If an input has the wrong type or length.
+            If a vector has the wrong type or length, or a sum names no client.
         """
         config = self.config
-        received = self._gather("masked_input", inputs, self._shared)
+        parts = [
+            MaskedSum(m.round, (m.client,), m.vector) if isinstance(m, MaskedInput) else m
+            for m in inputs
+        ]
+        members = [_Member(part.round, client) for part in parts for client in part.clients]
+        self._gather("masked_input", members, self._shared)
         size, dtype = config.size + 1, config.quantizer.dtype
-        for client, masked in received.items():
-            vector = masked.vector
+        for part in parts:
+            vector = part.vector
+            if not part.clients:
+                raise ValueError("masked_input: a masked sum of no client")
             if (
                 not isinstance(vector, np.ndarray)
                 or vector.dtype != dtype
                 or vector.shape != (size,)
             ):
                 raise ValueError(
-                    f"masked_input: client {client} sent a vector that is not "
-                    f"{np.dtype(dtype)} of shape ({size},)"
+                    f"masked_input: client(s) {list(part.clients)[:5]} sent a vector that is "
+                    f"not {np.dtype(dtype)} of shape ({size},)"
                 )
-        survivors = frozenset(received)
+        survivors = frozenset(member.client for member in members)
         if len(survivors) < config.min_survivors:
             self._fail(
                 "masked_input",
@@ -173,7 +193,8 @@ class SecAggServer:
                 "the survivors fall apart into separate groups in the graph, whose sums "
                 "unmasking would reveal",
             )
-        self._masked = {client: masked.vector for client, masked in received.items()}
+        self._survivors = survivors
+        self._masked = [part.vector for part in parts]
         dropped = self._shared - survivors
         return {
             client: UnmaskRequest(
@@ -200,7 +221,7 @@ class SecAggServer:
             If a reply holds a share the server did not ask that client for.
         """
         config = self.config
-        survivors = frozenset(self._masked)
+        survivors = self._survivors
         dropped = self._shared - survivors
         received = self._gather("unmasking", replies, survivors)
         seed_shares: dict[int, list[Share]] = {client: [] for client in survivors}
@@ -257,7 +278,7 @@ class SecAggServer:
         client that dropped after sharing."""
         config = self.config
         dtype = config.quantizer.dtype
-        total = ring_sum([self._masked[c] for c in sorted(self._masked)], dtype)
+        total = ring_sum(self._masked, dtype)
         length = total.size
         for seed in seeds.values():
             total -= expand(seed, length, dtype)
