@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +66,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.fixture(scope="session", name="postgres_server")
-def postgres_server_fixture() -> Iterator[PostgresServer]:
-    """Start PostgreSQL for the session (initdb + pg_ctl as ``postgres``); stop it by pid."""
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server (initdb + pg_ctl as ``postgres``) on a free port of 127.0.0.1 and
+    a temporary folder, stopped by its pid at the end."""
     bin_dir = _bin_dir()
     root = Path(tempfile.mkdtemp(prefix="redfl-pg-"))
     data = root / "data"
@@ -106,6 +108,13 @@ def postgres_server_fixture() -> Iterator[PostgresServer]:
         if not wait_until(lambda: not _alive(pid), 30):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", name="postgres_server")
+def postgres_server_fixture() -> Iterator[PostgresServer]:
+    """:func:`running_postgres` for the test session."""
+    with running_postgres() as server:
+        yield server
 
 
 def create_database(server: PostgresServer) -> str:

@@ -11,7 +11,7 @@ from redfl import Client
 from redfl.core.arrays import Parameters
 from redfl.core.instructions import Instructions
 from redfl.examples.digits_files import FileDigitsClient, FileDigitsOptions
-from redfl.examples.echo import EchoClient
+from redfl.examples.echo import EchoClient, EchoOptions
 
 
 class Pausing(Client):
@@ -26,8 +26,16 @@ class Pausing(Client):
         return super().fit(parameters, config)
 
 
+class PausingEchoOptions(EchoOptions):
+    """:class:`EchoOptions` and the pause."""
+
+    pause: float = 0.0
+
+
 class PausingEcho(Pausing, EchoClient):
     """Echo, ``pause`` seconds per fit."""
+
+    Options = PausingEchoOptions
 
     def __init__(self, size: int = 16, pause: float = 0.0) -> None:
         super().__init__(size)

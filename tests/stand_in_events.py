@@ -18,7 +18,12 @@ from fastapi import FastAPI
 from redfl.platform.store import Store
 from redfl.run.folder import save_parameters
 
-CLOSING = {"succeeded": "run_finished", "failed": "run_failed", "cancelled": "run_cancelled"}
+CLOSING = {
+    "succeeded": "run_finished",
+    "failed": "run_failed",
+    "cancelled": "run_cancelled",
+    "stopped": "run_stopped",
+}
 
 
 def _store(app: FastAPI) -> Store:
@@ -33,7 +38,7 @@ def append_status(app: FastAPI, run_id: str, status: str, error: str | None = No
         if status in CLOSING:
             data: dict[str, Any] = {"rounds": len(store.round_metrics(run_id))}
             if error is not None:
-                data["error"] = error
+                data["reason" if status == "stopped" else "error"] = error
             store.append_event(run_id, CLOSING[status], data)
         store.record_status(run_id, status, error)
     finally:

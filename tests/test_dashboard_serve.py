@@ -102,7 +102,7 @@ def test_researcher_runs_the_demo_live(base: str, page: Page) -> None:
     seen: list[int] = []
 
     def round_shown() -> bool:
-        last = int(page.get_attribute("#accuracy-chart", "data-last-round") or 0)
+        last = int(page.get_attribute("#charts svg[data-metric=accuracy]", "data-last-round") or 0)
         if last and (not seen or seen[-1] != last):
             seen.append(last)
         return last == 20
@@ -119,8 +119,9 @@ def test_researcher_runs_the_demo_live(base: str, page: Page) -> None:
     )
     assert len(seen) > 1, f"the chart jumped straight to round 20: {seen}"  # it was live
     page.wait_for_selector("#run-status[data-status=succeeded]", timeout=30_000)
-    accuracy = float(page.text_content("#accuracy-chart text.last") or 0)
+    accuracy = float(page.text_content("#charts svg[data-metric=accuracy] text.last") or 0)
     assert accuracy > 0.8  # the demo's central accuracy after 20 rounds
+    page.wait_for_selector("#download-model:not([hidden])", timeout=30_000)
     with page.expect_download() as download:
         page.click("#download-model")
     blob = Path(download.value.path()).read_bytes()

@@ -35,7 +35,7 @@ SMALL = '[federation]\nname = "small"\nrounds = 3\n[client]\ntarget = "{target}"
 
 
 def _create_run(
-    client: TestClient, headers: dict[str, str], config: str = DEMO, **extra: str
+    client: TestClient, headers: dict[str, str], config: str = DEMO, **extra: str | list[str]
 ) -> httpx.Response:
     response: httpx.Response = client.post(
         "/api/runs", json={"config": config, **extra}, headers=headers
@@ -331,3 +331,218 @@ def test_the_api_on_postgresql(tmp_path: Path, postgres_server: PostgresServer) 
         cancelled = client.post(f"/api/runs/{run['id']}/cancel", headers=rita).json()
         assert cancelled["status"] == "cancelled"
         assert client.get("/api/health").json()["database"] is True
+
+
+DIGITS = (
+    '[federation]\nname = "digits"\nrounds = 2\n'
+    '[client]\ntarget = "redfl.examples.digits:DigitsClient"\nnum_clients = 4\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "message"),
+    [
+        ('[client.options]\nlr = "abc"\n', "client.options.lr", "Input should be a valid number"),
+        ("[client.options]\ncolour = 1\n", "client.options.colour", "unknown key"),
+        ("[client.options]\nepochs = 0\n", "client.options.epochs", "greater than or equal to 1"),
+        (
+            "[resources]\nworker = { CPU = 1000 }\n",
+            "resources.worker",
+            "the cluster cannot meet the resources asked for: asked {CPU: 1000}",
+        ),
+        (
+            "[resources]\nworker = { GPU = 1 }\n",
+            "resources.worker",
+            "available {GPU: 0}",
+        ),
+        (
+            "[resources]\nnum_workers = 8\n",
+            "resources.num_workers",
+            "asked {CPU: 4} in 4 bundle(s)",
+        ),
+    ],
+)
+def test_options_and_resources_are_checked_at_submission(
+    tmp_path: Path, extra: str, field: str, message: str
+) -> None:
+    app = make_app(tmp_path / "d", ray_num_cpus=2)  # the embedded head will have 2 CPUs
+    add_user(app, "rita", "researcher")
+    with TestClient(app) as client:
+        response = _create_run(client, bearer(app, "rita"), DIGITS + extra)
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == field
+        assert message in response.json()["detail"]
+        assert _create_run(client, bearer(app, "rita"), DIGITS).status_code == 201
+
+
+def test_echo_options_are_checked_too(app: FastAPI, client: TestClient) -> None:
+    config = SMALL.format(target="redfl.examples.echo:EchoClient") + "[client.options]\nsise = 3\n"
+    response = _create_run(client, bearer(app, "rita"), config)
+    assert (response.status_code, response.json()["field"]) == (422, "client.options.sise")
+
+
+def test_operator_limits_on_cost_knobs_count_defaults_too(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "d", option_limits={"epochs": 3, "tile": 2})
+    add_user(app, "rita", "researcher")
+    rita = bearer(app, "rita")
+    with TestClient(app) as client:
+        for extra, field, detail in (
+            ("[client.options]\nepochs = 1000\n", "client.options.epochs", "1000 exceeds"),
+            ("", "client.options.epochs", "5 exceeds the operator's limit 3"),  # the default
+            ("[client.options]\nepochs = 2\ntile = 3\n", "client.options.tile", "3 exceeds"),
+        ):
+            refused = _create_run(client, rita, DIGITS + extra)
+            assert (refused.status_code, refused.json()["field"]) == (422, field)
+            assert detail in refused.json()["detail"]
+            assert "(option_limits." in refused.json()["detail"]
+        fits = _create_run(client, rita, DIGITS + "[client.options]\nepochs = 3\n")
+        assert fits.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt"),
+    [
+        ("a = " + "[" * 50_000 + "]" * 50_000, "toml"),
+        ('{"a": ' + "[" * 50_000 + "]" * 50_000 + "}", "json"),
+        ('{"client": ' + '{"a": ' * 100 + "1" + "}" * 101, "json"),
+    ],
+)
+def test_configs_nested_deeply_are_refused_not_crashed_on(
+    app: FastAPI, client: TestClient, text: str, fmt: str
+) -> None:
+    response = _create_run(client, bearer(app, "rita"), text, format=fmt)
+    assert response.status_code == 422, response.text[:200]
+    deep = "config: nested more than 64 levels deep"
+    assert response.json() == {"detail": deep, "field": "config"}
+
+
+def test_text_that_cannot_be_utf8_is_refused_and_the_reply_stays_json(
+    app: FastAPI, client: TestClient
+) -> None:
+    config = json.dumps(
+        {
+            "client": {
+                "target": "redfl.examples.digits:DigitsClient",
+                "num_clients": 2,
+                "options": {"\ud800": 1},
+            }
+        }
+    )  # ensure_ascii: the lone surrogate travels as the escape \\ud800
+    response = _create_run(client, bearer(app, "rita"), config, format="json")
+    assert response.status_code == 422
+    assert response.json()["field"] == "client.options"  # the key itself is what is bad
+    raw = client.post(
+        "/api/runs",
+        content=b'{"config": "[client]", "tags": ["\\udfff"]}',
+        headers={**bearer(app, "rita"), "Content-Type": "application/json"},
+    )
+    assert raw.status_code == 422 and raw.json()["field"].startswith("body.tags")
+
+
+def test_runs_are_tagged_filtered_paged_and_counted(app: FastAPI, client: TestClient) -> None:
+    rita, vic = bearer(app, "rita"), bearer(app, "vic")
+    add_user(app, "rob", "researcher")
+    made = [
+        _create_run(client, rita, DEMO, tags=["baseline"]).json(),
+        _create_run(client, rita, DEMO.replace("digits-fedavg", "digits-fast")).json(),
+        _create_run(client, bearer(app, "rob"), DEMO, tags=["baseline", "lr-0.3"]).json(),
+    ]
+    assert made[0]["tags"] == ["baseline"] and made[0]["rounds_done"] == 0
+
+    def listed(**params: object) -> tuple[list[str], str]:
+        response = client.get("/api/runs", params=params, headers=vic)
+        assert response.status_code == 200, response.text
+        return [r["id"] for r in response.json()], response.headers["X-Total-Count"]
+
+    newest = [r["id"] for r in reversed(made)]
+    assert listed() == (newest, "3")
+    assert listed(limit=1, offset=1) == (newest[1:2], "3")
+    assert listed(limit=2, offset=2) == (newest[2:], "3")
+    assert listed(tag="baseline") == ([newest[0], newest[2]], "2")
+    assert listed(owner="rob") == ([newest[0]], "1")
+    assert listed(q="FAST") == ([newest[1]], "1")
+    assert listed(q="lr-0.3", status="queued") == ([newest[0]], "1")
+    assert listed(status="running") == ([], "0")
+    retag = client.put(f"/api/runs/{made[1]['id']}/tags", json={"tags": ["x", "x"]}, headers=rita)
+    assert (retag.status_code, retag.json()["tags"]) == (200, ["x"])
+    others = client.put(f"/api/runs/{made[2]['id']}/tags", json={"tags": []}, headers=rita)
+    assert others.status_code == 403
+    bad = client.put(f"/api/runs/{made[1]['id']}/tags", json={"tags": ["a b"]}, headers=rita)
+    assert (bad.status_code, bad.json()["field"]) == (422, "body.tags.0")
+
+
+def test_compare_lines_configs_up_and_names_the_differences(
+    app: FastAPI, client: TestClient
+) -> None:
+    rita = bearer(app, "rita")
+    first = _create_run(client, rita, DEMO).json()["id"]
+    second = _create_run(client, rita, DEMO.replace("lr = 0.3", "lr = 0.1")).json()["id"]
+    response = client.get("/api/runs/compare", params={"ids": f"{first},{second}"}, headers=rita)
+    assert response.status_code == 200
+    body = response.json()
+    assert [r["id"] for r in body["runs"]] == [first, second]
+    assert body["config"]["client.options.lr"] == [0.3, 0.1]
+    assert body["config"]["strategy.name"] == ["fedavg", "fedavg"]
+    assert body["config"]["federation.checkpoint_every"] == [0, 0]  # defaults filled in
+    assert body["differing"] == ["client.options.lr"]
+    missing = client.get("/api/runs/compare", params={"ids": f"{first},{'0' * 32}"}, headers=rita)
+    assert missing.status_code == 404
+    many = ",".join([first] * 9)
+    assert client.get("/api/runs/compare", params={"ids": many}, headers=rita).status_code == 200
+    too_many = ",".join(f"{i:032x}" for i in range(9))
+    refused = client.get("/api/runs/compare", params={"ids": too_many}, headers=rita)
+    assert (refused.status_code, refused.json()["detail"]) == (422, "ids: 1 to 8 run ids, got 9")
+
+
+def test_stop_cancels_a_queued_run_and_marks_a_running_one(
+    app: FastAPI, client: TestClient
+) -> None:
+    rita = bearer(app, "rita")
+    queued, running = (_create_run(client, rita).json()["id"] for _ in range(2))
+    assert client.post(f"/api/runs/{queued}/stop", headers=rita).json()["status"] == "cancelled"
+    with app.state.sessions() as session:
+        Store(session).set_status(running, "running")
+    add_user(app, "rob", "researcher")
+    assert client.post(f"/api/runs/{running}/stop", headers=bearer(app, "rob")).status_code == 403
+    stopping = client.post(
+        f"/api/runs/{running}/stop", json={"reason": "too slow"}, headers=bearer(app, "ada")
+    ).json()
+    assert (stopping["status"], stopping["stop_requested"], stopping["error"]) == (
+        "running",
+        True,
+        "stopped by ada: too slow",
+    )
+    with app.state.sessions() as session:
+        Store(session).end_run(running, "stopped", stopping["error"])
+    again = client.post(f"/api/runs/{running}/stop", headers=rita)
+    assert again.status_code == 409
+    assert again.json()["detail"] == f"run '{running}' is already stopped"
+
+
+def test_log_summary_and_failure_pages(app: FastAPI, client: TestClient) -> None:
+    vic = bearer(app, "vic")
+    run_id = _create_run(client, bearer(app, "rita")).json()["id"]
+    empty = client.get(f"/api/runs/{run_id}/log", headers=vic).json()
+    assert empty == {"offset": 0, "next": 0, "size": 0, "text": ""}
+    folder = app.state.settings.runs_dir / run_id
+    (folder / "run.log").write_bytes(b"line one\nline two\n" + "é\n".encode())
+    tail = client.get(f"/api/runs/{run_id}/log", params={"offset": -4}, headers=vic).json()
+    assert tail == {"offset": 17, "next": 21, "size": 21, "text": "\né\n"}
+    head = client.get(f"/api/runs/{run_id}/log", params={"offset": 0, "limit": 9}, headers=vic)
+    assert head.json()["text"] == "line one\n" and head.json()["next"] == 9
+    (folder / "summary.json").write_text('{"status": "succeeded", "accuracy": 0.9}')
+    detail = client.get(f"/api/runs/{run_id}", headers=vic).json()
+    assert detail["summary"] == {"status": "succeeded", "accuracy": 0.9}
+    with app.state.sessions() as session:
+        for n in range(5):
+            Store(session).add_failure(run_id, 1, f"client-{n}", "fit", "boom")
+    page = client.get(
+        f"/api/runs/{run_id}/failures", params={"offset": 3, "limit": 10}, headers=vic
+    )
+    assert page.headers["X-Total-Count"] == "5"
+    assert [f["node"] for f in page.json()] == ["client-3", "client-4"]
+    with app.state.sessions() as session:
+        for n in range(4):
+            Store(session).append_event(run_id, "clients_progress", {"done": n})
+    events = client.get(f"/api/runs/{run_id}/events", params={"after": 0, "limit": 2}, headers=vic)
+    assert [e["seq"] for e in events.json()] == [1, 2]

@@ -23,8 +23,10 @@ from platform_app import (  # noqa: F401  (fixtures)
     make_app,
 )
 from typer.testing import CliRunner
+from waiting import wait_until
 
 from redfl.cli import app as cli_app
+from redfl.platform.api.app import housekeeping
 from redfl.platform.db import make_engine, session_factory, sqlite_url, upgrade
 from redfl.platform.security import TokenService, verify_password
 from redfl.platform.settings import SettingsError, load_or_create_secret
@@ -70,24 +72,90 @@ def test_bad_and_unknown_logins_are_refused_alike_logged_and_stored(
     assert reasons == [("nobody", "testclient"), ("rita", "testclient")]
 
 
-def test_five_failures_per_user_lock_that_user_for_the_window(app: FastAPI) -> None:
+def _fail_from(app: FastAPI, name: str, address: str, times: int, age: float = 0.0) -> None:
+    """Store ``times`` failed logins of ``name`` from ``address``, ``age`` seconds old."""
     with app.state.sessions() as session:
-        for n in range(5):  # from five addresses: only the per-user count reaches 5
-            Store(session).record_login("rita", f"10.0.0.{n}", False, "bad password")
-    with TestClient(app, client=("10.9.9.9", 1)) as other:
-        locked = other.post("/api/auth/login", json={"username": "rita", "password": PASSWORD})
-        assert locked.status_code == 429
-        assert locked.headers["Retry-After"] == "300"
-        assert _login(other, "vic")["status"] == 200
+        store = Store(session)
+        for _ in range(times):
+            store.record_login(name, address, False, "bad password")
+        if age:
+            for attempt in store.login_attempts(times):
+                attempt.created_at = datetime.now(UTC) - timedelta(seconds=age)
+            session.commit()
 
 
-def test_five_failures_from_one_address_lock_that_address(app: FastAPI) -> None:
+def test_failures_lock_a_user_out_of_that_address_only(app: FastAPI) -> None:
+    _fail_from(app, "rita", "10.1.1.1", 5)
+    with TestClient(app, client=("10.1.1.1", 1)) as attacker:
+        locked = attacker.post("/api/auth/login", json={"username": "Rita", "password": PASSWORD})
+        assert (locked.status_code, locked.json()["detail"]) == (
+            429,
+            "too many failed logins; try again later",
+        )
+        assert 295 <= int(locked.headers["Retry-After"]) <= 300
+        assert _login(attacker, "vic")["status"] == 200  # others log in from there
+    with TestClient(app, client=("10.2.2.2", 1)) as elsewhere:
+        assert _login(elsewhere, "rita")["status"] == 200  # rita, from where she did not fail
+
+
+def test_a_refused_attempt_is_no_failure_and_the_lock_ends_on_time(app: FastAPI) -> None:
+    _fail_from(app, "rita", "10.1.1.1", 5, age=290)  # they leave the window in 10 s
+    with TestClient(app, client=("10.1.1.1", 1)) as client:
+        for _ in range(20):  # an attacker who keeps trying extends nothing
+            refused = _login(client, "rita", "guess-guess")
+            assert refused["status"] == 429
+        retry = client.post("/api/auth/login", json={"username": "rita", "password": PASSWORD})
+        assert 1 <= int(retry.headers["Retry-After"]) <= 10
+        with app.state.sessions() as session:
+            store = Store(session)
+            assert store.failed_logins(datetime.now(UTC) - timedelta(seconds=300)) == 5
+            for attempt in store.login_attempts(100):  # the window passes for every attempt
+                attempt.created_at -= timedelta(seconds=11)
+            session.commit()
+        assert _login(client, "rita")["status"] == 200
+
+
+def test_failures_from_one_address_lock_that_address(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "d", login_max_address_failures=5)
+    add_user(app, "vic", "viewer")
     with TestClient(app, client=("10.1.1.1", 1)) as attacker:
         for name in ("a1", "a2", "a3", "a4", "a5"):
             assert _login(attacker, name, "guess-guess")["status"] == 401
         assert _login(attacker, "vic")["status"] == 429
     with TestClient(app, client=("10.2.2.2", 1)) as elsewhere:
         assert _login(elsewhere, "vic")["status"] == 200
+
+
+@pytest.mark.parametrize(
+    ("proxies", "counted_from"),
+    [((), "127.0.0.1"), (("127.0.0.0/8",), "203.0.113.7")],
+)
+def test_forwarded_for_counts_only_from_a_trusted_proxy(
+    tmp_path: Path, proxies: tuple[str, ...], counted_from: str
+) -> None:
+    app = make_app(tmp_path / "d", trusted_proxies=proxies)
+    add_user(app, "rita", "researcher")
+    with TestClient(app, client=("127.0.0.1", 1)) as client:
+        for n in range(5):  # a new forged address each time
+            client.post(
+                "/api/auth/login",
+                json={"username": "rita", "password": "guess-guess"},
+                headers={"X-Forwarded-For": f"203.0.113.{n + 3}, 127.0.0.5"},
+            )
+        with app.state.sessions() as session:
+            addresses = {a.address for a in Store(session).login_attempts()}
+    if proxies:
+        assert addresses == {f"203.0.113.{n}" for n in range(3, 8)} and counted_from in addresses
+    else:
+        assert addresses == {counted_from}  # the header was ignored: all from the peer
+
+
+def test_old_login_attempts_are_deleted(app: FastAPI) -> None:
+    _fail_from(app, "rita", "10.1.1.1", 3, age=31 * 86_400)
+    _fail_from(app, "vic", "10.1.1.1", 1)
+    assert housekeeping(app) == 3
+    with app.state.sessions() as session:
+        assert [a.username for a in Store(session).login_attempts()] == ["vic"]
 
 
 def test_failures_older_than_the_window_do_not_count(tmp_path: Path) -> None:
@@ -103,15 +171,71 @@ def test_failures_older_than_the_window_do_not_count(tmp_path: Path) -> None:
         assert _login(client, "rita")["status"] == 200
 
 
+def _me(client: TestClient, access: object) -> int:
+    response = client.get("/api/auth/me", headers={"Authorization": f"Bearer {access}"})
+    return int(response.status_code)
+
+
 def test_refresh_tokens_are_single_use_and_logout_revokes(client: TestClient) -> None:
     first = _login(client, "vic")
     second = client.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert second.status_code == 200 and second.json()["username"] == "vic"
-    again = client.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
-    assert again.status_code == 401
     token = second.json()["refresh_token"]
-    assert client.post("/api/auth/logout", json={"refresh_token": token}).status_code == 204
+    headers = {"Authorization": f"Bearer {second.json()['access_token']}"}
+    gone = client.post("/api/auth/logout", json={"refresh_token": token}, headers=headers)
+    assert gone.status_code == 204
     assert client.post("/api/auth/refresh", json={"refresh_token": token}).status_code == 401
+    refused = client.get("/api/auth/me", headers=headers)  # the access token died with it
+    assert (refused.status_code, refused.json()["detail"]) == (401, "token revoked")
+    assert _me(client, first["access_token"]) == 401  # the whole login is over
+    assert _me(client, _login(client, "vic")["access_token"]) == 200  # a new login is not
+
+
+def test_logout_with_the_access_token_alone_ends_the_login(client: TestClient) -> None:
+    pair = _login(client, "vic")
+    headers = {"Authorization": f"Bearer {pair['access_token']}"}
+    assert client.post("/api/auth/logout", headers=headers).status_code == 204
+    assert _me(client, pair["access_token"]) == 401
+    again = client.post("/api/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert again.status_code == 401
+
+
+def test_reusing_a_spent_refresh_token_revokes_its_successors(client: TestClient) -> None:
+    stolen = _login(client, "vic")
+    other_login = _login(client, "vic")
+    fresh = client.post("/api/auth/refresh", json={"refresh_token": stolen["refresh_token"]})
+    assert fresh.status_code == 200  # the user refreshed; the thief replays the old token
+    replay = client.post("/api/auth/refresh", json={"refresh_token": stolen["refresh_token"]})
+    assert replay.status_code == 401
+    successor = client.post(
+        "/api/auth/refresh", json={"refresh_token": fresh.json()["refresh_token"]}
+    )
+    assert successor.status_code == 401
+    assert _me(client, fresh.json()["access_token"]) == 401
+    assert _me(client, other_login["access_token"]) == 200  # another login is untouched
+
+
+def test_a_revocation_made_by_another_server_applies_within_the_poll(tmp_path: Path) -> None:
+    first = make_app(tmp_path / "d", revocation_poll_seconds=0.2)
+    add_user(first, "vic", "viewer")
+    second = make_app(tmp_path / "d", revocation_poll_seconds=0.2)  # same database
+    with TestClient(first) as one, TestClient(second) as two:
+        pair = _login(one, "vic")
+        assert _me(two, pair["access_token"]) == 200
+        one.post("/api/auth/logout", json={"refresh_token": pair["refresh_token"]})
+        assert _me(one, pair["access_token"]) == 401  # at once where it was made
+        assert wait_until(lambda: _me(two, pair["access_token"]) == 401, 5)
+
+
+def test_user_names_are_unique_ignoring_case(app: FastAPI, client: TestClient) -> None:
+    admin = bearer(app, "ada")
+    body = {"name": "Rita", "role": "viewer", "password": "long enough"}
+    taken = client.post("/api/users", json=body, headers=admin)
+    assert (taken.status_code, taken.json()["detail"]) == (
+        409,
+        "user 'Rita' already exists (as 'rita')",
+    )
+    assert _login(client, "RITA")["username"] == "rita"
 
 
 def test_expired_foreign_and_stale_tokens_are_refused(app: FastAPI, client: TestClient) -> None:
@@ -267,7 +391,7 @@ def test_users_create_prompts_twice_on_a_terminal(
 
 def test_db_upgrade_reports_the_revision(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli_app, ["db", "upgrade", "--data", str(tmp_path / "d")])
-    assert (result.exit_code, result.output) == (0, "database at revision 0001\n")
+    assert (result.exit_code, result.output) == (0, "database at revision 0002\n")
     assert (tmp_path / "d" / "redfl.db").exists()
 
 

@@ -61,12 +61,34 @@ def test_settings_file_in_the_data_folder(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "max_workers: Input should be greater than or equal to 1 (got 0)" in result.output
     assert "colour: unknown key" in result.output
+    (tmp_path / "platform.toml").write_text(
+        'trusted_proxies = ["10.0.0.0/8", "proxy.local"]\noption_limits = { "a.b" = 1 }\n',
+        encoding="utf-8",
+    )
+    refused = CliRunner().invoke(cli_app, ["db", "upgrade", "--data", str(tmp_path)])
+    assert refused.exit_code == 2
+    assert "trusted_proxies: 'proxy.local' does not appear to be an IPv4 or IPv6 network" in (
+        refused.output
+    )
+    assert "option_limits: not an option name: 'a.b'" in refused.output
     (tmp_path / "platform.toml").unlink()
     bad = CliRunner().invoke(cli_app, ["serve", "--data", str(tmp_path), "--ray-address", "x y"])
     assert bad.exit_code == 2 and "ray_address" in bad.output and "ray://host:port" in bad.output
 
 
-DASHBOARD_FILES = ("index.html", "app.js", "api.js", "chart.js", "style.css", "icon.svg")
+DASHBOARD_FILES = (
+    "index.html",
+    "app.js",
+    "api.js",
+    "chart.js",
+    "compare.js",
+    "docs.js",
+    "run.js",
+    "runs.js",
+    "users.js",
+    "style.css",
+    "icon.svg",
+)
 
 
 def test_the_wheel_ships_migrations_and_example_configs(tmp_path: Path) -> None:
@@ -90,6 +112,7 @@ def test_the_wheel_ships_migrations_and_example_configs(tmp_path: Path) -> None:
         "redfl/platform/migrations/env.py",
         "redfl/platform/migrations/script.py.mako",
         "redfl/platform/migrations/versions/0001_initial.py",
+        "redfl/platform/migrations/versions/0002_tracker.py",
         "redfl/platform/examples/digits_fedavg.toml",
         "redfl/platform/examples/ring_dsgd.toml",
         *(f"redfl/platform/web/{n}" for n in DASHBOARD_FILES),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from waiting import free_port, wait_until
 
 from redfl.platform.catalog import examples
@@ -131,6 +132,12 @@ def test_a_run_survives_kill_9_of_the_server(tmp_path: Path) -> None:
         first.stop(signal.SIGKILL)
         head = read_head(data)
         assert head is not None  # the Ray head outlived the server
+        assert psutil.Process(head.pid).nice() == 10  # it, and what it starts, yield to the API
+        jobs = [p for p in psutil.process_iter(["cmdline"]) if run_id in (p.info["cmdline"] or [])]
+        assert jobs and all(job.nice() == 10 for job in jobs)
+        for job in jobs:  # in sessions of their own (Ray's doing): those yield as groups too
+            group = Path(f"/proc/{job.pid}/autogroup")
+            assert not group.exists() or group.read_text().rstrip().endswith("nice 10")
 
         servers.append(second := Server(data, log))
         token = _login(second)

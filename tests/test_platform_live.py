@@ -4,8 +4,12 @@ executor marks failed the runs whose job is gone."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from waiting import wait_until
 from redfl.platform.executor import Executor, entrypoint
 from redfl.platform.job import execute
 from redfl.platform.store import Store
+from redfl.run.folder import load_parameters
 
 ECHO = """
 [federation]
@@ -139,6 +144,7 @@ def test_late_subscriber_gets_earlier_events_then_live_ones(
         ("anonymous", "not authenticated"),
         ("expired", "token expired"),
         ("foreign", "invalid token"),
+        ("revoked", "token revoked"),
     ],
 )
 def test_websocket_refuses_bad_tokens_with_4401_as_http_does(
@@ -247,3 +253,162 @@ def test_tracing_exports_request_and_round_spans_to_the_endpoint(
         assert wait_until(lambda: exported(b"POST /api/runs") and exported(b"round 2"), 15)
     finally:
         collector.shutdown()
+
+
+SLOW = """
+[federation]
+name = "slow"
+rounds = ROUNDS
+runtime = "local"
+
+[client]
+target = "redfl.examples.digits:DigitsClient"
+num_clients = 4
+options = { epochs = 60, tile = 2 }
+"""
+
+
+def _queue_slow(app: FastAPI, client: TestClient, rounds: int = 40) -> str:
+    body = {"config": SLOW.replace("ROUNDS", str(rounds))}
+    response = client.post("/api/runs", json=body, headers=bearer(app, "rita"))
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def _rounds(app: FastAPI, run_id: str) -> int:
+    with app.state.sessions() as session:
+        return len(Store(session).round_metrics(run_id))
+
+
+def test_a_stop_ends_the_job_mid_round_and_keeps_the_last_completed_round(
+    app: FastAPI, client: TestClient
+) -> None:
+    run_id = _queue_slow(app, client)
+    asked: list[float] = []
+
+    def stop_after_a_round() -> None:
+        assert wait_until(lambda: _rounds(app, run_id) >= 1, 60)
+        response = client.post(f"/api/runs/{run_id}/stop", headers=bearer(app, "rita"))
+        assert response.json()["stop_requested"] is True
+        asked.append(time.monotonic())
+
+    helper = threading.Thread(target=stop_after_a_round)
+    helper.start()
+    assert execute(run_id, app.state.settings) == "stopped"
+    ended = time.monotonic()
+    helper.join()
+    assert ended - asked[0] < 3.0  # within the watcher's half second and the round's end
+    detail = client.get(f"/api/runs/{run_id}", headers=bearer(app, "vic")).json()
+    done = len(detail["metrics"])
+    assert (detail["status"], detail["error"]) == ("stopped", "stopped by rita")
+    assert 1 <= done < 40 and detail["rounds_done"] == done
+    folder = Path(app.state.settings.runs_dir / run_id)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert (summary["status"], summary["rounds"], summary["error"]) == (
+        "stopped",
+        done,
+        "stopped by rita",
+    )
+    _, metadata = load_parameters(folder / "model.safetensors")
+    assert metadata["rounds"] == done  # the model of the last completed round
+    kinds = [
+        e["type"]
+        for e in client.get(f"/api/runs/{run_id}/events", headers=bearer(app, "vic")).json()
+    ]
+    assert kinds[-2:] == ["run_stopped", "status"] and kinds.count("round_finished") == done
+
+
+def test_the_wall_clock_limit_stops_a_run(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "d", max_run_seconds=2)
+    add_user(app, "rita", "researcher")
+    with TestClient(app) as client:
+        run_id = _queue_slow(app, client, rounds=200)
+        started = time.monotonic()
+        assert execute(run_id, app.state.settings) == "stopped"
+        assert 2.0 <= time.monotonic() - started < 8.0
+        detail = client.get(f"/api/runs/{run_id}", headers=bearer(app, "rita")).json()
+    assert detail["error"] == "stopped: the wall-clock limit of 2 s was reached"
+    assert 1 <= len(detail["metrics"]) < 200
+
+
+class FakeJobs:
+    """Stands in for the Ray job server: records submissions and stops."""
+
+    url = "fake"
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+        self.stopped: list[str] = []
+        self.lock = threading.Lock()
+
+    def submit(self, job_id: str, entrypoint: str, env: dict[str, str] | None = None) -> str:
+        with self.lock:
+            self.submitted.append(job_id)
+        return job_id
+
+    def status(self, job_id: str) -> str:
+        return "RUNNING"
+
+    def stop(self, job_id: str) -> bool:
+        self.stopped.append(job_id)
+        return True
+
+
+def _executor(app: FastAPI, jobs: FakeJobs, **settings: Any) -> Executor:
+    executor = Executor(app.state.settings.model_copy(update=settings), app.state.sessions)
+    executor.client = lambda start: jobs  # type: ignore[assignment,method-assign,return-value]
+    return executor
+
+
+def test_of_two_servers_one_executes_and_no_run_is_submitted_twice(
+    app: FastAPI, client: TestClient
+) -> None:
+    runs = [_queue(app, client) for _ in range(6)]
+    jobs = FakeJobs()
+    first = _executor(app, jobs, max_concurrent_runs=100)
+    second = _executor(app, jobs, max_concurrent_runs=100)
+    assert first.step(reconcile=False) and not second.step(reconcile=False)
+    assert sorted(jobs.submitted) == sorted(f"redfl-{r}" for r in runs)
+    more = [_queue(app, client) for _ in range(20)]
+    racers = [threading.Thread(target=e.dispatch) for e in (first, second)]  # lease aside
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    assert sorted(jobs.submitted) == sorted(f"redfl-{r}" for r in runs + more)  # each once
+    first.release()
+    assert second.lead()  # the lease passes on when its holder lets go
+
+
+def test_a_stopped_run_whose_job_does_not_end_is_stopped_through_ray(
+    app: FastAPI, client: TestClient
+) -> None:
+    late, stuck = _queue(app, client), _queue(app, client)
+    with app.state.sessions() as session:
+        store = Store(session)
+        for run_id in (late, stuck):
+            store.set_job_id(run_id, f"redfl-{run_id}")
+            store.record_status(run_id, "running")
+        store.require_run(late).started_at = datetime.now(UTC) - timedelta(seconds=100)
+        session.commit()
+        store.request_stop(stuck, "stopped by rita")
+    jobs = FakeJobs()
+    executor = _executor(app, jobs, max_run_seconds=60, stop_grace_seconds=1)
+    assert executor.enforce_stops() == 0  # asked; their jobs get the grace period
+    with app.state.sessions() as session:
+        assert Store(session).stop_request(late) == (
+            "stopped: the wall-clock limit of 60 s was reached"
+        )
+
+    def both_stopped() -> bool:  # each once its own grace has passed
+        executor.enforce_stops()
+        return len(jobs.stopped) == 2
+
+    assert wait_until(both_stopped, 10)
+    assert sorted(jobs.stopped) == sorted([f"redfl-{late}", f"redfl-{stuck}"])
+    for run_id, reason in (
+        (late, "stopped: the wall-clock limit of 60 s was reached"),
+        (stuck, "stopped by rita"),
+    ):
+        detail = client.get(f"/api/runs/{run_id}", headers=bearer(app, "vic")).json()
+        assert (detail["status"], detail["error"]) == ("stopped", reason)

@@ -28,8 +28,9 @@ from waiting import free_port, wait_until
 
 from redfl.platform.api.health import ray_status
 from redfl.platform.api.middleware import SECURITY_HEADERS
-from redfl.platform.db import make_engine
+from redfl.platform.db import make_engine, session_factory, sqlite_url
 from redfl.platform.store import Store
+from redfl.runtime.jobs import pid_alive, read_head
 
 CONFIG = '[client]\ntarget = "redfl.examples.echo:EchoClient"\nnum_clients = 2\n'
 
@@ -112,34 +113,46 @@ def test_cors_is_off_by_default_and_on_for_named_origins(tmp_path: Path) -> None
         assert "access-control-allow-origin" not in other.headers
 
 
-def test_health_reports_database_and_ray(app: FastAPI, client: TestClient) -> None:
-    body = client.get("/api/health").json()
-    assert (body["status"], body["database"]) == ("ok", True)
-    closed = free_port()
-    status = ray_status(f"127.0.0.1:{closed}")
-    assert not status.reachable and status.detail.startswith("cannot connect")
-    with socket.socket() as listener:
+def test_health_is_degraded_without_ray_or_the_database(tmp_path: Path) -> None:
+    with socket.socket() as listener:  # stands in for a reachable Ray
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
+        app = make_app(tmp_path / "d", ray_address=f"127.0.0.1:{port}")
+        with TestClient(app) as client:
+            body = client.get("/api/health").json()
+            assert (body["status"], body["database"], body["ray"]["reachable"]) == (
+                "ok",
+                True,
+                True,
+            )
         assert ray_status(f"ray://127.0.0.1:{port}").reachable
+    closed = free_port()
+    status = ray_status(f"127.0.0.1:{closed}")
+    assert not status.reachable and status.detail.startswith("cannot connect")
     assert ray_status("not-an-address").detail == "address is not host:port"
-    app.state.engine = make_engine(f"postgresql+psycopg://x@127.0.0.1:{closed}/none")
-    down = client.get("/api/health")
-    assert (down.status_code, down.json()["database"], down.json()["status"]) == (
-        503,
-        False,
-        "unavailable",
-    )
+    for ray_address in (f"127.0.0.1:{closed}", None):  # a cluster down; no embedded head
+        app = make_app(tmp_path / "d", ray_address=ray_address)
+        with TestClient(app) as client:
+            served = client.get("/api/health")
+            assert (served.status_code, served.json()["status"]) == (200, "degraded")
+            assert served.json()["ray"]["reachable"] is False
+            app.state.engine = make_engine(f"postgresql+psycopg://x@127.0.0.1:{closed}/none")
+            down = client.get("/api/health")
+            assert (down.status_code, down.json()["database"], down.json()["status"]) == (
+                503,
+                False,
+                "degraded",
+            )
 
 
 REDFL = str(Path(sys.executable).parent / "redfl")
 """The console script of this environment."""
 
 
-def _serve(data: Path, port: int, stderr: Path) -> subprocess.Popen[bytes]:
-    args = [REDFL, "serve", "--port", str(port), "--data", str(data)]
-    return subprocess.Popen(args, stderr=stderr.open("wb"), stdout=subprocess.DEVNULL)
+def _serve(data: Path, port: int, stderr: Path, stdout: Path) -> subprocess.Popen[bytes]:
+    args = [REDFL, "serve", "--port", str(port), "--data", str(data), "--docs"]
+    return subprocess.Popen(args, stderr=stderr.open("wb"), stdout=stdout.open("wb"))
 
 
 def _healthy(url: str) -> bool:
@@ -149,8 +162,15 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def test_redfl_serve_runs_uvicorn_on_the_data_folder(tmp_path: Path) -> None:
-    data, port, log = tmp_path / "data", free_port(), tmp_path / "stderr"
+def _ok(url: str) -> bool:
+    try:
+        return bool(httpx.get(url, timeout=1).json()["status"] == "ok")
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def test_redfl_serve_says_where_it_is_and_its_head_stops_within_seconds(tmp_path: Path) -> None:
+    data, port, log, out = tmp_path / "data", free_port(), tmp_path / "stderr", tmp_path / "out"
     created = subprocess.run(
         [REDFL, "users", "create", "ada", "--role", "admin", "--data", str(data)],
         input=b"served password\n",
@@ -158,10 +178,26 @@ def test_redfl_serve_runs_uvicorn_on_the_data_folder(tmp_path: Path) -> None:
         check=False,
     )
     assert created.returncode == 0, created.stderr
-    server = _serve(data, port, log)
+    server = _serve(data, port, log, out)
     base = f"http://127.0.0.1:{port}"
     try:
         assert wait_until(lambda: _healthy(base + "/api/health"), 60), log.read_text()
+        said = out.read_text()
+        assert f"redfl platform: {base}/ (API {base}/api, schema {base}/api/openapi.json" in said
+        assert f"docs {base}/api/docs" in said
+        assert f"data folder: {data.resolve()}" in said
+        assert f"stop it with 'redfl head stop --data {data}'" in said
+        assert wait_until(lambda: _ok(base + "/api/health"), 120), log.read_text()[-2000:]
+        docs = httpx.get(base + "/api/docs")
+        assert docs.status_code == 200 and "/api/docs/swagger-ui-bundle.js" in docs.text
+        script = httpx.get(base + "/api/docs/swagger-ui-bundle.js")
+        assert script.status_code == 200 and len(script.content) > 100_000
+        for n in range(3):  # a client on this machine that claims to be elsewhere
+            httpx.post(
+                base + "/api/auth/login",
+                json={"username": "ada", "password": "wrong password"},
+                headers={"X-Forwarded-For": f"198.51.100.{n}"},
+            )
         login = httpx.post(
             base + "/api/auth/login", json={"username": "ada", "password": "served password"}
         )
@@ -172,6 +208,17 @@ def test_redfl_serve_runs_uvicorn_on_the_data_folder(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(30)
+        head = read_head(data)
+        stopping = subprocess.run(
+            [REDFL, "head", "stop", "--data", str(data)], capture_output=True, text=True
+        )
+    assert head is not None and stopping.returncode == 0, stopping.stderr
+    seconds = float(stopping.stdout.split(" in ")[1].split(" s")[0])
+    assert seconds < 10 and not pid_alive(head.pid) and read_head(data) is None
+    with session_factory(make_engine(sqlite_url(data)))() as session:
+        addresses = {a.address for a in Store(session).login_attempts()}
+    assert addresses == {"127.0.0.1"}  # X-Forwarded-For from an untrusted peer is ignored
+    assert (data / ".gitignore").read_text().splitlines()[-1] == "*"
     secret = (data / "jwt-secret").read_text().strip()
     assert stat.S_IMODE(os.stat(data / "jwt-secret").st_mode) == 0o600
     logged = log.read_text()

@@ -1,7 +1,8 @@
 """The role matrix, derived from the route table.
 
-Every route of the app x (anonymous, expired token, token signed with another key, viewer,
-researcher, admin) gets the status its rule expects. A route without a rule fails the test,
+Every route of the app x (anonymous, expired token, token signed with another key, revoked
+token (an admin's, logged out), viewer, researcher, admin) gets the status its rule
+expects. A route without a rule fails the test,
 and so does a rule without a route. Each request acts on objects made for it alone (owned by
 the researcher), so the status depends only on the caller's identity.
 """
@@ -26,7 +27,7 @@ from redfl.platform.security import TokenService
 from redfl.platform.store import Store
 from redfl.run.folder import save_parameters
 
-IDENTITIES = ("anonymous", "expired", "foreign", "viewer", "researcher", "admin")
+IDENTITIES = ("anonymous", "expired", "foreign", "revoked", "viewer", "researcher", "admin")
 RANK = {"viewer": 0, "researcher": 1, "admin": 2}
 _count = itertools.count()
 
@@ -65,6 +66,19 @@ def _run_with_model(app: FastAPI) -> tuple[dict[str, Any], Any]:
     return {"run_id": _fresh_run(app, with_model=True)}, None
 
 
+def _tagged_run(app: FastAPI) -> tuple[dict[str, Any], Any]:
+    return {"run_id": _fresh_run(app)}, {"tags": ["checked"]}
+
+
+def _compared(app: FastAPI) -> tuple[dict[str, Any], Any]:
+    return {"query": f"?ids={_fresh_run(app)},{_fresh_run(app)}"}, None
+
+
+def _password(app: FastAPI) -> tuple[dict[str, Any], Any]:
+    params, _ = _user(app)
+    return params, {"password": "a new password"}
+
+
 def _project(app: FastAPI) -> tuple[dict[str, Any], Any]:
     with app.state.sessions() as session:
         store = Store(session)
@@ -91,6 +105,11 @@ def _new_run(_: FastAPI) -> tuple[dict[str, Any], Any]:
     return {}, {"config": config}
 
 
+STREAMS = 0
+"""The "status" of a WebSocket that stays open and streams (it sends a change made after
+it opened)."""
+
+
 @dataclass(frozen=True)
 class Rule:
     """Who may call a route (``public`` or the lowest role) and the status they then get."""
@@ -112,6 +131,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/users"): Rule("admin", 201, _new_user),
     ("PATCH", "/api/users/{name}"): Rule("admin", 200, _user),
     ("DELETE", "/api/users/{name}"): Rule("admin", 204, _user),
+    ("PUT", "/api/users/{name}/password"): Rule("admin", 204, _password),
     ("GET", "/api/projects"): Rule("viewer", 200),
     ("POST", "/api/projects"): Rule("researcher", 201, _new_project),
     ("GET", "/api/projects/{project_id}"): Rule("viewer", 200, _project),
@@ -119,13 +139,19 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/projects/{project_id}"): Rule("researcher", 204, _project),
     ("POST", "/api/runs"): Rule("researcher", 201, _new_run),
     ("GET", "/api/runs"): Rule("viewer", 200),
+    ("GET", "/api/runs/compare"): Rule("viewer", 200, _compared),
     ("GET", "/api/runs/{run_id}"): Rule("viewer", 200, _run),
+    ("PUT", "/api/runs/{run_id}/tags"): Rule("researcher", 200, _tagged_run),
     ("POST", "/api/runs/{run_id}/cancel"): Rule("researcher", 200, _run),
+    ("POST", "/api/runs/{run_id}/stop"): Rule("researcher", 200, _run),
     ("GET", "/api/runs/{run_id}/model"): Rule("viewer", 200, _run_with_model),
     ("GET", "/api/runs/{run_id}/metrics.csv"): Rule("viewer", 200, _run),
     ("GET", "/api/runs/{run_id}/metrics.json"): Rule("viewer", 200, _run),
     ("GET", "/api/runs/{run_id}/events"): Rule("viewer", 200, _run),
+    ("GET", "/api/runs/{run_id}/failures"): Rule("viewer", 200, _run),
+    ("GET", "/api/runs/{run_id}/log"): Rule("viewer", 200, _run),
     ("WEBSOCKET", "/api/runs/{run_id}/ws"): Rule("viewer", 1000, _finished_run),
+    ("WEBSOCKET", "/api/live/runs"): Rule("viewer", STREAMS),
     ("GET", "/api/strategies"): Rule("viewer", 200),
     ("GET", "/api/examples"): Rule("viewer", 200),
     ("GET", "/api/health"): Rule("public", 200),
@@ -172,7 +198,7 @@ def _headers(app: FastAPI, identity: str) -> dict[str, str]:
         return {}
     with app.state.sessions() as session:
         user = Store(session).require_user(
-            {"expired": "ada", "foreign": "ada"}.get(identity, identity)
+            {"expired": "ada", "foreign": "ada", "revoked": "ada"}.get(identity, identity)
         )
     if identity == "expired":
         old = datetime.now(UTC) - timedelta(hours=2)
@@ -181,6 +207,11 @@ def _headers(app: FastAPI, identity: str) -> dict[str, str]:
         token = TokenService(b"another key" * 4, 900).issue_access(user.id, user.name, user.role)
     else:
         token = app.state.tokens.issue_access(user.id, user.name, user.role)
+    if identity == "revoked":  # logged out, as POST /api/auth/logout does it
+        claims = app.state.tokens.decode_access(token)
+        with app.state.sessions() as session:
+            Store(session).revoke_token_id(claims.family, claims.expires)
+        app.state.revoked.load(app.state.sessions)
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -188,10 +219,18 @@ def _websocket_close_code(
     client: TestClient, app: FastAPI, path: str, rule: Rule, identity: str
 ) -> int:
     """The close code the server ends a WebSocket of ``identity`` with (1000 after it sent
-    the finished run's status: accepted)."""
+    the finished run's status: accepted), or :data:`STREAMS` when it streamed a change."""
     params, _ = rule.setup(app)
     token = _headers(app, identity).get("Authorization", "Bearer ").removeprefix("Bearer ")
     with client.websocket_connect(path.format(**params) + f"?token={token}") as ws:
+        if rule.status == STREAMS:
+            changed = _fresh_run(app)
+            try:
+                while changed not in {r["id"] for r in ws.receive_json()["runs"]}:
+                    pass
+            except WebSocketDisconnect as closed:  # refused
+                return int(closed.code)
+            return STREAMS
         while True:
             try:
                 message = ws.receive_json()
@@ -242,7 +281,7 @@ def test_role_matrix(matrix_app: FastAPI) -> None:
                 continue
             for identity in IDENTITIES:
                 params, body = rule.setup(matrix_app)
-                url = path.format(**params)
+                url = path.format(**params) + params.get("query", "")
                 response = client.request(
                     method, url, json=body, headers=_headers(matrix_app, identity)
                 )

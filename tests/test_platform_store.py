@@ -11,7 +11,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from pg_server import create_database, postgres_server_fixture  # noqa: F401  (session fixture)
 from platform_app import store_run
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
+from waiting import wait_until
 
 from redfl.platform.api.schemas import RunOut
 from redfl.platform.db import (
@@ -26,18 +27,21 @@ from redfl.platform.db import (
     upgrade,
 )
 from redfl.platform.models import Base, RefreshToken
-from redfl.platform.store import Conflict, NotFound, Store
+from redfl.platform.store import Conflict, NotFound, RunFilter, Store
 
 TABLES = {
     "users",
     "refresh_tokens",
+    "revoked_tokens",
     "projects",
     "project_members",
     "runs",
+    "run_tags",
     "round_metrics",
     "failures",
     "events",
     "login_attempts",
+    "leases",
 }
 
 
@@ -66,7 +70,7 @@ def _run(store: Store, owner_id: int | None, project_id: int | None = None) -> s
 
 
 def test_migrations_build_the_models_schema_and_are_idempotent(engine: Engine) -> None:
-    assert current_revision(engine) == head_revision() == "0001"
+    assert current_revision(engine) == head_revision() == "0002"
     assert set(inspect(engine).get_table_names()) >= TABLES
     upgrade(engine)  # a second upgrade is a no-op
     with engine.connect() as connection:
@@ -95,6 +99,9 @@ def test_users_roles_and_the_last_admin(store: Store) -> None:
     assert ada.created_at.tzinfo is not None
     with pytest.raises(Conflict, match="user 'ada' already exists"):
         store.create_user("ada", "viewer", "h3")
+    with pytest.raises(Conflict, match="user 'Ada' already exists \\(as 'ada'\\)"):
+        store.create_user("Ada", "viewer", "h3")
+    assert store.require_user("ADA").name == "ada"  # one user, any case
     with pytest.raises(ValueError, match=r"role: must be one of .* got 'root'"):
         store.create_user("eve", "root", "h")
     with pytest.raises(Conflict, match="last admin"):
@@ -111,21 +118,50 @@ def test_users_roles_and_the_last_admin(store: Store) -> None:
 def test_refresh_tokens_are_single_use_and_expire(store: Store) -> None:
     ada = store.create_user("ada", "admin", "h")
     later = datetime.now(UTC) + timedelta(hours=1)
-    store.add_refresh_token(ada.id, "a" * 64, later)
-    store.add_refresh_token(ada.id, "b" * 64, datetime.now(UTC) - timedelta(seconds=1))
-    store.add_refresh_token(ada.id, "c" * 64, later)
+    store.add_refresh_token(ada.id, "a" * 64, later, "fam-a")
+    store.add_refresh_token(ada.id, "b" * 64, datetime.now(UTC) - timedelta(seconds=1), "fam-b")
+    store.add_refresh_token(ada.id, "c" * 64, later, "fam-c")
     spent = store.use_refresh_token("a" * 64)
-    assert spent is not None and spent.name == "ada"
-    assert store.use_refresh_token("a" * 64) is None  # used once already
+    assert spent is not None and (spent.user.name, spent.family) == ("ada", "fam-a")
     assert store.use_refresh_token("b" * 64) is None  # expired
     assert store.use_refresh_token("d" * 64) is None  # unknown
-    assert store.revoke_refresh_token("c" * 64)
+    assert store.revoke_refresh_token("c" * 64) == "fam-c"
     assert store.use_refresh_token("c" * 64) is None
-    store.add_refresh_token(ada.id, "e" * 64, later)
+    store.add_refresh_token(ada.id, "e" * 64, later, "fam-e")
     store.set_password_hash("ada", "new")
     assert store.use_refresh_token("e" * 64) is None  # a new password revokes them
     stored = store.session.query(RefreshToken).count()
     assert stored == 4  # digests only, never deleted by use
+    revoked = {token_id for _, token_id, _ in store.revoked_since(0)}
+    assert revoked == {"fam-c", "fam-e"}  # their access tokens are refused too
+
+
+def test_a_spent_refresh_token_used_again_revokes_its_family(store: Store) -> None:
+    ada = store.create_user("ada", "admin", "h")
+    later = datetime.now(UTC) + timedelta(hours=1)
+    store.add_refresh_token(ada.id, "a" * 64, later, "fam-1")
+    assert store.use_refresh_token("a" * 64) is not None
+    store.add_refresh_token(ada.id, "b" * 64, later, "fam-1")  # its successor
+    store.add_refresh_token(ada.id, "c" * 64, later, "fam-2")  # another login
+    assert store.revoked_since(0) == []
+    assert store.use_refresh_token("a" * 64) is None  # replayed
+    assert store.use_refresh_token("b" * 64) is None  # so the successor is dead too
+    assert store.use_refresh_token("c" * 64) is not None  # the other login lives on
+    ((_, token_id, expires),) = store.revoked_since(0)
+    assert token_id == "fam-1" and abs((expires - later).total_seconds()) < 1
+
+
+def test_old_attempts_and_expired_revocations_are_pruned(store: Store) -> None:
+    ada = store.create_user("ada", "admin", "h")
+    now = datetime.now(UTC)
+    store.record_login("ada", "10.0.0.1", False, "bad password")
+    store.revoke_token_id("gone", now - timedelta(seconds=5))
+    store.revoke_token_id("live", now + timedelta(hours=1))
+    store.add_refresh_token(ada.id, "a" * 64, now - timedelta(seconds=5), "fam")
+    assert store.prune(now - timedelta(days=1), now) == 2  # the expired revocation and token
+    assert len(store.login_attempts()) == 1
+    assert store.prune(now + timedelta(seconds=1), now) == 1  # the attempt, now old enough
+    assert [t for _, t, _ in store.revoked_since(0)] == ["live"]
 
 
 def test_failed_logins_count_per_user_and_address_in_a_window(store: Store) -> None:
@@ -134,12 +170,14 @@ def test_failed_logins_count_per_user_and_address_in_a_window(store: Store) -> N
     store.record_login("ada", "10.0.0.2", False, "bad password")
     store.record_login("bob", "10.0.0.1", False, "unknown user")
     store.record_login("ada", "10.0.0.1", True, "ok")
+    store.record_login("Ada", "10.0.0.3", False, "rate limited")  # refused: not a failure
     since = datetime.now(UTC) - timedelta(minutes=5)
-    assert store.failed_logins(since, username="ada") == 4
+    assert store.failed_logins(since, username="ADA") == 4  # a name counts in any case
     assert store.failed_logins(since, address="10.0.0.1") == 4
     assert store.failed_logins(since, username="ada", address="10.0.0.2") == 1
     assert store.failed_logins(datetime.now(UTC) + timedelta(seconds=1), username="ada") == 0
-    assert [a.reason for a in store.login_attempts(2)] == ["ok", "unknown user"]
+    assert [a.reason for a in store.login_attempts(2)] == ["rate limited", "ok"]
+    assert len(store.failure_times(since, address="10.0.0.1", limit=2)) == 2
 
 
 def test_projects_with_members(store: Store) -> None:
@@ -183,8 +221,15 @@ def test_run_status_life_and_cancel(store: Store) -> None:
     failed = store.set_status(third, "failed", error="worker died")
     assert failed.error == "worker died"
     counts = store.runs_by_status()
-    assert counts == {"queued": 0, "running": 0, "succeeded": 1, "failed": 1, "cancelled": 1}
-    assert {r["id"] for r in store.run_summaries(status="failed")} == {third}
+    assert counts == {
+        "queued": 0,
+        "running": 0,
+        "succeeded": 1,
+        "failed": 1,
+        "cancelled": 1,
+        "stopped": 0,
+    }
+    assert {r["id"] for r in store.run_summaries(RunFilter(status="failed"))} == {third}
     assert len(store.run_summaries(limit=2)) == 2
     with pytest.raises(NotFound, match="run 'nope' does not exist"):
         store.request_cancel("nope")
@@ -226,14 +271,18 @@ def test_run_summaries_are_the_list_view_of_the_runs(store: Store) -> None:
     store.delete_user("bob")
     store.session.expire_all()
     newest_first = sorted(ids, key=lambda i: (-store.require_run(i).created_at.timestamp(), i))
-    for query, expected_ids in (
-        ({}, newest_first),
-        ({"status": "cancelled"}, [ids[1]]),
-        ({"project_id": project.id}, [ids[0]]),
-        ({"limit": 2, "offset": 1}, newest_first[1:]),
+    for where, page, expected_ids in (
+        (RunFilter(), {}, newest_first),
+        (RunFilter(status="cancelled"), {}, [ids[1]]),
+        (RunFilter(project_id=project.id), {}, [ids[0]]),
+        (RunFilter(), {"limit": 2, "offset": 1}, newest_first[1:]),
     ):
-        views = [RunOut.model_validate(store.require_run(i)).model_dump() for i in expected_ids]
-        assert store.run_summaries(**query) == views
+        views = [
+            RunOut.model_validate(store.require_run(i)).model_dump() | {"tags": []}
+            for i in expected_ids
+        ]
+        assert store.run_summaries(where, **page) == views
+        assert store.count_runs(where) == (3 if page else len(expected_ids))
     rows = {r["id"]: r for r in store.run_summaries()}
     assert (rows[ids[0]]["project"], rows[ids[0]]["owner"], rows[ids[0]]["error"]) == (
         "mnist",
@@ -250,7 +299,7 @@ def test_run_summaries_are_the_list_view_of_the_runs(store: Store) -> None:
 def test_deleting_an_owner_keeps_the_runs(store: Store) -> None:
     ada = store.create_user("ada", "admin", "h")
     bob = store.create_user("bob", "researcher", "h")
-    store.add_refresh_token(bob.id, "f" * 64, datetime.now(UTC) + timedelta(hours=1))
+    store.add_refresh_token(bob.id, "f" * 64, datetime.now(UTC) + timedelta(hours=1), "fam")
     run_id = _run(store, bob.id)
     store.delete_user("bob")
     store.session.expire_all()
@@ -287,3 +336,82 @@ def test_queue_lifecycle_and_the_cancel_flag_seen_by_another_session(
     assert [e.type for e in store.events_since(mark, ("round_finished", "failure"))] == [
         "round_finished"
     ]
+
+
+def test_runs_filter_by_owner_text_and_tag_and_keep_their_round_figures(store: Store) -> None:
+    ada = store.create_user("ada", "researcher", "h")
+    bob = store.create_user("bob", "researcher", "h")
+    first = store_run(store, ada.id, name="digits-fedavg", rounds=3)
+    second = store_run(store, bob.id, name="ring_dsgd", rounds=3)
+    store.set_tags(first, ["baseline", "lr-0.1"])
+    store.set_tags(second, ["lr-0.1"])
+
+    def ids(where: RunFilter) -> set[str]:
+        return {r["id"] for r in store.run_summaries(where)}
+
+    assert ids(RunFilter(owner="ADA")) == {first}
+    assert ids(RunFilter(text="FEDAVG")) == {first}
+    assert ids(RunFilter(text=second[:6])) == {second}  # the start of an id
+    assert ids(RunFilter(text="baseline")) == {first}  # a whole tag
+    assert ids(RunFilter(text="_")) == {second}  # LIKE's wildcards are plain characters
+    assert ids(RunFilter(tag="lr-0.1")) == {first, second}
+    assert ids(RunFilter(tag="lr-0.1", owner="bob")) == {second}
+    before = store.require_run(second).updated_at  # the last change so far
+    store.set_status(first, "running")
+    for rnd, accuracy in ((1, 0.5), (2, 0.75), (3, 0.625)):
+        store.add_round_metric(first, rnd, {"round": rnd, "accuracy": accuracy})
+    row = store.run_summary(first)
+    assert (row["rounds_done"], row["best_accuracy"], row["final_accuracy"]) == (3, 0.75, 0.625)
+    assert row["tags"] == ["baseline", "lr-0.1"] and row["updated_at"] > before
+    changed = store.changed_summaries(before)  # at or after: the oldest change first
+    assert [r["id"] for r in changed] == [second, first]
+
+
+def test_stop_ends_a_queued_run_and_marks_a_running_one(store: Store) -> None:
+    queued, running = store_run(store, None), store_run(store, None)
+    assert store.stop_run(queued, "stopped by ada").status == "cancelled"
+    store.set_status(running, "running")
+    assert store.stop_request(running) is None
+    marked = store.stop_run(running, "stopped by ada: too slow")
+    assert (marked.status, marked.stop_requested) == ("running", True)
+    assert store.stop_request(running) == "stopped by ada: too slow"
+    store.end_run(running, "stopped", "stopped by ada: too slow")
+    assert [e.type for e in store.events(running)][-2:] == ["run_stopped", "status"]
+    with pytest.raises(Conflict, match="is already stopped"):
+        store.stop_run(running, "again")
+
+
+def test_one_lease_holder_at_a_time(store: Store, engine: Engine) -> None:
+    assert store.hold_lease("executor", "a", 30)
+    with session_factory(engine)() as other:
+        assert not Store(other).hold_lease("executor", "b", 30)  # held by a
+        assert store.hold_lease("executor", "a", 30)  # renewed by its holder
+        store.release_lease("executor", "a")
+        assert Store(other).hold_lease("executor", "b", 1.0)
+        assert not store.hold_lease("executor", "a", 30)
+        assert wait_until(lambda: store.hold_lease("executor", "a", 30), 5)  # b's lapsed
+
+
+def test_a_queued_run_is_claimed_once(store: Store, engine: Engine) -> None:
+    run_id = store_run(store, None)
+    with session_factory(engine)() as other:
+        assert Store(other).claim_run(run_id, "redfl-x")
+    assert not store.claim_run(run_id, "redfl-x")
+    assert store.require_run(run_id).job_id == "redfl-x"
+
+
+def test_the_upgrade_refuses_names_that_differ_only_in_case(tmp_path: Path) -> None:
+    engine = make_engine(sqlite_url(tmp_path))
+    upgrade(engine, "0001")
+    with engine.begin() as connection:
+        for name in ("alice", "Alice"):
+            connection.execute(
+                text(
+                    "INSERT INTO users (name, role, password_hash, created_at) "
+                    "VALUES (:n, 'viewer', 'h', '2026-01-01 00:00:00')"
+                ),
+                {"n": name},
+            )
+    with pytest.raises(RuntimeError, match=r"\[\['Alice', 'alice'\]\]"):
+        upgrade(engine)
+    assert current_revision(engine) == "0001"

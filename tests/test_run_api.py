@@ -228,3 +228,51 @@ def test_graph_federations_emit_round_and_failure_events() -> None:
     failure = collect.events[-1]
     assert isinstance(failure, FailureRecorded)
     assert failure.failure.node_id == "c" and "radio off" in failure.failure.reason
+
+
+class _Slow(Callback):
+    """Records the rounds it sees; lingers inside round 2's event (saying so)."""
+
+    def __init__(self) -> None:
+        self.rounds: list[int] = []
+        self.inside = threading.Event()
+
+    def on_event(self, event: Event) -> bool | None:
+        if isinstance(event, RoundFinished):
+            if event.record.round == 2:
+                self.inside.set()
+                threading.Event().wait(0.3)  # a stop asked now must wait for the others
+            self.rounds.append(event.record.round)
+        return None
+
+
+class _Rounds(Callback):
+    def __init__(self) -> None:
+        self.rounds: list[int] = []
+
+    def on_event(self, event: Event) -> bool | None:
+        if isinstance(event, RoundFinished):
+            self.rounds.append(event.record.round)
+        return None
+
+
+def test_a_stop_never_lands_between_the_callbacks_of_one_event(tmp_path: Path) -> None:
+    from redfl.run.api import StopRequest
+
+    stop, slow, after = StopRequest(), _Slow(), _Rounds()
+
+    def ask() -> None:
+        if slow.inside.wait(60):
+            stop.stop("now")
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    outcome = run(digits_config(50), out=tmp_path / "run", callbacks=[slow, after], stop=stop)
+    asker.join()
+    assert (outcome.status, outcome.error) == ("stopped", "now")
+    assert slow.rounds == after.rounds == list(range(1, outcome.summary["rounds"] + 1))
+    assert outcome.summary["rounds"] >= 2
+    kinds = [e["type"] for e in read_events(tmp_path / "run")]
+    assert kinds[-1] == "run_stopped" and kinds.count("round_finished") == len(after.rounds)
+    stop.stop("after the end")  # ignored: the run is over
+    assert stop.reason == "now"

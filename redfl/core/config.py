@@ -131,19 +131,29 @@ def _shown(value: Any) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+class OptionsError(ConfigError):
+    """Node options their class's ``Options`` model refuses; ``field`` names the first."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def node_options(template: Any, options: Mapping[str, Any], where: str) -> Any:
     """A node class's options as its ``Options`` model validates them (with defaults filled
     in), or a plain dict of them when the class has no such model.
 
     Raises
     ------
-    ConfigError
-        ``invalid config: <where>.<field>: ...`` naming each bad option.
+    OptionsError
+        ``invalid config: <where>.<field>: ...`` naming each bad option; its ``field`` is the
+        first one's dotted path.
     """
     model = getattr(template, "Options", None)
     if isinstance(model, type) and issubclass(model, BaseModel):
         try:
             return model.model_validate(dict(options))
         except ValidationError as error:
-            raise ConfigError(f"invalid config: {describe_errors(error, where)}") from None
+            first = ".".join([where, *(str(p) for p in error.errors()[0]["loc"])])
+            raise OptionsError(first, f"invalid config: {describe_errors(error, where)}") from None
     return dict(options)

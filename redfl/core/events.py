@@ -3,10 +3,10 @@
 Schemas emit the round-level events (:class:`RoundStarted`, :class:`ClientsProgress`,
 :class:`RoundFinished`, :class:`FailureRecorded`); the run API (:func:`redfl.run`) adds the
 run-level ones (:class:`RunStarted`, :class:`CheckpointSaved`, :class:`RunFinished`,
-:class:`RunFailed`, :class:`RunCancelled`); the runtime reports :class:`WorkerRestarted`
-and, when clients run at sites, :class:`SiteJoined`, :class:`SiteRound` and
-:class:`SiteLeft`; a round with secure aggregation reports each of its stages
-(:class:`SecureAggregationStage`).
+:class:`RunFailed`, :class:`RunCancelled`, :class:`RunStopped`); the runtime reports
+:class:`WorkerRestarted` and, when clients run at sites, :class:`SiteJoined`,
+:class:`SiteRound` and :class:`SiteLeft`; a round with secure aggregation reports each of its
+stages (:class:`SecureAggregationStage`).
 Each event serialises to one JSON object whose ``type`` names it, and back
 (:func:`event_from_json`): ``events.jsonl`` in the run folder, the CLI's console, the
 platform's WebSocket and Tune's reports all read this one stream.
@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal, get_args
 
 from redfl.core.result import Failure, RoundRecord
 
-RunStatus = Literal["succeeded", "failed", "cancelled"]
+RunStatus = Literal["succeeded", "failed", "cancelled", "stopped"]
 """A finished run's status."""
 
 EventType = Literal[
@@ -46,6 +46,7 @@ EventType = Literal[
     "run_finished",
     "run_failed",
     "run_cancelled",
+    "run_stopped",
 ]
 """The ``type`` of every event in JSON (``"event"``: the base class)."""
 
@@ -205,6 +206,16 @@ class RunCancelled(Event):
     rounds: int
 
 
+@dataclass(frozen=True)
+class RunStopped(Event):
+    """The run was stopped at once, mid-round, for ``reason`` (a force-stop, a time
+    limit); ``rounds`` rounds had completed, the one in progress was dropped."""
+
+    type: ClassVar[EventType] = "run_stopped"
+    rounds: int
+    reason: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -222,6 +233,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunFinished,
         RunFailed,
         RunCancelled,
+        RunStopped,
     )
 }
 """Every event class by its JSON ``type``."""

@@ -18,7 +18,7 @@ token never seen, or pushed out of the cache, is checked in full. Only a token t
 full check enters the cache, keyed by its exact text, so the cache cannot vouch for a forged
 or altered token.
 
-This module imports no web framework and no other redfl module.
+This module imports no web framework; its error and header reader are :mod:`redfl.trust.bearer`'s.
 
 >>> signer = TokenSigner(b"k" * 32, ttl=60.0, clock=lambda: 1000.0)
 >>> token, expires = signer.issue("device-1")
@@ -40,14 +40,13 @@ from typing import NamedTuple
 import jwt
 from cachetools import TLRUCache
 
+from redfl.trust.bearer import TokenError
+from redfl.trust.bearer import bearer_token as read_bearer
+
 __all__ = ["Claims", "TokenError", "TokenSigner", "bearer_token", "secret_matches"]
 
 _ALGORITHM = "HS256"
 _MIN_SECRET = 32  # bytes: RFC 7518 asks an HS256 key to be at least as long as the hash
-
-
-class TokenError(ValueError):
-    """A token is missing, malformed, forged or expired; the message is the reason."""
 
 
 class Claims(NamedTuple):
@@ -159,17 +158,9 @@ class TokenSigner:
 
 
 def bearer_token(header: str | None) -> str:
-    """Return the token of an ``Authorization: Bearer <token>`` header.
-
-    Raises
-    ------
-    TokenError
-        ``missing token`` when the header is absent or not a bearer token.
-    """
-    scheme, _, token = (header or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise TokenError("missing token: send 'Authorization: Bearer <token>' from /enroll")
-    return token.strip()
+    """The device token of an ``Authorization: Bearer <token>`` header (see
+    :func:`redfl.trust.bearer.bearer_token`); its error points to ``/enroll``."""
+    return read_bearer(header, "/enroll")
 
 
 def secret_matches(given: str, expected: str) -> bool:

@@ -1,4 +1,5 @@
-"""Platform commands of ``redfl``: ``serve``, ``users create|list``, ``db upgrade``.
+"""Platform commands of ``redfl``: ``serve``, ``users create|passwd|list``, ``db upgrade``,
+``head status|stop``.
 
 :func:`register` adds them to the main Typer app. The platform's dependencies (FastAPI,
 SQLAlchemy, ...) are imported when a command runs, so ``redfl run`` works without them.
@@ -47,7 +48,7 @@ def _require_platform() -> None:
         )
 
 
-def _settings(data: str, database_url: str | None, **extra: str | None) -> Settings:
+def _settings(data: str, database_url: str | None, **extra: str | bool | None) -> Settings:
     _require_platform()
     from redfl.platform.settings import Settings, SettingsError
 
@@ -92,6 +93,10 @@ def _migrated_store_session(settings: Settings) -> Session:
 
 users_app = typer.Typer(help="Manage platform users.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the platform's database.", no_args_is_help=True)
+head_app = typer.Typer(
+    help="The embedded Ray head of a data folder (started by redfl serve; it outlives it).",
+    no_args_is_help=True,
+)
 
 
 @users_app.command("create")
@@ -175,6 +180,66 @@ def db_upgrade(data: DataOption = DEFAULT_DATA, database_url: UrlOption = None) 
     typer.echo(f"database at revision {revision}")
 
 
+@head_app.command("status")
+def head_status(data: DataOption = DEFAULT_DATA) -> None:
+    """Say whether the data folder's Ray head runs, and where (exit 1 when it does not)."""
+    from redfl.runtime.jobs import read_head
+
+    head = read_head(data)
+    if head is None:
+        typer.echo(f"no Ray head runs for {data}")
+        raise typer.Exit(1)
+    typer.echo(f"Ray head pid {head.pid}: GCS {head.address}, job server {head.job_server}")
+
+
+@head_app.command("stop")
+def head_stop(
+    data: DataOption = DEFAULT_DATA,
+    grace: Annotated[
+        float,
+        typer.Option("--grace", min=0.0, max=600.0, help="Seconds SIGTERM may take."),
+    ] = 3.0,
+) -> None:
+    """Stop the data folder's Ray head (and the runs' jobs and workers it holds) within
+    seconds: SIGTERM, then SIGKILL after --grace. Runs in flight are marked failed by the
+    next server that starts."""
+    import time
+
+    from redfl.runtime.jobs import pid_alive, read_head, stop_head
+
+    head = read_head(data)
+    if head is None:
+        typer.echo(f"no Ray head runs for {data}")
+        return
+    started = time.monotonic()
+    stop_head(head.pid, timeout=grace)
+    if pid_alive(head.pid):
+        _fail(f"the Ray head (pid {head.pid}) is still running", code=1)
+    typer.echo(f"stopped the Ray head (pid {head.pid}) in {time.monotonic() - started:.1f} s")
+
+
+def _announce(settings: Settings, host: str, port: int) -> None:
+    """Say where the server, its data and its Ray are (stdout, before the JSON logs)."""
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}"
+    lines = [
+        f"redfl platform: {base}/ (API {base}/api, schema {base}/api/openapi.json"
+        + (f", docs {base}/api/docs)" if settings.docs else ")"),
+        f"  data folder: {settings.data_dir.resolve()} (secrets, store, run folders)",
+        "  database: "
+        + ("SQLite in the data folder" if settings.database_url is None else "PostgreSQL"),
+    ]
+    if settings.ray_address in (None, "local"):
+        lines.append(
+            f"  Ray: embedded head for the data folder, starting now (log "
+            f"{settings.data_dir.resolve() / 'ray-head.log'}); it outlives this server: "
+            f"stop it with 'redfl head stop --data {settings.data_dir}'"
+        )
+    else:
+        lines.append(f"  Ray: the cluster at {settings.ray_address}")
+    typer.echo("\n".join(lines))
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.", min=0, max=65535)] = 8000,
@@ -189,9 +254,15 @@ def serve(
             "for the data folder, which outlives the server.",
         ),
     ] = None,
+    docs: Annotated[
+        bool, typer.Option("--docs", help="Serve the interactive API docs at /api/docs.")
+    ] = False,
 ) -> None:
-    """Serve the platform's API under uvicorn (JSON logs on stderr); queued runs execute as
-    Ray jobs, which keep running when the server stops."""
+    """Serve the platform's API and dashboard under uvicorn (JSON logs on stderr); queued
+    runs execute as Ray jobs, which keep running when the server stops.
+
+    Several servers may share one PostgreSQL database and data folder (replicas): they
+    serve the same users, runs and live streams, and one at a time executes the queue."""
     _require_platform()
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
@@ -201,7 +272,8 @@ def serve(
     from redfl.platform.logs import configure_logging
     from redfl.platform.settings import SettingsError
 
-    settings = _settings(data, database_url, ray_address=ray_address)
+    extra = {"docs": True} if docs else {}
+    settings = _settings(data, database_url, ray_address=ray_address, **extra)
     configure_logging()
     try:
         app = create_app(settings, execute=True)
@@ -209,11 +281,14 @@ def serve(
         _fail(str(error))
     except SQLAlchemyError as error:
         _fail(f"--database-url: cannot use the database: {type(error).__name__}: {error}")
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+    _announce(settings, host, port)
+    # proxy_headers off: X-Forwarded-For counts only from the operator's trusted_proxies
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, proxy_headers=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``serve``, ``users`` and ``db`` to the ``redfl`` command line."""
+    """Add ``serve``, ``users``, ``db`` and ``head`` to the ``redfl`` command line."""
     app.command("serve")(serve)
     app.add_typer(users_app, name="users")
     app.add_typer(db_app, name="db")
+    app.add_typer(head_app, name="head")

@@ -6,20 +6,34 @@ own: the store says which runs wait and which are in flight, so a restarted serv
 on where a killed one stopped. On start-up, and every ``reconcile_seconds`` after, it asks
 the job server about each run in flight; a run whose job ended without ending the run (a
 crash, a killed process, a lost Ray head) is marked failed with the reason.
+
+Several servers may share one database (replicas): only the one holding the ``executor``
+lease (:meth:`~redfl.platform.store.Store.hold_lease`, renewed every loop, taken over by
+another server when it lapses) dispatches and reconciles, and a run is claimed by one
+conditional write before its job is submitted, so no run executes twice.
+
+It also enforces stops: a run asked to stop (``POST /api/runs/{id}/stop``) or past the
+operator's ``max_run_seconds`` is stopped by its own job within a second; a job that has
+not ended it ``stop_grace_seconds`` later is stopped through Ray and the run marked
+``stopped``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
+import socket
 import sys
 import time
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from redfl.platform.models import FINAL_STATUSES
+from redfl.platform.models import FINAL_STATUSES, utcnow
 from redfl.platform.settings import Settings
 from redfl.platform.store import Conflict, Store
 from redfl.runtime.jobs import (
@@ -35,6 +49,12 @@ from redfl.runtime.jobs import (
 LOG = logging.getLogger("redfl.platform")
 DATABASE_URL_ENV = "REDFL_DATABASE_URL"
 """How the job gets a ``--database-url`` (not on its command line, which Ray shows)."""
+LEASE = "executor"
+LEASE_SECONDS = 15.0
+"""How long the executor lease lasts unless renewed: a server that died is replaced by
+another within this."""
+RENEW_SECONDS = 5.0
+"""How often the holder renews the lease (a write); in between it knows it holds it."""
 
 
 def job_id_of(run_id: str) -> str:
@@ -63,7 +83,26 @@ class Executor:
         self.sessions = sessions
         self.interval = interval
         self.reconcile_seconds = reconcile_seconds
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._client: JobClient | None = None
+        self._stop_seen: dict[str, float] = {}
+        self._renewed = -RENEW_SECONDS
+
+    def lead(self) -> bool:
+        """Take or renew the executor lease (at most every ``RENEW_SECONDS`` while held);
+        whether this server executes runs now."""
+        if time.monotonic() - self._renewed < RENEW_SECONDS:
+            return True
+        with self.sessions() as session:
+            held = Store(session).hold_lease(LEASE, self.holder, LEASE_SECONDS)
+        self._renewed = time.monotonic() if held else -RENEW_SECONDS
+        return held
+
+    def release(self) -> None:
+        """Give the lease up (a server that stops lets another take over at once)."""
+        self._renewed = -RENEW_SECONDS
+        with self.sessions() as session:
+            Store(session).release_lease(LEASE, self.holder)
 
     def client(self, start: bool) -> JobClient | None:
         """The job client: of ``--ray-address``, else of the embedded head (started when
@@ -74,7 +113,11 @@ class Executor:
                 self._client = JobClient(job_server_url(self.settings.ray_address))
             return self._client
         data = self.settings.data_dir
-        head = ensure_head(data, self.settings.ray_num_cpus) if start else read_head(data)
+        head = (
+            ensure_head(data, self.settings.ray_num_cpus, nice=self.settings.ray_nice)
+            if start
+            else read_head(data)
+        )
         if head is None:
             self._client = None
         elif self._client is None or self._client.url != head.job_server:
@@ -82,17 +125,55 @@ class Executor:
         return self._client
 
     def _end(self, run_id: str, reason: str) -> bool:
-        """Mark the run failed with ``reason`` unless it has ended; whether it was marked."""
+        """End the run (failed with ``reason``; stopped, with its stop's reason, when it was
+        asked to stop) unless it has ended; whether it was ended here."""
         with self.sessions() as session:
             store = Store(session)
-            if store.require_run(run_id).status in FINAL_STATUSES:
+            run = store.require_run(run_id)
+            if run.status in FINAL_STATUSES:
                 return False
+            status, why = (
+                ("stopped", run.error or reason) if run.stop_requested else ("failed", reason)
+            )
             try:
-                store.end_run(run_id, "failed", reason)
+                store.end_run(run_id, status, why)
             except Conflict:  # ended meanwhile by someone else
                 return False
-        LOG.warning("run failed", extra={"event": "run_reconciled", "run_id": run_id})
+        LOG.warning(f"run {status}", extra={"event": "run_reconciled", "run_id": run_id})
         return True
+
+    def enforce_stops(self) -> int:
+        """Ask runs past ``max_run_seconds`` to stop; stop through Ray the jobs that have
+        not ended their stopped run within ``stop_grace_seconds``; how many jobs were
+        stopped so."""
+        limit = self.settings.max_run_seconds
+        now = time.monotonic()
+        with self.sessions() as session:
+            store = Store(session)
+            runs = [(r.id, r.job_id, r.started_at, r.stop_requested) for r in store.in_flight()]
+            for run_id, _, started, asked in runs:
+                if limit is None or started is None or asked:
+                    continue
+                if utcnow() - started > timedelta(seconds=limit):
+                    reason = f"stopped: the wall-clock limit of {limit} s was reached"
+                    store.request_stop(run_id, reason)
+        stopped = 0
+        for run_id, job_id, _, asked in runs:
+            if not asked:
+                continue
+            seen = self._stop_seen.setdefault(run_id, now)
+            if now - seen < self.settings.stop_grace_seconds or job_id is None:
+                continue
+            try:
+                client = self.client(start=False)
+                if client is not None:
+                    client.stop(job_id)
+            except JobError:
+                pass
+            stopped += self._end(run_id, "its Ray job was stopped")
+        live = {run_id for run_id, *_ in runs}
+        self._stop_seen = {k: v for k, v in self._stop_seen.items() if k in live}
+        return stopped
 
     def reconcile(self) -> int:
         """Mark failed every run in flight whose job has ended or is unknown; how many."""
@@ -133,32 +214,56 @@ class Executor:
         if self.settings.database_url is not None:
             env[DATABASE_URL_ENV] = self.settings.database_url
         data_dir = self.settings.data_dir.resolve()
+        submitted = 0
         for run_id, run_dir in runs:
+            job_id = job_id_of(run_id)
+            with self.sessions() as session:
+                if not Store(session).claim_run(run_id, job_id):
+                    continue  # claimed by another server, or cancelled meanwhile
             try:
                 client = self.client(start=True)
                 assert client is not None
-                job_id = client.submit(
-                    job_id_of(run_id), entrypoint(run_id, run_dir, data_dir), env
-                )
+                client.submit(job_id, entrypoint(run_id, run_dir, data_dir), env)
             except JobError as error:
                 self._end(run_id, f"could not start its Ray job: {error}")
                 continue
-            with self.sessions() as session:
-                Store(session).set_job_id(run_id, job_id)
+            submitted += 1
             LOG.info("run submitted", extra={"event": "run_submitted", "run_id": run_id})
-        return len(runs)
+        return submitted
 
-    async def serve(self) -> None:
-        """Reconcile, then dispatch every ``interval`` and reconcile every
-        ``reconcile_seconds``, until cancelled."""
-        last = time.monotonic()
-        await asyncio.to_thread(self.reconcile)
-        while True:
-            try:
-                await asyncio.to_thread(self.dispatch)
-                if time.monotonic() - last >= self.reconcile_seconds:
-                    last = time.monotonic()
-                    await asyncio.to_thread(self.reconcile)
-            except Exception:  # a database or Ray hiccup must not end the queue
-                LOG.exception("executor error", extra={"event": "executor_error"})
-            await asyncio.sleep(self.interval)
+    def start_head(self) -> None:
+        """Start the embedded Ray head now (not at the first run), if it is the one used."""
+        if self.settings.ray_address in (None, "local"):
+            self.client(start=True)
+
+    def step(self, reconcile: bool) -> bool:
+        """One turn of the loop, if this server holds the lease: enforce stops, dispatch,
+        and reconcile when asked; whether it held the lease."""
+        if not self.lead():
+            return False
+        self.enforce_stops()
+        self.dispatch()
+        if reconcile:
+            self.reconcile()
+        return True
+
+    async def serve(self, start_head: bool = True) -> None:
+        """Until cancelled: while this server holds the lease, reconcile, then dispatch
+        every ``interval`` and reconcile every ``reconcile_seconds`` (the embedded head
+        started first, with ``start_head``); otherwise wait for the lease."""
+        last = -self.reconcile_seconds
+        headed = not start_head
+        try:
+            while True:
+                try:
+                    due = time.monotonic() - last >= self.reconcile_seconds
+                    if await asyncio.to_thread(self.step, due) and due:
+                        last = time.monotonic()
+                    if not headed and await asyncio.to_thread(self.lead):
+                        headed = True
+                        await asyncio.to_thread(self.start_head)
+                except Exception:  # a database or Ray hiccup must not end the queue
+                    LOG.exception("executor error", extra={"event": "executor_error"})
+                await asyncio.sleep(self.interval)
+        finally:
+            await asyncio.to_thread(self.release)

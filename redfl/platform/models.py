@@ -32,10 +32,12 @@ from sqlalchemy.types import TypeDecorator
 ROLES = ("admin", "researcher", "viewer")
 """The user roles, from most to least privileged."""
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-"""A run's life: queued, then running, then one of the three final statuses."""
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "stopped")
+"""A run's life: queued, then running, then one of the four final statuses (``cancelled``:
+ended at a round boundary when asked; ``stopped``: ended at once, mid-round, by a force-stop
+or its wall-clock limit)."""
 
-FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "stopped"})
 """Statuses a run never leaves."""
 
 
@@ -100,27 +102,50 @@ project_members = Table(
 )
 
 
+def name_key(name: str) -> str:
+    """The form of a user name that must be unique: ``Alice`` and ``alice`` are one user."""
+    return name.casefold()
+
+
 class User(Base):
-    """A person who logs in: unique name, role and argon2 password hash."""
+    """A person who logs in: unique name (unique case-insensitively, by ``name_key``), role
+    and argon2 password hash."""
 
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    name_key: Mapped[str] = mapped_column(String(64), index=True, unique=True)
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class RefreshToken(Base):
-    """A refresh token, stored as its SHA-256 digest only; single use."""
+    """A refresh token, stored as its SHA-256 digest only; single use.
+
+    The tokens of one login form a ``family`` (each refresh spends one and issues the next):
+    a spent token used again revokes the whole family.
+    """
 
     __tablename__ = "refresh_tokens"
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    family: Mapped[str] = mapped_column(String(32), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class RevokedToken(Base):
+    """A revoked access token id (``jti``) or token family, refused until ``expires_at``
+    (when every token it covers has expired anyway)."""
+
+    __tablename__ = "revoked_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Project(Base):
@@ -138,8 +163,19 @@ class Project(Base):
     owner: Mapped[User | None] = relationship(lazy="joined")
 
 
+run_tags = Table(
+    "run_tags",
+    Base.metadata,
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(32), primary_key=True, index=True),
+)
+
+
 class Run(Base):
-    """One run: its config (text and format), owner, status, times and run folder."""
+    """One run: its config (text and format), owner, status, times and run folder; what
+    the list shows of its rounds (how many, best and last accuracy), kept up to date as
+    rounds are stored; its tags; and when any of that last changed (``updated_at``, what
+    the live run list follows)."""
 
     __tablename__ = "runs"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -153,12 +189,17 @@ class Run(Base):
     rounds: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), index=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
     run_dir: Mapped[str] = mapped_column(Text)
     job_id: Mapped[str | None] = mapped_column(String(128))
+    rounds_done: Mapped[int] = mapped_column(Integer, default=0)
+    best_accuracy: Mapped[float | None]
+    final_accuracy: Mapped[float | None]
     owner: Mapped[User | None] = relationship(lazy="joined")
     project: Mapped[Project | None] = relationship(lazy="joined")
 
@@ -215,3 +256,13 @@ class LoginAttempt(Base):
     success: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Lease(Base):
+    """A named role that one server of several holds at a time (``executor``: the one that
+    dispatches queued runs), until ``expires_at`` unless its ``holder`` renews it."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime]

@@ -82,14 +82,22 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def new_family() -> str:
+    """A fresh token family: the id shared by the tokens of one login (32 hex digits)."""
+    return secrets.token_hex(16)
+
+
 @dataclass(frozen=True)
 class AccessClaims:
-    """What an access token says: the user's id, name and role, and when it expires."""
+    """What an access token says: the user's id, name and role, when it expires, its own
+    id (``jti``) and the family of the login it came from (``fam``; either can be revoked)."""
 
     user_id: int
     name: str
     role: str
     expires: datetime
+    token_id: str = ""
+    family: str = ""
 
 
 class TokenService:
@@ -104,14 +112,24 @@ class TokenService:
     def __repr__(self) -> str:
         return f"TokenService(access_seconds={self.access_seconds})"
 
-    def issue_access(self, user_id: int, name: str, role: str, now: datetime | None = None) -> str:
-        """A signed access token for the user, valid for ``access_seconds`` from ``now``."""
+    def issue_access(
+        self,
+        user_id: int,
+        name: str,
+        role: str,
+        now: datetime | None = None,
+        family: str | None = None,
+    ) -> str:
+        """A signed access token for the user, valid for ``access_seconds`` from ``now``,
+        with a fresh id and the login's ``family`` (a new one when not given)."""
         issued = now or datetime.now(UTC)
         payload = {
             "sub": str(user_id),
             "name": name,
             "role": role,
             "typ": "access",
+            "jti": secrets.token_hex(16),
+            "fam": family or new_family(),
             "iat": int(issued.timestamp()),
             "exp": int((issued + timedelta(seconds=self.access_seconds)).timestamp()),
         }
@@ -140,7 +158,7 @@ class TokenService:
                 token,
                 self._secret,
                 algorithms=[ALGORITHM],
-                options={"require": ["sub", "exp", "iat", "typ"]},
+                options={"require": ["sub", "exp", "iat", "typ", "jti", "fam"]},
             )
         except jwt.ExpiredSignatureError:
             raise InvalidToken("token expired") from None
@@ -153,4 +171,6 @@ class TokenService:
             name=str(payload.get("name", "")),
             role=str(payload.get("role", "")),
             expires=datetime.fromtimestamp(int(payload["exp"]), UTC),
+            token_id=str(payload["jti"]),
+            family=str(payload["fam"]),
         )

@@ -7,6 +7,7 @@ the JWT secret (``jwt-secret``, mode 0600) and the run folders (``runs/<run id>`
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -15,7 +16,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from redfl.core.config import describe_errors
 from redfl.platform.db import sqlite_url
@@ -25,6 +33,13 @@ SETTINGS_FILE = "platform.toml"
 SECRET_FILE = "jwt-secret"
 BUNDLED_PACKAGE = "redfl.examples"
 """Client code of the bundled examples: always allowed in web configs."""
+
+
+NAME_RULES = {
+    "allowed_packages": (r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", "a dotted package name"),
+    "option_limits": (r"[A-Za-z_]\w*", "an option name"),
+}
+"""What the names in a setting must look like, by setting."""
 
 
 class SettingsError(ValueError):
@@ -45,7 +60,20 @@ class Settings(BaseModel):
     access_token_seconds: int = Field(default=900, ge=10, le=86_400)
     refresh_token_seconds: int = Field(default=14 * 86_400, ge=60, le=365 * 86_400)
     login_max_failures: int = Field(default=5, ge=1, le=1000)
+    """Failed logins of one user from one address, within the window, after which that
+    user is refused from that address (429) until the window has passed them; the user's
+    other addresses are not affected."""
+    login_max_address_failures: int = Field(default=20, ge=1, le=100_000)
+    """Failed logins from one address (any users) after which that address is refused."""
     login_window_seconds: int = Field(default=300, ge=1, le=86_400)
+    login_retention_seconds: int = Field(default=30 * 86_400, ge=3600, le=3650 * 86_400)
+    """How long login attempts are kept (the audit trail); older ones are deleted."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks (``10.0.0.0/8``) of reverse proxies whose ``X-Forwarded-For``
+    names the client; empty (the default): the header is ignored and the peer's address
+    is the client's."""
+    revocation_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    """How often revocations made by other servers on the same database are read."""
     allowed_packages: tuple[str, ...] = ()
     """Packages (dotted prefixes) whose client code web configs may name, besides
     ``redfl.examples``."""
@@ -53,6 +81,23 @@ class Settings(BaseModel):
     max_rounds: int = Field(default=1000, ge=1, le=100_000)
     max_workers: int = Field(default=8, ge=1, le=10_000)
     max_upload_bytes: int = Field(default=1_000_000, ge=1024, le=100_000_000)
+    max_run_seconds: int | None = Field(default=None, ge=1, le=365 * 86_400)
+    """A run's wall-clock limit: a run still going this long after it started is stopped
+    (status ``stopped``, its rounds so far kept); ``None``: no limit."""
+    option_limits: dict[str, float] = Field(default_factory=dict)
+    """Upper bounds of client options that drive a run's cost (``epochs = 20``, ``tile =
+    4``): a web config asking for more (or whose client's default is more) is refused."""
+    check_allowed_options: bool = False
+    """Also check ``client.options`` of clients in ``allowed_packages`` at submission,
+    which imports their module in the API server (the bundled examples are always
+    checked)."""
+    stop_grace_seconds: float = Field(default=10.0, ge=1, le=600)
+    """How long a force-stopped run's job has to end itself before its Ray job is stopped."""
+    ray_nice: int = Field(default=10, ge=0, le=19)
+    """Scheduling priority of the embedded Ray head and everything it starts (runs' jobs
+    and workers): higher is lower priority, so a training run leaves the API responsive."""
+    docs: bool = False
+    """Serve the interactive API docs at ``/api/docs`` (``redfl serve --docs``)."""
     cors_origins: tuple[str, ...] = ()
     """Origins allowed by CORS; empty (the default) turns CORS off."""
     max_concurrent_runs: int = Field(default=1, ge=1, le=1000)
@@ -66,12 +111,20 @@ class Settings(BaseModel):
     earlier request; changes through this server's API apply at once, others within this
     bound. 0: read the user on every request."""
 
-    @field_validator("allowed_packages")
+    @field_validator("allowed_packages", "option_limits")
     @classmethod
-    def _packages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _names(cls, value: Any, info: ValidationInfo) -> Any:
+        pattern, what = NAME_RULES[str(info.field_name)]
         for name in value:
-            if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
-                raise ValueError(f"not a dotted package name: {name!r}")
+            if not re.fullmatch(pattern, name):
+                raise ValueError(f"not {what}: {name!r}")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # ValueError names the entry
         return value
 
     @field_validator("ray_address")
@@ -116,10 +169,18 @@ class Settings(BaseModel):
             raise SettingsError(f"{path}: {describe_errors(error)}") from None
 
 
+IGNORE_ALL = "# The redfl platform's data (store, secrets, runs): never commit it.\n*\n"
+
+
 def ensure_data_dir(data_dir: str | Path) -> Path:
-    """Create the data folder (mode 0700: it holds the store and the secret) if missing."""
+    """Create the data folder (mode 0700: it holds the store and the secret) if missing,
+    with a ``.gitignore`` that ignores all of it (it holds secrets: a data folder inside a
+    git checkout is never committed by accident)."""
     folder = Path(data_dir)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text(IGNORE_ALL, encoding="utf-8")
     return folder
 
 

@@ -2,8 +2,9 @@
 
 A TOML file (or a dict of the same tables) validates into :class:`FederationConfig`:
 ``[federation]`` (:class:`RunConfig`), ``[client]``, ``[strategy]``, ``[privacy]``,
-``[attack]``, ``[evaluation]``, ``[resources]``, ``[topology]`` and, when present,
-``[secure_aggregation]`` and ``[sites]``. Each table lives with
+``[attack]``, ``[evaluation]``, ``[resources]``, ``[topology]``, ``[tracking]``
+(:mod:`redfl.run.tracking`) and, when present, ``[secure_aggregation]`` and ``[sites]``. Each
+table lives with
 what it configures; ``[topology]`` is a discriminated union of the registered schemas'
 tables, told apart by its ``schema`` key (default ``"star"``), so each schema's table holds
 only its own keys, typed and bounded.
@@ -48,6 +49,7 @@ from redfl.core.config import IMPORT_TARGET, TARGET_PATTERN, ConfigError, Strict
 from redfl.core.roles import parse_roles
 from redfl.privacy.clipping import PrivacyConfig
 from redfl.privacy.secagg import SecureAggregationConfig
+from redfl.run.tracking import TrackingConfig
 from redfl.runtime.registry import RUNTIMES
 from redfl.runtime.resources import ResourcesConfig
 from redfl.runtime.sites.config import SitesConfig
@@ -164,6 +166,7 @@ class FederationConfig(Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     topology: TopologyConfig = Field(default_factory=StarTopology)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     sites: SitesConfig | None = None
     """The sites that host the clients (``runtime = "sites"``); with another runtime, only
     ``expected`` is used: the clients' node ids."""

@@ -12,7 +12,8 @@ change results (:data:`NOT_IN_DIGEST`):
 - ``resources.placement_strategy`` and ``resources.client_state_mb``: where workers go and
   when client state spills to disk;
 - ``sites.home``, ``sites.listen`` and ``sites.join_timeout``: how the server reaches the
-  sites (``sites.expected``, the clients' node ids, stays in).
+  sites (``sites.expected``, the clients' node ids, stays in);
+- ``[tracking]``: where the run is also logged (MLflow, TensorBoard, W&B).
 
 The number and sizing of workers (the rest of ``[resources]``) stays in: workers'
 partial sums fold in worker order, so another split can change the last bits.
@@ -40,15 +41,29 @@ NOT_IN_DIGEST: tuple[str, ...] = (
     "sites.join_timeout",
 )
 """Dotted fields that do not change a run's results."""
+NOT_IN_DIGEST_TABLES: tuple[str, ...] = ("tracking",)
+"""Tables none of whose fields change a run's results."""
 
 
-def _flat(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        for key, item in value.items():
-            _flat(item, f"{prefix}.{key}" if prefix else str(key), out)
-    else:
-        out[prefix] = value
-    return out
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested tables as one level of dotted keys (an empty table stays a value).
+
+    Examples
+    --------
+    >>> flatten({"client": {"num_clients": 4, "options": {"lr": 0.1}}, "seed": 0, "x": {}})
+    {'client.num_clients': 4, 'client.options.lr': 0.1, 'seed': 0, 'x': {}}
+    """
+    if not (isinstance(value, dict) and value):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def config_fields(config: FederationConfig) -> dict[str, Any]:
+    """Every field of ``config`` (defaults included) by its dotted path, JSON values."""
+    return flatten(config.model_dump(mode="json", by_alias=True))
 
 
 OPTIONAL_TABLES: tuple[str, ...] = ("secure_aggregation",)
@@ -58,15 +73,20 @@ had before the table existed, so its checkpoints still resume."""
 
 def digest_fields(config: FederationConfig, everything: bool = False) -> dict[str, Any]:
     """Every field of ``config`` by its dotted path, as the digest reads them (without
-    :data:`NOT_IN_DIGEST` unless ``everything``; an absent optional table has none)."""
+    :data:`NOT_IN_DIGEST` and :data:`NOT_IN_DIGEST_TABLES` unless ``everything``; an absent
+    optional table has none)."""
     dumped = config.model_dump(mode="json", by_alias=True)
     for table in OPTIONAL_TABLES:
         if dumped.get(table) is None:
             dumped.pop(table, None)
-    flat = _flat(dumped, "", {})
+    flat = flatten(dumped)
     if everything:
         return flat
-    return {k: v for k, v in flat.items() if k not in NOT_IN_DIGEST}
+    return {
+        k: v
+        for k, v in flat.items()
+        if k not in NOT_IN_DIGEST and k.split(".", 1)[0] not in NOT_IN_DIGEST_TABLES
+    }
 
 
 def config_digest(config: FederationConfig) -> str:

@@ -24,7 +24,9 @@ from redfl.core.result import RoundRecord
 from redfl.run.build import federation_from_config
 from redfl.run.config import FederationConfig, load_config, parse_config
 from redfl.run.digest import config_digest
+from redfl.run.tracking import check_tracking
 from redfl.runtime.registry import RUNTIMES, RuntimeOptions
+from redfl.runtime.resources import ResourceError, check_cluster_fit
 from redfl.schemas.base import Federation
 
 if TYPE_CHECKING:
@@ -43,24 +45,31 @@ class Prepared:
 
     def connect(self) -> None:
         """Join Ray now (bounded by ``federation.connect_timeout``) for the ray runtime (a
-        warm head joined becomes a note); check what another runtime needs (the sites extra
-        and trust home).
+        warm head joined becomes a note) and check that ``[resources]`` fits the joined
+        cluster's machines; check what another runtime needs (the sites extra and trust home).
 
         Raises
         ------
         ConfigError
-            Naming what the runtime lacks.
+            Naming the ``[resources]`` key no machine of the cluster can ever satisfy (a GPU
+            on a cluster without one), or what the runtime lacks, before the run folder
+            exists.
         ConnectionError
             If the Ray cluster cannot be joined in time.
         """
         run = self.config.federation
         if run.runtime == "ray":
-            from redfl.runtime.connect import ensure_ray
+            from redfl.runtime.connect import cluster_machines, ensure_ray
 
             self.connection = ensure_ray(run.address, run.connect_timeout)
             note = self.connection.note()
             if note is not None:
                 self.notes.append(note)
+            spec, nodes = self.config.resources, self.config.client.num_clients
+            try:
+                check_cluster_fit(spec, nodes, cluster_machines())
+            except ResourceError as error:
+                raise ConfigError(f"invalid config: {error.field}: {error}") from None
         check = RUNTIMES.get(run.runtime).check
         if check is not None:
             options = RuntimeOptions(run.address, self.config.resources, self.config.sites)
@@ -163,7 +172,8 @@ def prepare(
     ------
     ConfigError
         Naming the field: a bad value, a target that does not import, a strategy
-        parameter out of bounds, a bad topology file, a node option its class refuses.
+        parameter out of bounds, a bad topology file, a node option its class refuses, a
+        tracker whose package is missing.
     """
     _importable_here()
     if isinstance(config, FederationConfig):
@@ -172,6 +182,7 @@ def prepare(
         cfg = parse_config(dict(config), dict(overrides or {}))
     else:
         cfg = load_config(config, dict(overrides or {}))
+    check_tracking(cfg.tracking)
     federation = federation_from_config(cfg)
     federation.checkpoint_every = cfg.federation.checkpoint_every
     return Prepared(cfg, federation, federation.notes())

@@ -268,3 +268,9 @@ def _check_token(address: str, timeout: float, token: str | None) -> None:
                 f"the Ray cluster at {address} refused the authentication token given "
                 f"(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token): {GIVE_TOKEN}"
             ) from None
+
+
+def cluster_machines() -> list[dict[str, float]]:
+    """Each live machine's total resources in the cluster this process has joined."""
+    nodes = ray.nodes()  # type: ignore[no-untyped-call]
+    return [{k: float(v) for k, v in n["Resources"].items()} for n in nodes if n.get("Alive")]

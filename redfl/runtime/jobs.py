@@ -1,12 +1,16 @@
 """Ray jobs for the platform: a Ray head that outlives the web server, and its job server.
 
 The embedded default is a local Ray head started as a process of its own (``ray start
---head --block``, in a new session), so killing or restarting ``redfl serve`` leaves it and
-its jobs running. Its process id and addresses are kept in ``<data>/ray-head.json``; a
-restarted server finds the head there and reuses it. The head keeps its files in a temp
-folder of its own (never ``/tmp/ray``), so other Ray programs on the machine never join it,
-and uses Ray's token authentication with a token of its own (``<data>/ray-auth-token``,
-mode 0600), which its jobs inherit and the job client sends.
+--head --block``, in a process group of its own), so killing or restarting ``redfl serve``
+leaves it and its jobs running. It stays in the server's session: Linux schedules each
+session as one group (autogroups), so the head's lower priority (``nice``) counts against
+the server's own processes, while the session as a whole keeps its fair share of the
+machine (its Ray services are never starved by other sessions). Its process id and
+addresses are kept in ``<data>/ray-head.json``; a restarted server finds the head there and
+reuses it. The head keeps its files in a temp folder of its own (never ``/tmp/ray``), so
+other Ray programs on the machine never join it, and uses Ray's token authentication with a
+token of its own (``<data>/ray-auth-token``, mode 0600), which its jobs inherit and the job
+client sends.
 
 ``redfl head start`` starts the same kind of head without a job server, kept warm between
 runs (``jobs=False``, with redfl's folder on its workers' ``PYTHONPATH``).
@@ -27,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,6 +78,23 @@ def pid_alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def lower_priority(pid: int, nice: int) -> None:
+    """Run process ``pid`` and its session at scheduling priority ``nice``.
+
+    Besides the process's own nice value, this sets the nice value of its autogroup (Linux
+    schedules each session as one group, fairly against the others, whatever the nice values
+    inside it: a session of niced processes would still get a full share of the CPU);
+    without autogroups only the nice value counts. For a process alone in its session (a Ray
+    job's driver), not for a session that holds Ray's own services.
+    """
+    try:
+        if os.getpriority(os.PRIO_PROCESS, pid) < nice:
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice), encoding="ascii")
+    except OSError:  # no such process any more, or no autogroups here
+        pass
 
 
 def _head_temp_dir(data_dir: Path) -> str:
@@ -129,6 +152,7 @@ def start_head(
     data_dir: str | Path,
     num_cpus: int | None = None,
     timeout: float = 120.0,
+    nice: int = 0,
     *,
     jobs: bool = True,
     worker_path: str | None = None,
@@ -137,7 +161,9 @@ def start_head(
 
     Its output goes to ``<data>/ray-head.log``; its pid and addresses to ``<data>/ray-head.json``.
     ``worker_path`` becomes its workers' ``PYTHONPATH``. Ready when the job server answers
-    (``jobs``), else when ``ray start`` reports the runtime started.
+    (``jobs``), else when ``ray start`` reports the runtime started. With ``nice`` > 0 the
+    head and everything it starts (jobs, workers) run at that lower scheduling priority (a
+    job, in a session of its own, lowers its own: :func:`lower_priority`).
 
     Raises
     ------
@@ -171,6 +197,8 @@ def start_head(
         args.append(f"--num-cpus={num_cpus}")
     if not jobs:  # Ray's fixed default (10001) would collide with another head's
         args.append(f"--ray-client-server-port={free_port()}")
+    if nice > 0:
+        args = ["nice", "-n", str(nice), *args]  # nice execs ray: the pid stays the head's
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     env["RAY_AUTH_TOKEN_PATH"] = str(folder / TOKEN_FILE)
     if worker_path is not None:
@@ -182,7 +210,7 @@ def start_head(
     with log_path.open("ab") as log:
         offset = log.tell()
         process = subprocess.Popen(
-            args, cwd=home, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            args, cwd=home, stdout=log, stderr=subprocess.STDOUT, env=env, process_group=0
         )
     info = HeadInfo(
         process.pid,
@@ -214,21 +242,32 @@ def _reported_started(log: Path, offset: int) -> bool:
         return b"Ray runtime started." in stream.read()
 
 
-def ensure_head(data_dir: str | Path, num_cpus: int | None = None) -> HeadInfo:
-    """The head recorded in ``data_dir`` if it is alive, else a newly started one."""
-    found = read_head(data_dir)
-    if found is not None and _job_server_up(found.job_server, auth_token(data_dir)):
-        return found
-    if found is not None:
-        stop_head(found.pid)
-    return start_head(data_dir, num_cpus)
+def ensure_head(data_dir: str | Path, num_cpus: int | None = None, nice: int = 0) -> HeadInfo:
+    """The head recorded in ``data_dir`` if it is alive, else a newly started one.
+
+    Servers sharing the data folder take turns (a lock file, ``ray-head.lock``), so two of
+    them never start two heads.
+    """
+    import fcntl
+
+    folder = Path(data_dir)
+    with (folder / "ray-head.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = read_head(folder)
+        if found is not None and _job_server_up(found.job_server, auth_token(folder)):
+            return found
+        if found is not None:
+            stop_head(found.pid)
+        return start_head(folder, num_cpus, nice=nice)
 
 
-def stop_head(pid: int, timeout: float = 30.0) -> None:
+def stop_head(pid: int, timeout: float = 3.0) -> None:
     """Stop a head started by :func:`start_head` (its process group), by its ``pid``.
 
-    Returns once no process of the group is left: SIGTERM first, SIGKILL after ``timeout``
-    seconds (Ray's head may drain that long).
+    Returns once no process of the group is left: SIGTERM first; what is still alive
+    ``timeout`` seconds later gets SIGKILL. (Ray drains for about 30 s on SIGTERM; the
+    platform's head and the warm head hold nothing worth the wait: a run's state is in its
+    folder and the store.)
     """
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
@@ -254,6 +293,34 @@ def group_alive(group: int) -> bool:
         if int(fields[2]) == group and fields[0] != "Z":
             return True
     return False
+
+
+def cluster_nodes(
+    url: str, token: str | None = None, timeout: float = 2.0
+) -> list[dict[str, float]]:
+    """The total resources of each live machine of the cluster whose job server (dashboard)
+    is at ``url`` (Ray's state API, over HTTP: no Ray client); ``[]`` while none has
+    registered yet.
+
+    Raises
+    ------
+    JobError
+        If the job server does not answer, or answers something else.
+    """
+    request = urllib.request.Request(
+        url.rstrip("/") + "/api/v0/nodes?detail=true&limit=10000", headers=_headers(token) or {}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = json.loads(response.read().decode("utf-8"))
+        nodes = body["data"]["result"]["result"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise JobError(f"cannot read the cluster's machines from {url}: {error}") from None
+    return [
+        {k: float(v) for k, v in (node.get("resources_total") or {}).items()}
+        for node in nodes
+        if node.get("state") == "ALIVE"
+    ]
 
 
 def job_server_url(address: str) -> str:

@@ -64,6 +64,8 @@ class LocalBackend(Backend):
         def run() -> None:
             try:
                 future.set_result(host.handle(request))
+            except KeyboardInterrupt:  # the process is interrupted: not the call's outcome
+                raise
             except BaseException as error:
                 future.set_exception(error)
 

@@ -62,7 +62,12 @@ class ResourcesConfig(Strict):
 
 
 class ResourceError(RuntimeError):
-    """The cluster cannot meet the resources a federation asked for."""
+    """The cluster cannot meet the resources a federation asked for; ``field`` names the
+    ``[resources]`` key to change, when known."""
+
+    def __init__(self, message: str, field: str = "resources") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _clean(bundle: Mapping[str, float]) -> Bundle:
@@ -143,6 +148,46 @@ def check_capacity(
             f"{len(node_resources)} machine(s) can hold one "
             f"{[_fmt(n, keys=keys) for n in node_resources]}"
         )
+
+
+def check_cluster_fit(
+    spec: ResourcesConfig, num_nodes: int, machines: Sequence[Mapping[str, float]]
+) -> None:
+    """Raise :class:`ResourceError` if the workers ``spec`` asks for (for ``num_nodes``
+    nodes) could not be placed on ``machines`` even with nothing else running: each
+    machine's total resources, as a cluster reports them. The error's ``field`` is the key
+    to change: ``resources.worker`` (``resources.bundles`` for explicit bundles), or
+    ``resources.num_workers`` when one worker would fit.
+
+    A config that passes may still wait or fail at start when other runs hold resources;
+    one that fails here never could run on this cluster.
+
+    Examples
+    --------
+    >>> check_cluster_fit(ResourcesConfig(worker={"GPU": 1}), 10, [{"CPU": 2.0}])
+    Traceback (most recent call last):
+    ...
+    redfl.runtime.resources.ResourceError: the cluster cannot meet the resources asked for: \
+asked {GPU: 2} in 2 bundle(s), available {GPU: 0}
+    """
+    totals: dict[str, float] = {}
+    for machine in machines:
+        for key, value in machine.items():
+            totals[key] = totals.get(key, 0.0) + float(value)
+    try:
+        check_capacity(
+            worker_bundles(spec, totals, num_nodes), spec.placement_strategy, totals, machines
+        )
+    except ResourceError as error:
+        error.field = "resources.bundles" if spec.split == "explicit" else "resources.worker"
+        if spec.num_workers is not None:  # would fewer workers fit? then the count is wrong
+            fewer = worker_bundles(spec.model_copy(update={"num_workers": 1}), totals, num_nodes)
+            try:
+                check_capacity(fewer, spec.placement_strategy, totals, machines)
+                error.field = "resources.num_workers"
+            except ResourceError:
+                pass
+        raise
 
 
 def _fits(bundle: Mapping[str, float], node: Mapping[str, float]) -> bool:

@@ -22,7 +22,7 @@ This module imports no web framework and no Ray.
 >>> check.verify(issued.token)
 Traceback (most recent call last):
 ...
-redfl.runtime.serving_tokens.TokenError: token revoked
+redfl.trust.bearer.TokenError: token revoked
 """
 
 from __future__ import annotations
@@ -37,14 +37,12 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from redfl.trust.bearer import TokenError, bearer_token
+
 __all__ = ["IssuedToken", "TokenCheck", "TokenError", "TokenKey", "bearer_token"]
 
 _ALGORITHM = "EdDSA"
 _ISSUER = "redfl"
-
-
-class TokenError(ValueError):
-    """A token is missing, malformed, forged, expired or revoked; the message says which."""
 
 
 @dataclass(frozen=True)
@@ -197,17 +195,3 @@ class TokenCheck:
         if token_id in self.revoked:
             raise TokenError("token revoked")
         return token_id
-
-
-def bearer_token(header: str | None) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header.
-
-    Raises
-    ------
-    TokenError
-        ``missing token`` when the header is absent or not a bearer token.
-    """
-    scheme, _, token = (header or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise TokenError("missing token: send 'Authorization: Bearer <token>'")
-    return token.strip()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -14,30 +17,36 @@ from redfl.platform.api import (
     auth,
     catalog,
     dashboard,
+    docs,
     health,
     live,
     projects,
     runs,
     users,
 )
-from redfl.platform.api.errors import install_error_handlers
+from redfl.platform.api.errors import SafeJSONResponse, install_error_handlers
 from redfl.platform.api.known_users import KnownUsers
 from redfl.platform.api.limits import BodyLimit
 from redfl.platform.api.middleware import RequestContext
+from redfl.platform.api.revoked import RevokedTokens
+from redfl.platform.cluster import ClusterView
 from redfl.platform.db import make_engine, session_factory, upgrade
 from redfl.platform.metrics import PlatformMetrics
 from redfl.platform.metrics_feed import MetricsFeed
+from redfl.platform.models import utcnow
 from redfl.platform.security import TokenService
 from redfl.platform.settings import Settings, ensure_data_dir, load_or_create_secret
 from redfl.platform.store import Store
 from redfl.platform.tracing import TracingMiddleware, make_tracer
 
+LOG = logging.getLogger("redfl.platform")
+HOUSEKEEPING_SECONDS = 3600.0
 DESCRIPTION = """The redfl platform: users and roles, projects, runs and their metrics.
 
 Authenticate with `POST /api/auth/login`, then send `Authorization: Bearer <access_token>`.
-Viewers read; researchers create projects and runs and cancel their own runs; admins manage
-users and everything. An error is a JSON object whose `detail` is one line; a 422 also names
-the first bad `field`.
+Viewers read; researchers create projects and runs and cancel or stop their own runs; admins
+manage users and everything. An error is a JSON object whose `detail` is one line; a 422 also
+names the first bad `field`.
 """
 
 
@@ -46,16 +55,41 @@ def _runs_by_status(app: FastAPI) -> dict[str, int]:
         return Store(session).runs_by_status()
 
 
+def housekeeping(app: FastAPI) -> int:
+    """Delete login attempts older than ``login_retention_seconds`` and expired token
+    revocations and refresh tokens; how many rows went."""
+    settings: Settings = app.state.settings
+    now = utcnow()
+    with app.state.sessions() as session:
+        return Store(session).prune(now - timedelta(seconds=settings.login_retention_seconds), now)
+
+
+async def _every(seconds: float, work: Callable[[FastAPI], Any], app: FastAPI) -> None:
+    """``work(app)`` in a thread every ``seconds`` until cancelled."""
+    while True:
+        try:
+            await asyncio.to_thread(work, app)
+        except Exception:  # a database hiccup must not end the task
+            LOG.exception("housekeeping failed", extra={"event": "housekeeping_error"})
+        await asyncio.sleep(seconds)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Background tasks while the app serves: the metrics feed and, with ``execute``, the
-    run queue (:class:`~redfl.platform.executor.Executor`)."""
-    tasks = [asyncio.ensure_future(MetricsFeed(app.state.sessions, app.state.metrics).serve())]
+    """Background tasks while the app serves: the metrics feed, revocations of other
+    servers, housekeeping and, with ``execute``, the run queue
+    (:class:`~redfl.platform.executor.Executor`)."""
+    settings: Settings = app.state.settings
+    work: list[Coroutine[Any, Any, None]] = [
+        MetricsFeed(app.state.sessions, app.state.metrics).serve(),
+        app.state.revoked.follow(app.state.sessions, settings.revocation_poll_seconds),
+        _every(HOUSEKEEPING_SECONDS, housekeeping, app),
+    ]
     if app.state.execute:
         from redfl.platform.executor import Executor  # imports Ray's job client
 
-        executor = Executor(app.state.settings, app.state.sessions)
-        tasks.append(asyncio.ensure_future(executor.serve()))
+        work.append(Executor(settings, app.state.sessions).serve())
+    tasks = [asyncio.ensure_future(w) for w in work]
     try:
         yield
     finally:
@@ -77,11 +111,12 @@ def create_app(settings: Settings, execute: bool = False) -> FastAPI:
         upgrade(engine)
     app = FastAPI(
         title="redfl platform",
-        version="0.1.0",
+        version="0.2.0",
         description=DESCRIPTION,
         docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        default_response_class=SafeJSONResponse,
         lifespan=_lifespan,
     )
     app.state.execute = execute
@@ -89,6 +124,9 @@ def create_app(settings: Settings, execute: bool = False) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
     app.state.known_users = KnownUsers(settings.user_cache_seconds)
+    app.state.revoked = RevokedTokens()
+    app.state.revoked.load(app.state.sessions)
+    app.state.cluster = ClusterView(settings)
     app.state.tokens = TokenService(
         load_or_create_secret(settings.data_dir), settings.access_token_seconds
     )
@@ -97,12 +135,14 @@ def create_app(settings: Settings, execute: bool = False) -> FastAPI:
     # The busiest routes first: a request is matched against the routers in this order.
     for module in (runs, artifacts, auth, users, projects, live, catalog, health, dashboard):
         app.include_router(module.router)
+    if settings.docs:
+        app.include_router(docs.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)  # innermost
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         )
     tracer = make_tracer(settings.otlp_endpoint, "redfl-platform")

@@ -1,4 +1,5 @@
-"""Downloads of a run: its model (safetensors), its metrics (CSV, JSON) and its events."""
+"""Downloads of a run: its model (safetensors), its metrics (CSV, JSON), its events (paged),
+its failures (paged) and its log (``run.log`` of the run folder, read piece by piece)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse, Response
 
 from redfl.platform.api.deps import RunIdPath, StoreDep, Viewer
+from redfl.platform.api.schemas import FailureOut, LogOut
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such run, or no such file yet"}
 }
+LOG_FILE = "run.log"
+MAX_LOG_PIECE = 1_000_000
 COLUMNS = ("round", "sampled", "succeeded", "failed", "seconds", "train_loss", "loss", "accuracy")
 """The fixed columns of the CSV (a round record's fields); its ``metrics`` follow as
 ``metrics.<name>``."""
@@ -88,10 +92,60 @@ def list_events(
     _: Viewer,
     store: StoreDep,
     after: Annotated[int, Query(ge=-1, le=2**31 - 1)] = -1,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 100_000,
 ) -> list[dict[str, Any]]:
-    """The run's events with ``seq > after`` (what a late WebSocket subscriber replays)."""
+    """The run's events with ``seq > after`` (what a late WebSocket subscriber replays), at
+    most ``limit`` of them: page on with ``after`` = the last ``seq`` received."""
     store.check_run(run_id)
     return [
         {"seq": e.seq, "type": e.type, "data": e.data, "time": e.created_at.isoformat()}
-        for e in store.events(run_id, after)
+        for e in store.events(run_id, after, limit)
     ]
+
+
+@router.get("/{run_id}/failures", responses=NOT_FOUND)
+def list_failures(
+    run_id: RunIdPath,
+    _: Viewer,
+    store: StoreDep,
+    response: Response,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[FailureOut]:
+    """The run's client failures in the order they were stored, a page of ``limit`` from
+    ``offset`` (``X-Total-Count`` says how many there are)."""
+    store.check_run(run_id)
+    response.headers["X-Total-Count"] = str(store.count_failures(run_id))
+    return [
+        FailureOut(round=f.round, node=f.node, phase=f.phase, reason=f.reason)
+        for f in store.failures(run_id, offset, limit)
+    ]
+
+
+@router.get("/{run_id}/log", responses=NOT_FOUND)
+def read_log(
+    run_id: RunIdPath,
+    _: Viewer,
+    store: StoreDep,
+    offset: Annotated[int, Query(ge=-MAX_LOG_PIECE, le=2**62)] = -65_536,
+    limit: Annotated[int, Query(ge=1, le=MAX_LOG_PIECE)] = 65_536,
+) -> LogOut:
+    """A piece of the run's log (what its job printed, Ray's worker output included): up to
+    ``limit`` bytes from byte ``offset``; a negative ``offset`` counts from the end (the
+    default: the last 64 KiB). Follow a growing log with ``offset`` = the reply's ``next``.
+    """
+    path = Path(store.require_run(run_id).run_dir) / LOG_FILE
+    try:
+        with path.open("rb") as stream:
+            size = stream.seek(0, 2)
+            start = max(0, size + offset) if offset < 0 else min(offset, size)
+            stream.seek(start)
+            piece = stream.read(limit)
+    except FileNotFoundError:
+        size, start, piece = 0, 0, b""
+    return LogOut(
+        offset=start,
+        next=start + len(piece),
+        size=size,
+        text=piece.decode("utf-8", "replace"),
+    )

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from redfl.platform.api.known_users import KnownUsers
+from redfl.platform.api.revoked import RevokedTokens
 from redfl.platform.models import User
 from redfl.platform.security import InvalidToken, TokenService
 from redfl.platform.settings import Settings
@@ -91,10 +92,11 @@ def _read_user(sessions: sessionmaker[Session], known: KnownUsers, user_id: int)
 async def authenticate(connection: HTTPConnection, token: str | None) -> User:
     """The user of the access token ``token``; a 401 :class:`HTTPException` saying why not.
 
-    The one check of every caller, HTTP request or WebSocket. The user's row (existence,
-    name, role) comes from :class:`KnownUsers`: a change through this server's API takes
-    effect at once, one made elsewhere within ``user_cache_seconds`` (see
-    :mod:`redfl.platform.api.known_users`).
+    The one check of every caller, HTTP request or WebSocket. A revoked token (a logout, a
+    reused refresh token, a new password) is refused (see
+    :mod:`redfl.platform.api.revoked`). The user's row (existence, name, role) comes from
+    :class:`KnownUsers`: a change through this server's API takes effect at once, one made
+    elsewhere within ``user_cache_seconds`` (see :mod:`redfl.platform.api.known_users`).
     """
     if not token:
         raise _unauthorized("not authenticated")
@@ -104,6 +106,9 @@ async def authenticate(connection: HTTPConnection, token: str | None) -> User:
         claims = tokens.decode_access(token)
     except InvalidToken as error:
         raise _unauthorized(str(error)) from None
+    revoked: RevokedTokens = connection.app.state.revoked
+    if revoked.refuses(claims):
+        raise _unauthorized("token revoked")
     user = known.get(claims.user_id)
     if user is None:
         user = await run_in_threadpool(

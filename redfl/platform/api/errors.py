@@ -10,18 +10,25 @@ first of them.
 A validation error never repeats a secret: the value of a password or refresh token, and a
 body that is not a JSON object (sent without its JSON content type it arrives as text, with
 whatever it holds), are withheld; a long string is named by its length.
+
+Every JSON reply is written by :class:`SafeJSONResponse`: text that cannot be encoded as
+UTF-8 (a lone surrogate such as ``"\\ud800"``, sent as a JSON escape and echoed in an error
+line) is written as its ``\\uXXXX`` escape, which is valid JSON, instead of failing with a
+server error.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from redfl.core.config import SECRET_FIELDS, describe_errors
 from redfl.platform.api.schemas import ErrorOut
@@ -30,6 +37,23 @@ from redfl.platform.untrusted import WebConfigError
 
 SHOWN_CHARACTERS = 100
 """The longest input an error line repeats; a longer one is named by its length."""
+
+
+class SafeJSONResponse(JSONResponse):
+    """A JSON reply whose unencodable characters (lone surrogates) become ``\\uXXXX``
+    escapes.
+
+    Examples
+    --------
+    >>> body = SafeJSONResponse({"detail": chr(0xD800)}).body
+    >>> body, json.loads(body) == {"detail": chr(0xD800)}
+    (b'{"detail":"\\\\ud800"}', True)
+    """
+
+    def render(self, content: Any) -> bytes:
+        """``content`` as compact JSON, UTF-8, with unencodable characters escaped."""
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8", "backslashreplace")
 
 
 class _Withheld:
@@ -93,7 +117,7 @@ def _reply(status: int) -> Callable[[Request, Exception], JSONResponse]:
     """A handler answering an exception with ``status`` and its message as ``detail``."""
 
     def handler(_: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=status)
+        return SafeJSONResponse({"detail": str(error)}, status_code=status)
 
     return handler
 
@@ -101,12 +125,23 @@ def _reply(status: int) -> Callable[[Request, Exception], JSONResponse]:
 def _bad_config(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, WebConfigError)
     body = ErrorOut(detail=str(error), field=error.field or None)
-    return JSONResponse(body.model_dump(), status_code=422)
+    return SafeJSONResponse(body.model_dump(), status_code=422)
 
 
 def _invalid_request(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    return JSONResponse(describe_request(error).model_dump(), status_code=422)
+    return SafeJSONResponse(describe_request(error).model_dump(), status_code=422)
+
+
+def _http_error(_: Request, error: Exception) -> Response:
+    """FastAPI's reply to an :class:`HTTPException`, written safely."""
+    assert isinstance(error, StarletteHTTPException)
+    headers = getattr(error, "headers", None)
+    if error.status_code in (204, 304) or error.status_code < 200:
+        return Response(status_code=error.status_code, headers=headers)
+    return SafeJSONResponse(
+        {"detail": error.detail}, status_code=error.status_code, headers=headers
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -116,6 +151,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Conflict, _reply(409))
     app.add_exception_handler(WebConfigError, _bad_config)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     make_schema = app.openapi
 
     def openapi() -> dict[str, Any]:

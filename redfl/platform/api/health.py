@@ -1,9 +1,13 @@
-"""``/api/health`` (database reachable; Ray reported) and ``/metrics`` (Prometheus).
+"""``/api/health`` (database and Ray) and ``/metrics`` (Prometheus).
+
+``status`` is ``ok`` when the database answers and Ray is reachable, ``degraded`` when
+either is not: 503 without the database (this server cannot serve), 200 without Ray (it
+serves, but runs cannot execute until Ray is back).
 
 Ray is checked without starting or joining it: a TCP connection to the cluster's address
 (the GCS port, the Ray client port of ``ray://``, or the job server of ``http://``). With no
-address configured, the embedded head is looked up in the data folder (``ray-head.json``);
-none running is reported, not an error (the executor starts one when a run needs it).
+address configured, the embedded head is looked up in the data folder (``ray-head.json``):
+none running (not started yet, or stopped) is ``degraded``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class RayStatus(BaseModel):
 
 
 class Health(BaseModel):
-    """``ok`` when the database answers; Ray's status is reported alongside."""
+    """``ok`` when the database answers and Ray is reachable, else ``degraded``."""
 
     status: str
     database: bool
@@ -74,13 +78,12 @@ def ray_status(
     "/api/health", response_model=Health, responses={503: {"description": "Database unreachable"}}
 )
 def health(request: Request) -> Any:
-    """Database reachable (200, else 503); Ray's reachability as a field."""
+    """``ok``, or ``degraded`` when the database (503) or Ray (200) is unreachable."""
     database = ping(request.app.state.engine)
     settings = request.app.state.settings
+    ray = ray_status(settings.ray_address, data_dir=settings.data_dir)
     body = Health(
-        status="ok" if database else "unavailable",
-        database=database,
-        ray=ray_status(settings.ray_address, data_dir=settings.data_dir),
+        status="ok" if database and ray.reachable else "degraded", database=database, ray=ray
     )
     return JSONResponse(body.model_dump(), status_code=200 if database else 503)
 

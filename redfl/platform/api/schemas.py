@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Role = Literal["admin", "researcher", "viewer"]
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "stopped"]
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 USER_PATTERN = r"^[A-Za-z0-9_.@-]+$"
 UserName = Field(min_length=1, max_length=64, pattern=USER_PATTERN)
@@ -16,6 +16,10 @@ Member = Annotated[str, Field(min_length=1, max_length=64, pattern=USER_PATTERN)
 Text = Annotated[str, Field(max_length=10_000, pattern=r"^[^\x00]*$")]
 """Free text (no NUL character: PostgreSQL's text cannot hold it)."""
 Password = Field(min_length=1, max_length=1024)
+TAG_PATTERN = r"^[A-Za-z0-9_.:-]{1,32}$"
+Tag = Annotated[str, Field(min_length=1, max_length=32, pattern=TAG_PATTERN)]
+"""A run's tag: 1 to 32 letters, digits or ``_.:-``."""
+Tags = Annotated[list[Tag], Field(max_length=20)]
 
 
 def _name_of(value: Any) -> Any:
@@ -46,9 +50,15 @@ class LoginRequest(_Body):
 
 
 class RefreshRequest(_Body):
-    """A refresh token to spend (``/api/auth/refresh``) or revoke (``/api/auth/logout``)."""
+    """A refresh token to spend (``/api/auth/refresh``)."""
 
     refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class LogoutRequest(_Body):
+    """The refresh token of the login to end (optional: the bearer token ends it too)."""
+
+    refresh_token: str | None = Field(default=None, min_length=1, max_length=512)
 
 
 class TokenPair(BaseModel):
@@ -90,6 +100,12 @@ class RoleChange(_Body):
     role: Role
 
 
+class PasswordChange(_Body):
+    """A user's new password (8 characters or more); their sessions end."""
+
+    password: str = Field(min_length=8, max_length=1024)
+
+
 class ProjectCreate(_Body):
     """A new project."""
 
@@ -118,11 +134,25 @@ class ProjectOut(_View):
 
 
 class RunCreate(_Body):
-    """A run to queue: its config (TOML text, or JSON text) and optionally its project."""
+    """A run to queue: its config (TOML text, or JSON text), optionally its project and
+    tags."""
 
     config: str = Field(min_length=1, max_length=1_000_000)
     format: Literal["toml", "json"] = "toml"
     project: str | None = Field(default=None, min_length=1, max_length=64, pattern=NAME_PATTERN)
+    tags: Tags = Field(default_factory=list)
+
+
+class TagsChange(_Body):
+    """A run's new tags (replacing the old ones)."""
+
+    tags: Tags
+
+
+class StopBody(_Body):
+    """Why a run is stopped (optional: shown with the run)."""
+
+    reason: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00]*$")
 
 
 class FailureOut(BaseModel):
@@ -135,7 +165,12 @@ class FailureOut(BaseModel):
 
 
 class RunOut(_View):
-    """A run: who, what, its status and times (the list view)."""
+    """A run: who, what, its status and times, how far it got (the list view).
+
+    ``rounds`` is the number planned, ``rounds_done`` the rounds completed so far;
+    ``best_accuracy`` and ``final_accuracy`` are over those rounds (``null`` without an
+    evaluation); ``updated_at`` is the time of its last change (what the live list follows).
+    """
 
     id: str
     name: str
@@ -143,15 +178,21 @@ class RunOut(_View):
     owner: Name | None
     status: RunStatus
     cancel_requested: bool
+    stop_requested: bool = False
     rounds: int
+    rounds_done: int = 0
+    best_accuracy: float | None = None
+    final_accuracy: float | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    updated_at: datetime | None = None
     error: str | None
+    tags: list[str] = Field(default_factory=list)
 
 
 class RunDetail(RunOut):
-    """A run with its config, per-round metrics, failures and artifacts."""
+    """A run with its config, per-round metrics, failures, summary and artifacts."""
 
     config: str
     format: str
@@ -159,6 +200,27 @@ class RunDetail(RunOut):
     failures: list[FailureOut]
     artifacts: list[str]
     """Files present in the run folder (``model.safetensors``, ``events.jsonl``, ...)."""
+    summary: dict[str, Any] | None = None
+    """The run folder's ``summary.json`` once the run has ended (``null`` before)."""
+
+
+class LogOut(BaseModel):
+    """A piece of a run's log: the text from byte ``offset`` to ``next`` of ``size``."""
+
+    offset: int
+    next: int
+    size: int
+    text: str
+
+
+class CompareOut(BaseModel):
+    """Runs side by side: each run's list view, and every config key (dotted) with each
+    run's value (``null`` where a run has none); ``differing`` lists the keys whose values
+    are not all equal."""
+
+    runs: list[RunOut]
+    config: dict[str, list[Any]]
+    differing: list[str]
 
 
 class StrategyOut(BaseModel):

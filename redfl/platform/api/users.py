@@ -1,14 +1,15 @@
-"""``/api/users``: admins list, create and delete users and change their roles.
+"""``/api/users``: admins list, create and delete users, change their roles and set their
+passwords (which ends their sessions).
 
 Every change clears the cache of known users, so it applies from the next request on.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from redfl.platform.api.deps import Admin, KnownUsersDep, StoreDep, UserNamePath
-from redfl.platform.api.schemas import RoleChange, UserCreate, UserOut
+from redfl.platform.api.schemas import PasswordChange, RoleChange, UserCreate, UserOut
 from redfl.platform.security import hash_password
 
 router = APIRouter(prefix="/api/users", tags=["users"])
@@ -43,3 +44,23 @@ def delete_user(name: UserNamePath, _: Admin, store: StoreDep, known: KnownUsers
     """Delete a user; their runs stay, without owner (the last admin stays: 409)."""
     store.delete_user(name)
     known.clear()
+
+
+@router.put(
+    "/{name}/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"description": "No such user"}},
+)
+def set_password(
+    name: UserNamePath,
+    body: PasswordChange,
+    _: Admin,
+    store: StoreDep,
+    known: KnownUsersDep,
+    request: Request,
+) -> None:
+    """Set a user's password; every session of theirs ends (their refresh and access tokens
+    are revoked), so they log in again with the new one."""
+    store.set_password_hash(name, hash_password(body.password))
+    known.clear()
+    request.app.state.revoked.load(request.app.state.sessions)

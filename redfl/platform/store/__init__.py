@@ -17,16 +17,26 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from redfl.platform.store.errors import Conflict, NotFound, StoreError
+from redfl.platform.store.leases import LeaseStore
 from redfl.platform.store.projects import ProjectStore
 from redfl.platform.store.queue import CLOSING_EVENTS, QueueStore
-from redfl.platform.store.runs import new_run_id
-from redfl.platform.store.users import UserStore
+from redfl.platform.store.runs import RunFilter, new_run_id
+from redfl.platform.store.users import SpentToken, UserStore
 
-__all__ = ["CLOSING_EVENTS", "Conflict", "NotFound", "Store", "StoreError", "new_run_id"]
+__all__ = [
+    "CLOSING_EVENTS",
+    "Conflict",
+    "NotFound",
+    "RunFilter",
+    "SpentToken",
+    "Store",
+    "StoreError",
+    "new_run_id",
+]
 
 
-class Store(UserStore, ProjectStore, QueueStore):
-    """Users, projects and runs over one SQLAlchemy session."""
+class Store(UserStore, ProjectStore, QueueStore, LeaseStore):
+    """Users, projects, runs and leases over one SQLAlchemy session."""
 
     def __init__(self, session: Session) -> None:
         self.session = session

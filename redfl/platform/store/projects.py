@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from redfl.platform.models import Project, User
+from redfl.platform.models import Project, User, name_key
 from redfl.platform.store.errors import NotFound, commit_or_conflict, require_row
 
 
@@ -15,11 +15,13 @@ class ProjectStore:
     session: Session
 
     def _members(self, names: list[str]) -> list[User]:
-        found = {u.name: u for u in self.session.scalars(select(User).where(User.name.in_(names)))}
-        missing = [n for n in names if n not in found]
+        keys = [name_key(n) for n in names]
+        query = select(User).where(User.name_key.in_(keys))
+        found = {u.name_key: u for u in self.session.scalars(query)}
+        missing = [n for n, k in zip(names, keys, strict=True) if k not in found]
         if missing:
             raise NotFound(f"members: no such user {missing[0]!r}")
-        return [found[n] for n in dict.fromkeys(names)]
+        return list({found[k].id: found[k] for k in keys}.values())
 
     def create_project(
         self, name: str, description: str, owner: User | None, members: list[str]

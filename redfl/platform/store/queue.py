@@ -18,7 +18,7 @@ from redfl.platform.models import FINAL_STATUSES, Event, Run
 from redfl.platform.store.errors import Conflict
 from redfl.platform.store.runs import RunStore
 
-CLOSING_EVENTS = frozenset({"run_finished", "run_failed", "run_cancelled"})
+CLOSING_EVENTS = frozenset({"run_finished", "run_failed", "run_cancelled", "run_stopped"})
 """The event types that end a run's stream of round events."""
 
 
@@ -48,8 +48,12 @@ class QueueStore(RunStore):
             self.append_event(run_id, "run_failed", {**stamp, "error": error or "failed"})
         elif status == "cancelled":
             self.append_event(run_id, "run_cancelled", stamp)
+        elif status == "stopped":
+            self.append_event(run_id, "run_stopped", {**stamp, "reason": error or "stopped"})
         else:
-            raise Conflict(f"run {run_id!r}: end_run takes 'failed' or 'cancelled', not {status!r}")
+            raise Conflict(
+                f"run {run_id!r}: end_run takes 'failed', 'cancelled' or 'stopped', not {status!r}"
+            )
         self.record_status(run_id, status, error)
 
     def cancel_queued(self, run_id: str) -> Run:
@@ -61,6 +65,13 @@ class QueueStore(RunStore):
             self.end_run(run_id, "cancelled")
             return self.require_run(run_id)
         return self.request_cancel(run_id)
+
+    def stop_run(self, run_id: str, reason: str) -> Run:
+        """Stop a run now: a queued one is cancelled at once (nothing ran); a running one is
+        marked for its job, which ends it mid-round (see :meth:`request_stop`)."""
+        if self.require_run(run_id).status == "queued":
+            return self.cancel_queued(run_id)
+        return self.request_stop(run_id, reason)
 
     def in_flight(self) -> list[Run]:
         """Runs handed to a job that have not ended: running, or queued with a job id."""

@@ -65,12 +65,14 @@ export async function login(username, password) {
   return session;
 }
 
-/** Forget the session and revoke its refresh token. */
+/** Forget the session and end it on the server (its refresh and access tokens revoked). */
 export async function logout() {
   const old = session;
   save(null);
   window.dispatchEvent(new Event("redfl:logout"));
-  if (old) await post("/api/auth/logout", { refresh_token: old.refresh }).catch(() => null);
+  if (!old) return;
+  const headers = { "Content-Type": "application/json", Authorization: `Bearer ${old.access}` };
+  await fetch("/api/auth/logout", { method: "POST", headers, body: JSON.stringify({ refresh_token: old.refresh }) }).catch(() => null);
 }
 
 /** Spend the refresh token for a new pair (one refresh at a time); false when refused. */
@@ -98,4 +100,24 @@ export async function request(method, path, body, raw = false) {
     if (!response.ok) await json(response);
     return response;
   }
+}
+
+/** Fetch `path` with the access token and save it as `filename` (a download link). */
+export async function download(path, filename) {
+  const response = await request("GET", path, undefined, true);
+  const url = URL.createObjectURL(await response.blob());
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+/** The WebSocket URL of an API `path`, with the access token (browsers send no headers). */
+export function socketUrl(path) {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const join = path.includes("?") ? "&" : "?";
+  return `${scheme}://${location.host}${path}${join}token=${encodeURIComponent(session.access)}`;
 }

@@ -1,13 +1,23 @@
-// The dashboard's entry: log in, the header, and the views by location hash
-// (#/runs, #/runs/<id>, #/users).
+// The dashboard's entry: log in, the header and its navigation, and the views by location
+// hash (#/runs, #/runs/<id>, #/compare/<id>,<id>, #/users).
+//
+// Each page of the navigation is one entry of PAGES: its link (shown to `role` and up), the
+// view it shows and how to show it. A new page (sites, edge jobs) is one more entry, its
+// <section> in index.html and its module.
 
 import { can, login, logout, user } from "./api.js";
-import { $, notice } from "./dom.js";
+import { showCompare } from "./compare.js";
+import { $, el, notice } from "./dom.js";
 import { initRun, leaveRun, showRun } from "./run.js";
-import { initRuns, showRuns } from "./runs.js";
+import { initRuns, leaveRuns, showRuns } from "./runs.js";
 import { initUsers, showUsers } from "./users.js";
 
-const VIEWS = ["login-view", "runs-view", "run-view", "users-view"];
+const PAGES = [
+  { name: "runs", label: "Runs", role: "viewer", view: "runs-view", show: () => showRuns() },
+  { name: "compare", label: "Compare", role: "viewer", view: "compare-view", show: (ids) => showCompare(ids) },
+  { name: "users", label: "Users", role: "admin", view: "users-view", show: () => showUsers() },
+];
+const VIEWS = ["login-view", "run-view", ...PAGES.map((p) => p.view)];
 
 function only(id) {
   for (const name of VIEWS) $(`#${name}`).hidden = name !== id;
@@ -18,30 +28,32 @@ function header() {
   $("#top").hidden = !me;
   if (!me) return;
   $("#whoami").textContent = `${me.name} (${me.role})`;
+  $("#nav").replaceChildren(
+    ...PAGES.filter((p) => can(p.role)).map((p) => el("a", { href: `#/${p.name}`, "data-nav": p.name }, p.label)),
+  );
   for (const node of document.querySelectorAll("[data-role]")) node.hidden = !can(node.dataset.role);
 }
 
 async function route() {
   notice("");
   leaveRun();
+  leaveRuns();
   header();
   if (!user()) {
     only("login-view");
     $("#login-form input[name=username]").focus();
     return;
   }
-  const [, page, id] = location.hash.split("/");
-  for (const link of document.querySelectorAll("[data-nav]")) link.classList.toggle("active", link.dataset.nav === (page || "runs"));
+  const [, name, id] = location.hash.split("/");
+  const page = PAGES.find((p) => p.name === name && can(p.role)) ?? PAGES[0];
+  for (const link of document.querySelectorAll("[data-nav]")) link.classList.toggle("active", link.dataset.nav === page.name);
   try {
-    if (page === "runs" && id) {
+    if (page.name === "runs" && id) {
       only("run-view");
       await showRun(decodeURIComponent(id));
-    } else if (page === "users" && can("admin")) {
-      only("users-view");
-      await showUsers();
     } else {
-      only("runs-view");
-      await showRuns();
+      only(page.view);
+      await page.show(id ? decodeURIComponent(id) : "");
     }
   } catch (error) {
     notice(error.message);

@@ -3,7 +3,9 @@
 const NS = "http://www.w3.org/2000/svg";
 const W = 600;
 const H = 240;
-const PAD = { left: 52, right: 16, top: 14, bottom: 34 };
+const PAD = { left: 56, right: 16, top: 14, bottom: 34 };
+/** Series colours: classes s0 .. s7 of style.css, in this order. */
+export const PALETTE = 8;
 
 function svg(tag, attrs = {}, text) {
   const node = document.createElementNS(NS, tag);
@@ -29,21 +31,25 @@ function label(value) {
 
 /**
  * Draw `series` ([{name, cls, points: [[round, value], ...]}]) into the <svg> `target`.
- * The x axis spans rounds 0..`rounds` (or the last round, if later); the y axis spans
- * [`yMin`, `yMax`], `yMax` defaulting to the largest value plus a tenth.
- * The svg gets `data-last-round` (the highest round drawn) for readers and tests.
+ * `cls` is a colour class (s0 .. s7; a dashed "train" style may follow). The x axis spans
+ * rounds 0..`rounds` (or the last round, if later); the y axis spans [`yMin`, `yMax`]:
+ * `yMin` defaults to 0 (or the smallest value when it is negative), `yMax` to the largest
+ * value plus a tenth. The svg gets `data-last-round` (the highest round drawn) for readers
+ * and tests.
  */
-export function drawChart(target, series, { rounds = 1, yMin = 0, yMax = null, digits = 3 } = {}) {
+export function drawChart(target, series, { rounds = 1, yMin = null, yMax = null, digits = 3 } = {}) {
   const values = series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite);
-  const lastRound = Math.max(0, ...series.flatMap((s) => s.points.map((p) => p[0])));
-  const top = yMax ?? (values.length ? Math.max(...values) * 1.1 || 1 : 1);
+  const lastRound = Math.max(0, ...series.flatMap((s) => s.points.filter((p) => Number.isFinite(p[1])).map((p) => p[0])));
+  const bottom = yMin ?? Math.min(0, ...values);
+  const highest = values.length ? Math.max(...values) : 1;
+  const top = yMax ?? (highest > bottom ? highest + (highest - bottom) * 0.1 : bottom + 1);
   const right = Math.max(rounds, lastRound, 1);
   const x = (r) => PAD.left + (r / right) * (W - PAD.left - PAD.right);
-  const y = (v) => H - PAD.bottom - ((v - yMin) / (top - yMin)) * (H - PAD.top - PAD.bottom);
+  const y = (v) => H - PAD.bottom - ((v - bottom) / (top - bottom)) * (H - PAD.top - PAD.bottom);
   target.setAttribute("viewBox", `0 0 ${W} ${H}`);
   target.replaceChildren();
   const grid = svg("g", { class: "grid" });
-  for (const v of ticks(yMin, top)) {
+  for (const v of ticks(bottom, top)) {
     grid.append(svg("line", { x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v) }));
     grid.append(svg("text", { x: PAD.left - 6, y: y(v) + 4, class: "tick y" }, label(v)));
   }
@@ -70,4 +76,25 @@ export function drawChart(target, series, { rounds = 1, yMin = 0, yMax = null, d
   }
   if (!values.length) target.append(svg("text", { x: W / 2, y: H / 2, class: "empty" }, "waiting for the first round"));
   target.setAttribute("data-last-round", String(lastRound));
+}
+
+/** Every metric of round records: the record's numbers, then its `metrics` as "metrics.<name>". */
+export function metricNames(records) {
+  const names = new Set();
+  for (const record of records) {
+    for (const [key, value] of Object.entries(record)) {
+      if (key !== "round" && typeof value === "number") names.add(key);
+    }
+    for (const [key, value] of Object.entries(record.metrics ?? {})) {
+      if (typeof value === "number") names.add(`metrics.${key}`);
+    }
+  }
+  const first = ["accuracy", "loss", "train_loss"];
+  return [...first.filter((n) => names.has(n)), ...[...names].filter((n) => !first.includes(n)).sort()];
+}
+
+/** The value of metric `name` in a round record (`metrics.<x>` reads its `metrics`). */
+export function metricValue(record, name) {
+  const value = name.startsWith("metrics.") ? (record.metrics ?? {})[name.slice(8)] : record[name];
+  return typeof value === "number" ? value : NaN;
 }

@@ -36,3 +36,37 @@ export function notice(text, kind = "error") {
   box.className = `notice ${kind}`;
   box.hidden = !text;
 }
+
+/** A duration in seconds as "1h 02m", "3m 05s" or "42s" ("" for none). */
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "";
+  const s = Math.max(0, Math.round(seconds));
+  const pad = (n) => String(n).padStart(2, "0");
+  if (s >= 3600) return `${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;
+  if (s >= 60) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
+  return `${s}s`;
+}
+
+/** How long a run has taken: started to finished (or to now while it runs). */
+export function runSeconds(run) {
+  if (!run.started_at) return null;
+  const end = run.finished_at ? new Date(run.finished_at) : new Date();
+  return (end - new Date(run.started_at)) / 1000;
+}
+
+/** A number with `digits` decimals, or "" for none. */
+export function fixed(value, digits = 3) {
+  return value === null || value === undefined ? "" : Number(value).toFixed(digits);
+}
+
+/** Tags typed as "a, b c" as a list (empty entries dropped, duplicates once). */
+export function parseTags(text) {
+  return [...new Set(text.split(/[\s,]+/).filter(Boolean))];
+}
+
+/** A tag chip; clicking it calls `onClick(tag)` when given. */
+export function tagChip(tag, onClick) {
+  const chip = el(onClick ? "button" : "span", { class: "tag", type: onClick ? "button" : null, "data-tag": tag }, tag);
+  if (onClick) chip.addEventListener("click", () => onClick(tag));
+  return chip;
+}
