@@ -442,3 +442,26 @@ def test_inside_the_start_ray_finds_the_dashboard_extras_missing_and_after_as_be
         assert get_dashboard_dependency_error() is not None  # Ray starts its minimal agent
     assert (get_dashboard_dependency_error() is None) == before
     assert sys.modules.get(embedded.DASHBOARD_EXTRAS, "absent") is not None
+
+
+def test_head_commands_take_the_warm_heads_folder_or_a_platform_data_folder(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from redfl.cli import app
+
+    runner = CliRunner()
+    both = runner.invoke(app, ["head", "stop", "--dir", str(tmp_path), "--data", str(tmp_path)])
+    assert both.exit_code == 2
+    assert (
+        both.stderr.strip()
+        == "redfl: error: --data: give --dir (the warm head) or --data, not both"
+    )
+    data = tmp_path / "redfl-data"
+    status = runner.invoke(app, ["head", "status", "--data", str(data)])
+    assert (status.exit_code, status.stdout) == (1, f"no Ray head runs for {data}\n")
+    stopped = runner.invoke(app, ["head", "stop", "--data", str(data)])
+    assert (stopped.exit_code, stopped.stdout) == (0, f"no Ray head runs for {data}\n")
+    warm = runner.invoke(app, ["head", "status", "--dir", str(tmp_path / "head")])
+    assert (warm.exit_code, warm.stdout) == (1, "no warm Ray head runs\n")
