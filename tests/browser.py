@@ -75,6 +75,18 @@ def browser_fixture() -> Iterator[Browser]:
         yield launched
 
 
+@pytest.fixture(name="page")
+def page_fixture(browser: Browser) -> Iterator[Page]:
+    """A page of a new 1200x900 context (downloads accepted); the test fails if the page
+    had a script error or a CSP violation."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, accept_downloads=True)
+    opened = context.new_page()
+    errors = PageErrors(opened)
+    yield opened
+    context.close()
+    assert errors.messages == []  # no script error, no CSP violation
+
+
 @contextmanager
 def serve_in_thread(app: FastAPI) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a free 127.0.0.1 port; yields the base URL."""

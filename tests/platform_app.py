@@ -18,8 +18,29 @@ from redfl.platform.logs import LOG, JsonFormatter
 from redfl.platform.security import hash_password
 from redfl.platform.settings import Settings
 from redfl.platform.store import Store, new_run_id
+from redfl.run.api import run
 
 PASSWORD = "correct horse battery"
+DIGITS_RUN: dict[str, Any] = {
+    "federation": {"rounds": 2, "runtime": "local", "name": "digits"},
+    "client": {
+        "target": "redfl.examples.digits:DigitsClient",
+        "num_clients": 3,
+        "options": {"epochs": 2, "lr": 0.3},
+    },
+}
+"""A small digits run (in process): a model to serve."""
+SITES_RUN = """[federation]
+name = "two-sites"
+rounds = 2
+runtime = "sites"
+[client]
+target = "redfl.examples.echo:EchoClient"
+num_clients = 2
+[sites]
+expected = ["alpha", "beta"]
+"""
+"""A web config of a run across the sites ``alpha`` and ``beta``."""
 _HASH: dict[str, str] = {}
 
 
@@ -67,6 +88,20 @@ def store_run(
         rounds=rounds,
         run_dir=str(Path(runs_dir) / run_id),
     )
+    return run_id
+
+
+def trained_run(app: FastAPI, owner: str, train: bool = True) -> str:
+    """A run of ``owner`` stored as succeeded, its folder trained for real (:data:`DIGITS_RUN`)
+    when ``train``; its id."""
+    runs_dir = app.state.settings.runs_dir
+    with app.state.sessions() as session:
+        store = Store(session)
+        run_id = store_run(store, store.require_user(owner).id, runs_dir=runs_dir, rounds=2)
+        store.record_status(run_id, "running")
+        store.record_status(run_id, "succeeded")
+    if train:
+        assert run(DIGITS_RUN, out=runs_dir / run_id).status == "succeeded"
     return run_id
 
 

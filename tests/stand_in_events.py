@@ -9,6 +9,7 @@ stream, status changes through ``record_status``); the real run WebSocket
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,16 @@ def write_model(app: FastAPI, run_id: str) -> bytes:
     path = folder / "model.safetensors"
     save_parameters(path, {"w": np.arange(6.0).reshape(2, 3)}, {})
     return path.read_bytes()
+
+
+def write_event(folder: Path, **event: Any) -> None:
+    """Append ``event`` to the run folder's ``events.jsonl``, as a sites run's server does
+    (``site_joined``, ``site_round``, ``failure``, ...)."""
+    with (folder / "events.jsonl").open("a", encoding="utf-8") as stream:
+        stream.write(json.dumps(event) + "\n")
+
+
+def site_failure(folder: Path, site: str, round_: int, time: float) -> None:
+    """Append a fit failure of ``site`` in round ``round_``."""
+    failure = {"node_id": site, "round": round_, "phase": "fit", "reason": "not connected"}
+    write_event(folder, type="failure", time=time, failure=failure)

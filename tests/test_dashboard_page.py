@@ -17,13 +17,14 @@ from browser import (  # noqa: F401  (fixtures)
     PageErrors,
     browser_fixture,
     log_in,
+    page_fixture,
     serve_in_thread,
     wait_for,
 )
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from platform_app import PASSWORD, add_user, make_team_app, store_run
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Page
 from stand_in_events import append_failure, append_round, append_status, write_model
 
 from redfl.platform.catalog import examples
@@ -42,16 +43,6 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
 def base(app: FastAPI) -> Iterator[str]:
     with serve_in_thread(app) as url:
         yield url
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    opened = context.new_page()
-    errors = PageErrors(opened)
-    yield opened
-    context.close()
-    assert errors.messages == []  # no script error, no CSP violation
 
 
 def make_run(

@@ -24,8 +24,10 @@ from platform_app import add_user, make_app, store_run
 from starlette.websockets import WebSocketDisconnect
 
 from redfl.platform.security import TokenService
+from redfl.platform.sites import ensure_sites_home
 from redfl.platform.store import Store
 from redfl.run.folder import save_parameters
+from redfl.runtime.sites.admin import issue_site
 
 IDENTITIES = ("anonymous", "expired", "foreign", "revoked", "viewer", "researcher", "admin")
 RANK = {"viewer": 0, "researcher": 1, "admin": 2}
@@ -64,6 +66,26 @@ def _finished_run(app: FastAPI) -> tuple[dict[str, Any], Any]:
 
 def _run_with_model(app: FastAPI) -> tuple[dict[str, Any], Any]:
     return {"run_id": _fresh_run(app, with_model=True)}, None
+
+
+def _failed_deployment(app: FastAPI) -> tuple[dict[str, Any], Any]:
+    """A deployment (of the researcher) that failed: nothing of it is on Ray Serve."""
+    run_id = _fresh_run(app, with_model=True)
+    with app.state.sessions() as session:
+        store = Store(session)
+        made = store.create_deployment(run_id, store.require_user("researcher").id, 1, 1)
+        store.set_deployment_status(made.id, "failed", "for the matrix")
+    return {"deployment_id": made.id}, {"inputs": [[0.0, 0.0]]}
+
+
+def _new_site(_: FastAPI) -> tuple[dict[str, Any], Any]:
+    return {}, {"name": f"site{next(_count)}"}
+
+
+def _site(app: FastAPI) -> tuple[dict[str, Any], Any]:
+    name = f"site{next(_count)}"
+    issue_site(ensure_sites_home(app.state.settings), name, "https://127.0.0.1:8443")
+    return {"name": name}, None
 
 
 def _tagged_run(app: FastAPI) -> tuple[dict[str, Any], Any]:
@@ -152,6 +174,18 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/runs/{run_id}/log"): Rule("viewer", 200, _run),
     ("WEBSOCKET", "/api/runs/{run_id}/ws"): Rule("viewer", 1000, _finished_run),
     ("WEBSOCKET", "/api/live/runs"): Rule("viewer", STREAMS),
+    # a queued run: 409 once the caller may deploy (deploying itself is in
+    # test_platform_deployments.py, on Ray Serve)
+    ("POST", "/api/runs/{run_id}/deployments"): Rule("researcher", 409, _run_with_model),
+    ("GET", "/api/deployments"): Rule("viewer", 200),
+    ("GET", "/api/deployments/{deployment_id}"): Rule("viewer", 200, _failed_deployment),
+    ("DELETE", "/api/deployments/{deployment_id}"): Rule("researcher", 204, _failed_deployment),
+    # a failed deployment: 409 once the caller may predict
+    ("POST", "/api/deployments/{deployment_id}/predict"): Rule("viewer", 409, _failed_deployment),
+    ("GET", "/api/sites"): Rule("admin", 200),
+    ("POST", "/api/sites"): Rule("admin", 201, _new_site),
+    ("DELETE", "/api/sites/{name}"): Rule("admin", 200, _site),
+    ("GET", "/api/runs/{run_id}/sites"): Rule("viewer", 200, _run),
     ("GET", "/api/strategies"): Rule("viewer", 200),
     ("GET", "/api/examples"): Rule("viewer", 200),
     ("GET", "/api/health"): Rule("public", 200),

@@ -42,6 +42,7 @@ TABLES = {
     "events",
     "login_attempts",
     "leases",
+    "deployments",
 }
 
 
@@ -70,7 +71,7 @@ def _run(store: Store, owner_id: int | None, project_id: int | None = None) -> s
 
 
 def test_migrations_build_the_models_schema_and_are_idempotent(engine: Engine) -> None:
-    assert current_revision(engine) == head_revision() == "0002"
+    assert current_revision(engine) == head_revision() == "0003"
     assert set(inspect(engine).get_table_names()) >= TABLES
     upgrade(engine)  # a second upgrade is a no-op
     with engine.connect() as connection:
@@ -415,3 +416,28 @@ def test_the_upgrade_refuses_names_that_differ_only_in_case(tmp_path: Path) -> N
     with pytest.raises(RuntimeError, match=r"\[\['Alice', 'alice'\]\]"):
         upgrade(engine)
     assert current_revision(engine) == "0001"
+
+
+def test_a_run_has_one_deployment_and_loses_it_with_the_run(store: Store) -> None:
+    rita = store.create_user("rita", "researcher", "h")
+    run_id = _run(store, rita.id)
+    made = store.create_deployment(run_id, rita.id, 2, 8)
+    assert (made.name, made.status, made.replicas, made.max_batch) == (
+        f"run-{run_id}",
+        "deploying",
+        2,
+        8,
+    )
+    with pytest.raises(Conflict, match=f"run {run_id} is deployed already"):
+        store.create_deployment(run_id, rita.id, 1, 1)
+    assert store.deployment_of_run(run_id) is not None
+    store.set_deployment_status(made.id, "failed", "no replicas")
+    assert [(d.status, d.error) for d in store.list_deployments()] == [("failed", "no replicas")]
+    assert store.list_deployments(("deploying", "running")) == []
+    with pytest.raises(ValueError, match="status: must be one of"):
+        store.set_deployment_status(made.id, "sleeping")
+    store.session.delete(store.require_run(run_id))
+    store.session.commit()
+    store.session.expunge_all()  # the database's cascade, not the session's copies
+    with pytest.raises(NotFound, match=f"deployment {made.id} does not exist"):
+        store.require_deployment(made.id)

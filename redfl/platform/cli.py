@@ -228,11 +228,13 @@ def serve(
     from redfl.platform.api.app import create_app
     from redfl.platform.db import DatabaseError
     from redfl.platform.logs import configure_logging
+    from redfl.platform.serving import use_head_token
     from redfl.platform.settings import SettingsError
 
     extra = {"docs": True} if docs else {}
     settings = _settings(data, database_url, ray_address=ray_address, **extra)
     configure_logging()
+    use_head_token(settings)  # before anything here uses Ray: it reads this once
     try:
         app = create_app(settings, execute=True)
     except (SettingsError, DatabaseError) as error:

@@ -266,3 +266,27 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime]
+
+
+DEPLOYMENT_STATUSES = ("deploying", "running", "failed", "lost")
+"""A served model's life: ``deploying`` until Ray Serve runs its replicas, then
+``running``; ``failed`` when deploying failed; ``lost`` when Ray Serve no longer had it and
+deploying it again failed too (it is redeployed on a restart of the server otherwise)."""
+
+
+class Deployment(Base):
+    """A run's model served on Ray Serve: its application name there, who deployed it, its
+    replicas and batching, its status and the last error. A run has at most one."""
+
+    __tablename__ = "deployments"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), unique=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(16))
+    replicas: Mapped[int] = mapped_column(Integer)
+    max_batch: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    owner: Mapped[User | None] = relationship(lazy="joined")

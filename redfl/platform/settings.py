@@ -28,6 +28,8 @@ from pydantic import (
 from redfl.core.config import describe_errors
 from redfl.platform.db import sqlite_url
 from redfl.run.config import RunConfig
+from redfl.runtime.sites.admin import check_server_url
+from redfl.runtime.sites.config import SitesConfig
 
 SETTINGS_FILE = "platform.toml"
 SECRET_FILE = "jwt-secret"
@@ -106,6 +108,20 @@ class Settings(BaseModel):
     """CPUs of the embedded Ray head (default: Ray's, all of the machine's)."""
     otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://\S+$")
     """OTLP/HTTP endpoint for traces (``http://host:4318``); ``None``: no tracing."""
+    serving_replica_cpus: float = Field(default=1.0, gt=0, le=256)
+    """CPUs each replica of a served model reserves."""
+    serving_max_replicas: int = Field(default=4, ge=1, le=1024)
+    """The most replicas one deployment may ask for."""
+    serving_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """How long joining the cluster, and a prediction, may take."""
+    sites_listen: str = "127.0.0.1:8443"
+    """Where a run with ``runtime = "sites"`` serves its sites (mutual TLS, ``host:port``):
+    the platform sets the run's ``[sites] listen`` to it."""
+    sites_server_url: str = "https://127.0.0.1:8443"
+    """The URL sites reach those runs at, written into each site's credential bundle."""
+    sites_server_names: tuple[str, ...] = ("127.0.0.1", "localhost")
+    """The addresses and DNS names of the server's TLS certificate, when the platform creates
+    its federation home (``<data>/sites``)."""
     user_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     """How long an authenticated request trusts a user's row (role, existence) read by an
     earlier request; changes through this server's API apply at once, others within this
@@ -139,6 +155,25 @@ class Settings(BaseModel):
     def url(self) -> str:
         """The database URL in effect."""
         return self.database_url or sqlite_url(self.data_dir)
+
+    @field_validator("sites_listen")
+    @classmethod
+    def _sites_listen(cls, value: str) -> str:
+        try:  # the [sites] table's own rule
+            SitesConfig(listen=value, expected=["site"])
+        except ValidationError as error:
+            raise ValueError(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return value
+
+    @field_validator("sites_server_url")
+    @classmethod
+    def _sites_url(cls, value: str) -> str:
+        return check_server_url(value)
+
+    @property
+    def sites_home(self) -> Path:
+        """The platform's federation home (its CA, its server certificate, its sites)."""
+        return self.data_dir / "sites"
 
     @property
     def runs_dir(self) -> Path:

@@ -18,7 +18,10 @@ A web config is parsed (TOML or JSON) and validated by the CLI's own model
   the options the operator caps (``option_limits``: the cost knobs, such as ``epochs``) must
   stay within their limits, defaults included;
 - ``[resources]`` must fit the cluster's machines when they are known (a GPU asked of a
-  cluster without one, more CPUs than any machine has).
+  cluster without one, more CPUs than any machine has);
+- a ``[sites]`` table may not name its ``home`` or another ``listen`` than the operator's
+  ``sites_listen``: its runs use the platform's federation home (:mod:`redfl.platform.sites`)
+  and listen where the operator says.
 
 Only then may the executor import the named code. Each refusal is a :class:`WebConfigError`
 naming the field, its value and what is allowed. A config nested too deeply (a parser's
@@ -157,12 +160,40 @@ def _check_options(config: FederationConfig, settings: Settings) -> None:
 
 def _check_cluster(config: FederationConfig, machines: Sequence[Mapping[str, float]]) -> None:
     """``[resources]`` against the machines of the cluster (runtimes with workers only)."""
-    if not RUNTIMES.get(config.federation.runtime).supervised:
-        return  # in-process: no workers to place
+    if not RUNTIMES.get(config.federation.runtime).supervised or config.sites is not None:
+        return  # in-process, or on the sites' machines: no workers to place here
     try:
         check_cluster_fit(config.resources, config.client.num_clients, machines)
     except ResourceError as error:
         raise WebConfigError(error.field, str(error)) from None
+
+
+def with_platform_sites(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The raw web config ``data`` with its ``[sites]`` table (if any) on the platform's
+    federation home and listen address.
+
+    Raises
+    ------
+    WebConfigError
+        If the table names a home (a folder on the server) or another listen address than
+        the operator's ``sites_listen``.
+    """
+    table = data.get("sites")
+    if not isinstance(table, dict):
+        return data  # none, or not a table: the config's own validation names it
+    if "home" in table:
+        raise WebConfigError(
+            "sites.home", "not allowed in a web config (the platform's federation home is used)"
+        )
+    listen = table.get("listen", settings.sites_listen)
+    if listen != settings.sites_listen:
+        raise WebConfigError(
+            "sites.listen",
+            f"the platform's sites connect to {settings.sites_listen}; leave it out "
+            f"(got {listen!r})",
+        )
+    home = str(settings.sites_home.resolve())
+    return {**data, "sites": {**table, "home": home, "listen": settings.sites_listen}}
 
 
 def parse_web_config(
@@ -178,7 +209,7 @@ def parse_web_config(
     """
     if fmt not in ("toml", "json"):
         raise WebConfigError("format", f"must be 'toml' or 'json', got {fmt!r}")
-    data = _load(text, fmt)
+    data = with_platform_sites(_load(text, fmt), settings)
     try:
         config = parse_config(data)
     except ConfigError as error:
@@ -188,7 +219,8 @@ def parse_web_config(
             "federation.address", "not allowed in a web config (the server chooses the cluster)"
         )
     for field, _ in marked_fields(config, "server_file"):
-        raise WebConfigError(field, "not allowed in a web config (no server files)")
+        if field != "sites.home":  # the platform's own, set above
+            raise WebConfigError(field, "not allowed in a web config (no server files)")
     _check_targets(config, settings.client_packages)
     _check_caps(config, settings)
     if SCHEMAS.get(config.topology.schema_).round_driven:

@@ -113,7 +113,12 @@ class Bundle:
         FileExistsError
             If ``path`` exists and ``replace`` is false.
         """
-        data = {
+        text = json.dumps(self.as_json(), indent=2) + "\n"
+        write_atomic(Path(path), text.encode(), PRIVATE, replace=replace)
+
+    def as_json(self) -> dict[str, Any]:
+        """The bundle as the JSON object of its file (what :meth:`load` reads back)."""
+        return {
             "format": FORMAT,
             "version": VERSION,
             "key": self.key_pem,
@@ -121,8 +126,6 @@ class Bundle:
             "ca": self.ca_pem,
             "fields": self.fields,
         }
-        text = json.dumps(data, indent=2) + "\n"
-        write_atomic(Path(path), text.encode(), PRIVATE, replace=replace)
 
     @classmethod
     def load(cls, path: Path) -> Bundle:

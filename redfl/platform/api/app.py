@@ -17,11 +17,13 @@ from redfl.platform.api import (
     auth,
     catalog,
     dashboard,
+    deployments,
     docs,
     health,
     live,
     projects,
     runs,
+    sites,
     users,
 )
 from redfl.platform.api.errors import SafeJSONResponse, install_error_handlers
@@ -35,18 +37,20 @@ from redfl.platform.metrics import PlatformMetrics
 from redfl.platform.metrics_feed import MetricsFeed
 from redfl.platform.models import utcnow
 from redfl.platform.security import TokenService
+from redfl.platform.serving import ModelServer
 from redfl.platform.settings import Settings, ensure_data_dir, load_or_create_secret
+from redfl.platform.sites import ensure_sites_home
 from redfl.platform.store import Store
 from redfl.platform.tracing import TracingMiddleware, make_tracer
 
 LOG = logging.getLogger("redfl.platform")
 HOUSEKEEPING_SECONDS = 3600.0
-DESCRIPTION = """The redfl platform: users and roles, projects, runs and their metrics.
+DESCRIPTION = """The redfl platform: users and roles, projects, runs, metrics, served models.
 
 Authenticate with `POST /api/auth/login`, then send `Authorization: Bearer <access_token>`.
-Viewers read; researchers create projects and runs and cancel or stop their own runs; admins
-manage users and everything. An error is a JSON object whose `detail` is one line; a 422 also
-names the first bad `field`.
+Viewers read and ask served models for predictions; researchers create projects and runs,
+cancel or stop their own runs and serve their models; admins manage users and everything.
+An error is a JSON object whose `detail` is one line; a 422 also names the first bad `field`.
 """
 
 
@@ -74,6 +78,18 @@ async def _every(seconds: float, work: Callable[[FastAPI], Any], app: FastAPI) -
         await asyncio.sleep(seconds)
 
 
+async def _reconcile_models(app: FastAPI) -> None:
+    """Bring the stored deployments and Ray Serve in line once, as the server starts
+    (:meth:`~redfl.platform.serving.ModelServer.reconcile`)."""
+    try:
+        found = await asyncio.to_thread(app.state.models.reconcile)
+    except Exception:  # Ray Serve unreachable: the deployments keep their status
+        LOG.exception("reconciling deployments failed", extra={"event": "reconcile_error"})
+        return
+    if found:
+        LOG.info("deployments reconciled", extra={"event": "deployments_reconciled", **found})
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Background tasks while the app serves: the metrics feed, revocations of other
@@ -89,6 +105,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         from redfl.platform.executor import Executor  # imports Ray's job client
 
         work.append(Executor(settings, app.state.sessions).serve())
+        work.append(_reconcile_models(app))
     tasks = [asyncio.ensure_future(w) for w in work]
     try:
         yield
@@ -127,13 +144,27 @@ def create_app(settings: Settings, execute: bool = False) -> FastAPI:
     app.state.revoked = RevokedTokens()
     app.state.revoked.load(app.state.sessions)
     app.state.cluster = ClusterView(settings)
+    app.state.models = ModelServer(settings, app.state.sessions)
+    ensure_sites_home(settings)
     app.state.tokens = TokenService(
         load_or_create_secret(settings.data_dir), settings.access_token_seconds
     )
     install_error_handlers(app)
     app.state.metrics = PlatformMetrics(lambda: _runs_by_status(app))
     # The busiest routes first: a request is matched against the routers in this order.
-    for module in (runs, artifacts, auth, users, projects, live, catalog, health, dashboard):
+    for module in (
+        runs,
+        artifacts,
+        auth,
+        users,
+        projects,
+        deployments,
+        sites,
+        live,
+        catalog,
+        health,
+        dashboard,
+    ):
         app.include_router(module.router)
     if settings.docs:
         app.include_router(docs.router)

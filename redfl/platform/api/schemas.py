@@ -239,3 +239,97 @@ class ExampleOut(BaseModel):
     name: str
     description: str
     config: str
+
+
+DeploymentStatus = Literal["deploying", "running", "failed", "lost"]
+
+
+class DeploymentCreate(_Body):
+    """How to serve a run's model: replicas (at most the operator's
+    ``serving_max_replicas``) and how many requests a replica predicts together."""
+
+    replicas: int = Field(default=1, ge=1, le=1024)
+    max_batch: int = Field(default=16, ge=1, le=1024)
+
+
+class DeploymentOut(_View):
+    """A run's model served on Ray Serve.
+
+    ``status``: ``deploying`` until its replicas run, then ``running``; ``failed`` (deploying
+    failed, ``error`` says why); ``lost`` (Ray Serve no longer had it when the platform
+    restarted, and deploying it again failed). Ask it with
+    ``POST /api/deployments/{id}/predict``.
+    """
+
+    id: str
+    name: str
+    """Its application name on Ray Serve."""
+    run_id: str
+    owner: Name | None
+    status: DeploymentStatus
+    replicas: int
+    max_batch: int
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PredictIn(_Body):
+    """Rows of numbers to predict (each row one input of the model's shape)."""
+
+    inputs: list[list[float]]
+
+
+class PredictOut(BaseModel):
+    """The model's outputs, one row per input row."""
+
+    outputs: list[list[float]]
+
+
+SITE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class SiteCreate(_Body):
+    """A new site of the platform's federation: its name (its client's node id in runs:
+    ``[sites] expected``) and how long its credential is valid."""
+
+    name: str = Field(pattern=SITE_PATTERN)
+    days: int = Field(default=365, ge=1, le=3650)
+
+
+class SiteRevoke(_Body):
+    """Why a site's credential is revoked (kept in the register)."""
+
+    reason: str = Field(default="revoked through the platform", min_length=1, max_length=500)
+
+
+class SiteOut(BaseModel):
+    """A site's credential as the platform's register holds it: ``state`` is ``valid``,
+    ``expired`` or ``revoked: <reason>``."""
+
+    name: str
+    serial: str
+    """The certificate's serial number (hexadecimal)."""
+    not_after: datetime
+    state: str
+
+
+class SiteIssued(SiteOut):
+    """A site just added, with its credential bundle: **shown this once** (the platform keeps
+    no copy of its private key). Save ``bundle`` as a JSON file of mode 0600 and hand it to
+    the site: ``redfl site run --credentials FILE ...``."""
+
+    bundle: dict[str, Any]
+
+
+class SiteStateOut(BaseModel):
+    """A site's state in a run: connected now, from where, when last heard from (Unix
+    seconds), rounds taken part in (fit results accepted), failures, why it left."""
+
+    name: str
+    connected: bool
+    address: str
+    last_seen: float | None
+    rounds: int
+    failures: int
+    left: str | None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from redfl.platform.store.deployments import DeploymentStore
 from redfl.platform.store.errors import Conflict, NotFound, StoreError
 from redfl.platform.store.leases import LeaseStore
 from redfl.platform.store.projects import ProjectStore
@@ -35,8 +36,8 @@ __all__ = [
 ]
 
 
-class Store(UserStore, ProjectStore, QueueStore, LeaseStore):
-    """Users, projects, runs and leases over one SQLAlchemy session."""
+class Store(UserStore, ProjectStore, QueueStore, LeaseStore, DeploymentStore):
+    """Users, projects, runs, leases and deployments over one SQLAlchemy session."""
 
     def __init__(self, session: Session) -> None:
         self.session = session

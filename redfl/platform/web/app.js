@@ -7,14 +7,17 @@
 
 import { can, login, logout, user } from "./api.js";
 import { showCompare } from "./compare.js";
+import { initDeployment } from "./deploy.js";
 import { $, el, notice } from "./dom.js";
 import { initRun, leaveRun, showRun } from "./run.js";
 import { initRuns, leaveRuns, showRuns } from "./runs.js";
+import { initSites, showSites } from "./sites.js";
 import { initUsers, showUsers } from "./users.js";
 
 const PAGES = [
   { name: "runs", label: "Runs", role: "viewer", view: "runs-view", show: () => showRuns() },
   { name: "compare", label: "Compare", role: "viewer", view: "compare-view", show: (ids) => showCompare(ids) },
+  { name: "sites", label: "Sites", role: "admin", view: "sites-view", show: () => showSites() },
   { name: "users", label: "Users", role: "admin", view: "users-view", show: () => showUsers() },
 ];
 const VIEWS = ["login-view", "run-view", ...PAGES.map((p) => p.view)];
@@ -77,6 +80,8 @@ function init() {
   window.addEventListener("hashchange", () => route());
   initRuns();
   initRun();
+  initDeployment();
+  initSites();
   initUsers();
   route();
 }

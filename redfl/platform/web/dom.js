@@ -70,3 +70,18 @@ export function tagChip(tag, onClick) {
   if (onClick) chip.addEventListener("click", () => onClick(tag));
   return chip;
 }
+
+/** A small danger button that asks once ("<label> <name>?") and calls `action` on the
+ * second click; `data` names it (`{"data-delete": name}`). */
+export function armedButton(label, name, data, action) {
+  const button = el("button", { type: "button", class: "danger small", ...data }, label);
+  button.addEventListener("click", async () => {
+    if (button.dataset.armed !== "yes") {
+      button.dataset.armed = "yes";
+      button.textContent = `${label} ${name}?`;
+      return;
+    }
+    await action();
+  });
+  return button;
+}

@@ -1,6 +1,6 @@
-// The run page: status, tags, cancel and stop, downloads; tabs for live charts (any metric
-// of the round records, chosen from a list), the config as submitted, the summary, the
-// failures and events (paged) and the log.
+// The run page: status, tags, cancel and stop, downloads, its served model (deploy.js), its
+// sites (run_sites.js); tabs for live charts (any metric of the round records, chosen from a
+// list), the config as submitted, the summary, the failures and events (paged) and the log.
 //
 // Everything that changes while the run goes on arrives over the run's WebSocket: first
 // every stored event, then the live ones (the charts never poll). A dropped connection is
@@ -9,7 +9,9 @@
 
 import { ApiError, can, download, logout, refresh, request, socketUrl, user } from "./api.js";
 import { PALETTE, drawChart, metricNames, metricValue } from "./chart.js";
+import { leaveDeployment, showDeployment } from "./deploy.js";
 import { $, badge, el, notice, parseTags, tagChip, when } from "./dom.js";
+import { leaveRunSites, showRunSites } from "./run_sites.js";
 
 const FINAL = new Set(["succeeded", "failed", "cancelled", "stopped"]);
 const TERMINAL = { run_finished: "succeeded", run_failed: "failed", run_cancelled: "cancelled", run_stopped: "stopped" };
@@ -23,6 +25,8 @@ let view = null;
 export function leaveRun() {
   if (view && view.socket) view.socket.close(1000);
   if (view) clearInterval(view.logTimer);
+  leaveDeployment();
+  leaveRunSites();
   view = null;
 }
 
@@ -65,6 +69,9 @@ export async function showRun(id) {
   showTags(run.tags);
   showArtifacts(run);
   showSummary(run.summary);
+  showDeployment(run).catch((error) => notice(error.message));
+  const shown = view;
+  showRunSites(run, () => shown.run.status);
   $("#failure-count").textContent = String(view.failureCount);
   openTab("charts");
   draw();
@@ -166,6 +173,8 @@ async function ended() {
   showArtifacts(run);
   showSummary(run.summary);
   setStatus(run.status);
+  view.run.artifacts = run.artifacts;
+  showDeployment(view.run).catch(() => null);
 }
 
 function scheduleDraw() {

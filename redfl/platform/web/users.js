@@ -2,7 +2,7 @@
 // button (not for yourself), and a form to add one.
 
 import { request, user } from "./api.js";
-import { $, el, notice, when } from "./dom.js";
+import { $, armedButton, el, notice, when } from "./dom.js";
 
 const ROLES = ["viewer", "researcher", "admin"];
 
@@ -43,13 +43,7 @@ function passwordForm(account) {
 
 function deleteButton(account) {
   if (account.name === user().name) return el("span", { class: "muted" }, "you");
-  const button = el("button", { type: "button", class: "danger small", "data-delete": account.name }, "Delete");
-  button.addEventListener("click", async () => {
-    if (button.dataset.armed !== "yes") {
-      button.dataset.armed = "yes";
-      button.textContent = `Delete ${account.name}?`;
-      return;
-    }
+  return armedButton("Delete", account.name, { "data-delete": account.name }, async () => {
     try {
       await request("DELETE", userPath(account.name));
       notice(`Deleted ${account.name} (their runs stay, without owner).`, "info");
@@ -58,7 +52,6 @@ function deleteButton(account) {
       notice(error.message);
     }
   });
-  return button;
 }
 
 /** Load and show the users. */
