@@ -55,6 +55,8 @@ bench: install-dev
 	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/edge.py
 	$(BIN)/python bench/platform_load.py
+	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/teardown.py
 	test -x .bench/flower-venv/bin/python || $(BIN)/python bench/vs_flower.py --setup
 	$(BIN)/python bench/vs_flower.py
 	$(BIN)/python bench/secagg_math.py

@@ -1,7 +1,9 @@
 """redfl's side of ``bench/vs_flower.py``: the digits softmax FedAvg workload, one process.
 
 Prints one JSON line: ``train_seconds`` (``train``, which includes starting the workers;
-``ray.init`` is excluded) and ``accuracy`` (final model on all the data).
+starting Ray is excluded) and ``accuracy`` (final model on all the data). Ray is started
+the way every federation starts it (:func:`redfl.runtime.connect.ensure_ray`: the embedded
+instance, or the warm head when one runs), and stopped by redfl's exit handler.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import argparse
 import json
-import logging
 import time
 
 import numpy as np
@@ -32,9 +33,9 @@ def main() -> None:
     parser.add_argument("--runtime", choices=["ray", "local"], default="ray")
     args = parser.parse_args()
     if args.runtime == "ray":
-        import ray
+        from redfl.runtime.connect import ensure_ray
 
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        ensure_ray(None)
     fed = StarFederation(
         DigitsClient,
         args.clients,

@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 the run failed (its reason is in the run folder's summary.
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Annotated
 
@@ -14,7 +15,7 @@ import typer
 
 import redfl
 from redfl.algorithms.registry import STRATEGIES
-from redfl.commands import model_cmd, run_cmd, sites_cmd, tune_cmd
+from redfl.commands import head_cmd, model_cmd, run_cmd, sites_cmd, tune_cmd
 from redfl.edge import cli as edge_cli
 from redfl.platform import cli as platform_cli
 from redfl.provision import tree_cli
@@ -45,6 +46,7 @@ def _root(
 
 
 app.command()(run_cmd.run)
+head_cmd.register(app)
 sites_cmd.register(app)
 tree_cli.register(app)
 platform_cli.register(app)
@@ -68,7 +70,15 @@ def strategies() -> None:
 
 
 def main() -> None:
-    """Console-script entry point: any unexpected error is one line on stderr (exit 1)."""
+    """Console-script entry point: any unexpected error is one line on stderr (exit 1).
+
+    The garbage collector leaves alone what the imports created (``gc.freeze``: it lives
+    as long as the process) and, once the command is done, everything: the sweep CPython
+    makes over the whole heap at exit took 0.1-0.3 s after a run. Cyclic garbage left at
+    exit is then not finalised (CPython does not promise that either); the run folder's
+    files are closed before.
+    """
+    gc.freeze()
     try:
         app(standalone_mode=True)
     except SystemExit:
@@ -77,6 +87,8 @@ def main() -> None:
         message = " ".join(f"{type(error).__name__}: {error}".split())
         sys.stderr.write(f"redfl: error: {message}\n")
         sys.exit(1)
+    finally:
+        gc.freeze()
 
 
 if __name__ == "__main__":

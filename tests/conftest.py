@@ -12,6 +12,10 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 
+# No test joins a warm head the developer may keep (`redfl head start`): runs start their own
+# embedded Ray instance, or the cluster or head a test starts itself.
+os.environ["REDFL_HEAD_DIR"] = str(TESTS / ".no-warm-head")
+
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[Any]:

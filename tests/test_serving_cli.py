@@ -152,6 +152,9 @@ def test_serve_on_the_embedded_instance_until_stopped_from_another_process(
         )
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout.splitlines()[1].split()[:4] == ["embedded", "RUNNING", "1", "running"]
+        # the serving instance's own Ray token, kept for the processes that join it
+        assert (home / "embedded" / "ray-token").stat().st_mode & 0o777 == 0o600
+        assert "Token authentication" not in listed.stderr
         stopped = subprocess.run(
             [*redfl, "stop", "embedded", "--home", str(home)],
             capture_output=True,

@@ -1,12 +1,16 @@
 """``redfl run CONFIG.toml``: a thin shell over :func:`redfl.run`.
 
 The first Ctrl-C cancels the run at the end of the current round (model, summary with
-status ``cancelled``); a second one aborts at once.
+status ``cancelled``); a second one aborts at once. When the run is over, the embedded Ray
+instance it started is stopped (or the cluster or warm head it joined is left) before the
+final line, so that the process ends right after that line with no process of the run
+left behind.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Annotated, Any
@@ -61,6 +65,15 @@ class _Interrupts:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def leave_ray() -> None:
+    """Stop the embedded Ray instance of this process fast, or leave the cluster it joined
+    (nothing to do when the run did not load Ray)."""
+    if "ray" in sys.modules:
+        from redfl.runtime.embedded import leave_ray as leave
+
+        leave()
+
+
 def run(
     config: Annotated[
         str | None, typer.Argument(help="Federation config (TOML); optional with --resume.")
@@ -108,6 +121,7 @@ def run(
             raise fail(EXIT_CANCELLED, "aborted") from None
         finally:
             reporter.close()
+            leave_ray()
     summary, folder = outcome.summary, outcome.folder
     if outcome.status == "failed":
         raise fail(EXIT_FAILED, f"{outcome.error} (run folder {folder})")

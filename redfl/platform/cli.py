@@ -93,10 +93,6 @@ def _migrated_store_session(settings: Settings) -> Session:
 
 users_app = typer.Typer(help="Manage platform users.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the platform's database.", no_args_is_help=True)
-head_app = typer.Typer(
-    help="The embedded Ray head of a data folder (started by redfl serve; it outlives it).",
-    no_args_is_help=True,
-)
 
 
 @users_app.command("create")
@@ -180,44 +176,6 @@ def db_upgrade(data: DataOption = DEFAULT_DATA, database_url: UrlOption = None) 
     typer.echo(f"database at revision {revision}")
 
 
-@head_app.command("status")
-def head_status(data: DataOption = DEFAULT_DATA) -> None:
-    """Say whether the data folder's Ray head runs, and where (exit 1 when it does not)."""
-    from redfl.runtime.jobs import read_head
-
-    head = read_head(data)
-    if head is None:
-        typer.echo(f"no Ray head runs for {data}")
-        raise typer.Exit(1)
-    typer.echo(f"Ray head pid {head.pid}: GCS {head.address}, job server {head.job_server}")
-
-
-@head_app.command("stop")
-def head_stop(
-    data: DataOption = DEFAULT_DATA,
-    grace: Annotated[
-        float,
-        typer.Option("--grace", min=0.0, max=600.0, help="Seconds SIGTERM may take."),
-    ] = 3.0,
-) -> None:
-    """Stop the data folder's Ray head (and the runs' jobs and workers it holds) within
-    seconds: SIGTERM, then SIGKILL after --grace. Runs in flight are marked failed by the
-    next server that starts."""
-    import time
-
-    from redfl.runtime.jobs import pid_alive, read_head, stop_head
-
-    head = read_head(data)
-    if head is None:
-        typer.echo(f"no Ray head runs for {data}")
-        return
-    started = time.monotonic()
-    stop_head(head.pid, timeout=grace)
-    if pid_alive(head.pid):
-        _fail(f"the Ray head (pid {head.pid}) is still running", code=1)
-    typer.echo(f"stopped the Ray head (pid {head.pid}) in {time.monotonic() - started:.1f} s")
-
-
 def _announce(settings: Settings, host: str, port: int) -> None:
     """Say where the server, its data and its Ray are (stdout, before the JSON logs)."""
     shown = f"[{host}]" if ":" in host else host
@@ -289,8 +247,8 @@ def serve(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``serve``, ``users``, ``db`` and ``head`` to the ``redfl`` command line."""
+    """Add ``serve``, ``users`` and ``db`` to the ``redfl`` command line (the data folder's
+    Ray head is stopped with ``redfl head stop --data``: :mod:`redfl.commands.head_cmd`)."""
     app.command("serve")(serve)
     app.add_typer(users_app, name="users")
     app.add_typer(db_app, name="db")
-    app.add_typer(head_app, name="head")

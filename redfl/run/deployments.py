@@ -28,6 +28,7 @@ __all__ = [
     "KEY_FILE",
     "MODEL_FILE",
     "NAME_PATTERN",
+    "RAY_TOKEN_FILE",
     "RECORD_FILE",
     "TOKEN_FILE",
     "DeploymentRecord",
@@ -45,6 +46,9 @@ RECORD_FILE = "deployment.json"
 KEY_FILE = "signing-key.pem"
 TOKEN_FILE = "token"
 MODEL_FILE = "model.safetensors"
+RAY_TOKEN_FILE = "ray-token"
+"""The token of the Ray instance a deployment runs on, when redfl chose it (the serving
+process's embedded instance, or the warm head): other processes join it with this."""
 
 
 class TokenEntry(Strict):

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redfl.core.arrays import Parameters
 from redfl.core.config import ConfigError
@@ -29,6 +29,9 @@ from redfl.runtime.registry import RUNTIMES, RuntimeOptions
 from redfl.runtime.resources import ResourceError, check_cluster_fit
 from redfl.schemas.base import Federation
 
+if TYPE_CHECKING:
+    from redfl.runtime.connect import RayConnection
+
 
 @dataclass
 class Prepared:
@@ -37,11 +40,13 @@ class Prepared:
     config: FederationConfig
     federation: Federation
     notes: list[str] = field(default_factory=list)
+    connection: RayConnection | None = None
+    """What :meth:`connect` joined (``None`` before, and for runtimes other than ray)."""
 
     def connect(self) -> None:
-        """Join Ray now (bounded by ``federation.connect_timeout``) for the ray runtime and
-        check that ``[resources]`` fits the joined cluster's machines; check what another
-        runtime needs (the sites extra and trust home).
+        """Join Ray now (bounded by ``federation.connect_timeout``) for the ray runtime (a
+        warm head joined becomes a note) and check that ``[resources]`` fits the joined
+        cluster's machines; check what another runtime needs (the sites extra and trust home).
 
         Raises
         ------
@@ -56,7 +61,10 @@ class Prepared:
         if run.runtime == "ray":
             from redfl.runtime.connect import cluster_machines, ensure_ray
 
-            ensure_ray(run.address, run.connect_timeout)
+            self.connection = ensure_ray(run.address, run.connect_timeout)
+            note = self.connection.note()
+            if note is not None:
+                self.notes.append(note)
             spec, nodes = self.config.resources, self.config.client.num_clients
             try:
                 check_cluster_fit(spec, nodes, cluster_machines())
@@ -90,6 +98,7 @@ class Prepared:
 
         ``seconds_per_round`` is the mean of the rounds' own ``seconds`` (the per-round
         lines); ``wall_seconds`` also counts starting the workers and stopping them.
+        ``ray_session`` is the Ray session folder that holds Ray's full logs of the run.
         """
         final = history[-1] if history else None
         seconds = [r.seconds for r in history]
@@ -112,6 +121,7 @@ class Prepared:
             "secure_aggregation": self.secure_summary(final),
             "config_digest": self.digest(),
             "notes": list(self.notes),
+            "ray_session": None if self.connection is None else self.connection.session_dir,
         }
 
     def secure_summary(self, final: RoundRecord | None) -> dict[str, Any]:
@@ -196,7 +206,7 @@ def saved_config(folder: Path) -> FederationConfig:
 
 def _importable_here() -> None:
     """Let ``client.target = "mymodule:Class"`` import from the current folder, as on the
-    workers (:func:`redfl.runtime.connect.worker_env`)."""
+    workers (:func:`redfl.runtime.connect.worker_path`)."""
     here = os.getcwd()
     if here not in sys.path:
         sys.path.append(here)

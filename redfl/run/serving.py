@@ -39,6 +39,7 @@ from redfl.run.deployments import (
     KEY_FILE,
     MODEL_FILE,
     NAME_PATTERN,
+    RAY_TOKEN_FILE,
     TOKEN_FILE,
     DeploymentRecord,
     DeploymentStore,
@@ -320,9 +321,10 @@ def deploy_run(
 ) -> Deployed:
     """Serve the model of run folder ``folder`` on Ray Serve; return once it answers.
 
-    Joins Ray (``options.address``, else ``$RAY_ADDRESS``, else the embedded instance, which
-    ends with this process), starts Ray Serve's HTTP proxies, deploys the model, issues its
-    first token and records it all in ``home`` (:class:`DeploymentStore`).
+    Joins Ray (``options.address``, else ``$RAY_ADDRESS``, else the warm head, else the
+    embedded instance, which ends with this process), starts Ray Serve's HTTP proxies,
+    deploys the model, issues its first token and records it all in ``home``
+    (:class:`DeploymentStore`), with the token of the Ray instance when redfl chose it.
 
     Raises
     ------
@@ -339,7 +341,7 @@ def deploy_run(
     name = options.name or default_name(folder)
     store = DeploymentStore(home)
     store.check_free(name)
-    embedded = join(options.address, options.connect_timeout)
+    joined = join(options.address, options.connect_timeout)
     if name in deployment_states():
         raise ConfigError(f"name: a model named {name} is served on this cluster already")
     key = TokenKey.generate()
@@ -350,6 +352,8 @@ def deploy_run(
         url = f"{start_http(http)}/{name}"
     store.create(name)
     store.write_secret(name, KEY_FILE, key.to_pem())
+    if joined is not None and joined.token is not None:
+        store.write_secret(name, RAY_TOKEN_FILE, (joined.token + "\n").encode())
     store.write_secret(name, MODEL_FILE, served.model)
     record = DeploymentRecord(
         name=name,
@@ -357,7 +361,7 @@ def deploy_run(
         client=served.client,
         url=url,
         address=cluster_address(),
-        embedded=embedded,
+        embedded=joined is not None and joined.kind == "embedded",
         pid=os.getpid(),
         created=time.time(),
         options=options.model_dump(),
@@ -408,7 +412,8 @@ def list_deployments(
     listed too. An embedded deployment whose process has ended is listed as such, without
     joining anything.
     """
-    records = DeploymentStore(home).records()
+    store = DeploymentStore(home)
+    records = store.records()
     views: dict[str, DeploymentView] = {}
     live = []
     for record in records:
@@ -421,7 +426,8 @@ def list_deployments(
     if where is None and live:
         where, local = live[0].address, live[0].embedded
     if address is not None or live:
-        join(where, timeout, local)
+        token = _ray_token(store, live[0].name) if address is None else None
+        join(where, timeout, local, token)
         here = cluster_address()
         states = deployment_states()
         for record in live:
@@ -471,7 +477,7 @@ def stop_deployment(
         store.remove(name)
         return f"stopped {name}"
     if address is None and record is not None:
-        join(record.address, timeout, record.embedded)
+        join(record.address, timeout, record.embedded, _ray_token(store, name))
     else:
         join(address, timeout)
     removed = remove(name)
@@ -545,7 +551,7 @@ def revoke_tokens(
         tokens = (*tokens, TokenEntry(id=issued.token_id, expires_at=issued.expires_at))
     record = record.model_copy(update={"tokens": tokens})
     served = load_run(record.run, client=record.client, model_file=store.folder(name) / MODEL_FILE)
-    join(record.address, timeout, record.embedded)
+    join(record.address, timeout, record.embedded, _ray_token(store, name))
     if name not in deployment_states():
         raise ConfigError(f"{name} is not served on its cluster ({record.address})")
     deploy(served.payload(name), _settings(options, served, record, key), options.scaling())
@@ -588,6 +594,14 @@ def predict_body(
     """
     join(address, timeout)
     return answer(name, body, timeout)
+
+
+def _ray_token(store: DeploymentStore, name: str) -> str | None:
+    """The token of the Ray instance that deployment ``name`` runs on, when redfl chose it
+    (``None`` else)."""
+    if not (store.folder(name) / RAY_TOKEN_FILE).is_file():
+        return None
+    return store.read_secret(name, RAY_TOKEN_FILE).decode("ascii").strip()
 
 
 def _alive(pid: int) -> bool:

@@ -12,6 +12,9 @@ other Ray programs on the machine never join it, and uses Ray's token authentica
 token of its own (``<data>/ray-auth-token``, mode 0600), which its jobs inherit and the job
 client sends.
 
+``redfl head start`` starts the same kind of head without a job server, kept warm between
+runs (``jobs=False``, with redfl's folder on its workers' ``PYTHONPATH``).
+
 Runs are submitted as jobs (:class:`JobClient`, over Ray's ``JobSubmissionClient``): the
 entrypoint is a shell command the job server runs; Ray sets ``RAY_ADDRESS`` for it.
 """
@@ -45,12 +48,14 @@ class JobError(RuntimeError):
 
 @dataclass(frozen=True)
 class HeadInfo:
-    """A local Ray head started by the platform: its process, GCS address and job server."""
+    """A local Ray head started by :func:`start_head`: its process, GCS address, job server
+    (empty without one), temp folder, and the ``PYTHONPATH`` its workers start with."""
 
     pid: int
     address: str
     job_server: str
     temp_dir: str
+    worker_path: str = ""
 
 
 def free_port() -> int:
@@ -98,12 +103,22 @@ def _head_temp_dir(data_dir: Path) -> str:
 
 
 def read_head(data_dir: str | Path) -> HeadInfo | None:
-    """The head recorded in ``data_dir`` if its process is alive, else ``None``."""
+    """The head recorded in ``data_dir`` if its process is alive and still ``ray start``
+    (not another process that got its pid since), else ``None``."""
     try:
         info = HeadInfo(**json.loads((Path(data_dir) / HEAD_FILE).read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
-    return info if pid_alive(info.pid) else None
+    return info if pid_alive(info.pid) and _runs_ray_start(info.pid) else None
+
+
+def _runs_ray_start(pid: int) -> bool:
+    """Whether process ``pid`` runs ``ray start --head`` (true where ``/proc`` is missing)."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return not Path("/proc").is_dir()
+    return b"start" in words and b"--head" in words
 
 
 def auth_token(data_dir: str | Path) -> str:
@@ -134,18 +149,26 @@ def _job_server_up(url: str, token: str | None) -> bool:
 
 
 def start_head(
-    data_dir: str | Path, num_cpus: int | None = None, timeout: float = 120.0, nice: int = 0
+    data_dir: str | Path,
+    num_cpus: int | None = None,
+    timeout: float = 120.0,
+    nice: int = 0,
+    *,
+    jobs: bool = True,
+    worker_path: str | None = None,
 ) -> HeadInfo:
-    """Start a local Ray head with its job server as a process of its own.
+    """Start a local Ray head as a process of its own, with its job server when ``jobs``.
 
     Its output goes to ``<data>/ray-head.log``; its pid and addresses to ``<data>/ray-head.json``.
-    With ``nice`` > 0 the head and everything it starts (jobs, workers) run at that lower
-    scheduling priority (a job, in a session of its own, lowers its own: :func:`lower_priority`).
+    ``worker_path`` becomes its workers' ``PYTHONPATH``. Ready when the job server answers
+    (``jobs``), else when ``ray start`` reports the runtime started. With ``nice`` > 0 the
+    head and everything it starts (jobs, workers) run at that lower scheduling priority (a
+    job, in a session of its own, lowers its own: :func:`lower_priority`).
 
     Raises
     ------
     JobError
-        If the job server does not answer within ``timeout`` seconds (the head is stopped).
+        If the head is not ready within ``timeout`` seconds (the head is stopped).
     """
     folder = Path(data_dir).resolve()
     home = folder / "ray-head"  # an empty working folder: no package-named folder in it
@@ -158,7 +181,7 @@ def start_head(
         "--head",
         "--block",
         f"--port={port}",
-        "--include-dashboard=true",
+        f"--include-dashboard={'true' if jobs else 'false'}",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dash}",
         f"--temp-dir={temp_dir}",
@@ -172,29 +195,51 @@ def start_head(
     ]
     if num_cpus is not None:
         args.append(f"--num-cpus={num_cpus}")
+    if not jobs:  # Ray's fixed default (10001) would collide with another head's
+        args.append(f"--ray-client-server-port={free_port()}")
     if nice > 0:
         args = ["nice", "-n", str(nice), *args]  # nice execs ray: the pid stays the head's
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     env["RAY_AUTH_TOKEN_PATH"] = str(folder / TOKEN_FILE)
+    if worker_path is not None:
+        env["PYTHONPATH"] = worker_path
     auth_token(folder)
     for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
         env.pop(name, None)
-    with (folder / "ray-head.log").open("ab") as log:
+    log_path = folder / "ray-head.log"
+    with log_path.open("ab") as log:
+        offset = log.tell()
         process = subprocess.Popen(
             args, cwd=home, stdout=log, stderr=subprocess.STDOUT, env=env, process_group=0
         )
-    info = HeadInfo(process.pid, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir)
+    info = HeadInfo(
+        process.pid,
+        f"127.0.0.1:{port}",
+        f"http://127.0.0.1:{dash}" if jobs else "",
+        temp_dir,
+        worker_path or "",
+    )
     (folder / HEAD_FILE).write_text(json.dumps(asdict(info)), encoding="utf-8")
     deadline = time.monotonic() + timeout
-    while not _job_server_up(info.job_server, auth_token(folder)):
+    while not (
+        _job_server_up(info.job_server, auth_token(folder))
+        if jobs
+        else _reported_started(log_path, offset)
+    ):
         if process.poll() is not None or time.monotonic() > deadline:
             stop_head(info.pid)
             raise JobError(
-                f"the local Ray head did not start within {timeout:g} s "
-                f"(see {folder / 'ray-head.log'})"
+                f"the local Ray head did not start within {timeout:g} s (see {log_path})"
             )
-        time.sleep(0.5)
+        time.sleep(0.5 if jobs else 0.1)
     return info
+
+
+def _reported_started(log: Path, offset: int) -> bool:
+    """Whether ``ray start`` wrote, past ``offset`` of its log, that the runtime started."""
+    with log.open("rb") as stream:
+        stream.seek(offset)
+        return b"Ray runtime started." in stream.read()
 
 
 def ensure_head(data_dir: str | Path, num_cpus: int | None = None, nice: int = 0) -> HeadInfo:
@@ -219,9 +264,10 @@ def ensure_head(data_dir: str | Path, num_cpus: int | None = None, nice: int = 0
 def stop_head(pid: int, timeout: float = 3.0) -> None:
     """Stop a head started by :func:`start_head` (its process group), by its ``pid``.
 
-    SIGTERM first; what is still alive ``timeout`` seconds later gets SIGKILL. (Ray drains
-    for about 30 s on SIGTERM; the platform's head holds nothing worth the wait: a run's
-    state is in its folder and the store.)
+    Returns once no process of the group is left: SIGTERM first; what is still alive
+    ``timeout`` seconds later gets SIGKILL. (Ray drains for about 30 s on SIGTERM; the
+    platform's head and the warm head hold nothing worth the wait: a run's state is in its
+    folder and the store.)
     """
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
@@ -229,10 +275,24 @@ def stop_head(pid: int, timeout: float = 3.0) -> None:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + wait
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not pid_alive(pid):
+        while group_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not group_alive(pid):
             return
+
+
+def group_alive(group: int) -> bool:
+    """Whether a process of process group ``group`` is alive (zombies do not count)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
 
 
 def cluster_nodes(

@@ -18,13 +18,15 @@ them, and the platform can too.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redfl.runtime.serving_requests import Answer, ModelPayload, ServingSettings
+
+if TYPE_CHECKING:
+    from redfl.runtime.connect import RayConnection
 
 __all__ = [
     "DEPLOYMENT",
@@ -254,17 +256,23 @@ def answer(name: str, body: bytes, timeout: float = 30.0) -> Answer:
     return reply
 
 
-def join(address: str | None, timeout: float, local: bool = False) -> bool:
-    """Connect this process to Ray: the cluster at ``address`` (default ``$RAY_ADDRESS``) or
-    the embedded instance; whether this started the embedded instance (which, with what is
-    served on it, ends with this process).
+def join(
+    address: str | None, timeout: float, local: bool = False, token: str | None = None
+) -> RayConnection | None:
+    """Connect this process to Ray: the cluster at ``address`` (default ``$RAY_ADDRESS``),
+    else the warm head, else the embedded instance
+    (:func:`redfl.runtime.connect.ensure_ray`); what it joined or started (``None`` when
+    this process was connected already). An embedded instance (kind ``"embedded"``) ends,
+    with what is served on it, with this process; its ``token`` is how another process
+    joins it.
 
     A no-op when this process is connected already (to that cluster).
 
-    ``local=True`` says the cluster at ``address`` is another process's embedded instance
-    on this machine: Ray then authenticates as it does for a local cluster it finds itself
-    (with this machine's Ray token, when there is one), which it does not for an address
-    it is given.
+    ``token`` is the token of the cluster at ``address`` (another process's embedded
+    instance, or the warm head). Without it, ``local=True`` says the cluster at ``address``
+    is another process's embedded instance on this machine: Ray then authenticates as it
+    does for a local cluster it finds itself (with this machine's Ray token, when there is
+    one), which it does not for an address it is given.
 
     Raises
     ------
@@ -278,13 +286,16 @@ def join(address: str | None, timeout: float, local: bool = False) -> bool:
             raise ConnectionError(
                 f"this process is connected to the Ray cluster at {here}, not {address}"
             )
-        return False
+        return None
     from redfl.runtime.connect import ensure_ray
+    from redfl.runtime.embedded import AUTH_MODE, AUTH_TOKEN, launch_environment
 
+    if token is not None:
+        with launch_environment({AUTH_MODE: "token", AUTH_TOKEN: token}):
+            return ensure_ray(address, timeout)
     if local:
         _local_cluster_auth()
-    ensure_ray(address, timeout)
-    return (address or os.environ.get("RAY_ADDRESS") or "local") == "local"
+    return ensure_ray(address, timeout)
 
 
 def _local_cluster_auth() -> None:
