@@ -125,7 +125,10 @@ def take_until(lines: queue.Queue[str], prefix: str, seconds: float) -> list[str
 def test_serve_on_the_embedded_instance_until_stopped_from_another_process(
     digits_run: Path, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # as a user's shell: no cluster and no token settings (the session's ray.init sets
+    # RAY_AUTH_MODE in this process, which would hand the instance the machine's token)
+    drop = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PYTHONPATH"] = str(REPO)
     home, port = tmp_path / "home", free_port()
     redfl = [sys.executable, "-m", "redfl.cli", "model"]
