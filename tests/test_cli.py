@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -329,3 +330,19 @@ def test_the_console_says_why_clients_failed(
     assert result.stderr.count("and 2 more (failures.jsonl)") == 2
     failures = (tmp_path / "run" / "failures.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(failures) == 2 * 5
+
+
+def test_a_run_in_a_process_connected_to_ray_leaves_that_instance_running(
+    tmp_path: Path, ray_session: Any
+) -> None:
+    """`redfl run` called in a process that had joined Ray itself (a notebook, this test
+    session) runs there and leaves the connection as it found it: only an instance the
+    command started is the command's to stop."""
+    total = ray_session.cluster_resources()["CPU"]
+    path = local_config(tmp_path, rounds=1)
+    config = substitute(path.read_text(encoding="utf-8"), r'^runtime = "local"', 'runtime = "ray"')
+    path.write_text(config, encoding="utf-8")
+    result = invoke(str(path), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.stderr
+    assert ray_session.is_initialized()
+    assert ray_session.cluster_resources()["CPU"] == total

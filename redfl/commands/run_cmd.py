@@ -65,10 +65,17 @@ class _Interrupts:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def leave_ray() -> None:
-    """Stop the embedded Ray instance of this process fast, or leave the cluster it joined
-    (nothing to do when the run did not load Ray)."""
-    if "ray" in sys.modules:
+def ray_connected() -> bool:
+    """Whether this process is connected to Ray already (without importing Ray)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
+
+
+def leave_ray(connected_before: bool) -> None:
+    """Stop the embedded Ray instance the run started fast, or leave the cluster it joined
+    (nothing to do when the run did not load Ray, or when this process was connected to Ray
+    before the command: a caller's instance is the caller's to stop)."""
+    if "ray" in sys.modules and not connected_before:
         from redfl.runtime.embedded import leave_ray as leave
 
         leave()
@@ -103,6 +110,7 @@ def run(
         if v is not None
     }
     reporter = ConsoleReporter(console)
+    connected_before = ray_connected()
     with _Interrupts() as interrupts:
         try:
             outcome = run_federation(
@@ -121,7 +129,7 @@ def run(
             raise fail(EXIT_CANCELLED, "aborted") from None
         finally:
             reporter.close()
-            leave_ray()
+            leave_ray(connected_before)
     summary, folder = outcome.summary, outcome.folder
     if outcome.status == "failed":
         raise fail(EXIT_FAILED, f"{outcome.error} (run folder {folder})")
