@@ -7,13 +7,16 @@ starts it again, and the job finishes."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from pathlib import Path
 
+import httpx
 from edge_rig import provision, wait_until
 from waiting import free_port
 
 from redfl.edge.fleet import Fleet
+from redfl.edge.hashing import choose
 from redfl.edge.launch import EdgeProcesses
 from redfl.edge.simulator import SimulatorConfig, Summary, run_simulation
 from redfl.edge.supervisor import Supervisor
@@ -63,6 +66,17 @@ def test_digits_job_survives_the_loss_of_an_lcp(tmp_path: Path) -> None:
         forwards: dict[str, int] = stats["forwards"]
         victim = max(forwards, key=lambda lcp: forwards[lcp])  # the busiest LCP
         edge.kill(victim)
+        # a device of the victim asking while it is down is served by its next LCP (whether
+        # one of the simulated devices asks in those seconds depends on the load)
+        device = next(d for d in tokens if choose(d, LCPS)[0] == victim)
+        asked = httpx.post(
+            f"{edge.proxy_url}/task",
+            json={"job_id": "digits-e2e"},
+            headers={"Authorization": f"Bearer {tokens[device]}"},
+            verify=ssl.create_default_context(cafile=ca),
+            timeout=30,
+        )
+        assert asked.status_code == 200, asked.text
         sim.join(timeout=400)
         assert not sim.is_alive() and out, "the simulation did not finish"
         summary = out[0]
