@@ -69,8 +69,10 @@ def moved_fractions(num_ids: int = 100_000) -> None:
         before = homes(lcps)
         added = float(np.mean(before != homes([*lcps, "lcp-new"])))
         removed = float(np.mean(before != homes(lcps[1:])))
-        print(f"  N={n:2d}: add one {added:.4f} (1/(N+1) = {1 / (n + 1):.4f}), "
-              f"remove one {removed:.4f} (1/N = {1 / n:.4f})")  # fmt: skip
+        print(
+            f"  N={n:2d}: add one {added:.4f} (1/(N+1) = {1 / (n + 1):.4f}), "
+            f"remove one {removed:.4f} (1/N = {1 / n:.4f})"
+        )
 
 
 def auth_cost() -> None:
@@ -127,13 +129,19 @@ def auth_cost() -> None:
             client.close()
         handshake = (time.process_time() - start) / 200 * 1e3
     print("CPU of the checks authentication adds (in-process, per call)")
-    print(f"  device token + register: first sight {first_token:.0f} us, remembered "
-          f"{known_token:.1f} us")  # fmt: skip
-    print(f"  peer certificate (CA, register, kind): first sight (a new verifier) "
-          f"{first_cert:.0f} us, "
-          f"remembered {known_cert:.1f} us")  # fmt: skip
-    print(f"  mutual TLS handshake (both sides, P-256): {handshake:.2f} ms, once per kept-alive "
-          "connection")  # fmt: skip
+    print(
+        f"  device token + register: first sight {first_token:.0f} us, remembered "
+        f"{known_token:.1f} us"
+    )
+    print(
+        f"  peer certificate (CA, register, kind): first sight (a new verifier) "
+        f"{first_cert:.0f} us, "
+        f"remembered {known_cert:.1f} us"
+    )
+    print(
+        f"  mutual TLS handshake (both sides, P-256): {handshake:.2f} ms, once per kept-alive "
+        "connection"
+    )
 
 
 def wire_cost() -> None:
@@ -153,10 +161,14 @@ def wire_cost() -> None:
     decode_us = (time.perf_counter() - start) / reps * 1e6
     as_list = len(json.dumps(model["value"].tolist()))
     print("wire cost of a 10,000-float32 model")
-    print(f"  safetensors bytes {len(raw):,}; base64 text {len(text):,} chars; "
-          f"JSON list of floats would be {as_list:,} chars")  # fmt: skip
-    print(f"  /task reply body {len(task.model_dump_json()):,} B; "
-          f"/result request body {len(result.model_dump_json()):,} B")  # fmt: skip
+    print(
+        f"  safetensors bytes {len(raw):,}; base64 text {len(text):,} chars; "
+        f"JSON list of floats would be {as_list:,} chars"
+    )
+    print(
+        f"  /task reply body {len(task.model_dump_json()):,} B; "
+        f"/result request body {len(result.model_dump_json()):,} B"
+    )
     print(f"  encode {encode_us:.0f} us, decode (with finiteness check) {decode_us:.0f} us")
 
 
@@ -232,8 +244,9 @@ def run_job(
     delay = float(str(job.pop("delay", 0.0)))
     with tempfile.TemporaryDirectory() as tmp:
         tree = provisioned(Path(tmp), job)
-        edge = EdgeProcesses(tree, Path(tmp) / "job.json", free_port(), free_port(),
-                             proxy_tls=proxy_tls)  # fmt: skip
+        edge = EdgeProcesses(
+            tree, Path(tmp) / "job.json", free_port(), free_port(), proxy_tls=proxy_tls
+        )
         start = time.perf_counter()
         edge.start(timeout=180)
         startup = time.perf_counter() - start
@@ -244,9 +257,17 @@ def run_job(
         try:
             secret = load_or_create_secrets(tree).enroll_secret
             ca = str(tree / "trust" / "ca.pem") if proxy_tls else None
-            config = SimulatorConfig(edge.proxy_url, str(job["name"]), str(job["client"]),
-                                     devices, concurrency, secret, timeout=1_200, ca=ca,
-                                     delay=delay)  # fmt: skip
+            config = SimulatorConfig(
+                edge.proxy_url,
+                str(job["name"]),
+                str(job["client"]),
+                devices,
+                concurrency,
+                secret,
+                timeout=1_200,
+                ca=ca,
+                delay=delay,
+            )
             summary: Summary = run_simulation(config)
             stats = edge.get(f"{edge.proxy_url}/stats")
             server = edge.get(f"{edge.server_url}/status")
@@ -258,8 +279,10 @@ def run_job(
         finally:
             peak = memory.stop()
             edge.stop()
-    print(f"\n{title}: {devices:,} devices, concurrency {concurrency}, start-up {startup:.1f} s "
-          f"(not in the wall time); {load_start} at the start, {load_end} at the end")  # fmt: skip
+    print(
+        f"\n{title}: {devices:,} devices, concurrency {concurrency}, start-up {startup:.1f} s "
+        f"(not in the wall time); {load_start} at the start, {load_end} at the end"
+    )
     print_summary(summary)
     forwarded = sum(stats["forwards"].values())
     proxy_cpu = (cpu1["proxy"] - cpu0["proxy"]) / max(1, summary.requests) * 1e3
@@ -268,44 +291,68 @@ def run_job(
     marks = ", ".join(f"{name} {t:.2f} s" for name, t in summary.marks.items())
     print(f"  phases (seconds from the simulation's start): {marks}")
     print("  replies: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
-    print("  at the proxy (body read -> LCP answer): "
-          + ", ".join(f"{p} p50 {v['p50_ms']:.1f} ms p99 {v['p99_ms']:.1f} ms (n={v['count']})"
-                      for p, v in sorted(stats["latency"].items())))  # fmt: skip
+    print(
+        "  at the proxy (body read -> LCP answer): "
+        + ", ".join(
+            f"{p} p50 {v['p50_ms']:.1f} ms p99 {v['p99_ms']:.1f} ms (n={v['count']})"
+            for p, v in sorted(stats["latency"].items())
+        )
+    )
     for path in ("/task", "/result"):
         if path in stats["latency"]:
             p99 = stats["latency"][path]["p99_ms"]
             print(f"  p99 at the proxy {path} {p99:.1f} ms: {ratio(p99, 50, True)} (< 50 ms)")
     rps = summary.requests / wall
     print(f"  throughput at the proxy {rps:.0f} req/s: {ratio(rps, 2_000, False)} (>= 2,000)")
-    print(f"  CPU per request: proxy {proxy_cpu:.2f} ms, LCPs {lcp_cpu:.2f} ms "
-          f"(capacity of one free core: proxy ~{1e3 / proxy_cpu:.0f} req/s)")  # fmt: skip
+    print(
+        f"  CPU per request: proxy {proxy_cpu:.2f} ms, LCPs {lcp_cpu:.2f} ms "
+        f"(capacity of one free core: proxy ~{1e3 / proxy_cpu:.0f} req/s)"
+    )
 
     def p50_p99(timing: dict[str, float]) -> str:
         return f"p50 {timing['p50_ms']:.1f} ms p99 {timing['p99_ms']:.1f} ms"
 
     print(f"  server: {server['syncs']} syncs, time in sync() {p50_p99(server['sync'])}")
     for name, st in lcps.items():
-        print(f"  {name}: {st['syncs']} syncs carrying {st['results']} results; /sync exchange "
-              f"{p50_p99(st['sync'])}; fold -> verdict {p50_p99(st['verdict'])}, of which "
-              f"waiting for the sync that carries it {p50_p99(st['queued'])}")  # fmt: skip
+        print(
+            f"  {name}: {st['syncs']} syncs carrying {st['results']} results; /sync exchange "
+            f"{p50_p99(st['sync'])}; fold -> verdict {p50_p99(st['verdict'])}, of which "
+            f"waiting for the sync that carries it {p50_p99(st['queued'])}"
+        )
     history = status["history"]
-    print(f"  versions {status['version']} in {history[-1]['time']:.1f} s after the server started "
-          f"(simulation wall {wall:.1f} s); accepted {status['accepted']}, "
-          f"rejected {status['rejected']}, evicted {status['evicted']}")  # fmt: skip
-    print("  server: version times after the server started "
-          + ", ".join(f"v{h['version']} {h['time']:.2f} s" for h in history))  # fmt: skip
+    print(
+        f"  versions {status['version']} in {history[-1]['time']:.1f} s after the server started "
+        f"(simulation wall {wall:.1f} s); accepted {status['accepted']}, "
+        f"rejected {status['rejected']}, evicted {status['evicted']}"
+    )
+    print(
+        "  server: version times after the server started "
+        + ", ".join(f"v{h['version']} {h['time']:.2f} s" for h in history)
+    )
     each = {k: cpu1[k] - cpu0[k] for k in cpu1}
     total = own + sum(each.values())
-    print(f"  CPU time of all processes {total:.1f} s: simulator {own:.1f} s, "
-          + ", ".join(f"{k} {v:.1f} s" for k, v in each.items()))  # fmt: skip
+    print(
+        f"  CPU time of all processes {total:.1f} s: simulator {own:.1f} s, "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in each.items())
+    )
     if wall_target:
-        print(f"  wall time of the simulation {wall:.1f} s: {ratio(wall, 10, True)} (< 10 s), "
-              f"{load_end}")  # fmt: skip
-    print(f"  peak memory of all processes (server, 4 LCPs, proxy, simulator): {peak:.0f} MB: "
-          f"{ratio(peak, 1024, True)} (< 1 GB)")  # fmt: skip
+        print(
+            f"  wall time of the simulation {wall:.1f} s: {ratio(wall, 10, True)} (< 10 s), "
+            f"{load_end}"
+        )
+    print(
+        f"  peak memory of all processes (server, 4 LCPs, proxy, simulator): {peak:.0f} MB: "
+        f"{ratio(peak, 1024, True)} (< 1 GB)"
+    )
     task_p99 = stats["latency"].get("/task", {}).get("p99_ms", float("nan"))
-    return {"req/s": rps, "/task p99 ms": task_p99, "wall s": wall, "peak MB": peak,
-            "proxy CPU ms/req": proxy_cpu, "LCP CPU ms/req": lcp_cpu}  # fmt: skip
+    return {
+        "req/s": rps,
+        "/task p99 ms": task_p99,
+        "wall s": wall,
+        "peak MB": peak,
+        "proxy CPU ms/req": proxy_cpu,
+        "LCP CPU ms/req": lcp_cpu,
+    }
 
 
 FIGURES = {
@@ -324,8 +371,16 @@ def baseline(ref: str, runs: str, devices: int, concurrency: int) -> dict[str, d
     output goes through, its figures are returned per run."""
     sha, tree = baseline_tree(ref)
     print(f"\n== before: {ref} ({sha}), its own bench/edge.py, load {os.getloadavg()[0]:.1f} ==")
-    command = [sys.executable, "bench/edge.py", "--runs", runs, "--devices", str(devices),
-               "--concurrency", str(concurrency)]  # fmt: skip
+    command = [
+        sys.executable,
+        "bench/edge.py",
+        "--runs",
+        runs,
+        "--devices",
+        str(devices),
+        "--concurrency",
+        str(concurrency),
+    ]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, check=False)
     print(done.stdout[done.stdout.find("\nNVFlare") if "\nNVFlare" in done.stdout else 0 :])
@@ -375,12 +430,22 @@ def main() -> None:
     auth_cost()
     if args.skip_load:
         return
-    numeric = {"client": "redfl.examples.edge:NumericDevice",
-               "options": {"num_parameters": 10_000}}  # fmt: skip
-    nvflare = {"name": "nvflare-shape", **numeric, "device_selection_size": 50,
-               "num_updates_for_model": 50, "max_model_version": 5, "delay": 0.1}  # fmt: skip
-    load = {"name": "load", **numeric, "device_selection_size": 1_000,
-            "num_updates_for_model": 200, "max_model_version": 20}  # fmt: skip
+    numeric = {"client": "redfl.examples.edge:NumericDevice", "options": {"num_parameters": 10_000}}
+    nvflare = {
+        "name": "nvflare-shape",
+        **numeric,
+        "device_selection_size": 50,
+        "num_updates_for_model": 50,
+        "max_model_version": 5,
+        "delay": 0.1,
+    }
+    load = {
+        "name": "load",
+        **numeric,
+        "device_selection_size": 1_000,
+        "num_updates_for_model": 200,
+        "max_model_version": 20,
+    }
     rows: dict[str, dict[str, dict[str, float]]] = {}
     if args.compare != "none":
         rows["before"] = baseline(args.compare, args.runs, args.devices, args.concurrency)

@@ -57,8 +57,9 @@ def partial_sum(
     count = len(ids)
     sums = encode_arrays({"value": ones * count}, np.float64)
     devices = [f"d{i}" for i in range(count)]
-    return PartialMsg(base_version=base, sums=sums, weight=float(count), task_ids=ids,
-                      devices=devices)  # fmt: skip
+    return PartialMsg(
+        base_version=base, sums=sums, weight=float(count), task_ids=ids, devices=devices
+    )
 
 
 def fanin(params: int = 10_000, versions: int = 20, per_sync: int = 4) -> None:
@@ -70,22 +71,31 @@ def fanin(params: int = 10_000, versions: int = 20, per_sync: int = 4) -> None:
     lcps = [site.name for site in tree.lcps]
     tops = [site.name for site in tree.children("server", ["relay"])]
     ones = np.ones(params, np.float64)
-    print(f"\nfan-in: {len(lcps)} LCPs, depth-2 width-4 tree ({len(tops)} top relays), "
-          f"{params:,}-parameter model, {per_sync} updates per LCP sync, {versions} versions "
-          f"({load()})")  # fmt: skip
+    print(
+        f"\nfan-in: {len(lcps)} LCPs, depth-2 width-4 tree ({len(tops)} top relays), "
+        f"{params:,}-parameter model, {per_sync} updates per LCP sync, {versions} versions "
+        f"({load()})"
+    )
     models = {}
     for mode in ("direct", "relays"):
         with tempfile.TemporaryDirectory() as tmp:
-            spec = JobSpec(name="fanin", client=NUMERIC, options={"num_parameters": params},
-                           num_updates_for_model=len(lcps) * per_sync, max_model_version=versions,
-                           max_model_history=versions, staleness_weight=False)  # fmt: skip
+            spec = JobSpec(
+                name="fanin",
+                client=NUMERIC,
+                options={"num_parameters": params},
+                num_updates_for_model=len(lcps) * per_sync,
+                max_model_version=versions,
+                max_model_history=versions,
+                staleness_weight=False,
+            )
             server = EdgeServer(Path(tmp))
             job = server.submit(spec)
             numbers = itertools.count()
 
             senders = lcps if mode == "direct" else tops
-            under = {s: frozenset(tree.lcps_under(s)) if s in tops else frozenset({s})
-                     for s in senders}  # fmt: skip
+            under = {
+                s: frozenset(tree.lcps_under(s)) if s in tops else frozenset({s}) for s in senders
+            }
             seq = dict.fromkeys(senders, 0)
             cpu = wall = 0.0
             syncs = 0
@@ -95,8 +105,11 @@ def fanin(params: int = 10_000, versions: int = 20, per_sync: int = 4) -> None:
                 for sender in senders:
                     sums = partial_sum(sorted(under[sender]), per_sync, version, ones, numbers)
                     part = JobSync(known_version=version, partials=[sums])
-                    requests.append(SyncRequest(sender=sender, boot="b", seq=seq[sender],
-                                                jobs={job.job_id: part}))  # fmt: skip
+                    requests.append(
+                        SyncRequest(
+                            sender=sender, boot="b", seq=seq[sender], jobs={job.job_id: part}
+                        )
+                    )
                     seq[sender] += 1
                 c0, w0 = time.process_time(), time.perf_counter()
                 for sender, request in zip(senders, requests, strict=True):
@@ -105,9 +118,11 @@ def fanin(params: int = 10_000, versions: int = 20, per_sync: int = 4) -> None:
                 wall += time.perf_counter() - w0
                 syncs += len(requests)
             models[mode] = job.fedbuff.parameters["value"].copy()
-            print(f"  {mode:7}: {syncs:5} syncs at the server ({syncs / versions:.0f} a version), "
-                  f"{syncs / wall:,.0f} syncs/s, CPU {cpu:.2f} s ({cpu / versions * 1e3:.1f} ms "
-                  f"a version), {job.fedbuff.accepted:,} updates folded")  # fmt: skip
+            print(
+                f"  {mode:7}: {syncs:5} syncs at the server ({syncs / versions:.0f} a version), "
+                f"{syncs / wall:,.0f} syncs/s, CPU {cpu:.2f} s ({cpu / versions * 1e3:.1f} ms "
+                f"a version), {job.fedbuff.accepted:,} updates folded"
+            )
     same = np.array_equal(models["direct"], models["relays"])
     print(f"  the same model in both modes: {same} (value {float(models['relays'][0]):g})")
 
@@ -115,10 +130,16 @@ def fanin(params: int = 10_000, versions: int = 20, per_sync: int = 4) -> None:
 def user_model(devices: int = 1_000, params: int = 100_000) -> None:
     """A job of the bench's own numpy device class (``edge_bench_device:DenseDevice``, 100k
     parameters) through ``devices`` simulated devices, on server + 4 LCPs + proxy processes."""
-    job = {"name": "dense", "client": "edge_bench_device:DenseDevice",
-           "options": {"size": params}, "evaluate": "edge_bench_device:distance",
-           "num_updates_for_model": 100, "max_model_version": 10, "max_model_history": 4,
-           "device_selection_size": 200}  # fmt: skip
+    job = {
+        "name": "dense",
+        "client": "edge_bench_device:DenseDevice",
+        "options": {"size": params},
+        "evaluate": "edge_bench_device:distance",
+        "num_updates_for_model": 100,
+        "max_model_version": 10,
+        "max_model_history": 4,
+        "device_selection_size": 200,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tree = provisioned(Path(tmp), job)
         edge = EdgeProcesses(tree, Path(tmp) / "job.json", free_port(), free_port())
@@ -127,8 +148,15 @@ def user_model(devices: int = 1_000, params: int = 100_000) -> None:
         start_load = load()
         try:
             tokens = Fleet.of_tree(tree).issue(f"dev-{i:05d}" for i in range(devices))
-            config = SimulatorConfig(edge.proxy_url, "dense", "edge_bench_device:DenseDevice",
-                                     devices, 64, tokens=tokens, timeout=1_200)  # fmt: skip
+            config = SimulatorConfig(
+                edge.proxy_url,
+                "dense",
+                "edge_bench_device:DenseDevice",
+                devices,
+                64,
+                tokens=tokens,
+                timeout=1_200,
+            )
             summary: Summary = run_simulation(config)
             [listed] = edge.get(f"{edge.server_url}/jobs")["jobs"]
             status = edge.job(listed["job_id"])
@@ -136,15 +164,21 @@ def user_model(devices: int = 1_000, params: int = 100_000) -> None:
         finally:
             peak = memory.stop()
             edge.stop()
-    print(f"\nuser model: {params:,}-parameter numpy device class, {devices:,} devices "
-          f"({start_load} at the start, {load()} at the end)")  # fmt: skip
+    print(
+        f"\nuser model: {params:,}-parameter numpy device class, {devices:,} devices "
+        f"({start_load} at the start, {load()} at the end)"
+    )
     print_summary(summary)
     rate = status["version"] / summary.seconds
-    print(f"  {status['version']} versions in {summary.seconds:.1f} s: {rate:.2f} versions/s; "
-          f"distance to the target v0 {status['history'][0]['loss']:.3f} -> "
-          f"v{status['version']} {status['loss']:.3f}")  # fmt: skip
-    print(f"  peak memory of all processes (server, 4 LCPs, proxy, simulator) {peak:.0f} MB; "
-          "CPU s " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))  # fmt: skip
+    print(
+        f"  {status['version']} versions in {summary.seconds:.1f} s: {rate:.2f} versions/s; "
+        f"distance to the target v0 {status['history'][0]['loss']:.3f} -> "
+        f"v{status['version']} {status['loss']:.3f}"
+    )
+    print(
+        f"  peak memory of all processes (server, 4 LCPs, proxy, simulator) {peak:.0f} MB; "
+        "CPU s " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+    )
 
 
 def restart(devices: int = 200) -> None:
@@ -164,8 +198,9 @@ def restart(devices: int = 200) -> None:
         edge.start(timeout=180)
         try:
             tokens = Fleet.of_tree(tree).issue(f"dev-{i:05d}" for i in range(devices))
-            config = SimulatorConfig(edge.proxy_url, "restart", NUMERIC, devices, 32,
-                                     tokens=tokens, timeout=600)  # fmt: skip
+            config = SimulatorConfig(
+                edge.proxy_url, "restart", NUMERIC, devices, 32, tokens=tokens, timeout=600
+            )
             out: list[Summary] = []
             sim = threading.Thread(target=lambda: out.append(run_simulation(config)))
             sim.start()
@@ -187,9 +222,11 @@ def restart(devices: int = 200) -> None:
         f"  serving again after {serving:.2f} s (of which the supervisor's backoff "
         f"{backoff} s); a new version {moving:.2f} s after the kill (v{after['version']})"
     )
-    print(f"  job {final['status']} at v{final['version']}: accepted {final['accepted']}, "
-          f"unique {final['accepted_unique']}, ids {len(final['task_ids'])}; "
-          f"simulation done {bool(out and out[0].done)}")  # fmt: skip
+    print(
+        f"  job {final['status']} at v{final['version']}: accepted {final['accepted']}, "
+        f"unique {final['accepted_unique']}, ids {len(final['task_ids'])}; "
+        f"simulation done {bool(out and out[0].done)}"
+    )
 
 
 def one_lcp(server: EdgeServer, name: str) -> tuple[int, int]:
@@ -217,8 +254,10 @@ def fleet(max_enrolled: int = 1_000_000) -> None:
     10^5 selected. Target: under 1 kB per enrolled device, time per sync flat in the number
     enrolled."""
     print(f"\nfleet (in-process, no HTTP; 64 LCPs; {load()})")
-    print(f"  {'enrolled':>10} {'selected':>9} {'server B/device':>16} {'sync ms (p50)':>14} "
-          f"{'one LCP (its selected devices)':>30}")  # fmt: skip
+    print(
+        f"  {'enrolled':>10} {'selected':>9} {'server B/device':>16} {'sync ms (p50)':>14} "
+        f"{'one LCP (its selected devices)':>30}"
+    )
     lcps = [f"lcp-{i}" for i in range(64)]
     for enrolled in (10_000, 100_000, 1_000_000):
         if enrolled > max_enrolled:
@@ -230,9 +269,14 @@ def fleet(max_enrolled: int = 1_000_000) -> None:
                 gc.collect()
                 tracemalloc.start()
                 server = EdgeServer(Path(tmp))
-                spec = JobSpec(name="fleet", client=NUMERIC, options={"num_parameters": 10},
-                               device_selection_size=selected, num_updates_for_model=10**6,
-                               max_model_version=5)  # fmt: skip
+                spec = JobSpec(
+                    name="fleet",
+                    client=NUMERIC,
+                    options={"num_parameters": 10},
+                    device_selection_size=selected,
+                    num_updates_for_model=10**6,
+                    max_model_version=5,
+                )
                 job = server.submit(spec)
                 base = tracemalloc.get_traced_memory()[0]
                 share = enrolled // len(lcps)
@@ -247,18 +291,22 @@ def fleet(max_enrolled: int = 1_000_000) -> None:
                 times = []
                 for k in range(200):
                     lcp = lcps[k % len(lcps)]
-                    part = JobSync(known_version=0, offered={lcp: [f"new-{k}"]},
-                                   selection_epochs={lcp: job.selector.epochs[lcp]})  # fmt: skip
-                    request = SyncRequest(sender=lcp, boot="b", seq=1 + k,
-                                          jobs={job.job_id: part})  # fmt: skip
+                    part = JobSync(
+                        known_version=0,
+                        offered={lcp: [f"new-{k}"]},
+                        selection_epochs={lcp: job.selector.epochs[lcp]},
+                    )
+                    request = SyncRequest(sender=lcp, boot="b", seq=1 + k, jobs={job.job_id: part})
                     start = time.perf_counter()
                     server.sync(request)
                     times.append(time.perf_counter() - start)
                 per = used / (share * len(lcps))
                 lcp_bytes, lcp_selected = one_lcp(server, lcps[0])
-                print(f"  {enrolled:>10,} {selected:>9,} {per:>16,.0f} "
-                      f"{np.median(times) * 1e3:>14.3f} {lcp_bytes / 1024:>10,.0f} kB "
-                      f"for {lcp_selected:,}")  # fmt: skip
+                print(
+                    f"  {enrolled:>10,} {selected:>9,} {per:>16,.0f} "
+                    f"{np.median(times) * 1e3:>14.3f} {lcp_bytes / 1024:>10,.0f} kB "
+                    f"for {lcp_selected:,}"
+                )
                 server.close()
     print(
         "  (memory by tracemalloc: the selection's and the job's structures, the id strings "

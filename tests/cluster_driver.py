@@ -217,8 +217,12 @@ def tree_pin(address: str) -> dict[str, Any]:
 
     config = _config(address, {"worker": {"CPU": 0.5}, "num_workers": 2}, clients=16)
     config["topology"] = {
-        "schema": "hierarchical", "depth": 2, "width": 2, "lcps": 2, "pin": ["agg-2"],
-    }  # fmt: skip
+        "schema": "hierarchical",
+        "depth": 2,
+        "width": 2,
+        "lcps": 2,
+        "pin": ["agg-2"],
+    }
     config["federation"]["rounds"] = 2
     config["strategy"] = {"name": "fedavg", "fraction_evaluate": 0.0}
     prepared = prepare(config)

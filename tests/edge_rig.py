@@ -100,8 +100,10 @@ class ThreadedDeployment:
         self.member = {
             n: Member.load(folder, n) for n in ["server", "proxy", "operator", *used, *lcps]
         }
-        self.upstream = {lcp: self.url[TREE.site(lcp).relay or ""] if relays else self.url["server"]
-                         for lcp in lcps}  # fmt: skip
+        self.upstream = {
+            lcp: self.url[TREE.site(lcp).relay or ""] if relays else self.url["server"]
+            for lcp in lcps
+        }
         self.servers: dict[str, uvicorn.Server] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.services: dict[str, LcpService] = {}

@@ -71,9 +71,13 @@ def test_only_the_chosen_clients_misbehave() -> None:
 
     strategy = Report()
     federation = StarFederation(
-        Attacked(Const, SignFlip(2.0), bad), 6, initial_parameters={"w": np.zeros(1, np.float32)},
-        strategy=strategy, client_ids=ids, runtime="local",
-    )  # fmt: skip
+        Attacked(Const, SignFlip(2.0), bad),
+        6,
+        initial_parameters={"w": np.zeros(1, np.float32)},
+        strategy=strategy,
+        client_ids=ids,
+        runtime="local",
+    )
     federation.train(1)
     expected = {f"client-{i}": (-2.0 * i if f"client-{i}" in bad else float(i)) for i in range(6)}
     assert strategy.seen == expected
@@ -117,11 +121,15 @@ OPTIONS = DigitsOptions(partition="iid", test_fraction=0.2, tile=4)
 def attacked_accuracy(strategy: Strategy, rounds: int = 20) -> float:
     bad = frozenset(choose_attackers(IDS, 0.2, seed=0))
     federation = StarFederation(
-        Attacked(DigitsClient, SignFlip(10.0), bad), 50,
-        initial_parameters=DigitsClient.initial_parameters(OPTIONS), strategy=strategy,
-        options=OPTIONS.model_dump(), evaluate_fn=central_evaluation(OPTIONS),
-        runtime="local", seed=0,
-    )  # fmt: skip
+        Attacked(DigitsClient, SignFlip(10.0), bad),
+        50,
+        initial_parameters=DigitsClient.initial_parameters(OPTIONS),
+        strategy=strategy,
+        options=OPTIONS.model_dump(),
+        evaluate_fn=central_evaluation(OPTIONS),
+        runtime="local",
+        seed=0,
+    )
     accuracy = federation.train(rounds).history[-1].accuracy
     assert accuracy is not None
     return accuracy
@@ -166,10 +174,13 @@ def test_each_attacker_draws_its_own_noise() -> None:
 
     strategy = Report()
     federation = StarFederation(
-        Attacked(Const, GaussianNoise(1.0), frozenset(ids[1:3])), 4,
-        initial_parameters={"w": np.zeros(8, np.float32)}, strategy=strategy, client_ids=ids,
+        Attacked(Const, GaussianNoise(1.0), frozenset(ids[1:3])),
+        4,
+        initial_parameters={"w": np.zeros(8, np.float32)},
+        strategy=strategy,
+        client_ids=ids,
         runtime="local",
-    )  # fmt: skip
+    )
     federation.train(1)
     noise_1 = strategy.seen["client-1"] - 1.0
     noise_2 = strategy.seen["client-2"] - 2.0

@@ -80,9 +80,24 @@ object_store_mb = 100
         )
         made = CliRunner().invoke(
             app,
-            ["tree", "-d", "1", "-w", "2", "-c", "2", "-r", str(root), "-p", "kit",
-             "--rp", str(self.rp), "--hosts", str(hosts)],
-        )  # fmt: skip
+            [
+                "tree",
+                "-d",
+                "1",
+                "-w",
+                "2",
+                "-c",
+                "2",
+                "-r",
+                str(root),
+                "-p",
+                "kit",
+                "--rp",
+                str(self.rp),
+                "--hosts",
+                str(hosts),
+            ],
+        )
         assert made.exit_code == 0, made.output
         self.folder = root / "kit"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -194,9 +209,19 @@ def test_the_host_scripts_start_a_cluster_and_an_edge_tree_that_hold(kit: Kit) -
     # a device with a token issued in advance reaches the job through the whole chain
     tokens = kit.folder / "tokens.json"
     issued = CliRunner().invoke(
-        app, ["edge", "devices", "issue", "--tree", str(kit.folder), "--count", "1",
-              "--out", str(tokens)],
-    )  # fmt: skip
+        app,
+        [
+            "edge",
+            "devices",
+            "issue",
+            "--tree",
+            str(kit.folder),
+            "--count",
+            "1",
+            "--out",
+            str(tokens),
+        ],
+    )
     assert issued.exit_code == 0, issued.output
     token = json.loads(tokens.read_text())["device-00000"]
     reply = httpx.post(
@@ -221,12 +246,22 @@ def test_the_host_scripts_start_a_cluster_and_an_edge_tree_that_hold(kit: Kit) -
     assert summary["status"] == "succeeded" and summary["rounds"] == 2
     # ... with agg-2's subtree folded on beta, the host offering its resource
     driver = subprocess.run(
-        [sys.executable, str(TESTS / "kit_driver.py"), str(kit.folder),
-         f"127.0.0.1:{kit.ray_port}"],
-        env={**kit.env("alpha"), "RAY_AUTH_MODE": "token",
-             "RAY_AUTH_TOKEN_PATH": str(kit.folder / "ray_token")},
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(TESTS / "kit_driver.py"),
+            str(kit.folder),
+            f"127.0.0.1:{kit.ray_port}",
+        ],
+        env={
+            **kit.env("alpha"),
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(kit.folder / "ray_token"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert driver.returncode == 0, driver.stderr[-3000:]
     report = json.loads(driver.stdout.strip().splitlines()[-1])
     assert report["pinned"] == ["agg-2"] and report["coverage"] == 1.0

@@ -24,9 +24,16 @@ NUMERIC = ("--client", "redfl.examples.edge:NumericDevice")
 
 def test_simulate_refuses_a_device_class_it_cannot_import() -> None:
     code, out = run(
-        "simulate", "--proxy", "http://127.0.0.1:1", "--job", "j", "--enroll-secret", "s",
-        "--client", "no_such_module_here:Device",
-    )  # fmt: skip
+        "simulate",
+        "--proxy",
+        "http://127.0.0.1:1",
+        "--job",
+        "j",
+        "--enroll-secret",
+        "s",
+        "--client",
+        "no_such_module_here:Device",
+    )
     assert code == 2 and out.startswith("redfl: error: "), out
     assert "no_such_module_here" in out and len(out.splitlines()) == 1
 
@@ -38,9 +45,15 @@ def test_simulate_refuses_a_proxy_url_it_cannot_reach_safely() -> None:
     assert code == 2
     assert "redfl: error: --proxy must be an http(s)://host:port URL, got 'ftp://proxy:21'" in out
     code, out = run(
-        "simulate", "--proxy", "https://proxy:8443", "--job", "j", "--enroll-secret", "s",
+        "simulate",
+        "--proxy",
+        "https://proxy:8443",
+        "--job",
+        "j",
+        "--enroll-secret",
+        "s",
         *NUMERIC,
-    )  # fmt: skip
+    )
     assert code == 2
     assert "an https proxy needs --ca FILE or --tree DIR (the CA its certificate chains to)" in out
 
@@ -83,19 +96,29 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["lcp", "--name", "lcp-1-1", "--server", "http://127.0.0.1:1"],
-         "--server must be an https://host:port URL (edge hops use TLS), got 'http://127.0.0.1:1'"),
-        (["lcp", "--name", "lcp-9", "--server", "https://127.0.0.1:1"],
-         "no credential for 'lcp-9'"),
-        (["relay", "--name", "agg-1", "--upstream", "https://127.0.0.1:1"],
-         "no credential for 'agg-1'"),
-        (["relay", "--name", "lcp-1-1", "--upstream", "https://127.0.0.1:1"],
-         "--name 'lcp-1-1' is a lcp, not a relay"),
+        (
+            ["lcp", "--name", "lcp-1-1", "--server", "http://127.0.0.1:1"],
+            "--server must be an https://host:port URL (edge hops use TLS), got 'http://127.0.0.1:1'",
+        ),
+        (
+            ["lcp", "--name", "lcp-9", "--server", "https://127.0.0.1:1"],
+            "no credential for 'lcp-9'",
+        ),
+        (
+            ["relay", "--name", "agg-1", "--upstream", "https://127.0.0.1:1"],
+            "no credential for 'agg-1'",
+        ),
+        (
+            ["relay", "--name", "lcp-1-1", "--upstream", "https://127.0.0.1:1"],
+            "--name 'lcp-1-1' is a lcp, not a relay",
+        ),
         (["proxy", "--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
-        (["proxy", "--tls-cert", "/none/c.pem", "--tls-key", "/none/k.pem"],
-         "--tls-cert /none/c.pem / --tls-key /none/k.pem: [Errno 2] No such file or directory"),
+        (
+            ["proxy", "--tls-cert", "/none/c.pem", "--tls-key", "/none/k.pem"],
+            "--tls-cert /none/c.pem / --tls-key /none/k.pem: [Errno 2] No such file or directory",
+        ),
     ],
-)  # fmt: skip
+)
 def test_components_refuse_bad_options_with_one_line(
     tree: Path, args: list[str], message: str
 ) -> None:

@@ -43,9 +43,13 @@ def test_digits_job_survives_the_loss_of_an_lcp(tmp_path: Path) -> None:
     # the victim stays down 3 s before its restart: its devices must fail over meanwhile
     supervisor = Supervisor(backoff=3.0)
     edge = EdgeProcesses(
-        folder, tmp_path / "job.json", free_port(), free_port(), proxy_tls=True,
+        folder,
+        tmp_path / "job.json",
+        free_port(),
+        free_port(),
+        proxy_tls=True,
         supervisor=supervisor,
-    )  # fmt: skip
+    )
     edge.start(timeout=120)
     try:
         ca = str(folder / "trust" / "ca.pem")

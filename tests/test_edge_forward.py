@@ -17,9 +17,10 @@ async def serve(port: int, replies: list[bytes], close_after: int) -> asyncio.Se
         for _ in range(close_after):
             head = await reader.readuntil(b"\r\n\r\n")
             length = next(
-                int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
                 if line.lower().startswith(b"content-length")
-            )  # fmt: skip
+            )
             await reader.readexactly(length)
             body = replies.pop(0)
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))

@@ -113,8 +113,9 @@ def test_the_python_form_runs_one_device_until_the_job_ends(edge: ThreadedDeploy
     with pytest.raises(
         DeviceError, match=r"job nope \(no job named 'nope' now\): gave up at the timeout"
     ):
-        run(edge.url["proxy"], Credentials("solo-1", secret=SECRET), StepDevice, "nope",
-            timeout=1.0)  # fmt: skip
+        run(
+            edge.url["proxy"], Credentials("solo-1", secret=SECRET), StepDevice, "nope", timeout=1.0
+        )
 
 
 def test_redfl_edge_device_is_one_real_device_process(
@@ -129,13 +130,26 @@ def test_redfl_edge_device_is_one_real_device_process(
     tests = Path(__file__).parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
     device = [
-        sys.executable, "-m", "redfl.edge.cli", "device", "--proxy", edge.url["proxy"],
-        "--credentials", str(credentials), "--job", "proc", "--timeout", "60",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "redfl.edge.cli",
+        "device",
+        "--proxy",
+        edge.url["proxy"],
+        "--credentials",
+        str(credentials),
+        "--job",
+        "proc",
+        "--timeout",
+        "60",
+    ]
     done = subprocess.run(
         [*device, "--client", STEP, "--options", str(options)],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith("proc-1: 2 tasks, 2 accepted, 0 rejected, 0 failed")
     assert "ended at version 2" in done.stdout
@@ -155,10 +169,24 @@ def test_a_device_of_another_class_gets_a_clear_error(edge: ThreadedDeployment) 
         run(edge.url["proxy"], Credentials("m-1", secret=SECRET), NUMERIC, "mismatch", timeout=30)
     with pytest.raises(JobMismatch, match=f"runs {STEP}; this device runs {NUMERIC}"):
         simulate(edge, "mismatch", NUMERIC, devices=2)
-    result = runner.invoke(edge_app, [
-        "simulate", "--proxy", edge.url["proxy"], "--job", "mismatch", "--client", NUMERIC,
-        "--enroll-secret", SECRET, "--devices", "2", "--timeout", "30",
-    ])  # fmt: skip
+    result = runner.invoke(
+        edge_app,
+        [
+            "simulate",
+            "--proxy",
+            edge.url["proxy"],
+            "--job",
+            "mismatch",
+            "--client",
+            NUMERIC,
+            "--enroll-secret",
+            SECRET,
+            "--devices",
+            "2",
+            "--timeout",
+            "30",
+        ],
+    )
     assert result.exit_code == 2
     assert result.output.startswith("redfl: error: job mismatch-") and NUMERIC in result.output
 
@@ -215,8 +243,9 @@ def test_a_failing_fit_is_a_recorded_failure_and_the_job_goes_on(
 ) -> None:
     spec = step_job("broken", client="edge_devices:BrokenDevice", device_selection_size=2)
     job = edge.server.submit(spec)
-    outcome = run(edge.url["proxy"], Credentials("b-1", secret=SECRET), BrokenDevice, "broken",
-                  max_tasks=2)  # fmt: skip
+    outcome = run(
+        edge.url["proxy"], Credentials("b-1", secret=SECRET), BrokenDevice, "broken", max_tasks=2
+    )
     assert outcome.failed == ["RuntimeError: the sensor is unplugged"] * 2
     wait_until(lambda: job.failures == 2, what="two failures recorded")
     edge.server.abort(job.job_id, "broken sensors")
@@ -328,8 +357,12 @@ def test_the_example_job_file_builds_and_its_device_class_learns(
     parameters = built.initial
     before = built.evaluate(parameters)[0]
     for version in range(10):  # what the devices' fit and a plain mean of their updates do
-        task = {"task_id": "t", "model_version": version, "config": spec.config,
-                "parameters": encode_arrays(parameters)}  # fmt: skip
+        task = {
+            "task_id": "t",
+            "model_version": version,
+            "config": spec.config,
+            "parameters": encode_arrays(parameters),
+        }
         updates = [decode_arrays(device.train(task)["parameters"]) for device in devices]
         parameters = {
             k: v + np.mean([u[k] for u in updates], axis=0) for k, v in parameters.items()

@@ -22,8 +22,14 @@ from redfl.edge.tokens import TokenError, TokenSigner, bearer_token, secret_matc
 
 def test_statuses() -> None:
     assert [s.value for s in Status] == [
-        "OK", "RETRY", "DONE", "ERROR", "NO_JOB", "NO_TASK", "INVALID_REQUEST",
-    ]  # fmt: skip
+        "OK",
+        "RETRY",
+        "DONE",
+        "ERROR",
+        "NO_JOB",
+        "NO_TASK",
+        "INVALID_REQUEST",
+    ]
 
 
 def test_codec_round_trip_and_size_of_a_10k_float_model() -> None:

@@ -90,10 +90,24 @@ def test_the_simulator_gives_up_at_its_timeout_on_a_dead_proxy() -> None:
     assert not summary.done and summary.transport_errors > 0
     assert summary.error.startswith("the proxy cannot be reached (")
     assert summary.error.endswith("gave up at the timeout")
-    result = CliRunner().invoke(edge_app, [
-        "simulate", "--proxy", dead, "--job", "j", "--client", NUMERIC, "--enroll-secret", "s",
-        "--devices", "2", "--timeout", "1",
-    ])  # fmt: skip
+    result = CliRunner().invoke(
+        edge_app,
+        [
+            "simulate",
+            "--proxy",
+            dead,
+            "--job",
+            "j",
+            "--client",
+            NUMERIC,
+            "--enroll-secret",
+            "s",
+            "--devices",
+            "2",
+            "--timeout",
+            "1",
+        ],
+    )
     assert result.exit_code == 1 and "redfl: error: the proxy cannot be reached" in result.output
 
 
@@ -101,11 +115,24 @@ def test_edge_up_restarts_a_killed_lcp_and_the_job_finishes(tmp_path: Path) -> N
     folder = deployment_folder(tmp_path, max_model_version=30)
     proxy_port, server_port = free_port(), free_port()
     up = subprocess.Popen(
-        [sys.executable, "-m", "redfl.edge.cli", "up", "--tree", str(folder), "--job",
-         str(tmp_path / "job.json"), "--port", str(proxy_port), "--server-port",
-         str(server_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "redfl.edge.cli",
+            "up",
+            "--tree",
+            str(folder),
+            "--job",
+            str(tmp_path / "job.json"),
+            "--port",
+            str(proxy_port),
+            "--server-port",
+            str(server_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(iter(up.stderr.readline, "")))  # type: ignore[union-attr]
     reader.start()
@@ -125,8 +152,16 @@ def test_edge_up_restarts_a_killed_lcp_and_the_job_finishes(tmp_path: Path) -> N
         server = f"https://127.0.0.1:{server_port}"
         [job] = operator.jobs(server)
         tokens = Fleet.of_tree(folder).issue(f"phone-{i:03d}" for i in range(120))
-        config = SimulatorConfig(f"http://127.0.0.1:{proxy_port}", "survivor", NUMERIC, 120, 16,
-                                 tokens=tokens, timeout=240, delay=0.05)  # fmt: skip
+        config = SimulatorConfig(
+            f"http://127.0.0.1:{proxy_port}",
+            "survivor",
+            NUMERIC,
+            120,
+            16,
+            tokens=tokens,
+            timeout=240,
+            delay=0.05,
+        )
         out: list[Summary] = []
         sim = threading.Thread(target=lambda: out.append(run_simulation(config)))
         sim.start()
@@ -164,8 +199,9 @@ def test_a_sigkilled_server_takes_its_job_back_with_nothing_lost_or_counted_twic
     edge.start(timeout=120)
     try:
         [job] = edge.get(f"{edge.server_url}/jobs")["jobs"]
-        config = SimulatorConfig(edge.proxy_url, "survivor", NUMERIC, 200, 16, tokens=tokens,
-                                 timeout=240)  # fmt: skip
+        config = SimulatorConfig(
+            edge.proxy_url, "survivor", NUMERIC, 200, 16, tokens=tokens, timeout=240
+        )
         out: list[Summary] = []
         sim = threading.Thread(target=lambda: out.append(run_simulation(config)))
         sim.start()
@@ -211,13 +247,15 @@ def test_a_killed_aggregating_relay_loses_nothing_and_counts_nothing_twice(
     folder = deployment_folder(tmp_path)
     tokens = Fleet.of_tree(folder).issue(f"phone-{i:03d}" for i in range(200))
     relays = {"relay-1": free_port(), "relay-2": free_port()}
-    edge = EdgeProcesses(folder, tmp_path / "job.json", free_port(), free_port(), relays=True,
-                         relay_ports=relays)  # fmt: skip
+    edge = EdgeProcesses(
+        folder, tmp_path / "job.json", free_port(), free_port(), relays=True, relay_ports=relays
+    )
     edge.start(timeout=120)
     try:
         [job] = edge.get(f"{edge.server_url}/jobs")["jobs"]
-        config = SimulatorConfig(edge.proxy_url, "survivor", NUMERIC, 200, 16, tokens=tokens,
-                                 timeout=240)  # fmt: skip
+        config = SimulatorConfig(
+            edge.proxy_url, "survivor", NUMERIC, 200, 16, tokens=tokens, timeout=240
+        )
         out: list[Summary] = []
         sim = threading.Thread(target=lambda: out.append(run_simulation(config)))
         sim.start()

@@ -117,8 +117,12 @@ def test_each_endpoint_answers_its_own_caller(
 ) -> None:
     reply = call(edge, endpoint, creds.context(good_caller(creds, endpoint)))
     # past authentication: no body (400), a job without its class (400), no such job (404)
-    expected = {"lcp /result": 400, "server POST /jobs": 400, "server GET /jobs/ID": 404,
-                "server /jobs/abort": 404}.get(endpoint, 200)  # fmt: skip
+    expected = {
+        "lcp /result": 400,
+        "server POST /jobs": 400,
+        "server GET /jobs/ID": 404,
+        "server /jobs/abort": 404,
+    }.get(endpoint, 200)
     assert reply.status_code == expected, reply.text
 
 
@@ -224,8 +228,11 @@ def test_a_revoked_credential_is_refused_at_its_next_request(
             assert "lcp 'lcp-1-2'" in refused.json()["reason"]
             assert refused.json()["reason"].endswith("laptop stolen")
     jobs = ("server GET /jobs", "server POST /jobs", "server /jobs/abort")
-    for endpoint, bundle in (("lcp /task", proxy), ("server /status", operator),
-                             *((e, operator) for e in jobs)):  # fmt: skip
+    for endpoint, bundle in (
+        ("lcp /task", proxy),
+        ("server /status", operator),
+        *((e, operator) for e in jobs),
+    ):
         refused = call(edge, endpoint, creds.context(bundle))
         assert refused.status_code == 401 and "was revoked at" in refused.json()["reason"]
     with edge.client() as client:

@@ -99,17 +99,23 @@ def test_subtree_timeout_reaches_the_hierarchy_and_needs_a_runtime_that_interrup
         ({"tree_file": "t.json", "depth": 2, "width": 2, "lcps": 2}, "needs either"),
         ({"depth": 6, "width": 2, "lcps": 2}, "topology.depth: Input should be less than"),
         ({"depth": 1, "width": 2, "lcps": 2, "min_coverage": 0}, "topology.min_coverage"),
-        ({"depth": 1, "width": 2, "lcps": 2, "subtree_timeout": 0},
-         r"topology.subtree_timeout: Input should be greater than 0 \(got 0\)"),
+        (
+            {"depth": 1, "width": 2, "lcps": 2, "subtree_timeout": 0},
+            r"topology.subtree_timeout: Input should be greater than 0 \(got 0\)",
+        ),
         ({"schema": "star", "subtree_timeout": 5}, "topology.subtree_timeout: unknown key"),
         ({"depth": 1, "width": 2, "lcps": 2, "leaf_strategy": "nope"}, "topology.leaf_strategy"),
-        ({"depth": 1, "width": 2, "lcps": 2, "leaf_strategy": "fedavg"},
-         "topology.leaf_strategy: Input should be 'fedmedian', 'fedtrimmedavg', 'krum', "
-         "'multikrum' or 'bulyan'"),
-        ({"depth": 1, "width": 2, "lcps": 2, "leaf_params": {"f": 1}},
-         "topology: 'leaf_params' given without 'leaf_strategy'"),
+        (
+            {"depth": 1, "width": 2, "lcps": 2, "leaf_strategy": "fedavg"},
+            "topology.leaf_strategy: Input should be 'fedmedian', 'fedtrimmedavg', 'krum', "
+            "'multikrum' or 'bulyan'",
+        ),
+        (
+            {"depth": 1, "width": 2, "lcps": 2, "leaf_params": {"f": 1}},
+            "topology: 'leaf_params' given without 'leaf_strategy'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_topology_tables_name_the_field(topology: dict[str, Any], message: str) -> None:
     data = {"client": dict(CLIENT), "topology": {"schema": "hierarchical", **topology}}
     with pytest.raises(ConfigError, match=message):
@@ -119,16 +125,24 @@ def test_bad_topology_tables_name_the_field(topology: dict[str, Any], message: s
 @pytest.mark.parametrize(
     ("topology", "message"),
     [
-        ({"depth": 1, "width": 2, "lcps": 2, "clients_per_lcp": 2},
-         "topology.clients_per_lcp: 2 x 4 LCPs = 8 clients, but client.num_clients is 12"),
-        ({"depth": 1, "width": 2, "lcps": 2, "leaf_strategy": "krum", "leaf_params": {"g": 1}},
-         "topology.leaf_params.g: not a parameter of krum"),
-        ({"tree_file": "/nonexistent/tree.json"},
-         "topology.tree_file: tree file not found: /nonexistent/tree.json"),
-        ({"depth": 1, "width": 2, "lcps": 2, "pin": ["relay-1"]},
-         "pin: 'relay-1' is not an aggregator or LCP"),
+        (
+            {"depth": 1, "width": 2, "lcps": 2, "clients_per_lcp": 2},
+            "topology.clients_per_lcp: 2 x 4 LCPs = 8 clients, but client.num_clients is 12",
+        ),
+        (
+            {"depth": 1, "width": 2, "lcps": 2, "leaf_strategy": "krum", "leaf_params": {"g": 1}},
+            "topology.leaf_params.g: not a parameter of krum",
+        ),
+        (
+            {"tree_file": "/nonexistent/tree.json"},
+            "topology.tree_file: tree file not found: /nonexistent/tree.json",
+        ),
+        (
+            {"depth": 1, "width": 2, "lcps": 2, "pin": ["relay-1"]},
+            "pin: 'relay-1' is not an aggregator or LCP",
+        ),
     ],
-)  # fmt: skip
+)
 def test_build_errors_name_the_field(topology: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         prepare(base(**topology))

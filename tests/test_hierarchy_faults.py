@@ -37,11 +37,18 @@ def stalling(runtime: str, width: int = 2, **options: Any) -> HierarchicalFedera
     client-(16 / width - 1) and is folded by worker 0; fault settings pass through."""
     timeouts = {k: options.pop(k) for k in ("client_timeout", "round_timeout") if k in options}
     return HierarchicalFederation(
-        Stalling, 16, initial_parameters=INITIAL, tree=relay_tree(1, width, 2),
-        clients_per_lcp=16 // (2 * width), options=options,
-        strategy=FedAvg(fraction_evaluate=0.0), resources=TWO, seed=7,
-        runtime=runtime, **timeouts,
-    )  # fmt: skip
+        Stalling,
+        16,
+        initial_parameters=INITIAL,
+        tree=relay_tree(1, width, 2),
+        clients_per_lcp=16 // (2 * width),
+        options=options,
+        strategy=FedAvg(fraction_evaluate=0.0),
+        resources=TWO,
+        seed=7,
+        runtime=runtime,
+        **timeouts,
+    )
 
 
 class Restarts(Callback):
@@ -61,10 +68,18 @@ def three_subtrees(client: Any, runtime: str = "ray", **settings: Any) -> Hierar
     (12 clients), worker 1 folds agg-2."""
     options = settings.pop("options", {})
     return HierarchicalFederation(
-        client, 18, initial_parameters=INITIAL, tree=relay_tree(1, 3, 2), clients_per_lcp=3,
-        options=options, strategy=FedAvg(fraction_evaluate=0.0), resources=TWO, seed=11,
-        runtime=runtime, **settings,
-    )  # fmt: skip
+        client,
+        18,
+        initial_parameters=INITIAL,
+        tree=relay_tree(1, 3, 2),
+        clients_per_lcp=3,
+        options=options,
+        strategy=FedAvg(fraction_evaluate=0.0),
+        resources=TWO,
+        seed=11,
+        runtime=runtime,
+        **settings,
+    )
 
 
 def test_a_sigkilled_worker_holding_most_subtrees_is_rerun_bit_identical(

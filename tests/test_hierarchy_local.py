@@ -53,12 +53,22 @@ def pair(
     tree, ids, assignment, workers, fraction = random_case(seed)
     strategy.fraction_fit = other.fraction_fit = fraction
     strategy.min_fit_clients = other.min_fit_clients = 1
-    common = dict(initial_parameters=INITIAL, client_ids=ids, seed=seed, runtime="local",
-                  resources=ResourcesConfig(num_workers=workers))  # fmt: skip
+    common = dict(
+        initial_parameters=INITIAL,
+        client_ids=ids,
+        seed=seed,
+        runtime="local",
+        resources=ResourcesConfig(num_workers=workers),
+    )
     hier = HierarchicalFederation(
-        Noisy, len(ids), tree=tree, clients_per_lcp=assignment,  # type: ignore[arg-type]
-        strategy=strategy, min_coverage=1.0, **common,  # type: ignore[arg-type]
-    )  # fmt: skip
+        Noisy,
+        len(ids),
+        tree=tree,
+        clients_per_lcp=assignment,  # type: ignore[arg-type]
+        strategy=strategy,
+        min_coverage=1.0,
+        **common,  # type: ignore[arg-type]
+    )
     star = StarFederation(Noisy, len(ids), strategy=other, **common)  # type: ignore[arg-type]
     return hier, star
 
@@ -121,9 +131,14 @@ class Recorder(Callback):
 def test_events_records_and_early_stop() -> None:
     recorder = Recorder(stop_at=2)
     fed = HierarchicalFederation(
-        Noisy, 24, initial_parameters=INITIAL, tree=relay_tree(2, 2, 3), clients_per_lcp=2,
-        callbacks=[recorder], runtime="local",
-    )  # fmt: skip
+        Noisy,
+        24,
+        initial_parameters=INITIAL,
+        tree=relay_tree(2, 2, 3),
+        clients_per_lcp=2,
+        callbacks=[recorder],
+        runtime="local",
+    )
     result = fed.train(5)
     assert [r.round for r in result.history] == [1, 2] == [r.round for r in fed.history]
     kinds = [type(e).__name__ for e in recorder.events]
@@ -142,9 +157,14 @@ def test_events_records_and_early_stop() -> None:
 def test_a_failing_client_is_recorded_as_in_the_star() -> None:
     recorder = Recorder()
     fed = HierarchicalFederation(
-        Failing, 12, initial_parameters=INITIAL, tree=relay_tree(1, 2, 2),
-        options={"bad": ("client-4",)}, callbacks=[recorder], runtime="local",
-    )  # fmt: skip
+        Failing,
+        12,
+        initial_parameters=INITIAL,
+        tree=relay_tree(1, 2, 2),
+        options={"bad": ("client-4",)},
+        callbacks=[recorder],
+        runtime="local",
+    )
     record = fed.train(1).history[0]
     assert (record.sampled, record.succeeded, record.failed) == (12, 11, 1)
     failure = fed.train(1).failures[0]
@@ -160,10 +180,16 @@ def krum_tree(min_coverage: float) -> HierarchicalFederation:
     lcps = [s.name for s in tree.lcps]
     mapping = {c: lcps[min(i // 5, 4)] for i, c in enumerate(ids)}
     return HierarchicalFederation(
-        Noisy, 22, initial_parameters=INITIAL, tree=tree, clients_per_lcp=mapping,
-        leaf_strategy=Krum(f=1), min_coverage=min_coverage, runtime="local",
+        Noisy,
+        22,
+        initial_parameters=INITIAL,
+        tree=tree,
+        clients_per_lcp=mapping,
+        leaf_strategy=Krum(f=1),
+        min_coverage=min_coverage,
+        runtime="local",
         resources=ResourcesConfig(num_workers=2),
-    )  # fmt: skip
+    )
 
 
 def test_a_failing_lcp_fails_its_subtree_and_the_round_goes_on() -> None:
@@ -191,14 +217,22 @@ def test_coverage_below_the_minimum_fails_the_run_naming_the_subtree() -> None:
 def test_refuses_a_root_strategy_that_needs_single_updates() -> None:
     with pytest.raises(ValueError, match="Krum needs every client's update"):
         HierarchicalFederation(
-            Noisy, 8, initial_parameters=INITIAL, tree=relay_tree(1, 2, 2), strategy=Krum(f=1),
+            Noisy,
+            8,
+            initial_parameters=INITIAL,
+            tree=relay_tree(1, 2, 2),
+            strategy=Krum(f=1),
             runtime="local",
-        )  # fmt: skip
+        )
     with pytest.raises(TreeError, match="per_lcp 3 x 4 LCPs = 12 clients, but 8"):
         HierarchicalFederation(
-            Noisy, 8, initial_parameters=INITIAL, tree=relay_tree(1, 2, 2), clients_per_lcp=3,
+            Noisy,
+            8,
+            initial_parameters=INITIAL,
+            tree=relay_tree(1, 2, 2),
+            clients_per_lcp=3,
             runtime="local",
-        )  # fmt: skip
+        )
 
 
 def test_units_are_whole_subtrees_cut_where_there_are_enough_for_the_workers() -> None:
@@ -218,9 +252,15 @@ def test_units_are_whole_subtrees_cut_where_there_are_enough_for_the_workers() -
 
 def test_a_subtree_lives_on_one_worker_and_a_pin_gets_its_own() -> None:
     fed = HierarchicalFederation(
-        Noisy, 64, initial_parameters=INITIAL, tree=relay_tree(2, 2, 2), clients_per_lcp=8,
-        pin=["agg-2-2"], runtime="local", resources=ResourcesConfig(num_workers=2),
-    )  # fmt: skip
+        Noisy,
+        64,
+        initial_parameters=INITIAL,
+        tree=relay_tree(2, 2, 2),
+        clients_per_lcp=8,
+        pin=["agg-2-2"],
+        runtime="local",
+        resources=ResourcesConfig(num_workers=2),
+    )
     fed.train(2)
     by_lcp = {lcp: {fed.worker_of(c) for c in ids} for lcp, ids in fed.assignment.items()}
     assert by_lcp["lcp-1-1-1"] == by_lcp["lcp-1-2-2"] == {0}
@@ -241,11 +281,16 @@ def attacked_tree_accuracy(leaf: Strategy | None, rounds: int = 15) -> float:
     )
     assert len(bad) == 12
     fed = HierarchicalFederation(
-        Attacked(DigitsClient, SignFlip(10.0), bad), 60,
-        initial_parameters=DigitsClient.initial_parameters(OPTIONS), tree=tree,
-        clients_per_lcp=10, leaf_strategy=leaf, options=OPTIONS.model_dump(),
-        evaluate_fn=central_evaluation(OPTIONS), runtime="local",
-    )  # fmt: skip
+        Attacked(DigitsClient, SignFlip(10.0), bad),
+        60,
+        initial_parameters=DigitsClient.initial_parameters(OPTIONS),
+        tree=tree,
+        clients_per_lcp=10,
+        leaf_strategy=leaf,
+        options=OPTIONS.model_dump(),
+        evaluate_fn=central_evaluation(OPTIONS),
+        runtime="local",
+    )
     accuracy = fed.train(rounds).history[-1].accuracy
     assert accuracy is not None
     return accuracy
@@ -261,10 +306,16 @@ def test_the_same_bits_whatever_the_number_of_workers() -> None:
     results = []
     for workers in (1, 3, 9):
         fed = HierarchicalFederation(
-            Noisy, 54, initial_parameters=INITIAL, tree=relay_tree(2, 3, 2), clients_per_lcp=3,
-            strategy=FedAvg(fraction_fit=0.6), seed=4, runtime="local",
+            Noisy,
+            54,
+            initial_parameters=INITIAL,
+            tree=relay_tree(2, 3, 2),
+            clients_per_lcp=3,
+            strategy=FedAvg(fraction_fit=0.6),
+            seed=4,
+            runtime="local",
             resources=ResourcesConfig(num_workers=workers),
-        )  # fmt: skip
+        )
         results.append(fed.train(2))
         assert len(set(fed.layout.worker.values())) == workers
     assert all(r.parameters_equal(results[0]) for r in results[1:])

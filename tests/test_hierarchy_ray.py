@@ -25,9 +25,13 @@ TWO = ResourcesConfig(num_workers=2, worker={"CPU": 0.5})
 def test_fedavg_over_a_tree_equals_the_flat_star_on_ray(ray_session) -> None:
     common = dict(initial_parameters=INITIAL, seed=5, resources=TWO)
     hier = HierarchicalFederation(
-        Noisy, 36, tree=relay_tree(2, 3, 2), clients_per_lcp=2,
-        strategy=FedAvg(fraction_fit=0.7), **common,  # type: ignore[arg-type]
-    )  # fmt: skip
+        Noisy,
+        36,
+        tree=relay_tree(2, 3, 2),
+        clients_per_lcp=2,
+        strategy=FedAvg(fraction_fit=0.7),
+        **common,  # type: ignore[arg-type]
+    )
     star = StarFederation(Noisy, 36, strategy=FedAvg(fraction_fit=0.7), **common)  # type: ignore[arg-type]
     with hier, star:
         got, want = hier.train(3), star.train(3)
@@ -38,19 +42,30 @@ def test_fedavg_over_a_tree_equals_the_flat_star_on_ray(ray_session) -> None:
     assert gap <= 1e-6
     assert got.history[-1].metrics["root_bytes"] == 3 * (12 + 3) * 8  # 3 float64 sums
     oracle = HierarchicalFederation(
-        Noisy, 36, tree=relay_tree(2, 3, 2), clients_per_lcp=2, runtime="local",
-        strategy=FedAvg(fraction_fit=0.7), **common,  # type: ignore[arg-type]
-    )  # fmt: skip
+        Noisy,
+        36,
+        tree=relay_tree(2, 3, 2),
+        clients_per_lcp=2,
+        runtime="local",
+        strategy=FedAvg(fraction_fit=0.7),
+        **common,  # type: ignore[arg-type]
+    )
     assert oracle.train(3).parameters_equal(got)  # local is the bit-exact oracle
 
 
 def killer_federation(min_coverage: float) -> HierarchicalFederation:
     """agg-1's subtree (client-0 .. client-7) on worker 0; client-0 kills it in round 2."""
     return HierarchicalFederation(
-        WorkerKiller, 16, initial_parameters=INITIAL, tree=relay_tree(2, 2, 2),
-        clients_per_lcp=2, options={"killer": "client-0", "kill_round": 2},
-        strategy=FedAvg(fraction_evaluate=0.0), min_coverage=min_coverage, resources=TWO,
-    )  # fmt: skip
+        WorkerKiller,
+        16,
+        initial_parameters=INITIAL,
+        tree=relay_tree(2, 2, 2),
+        clients_per_lcp=2,
+        options={"killer": "client-0", "kill_round": 2},
+        strategy=FedAvg(fraction_evaluate=0.0),
+        min_coverage=min_coverage,
+        resources=TWO,
+    )
 
 
 def test_a_subtree_whose_worker_dies_twice_is_a_recorded_failure(ray_session) -> None:
@@ -90,9 +105,13 @@ def test_coverage_below_the_minimum_fails_the_run_naming_the_subtree(ray_session
 
 def test_a_pin_needs_its_site_resource(ray_session) -> None:
     fed = HierarchicalFederation(
-        Noisy, 8, initial_parameters=INITIAL, tree=relay_tree(1, 2, 2), pin=["agg-2"],
+        Noisy,
+        8,
+        initial_parameters=INITIAL,
+        tree=relay_tree(1, 2, 2),
+        pin=["agg-2"],
         resources=TWO,
-    )  # fmt: skip
+    )
     with fed, pytest.raises(ResourceError, match="redfl-site-agg-2"):
         fed.train(1)
     assert not fed.started

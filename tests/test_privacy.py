@@ -31,8 +31,9 @@ def rdp_by_integration(q: float, sigma: float, alpha: int) -> float:
 
     # The integrand peaks between 0 and alpha; beyond 30 sigma on either side it is nil.
     low, high = -30 * sigma, alpha + 30 * sigma
-    value, _ = integrate.quad(integrand, low, high, points=[0.0, 0.5, alpha], limit=500,
-                              epsabs=0, epsrel=1e-12)  # fmt: skip
+    value, _ = integrate.quad(
+        integrand, low, high, points=[0.0, 0.5, alpha], limit=500, epsabs=0, epsrel=1e-12
+    )
     return math.log(value) / (alpha - 1)
 
 
@@ -168,9 +169,12 @@ def test_epsilon_goes_into_every_round_of_the_history() -> None:
     sigma, delta = 1.5, 1e-5
     strategy = DPFixedClipping(FedAvg(), clipping_norm=1.0, noise_multiplier=sigma, delta=delta)
     federation = StarFederation(
-        Drift, 4, initial_parameters={"w": np.zeros(5, np.float32)}, strategy=strategy,
+        Drift,
+        4,
+        initial_parameters={"w": np.zeros(5, np.float32)},
+        strategy=strategy,
         runtime="local",
-    )  # fmt: skip
+    )
     history = federation.train(3).history
     for t, record in enumerate(history, 1):  # all 4 clients every round: q = 1
         expected = min(
@@ -185,9 +189,12 @@ def test_client_side_and_server_side_clipping_agree_in_a_federation() -> None:
     for side in ("server", "client"):
         strategy = DPFixedClipping(FedAvg(), clipping_norm=0.25, noise_multiplier=0.0, side=side)
         federation = StarFederation(
-            Drift, 4, initial_parameters={"w": np.zeros(4, np.float32)}, strategy=strategy,
+            Drift,
+            4,
+            initial_parameters={"w": np.zeros(4, np.float32)},
+            strategy=strategy,
             runtime="local",
-        )  # fmt: skip
+        )
         results.append(federation.train(2).parameters)
     # Per round every delta (norm 0.2, 0.4, 0.6, 0.8) is clipped to 0.25 except the first.
     step = (0.2 + 3 * 0.25) / 4

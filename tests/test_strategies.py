@@ -310,9 +310,19 @@ def test_robust_default_min_fit_clients_is_the_bound() -> None:
 
 def test_registry_lists_every_strategy_with_defaults() -> None:
     assert set(STRATEGIES) == {
-        "fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad",
-        "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan", "qfedavg",
-    }  # fmt: skip
+        "fedavg",
+        "fedavgm",
+        "fedprox",
+        "fedadam",
+        "fedyogi",
+        "fedadagrad",
+        "fedmedian",
+        "fedtrimmedavg",
+        "krum",
+        "multikrum",
+        "bulyan",
+        "qfedavg",
+    }
     assert STRATEGIES["fedtrimmedavg"].parameters() == {"beta": 0.2}
     assert STRATEGIES["krum"].parameters() == {"f": 1}
     assert STRATEGIES["fedavg"].pre_aggregates and not STRATEGIES["krum"].pre_aggregates

@@ -47,9 +47,12 @@ class Bonus(FedAvg):
 
 def test_bad_updates_are_rejected_per_client_with_reasons() -> None:
     federation = StarFederation(
-        Faulty, 8, initial_parameters=ZERO, strategy=FedAvg(max_update_norm=10.0),
+        Faulty,
+        8,
+        initial_parameters=ZERO,
+        strategy=FedAvg(max_update_norm=10.0),
         runtime="local",
-    )  # fmt: skip
+    )
     result = federation.train(2)
     reasons = {(f.node_id, f.round): f.reason for f in result.failures}
     for rnd in (1, 2):
@@ -93,9 +96,12 @@ class WorstLoss(FedAvg):
 
 def test_aggregate_evaluate_hook_decides_the_round_loss() -> None:
     federation = StarFederation(
-        Faulty, 6, initial_parameters=ZERO, strategy=WorstLoss(fraction_evaluate=1.0),
+        Faulty,
+        6,
+        initial_parameters=ZERO,
+        strategy=WorstLoss(fraction_evaluate=1.0),
         runtime="local",
-    )  # fmt: skip
+    )
     record = federation.train(1).history[0]
     assert record.loss == 5.0
     assert record.metrics["federated_worst_index"] == 5.0
@@ -177,9 +183,13 @@ def test_fedprox_mu_reaches_the_digits_clients() -> None:
     drift = []
     for strategy in (FedProx(proximal_mu=0.0), FedProx(proximal_mu=10.0)):
         federation = StarFederation(
-            DigitsClient, 5, initial_parameters=DigitsClient.initial_parameters(options),
-            strategy=strategy, options=options.model_dump(), runtime="local",
-        )  # fmt: skip
+            DigitsClient,
+            5,
+            initial_parameters=DigitsClient.initial_parameters(options),
+            strategy=strategy,
+            options=options.model_dump(),
+            runtime="local",
+        )
         parameters = federation.train(1).parameters
         assert parameters is not None
         drift.append(float(np.linalg.norm(parameters["weight"])))
@@ -198,9 +208,13 @@ class Median(FedMedian):
 
 def run(runtime: str, strategy: Strategy) -> tuple[np.ndarray, Sequence[tuple[str, int, str]]]:
     federation = StarFederation(
-        Faulty, 9, initial_parameters=ZERO, strategy=strategy, runtime=runtime,
+        Faulty,
+        9,
+        initial_parameters=ZERO,
+        strategy=strategy,
+        runtime=runtime,
         seed=1,
-    )  # fmt: skip
+    )
     with federation:
         result = federation.train(2)
     failures = sorted((f.node_id, f.round, f.reason) for f in result.failures)

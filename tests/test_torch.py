@@ -18,8 +18,14 @@ from redfl.models.torch_cnn import DigitsCNN, TorchTrainer
 def test_reading_a_state_dict_shares_memory_unless_asked_to_copy():
     model = DigitsCNN()
     views, copies = to_arrays(model), to_arrays(model, copy=True)
-    assert list(views) == ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
-                           "fc.weight", "fc.bias"]  # fmt: skip
+    assert list(views) == [
+        "conv1.weight",
+        "conv1.bias",
+        "conv2.weight",
+        "conv2.bias",
+        "fc.weight",
+        "fc.bias",
+    ]
     assert views["fc.weight"].shape == (10, 256) and views["fc.weight"].dtype == np.float32
     with torch.no_grad():
         model.fc.weight.add_(1.0)

@@ -402,8 +402,12 @@ def test_hosts_place_subtrees_pin_them_and_get_a_script_each(tmp_path: Path) -> 
     parse_config(tomllib.loads((folder / "hierarchy.toml").read_text(encoding="utf-8")))
     scripts = sorted(p.name for p in (folder / "scripts").iterdir())
     assert scripts == [
-        "env.sh", "run_hierarchy.sh", "start_alpha.sh", "start_beta.sh", "start_gamma.sh"
-    ]  # fmt: skip
+        "env.sh",
+        "run_hierarchy.sh",
+        "start_alpha.sh",
+        "start_beta.sh",
+        "start_gamma.sh",
+    ]
     beta_script = (folder / "scripts" / "start_beta.sh").read_text(encoding="utf-8")
     assert (
         "start --block --disable-usage-stats --node-ip-address 10.0.0.2 --address "
@@ -433,25 +437,37 @@ def test_hosts_place_subtrees_pin_them_and_get_a_script_each(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[hosts.a]\naddress = \"h\"\n", "exactly one host has head = true, got 0"),
-        ("[hosts.a]\naddress = \"h\"\nhead = true\n[hosts.b]\naddress = \"i\"\nhead = true\n",
-         "exactly one host has head = true, got 2 (['a', 'b'])"),
-        ("[hosts.a]\naddress = \"h\"\nhead = true\nsites = [\"agg-9\"]\n",
-         "hosts.a.sites: 'agg-9' is not an aggregator or LCP of the tree"),
-        ("[hosts.a]\naddress = \"h\"\nhead = true\nsites = [\"relay-1\"]\n",
-         "hosts.a.sites: 'relay-1' is not an aggregator or LCP of the tree"),
-        ("[hosts.a]\naddress = \"h\"\nhead = true\nsites = [\"agg-1\", \"agg-1-2\"]\n",
-         "hosts.a.sites: 'agg-1-2' lies inside the subtree of 'agg-1' (listed for host 'a')"),
-        ("[hosts.a]\naddress = \"h k\"\nhead = true\n",
-         "hosts.a.address: an address is an IP address or a DNS name (got 'h k')"),
-        ("[hosts.a]\naddress = \"h\"\nhead = true\nray_ports = 80\n",
-         "hosts.a.ray_ports: Input should be greater than or equal to 1024 (got 80)"),
-        ("ray_port = 0\n[hosts.a]\naddress = \"h\"\nhead = true\n", "ray_port: Input should be"),
-        ("[hosts.a]\naddress = \"h\"\nhead = true\ncolor = 1\n", "hosts.a.color: unknown key"),
+        ('[hosts.a]\naddress = "h"\n', "exactly one host has head = true, got 0"),
+        (
+            '[hosts.a]\naddress = "h"\nhead = true\n[hosts.b]\naddress = "i"\nhead = true\n',
+            "exactly one host has head = true, got 2 (['a', 'b'])",
+        ),
+        (
+            '[hosts.a]\naddress = "h"\nhead = true\nsites = ["agg-9"]\n',
+            "hosts.a.sites: 'agg-9' is not an aggregator or LCP of the tree",
+        ),
+        (
+            '[hosts.a]\naddress = "h"\nhead = true\nsites = ["relay-1"]\n',
+            "hosts.a.sites: 'relay-1' is not an aggregator or LCP of the tree",
+        ),
+        (
+            '[hosts.a]\naddress = "h"\nhead = true\nsites = ["agg-1", "agg-1-2"]\n',
+            "hosts.a.sites: 'agg-1-2' lies inside the subtree of 'agg-1' (listed for host 'a')",
+        ),
+        (
+            '[hosts.a]\naddress = "h k"\nhead = true\n',
+            "hosts.a.address: an address is an IP address or a DNS name (got 'h k')",
+        ),
+        (
+            '[hosts.a]\naddress = "h"\nhead = true\nray_ports = 80\n',
+            "hosts.a.ray_ports: Input should be greater than or equal to 1024 (got 80)",
+        ),
+        ('ray_port = 0\n[hosts.a]\naddress = "h"\nhead = true\n', "ray_port: Input should be"),
+        ('[hosts.a]\naddress = "h"\nhead = true\ncolor = 1\n', "hosts.a.color: unknown key"),
         ("[hosts]\n", "hosts: Dictionary should have at least 1 item"),
         ("[hosts.a\n", "Expected ']'"),
     ],
-)  # fmt: skip
+)
 def test_bad_hosts_exit_2_naming_the_field_and_write_nothing(
     tmp_path: Path, text: str, message: str
 ) -> None:

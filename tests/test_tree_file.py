@@ -38,8 +38,12 @@ def test_file_format(tmp_path: Path) -> None:
     assert (data["lcp_only"], data["rp_port"]) == (False, 9000)
     assert len(data["sites"]) == 25
     assert data["sites"][0] == {"name": "server", "kind": "server", "parent": None, "port": 9001}
-    assert data["sites"][-1] == {"name": "lcp-2-2-3", "kind": "lcp", "parent": "agg-2-2",
-                                 "port": 9025}  # fmt: skip
+    assert data["sites"][-1] == {
+        "name": "lcp-2-2-3",
+        "kind": "lcp",
+        "parent": "agg-2-2",
+        "port": 9025,
+    }
 
 
 def test_edited_ports_survive(tmp_path: Path) -> None:

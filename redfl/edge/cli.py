@@ -251,9 +251,16 @@ def up(
     extra = [a for prefix in allow_import or [] for a in ("--allow-import", prefix)]
     try:
         deployment = EdgeProcesses(
-            tree, job, port, server_port, proxy_tls=tls, jobs_dir=jobs, relays=relays,
-            supervisor=Supervisor(max_restarts=max_restarts), server_args=extra,
-        )  # fmt: skip
+            tree,
+            job,
+            port,
+            server_port,
+            proxy_tls=tls,
+            jobs_dir=jobs,
+            relays=relays,
+            supervisor=Supervisor(max_restarts=max_restarts),
+            server_args=extra,
+        )
     except ValueError as exc:
         _fail(str(exc))
 
@@ -406,9 +413,17 @@ def device(
     own = _read_options(options)
     try:
         outcome = run(
-            proxy, creds, client, job, own, ca=str(ca) if ca else None, timeout=timeout,
-            max_tasks=max_tasks, index=index, num_devices=devices,
-        )  # fmt: skip
+            proxy,
+            creds,
+            client,
+            job,
+            own,
+            ca=str(ca) if ca else None,
+            timeout=timeout,
+            max_tasks=max_tasks,
+            index=index,
+            num_devices=devices,
+        )
     except (ConfigError, JobMismatch) as exc:  # the device's own class or options
         _fail(str(exc))
     except DeviceError as exc:
@@ -485,10 +500,19 @@ def simulate(
         _fail(f"--ca {ca}: no such file")
     own = _read_options(options)
     config = SimulatorConfig(
-        proxy, job, client, devices, concurrency, enroll_secret, seed, timeout,
-        tokens=issued, ca=str(ca) if scheme == "https" and ca is not None else None,
-        options=own, delay=delay,
-    )  # fmt: skip
+        proxy,
+        job,
+        client,
+        devices,
+        concurrency,
+        enroll_secret,
+        seed,
+        timeout,
+        tokens=issued,
+        ca=str(ca) if scheme == "https" and ca is not None else None,
+        options=own,
+        delay=delay,
+    )
     try:
         summary = run_simulation(config, progress=sys.stderr.isatty())
     except JobMismatch as exc:

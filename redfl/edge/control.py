@@ -69,9 +69,13 @@ class Operator:
         """
         try:
             reply = httpx.request(
-                method, url, headers=self.headers(), verify=self._tls, timeout=self.timeout,
+                method,
+                url,
+                headers=self.headers(),
+                verify=self._tls,
+                timeout=self.timeout,
                 **kwargs,
-            )  # fmt: skip
+            )
         except httpx.HTTPError as exc:
             raise ControlError(f"{url}: {exc}") from None
         if reply.status_code >= 400:

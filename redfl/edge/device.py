@@ -400,8 +400,9 @@ def run(
 
     async def main() -> DeviceOutcome:
         try:
-            return await run_device(client_pool, creds, client, job, options, timeout,
-                                    max_tasks, index, num_devices)  # fmt: skip
+            return await run_device(
+                client_pool, creds, client, job, options, timeout, max_tasks, index, num_devices
+            )
         finally:
             client_pool.close()
 

@@ -178,8 +178,11 @@ class EdgeJob:
         store = StateFolder(folder / "state", fsync)
         snapshot, ids, records = store.load()
         spec = JobSpec.model_validate_json((folder / "config.json").read_text(encoding="utf-8"))
-        model = {k.removeprefix("model/"): v for k, v in snapshot.arrays.items()
-                 if k.startswith("model/")}  # fmt: skip
+        model = {
+            k.removeprefix("model/"): v
+            for k, v in snapshot.arrays.items()
+            if k.startswith("model/")
+        }
         built = build_job(spec, model, allowed_prefixes)
         job = cls(built, folder.name, folder, clock, fsync, snapshot_interval)
         job.store = store
@@ -236,11 +239,18 @@ class EdgeJob:
             reported.extend(partial.devices)
             for device in partial.devices:
                 self.selector.reported(device)
-            verdict, fold = self._fold(partial.base_version, partial.sums, partial.weight,
-                                       partial.task_ids, lcps)  # fmt: skip
+            verdict, fold = self._fold(
+                partial.base_version, partial.sums, partial.weight, partial.task_ids, lcps
+            )
             if fold:
-                folded.append({"base_version": partial.base_version, "sums": partial.sums,
-                               "weight": partial.weight, "task_ids": partial.task_ids})  # fmt: skip
+                folded.append(
+                    {
+                        "base_version": partial.base_version,
+                        "sums": partial.sums,
+                        "weight": partial.weight,
+                        "task_ids": partial.task_ids,
+                    }
+                )
             verdicts.append(verdict)
         failures = [f for f in part.failures if not foreign_ids([f.task_id], lcps)]
         for failure in failures:
@@ -259,9 +269,15 @@ class EdgeJob:
                 self._end("succeeded", "")
             self._persist(snapshot=True)
         elif folded or failures:
-            record = {"sender": sender, "boot": boot, "seq": seq, "folded": folded,
-                      "verdicts": [v.model_dump() for v in verdicts], "reported": reported,
-                      "failures": [f.model_dump() for f in failures]}  # fmt: skip
+            record = {
+                "sender": sender,
+                "boot": boot,
+                "seq": seq,
+                "folded": folded,
+                "verdicts": [v.model_dump() for v in verdicts],
+                "reported": reported,
+                "failures": [f.model_dump() for f in failures],
+            }
             self.store.append(record)
             self._flush_events()
         return verdicts
@@ -351,8 +367,10 @@ class EdgeJob:
             self.selector.tick()
             exhausted = self.selector.exhausted
             if exhausted and not self.stalled:
-                reason = ("no device left to select: every device that asked has been used "
-                          "once (device_reuse = false); waiting for new devices")  # fmt: skip
+                reason = (
+                    "no device left to select: every device that asked has been used "
+                    "once (device_reuse = false); waiting for new devices"
+                )
                 log.warning("edge job %s: %s", self.job_id, reason)
                 self._events.append(JobStalled(self.fedbuff.version, reason))
                 self._flush_events()

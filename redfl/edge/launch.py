@@ -122,10 +122,22 @@ class EdgeProcesses:
     def start_lcp(self, name: str) -> None:
         """Start (or restart) the LCP ``name``."""
         address = self.lcps[name]
-        self.supervisor.start(name, _command(
-            "lcp", "--tree", str(self.tree_dir), "--name", name,
-            "--server", self.upstream(name), "--host", address.host, "--port", str(address.port),
-        ))  # fmt: skip
+        self.supervisor.start(
+            name,
+            _command(
+                "lcp",
+                "--tree",
+                str(self.tree_dir),
+                "--name",
+                name,
+                "--server",
+                self.upstream(name),
+                "--host",
+                address.host,
+                "--port",
+                str(address.port),
+            ),
+        )
 
     def start(self, timeout: float = 60.0, watch: bool = True) -> None:
         """Start everything, wait until every process is healthy, then (with ``watch``)
@@ -138,24 +150,61 @@ class EdgeProcesses:
             When a process is not healthy within ``timeout`` (everything is stopped).
         """
         job = ["--job", str(self.job_file)] if self.job_file is not None else []
-        self.supervisor.start("server", _command(
-            "server", "--tree", str(self.tree_dir), "--jobs", str(self.jobs_dir), *job,
-            "--host", self.host, "--port", str(self.server_port), *self.server_args,
-        ))  # fmt: skip
+        self.supervisor.start(
+            "server",
+            _command(
+                "server",
+                "--tree",
+                str(self.tree_dir),
+                "--jobs",
+                str(self.jobs_dir),
+                *job,
+                "--host",
+                self.host,
+                "--port",
+                str(self.server_port),
+                *self.server_args,
+            ),
+        )
         for relay, port in self.relays.items():
-            self.supervisor.start(relay, _command(
-                "relay", "--tree", str(self.tree_dir), "--name", relay,
-                "--upstream", self.upstream(relay), "--host", self.host, "--port", str(port),
-            ))  # fmt: skip
+            self.supervisor.start(
+                relay,
+                _command(
+                    "relay",
+                    "--tree",
+                    str(self.tree_dir),
+                    "--name",
+                    relay,
+                    "--upstream",
+                    self.upstream(relay),
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(port),
+                ),
+            )
         for name in self.lcps:
             self.start_lcp(name)
         tls = ["--tls"] if self.proxy_tls else []
-        self.supervisor.start("proxy", _command(
-            "proxy", "--tree", str(self.tree_dir),
-            "--host", self.host, "--port", str(self.proxy_port), *tls,
-        ))  # fmt: skip
-        urls = [self.server_url, self.proxy_url, *(self.url_of(r) for r in self.relays),
-                *(a.url for a in self.lcps.values())]  # fmt: skip
+        self.supervisor.start(
+            "proxy",
+            _command(
+                "proxy",
+                "--tree",
+                str(self.tree_dir),
+                "--host",
+                self.host,
+                "--port",
+                str(self.proxy_port),
+                *tls,
+            ),
+        )
+        urls = [
+            self.server_url,
+            self.proxy_url,
+            *(self.url_of(r) for r in self.relays),
+            *(a.url for a in self.lcps.values()),
+        ]
         try:
             self.wait_healthy(urls, timeout)
         except BaseException:

@@ -280,8 +280,9 @@ class LcpService(Sender):
         groups: dict[str, list[tuple[str, ...]]] = {}
         for job_id, job in self.jobs.items():
             partials = job.buffer.drain()
-            self.timings["queued"].extend(now - self.folded_at.get(t, now) for p in partials
-                                          for t in p.task_ids)  # fmt: skip
+            self.timings["queued"].extend(
+                now - self.folded_at.get(t, now) for p in partials for t in p.task_ids
+            )
             msgs = [
                 PartialMsg(
                     base_version=p.base_version,

@@ -195,8 +195,7 @@ class RelayAggregator(Sender):
         if any(futures.values()):
             self.urgent.set()
         self.wake.set()
-        verdicts = {job_id: list(await asyncio.gather(*waits))
-                    for job_id, waits in futures.items()}  # fmt: skip
+        verdicts = {job_id: list(await asyncio.gather(*waits)) for job_id, waits in futures.items()}
         self.last[sender] = (request.boot, request.seq, verdicts)
         self.seen.add(sender)
         return verdicts

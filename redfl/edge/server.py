@@ -162,15 +162,23 @@ class EdgeServer:
                 self.ended[folder.name] = ended
                 continue
             try:
-                job = EdgeJob.resume(folder, self.clock, self.allowed_prefixes, self.fsync,
-                                     self.snapshot_interval)  # fmt: skip
+                job = EdgeJob.resume(
+                    folder, self.clock, self.allowed_prefixes, self.fsync, self.snapshot_interval
+                )
             except (StateError, ConfigError, OSError, ValueError) as exc:
                 log.error("edge job %s cannot be taken back: %s", folder.name, exc)
                 self.ended[folder.name] = {
-                    "job_id": folder.name, "name": folder.name, "client": "", "status": "failed",
-                    "error": f"cannot be taken back: {exc}", "version": 0, "rounds_planned": 0,
-                    "accepted": 0, "failures": 0, "folder": str(folder),
-                }  # fmt: skip
+                    "job_id": folder.name,
+                    "name": folder.name,
+                    "client": "",
+                    "status": "failed",
+                    "error": f"cannot be taken back: {exc}",
+                    "version": 0,
+                    "rounds_planned": 0,
+                    "accepted": 0,
+                    "failures": 0,
+                    "folder": str(folder),
+                }
                 continue
             self.jobs[job.job_id] = job
             self.resumed.append(job.job_id)
@@ -363,12 +371,25 @@ def server_app(server: EdgeServer, tree: RelayTree, member: Member) -> FastAPI:
         app,
         [
             Route("/sync", SyncRequest, SyncReply, sync, callers, sync_meaning, MAX_SYNC_BYTES),
-            Route("/jobs", SubmitRequest, JobSummary, submit, operator_auth,
-                  {409: "A job of that name is running"}, MAX_JOB_BYTES),
-            Route("/jobs/abort", AbortRequest, JobSummary, abort, operator_auth,
-                  {404: "No job of that id"}),
+            Route(
+                "/jobs",
+                SubmitRequest,
+                JobSummary,
+                submit,
+                operator_auth,
+                {409: "A job of that name is running"},
+                MAX_JOB_BYTES,
+            ),
+            Route(
+                "/jobs/abort",
+                AbortRequest,
+                JobSummary,
+                abort,
+                operator_auth,
+                {404: "No job of that id"},
+            ),
         ],
-    )  # fmt: skip
+    )
     operator = guard(app, operator_auth)
     anyone = guard(app, PeerCertificate(member.peers, dict.fromkeys(KINDS)))
 

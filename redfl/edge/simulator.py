@@ -120,9 +120,10 @@ class _Sim:
         self.tokens: dict[str, str] = {d: config.tokens[d] for d in self.ids if d in config.tokens}
         self.name = client_name(config.client)
         self.template = (
-            client_class(config.client, "client") if isinstance(config.client, str)
+            client_class(config.client, "client")
+            if isinstance(config.client, str)
             else config.client
-        )  # fmt: skip
+        )
         self.job: JobReply | None = None
         self.trainers: dict[str, Trainer] = {}
         self.models: dict[int, tuple[str, dict[str, np.ndarray]]] = {}
@@ -137,8 +138,9 @@ class _Sim:
         async with self.control_gate if control else self.gate:
             start = time.perf_counter()
             client = self.control if control else self.client
-            status, data = await client.post(route, body, self.tokens.get(device, ""),
-                                             self.deadline)  # fmt: skip
+            status, data = await client.post(
+                route, body, self.tokens.get(device, ""), self.deadline
+            )
             self.s.latencies[route].append(time.perf_counter() - start)
         self.s.statuses[f"{route} {data.get('status')}"] += 1
         if status in (400, 401, 413):
@@ -176,9 +178,14 @@ class _Sim:
         if trainer is None:
             assert self.job is not None
             trainer = self.trainers[device] = Trainer(
-                self.template, self.job, device, self.c.options, self.index_of[device],
-                len(self.ids), self.models,
-            )  # fmt: skip
+                self.template,
+                self.job,
+                device,
+                self.c.options,
+                self.index_of[device],
+                len(self.ids),
+                self.models,
+            )
         return trainer
 
     async def work(self, device: str) -> None:
