@@ -43,6 +43,21 @@ JOB = {
 }
 
 
+class Simulation:
+    """The simulator run in a thread, as a fleet beside the test: its summary once it ends."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.out: list[Summary] = []
+        self.thread = threading.Thread(target=lambda: self.out.append(run_simulation(config)))
+        self.thread.start()
+
+    def summary(self, timeout: float) -> Summary:
+        """The simulation's summary, once it has ended (within ``timeout`` seconds)."""
+        self.thread.join(timeout=timeout)
+        assert not self.thread.is_alive() and self.out, "the simulation did not finish"
+        return self.out[0]
+
+
 def deployment_folder(tmp_path: Path, **job: Any) -> Path:
     folder = provision(tmp_path / "tree")
     lcp_map = {name: {"host": "127.0.0.1", "port": free_port()} for name in LCPS}
@@ -162,16 +177,14 @@ def test_edge_up_restarts_a_killed_lcp_and_the_job_finishes(tmp_path: Path) -> N
             timeout=240,
             delay=0.05,
         )
-        out: list[Summary] = []
-        sim = threading.Thread(target=lambda: out.append(run_simulation(config)))
-        sim.start()
+        sim = Simulation(config)
         wait_until(lambda: operator.jobs(server)[0]["version"] >= 3, timeout=120, what="v3")
         os.kill(pids["lcp-1-1"], signal.SIGKILL)  # a process this test started (edge up's)
         again = "supervisor: started lcp-1-1 again (pid "
         wait_until(lambda: any(line.startswith(again) for line in err), 30, "the restart")
         assert operator.jobs(server)[0]["status"] == "running"  # restarted mid-job
-        sim.join(timeout=300)
-        assert not sim.is_alive() and out and out[0].done, out and out[0].error
+        summary = sim.summary(300)
+        assert summary.done, summary.error
         final = operator.get(f"{server}/jobs/{job['job_id']}", ids=True)
     finally:
         up.send_signal(signal.SIGTERM)
@@ -202,9 +215,7 @@ def test_a_sigkilled_server_takes_its_job_back_with_nothing_lost_or_counted_twic
         config = SimulatorConfig(
             edge.proxy_url, "survivor", NUMERIC, 200, 16, tokens=tokens, timeout=240
         )
-        out: list[Summary] = []
-        sim = threading.Thread(target=lambda: out.append(run_simulation(config)))
-        sim.start()
+        sim = Simulation(config)
         edge.wait_job(job["job_id"], 120, until=lambda s: s["version"] >= 4)
         killed = time.monotonic()
         edge.kill("server")  # SIGKILL, by pid; the supervisor starts it again
@@ -217,9 +228,7 @@ def test_a_sigkilled_server_takes_its_job_back_with_nothing_lost_or_counted_twic
 
         wait_until(serving, timeout=60, what="the server serving again")
         back = time.monotonic() - killed
-        sim.join(timeout=300)
-        assert not sim.is_alive() and out, "the simulation did not finish"
-        summary = out[0]
+        summary = sim.summary(300)
         final = edge.job(job["job_id"], ids=True)
         status = edge.get(f"{edge.server_url}/status")
     finally:
@@ -256,22 +265,19 @@ def test_a_killed_aggregating_relay_loses_nothing_and_counts_nothing_twice(
         config = SimulatorConfig(
             edge.proxy_url, "survivor", NUMERIC, 200, 16, tokens=tokens, timeout=240
         )
-        out: list[Summary] = []
-        sim = threading.Thread(target=lambda: out.append(run_simulation(config)))
-        sim.start()
+        sim = Simulation(config)
         edge.wait_job(job["job_id"], 120, until=lambda s: s["version"] >= 4)
         edge.kill("relay-1")  # SIGKILL, by pid; its LCPs' syncs wait until it is back
-        sim.join(timeout=300)
-        assert not sim.is_alive() and out, "the simulation did not finish"
+        summary = sim.summary(300)
         final = edge.job(job["job_id"], ids=True)
         relay = edge.get(f"{edge.url_of('relay-2')}/stats")
         restarts = list(edge.supervisor.restarts)
     finally:
         edge.stop()
-    assert out[0].done and final["status"] == "succeeded" and final["version"] == 12
+    assert summary.done and final["status"] == "succeeded" and final["version"] == 12
     assert [(r.name, r.code) for r in restarts] == [("relay-1", -9)]
     assert final["accepted"] == final["accepted_unique"] == len(final["task_ids"])
-    assert out[0].acked and out[0].acked <= set(final["task_ids"])
+    assert summary.acked and summary.acked <= set(final["task_ids"])
     parameters, _ = load_parameters(Path(final["folder"]) / "model.safetensors")
     np.testing.assert_array_equal(parameters["value"], np.full(100, 12.0, np.float32))
     # the relay summed its two LCPs' partial sums: fewer went up than came in
