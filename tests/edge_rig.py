@@ -20,11 +20,9 @@ from redfl.edge.job import EdgeJob
 from redfl.edge.jobs import JobSpec
 from redfl.edge.lcp import LcpService
 from redfl.edge.lcp_app import lcp_app
-from redfl.edge.peers import operator_token
 from redfl.edge.provision import Member
 from redfl.edge.proxy import proxy_app
 from redfl.edge.relay import relay_app
-from redfl.edge.routes import OPERATOR_HEADER
 from redfl.edge.serve import proxy_tls as public_tls
 from redfl.edge.serve import server_config
 from redfl.edge.server import EdgeServer, server_app
@@ -32,6 +30,7 @@ from redfl.edge.tokens import TokenSigner
 from redfl.provision.folder import write_folder
 from redfl.topology.tree import relay_tree
 from redfl.topology.tree_file import TreeFile
+from redfl.trust.operator import OPERATOR_HEADER, operator_token
 
 SECRET = "enrol-me-please"
 NUMERIC = "redfl.examples.edge:NumericDevice"

@@ -28,9 +28,8 @@ from typer.testing import CliRunner
 from waiting import wait_until
 
 from redfl.cli import app
-from redfl.edge.peers import operator_token
 from redfl.edge.provision import Member
-from redfl.edge.routes import OPERATOR_HEADER
+from redfl.trust.operator import OPERATOR_HEADER, operator_token
 
 TESTS = Path(__file__).resolve().parent
 START_S = 120.0

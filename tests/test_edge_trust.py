@@ -22,11 +22,12 @@ from waiting import free_port, wait_until
 
 from redfl.edge.forward import ForwardError, LcpConnections
 from redfl.edge.jobs import JobSpec
-from redfl.edge.peers import Peers, operator_token
+from redfl.edge.peers import Peers
 from redfl.edge.provision import Member
-from redfl.edge.routes import DEVICE_HEADER, OPERATOR_HEADER
+from redfl.edge.routes import DEVICE_HEADER
 from redfl.trust import Bundle, TrustHome, UntrustedError
 from redfl.trust.layout import register_path
+from redfl.trust.operator import OPERATOR_HEADER, operator_token
 
 SPEC = JobSpec(name="job", client=NUMERIC, options={"num_parameters": 4}, num_updates_for_model=100)
 SYNC_AS = {"lcp-1-1": {"sender": "lcp-1-1", "boot": "t", "seq": 0}}

@@ -2,7 +2,7 @@
 service's figures, with the operator's credential.
 
 Every call presents the operator bundle (its certificate on the TLS connection, and a
-short-lived operator token, :func:`redfl.edge.peers.operator_token`). ``redfl edge jobs``
+short-lived operator token, :func:`redfl.trust.operator.operator_token`). ``redfl edge jobs``
 and ``redfl edge stats`` are thin shells over :class:`Operator`.
 """
 
@@ -14,10 +14,9 @@ from typing import Any
 import httpx
 
 from redfl.edge.jobs import JobSpec, read_job_file
-from redfl.edge.peers import operator_token
 from redfl.edge.protocol import encode_arrays
 from redfl.edge.provision import Member
-from redfl.edge.routes import OPERATOR_HEADER
+from redfl.trust.operator import OPERATOR_HEADER, operator_token
 
 __all__ = ["ControlError", "Operator"]
 

@@ -19,10 +19,9 @@ pays for the check once per connection, not per request.
 
 Operators reach ``/stats`` (and the server's ``/status``) with their operator bundle: as a
 client certificate where the listener speaks TLS, or, where it does not (a routing proxy on
-plain HTTP behind a TLS terminator), with an *operator token* (:func:`operator_token`): a
-JWT (ES256) signed with the operator's private key that carries its certificate (``x5c``),
-names its audience and lives :data:`MAX_OPERATOR_TOKEN_S` seconds at most, so a copy is
-worthless a minute later; the certificate is checked as above (revocation included).
+plain HTTP behind a TLS terminator), with an *operator token*
+(:func:`redfl.trust.operator.operator_token`, which says what it holds); :meth:`Peers.operator`
+checks one, its certificate as above (revocation included).
 """
 
 from __future__ import annotations
@@ -39,24 +38,11 @@ from typing import Any
 
 import jwt
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from redfl.trust import Bundle, Identity, Kind, UntrustedError, Verifier
+from redfl.trust.operator import MAX_OPERATOR_TOKEN_S, OPERATOR_ALGORITHM, OPERATOR_AUDIENCE
 
-__all__ = [
-    "MAX_OPERATOR_TOKEN_S",
-    "OPERATOR_AUDIENCE",
-    "Peers",
-    "operator_token",
-    "peer_pem",
-]
-
-OPERATOR_AUDIENCE = "redfl-edge-operator"
-"""The ``aud`` claim of an operator token."""
-MAX_OPERATOR_TOKEN_S = 300.0
-"""The longest life an operator token may claim (``exp - iat``), in seconds."""
-_ALGORITHM = "ES256"
+__all__ = ["Peers", "peer_pem"]
 
 
 def peer_pem(extensions: Mapping[str, object] | None) -> str | None:
@@ -180,7 +166,8 @@ class Peers:
         return check
 
     def operator(self, token: str, audience: str = OPERATOR_AUDIENCE) -> Identity:
-        """The operator an operator token (:func:`operator_token`) speaks for.
+        """The operator an operator token (:func:`redfl.trust.operator.operator_token`)
+        speaks for.
 
         Raises
         ------
@@ -201,7 +188,7 @@ class Peers:
             claims = jwt.decode(
                 token,
                 key,  # type: ignore[arg-type]
-                algorithms=[_ALGORITHM],
+                algorithms=[OPERATOR_ALGORITHM],
                 audience=audience,
                 options={"require": ["sub", "iat", "exp", "aud"], "verify_exp": False},
             )
@@ -222,32 +209,3 @@ class Peers:
         if expires <= self.clock():
             raise UntrustedError("operator token expired")
         return who
-
-
-def operator_token(
-    bundle: Bundle,
-    ttl: float = 60.0,
-    audience: str = OPERATOR_AUDIENCE,
-    clock: Callable[[], float] = time.time,
-) -> str:
-    """A short-lived token that proves the holder of ``bundle`` (an operator's) to an edge
-    service: send it as ``x-redfl-operator: <token>``.
-
-    Raises
-    ------
-    ValueError
-        If the bundle is not an operator's, or ``ttl`` is not in (0,
-        :data:`MAX_OPERATOR_TOKEN_S`].
-    """
-    if bundle.identity.kind != "operator":
-        raise ValueError(f"an operator token needs an operator bundle, got {bundle.identity.kind}")
-    if not 0 < ttl <= MAX_OPERATOR_TOKEN_S:
-        raise ValueError(f"ttl must be in (0, {MAX_OPERATOR_TOKEN_S:g}] seconds, got {ttl}")
-    key = load_pem_private_key(bundle.key_pem.encode(), password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ValueError("an operator bundle's key must be an EC key")
-    der = ssl.PEM_cert_to_DER_cert(bundle.cert_pem)
-    now = clock()
-    claims = {"sub": bundle.identity.name, "aud": audience, "iat": now, "exp": now + ttl}
-    x5c = [base64.b64encode(der).decode("ascii")]
-    return jwt.encode(claims, key, algorithm=_ALGORITHM, headers={"x5c": x5c})

@@ -50,11 +50,11 @@ from redfl.edge.peers import Peers, peer_pem
 from redfl.edge.protocol import ErrorReply, Status
 from redfl.edge.tokens import TokenError, bearer_token
 from redfl.trust import Kind, UntrustedError
+from redfl.trust.operator import OPERATOR_HEADER
 
 __all__ = [
     "DEVICE_HEADER",
     "MAX_BODY",
-    "OPERATOR_HEADER",
     "Answer",
     "Auth",
     "DeviceToken",
@@ -72,8 +72,6 @@ __all__ = [
 
 DEVICE_HEADER = "x-redfl-device"
 """Header in which the proxy passes the verified device id to an LCP."""
-OPERATOR_HEADER = "x-redfl-operator"
-"""Header of an operator token (:func:`redfl.edge.peers.operator_token`)."""
 MAX_BODY = 64 * 1024
 """The largest body a route takes unless it says otherwise (bytes)."""
 
