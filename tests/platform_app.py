@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from redfl.platform.api.app import create_app
 from redfl.platform.logs import LOG, JsonFormatter
-from redfl.platform.security import hash_password
+from redfl.platform.security import TokenService, hash_password
 from redfl.platform.settings import Settings
 from redfl.platform.store import Store, new_run_id
 from redfl.run.api import run
@@ -63,6 +64,27 @@ def bearer(app: FastAPI, name: str) -> dict[str, str]:
         user = Store(session).require_user(name)
     token = app.state.tokens.issue_access(user.id, user.name, user.role)
     return {"Authorization": f"Bearer {token}"}
+
+
+def bad_tokens(app: FastAPI, name: str) -> dict[str, dict[str, str]]:
+    """Headers with no, an expired, a forged and a revoked (logged out) token of user
+    ``name``, by those names."""
+    with app.state.sessions() as session:
+        user = Store(session).require_user(name)
+    old = datetime.now(UTC) - timedelta(hours=2)
+    expired = app.state.tokens.issue_access(user.id, user.name, user.role, now=old)
+    forged = TokenService(b"another key" * 4, 900).issue_access(user.id, user.name, user.role)
+    revoked = app.state.tokens.issue_access(user.id, user.name, user.role)
+    claims = app.state.tokens.decode_access(revoked)
+    with app.state.sessions() as session:
+        Store(session).revoke_token_id(claims.family, claims.expires)
+    app.state.revoked.load(app.state.sessions)
+    return {
+        "none": {},
+        "expired": {"Authorization": f"Bearer {expired}"},
+        "forged": {"Authorization": f"Bearer {forged}"},
+        "revoked": {"Authorization": f"Bearer {revoked}"},
+    }
 
 
 def store_run(

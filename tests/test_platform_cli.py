@@ -83,6 +83,7 @@ DASHBOARD_FILES = (
     "chart.js",
     "compare.js",
     "docs.js",
+    "edge.js",
     "run.js",
     "runs.js",
     "users.js",

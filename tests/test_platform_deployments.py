@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,10 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from platform_app import add_user, bearer, make_app, store_run, trained_run
+from platform_app import add_user, bad_tokens, bearer, make_app, store_run, trained_run
 from waiting import wait_until
 
 from redfl.data.digits import load_digits_arrays
-from redfl.platform.security import TokenService
 from redfl.platform.store import Store
 from redfl.run.serving import load_run
 from redfl.runtime.serving import deployment_states
@@ -56,26 +54,6 @@ def _rows(count: int, start: int = 0) -> np.ndarray:
     return np.array(x[start : start + count])
 
 
-def _bad_tokens(app: FastAPI) -> dict[str, dict[str, str]]:
-    """Headers with no, an expired, a forged and a revoked (logged out) token of ``ada``."""
-    with app.state.sessions() as session:
-        ada = Store(session).require_user("ada")
-    old = datetime.now(UTC) - timedelta(hours=2)
-    expired = app.state.tokens.issue_access(ada.id, ada.name, ada.role, now=old)
-    forged = TokenService(b"another key" * 4, 900).issue_access(ada.id, ada.name, ada.role)
-    revoked = app.state.tokens.issue_access(ada.id, ada.name, ada.role)
-    claims = app.state.tokens.decode_access(revoked)
-    with app.state.sessions() as session:
-        Store(session).revoke_token_id(claims.family, claims.expires)
-    app.state.revoked.load(app.state.sessions)
-    return {
-        "none": {},
-        "expired": {"Authorization": f"Bearer {expired}"},
-        "forged": {"Authorization": f"Bearer {forged}"},
-        "revoked": {"Authorization": f"Bearer {revoked}"},
-    }
-
-
 def _deploy(platform: Platform, who: str = "rita", **body: Any) -> Any:
     reply = platform.client.post(
         f"/api/runs/{platform.run_id}/deployments", json=body, headers=bearer(platform.app, who)
@@ -108,7 +86,7 @@ def _predict(platform: Platform, deployment_id: str, rows: Any, who: str = "vic"
 
 def test_deploy_predict_reconcile_and_stop(platform: Platform) -> None:
     app, client = platform.app, platform.client
-    for name, headers in _bad_tokens(app).items():
+    for name, headers in bad_tokens(app, "ada").items():
         reply = client.post(f"/api/runs/{platform.run_id}/deployments", json={}, headers=headers)
         assert reply.status_code == 401, name
     refused = _deploy(platform, "vic")
@@ -157,7 +135,7 @@ def test_deploy_predict_reconcile_and_stop(platform: Platform) -> None:
     text = _predict(platform, deployment_id, [[0.0] * 63 + ["x"]])
     assert text.status_code == 422
     assert text.json()["detail"].startswith("body.inputs.0.63: Input should be a valid number")
-    for name, headers in _bad_tokens(app).items():
+    for name, headers in bad_tokens(app, "ada").items():
         reply = client.post(
             f"/api/deployments/{deployment_id}/predict",
             json={"inputs": rows.tolist()},

@@ -290,3 +290,23 @@ class Deployment(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     owner: Mapped[User | None] = relationship(lazy="joined")
+
+
+EDGE_ACTIONS = ("submit", "abort")
+"""What a user of the platform did to an edge job."""
+
+
+class EdgeAction(Base):
+    """A user's action on an edge job through the platform (who submitted or aborted which
+    job of which edge deployment, when, and the job's name or the reason given)."""
+
+    __tablename__ = "edge_actions"
+    __table_args__ = (Index("ix_edge_actions_deployment_job_id", "deployment", "job_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    user_name: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -30,6 +30,7 @@ from redfl.platform.db import sqlite_url
 from redfl.run.config import RunConfig
 from redfl.runtime.sites.admin import check_server_url
 from redfl.runtime.sites.config import SitesConfig
+from redfl.trust import Bundle
 
 SETTINGS_FILE = "platform.toml"
 SECRET_FILE = "jwt-secret"
@@ -46,6 +47,46 @@ NAME_RULES = {
 
 class SettingsError(ValueError):
     """A bad setting; the message names the key, its value and what is allowed."""
+
+
+EDGE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+"""What the name of an edge deployment must look like."""
+
+
+class EdgeDeploymentSetting(BaseModel):
+    """One edge deployment the platform operates (``[edge_deployments.NAME]`` in
+    ``platform.toml``): where its server listens and the operator credential the platform
+    presents there (mutual TLS and an operator token, as ``redfl edge jobs`` does)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(pattern=r"^https://[^\s/]+$")
+    """The edge server's URL, ``https://host:port`` (the server of ``redfl edge up``)."""
+    credential: Path
+    """An operator bundle of the deployment's tree (``<tree folder>/operator.json``, mode
+    0600)."""
+
+    @field_validator("credential")
+    @classmethod
+    def _operator(cls, value: Path) -> Path:
+        try:
+            bundle = Bundle.load(value)
+        except FileNotFoundError:
+            raise ValueError(f"{value} does not exist (an operator bundle is needed)") from None
+        except (OSError, ValueError) as error:
+            raise ValueError(str(error)) from None
+        kind = bundle.identity.kind
+        if kind != "operator":
+            raise ValueError(
+                f"{value} is the credential of {kind} {bundle.identity.name!r}, not an "
+                "operator's (use the tree folder's operator bundle)"
+            )
+        return value
+
+    def bundle(self) -> Bundle:
+        """The operator bundle (read again: it may have been replaced since the settings
+        were read)."""
+        return Bundle.load(self.credential)
 
 
 class Settings(BaseModel):
@@ -126,6 +167,21 @@ class Settings(BaseModel):
     """How long an authenticated request trusts a user's row (role, existence) read by an
     earlier request; changes through this server's API apply at once, others within this
     bound. 0: read the user on every request."""
+
+    edge_deployments: dict[str, EdgeDeploymentSetting] = Field(default_factory=dict)
+    """The edge deployments whose jobs the platform submits, lists and aborts, by name
+    (``[edge_deployments.main] url = "https://edge:8443" credential = "operator.json"``);
+    empty (the default): no edge jobs."""
+    edge_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """How long a request to an edge server may take (connecting included)."""
+
+    @field_validator("edge_deployments")
+    @classmethod
+    def _edge_names(cls, value: dict[str, EdgeDeploymentSetting]) -> Any:
+        for name in value:
+            if not re.fullmatch(EDGE_NAME, name):
+                raise ValueError(f"not a deployment name (letters, digits, '_.-'): {name!r}")
+        return value
 
     @field_validator("allowed_packages", "option_limits")
     @classmethod

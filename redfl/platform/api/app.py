@@ -19,6 +19,7 @@ from redfl.platform.api import (
     dashboard,
     deployments,
     docs,
+    edge,
     health,
     live,
     projects,
@@ -33,6 +34,7 @@ from redfl.platform.api.middleware import RequestContext
 from redfl.platform.api.revoked import RevokedTokens
 from redfl.platform.cluster import ClusterView
 from redfl.platform.db import make_engine, session_factory, upgrade
+from redfl.platform.edge import EdgeError
 from redfl.platform.metrics import PlatformMetrics
 from redfl.platform.metrics_feed import MetricsFeed
 from redfl.platform.models import utcnow
@@ -113,6 +115,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for deployment in app.state.edge.values():
+            deployment.close()
 
 
 def create_app(settings: Settings, execute: bool = False) -> FastAPI:
@@ -146,10 +150,12 @@ def create_app(settings: Settings, execute: bool = False) -> FastAPI:
     app.state.cluster = ClusterView(settings)
     app.state.models = ModelServer(settings, app.state.sessions)
     ensure_sites_home(settings)
+    app.state.edge = edge.open_deployments(settings)
     app.state.tokens = TokenService(
         load_or_create_secret(settings.data_dir), settings.access_token_seconds
     )
     install_error_handlers(app)
+    app.add_exception_handler(EdgeError, edge.edge_error)
     app.state.metrics = PlatformMetrics(lambda: _runs_by_status(app))
     # The busiest routes first: a request is matched against the routers in this order.
     for module in (
@@ -160,6 +166,7 @@ def create_app(settings: Settings, execute: bool = False) -> FastAPI:
         projects,
         deployments,
         sites,
+        edge,
         live,
         catalog,
         health,

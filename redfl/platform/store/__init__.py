@@ -17,6 +17,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from redfl.platform.store.deployments import DeploymentStore
+from redfl.platform.store.edge import EdgeActionStore
 from redfl.platform.store.errors import Conflict, NotFound, StoreError
 from redfl.platform.store.leases import LeaseStore
 from redfl.platform.store.projects import ProjectStore
@@ -36,8 +37,9 @@ __all__ = [
 ]
 
 
-class Store(UserStore, ProjectStore, QueueStore, LeaseStore, DeploymentStore):
-    """Users, projects, runs, leases and deployments over one SQLAlchemy session."""
+class Store(UserStore, ProjectStore, QueueStore, LeaseStore, DeploymentStore, EdgeActionStore):
+    """Users, projects, runs, leases, deployments and edge actions over one SQLAlchemy
+    session."""
 
     def __init__(self, session: Session) -> None:
         self.session = session

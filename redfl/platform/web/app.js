@@ -1,5 +1,5 @@
 // The dashboard's entry: log in, the header and its navigation, and the views by location
-// hash (#/runs, #/runs/<id>, #/compare/<id>,<id>, #/users).
+// hash (#/runs, #/runs/<id>, #/compare/<id>,<id>, #/edge, #/edge/<id>, #/users).
 //
 // Each page of the navigation is one entry of PAGES: its link (shown to `role` and up), the
 // view it shows and how to show it. A new page (sites, edge jobs) is one more entry, its
@@ -8,6 +8,7 @@
 import { can, login, logout, user } from "./api.js";
 import { showCompare } from "./compare.js";
 import { initDeployment } from "./deploy.js";
+import { initEdge, leaveEdge, showEdge } from "./edge.js";
 import { $, el, notice } from "./dom.js";
 import { initRun, leaveRun, showRun } from "./run.js";
 import { initRuns, leaveRuns, showRuns } from "./runs.js";
@@ -17,6 +18,7 @@ import { initUsers, showUsers } from "./users.js";
 const PAGES = [
   { name: "runs", label: "Runs", role: "viewer", view: "runs-view", show: () => showRuns() },
   { name: "compare", label: "Compare", role: "viewer", view: "compare-view", show: (ids) => showCompare(ids) },
+  { name: "edge", label: "Edge jobs", role: "viewer", view: "edge-view", show: (id) => showEdge(id) },
   { name: "sites", label: "Sites", role: "admin", view: "sites-view", show: () => showSites() },
   { name: "users", label: "Users", role: "admin", view: "users-view", show: () => showUsers() },
 ];
@@ -41,6 +43,7 @@ async function route() {
   notice("");
   leaveRun();
   leaveRuns();
+  leaveEdge();
   header();
   if (!user()) {
     only("login-view");
@@ -82,6 +85,7 @@ function init() {
   initRun();
   initDeployment();
   initSites();
+  initEdge();
   initUsers();
   route();
 }
