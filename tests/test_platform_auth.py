@@ -391,7 +391,7 @@ def test_users_create_prompts_twice_on_a_terminal(
 
 def test_db_upgrade_reports_the_revision(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli_app, ["db", "upgrade", "--data", str(tmp_path / "d")])
-    assert (result.exit_code, result.output) == (0, "database at revision 0003\n")
+    assert (result.exit_code, result.output) == (0, "database at revision 0004\n")
     assert (tmp_path / "d" / "redfl.db").exists()
 
 

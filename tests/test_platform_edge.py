@@ -206,6 +206,12 @@ def test_a_bad_job_is_refused_with_422_naming_the_field(rig: Rig) -> None:
         assert reply.status_code == 422, (field, reply.text)
         assert reply.json()["field"] == field, reply.json()
         assert reply.json()["detail"].startswith(field), reply.json()
+    deep: Any = 1
+    for _ in range(80):
+        deep = [deep]
+    nested = rig.call("POST", "/api/edge/jobs", "rita", {"job": step_job("x", options=deep)})
+    assert nested.status_code == 422
+    assert nested.json() == {"detail": "job: nested more than 64 levels deep", "field": "job"}
     allowed = rig.call("POST", "/api/edge/jobs", "rita", {"job": step_job("x", client="os:x")})
     assert "allowed: redfl.examples, edge_devices" in allowed.json()["detail"]
     extra = rig.call("POST", "/api/edge/jobs", "rita", {"job": step_job("y"), "spec": 1})

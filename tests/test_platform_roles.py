@@ -186,6 +186,15 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/sites"): Rule("admin", 201, _new_site),
     ("DELETE", "/api/sites/{name}"): Rule("admin", 200, _site),
     ("GET", "/api/runs/{run_id}/sites"): Rule("viewer", 200, _run),
+    # the matrix's app operates no edge deployment: 404 once the caller may ask (the edge
+    # routes against a real edge deployment are in test_platform_edge.py)
+    ("GET", "/api/edge/deployments"): Rule("viewer", 200),
+    ("GET", "/api/edge/jobs"): Rule("viewer", 404),
+    ("GET", "/api/edge/jobs/{job_id}"): Rule("viewer", 404, lambda _: ({"job_id": "j-1"}, None)),
+    ("POST", "/api/edge/jobs"): Rule("researcher", 404, lambda _: ({}, {"job": {"name": "j"}})),
+    ("POST", "/api/edge/jobs/{job_id}/abort"): Rule(
+        "researcher", 404, lambda _: ({"job_id": "j-1"}, {"reason": "matrix"})
+    ),
     ("GET", "/api/strategies"): Rule("viewer", 200),
     ("GET", "/api/examples"): Rule("viewer", 200),
     ("GET", "/api/health"): Rule("public", 200),

@@ -71,7 +71,7 @@ def _run(store: Store, owner_id: int | None, project_id: int | None = None) -> s
 
 
 def test_migrations_build_the_models_schema_and_are_idempotent(engine: Engine) -> None:
-    assert current_revision(engine) == head_revision() == "0003"
+    assert current_revision(engine) == head_revision() == "0004"
     assert set(inspect(engine).get_table_names()) >= TABLES
     upgrade(engine)  # a second upgrade is a no-op
     with engine.connect() as connection:

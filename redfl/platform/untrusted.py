@@ -76,7 +76,7 @@ class WebConfigError(ConfigError):
         self.field = field
 
 
-def _depth(data: Any) -> int:
+def nesting_depth(data: Any) -> int:
     """How deeply ``data``'s dicts and lists nest (walked without recursion)."""
     deepest, stack = 0, [(data, 0)]
     while stack:
@@ -97,7 +97,7 @@ def _load(text: str, fmt: str) -> dict[str, Any]:
         raise WebConfigError("config", f"nested more than {MAX_DEPTH} levels deep") from None
     if not isinstance(data, dict):
         raise WebConfigError("config", f"must be a {fmt.upper()} table/object")
-    if _depth(data) > MAX_DEPTH:
+    if nesting_depth(data) > MAX_DEPTH:
         raise WebConfigError("config", f"nested more than {MAX_DEPTH} levels deep")
     return data
 

@@ -9,7 +9,8 @@ listing and a job's detail name them (``submitted_by``, ``aborted_by``).
 A submitted job is checked before it leaves the platform as a web config is: its code
 (``client``, ``evaluate``) must lie in an allowed package (``redfl.examples`` or the
 operator's ``allowed_packages``), and it may not name a file (``initial_parameters``): the
-job's class gives the initial model. The edge server validates the rest and its refusal
+job's class gives the initial model; and it may nest :data:`~redfl.platform.untrusted.MAX_DEPTH`
+levels at most. The edge server validates the rest and its refusal
 names the field (422).
 
 ``deployment`` (a query parameter, or a field of the body) picks one of the settings'
@@ -18,23 +19,29 @@ names the field (422).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi import status as http
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from redfl.core.imports import ImportNotAllowedError, check_import_allowed
 from redfl.platform.api.deps import RANK, Researcher, SettingsDep, StoreDep, Viewer
 from redfl.platform.api.errors import SafeJSONResponse
-from redfl.platform.api.schemas import ErrorOut
+from redfl.platform.api.schemas import (
+    EDGE_PATTERN,
+    EdgeAbortIn,
+    EdgeActionOut,
+    EdgeDeploymentOut,
+    EdgeJobIn,
+    EdgeJobsOut,
+    ErrorOut,
+)
 from redfl.platform.edge import EdgeDeployment, EdgeError
 from redfl.platform.models import EdgeAction
-from redfl.platform.settings import EDGE_NAME, Settings, SettingsError
-from redfl.platform.untrusted import WebConfigError
+from redfl.platform.settings import Settings, SettingsError
+from redfl.platform.untrusted import MAX_DEPTH, WebConfigError, nesting_depth
 from redfl.trust import BundleError
 
 router = APIRouter(tags=["edge"])
@@ -43,7 +50,7 @@ JOB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 """What an edge job's id looks like."""
 JobIdPath = Annotated[str, PathParam(pattern=JOB_ID)]
 """An edge job's id in a path."""
-DeploymentQuery = Annotated[str | None, Query(pattern=f"^{EDGE_NAME}$")]
+DeploymentQuery = Annotated[str | None, Query(pattern=EDGE_PATTERN)]
 """The name of an edge deployment; none: the first of the settings."""
 CODE_FIELDS = ("client", "evaluate")
 """The fields of a job that name code (``MODULE:NAME``) the edge imports."""
@@ -54,49 +61,6 @@ _EDGE_ERRORS: dict[int | str, dict[str, Any]] = {
     502: {"description": "The edge server refused the platform's credential, or failed"},
     503: {"description": "The edge server cannot be reached, or did not answer in time"},
 }
-
-
-class EdgeDeploymentOut(BaseModel):
-    """An edge deployment the platform operates."""
-
-    name: str
-    url: str
-
-
-class EdgeJobIn(BaseModel):
-    """A job to submit: its fields as in an edge job file (``name``, ``client``,
-    ``options``, FedBuff's and selection's fields, ...)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    deployment: str | None = Field(default=None, pattern=f"^{EDGE_NAME}$")
-    job: dict[str, Any]
-
-
-class EdgeAbortIn(BaseModel):
-    """Why a job is aborted (recorded by the edge server and the platform)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    deployment: str | None = Field(default=None, pattern=f"^{EDGE_NAME}$")
-    reason: str = Field(default="", max_length=500)
-
-
-class EdgeActionOut(BaseModel):
-    """A user's action on an edge job through the platform."""
-
-    action: str
-    user: str
-    detail: str
-    at: datetime
-
-
-class EdgeJobsOut(BaseModel):
-    """The jobs of one deployment, the oldest first (each the edge server's summary, plus
-    ``submitted_by`` and ``aborted_by``: users of the platform, or ``null``)."""
-
-    deployment: str
-    jobs: list[dict[str, Any]]
 
 
 async def edge_error(_: Request, error: Exception) -> JSONResponse:
@@ -156,6 +120,8 @@ def _with_users(job: dict[str, Any], users: dict[tuple[str, str], str]) -> dict[
 
 def _check_job(job: dict[str, Any], settings: Settings) -> None:
     """The platform's own rules for a job from the web (the module docstring's)."""
+    if nesting_depth(job) > MAX_DEPTH:
+        raise WebConfigError("job", f"nested more than {MAX_DEPTH} levels deep")
     packages = settings.client_packages
     for field in CODE_FIELDS:
         target = job.get(field)

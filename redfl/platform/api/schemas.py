@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from redfl.platform.settings import EDGE_NAME
+
 Role = Literal["admin", "researcher", "viewer"]
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "stopped"]
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
@@ -333,3 +335,50 @@ class SiteStateOut(BaseModel):
     rounds: int
     failures: int
     left: str | None
+
+
+EDGE_PATTERN = f"^{EDGE_NAME}$"
+"""The name of an edge deployment (as the settings' ``edge_deployments`` require)."""
+
+
+class EdgeDeploymentOut(BaseModel):
+    """An edge deployment the platform operates."""
+
+    name: str
+    url: str
+
+
+class EdgeJobIn(BaseModel):
+    """A job to submit: its fields as in an edge job file (``name``, ``client``,
+    ``options``, FedBuff's and selection's fields, ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deployment: str | None = Field(default=None, pattern=EDGE_PATTERN)
+    job: dict[str, Any]
+
+
+class EdgeAbortIn(BaseModel):
+    """Why a job is aborted (recorded by the edge server and the platform)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deployment: str | None = Field(default=None, pattern=EDGE_PATTERN)
+    reason: str = Field(default="", max_length=500)
+
+
+class EdgeActionOut(BaseModel):
+    """A user's action on an edge job through the platform."""
+
+    action: str
+    user: str
+    detail: str
+    at: datetime
+
+
+class EdgeJobsOut(BaseModel):
+    """The jobs of one deployment, the oldest first (each the edge server's summary, plus
+    ``submitted_by`` and ``aborted_by``: users of the platform, or ``null``)."""
+
+    deployment: str
+    jobs: list[dict[str, Any]]
