@@ -2,12 +2,13 @@
 TLS on 127.0.0.1 (:class:`edge_rig.ThreadedDeployment`) and the platform's app on a real
 HTTP server, reaching the edge server with the tree's operator bundle. Jobs are submitted,
 followed version by version, listed and aborted through the platform, which records who did
-what; its routes refuse missing, expired, forged and revoked user tokens; a revoked, wrong-kind,
-missing or unreachable edge credential is a clear error; the dashboard shows a job's
-version while it runs."""
+what; its routes refuse missing, expired, forged and revoked user tokens; a revoked, wrong-kind
+or missing operator credential, and an edge server that is down or never answers, are clear
+errors within the timeout; the dashboard shows a job's version while it runs."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -29,8 +30,10 @@ from edge_rig import SECRET, ThreadedDeployment, provision
 from fastapi import FastAPI
 from platform_app import PASSWORD, add_user, bad_tokens, bearer, make_app
 from playwright.sync_api import Page
+from typer.testing import CliRunner
 from waiting import free_port, wait_until
 
+from redfl.cli import app as cli_app
 from redfl.edge.jobs import JobSpec
 from redfl.edge.simulator import SimulatorConfig, Summary, run_simulation
 from redfl.platform.settings import Settings, SettingsError
@@ -232,7 +235,7 @@ def test_a_bad_job_is_refused_with_422_naming_the_field(rig: Rig) -> None:
     assert again.status_code == 409 and "a job named 'twice' is running" in again.json()["detail"]
 
 
-def test_a_revoked_or_unreachable_edge_credential_is_a_clear_error(
+def test_a_revoked_credential_or_a_down_or_silent_edge_server_is_a_clear_error_never_a_hang(
     rig: Rig, tmp_path: Path
 ) -> None:
     folder = rig.edge.folder
@@ -258,6 +261,18 @@ def test_a_revoked_or_unreachable_edge_credential_is_a_clear_error(
         gone = httpx.get(f"{base}/api/edge/jobs", headers=bearer(app, "vic"), timeout=30.0)
         assert time.monotonic() - start < 10.0
         assert gone.status_code == 503 and "is unreachable" in gone.json()["detail"]
+    with socket.socket() as silent:  # accepts connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        mute = edge_settings(folder, f"https://127.0.0.1:{silent.getsockname()[1]}")
+        app = make_app(tmp_path / "mute", **{**mute, "edge_timeout_seconds": 1.0})
+        add_user(app, "vic", "viewer")
+        with serve_in_thread(app) as base:
+            start = time.monotonic()
+            slow = httpx.get(f"{base}/api/edge/jobs", headers=bearer(app, "vic"), timeout=30.0)
+            assert time.monotonic() - start < 10.0
+        assert slow.status_code == 503
+        assert slow.json()["detail"].endswith("did not answer within 1 s"), slow.json()
     bare = make_app(tmp_path / "none")
     add_user(bare, "vic", "viewer")
     with serve_in_thread(bare) as base:
@@ -280,6 +295,9 @@ def test_a_wrong_kind_or_missing_credential_is_refused_naming_the_setting(
         Settings.load(tmp_path)
     assert "edge_deployments.main.credential: " in str(wrong.value)
     assert "is the credential of lcp 'lcp-1-1', not an operator's" in str(wrong.value)
+    served = CliRunner().invoke(cli_app, ["serve", "--data", str(tmp_path)])
+    assert served.exit_code == 2, served.output
+    assert served.output.count("\n") == 1 and "edge_deployments.main.credential: " in served.output
     (tmp_path / "platform.toml").write_text(
         f'[edge_deployments.main]\nurl = "http://127.0.0.1:1"\n'
         f'credential = "{tmp_path / "nowhere.json"}"\n'
