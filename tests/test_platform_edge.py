@@ -131,7 +131,9 @@ def test_a_job_submitted_through_the_platform_advances_and_is_listed(rig: Rig) -
     assert wait_until(finished, 90.0), seen
     worker.join(60)
     assert len(summaries) == 1 and len(summaries[0].acked) >= 8  # two updates per version
-    assert seen == sorted(seen) and seen[-1] == 4 and len(set(seen)) >= 2, seen
+    # followed while it ran: from version 0, through at least one between, to the last
+    assert seen == sorted(seen) and seen[0] == 0 and seen[-1] == 4, seen
+    assert {1, 2, 3} & set(seen), seen
     job = rig.call("GET", f"/api/edge/jobs/{job_id}", "vic").json()
     assert job["status"] == "succeeded"
     assert [h["version"] for h in job["history"]] == [0, 1, 2, 3, 4]
@@ -313,21 +315,32 @@ def test_a_wrong_kind_or_missing_credential_is_refused_naming_the_setting(
 
 def test_the_edge_jobs_page_shows_a_job_s_version_while_it_runs(rig: Rig, page: Page) -> None:
     errors = PageErrors(page)
-    job_id = rig.submit(step_job("plat-page"))["job_id"]
+    job_id = rig.submit(step_job("plat-page", max_model_version=6, max_model_history=6))["job_id"]
     log_in(page, rig.base, "vic", PASSWORD)
     page.click("#nav [data-nav=edge]")
     page.wait_for_selector(f"#edge-jobs-table tr[data-job='{job_id}'] td.version:text('0')")
     page.click(f"#edge-jobs-table tr[data-job='{job_id}'] a")
     page.wait_for_selector("#edge-job-card:not([hidden])")
     assert page.inner_text("#edge-job-version") == "0"
-    worker = threading.Thread(target=rig.simulate, args=("plat-page",), kwargs={"delay": 0.5})
+    worker = threading.Thread(
+        target=rig.simulate, args=("plat-page",), kwargs={"devices": 2, "delay": 1.0}
+    )
     worker.start()
-    page.wait_for_selector("#edge-versions tr[data-version='1']", timeout=60_000)
-    page.wait_for_selector("#edge-job-version:text('4')", timeout=60_000)
-    page.wait_for_selector("#edge-job-status [data-status=succeeded]", timeout=10_000)
+    shown: list[str] = []
+
+    def finished() -> bool:
+        text = page.inner_text("#edge-job-version")
+        if not shown or shown[-1] != text:
+            shown.append(text)
+        return page.locator("#edge-job-status [data-status=succeeded]").count() == 1
+
+    assert wait_until(finished, 90.0), shown
     worker.join(60)
+    # the page followed the job: version 0, at least one version between, the last
+    assert [int(v) for v in shown] == sorted(int(v) for v in shown), shown
+    assert shown[0] == "0" and shown[-1] == "6" and len(shown) >= 3, shown
     rows = page.locator("#edge-versions tbody tr").all_inner_texts()
-    assert [r.split("\t")[0] for r in rows] == ["4", "3", "2", "1", "0"]
-    assert "mean=1.000" in rows[0]
+    assert [r.split("\t")[0] for r in rows] == ["6", "5", "4", "3", "2", "1", "0"]
+    assert "mean=1.500" in rows[0]
     assert page.is_hidden("#edge-form")  # a viewer submits nothing
     assert errors.messages == []
