@@ -2,9 +2,9 @@
 TLS on 127.0.0.1 (:class:`edge_rig.ThreadedDeployment`) and the platform's app on a real
 HTTP server, reaching the edge server with the tree's operator bundle. Jobs are submitted,
 followed version by version, listed and aborted through the platform, which records who did
-what; its routes refuse missing, expired, forged and revoked user tokens; a revoked, wrong-kind
-or missing operator credential, and an edge server that is down or never answers, are clear
-errors within the timeout; the dashboard shows a job's version while it runs."""
+what; its routes refuse missing, expired, forged and revoked user tokens; a revoked, foreign,
+wrong-kind or missing operator credential, and an edge server that is down or never answers,
+are clear errors within the timeout; the dashboard shows a job's version while it runs."""
 
 from __future__ import annotations
 
@@ -255,6 +255,14 @@ def test_a_revoked_credential_or_a_down_or_silent_edge_server_is_a_clear_error_n
         detail = refused.json()["detail"]
         assert detail.startswith("edge deployment 'main' (https://127.0.0.1:")
         assert "refused the platform's credential" in detail and "revoked" in detail, detail
+    other_tree = provision(tmp_path / "other-tree")  # another CA: its operator is a stranger
+    app = make_app(tmp_path / "foreign", **edge_settings(other_tree, rig.edge.url["server"]))
+    add_user(app, "vic", "viewer")
+    with serve_in_thread(app) as base:
+        foreign = httpx.get(f"{base}/api/edge/jobs", headers=bearer(app, "vic"), timeout=30.0)
+        assert foreign.status_code == 502
+        assert "the TLS handshake failed" in foreign.json()["detail"], foreign.json()
+        assert "certificate verify failed" in foreign.json()["detail"], foreign.json()
     down = edge_settings(folder, f"https://127.0.0.1:{free_port()}")
     app = make_app(tmp_path / "down", **down)
     add_user(app, "vic", "viewer")

@@ -8,10 +8,9 @@ listing and a job's detail name them (``submitted_by``, ``aborted_by``).
 
 A submitted job is checked before it leaves the platform as a web config is: its code
 (``client``, ``evaluate``) must lie in an allowed package (``redfl.examples`` or the
-operator's ``allowed_packages``), and it may not name a file (``initial_parameters``): the
-job's class gives the initial model; and it may nest :data:`~redfl.platform.untrusted.MAX_DEPTH`
-levels at most. The edge server validates the rest and its refusal
-names the field (422).
+operator's ``allowed_packages``), it may not name a file (``initial_parameters``: the job's
+class gives the initial model), and it may nest :data:`~redfl.platform.untrusted.MAX_DEPTH`
+levels at most. The edge server validates the rest; its refusal names the field (422).
 
 ``deployment`` (a query parameter, or a field of the body) picks one of the settings'
 ``edge_deployments`` by name; without it, the first one.
