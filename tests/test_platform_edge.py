@@ -221,6 +221,11 @@ def test_a_bad_job_is_refused_with_422_naming_the_field(rig: Rig) -> None:
     assert "allowed: redfl.examples, edge_devices" in allowed.json()["detail"]
     extra = rig.call("POST", "/api/edge/jobs", "rita", {"job": step_job("y"), "spec": 1})
     assert extra.status_code == 422 and extra.json()["field"] == "body.spec"
+    big = rig.call("POST", "/api/edge/jobs", "rita", {"job": step_job("y", pad="x" * 1_100_000)})
+    assert (big.status_code, big.json()["detail"]) == (
+        413,
+        "request body over the 1000000-byte limit",
+    )
     viewer = rig.call("POST", "/api/edge/jobs", "vic", {"job": step_job("y")})
     assert viewer.status_code == 403
     assert len(rig.edge.server.listing()) == before
