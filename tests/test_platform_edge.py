@@ -242,6 +242,41 @@ def test_a_bad_job_is_refused_with_422_naming_the_field(rig: Rig) -> None:
     assert again.status_code == 409 and "a job named 'twice' is running" in again.json()["detail"]
 
 
+def test_several_named_deployments_are_listed_and_picked_by_name(rig: Rig, tmp_path: Path) -> None:
+    main = edge_settings(rig.edge.folder, rig.edge.url["server"])
+    same = main["edge_deployments"]["main"]
+    settings = {**main, "edge_deployments": {"west": same, "east": same}}
+    app = make_app(tmp_path / "two", **settings)
+    add_user(app, "rita", "researcher")
+    with serve_in_thread(app) as base:
+        headers = bearer(app, "rita")
+        listed = httpx.get(f"{base}/api/edge/deployments", headers=headers).json()
+        assert listed == [
+            {"name": "west", "url": rig.edge.url["server"]},
+            {"name": "east", "url": rig.edge.url["server"]},
+        ]
+        body = {"job": step_job("plat-east"), "deployment": "east"}
+        made = httpx.post(f"{base}/api/edge/jobs", json=body, headers=headers, timeout=30.0)
+        assert made.status_code == 201 and made.json()["deployment"] == "east", made.text
+        job_id = made.json()["job_id"]
+        for name, who in (("east", "rita"), ("west", None)):  # who did what is per deployment
+            jobs = httpx.get(
+                f"{base}/api/edge/jobs", params={"deployment": name}, headers=headers
+            ).json()
+            assert jobs["deployment"] == name
+            assert {j["job_id"]: j["submitted_by"] for j in jobs["jobs"]}[job_id] == who
+        default = httpx.get(f"{base}/api/edge/jobs", headers=headers).json()
+        assert default["deployment"] == "west"  # the first of the settings
+        ended = httpx.post(
+            f"{base}/api/edge/jobs/{job_id}/abort",
+            json={"deployment": "east"},
+            headers=headers,
+            timeout=30.0,
+        )
+        assert ended.status_code == 200 and ended.json()["status"] == "cancelled", ended.text
+        assert ended.json()["aborted_by"] == "rita"
+
+
 def test_a_revoked_credential_or_a_down_or_silent_edge_server_is_a_clear_error_never_a_hang(
     rig: Rig, tmp_path: Path
 ) -> None:
