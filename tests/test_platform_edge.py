@@ -4,10 +4,14 @@ HTTP server, reaching the edge server with the tree's operator bundle. Jobs are 
 followed version by version, listed and aborted through the platform, which records who did
 what; its routes refuse missing, expired, forged and revoked user tokens; a revoked, foreign,
 wrong-kind or missing operator credential, and an edge server that is down or never answers,
-are clear errors within the timeout; the dashboard shows a job's version while it runs."""
+are clear errors within the timeout; the dashboard shows a job's version while it runs.
+
+With ``REDFL_SCREENSHOTS=<folder>`` the edge jobs page is saved there as ``edge-jobs.png``
+(the README's picture)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -390,5 +394,12 @@ def test_the_edge_jobs_page_shows_a_job_s_version_while_it_runs(rig: Rig, page: 
     rows = page.locator("#edge-versions tbody tr").all_inner_texts()
     assert [r.split("\t")[0] for r in rows] == ["6", "5", "4", "3", "2", "1", "0"]
     assert "mean=1.500" in rows[0]
+    assert page.inner_text("#edge-job-who") == "submitted by rita"
+    row = f"#edge-jobs-table tr[data-job='{job_id}']"  # the list follows too
+    page.wait_for_selector(f"{row} td.version:text('6')", timeout=10_000)
+    page.wait_for_selector(f"{row} [data-status=succeeded]", timeout=10_000)
     assert page.is_hidden("#edge-form")  # a viewer submits nothing
     assert errors.messages == []
+    shots = os.environ.get("REDFL_SCREENSHOTS")
+    if shots:
+        page.screenshot(path=str(Path(shots) / "edge-jobs.png"), full_page=True)

@@ -1,7 +1,7 @@
 // The edge jobs page: the jobs of an edge deployment the platform operates (status, model
 // version, who submitted and aborted them), a form to submit one (researchers), an abort
-// button, and for one job (#/edge/<id>) its version and each version's metrics, read again
-// every POLL_SECONDS while the job runs and the page is shown.
+// button, and for one job (#/edge/<id>) its version and each version's metrics; all read
+// again every POLL_SECONDS while a job runs and the page is shown.
 
 import { can, request } from "./api.js";
 import { $, armedButton, badge, el, fixed, notice } from "./dom.js";
@@ -43,8 +43,7 @@ async function deployments() {
   $("#edge-none").hidden = known.length > 0;
 }
 
-async function showJobs() {
-  const listing = await request("GET", `/api/edge/jobs${query()}`);
+function drawJobs(listing) {
   const rows = listing.jobs.map((j) =>
     el(
       "tr",
@@ -76,7 +75,8 @@ function drawJob(job) {
   $("#edge-job-status").replaceChildren(badge(job.status));
   $("#edge-job-version").textContent = String(job.version);
   $("#edge-job-planned").textContent = String(job.rounds_planned);
-  $("#edge-job-who").textContent = (job.actions ?? []).map((a) => `${a.action} by ${a.user}`).join(", ");
+  const done = { submit: "submitted", abort: "aborted" };
+  $("#edge-job-who").textContent = (job.actions ?? []).map((a) => `${done[a.action] ?? a.action} by ${a.user}`).join(", ");
   const rows = (job.history ?? []).map((h) =>
     el(
       "tr",
@@ -91,16 +91,22 @@ function drawJob(job) {
   $("#edge-versions tbody").replaceChildren(...rows.reverse());
 }
 
+// One reading of the list (and of the followed job); again in POLL_SECONDS while a job of
+// the list runs, or while a reading failed.
 async function follow(mine) {
+  let listing = null;
   let job = null;
   try {
-    job = await request("GET", `/api/edge/jobs/${encodeURIComponent(mine.jobId)}${query()}`);
+    listing = await request("GET", `/api/edge/jobs${query()}`);
+    if (mine.jobId) job = await request("GET", `/api/edge/jobs/${encodeURIComponent(mine.jobId)}${query()}`);
   } catch (error) {
     if (state === mine) notice(error.message);
   }
   if (state !== mine) return;
+  if (listing !== null) drawJobs(listing);
   if (job !== null) drawJob(job);
-  if (job === null || job.status === "running") mine.timer = setTimeout(() => follow(mine), POLL_SECONDS * 1000);
+  const running = listing !== null && listing.jobs.some((j) => j.status === "running");
+  if (listing === null || (mine.jobId && job === null) || running) mine.timer = setTimeout(() => follow(mine), POLL_SECONDS * 1000);
 }
 
 /** Show the edge jobs page; with `jobId`, that job's versions too, followed live. */
@@ -114,8 +120,7 @@ export async function showEdge(jobId) {
     $("#edge-jobs-table tbody").replaceChildren();
     return;
   }
-  await showJobs();
-  if (jobId) await follow(mine);
+  await follow(mine);
 }
 
 /** Wire the submit form and the deployment picker (once). */
