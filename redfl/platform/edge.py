@@ -68,6 +68,11 @@ def _reason(reply: httpx.Response) -> str:
     return reply.reason_phrase
 
 
+def _line(error: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _tls_failure(error: BaseException) -> ssl.SSLError | None:
     """The TLS error at the root of a connection error, if it was one."""
     seen: BaseException | None = error
@@ -126,8 +131,8 @@ class EdgeDeployment:
         except httpx.HTTPError as error:
             tls = _tls_failure(error)
             if tls is not None:
-                raise EdgeError(502, f"{where}: the TLS handshake failed: {tls}") from None
-            raise EdgeError(503, f"{where} is unreachable: {error}") from None
+                raise EdgeError(502, f"{where}: the TLS handshake failed: {_line(tls)}") from None
+            raise EdgeError(503, f"{where} is unreachable: {_line(error)}") from None
         if reply.status_code < 400:
             return reply.json()
         reason = _reason(reply)
