@@ -134,7 +134,10 @@ class EdgeDeployment:
                 raise EdgeError(502, f"{where}: the TLS handshake failed: {_line(tls)}") from None
             raise EdgeError(503, f"{where} is unreachable: {_line(error)}") from None
         if reply.status_code < 400:
-            return reply.json()
+            try:
+                return reply.json()
+            except ValueError:
+                raise EdgeError(502, f"{where} answered {reply.status_code} without JSON") from None
         reason = _reason(reply)
         status = reply.status_code
         if status in (401, 403):
