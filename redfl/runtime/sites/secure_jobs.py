@@ -167,7 +167,9 @@ class StageJob(Job[Any]):
         self.check(reply, StageResponse)
         reply = cast(StageResponse, reply)
         if reply.kind != self.kind:
-            raise WireError(f"a {reply.kind} reply does not answer the {self.kind} job {self.id}")
+            raise WireError(
+                f"a reply of kind {reply.kind} does not answer the {self.kind} job {self.id}"
+            )
         if not reply.ok:
             return self._failed(reply.reason or "(no reason)")
         answer = reply.answer
@@ -177,7 +179,7 @@ class StageJob(Job[Any]):
             return StageReply({self.client: self._revealed(answer)})
         if isinstance(answer, np.ndarray):
             return MaskedReply(MaskedSum(self.round, (self.client,), self._masked(answer)))
-        raise WireError(f"a {self.kind} reply without its answer")
+        raise WireError(f"a reply of kind {self.kind} without its answer")
 
     def _bundle(self, answer: ShareBundle) -> ShareBundle:
         """The client's shares, each for a neighbour with keys, at most one each."""

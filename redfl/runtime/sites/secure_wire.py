@@ -303,13 +303,13 @@ def read_secure_task(body: bytes) -> SecureTask:
     given = {name for name in _OPTIONAL if getattr(model, name) is not None}
     if given != _FIELDS[model.kind]:
         raise WireError(
-            f"malformed secure task: a {model.kind} task has {sorted(_FIELDS[model.kind])}, "
-            f"got {sorted(given)}"
+            f"malformed secure task: a task of kind {model.kind} has "
+            f"{sorted(_FIELDS[model.kind])}, got {sorted(given)}"
         )
     if model.kind == "secure_fit":
         return _secure_fit(model, arrays)
     if arrays:
-        raise WireError(f"malformed secure task: a {model.kind} task has no arrays")
+        raise WireError(f"malformed secure task: a task of kind {model.kind} has no arrays")
     rnd, client = model.round, model.client
     message: StageMessage
     if model.kind == "share_keys":
@@ -554,11 +554,11 @@ def read_secure_reply(body: bytes) -> SecureReply:
         return StageResponse(model.kind, model.job, False, reason=model.reason)
     if model.reason is not None or given != _REPLY_FIELDS[model.kind]:
         raise WireError(
-            f"malformed secure reply: a {model.kind} success has "
+            f"malformed secure reply: a success of kind {model.kind} has "
             f"{sorted(_REPLY_FIELDS[model.kind])} and no reason, got {sorted(given)}"
         )
     if model.kind != "mask_inputs" and arrays:
-        raise WireError(f"malformed secure reply: a {model.kind} reply has no arrays")
+        raise WireError(f"malformed secure reply: a reply of kind {model.kind} has no arrays")
     if model.kind == "secure_fit":
         return SecureFitReply(
             model.job,
