@@ -209,6 +209,22 @@ def test_a_site_that_stops_answering_a_stage_drops_after_stage_timeout(tmp_path:
     )
 
 
+def test_distributed_noise_at_sites_gives_the_sum_its_noise_and_an_epsilon(tmp_path: Path) -> None:
+    outcome, _ = jitter_run(tmp_path, noise_multiplier=0.5, l2_clip=1.0, honest_clients=2)
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.result is not None and outcome.result.parameters is not None
+    record = outcome.result.history[0]
+    assert 0 < record.metrics["epsilon"] < float("inf")
+    # With noise every site weighs 1: the sum is 4 x the model. Each site adds the noise
+    # that makes any 2 honest sites' noise reach noise_multiplier x l2_clip = 0.5, so the
+    # four together add a standard deviation of 0.5 x sqrt(2) (the updates' norms are
+    # below l2_clip: nothing is clipped).
+    updates = [np.load(tmp_path / name / "update-1.npz")["w"] for name in FOUR]
+    noise = 4 * outcome.result.parameters["w"].astype(np.float64) - np.sum(updates, axis=0)
+    assert abs(float(noise.mean())) < 0.05
+    assert 0.66 < float(noise.std()) < 0.75
+
+
 def test_losing_more_sites_than_the_threshold_allows_fails_the_round_clearly(
     tmp_path: Path,
 ) -> None:
