@@ -13,6 +13,12 @@ with the star runner a simulated worker uses, and then:
 - the main thread runs each task through the host (fit or evaluate, only for its own
   node) and posts the client's answer, printing one line per task.
 
+Under secure aggregation the tasks are the four stages of a SecAgg+ round
+(:mod:`redfl.runtime.sites.secure_wire`): :func:`secure_step` runs them with the secure
+aggregation runner a simulated worker uses, in the site's host, so the client's update, its
+private keys and seeds stay in this process between the stages, and the replies hold only
+public keys, encrypted shares, the masked vector and the shares the server may see.
+
 A network loss or a server restart is retried with backoff (at most :data:`BACKOFF_MAX_S`
 seconds apart, each wait cut by a random part of up to a half so that many sites do not
 come back at the same instant) until the server answers again; a session the server no
@@ -298,13 +304,13 @@ class SiteAgent:
     def _execute(self, session: _Session, task: Task | SecureTask) -> Reply | SecureReply:
         """Run ``task`` on the site's client; one line about it."""
         welcome, started = session.welcome, time.perf_counter()
+        rnd = task.instructions.round if isinstance(task, Task) else task.round
         if task.node_id != welcome.node_id:
             reason = f"this site runs {welcome.node_id!r} only, not {task.node_id!r}"
-            self.echo(f"site {self.name}: refused a task: {reason}")
+            self.echo(f"site {self.name}: round {rnd}: refused a task: {reason}")
             return failed_reply(task, reason)
         if not isinstance(task, Task):
             return self._secure(session, task)
-        rnd = task.instructions.round
         node_ids = [welcome.node_id]
         if task.kind == "fit":
             request = FitSegments(task.parameters, [node_ids], task.instructions, fold=False)
