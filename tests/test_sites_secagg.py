@@ -1,8 +1,11 @@
 """Secure aggregation at sites: real ``redfl site run`` processes over mutual TLS on
 127.0.0.1. The same config gives the same model at sites as on Ray and in-process; a site
-killed before or after masking leaves the sum of the others (or of all, once its input is
-in); what the server receives for a site's update is masked; losing more sites than the
-threshold allows fails the round with the protocol's reason."""
+killed before or after masking, or that stops answering a stage, leaves the plain sum of the
+inputs that arrived; distributed noise reaches the sum; what the server receives for a
+site's update is masked and the server process makes no protocol client; losing more sites
+than the threshold allows fails the round with the protocol's reason. Without site
+processes: a site that joins again mid-round drops, the server checks answers against the
+round's public parameters, and malformed frames are refused with the reason."""
 
 from __future__ import annotations
 
@@ -315,9 +318,15 @@ def test_a_site_that_joins_again_mid_round_has_lost_its_state_and_drops(tmp_path
         refused = StageResponse("share_keys", stage.job, False, reason="out of memory")
         assert site.reply(stage.job, secure_reply_frame(refused)).status_code == 200
         assert shared.handle.result(10).failed == {0: "out of memory"}
+        # A masked input's reply may be its vector (5 + 1 entries of 8 bytes) and a little.
+        masked = backend.call(0, MaskInputs(1, {0: RoutedShares(1, 0, ())}))
+        stage = read_secure_task(site.poll().content)
+        assert site.reply(stage.job, bytes(10_000)).status_code == 413
+        reason = masked.handle.result(10).failed[0]
+        assert reason == "the site's reply has 10000 bytes, more than the 4144 allowed"
         # A new session (the lease of the last one ran out): its state is gone.
         assert wait_until(lambda: site.join().status_code == 200, 30)
-        again = backend.call(0, MaskInputs(1, {0: RoutedShares(1, 0, ())}))
+        again = backend.call(0, Unmask(1, {0: UnmaskRequest(1, 0, frozenset(), frozenset(), 2)}))
         reason = again.handle.result(10).failed[0]
         assert "site 'a' joined again since it advertised its keys" in reason
     finally:
