@@ -19,7 +19,9 @@ Then (100, 10k) with 10 % of the clients dropping after masking (silent at unmas
 their inputs are in the sum, the server rebuilds nothing more), against the same plain
 model. Prints the load average before and after.
 
-Run: ``python bench/secagg.py`` (``--no-flower`` for redfl alone).
+Run: ``python bench/secagg.py`` (``--no-flower`` for redfl alone). ``--sites 10``
+measures instead one row at sites: 10 site processes (``redfl site run``, jitter clients of
+10,000 parameters, mutual TLS on 127.0.0.1), the plain and the secure round.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import statistics
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from common import machine
@@ -48,6 +51,7 @@ from redfl.privacy.secagg import STAGES, SecureAggregationConfig
 from redfl.schemas.callbacks import Callback
 
 ROOT = Path(__file__).resolve().parent.parent
+JITTER = "redfl.examples.echo:JitterClient"
 FLOWER_PYTHON = ROOT / ".bench" / "flower-venv" / "bin" / "python"
 CASES = [(20, 10_000), (50, 10_000), (100, 10_000), (50, 100_000)]
 SPEEDUP_TARGET = 10.0
@@ -55,9 +59,11 @@ OVERHEAD_TARGET = 3.0
 OVERHEAD_CASE = (100, 10_000)
 
 
-def federation(clients: int, size: int, secure: int, runtime: str = "ray") -> StarFederation:
+def federation(
+    clients: int, size: int, secure: int, runtime: str = "ray", **settings: Any
+) -> StarFederation:
     """The bench's star: every client every round; ``secure``: the bits of the secure
-    ring (0: plain rounds)."""
+    ring (0: plain rounds); ``settings``: more of the federation's (client ids, sites)."""
     return StarFederation(
         JitterClient,
         clients,
@@ -67,6 +73,7 @@ def federation(clients: int, size: int, secure: int, runtime: str = "ray") -> St
         secure_aggregation=SecureAggregationConfig(modulus_bits=secure) if secure else None,
         seed=0,
         runtime=runtime,
+        **settings,
     )
 
 
@@ -128,6 +135,39 @@ def flower_round(
         return float(report["round_seconds"]), np.load(out)
 
 
+def sites_row(count: int, rounds: int, bits: int) -> None:
+    """``count`` site processes (``redfl site run``, jitter clients of ``SIZE`` parameters,
+    mutual TLS on 127.0.0.1): the median plain and secure rounds, the secure one's
+    overhead and its largest difference from the plain model."""
+    from sites import SIZE, provision, site_process, table
+
+    names = [f"site-{i:02d}" for i in range(count)]
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        home, port = provision(folder, names)
+        sites = [site_process(folder, n, client=JITTER) for n in names]
+        try:
+            rounds_ms, models = [], []
+            for secure in (0, bits):
+                settings = {"client_ids": names, "sites": table(home, port, names)}
+                with federation(count, SIZE, secure, "sites", **settings) as fed:
+                    result = fed.train(rounds)
+                assert result.parameters is not None
+                seconds = [r.seconds for r in result.history[1:]]
+                rounds_ms.append(statistics.median(seconds) * 1e3)
+                models.append(result.parameters["w"])
+        finally:
+            for site in sites:
+                site.kill()
+    diff = float(np.abs(models[1] - models[0]).max())
+    print(
+        f"{count} sites x {SIZE:,} (site processes, mutual TLS): plain {rounds_ms[0]:.1f} ms, "
+        f"secure {rounds_ms[1]:.1f} ms a round ({rounds_ms[1] / rounds_ms[0]:.2f}x), "
+        f"max|d| from plain FedAvg {diff:.2e}; {load()}",
+        flush=True,
+    )
+
+
 def load() -> str:
     """The load average, one line."""
     one, five, fifteen = os.getloadavg()
@@ -143,7 +183,15 @@ def main() -> None:
     parser.add_argument(
         "--modulus-bits", type=int, choices=[32, 64], default=64, help="the secure ring"
     )
+    parser.add_argument(
+        "--sites", type=int, default=0, help="only the row of this many site processes"
+    )
     args = parser.parse_args()
+    if args.sites:
+        print(machine())
+        print(load())
+        sites_row(args.sites, args.rounds, args.modulus_bits)
+        return
     if not args.no_flower and not FLOWER_PYTHON.exists():
         raise SystemExit("no Flower environment: run python bench/vs_flower.py --setup first")
     import ray

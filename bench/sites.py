@@ -84,9 +84,12 @@ def table(home: TrustHome, port: int, names: list[str]) -> SitesConfig:
     return SitesConfig(home=str(home.path), listen=listen, expected=names, join_timeout=600)
 
 
-def site_process(folder: Path, name: str, stay: bool = True) -> subprocess.Popen[bytes]:
+def site_process(
+    folder: Path, name: str, stay: bool = True, client: str = ECHO
+) -> subprocess.Popen[bytes]:
+    """``redfl site run`` of ``client`` (``SIZE`` parameters) for site ``name``."""
     (folder / name / "options.toml").write_text(f"size = {SIZE}\n")
-    command = [sys.executable, "-m", "redfl.cli", "site", "run", "--client", ECHO]
+    command = [sys.executable, "-m", "redfl.cli", "site", "run", "--client", client]
     command += ["--credentials", str(folder / name / "credentials.json")]
     command += ["--options", str(folder / name / "options.toml"), "--workdir", str(folder / name)]
     if stay:

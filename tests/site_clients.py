@@ -1,5 +1,6 @@
 """Clients for site processes in tests: each marks the start of a fit in its folder
-(``started-<round>``, so a test can act in the middle of a round) and pauses."""
+(``started-<round>``, so a test can act in the middle of a round) and pauses, or records
+its plain update there (to check that the server never saw it)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from redfl import Client
 from redfl.core.arrays import Parameters
 from redfl.core.instructions import Instructions
 from redfl.examples.digits_files import FileDigitsClient, FileDigitsOptions
-from redfl.examples.echo import EchoClient, EchoOptions
+from redfl.examples.echo import EchoClient, EchoOptions, JitterClient
 
 
 class Pausing(Client):
@@ -56,3 +59,13 @@ class PausingDigits(Pausing, FileDigitsClient):
     def __init__(self, pause: float = 0.0, **options: Any) -> None:
         super().__init__(**options)
         self.pause = pause
+
+
+class RecordingJitter(JitterClient):
+    """:class:`JitterClient` that writes each fit's plain result to ``update-<round>.npz``
+    in the working folder (``w`` and ``examples``): what the server must never see."""
+
+    def fit(self, parameters: Parameters, config: Instructions) -> Any:
+        new, examples, metrics = super().fit(parameters, config)
+        np.savez(f"update-{config.round}.npz", w=new["w"], examples=examples)
+        return new, examples, metrics

@@ -4,6 +4,7 @@ protocol by hand (to misbehave on purpose)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import ssl
@@ -19,7 +20,9 @@ from typing import Any
 import httpx
 from waiting import free_port, wait_until
 
+from redfl.examples.digits_files import write_site_data
 from redfl.examples.echo import EchoClient
+from redfl.run.api import RunOutcome
 from redfl.runtime.plan import make_plan
 from redfl.runtime.resources import ResourcesConfig
 from redfl.runtime.sites.admin import issue_site
@@ -31,6 +34,62 @@ from redfl.trust.files import PRIVATE, write_atomic
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
+
+
+NAMES = ["hospital-a", "hospital-b", "clinic-c"]
+DIGITS = "redfl.examples.digits_files:FileDigitsClient"
+
+
+@dataclass
+class Deployment:
+    """A federation home, the sites' folders (credentials, data) and a port."""
+
+    folder: Path
+    home: TrustHome
+    port: int
+    names: Sequence[str] = tuple(NAMES)
+
+    def config(self, client: str, options: dict[str, Any], **federation: Any) -> dict[str, Any]:
+        return {
+            "federation": {"name": "sites", "runtime": "sites", "rounds": 3, **federation},
+            "client": {"target": client, "num_clients": len(self.names), "options": options},
+            "strategy": {"name": "fedavg", "fraction_evaluate": 1.0},
+            "sites": {
+                "home": str(self.home.path),
+                "listen": f"127.0.0.1:{self.port}",
+                "expected": list(self.names),
+                "join_timeout": 120,
+            },
+        }
+
+    def options_file(self, name: str, **options: Any) -> Path:
+        path = self.folder / name / "options.toml"
+        path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in options.items()))
+        return path
+
+
+def deploy(folder: Path, names: Sequence[str] = tuple(NAMES)) -> Deployment:
+    """A federation home, and a credential and a digits data file for each site of
+    ``names``."""
+    home = TrustHome.init(folder / "fed-home")
+    port = free_port()
+    for name in names:
+        credential(home, name, port, folder / name / "credentials.json")
+    write_site_data(folder, list(names))
+    return Deployment(folder, home, port, tuple(names))
+
+
+def parameters(outcome: RunOutcome) -> dict[str, bytes]:
+    """A successful run's model, as bytes by name."""
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.result is not None and outcome.result.parameters is not None
+    return {k: v.tobytes() for k, v in outcome.result.parameters.items()}
+
+
+def events(run_folder: Path) -> list[dict[str, Any]]:
+    """A run folder's events."""
+    lines = (run_folder / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
 
 
 def url(port: int) -> str:

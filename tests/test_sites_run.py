@@ -14,70 +14,29 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-from sites_rig import ROOT, TESTS, SiteProcess, credential, start_sites
-from waiting import free_port, wait_until
+from sites_rig import (
+    DIGITS,
+    NAMES,
+    ROOT,
+    TESTS,
+    Deployment,
+    SiteProcess,
+    deploy,
+    events,
+    parameters,
+    start_sites,
+)
+from waiting import wait_until
 
 from redfl.examples.digits_files import write_site_data
 from redfl.run.api import RunOutcome, run
 from redfl.run.site_states import site_states
-from redfl.trust import TrustHome
-
-NAMES = ["hospital-a", "hospital-b", "clinic-c"]
-DIGITS = "redfl.examples.digits_files:FileDigitsClient"
-
-
-@dataclass
-class Deployment:
-    """A federation home, three sites' folders (credentials, data) and a port."""
-
-    folder: Path
-    home: TrustHome
-    port: int
-
-    def config(self, client: str, options: dict[str, Any], **federation: Any) -> dict[str, Any]:
-        return {
-            "federation": {"name": "sites", "runtime": "sites", "rounds": 3, **federation},
-            "client": {"target": client, "num_clients": 3, "options": options},
-            "strategy": {"name": "fedavg", "fraction_evaluate": 1.0},
-            "sites": {
-                "home": str(self.home.path),
-                "listen": f"127.0.0.1:{self.port}",
-                "expected": NAMES,
-                "join_timeout": 120,
-            },
-        }
-
-    def options_file(self, name: str, **options: Any) -> Path:
-        path = self.folder / name / "options.toml"
-        path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in options.items()))
-        return path
-
-
-def deploy(folder: Path) -> Deployment:
-    home = TrustHome.init(folder / "fed-home")
-    port = free_port()
-    for name in NAMES:
-        credential(home, name, port, folder / name / "credentials.json")
-    write_site_data(folder, NAMES)
-    return Deployment(folder, home, port)
-
-
-def parameters(outcome: RunOutcome) -> dict[str, bytes]:
-    assert outcome.status == "succeeded", outcome.error
-    assert outcome.result is not None and outcome.result.parameters is not None
-    return {k: v.tobytes() for k, v in outcome.result.parameters.items()}
-
-
-def events(run_folder: Path) -> list[dict[str, Any]]:
-    lines = (run_folder / "events.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
 
 
 # -- the same bits at sites, on Ray and in-process ----------------------------------------

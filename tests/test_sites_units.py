@@ -381,15 +381,22 @@ def sites_config(**changes: Any) -> dict[str, Any]:
         ({"sites": {"listen": "0.0.0.0"}}, "sites.listen: must be host:port"),
         ({"sites": {"listen": "h:70000"}}, "sites.listen: must be host:port"),
         ({"sites": {"join_timeout": 0}}, "sites.join_timeout: Input should be greater than 0"),
-        (
-            {"federation": {"runtime": "sites"}, "sites": {"home": "h"}, "secure_aggregation": {}},
-            "secure_aggregation: runtime 'sites' sends sites fit and evaluate tasks only",
-        ),
     ],
 )
 def test_a_bad_sites_table_names_the_field(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config(sites_config(**changes))
+
+
+def test_secure_aggregation_at_sites_parses_and_still_refuses_rules_needing_every_update() -> None:
+    at_sites = {"federation": {"runtime": "sites"}, "sites": {"home": "h"}}
+    config = parse_config(sites_config(**at_sites, secure_aggregation={}))
+    assert config.secure_aggregation is not None and config.federation.runtime == "sites"
+    median = parse_config(
+        sites_config(**at_sites, secure_aggregation={}, strategy={"name": "fedmedian"})
+    )
+    with pytest.raises(ValueError, match="the strategy FedMedian needs every client's update"):
+        federation_from_config(median)
 
 
 def test_the_sites_are_the_clients_node_ids_one_worker_each_in_every_runtime() -> None:

@@ -196,11 +196,6 @@ class FederationConfig(Strict):
                 "runtime 'sites' needs a [sites] table with home (the federation home of "
                 "'redfl sites init'), listen and expected"
             )
-        if self.federation.runtime == "sites" and self.secure_aggregation is not None:
-            raise ValueError(
-                "secure_aggregation: runtime 'sites' sends sites fit and evaluate tasks only; "
-                "secure aggregation runs on the ray and local runtimes"
-            )
         if sites is None:
             return self
         count = len(sites.expected)

@@ -13,6 +13,12 @@ with the star runner a simulated worker uses, and then:
 - the main thread runs each task through the host (fit or evaluate, only for its own
   node) and posts the client's answer, printing one line per task.
 
+Under secure aggregation the tasks are the four stages of a SecAgg+ round
+(:mod:`redfl.runtime.sites.secure_wire`): :func:`secure_step` runs them with the secure
+aggregation runner a simulated worker uses, in the site's host, so the client's update, its
+private keys and seeds stay in this process between the stages, and the replies hold only
+public keys, encrypted shares, the masked vector and the shares the server may see.
+
 A network loss or a server restart is retried with backoff (at most :data:`BACKOFF_MAX_S`
 seconds apart, each wait cut by a random part of up to a half so that many sites do not
 come back at the same instant) until the server answers again; a session the server no
@@ -35,15 +41,35 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from pydantic import BaseModel
 
 from redfl.core.config import node_options
 from redfl.core.imports import resolve
+from redfl.privacy.secagg import NeighbourKeys, RoutedShares, layout_of
 from redfl.runtime.host import Host
+from redfl.runtime.secagg_runner import (
+    MaskedReply,
+    MaskInputs,
+    SecureFit,
+    SecureFitBatch,
+    ShareKeys,
+    StageReply,
+    Unmask,
+)
 from redfl.runtime.sites.admin import SERVER_URL
+from redfl.runtime.sites.secure_wire import (
+    SecureFitReply,
+    SecureFitTask,
+    SecureReply,
+    SecureTask,
+    StageResponse,
+    any_reply_frame,
+    failed_reply,
+    read_any_task,
+)
 from redfl.runtime.sites.wire import (
     VERSION,
     EvaluateReply,
@@ -52,9 +78,7 @@ from redfl.runtime.sites.wire import (
     Task,
     Welcome,
     WireError,
-    read_task,
     read_welcome,
-    reply_frame,
 )
 from redfl.runtime.star_runner import EvaluateClients, FitSegments, describe
 from redfl.runtime.topology_manager import TopologyManager
@@ -88,7 +112,7 @@ class _Session:
 
     welcome: Welcome
     host: Host
-    tasks: queue.Queue[Task | None]
+    tasks: queue.Queue[Task | SecureTask | None]
     have: set[str]
     lock: threading.Lock
     ended: str | None = None
@@ -258,7 +282,7 @@ class SiteAgent:
                 status = response.status_code
                 if status == 200:
                     try:
-                        task = read_task(response.content)
+                        task = read_any_task(response.content)
                     except WireError as error:
                         self._wait(f"the server sent a malformed task: {error}")
                         continue
@@ -277,16 +301,16 @@ class SiteAgent:
             session.ended = session.ended or ended or "the site stopped"
         session.tasks.put(None)
 
-    def _execute(self, session: _Session, task: Task) -> Reply:
+    def _execute(self, session: _Session, task: Task | SecureTask) -> Reply | SecureReply:
         """Run ``task`` on the site's client; one line about it."""
         welcome, started = session.welcome, time.perf_counter()
-        rnd = task.instructions.round
+        rnd = task.instructions.round if isinstance(task, Task) else task.round
         if task.node_id != welcome.node_id:
             reason = f"this site runs {welcome.node_id!r} only, not {task.node_id!r}"
             self.echo(f"site {self.name}: round {rnd}: refused a task: {reason}")
-            if task.kind == "fit":
-                return FitReply(task.job, False, reason=reason)
-            return EvaluateReply(task.job, False, reason=reason)
+            return failed_reply(task, reason)
+        if not isinstance(task, Task):
+            return self._secure(session, task)
         node_ids = [welcome.node_id]
         if task.kind == "fit":
             request = FitSegments(task.parameters, [node_ids], task.instructions, fold=False)
@@ -318,16 +342,33 @@ class SiteAgent:
         self.echo(f"site {self.name}: round {rnd}: evaluate failed: {reason}")
         return EvaluateReply(task.job, False, reason=reason)
 
-    def _send(self, http: httpx.Client, session: _Session, reply: Reply) -> None:
+    def _secure(self, session: _Session, task: SecureTask) -> Reply | SecureReply:
+        """Run a secure round's stage with the site's secure aggregation runner, which keeps
+        the client's update, private keys and seeds here between the stages; the reply
+        holds only what the server may see. One line about it."""
+        started, node_id = time.perf_counter(), session.welcome.node_id
+        what = "secure fit" if isinstance(task, SecureFitTask) else task.kind.replace("_", " ")
+        reply: Reply | SecureReply
+        try:
+            reply = secure_step(session.host, node_id, task)
+        except Exception as error:  # as on a worker: the client's failure, never the site's
+            reply = failed_reply(task, f"secure aggregation: {describe(error)}")
+        seconds = time.perf_counter() - started
+        if reply.ok:
+            self.echo(f"site {self.name}: round {task.round}: {what} ({seconds:.2f} s)")
+        else:
+            self.echo(f"site {self.name}: round {task.round}: {what} failed: {reply.reason}")
+        return reply
+
+    def _send(self, http: httpx.Client, session: _Session, reply: Reply | SecureReply) -> None:
         """Post ``reply`` until the server has it, refuses it or the session ends (an update
         that cannot travel, an array of complex numbers say, is sent as the failure)."""
         try:
-            body = reply_frame(reply)
+            body = any_reply_frame(reply)
         except WireError as error:
             reason = f"the client's answer cannot be sent: {error}"
             self.echo(f"site {self.name}: {reason}")
-            kind = FitReply if isinstance(reply, FitReply) else EvaluateReply
-            body = reply_frame(kind(reply.job, False, reason=reason))
+            body = any_reply_frame(failed_reply(reply, reason))
         headers = {"x-redfl-session": session.welcome.session, "x-redfl-job": reply.job}
         try:
             while session.ended is None and not self.stop.is_set():
@@ -374,6 +415,61 @@ class SiteAgent:
             self._outage = why
         self.stop.wait(self._backoff * self._jitter.uniform(0.5, 1.0))  # no herd of retries
         self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+
+
+def secure_step(host: Host, node_id: str, task: SecureTask) -> SecureReply:
+    """Answer a secure round's task for client ``node_id`` with ``host``'s secure
+    aggregation runner (the one a simulated worker uses): the fit rebuilds the round's
+    public parameters from the task, fits, keeps the update and advertises the keys; each
+    later stage uses what the runner kept.
+
+    Raises
+    ------
+    ValueError
+        If the round's public parameters cannot be rebuilt (settings that do not fit).
+    """
+    if isinstance(task, SecureFitTask):
+        layout = layout_of(task.parameters)
+        config = task.table.round_config(task.clients, layout, task.round, task.seed)
+        request = SecureFit(
+            task.parameters,
+            [[node_id]],
+            task.instructions,
+            False,
+            task.policy,
+            secagg=config,
+            table=task.table,
+            ids={node_id: task.client},
+        )
+        batch = cast(SecureFitBatch, host.handle(request))
+        if not batch.adverts:
+            reason = batch.failures[0].reason if batch.failures else "(no reason)"
+            return SecureFitReply(task.job, False, reason=reason)
+        advert = batch.adverts[0]
+        return SecureFitReply(
+            task.job,
+            True,
+            dict(batch.metric_sums),
+            dict(batch.metric_examples),
+            dict(batch.stats),
+            advert.cipher_key,
+            advert.mask_key,
+        )
+    client, message = task.client, task.message
+    reply: StageReply[Any] | MaskedReply
+    if isinstance(message, NeighbourKeys):
+        reply = host.handle(ShareKeys(task.round, {client: message}))
+    elif isinstance(message, RoutedShares):
+        reply = host.handle(MaskInputs(task.round, {client: message}))
+    else:
+        reply = host.handle(Unmask(task.round, {client: message}))
+    if client in reply.failed:
+        return StageResponse(task.kind, task.job, False, reason=reply.failed[client])
+    if isinstance(reply, MaskedReply):
+        if reply.masked is None:
+            return StageResponse(task.kind, task.job, False, reason="(no masked input)")
+        return StageResponse(task.kind, task.job, True, reply.masked.vector)
+    return StageResponse(task.kind, task.job, True, reply.messages[client])
 
 
 def _refusal(error: BaseException) -> str | None:

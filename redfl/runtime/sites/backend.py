@@ -10,6 +10,14 @@ uses and posts its client's answer, which the server checks and folds as the run
 exact resume and the run folder work unchanged, and a site's results are the bits a
 simulated client of the same config gives.
 
+Under ``[secure_aggregation]`` the four stages of a round travel the same way
+(:mod:`redfl.runtime.sites.secure_jobs`): ``SecureFit``, ``ShareKeys``, ``MaskInputs`` and
+``Unmask`` become tasks for the site, which keeps its client's update, private keys and
+seeds between them and answers with public keys, ciphertexts, its masked vector and the
+shares it may reveal. The server process never holds a site's update or private key. A site
+that joins again during a secure round has lost its protocol state: it fails the round's
+remaining stages (a dropout, as one that left).
+
 What the driver asks a worker about itself is answered here: a probe names the client of
 the site's oldest job and how long ago it was queued (so ``client_timeout`` applies to a
 site that stopped answering as to a stuck worker), ``kill`` abandons the site's jobs (their
@@ -34,17 +42,20 @@ import numpy as np
 from redfl.core.arrays import copy_parameters
 from redfl.core.events import Event
 from redfl.core.result import FederationError
+from redfl.privacy.secagg import SecAggConfig
 from redfl.runtime.backend import Backend, Plan
 from redfl.runtime.host import Close, Connect, Probe, Stats, StopNodes
 from redfl.runtime.local import outcome
 from redfl.runtime.protocol import Outcome, Pending, R, Request
 from redfl.runtime.replies import WorkerProbe
 from redfl.runtime.resources import ResourcesConfig
+from redfl.runtime.secagg_runner import MaskInputs, SecureFit, ShareKeys, Unmask
 from redfl.runtime.sites.admin import open_home
 from redfl.runtime.sites.config import SitesConfig
 from redfl.runtime.sites.jobs import EvaluateJob, FitJob, Job
 from redfl.runtime.sites.listener import Listener
 from redfl.runtime.sites.roster import Roster, RunInfo, Session, SiteState
+from redfl.runtime.sites.secure_jobs import SecureFitJob, StageJob, StageRequest
 from redfl.runtime.sites.service import Peers, SiteService
 from redfl.runtime.sites.wire import Broadcast
 from redfl.runtime.star_runner import (
@@ -94,6 +105,10 @@ class SitesBackend(Backend):
         self._prefix = secrets.token_hex(4)
         self._settled = threading.Condition()
         self._replies = 0
+        self._round = -1
+        self._config: SecAggConfig | None = None
+        self._secure: dict[int, int] = {}
+        """Site -> its session when it advertised its keys in the current secure round."""
 
     # -- the plan ------------------------------------------------------------------------
     @property
@@ -214,6 +229,12 @@ class SitesBackend(Backend):
         roster = self._require()
         future: Future[Any] = Future()
         try:
+            if isinstance(request, SecureFit | ShareKeys | MaskInputs | Unmask):
+                job = self._secure_job(roster, worker, request)
+                job.future.add_done_callback(self._settle)
+                if not job.done:
+                    roster.submit(job)
+                return cast(Pending[R], Pending(job.future))
             if isinstance(request, FitSegments | EvaluateClients):
                 job = self._job(worker, request)
                 job.future.add_done_callback(self._settle)
@@ -237,6 +258,42 @@ class SitesBackend(Backend):
         if list(request.node_ids) != [name]:
             raise ValueError(f"site {name!r} runs its own client only, not {request.node_ids}")
         return EvaluateJob(job_id, worker, shared, request.instructions, name)
+
+    def _secure_job(
+        self, roster: Roster, worker: int, request: SecureFit | StageRequest
+    ) -> Job[Any]:
+        """The job of a secure round's stage for site ``worker``.
+
+        The round's public parameters are kept from its fit, to check the later answers;
+        a site whose session is not the one it advertised its keys in (it left and joined
+        again, and so lost its protocol state) fails the later stages at once.
+        """
+        name = self.table.expected[worker]
+        job_id = f"{self._prefix}-{next(self._ids)}"
+        session = roster.probe(worker)[0]
+        if isinstance(request, SecureFit):
+            if [list(s) for s in request.segments] != [[name]] or request.guests:
+                raise ValueError(f"site {name!r} runs its own client only, not {request.segments}")
+            if request.secagg is None:
+                raise ValueError("SecureFit needs the round's secagg config")
+            parameters = request.parameters
+            shared = parameters if isinstance(parameters, Broadcast) else Broadcast(parameters)
+            if self._round != request.secagg.round:
+                self._secure = {}
+            self._secure[worker] = session
+            self._round, self._config = request.secagg.round, request.secagg
+            instructions = client_instructions(request, name)
+            return SecureFitJob(job_id, worker, request, shared, instructions, name)
+        config = self._config
+        if config is None or request.round != self._round:
+            raise ValueError(f"no secure round {request.round} was started at the sites")
+        job = StageJob(job_id, worker, name, request, config)
+        if self._secure.get(worker) != session:
+            job.fail(
+                f"site {name!r} joined again since it advertised its keys: its protocol "
+                "state of the round is lost"
+            )
+        return job
 
     def _answer(self, roster: Roster, worker: int, request: Request[Any]) -> Any:
         """The reply to a request about the site itself (never sent to it)."""

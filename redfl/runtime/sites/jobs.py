@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from redfl.algorithms.updates import UpdatePolicy
 from redfl.core.arrays import Parameters
@@ -26,7 +26,6 @@ from redfl.runtime.sites.wire import (
     Broadcast,
     EvaluateReply,
     FitReply,
-    Kind,
     Task,
     WireError,
     read_reply,
@@ -47,7 +46,7 @@ EVALUATE_REPLY_BYTES = 1 << 20
 FIT_SLACK_BYTES = 1 << 20
 """A fit reply may be twice the global parameters' size plus this."""
 
-B = TypeVar("B", FitBatch, EvaluateBatch)
+B = TypeVar("B")
 
 
 class Job(Generic[B]):
@@ -59,22 +58,26 @@ class Job(Generic[B]):
         Unique in the run; the site answers under it.
     worker:
         The site's index.
-    task:
-        What the site is asked (its frame is made here, once).
-    shared:
-        The round's parameters with their blob (shared by the round's frames).
+    node_id:
+        The site's client.
+    rnd:
+        The round.
+    chunks:
+        The task's frame, made once.
     limit:
         The most bytes the site's reply may have.
     """
 
-    kind: Kind
+    kind: str
 
-    def __init__(self, job_id: str, worker: int, task: Task, shared: Broadcast, limit: int) -> None:
+    def __init__(
+        self, job_id: str, worker: int, node_id: str, rnd: int, chunks: list[bytes], limit: int
+    ) -> None:
         self.id = job_id
         self.worker = worker
-        self.node_id = task.node_id
-        self.round = task.instructions.round
-        self.chunks = task_frame(task, shared)
+        self.node_id = node_id
+        self.round = rnd
+        self.chunks = chunks
         self.limit = limit
         self.queued = time.monotonic()
         """When the job was queued for its site (the roster's clock)."""
@@ -90,18 +93,27 @@ class Job(Generic[B]):
         """Settle the job with the site's reply frame ``body``; ``False`` if the frame was
         malformed (then the site's client fails with the reason)."""
         try:
-            reply = read_reply(body)
-            expected = FitReply if self.kind == "fit" else EvaluateReply
-            if reply.job != self.id or not isinstance(reply, expected):
-                raise WireError(
-                    f"a {type(reply).__name__} for job {reply.job!r} does not answer the "
-                    f"{self.kind} job {self.id!r}"
-                )
+            batch = self._read(body)
         except WireError as error:
             self.fail(f"the site sent a malformed reply: {error}")
             return False
-        self._settle(self._batch(reply))
+        self._settle(batch)
         return True
+
+    def check(self, reply: Any, expected: type) -> None:
+        """Refuse a reply of another type or job.
+
+        Raises
+        ------
+        WireError
+            If ``reply`` is not an ``expected`` answering this job.
+        """
+        job = getattr(reply, "job", None)
+        if job != self.id or not isinstance(reply, expected):
+            raise WireError(
+                f"a {type(reply).__name__} for job {job!r} does not answer the "
+                f"{self.kind} job {self.id!r}"
+            )
 
     def fail(self, reason: str) -> None:
         """Settle the job as a failure of the site's client (``reason``); nothing if it is
@@ -110,14 +122,22 @@ class Job(Generic[B]):
 
     def succeeded(self) -> bool:
         """Whether the settled reply holds the client's success."""
-        return self.done and not self.future.result().failures
+        result: Any = self.future.result() if self.done else None
+        return result is not None and not result.failures
 
     def _settle(self, batch: B) -> None:
         with self._lock:
             if not self.future.done():
                 self.future.set_result(batch)
 
-    def _batch(self, reply: Any) -> B:
+    def _read(self, body: bytes) -> B:
+        """The reply to settle with, read from the site's frame ``body``.
+
+        Raises
+        ------
+        WireError
+            If the frame is malformed or does not answer this job.
+        """
         raise NotImplementedError
 
     def _failed(self, reason: str) -> B:
@@ -128,7 +148,7 @@ class FitJob(Job[FitBatch]):
     """A fit task: the site's update is checked against ``reference`` under ``policy`` on
     the server, as a worker checks a client's, and folded as ``request`` asks."""
 
-    kind: Kind = "fit"
+    kind = "fit"
 
     def __init__(
         self,
@@ -141,10 +161,17 @@ class FitJob(Job[FitBatch]):
     ) -> None:
         task = Task("fit", job_id, node_id, instructions, shared.parameters)
         size = sum(array.nbytes for array in shared.parameters.values())
-        super().__init__(job_id, worker, task, shared, 2 * size + FIT_SLACK_BYTES)
+        chunks = task_frame(task, shared)
+        limit = 2 * size + FIT_SLACK_BYTES
+        super().__init__(job_id, worker, node_id, instructions.round, chunks, limit)
         self.request = request
         self.reference: Parameters = shared.parameters
         self.policy = request.policy or UpdatePolicy()
+
+    def _read(self, body: bytes) -> FitBatch:
+        reply = read_reply(body)
+        self.check(reply, FitReply)
+        return self._batch(cast(FitReply, reply))
 
     def _batch(self, reply: FitReply) -> FitBatch:
         checked: Accepted | str
@@ -172,13 +199,19 @@ class FitJob(Job[FitBatch]):
 class EvaluateJob(Job[EvaluateBatch]):
     """An evaluate task: the site's loss, examples and metrics become its report."""
 
-    kind: Kind = "evaluate"
+    kind = "evaluate"
 
     def __init__(
         self, job_id: str, worker: int, shared: Broadcast, instructions: Instructions, node_id: str
     ) -> None:
         task = Task("evaluate", job_id, node_id, instructions, shared.parameters)
-        super().__init__(job_id, worker, task, shared, EVALUATE_REPLY_BYTES)
+        chunks = task_frame(task, shared)
+        super().__init__(job_id, worker, node_id, instructions.round, chunks, EVALUATE_REPLY_BYTES)
+
+    def _read(self, body: bytes) -> EvaluateBatch:
+        reply = read_reply(body)
+        self.check(reply, EvaluateReply)
+        return self._batch(cast(EvaluateReply, reply))
 
     def _batch(self, reply: EvaluateReply) -> EvaluateBatch:
         if not reply.ok:

@@ -392,6 +392,6 @@ class Roster:
     def _account(self, slot: Slot, job: Job[Any]) -> None:
         if not job.succeeded():
             slot.failures += 1
-        elif job.kind == "fit":
+        elif job.kind in ("fit", "secure_fit"):
             slot.rounds += 1
             self._events.append(SiteRound(slot.name, job.round))

@@ -123,14 +123,23 @@ def read_frame(body: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return header, arrays
 
 
-def _model(cls: type[BaseModel], header: dict[str, Any], what: str) -> Any:
+def validated(cls: type[BaseModel], header: dict[str, Any], what: str) -> Any:
+    """``header`` validated by ``cls``.
+
+    Raises
+    ------
+    WireError
+        ``malformed <what>: ...`` naming every bad field.
+    """
     try:
         return cls.model_validate(header)
     except ValidationError as error:
         raise WireError(f"malformed {what}: {describe_errors(error)}") from None
 
 
-class _Message(BaseModel):
+class WireModel(BaseModel):
+    """The base of every message header: strict types, no unknown keys, the version."""
+
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     v: Literal[1]
@@ -181,7 +190,7 @@ class Welcome:
         }
 
 
-class _WelcomeModel(_Message):
+class _WelcomeModel(WireModel):
     session: str = Field(min_length=1, max_length=200)
     run: str = Field(min_length=1, max_length=200)
     seed: int
@@ -202,7 +211,7 @@ def read_welcome(body: Any) -> Welcome:
     """
     if not isinstance(body, dict):
         raise WireError("the welcome is not a JSON object")
-    model = _model(_WelcomeModel, body, "welcome")
+    model = validated(_WelcomeModel, body, "welcome")
     return Welcome(
         model.session,
         model.run,
@@ -261,7 +270,7 @@ def task_frame(task: Task, shared: Broadcast | None = None) -> list[bytes]:
     return frame(header, blob)
 
 
-class _TaskModel(_Message):
+class _TaskModel(WireModel):
     kind: Kind
     job: str = Field(min_length=1, max_length=200)
     node_id: Name
@@ -277,7 +286,7 @@ def read_task(body: bytes) -> Task:
         If it is malformed.
     """
     header, arrays = read_frame(body)
-    model = _model(_TaskModel, header, "task")
+    model = validated(_TaskModel, header, "task")
     instructions = read_instructions(model.instructions)
     for array in arrays.values():
         array.flags.writeable = False  # as on a simulated worker: clients cannot alter it
@@ -378,7 +387,7 @@ class EvaluateReply:
 Reply = FitReply | EvaluateReply
 
 
-class _ReplyModel(_Message):
+class _ReplyModel(WireModel):
     kind: Kind
     job: str = Field(min_length=1, max_length=200)
     ok: bool
@@ -418,7 +427,7 @@ def read_reply(body: bytes) -> Reply:
         examples (or loss), a failure without its reason or with arrays.
     """
     header, arrays = read_frame(body)
-    model = _model(_ReplyModel, header, "reply")
+    model = validated(_ReplyModel, header, "reply")
     if not model.ok:
         if model.reason is None or arrays or model.num_examples is not None:
             raise WireError("malformed reply: a failure has a reason and nothing else")
