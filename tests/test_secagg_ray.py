@@ -4,9 +4,12 @@ clients run (never on the driver), and an honest client's refusal relayed by its
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import pytest
+import ray
+from waiting import wait_until
 
 from redfl import FedAvg, StarFederation
 from redfl.core.events import Event, SecureAggregationStage
@@ -137,7 +140,9 @@ def test_a_hierarchy_on_ray_sums_each_lcp_securely_as_in_process(ray_session):
 
 
 class KillAfter(Callback):
-    """Ends worker 1's process once ``stage`` has been collected."""
+    """Ends worker 1's actor for good once ``stage`` has been collected, and waits until
+    Ray says it is dead, so the next stage's call to it fails whatever the timing (a kill
+    still on its way could otherwise let that call run first)."""
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
@@ -146,8 +151,21 @@ class KillAfter(Callback):
     def on_event(self, event: Event) -> bool | None:
         if isinstance(event, SecureAggregationStage) and event.stage == self.stage:
             assert self.federation is not None
-            self.federation._start().kill(1)
+            actor = self.federation._start()._actors[1]  # type: ignore[attr-defined]
+            ray.kill(actor, no_restart=True)
+            assert wait_until(lambda: _dead(actor), 60.0), "worker 1 did not die"
         return None
+
+
+def _dead(actor: Any) -> bool:
+    """Whether Ray reports ``actor`` dead."""
+    try:
+        ray.get(actor.__ray_ready__.remote(), timeout=5.0)
+    except ray.exceptions.RayActorError:
+        return True
+    except ray.exceptions.GetTimeoutError:
+        return False
+    return False
 
 
 def test_a_worker_lost_between_stages_drops_its_clients_and_fails_the_round_clearly(

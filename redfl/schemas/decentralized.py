@@ -228,15 +228,29 @@ class DecentralizedFederation(GraphFederation):
         stopping = False
         while True:  # records go out as rounds complete on every node, not at the end
             finished = not runner.is_alive()
-            attempt.last_end, stop = self._emit_rounds(
-                backend, attempt.last_round, attempt.last_end
-            )
+            if self._stopped():
+                # stop() is ending the workers (another thread): the runner reports how
+                # the nodes ended, and the backend is no longer asked anything
+                runner.join()
+                return attempt
+            try:
+                attempt.last_end, stop = self._emit_rounds(
+                    backend, attempt.last_round, attempt.last_end
+                )
+            except Exception:
+                if not self._stopped():
+                    raise
+                continue  # stopped while asking: the check above ends the attempt
             if stop and not stopping:
                 stopping, attempt.last_round = True, self._stop_at_boundary(backend)
                 continue  # record every round up to the boundary before ending
             if finished:
                 return attempt
             runner.join(PROGRESS_POLL_S)
+
+    def _stopped(self) -> bool:
+        """Whether :meth:`stop` was called (from any thread)."""
+        return self._state == "stopped"
 
     def _stop_at_boundary(self, backend: Backend) -> int:
         """Stop every node after the highest round any node has started (that round ends
