@@ -381,10 +381,13 @@ def test_the_edge_jobs_page_shows_a_job_s_version_while_it_runs(rig: Rig, page: 
     shown: list[str] = []
 
     def finished() -> bool:
+        # the status first: once it says succeeded, the version read after it is the last
+        # (the page may redraw between the two reads)
+        done = page.locator("#edge-job-status [data-status=succeeded]").count() == 1
         text = page.inner_text("#edge-job-version")
         if not shown or shown[-1] != text:
             shown.append(text)
-        return page.locator("#edge-job-status [data-status=succeeded]").count() == 1
+        return done
 
     assert wait_until(finished, 90.0), shown
     worker.join(60)
