@@ -18,11 +18,20 @@ from redfl.edge.job import EdgeJob
 from redfl.edge.jobs import JobSpec
 from redfl.edge.lcp import LcpService
 from redfl.edge.lcp_app import lcp_app
-from redfl.edge.protocol import FORWARDED_ROUTES, encode_arrays
+from redfl.edge.protocol import FORWARDED_ROUTES, decode_arrays, encode_arrays
 from redfl.edge.provision import Member
+from redfl.edge.relay import RelayAggregator, RelayJob
 from redfl.edge.routes import DEVICE_HEADER
 from redfl.edge.server import EdgeServer, server_app
-from redfl.edge.wire import JobSync, PartialMsg, SyncRequest, speaks_for
+from redfl.edge.wire import (
+    JobInfo,
+    JobSync,
+    Limits,
+    PartialMsg,
+    SyncRequest,
+    VerdictMsg,
+    speaks_for,
+)
 
 SPEC = JobSpec(
     name="numeric-job",
@@ -356,3 +365,66 @@ def test_a_sync_speaks_only_for_its_caller_or_the_lcps_below_it(
 ) -> None:
     assert speaks_for(TREE, caller, lcp).startswith(refusal)
     assert bool(speaks_for(TREE, caller, lcp)) == bool(refusal)
+
+
+def test_a_relay_sums_its_childrens_partial_sums_of_one_version_into_one() -> None:
+    """Two LCPs' partial sums of the same base version, waiting at their relay together, go
+    upstream as one partial sum (arrays, weights, task ids and devices summed), and each
+    LCP gets the verdict on it; the first sync of a child the relay has not seen goes alone
+    (it may repeat one whose answer was lost)."""
+    relay = RelayAggregator("relay-1", TREE)
+    view = RelayJob(
+        JobInfo(job_id="j", name="j", client="m:C", limits=Limits(max_samples_per_update=9))
+    )
+    view.shapes = {"w": (3,)}
+    relay.jobs["j"] = view
+    relay.seen.update({"lcp-1-1", "lcp-1-2"})  # both synced before
+
+    def sync(sender: str, value: float, weight: float) -> SyncRequest:
+        arrays = encode_arrays({"w": np.full(3, value)}, np.float64)
+        task = f"{sender}.boot.1"
+        partial = PartialMsg(
+            base_version=0, sums=arrays, weight=weight, task_ids=[task], devices=[f"d-{sender}"]
+        )
+        return SyncRequest(sender=sender, boot="b", seq=1, jobs={"j": JobSync(partials=[partial])})
+
+    async def scenario() -> None:
+        children = [
+            asyncio.ensure_future(relay._take(sync("lcp-1-1", 1.0, 2.0))),
+            asyncio.ensure_future(relay._take(sync("lcp-1-2", 2.5, 3.0))),
+        ]
+        for _ in range(100):  # let both reach their wait for the verdict
+            if relay.partials_in == 2:
+                break
+            await asyncio.sleep(0)
+        parts, context = relay.parts()
+        [partial] = parts["j"].partials
+        assert partial.base_version == 0 and partial.weight == 5.0
+        assert sorted(partial.task_ids) == ["lcp-1-1.boot.1", "lcp-1-2.boot.1"]
+        assert sorted(partial.devices) == ["d-lcp-1-1", "d-lcp-1-2"]
+        np.testing.assert_array_equal(
+            decode_arrays(partial.sums, dtype=np.float64)["w"], np.full(3, 3.5)
+        )
+        assert (relay.partials_in, relay.partials_out) == (2, 1)
+        for group in context["j"]:
+            for future in group:
+                future.set_result(VerdictMsg(accepted=True))
+        for child in children:
+            assert await asyncio.wait_for(child, 5.0) == {"j": [VerdictMsg(accepted=True)]}
+        # a child the relay has not seen since it started: its partial goes up alone
+        relay.seen.discard("lcp-1-2")
+        third = asyncio.ensure_future(relay._take(sync("lcp-1-2", 4.0, 1.0)))
+        for _ in range(100):
+            if relay.partials_in == 3:
+                break
+            await asyncio.sleep(0)
+        parts, context = relay.parts()
+        [alone] = parts["j"].partials
+        assert alone.task_ids == ["lcp-1-2.boot.1"] and alone.weight == 1.0
+        [[future]] = context["j"]
+        future.set_result(VerdictMsg(accepted=False, reason="stale"))
+        assert await asyncio.wait_for(third, 5.0) == {
+            "j": [VerdictMsg(accepted=False, reason="stale")]
+        }
+
+    asyncio.run(scenario())

@@ -280,5 +280,6 @@ def test_a_killed_aggregating_relay_loses_nothing_and_counts_nothing_twice(
     assert summary.acked and summary.acked <= set(final["task_ids"])
     parameters, _ = load_parameters(Path(final["folder"]) / "model.safetensors")
     np.testing.assert_array_equal(parameters["value"], np.full(100, 12.0, np.float32))
-    # the relay summed its two LCPs' partial sums: fewer went up than came in
-    assert relay["aggregates"] and 0 < relay["partials_out"] < relay["partials_in"]
+    # the other relay carried its LCPs' partial sums up as their aggregator (how many it
+    # summed depends on their syncs meeting there: test_edge_services shows the summing)
+    assert relay["aggregates"] and 0 < relay["partials_out"] <= relay["partials_in"]
