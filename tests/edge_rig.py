@@ -4,6 +4,7 @@ servers over TLS, each with its credential from a folder ``redfl tree`` provisio
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import threading
 import time
@@ -13,7 +14,6 @@ from typing import Any
 
 import httpx
 import uvicorn
-from waiting import free_port
 
 from redfl.edge.fleet import DeviceRegister, EnrollmentConfig, Fleet
 from redfl.edge.job import EdgeJob
@@ -60,6 +60,15 @@ def wait_until(check: Callable[[], bool], timeout: float = 20.0, what: str = "co
         time.sleep(0.02)
 
 
+def _listening(port: int) -> socket.socket:
+    """A socket listening on 127.0.0.1:``port`` (0: a free one), for a server to take."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(128)
+    return sock
+
+
 class ThreadedDeployment:
     """Server + LCPs (+ their relays) + proxy on 127.0.0.1, served from one event loop in a
     thread, every internal hop mutual TLS with the folder's credentials.
@@ -92,7 +101,10 @@ class ThreadedDeployment:
         self.spec, self.folder, self.lcps = spec, folder, lcps
         self.fleet = fleet or dev_fleet(folder)
         used = sorted({TREE.site(lcp).relay or "" for lcp in lcps}) if relays else []
-        self.ports = {name: free_port() for name in ["server", "proxy", *used, *lcps]}
+        # each port is held by a listening socket from here on, which its server then takes:
+        # a port merely found free could be taken meanwhile (by a client's own end, say)
+        self.sockets = {name: _listening(0) for name in ["server", "proxy", *used, *lcps]}
+        self.ports = {name: sock.getsockname()[1] for name, sock in self.sockets.items()}
         self.url = {name: f"https://127.0.0.1:{port}" for name, port in self.ports.items()}
         if not proxy_tls:
             self.url["proxy"] = f"http://127.0.0.1:{self.ports['proxy']}"
@@ -134,8 +146,12 @@ class ThreadedDeployment:
         server = uvicorn.Server(server_config(app, "127.0.0.1", self.ports[name], tls))
         self.servers[name] = server
 
+        sock = self.sockets[name]
+        if sock.fileno() == -1:  # closed by the server that served it before: the same port
+            sock = self.sockets[name] = _listening(self.ports[name])
+
         async def start() -> None:
-            self.tasks[name] = asyncio.create_task(server.serve())
+            self.tasks[name] = asyncio.create_task(server.serve(sockets=[sock]))
 
         self._call(start())
 
