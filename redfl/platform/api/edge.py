@@ -216,9 +216,10 @@ def abort_edge_job(
     summary."""
     wanted = body or EdgeAbortIn()
     edge = _deployment(request, wanted.deployment)
-    actions = store.edge_actions(edge.name, [job_id])
-    submitter = _users(actions).get((job_id, "submit"))
-    if RANK[user.role] < RANK["admin"] and submitter != user.name:
+    submits = [a for a in store.edge_actions(edge.name, [job_id]) if a.action == "submit"]
+    submitter = submits[-1].user_name if submits else None
+    own = bool(submits) and submits[-1].user_id == user.id
+    if RANK[user.role] < RANK["admin"] and not own:
         raise HTTPException(
             http.HTTP_403_FORBIDDEN,
             detail=f"only the user who submitted job {job_id!r} or an admin may abort it",

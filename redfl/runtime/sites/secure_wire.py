@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -63,7 +61,6 @@ from redfl.privacy.secagg.config import MAX_ID
 from redfl.privacy.secagg.keys import KEY_BYTES
 from redfl.privacy.secagg.shamir import ELEMENT_BYTES, Share
 from redfl.runtime.sites.wire import (
-    MAX_HEADER_BYTES,
     MAX_REASON_CHARS,
     VERSION,
     Broadcast,
@@ -80,8 +77,8 @@ from redfl.runtime.sites.wire import (
     instructions_json,
     read_frame,
     read_instructions,
-    read_task,
     reply_frame,
+    task_of,
     validated,
 )
 
@@ -298,7 +295,17 @@ def read_secure_task(body: bytes) -> SecureTask:
         If it is malformed: a field of another kind, a missing one, a bad key, seed,
         ciphertext or table, arrays where none belong.
     """
-    header, arrays = read_frame(body)
+    return secure_task_of(*read_frame(body))
+
+
+def secure_task_of(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> SecureTask:
+    """A secure round's task from its frame's header and arrays (:func:`read_frame`).
+
+    Raises
+    ------
+    WireError
+        As :func:`read_secure_task`.
+    """
     model = validated(_TaskModel, header, "secure task")
     given = {name for name in _OPTIONAL if getattr(model, name) is not None}
     if given != _FIELDS[model.kind]:
@@ -334,14 +341,10 @@ def read_any_task(body: bytes) -> Task | SecureTask:
     WireError
         If it is malformed.
     """
-    if len(body) >= 8:
-        size = int.from_bytes(body[:8], "little")
-        if size <= MAX_HEADER_BYTES:
-            with contextlib.suppress(ValueError, RecursionError):
-                header = json.loads(body[8 : 8 + size])
-                if isinstance(header, dict) and header.get("kind") in SECURE_KINDS:
-                    return read_secure_task(body)
-    return read_task(body)
+    header, arrays = read_frame(body)
+    if header.get("kind") in SECURE_KINDS:
+        return secure_task_of(header, arrays)
+    return task_of(header, arrays)
 
 
 def _secure_fit(model: _TaskModel, arrays: dict[str, np.ndarray]) -> SecureFitTask:

@@ -285,7 +285,17 @@ def read_task(body: bytes) -> Task:
     WireError
         If it is malformed.
     """
-    header, arrays = read_frame(body)
+    return task_of(*read_frame(body))
+
+
+def task_of(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> Task:
+    """A task from its frame's header and arrays (:func:`read_frame`).
+
+    Raises
+    ------
+    WireError
+        If it is malformed.
+    """
     model = validated(_TaskModel, header, "task")
     instructions = read_instructions(model.instructions)
     for array in arrays.values():
